@@ -1,0 +1,102 @@
+use rand::{seq::SliceRandom, Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{Result, SlideError, TissueMask};
+
+/// How candidate patch positions are laid over the tissue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampling {
+    /// Non-overlapping cells of a regular grid anchored at the slide's origin.
+    Grid,
+    /// Positions drawn uniformly over the tissue (patches may overlap; needs a per-slide cap).
+    Random,
+}
+
+/// Proposes patch positions for one slide, deterministically from a seed and the slide's name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampler {
+    /// Grid or random positions.
+    pub sampling: Sampling,
+    /// Minimum fraction of a patch's footprint that the tissue mask must cover.
+    pub min_tissue: f64,
+    /// Run-wide seed; each slide's stream also depends on its name, not on the order of slides.
+    pub seed: u64,
+}
+
+/// A proposed patch: level-0 top-left corner and the tissue fraction of its footprint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    /// Level-0 x of the top-left corner.
+    pub x: u32,
+    /// Level-0 y of the top-left corner.
+    pub y: u32,
+    /// Tissue-mask fraction of the footprint.
+    pub tissue: f64,
+}
+
+impl Sampler {
+    /// Candidate positions for a slide of level-0 size `dims` and a patch footprint of
+    /// `footprint` level-0 pixels, in the order they should be tried (a per-slide cap takes the
+    /// first accepted ones). `cap` bounds how many random positions are drawn.
+    pub fn candidates(
+        &self,
+        slide_key: &str,
+        dims: (u32, u32),
+        footprint: (f64, f64),
+        mask: &TissueMask,
+        cap: Option<usize>,
+    ) -> Result<Vec<Candidate>> {
+        let (fw, fh) = footprint;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ fnv1a(slide_key.as_bytes()));
+        let keep = |x: u32, y: u32| {
+            let tissue = mask.fraction(x as f64, y as f64, fw, fh);
+            (tissue >= self.min_tissue).then_some(Candidate { x, y, tissue })
+        };
+        match self.sampling {
+            Sampling::Grid => {
+                let cols = (dims.0 as f64 / fw).floor() as u32;
+                let rows = (dims.1 as f64 / fh).floor() as u32;
+                let mut out: Vec<Candidate> = (0..rows)
+                    .flat_map(|j| (0..cols).map(move |i| (i, j)))
+                    .filter_map(|(i, j)| keep((i as f64 * fw).round() as u32, (j as f64 * fh).round() as u32))
+                    .collect();
+                out.shuffle(&mut rng);
+                Ok(out)
+            }
+            Sampling::Random => {
+                let cap = cap.ok_or_else(|| {
+                    SlideError::Parameter("random sampling needs a per-slide cap (--per-slide)".into())
+                })?;
+                let m = mask.mask();
+                let tissue_px: Vec<(u32, u32)> =
+                    m.enumerate_pixels().filter(|(_, _, p)| p.0[0] != 0).map(|(x, y, _)| (x, y)).collect();
+                let (max_x, max_y) = ((dims.0 as f64 - fw).max(0.0), (dims.1 as f64 - fh).max(0.0));
+                let want = cap.saturating_mul(4);
+                let mut out = Vec::with_capacity(want);
+                let mut seen = std::collections::HashSet::new();
+                for _ in 0..want.saturating_mul(20) {
+                    if out.len() >= want || tissue_px.is_empty() {
+                        break;
+                    }
+                    let (px, py) = tissue_px[rng.gen_range(0..tissue_px.len())];
+                    let d = mask.downsample();
+                    let cx = (px as f64 + rng.gen::<f64>()) * d;
+                    let cy = (py as f64 + rng.gen::<f64>()) * d;
+                    let x = (cx - fw / 2.0).clamp(0.0, max_x).round() as u32;
+                    let y = (cy - fh / 2.0).clamp(0.0, max_y).round() as u32;
+                    if let Some(c) = keep(x, y) {
+                        if seen.insert((x, y)) {
+                            out.push(c);
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// FNV-1a: a hash whose value never changes across Rust versions, so seeds stay reproducible.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
