@@ -1,1 +1,23 @@
+//! The PatchTCGA release's datasets on disk: builders that tile slides into its exact layouts
+//! (PTCGA200, PCam200, segPANDA200), the index that reads them back, manifests and checksums,
+//! slide-level splits (JSON and the original pickle), download helpers and statistics.
 
+mod atomic;
+mod build;
+mod error;
+mod layout;
+mod manifest;
+mod slides_csv;
+
+pub mod archive;
+pub mod split;
+pub mod stats;
+
+pub use build::{build, BuildOptions, BuildReport, ImageFormat, Task};
+pub use error::DatasetError;
+pub use layout::{organ_class, DatasetKind, Entry, Index, ORGANS, IMAGE_EXTENSIONS, POSITION_MAP_DIR};
+pub use manifest::{md5_hex, ManifestRow};
+pub use slides_csv::{read_slides_csv, SlideRow};
+
+/// Result type of this crate.
+pub type Result<T> = std::result::Result<T, DatasetError>;

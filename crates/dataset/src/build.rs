@@ -1,0 +1,475 @@
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use image::{ImageEncoder, Rgb, RgbImage};
+use indicatif::ProgressBar;
+use patchtcga_slide::{
+    AnnotationGroups, Annotations, Candidate, LabelScheme, PatchGeometry, QualityCheck, QualityVerdict, Sampler,
+    Slide, TissueMask, TissueParams,
+};
+use rand::{seq::SliceRandom, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::layout::{organ_class, DatasetKind, ORGANS, POSITION_MAP_DIR};
+use crate::manifest::{md5_hex, read_manifest_json, write_manifest, ManifestRow};
+use crate::{atomic, DatasetError, Result, SlideRow};
+
+/// What a build makes: the dataset layout and its labelling rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Task {
+    /// Organ-labelled patches: `<out>/<organ>/<slide>_<x>_<y>.<ext>`.
+    Ptcga200,
+    /// Tumour/normal patches from Camelyon slides: `<out>/<split>/{normal,tumor}/<case>/…`.
+    Pcam200 {
+        /// Annotation groups that mark tumour and exclusions.
+        groups: AnnotationGroups,
+        /// A patch is tumour when at least this fraction of its centre region is tumour.
+        tumor_threshold: f64,
+        /// Side of the centre region as a fraction of the patch side.
+        centre: f64,
+    },
+    /// Patches with label masks from PANDA slides: `<out>/<split>/<grade>/<case>/…` and
+    /// `<stem>_mask.png` beside each image.
+    SegPanda200,
+}
+
+impl Task {
+    /// The layout this task writes.
+    pub fn kind(&self) -> DatasetKind {
+        match self {
+            Self::Ptcga200 => DatasetKind::Ptcga200,
+            Self::Pcam200 { .. } => DatasetKind::Pcam200,
+            Self::SegPanda200 => DatasetKind::SegPanda200,
+        }
+    }
+}
+
+/// Encoding of patch images (label masks are always PNG).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ImageFormat {
+    /// JPEG at a quality of 1–100.
+    Jpeg {
+        /// Quality, 1–100.
+        quality: u8,
+    },
+    /// Lossless PNG.
+    Png,
+}
+
+impl ImageFormat {
+    fn extension(self) -> &'static str {
+        match self {
+            Self::Jpeg { .. } => "jpg",
+            Self::Png => "png",
+        }
+    }
+}
+
+/// Everything a build needs besides the slide list.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Dataset root to write.
+    pub out: PathBuf,
+    /// Patch size and resolution.
+    pub geometry: PatchGeometry,
+    /// Tissue detection.
+    pub tissue: TissueParams,
+    /// Blank/blur rejection.
+    pub quality: QualityCheck,
+    /// Candidate positions.
+    pub sampler: Sampler,
+    /// Most patches per slide (per class for PCam200); `None` takes every accepted position.
+    pub per_slide: Option<usize>,
+    /// Patch image encoding.
+    pub format: ImageFormat,
+    /// µm/px to use instead of the slides' metadata.
+    pub mpp_override: Option<f64>,
+    /// Fraction of cases sent to `val` when the CSV gives no split (PCam200, segPANDA200).
+    pub val_fraction: f64,
+    /// Fraction of cases sent to `test` when the CSV gives no split.
+    pub test_fraction: f64,
+}
+
+/// The outcome of a build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildReport {
+    /// Slides in the list.
+    pub slides: usize,
+    /// Slides tiled by this run.
+    pub built: usize,
+    /// Slides already complete from an earlier run.
+    pub skipped: usize,
+    /// One message per failed slide, naming the file and the cause.
+    pub failures: Vec<String>,
+    /// Patches written by this run.
+    pub new_patches: usize,
+    /// Patches in the dataset's manifest after this run.
+    pub total_patches: usize,
+}
+
+/// The folder of build bookkeeping inside the dataset root (hidden from loaders).
+const STATE_DIR: &str = ".patchtcga";
+
+/// Tiles every slide of `rows` into `opts.out` in `task`'s layout, in parallel, writing each
+/// patch atomically, a thumbnail map per slide, and at the end `manifest.csv` and `MD5SUMS`.
+/// Resumable: slides completed by an earlier run with the same settings are skipped. A slide
+/// that fails is reported and the others still complete.
+pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &ProgressBar) -> Result<BuildReport> {
+    let state = opts.out.join(STATE_DIR);
+    let records = state.join("slides");
+    std::fs::create_dir_all(&records).map_err(DatasetError::io(&records))?;
+    check_settings(&state.join("settings.txt"), task, opts)?;
+    let splits = assign_splits(task, rows, opts)?;
+
+    progress.set_length(rows.len() as u64);
+    let outcomes: Vec<Outcome> = rows
+        .par_iter()
+        .map(|row| {
+            let record = records.join(format!("{}.json", row.id));
+            let outcome = if record.is_file() {
+                Outcome::Skipped
+            } else {
+                let split = splits.get(&row.case).map(String::as_str).unwrap_or("");
+                let job = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tile_slide(task, row, split, opts)));
+                match job {
+                    Ok(Ok(rows)) => match write_record(&record, &rows) {
+                        Ok(()) => Outcome::Built(rows.len()),
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    },
+                    Ok(Err(e)) => Outcome::Failed(e),
+                    Err(_) => Outcome::Failed(format!("{}: internal error while tiling (please report)", row.slide.display())),
+                }
+            };
+            if let Outcome::Failed(msg) = &outcome {
+                progress.println(format!("failed: {msg}"));
+            }
+            progress.inc(1);
+            outcome
+        })
+        .collect();
+
+    let mut report = BuildReport { slides: rows.len(), ..Default::default() };
+    for o in outcomes {
+        match o {
+            Outcome::Built(n) => {
+                report.built += 1;
+                report.new_patches += n;
+            }
+            Outcome::Skipped => report.skipped += 1,
+            Outcome::Failed(msg) => report.failures.push(msg),
+        }
+    }
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(&records).map_err(DatasetError::io(&records))? {
+        let p = e.map_err(DatasetError::io(&records))?.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            all.extend(read_manifest_json(&p)?);
+        }
+    }
+    all.sort_by(|a, b| a.file.cmp(&b.file));
+    report.total_patches = all.len();
+    write_manifest(&opts.out, &all)?;
+    Ok(report)
+}
+
+enum Outcome {
+    Built(usize),
+    Skipped,
+    Failed(String),
+}
+
+/// Refuses to mix patches made with different settings in one dataset.
+fn check_settings(path: &Path, task: &Task, opts: &BuildOptions) -> Result<()> {
+    let settings = format!(
+        "task: {task:?}\ngeometry: {:?}\ntissue: {:?}\nquality: {:?}\nsampler: {:?}\nper_slide: {:?}\nformat: {:?}\n\
+         mpp_override: {:?}\nval_fraction: {}\ntest_fraction: {}\n",
+        opts.geometry,
+        opts.tissue,
+        opts.quality,
+        opts.sampler,
+        opts.per_slide,
+        opts.format,
+        opts.mpp_override,
+        opts.val_fraction,
+        opts.test_fraction
+    );
+    match std::fs::read_to_string(path) {
+        Ok(old) if old == settings => Ok(()),
+        Ok(old) => Err(DatasetError::Usage(format!(
+            "{} was built with other settings; resume with the same flags or write to a new --out.\nthen:\n{old}now:\n{settings}",
+            path.parent().and_then(Path::parent).unwrap_or(path).display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => atomic::write(path, settings.as_bytes()),
+        Err(e) => Err(DatasetError::Io { path: path.to_path_buf(), source: e }),
+    }
+}
+
+/// Split of each case: given in the CSV, else drawn by case with the seed.
+fn assign_splits(task: &Task, rows: &[SlideRow], opts: &BuildOptions) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    if *task == Task::Ptcga200 {
+        return Ok(out);
+    }
+    for r in rows {
+        if let Some(s) = &r.split {
+            if let Some(prev) = out.insert(r.case.clone(), s.clone()) {
+                if prev != *s {
+                    return Err(DatasetError::Usage(format!(
+                        "case {:?} is given both {prev:?} and {s:?} (line {}): a case's slides must share a split",
+                        r.case, r.line
+                    )));
+                }
+            }
+        }
+    }
+    let mut free: Vec<&str> = rows.iter().map(|r| r.case.as_str()).filter(|c| !out.contains_key(*c)).collect();
+    free.sort();
+    free.dedup();
+    free.shuffle(&mut ChaCha8Rng::seed_from_u64(opts.sampler.seed));
+    let n = free.len() as f64;
+    let n_test = (n * opts.test_fraction).round() as usize;
+    let n_val = (n * opts.val_fraction).round() as usize;
+    for (i, c) in free.into_iter().enumerate() {
+        let s = if i < n_test { "test" } else if i < n_test + n_val { "val" } else { "train" };
+        out.insert(c.to_string(), s.to_string());
+    }
+    Ok(out)
+}
+
+/// How a slide labels its patches.
+enum Labeller {
+    Organ(String),
+    Tumour { annotations: Annotations, threshold: f64, centre: f64 },
+    Mask { mask: Slide, scheme: LabelScheme, grade: String },
+}
+
+/// A patch ready to write.
+struct Encoded {
+    candidate: Candidate,
+    label: String,
+    image: Vec<u8>,
+    mask: Option<Vec<u8>>,
+}
+
+fn tile_slide(task: &Task, row: &SlideRow, split: &str, opts: &BuildOptions) -> std::result::Result<Vec<ManifestRow>, String> {
+    let at_line = |msg: String| format!("{msg} (slide list line {})", row.line);
+    let slide = Slide::open(&row.slide, opts.mpp_override).map_err(|e| e.to_string())?;
+    let labeller = match task {
+        Task::Ptcga200 => {
+            let organ = row.organ.clone().ok_or_else(|| at_line(format!("{}: no organ given", row.slide.display())))?;
+            if organ_class(&organ).is_none() {
+                let known: Vec<&str> = ORGANS.iter().map(|o| o.0).collect();
+                return Err(at_line(format!("{}: unknown organ {organ:?} (PTCGA200 organs: {})", row.slide.display(), known.join(", "))));
+            }
+            Labeller::Organ(organ)
+        }
+        Task::Pcam200 { groups, tumor_threshold, centre } => {
+            let annotations = match &row.annotation {
+                Some(p) => Annotations::load(p, groups).map_err(|e| e.to_string())?,
+                None => Annotations::none(),
+            };
+            Labeller::Tumour { annotations, threshold: *tumor_threshold, centre: *centre }
+        }
+        Task::SegPanda200 => {
+            let mask_path = row.mask.as_ref().ok_or_else(|| at_line(format!("{}: no label mask given", row.slide.display())))?;
+            let scheme = LabelScheme::parse(row.provider.as_deref().unwrap_or(""), row.gleason_score.as_deref())
+                .map_err(|e| at_line(format!("{}: {e}", row.slide.display())))?;
+            let grade = row.grade.clone().ok_or_else(|| at_line(format!("{}: no isup_grade given", row.slide.display())))?;
+            // The mask shares the slide's pixel grid, so it shares its resolution.
+            let mask = Slide::open(mask_path, Some(slide.mpp().x)).map_err(|e| e.to_string())?;
+            if mask.dimensions() != slide.dimensions() {
+                return Err(format!(
+                    "{}: label mask is {:?} px but its slide {} is {:?} px",
+                    mask_path.display(),
+                    mask.dimensions(),
+                    row.slide.display(),
+                    slide.dimensions()
+                ));
+            }
+            Labeller::Mask { mask, scheme, grade }
+        }
+    };
+
+    let tissue = TissueMask::detect(&slide, &opts.tissue).map_err(|e| e.to_string())?;
+    if tissue.tissue_fraction() == 0.0 {
+        return Err(format!("{}: no tissue found (saturation threshold {})", row.slide.display(), tissue.threshold()));
+    }
+    let footprint = slide.footprint(&opts.geometry);
+    let level = slide.level_for_downsample(footprint.0.min(footprint.1) / opts.geometry.size as f64);
+    let candidates = opts
+        .sampler
+        .candidates(&row.id, slide.dimensions(), footprint, &tissue, opts.per_slide)
+        .map_err(|e| e.to_string())?;
+    let labelled: Vec<(Candidate, String)> = candidates
+        .into_iter()
+        .filter_map(|c| {
+            let label = match &labeller {
+                Labeller::Organ(o) => o.clone(),
+                Labeller::Mask { grade, .. } => grade.clone(),
+                Labeller::Tumour { annotations, threshold, centre } => {
+                    let (fw, fh) = footprint;
+                    let (cw, ch) = (fw * centre, fh * centre);
+                    let (cx, cy) = (c.x as f64 + (fw - cw) / 2.0, c.y as f64 + (fh - ch) / 2.0);
+                    if annotations.tumor_fraction(cx, cy, cw, ch, 16) >= *threshold {
+                        "tumor".to_string()
+                    } else if !annotations.touches_tumor(c.x as f64, c.y as f64, fw, fh) {
+                        "normal".to_string()
+                    } else {
+                        return None; // near a tumour border: neither clearly tumour nor normal
+                    }
+                }
+            };
+            Some((c, label))
+        })
+        .collect();
+
+    let mut remaining: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, l) in &labelled {
+        remaining.entry(l.clone()).or_insert(opts.per_slide.unwrap_or(usize::MAX));
+    }
+    let mut accepted = Vec::new();
+    let mut next = 0;
+    while next < labelled.len() && remaining.values().any(|&n| n > 0) {
+        let want: usize = remaining.values().map(|&n| n.min(256)).sum();
+        let mut chunk = Vec::new();
+        while next < labelled.len() && chunk.len() < want.clamp(8, 256) {
+            if remaining[&labelled[next].1] > 0 {
+                chunk.push(&labelled[next]);
+            }
+            next += 1;
+        }
+        let results: Vec<std::result::Result<Option<Encoded>, String>> =
+            chunk.par_iter().map(|(c, label)| read_and_encode(&slide, &labeller, c, label, opts)).collect();
+        for r in results {
+            if let Some(e) = r? {
+                let left = remaining.get_mut(&e.label).expect("label registered above");
+                if *left > 0 {
+                    *left -= 1;
+                    accepted.push(e);
+                }
+            }
+        }
+    }
+
+    let dir = match task {
+        Task::Ptcga200 => PathBuf::new(),
+        _ => PathBuf::from(split),
+    };
+    let ext = opts.format.extension();
+    let manifest: Vec<ManifestRow> = accepted
+        .par_iter()
+        .map(|e| {
+            let mut rel = dir.join(&e.label);
+            if *task != Task::Ptcga200 {
+                rel.push(&row.case);
+            }
+            let stem = format!("{}_{}_{}", row.id, e.candidate.x, e.candidate.y);
+            let file = rel.join(format!("{stem}.{ext}"));
+            atomic::write(&opts.out.join(&file), &e.image).map_err(|err| err.to_string())?;
+            let (mask, mask_md5) = match &e.mask {
+                Some(bytes) => {
+                    let m = rel.join(format!("{stem}_mask.png"));
+                    atomic::write(&opts.out.join(&m), bytes).map_err(|err| err.to_string())?;
+                    (m.to_string_lossy().into_owned(), md5_hex(bytes))
+                }
+                None => (String::new(), String::new()),
+            };
+            Ok(ManifestRow {
+                file: file.to_string_lossy().into_owned(),
+                slide: row.id.clone(),
+                case: row.case.clone(),
+                split: split.to_string(),
+                label: e.label.clone(),
+                x: e.candidate.x,
+                y: e.candidate.y,
+                level,
+                mpp: opts.geometry.mpp,
+                tissue: (e.candidate.tissue * 1e4).round() / 1e4,
+                mask,
+                md5: md5_hex(&e.image),
+                mask_md5,
+            })
+        })
+        .collect::<std::result::Result<_, String>>()?;
+    let map = position_map(&slide, &tissue, footprint, &accepted).map_err(|e| e.to_string())?;
+    atomic::write(&opts.out.join(POSITION_MAP_DIR).join(format!("{}.png", row.id)), &map).map_err(|e| e.to_string())?;
+    Ok(manifest)
+}
+
+fn read_and_encode(
+    slide: &Slide,
+    labeller: &Labeller,
+    c: &Candidate,
+    label: &str,
+    opts: &BuildOptions,
+) -> std::result::Result<Option<Encoded>, String> {
+    let patch = slide.read_patch(&opts.geometry, c.x, c.y).map_err(|e| e.to_string())?;
+    if opts.quality.judge(&patch) != QualityVerdict::Keep {
+        return Ok(None);
+    }
+    let mask = match labeller {
+        Labeller::Mask { mask, scheme, .. } => {
+            let mut labels = mask.read_label_patch(&opts.geometry, c.x, c.y).map_err(|e| e.to_string())?;
+            scheme
+                .apply(&mut labels)
+                .map_err(|e| format!("{}: at ({}, {}): {e}", mask.path().display(), c.x, c.y))?;
+            let rgb = RgbImage::from_fn(labels.width(), labels.height(), |x, y| Rgb([labels.get_pixel(x, y).0[0], 0, 0]));
+            Some(encode_png(&rgb).map_err(|e| e.to_string())?)
+        }
+        _ => None,
+    };
+    let image = match opts.format {
+        ImageFormat::Jpeg { quality } => encode_jpeg(&patch, quality)?,
+        ImageFormat::Png => encode_png(&patch).map_err(|e| e.to_string())?,
+    };
+    Ok(Some(Encoded { candidate: *c, label: label.to_string(), image, mask }))
+}
+
+fn encode_jpeg(img: &RgbImage, quality: u8) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(img.as_raw().len() / 8);
+    let enc = jpeg_encoder::Encoder::new(&mut out, quality);
+    enc.encode(img.as_raw(), img.width() as u16, img.height() as u16, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| format!("JPEG encoding failed: {e}"))?;
+    Ok(out)
+}
+
+pub(crate) fn encode_png(img: &RgbImage) -> image::ImageResult<Vec<u8>> {
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out).write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)?;
+    Ok(out)
+}
+
+/// The slide's thumbnail with the tissue mask tinted green and each kept patch outlined
+/// (tumour red, normal blue, others yellow).
+fn position_map(slide: &Slide, tissue: &TissueMask, footprint: (f64, f64), patches: &[Encoded]) -> patchtcga_slide::Result<Vec<u8>> {
+    let (w, h) = slide.dimensions();
+    let (mut thumb, ds) = slide.overview((w.max(h) as f64 / 1024.0).max(1.0))?;
+    let m = tissue.mask();
+    let md = tissue.downsample();
+    for (x, y, p) in thumb.enumerate_pixels_mut() {
+        let (mx, my) = ((x as f64 * ds / md) as u32, (y as f64 * ds / md) as u32);
+        if mx < m.width() && my < m.height() && m.get_pixel(mx, my).0[0] != 0 {
+            p.0 = [(p.0[0] as u16 * 7 / 8) as u8, ((p.0[1] as u16 * 7 + 255) / 8) as u8, (p.0[2] as u16 * 7 / 8) as u8];
+        }
+    }
+    for e in patches {
+        let colour = match e.label.as_str() {
+            "tumor" => Rgb([220, 20, 20]),
+            "normal" => Rgb([20, 60, 220]),
+            _ => Rgb([240, 200, 0]),
+        };
+        let (x, y) = ((e.candidate.x as f64 / ds) as i32, (e.candidate.y as f64 / ds) as i32);
+        let (rw, rh) = (((footprint.0 / ds) as u32).max(3), ((footprint.1 / ds) as u32).max(3));
+        for inset in 0..2u32 {
+            let r = imageproc::rect::Rect::at(x + inset as i32, y + inset as i32).of_size(rw - 2 * inset, rh - 2 * inset);
+            imageproc::drawing::draw_hollow_rect_mut(&mut thumb, r, colour);
+        }
+    }
+    encode_png(&thumb).map_err(|e| patchtcga_slide::SlideError::Parameter(e.to_string()))
+}
+
+fn write_record(path: &Path, rows: &[ManifestRow]) -> Result<()> {
+    let bytes = serde_json::to_vec(rows).map_err(|e| DatasetError::invalid(path, e.to_string()))?;
+    atomic::write(path, &bytes)
+}

@@ -1,0 +1,73 @@
+use std::path::Path;
+
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+use crate::{atomic, DatasetError, Result};
+
+/// One patch of a built dataset: what `manifest.csv` lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestRow {
+    /// Image path relative to the dataset root.
+    pub file: String,
+    /// Slide id (file stem of the slide unless the CSV names it).
+    pub slide: String,
+    /// Case (patient) id; splits never separate a case.
+    pub case: String,
+    /// `train` / `val` / `test`, empty for PTCGA200 (split afterwards).
+    pub split: String,
+    /// Organ folder, `normal`/`tumor`, or the ISUP grade.
+    pub label: String,
+    /// Level-0 x of the top-left corner.
+    pub x: u32,
+    /// Level-0 y of the top-left corner.
+    pub y: u32,
+    /// Pyramid level read.
+    pub level: u32,
+    /// µm per pixel of the patch.
+    pub mpp: f64,
+    /// Tissue-mask fraction of the footprint.
+    pub tissue: f64,
+    /// Label-mask path relative to the root (segPANDA200), else empty.
+    pub mask: String,
+    /// MD5 of the image file.
+    pub md5: String,
+    /// MD5 of the mask file, else empty.
+    pub mask_md5: String,
+}
+
+/// Lower-case hex MD5 of `bytes`.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Md5::digest(bytes))
+}
+
+/// Writes `manifest.csv` and `MD5SUMS` (md5sum's format, paths relative to `root`).
+pub fn write_manifest(root: &Path, rows: &[ManifestRow]) -> Result<()> {
+    let path = root.join("manifest.csv");
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r).map_err(|e| DatasetError::invalid(&path, e.to_string()))?;
+    }
+    let bytes = w.into_inner().map_err(|e| DatasetError::invalid(&path, e.to_string()))?;
+    atomic::write(&path, &bytes)?;
+    let mut sums = String::new();
+    for r in rows {
+        sums.push_str(&format!("{}  {}\n", r.md5, r.file));
+        if !r.mask.is_empty() {
+            sums.push_str(&format!("{}  {}\n", r.mask_md5, r.mask));
+        }
+    }
+    atomic::write(&root.join("MD5SUMS"), sums.as_bytes())
+}
+
+/// Reads a `manifest.csv`.
+pub fn read_manifest(path: &Path) -> Result<Vec<ManifestRow>> {
+    let mut r = csv::Reader::from_path(path).map_err(|e| DatasetError::invalid(path, e.to_string()))?;
+    r.deserialize().collect::<std::result::Result<_, _>>().map_err(|e| DatasetError::invalid(path, e.to_string()))
+}
+
+/// Reads one slide's record of a build (a JSON list of rows).
+pub fn read_manifest_json(path: &Path) -> Result<Vec<ManifestRow>> {
+    let bytes = std::fs::read(path).map_err(DatasetError::io(path))?;
+    serde_json::from_slice(&bytes).map_err(|e| DatasetError::invalid(path, e.to_string()))
+}
