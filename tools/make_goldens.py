@@ -44,3 +44,32 @@ def main():
 
 if __name__ == "__main__":
     main()
+
+
+def release_style_split():
+    """A split pickle written by Python the way the release's is (protocol 4, str keys), over
+    the synthetic PTCGA200 listing that crates/dataset/tests/tools.rs lays out: organs lung and
+    skin, slides TCGA-<organ>-<i> (i < 6), two patches each (<slide>_<x>_0.png, x in 0, 512)."""
+    import pickle
+
+    files = []
+    for organ in sorted(["skin", "lung"]):
+        names = sorted(f"TCGA-{organ}-{i}_{x}_0.png" for i in range(6) for x in (0, 512))
+        files += [(organ, n) for n in names]
+    splits = {}
+    for t in range(3):
+        sets = {"train": {"idx": [], "imgs": []}, "val": {"idx": [], "imgs": []}, "test": {"idx": [], "imgs": []}}
+        for i, (organ, name) in enumerate(files):
+            slide = int(name.split("_")[0].rsplit("-", 1)[1])
+            s = "val" if slide == 2 * t else "test" if slide == 2 * t + 1 else "train"
+            sets[s]["idx"].append(i)
+            sets[s]["imgs"].append(name)
+        splits[str(t)] = sets
+    out = os.path.join(ROOT, "crates", "dataset", "tests", "golden")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "release_style_split.pickle"), "wb") as f:
+        pickle.dump(splits, f, protocol=4)
+
+
+if __name__ == "__main__":
+    release_style_split()

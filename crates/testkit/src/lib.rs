@@ -78,10 +78,14 @@ pub fn write_tiled_tiff(path: &Path, image: &RgbImage, mpp: Option<f64>) -> std:
         f.write_all(&tag.to_le_bytes())?;
         f.write_all(&typ.to_le_bytes())?;
         f.write_all(&count.to_le_bytes())?;
-        // SHORT values sit in the first two bytes of the value field.
+        // A single SHORT sits in the first two bytes of the value field; a single LONG array
+        // element (one tile's offset or byte count) is stored inline, not pointed to.
         if typ == 3 && count == 1 {
             f.write_all(&(value as u16).to_le_bytes())?;
             f.write_all(&[0, 0])?;
+        } else if (tag == 324 || tag == 325) && count == 1 {
+            let at = (value - data_start) as usize;
+            f.write_all(&extra[at..at + 4])?;
         } else {
             f.write_all(&value.to_le_bytes())?;
         }
