@@ -291,7 +291,12 @@ fn tile_slide(task: &Task, row: &SlideRow, split: &str, opts: &BuildOptions) -> 
         }
     };
 
-    let tissue = TissueMask::detect(&slide, &opts.tissue).map_err(|e| e.to_string())?;
+    // One low-resolution read serves the tissue mask and the thumbnail map.
+    let (w, h) = slide.dimensions();
+    let map_downsample = (w.max(h) as f64 / MAP_SIDE as f64).max(1.0);
+    let mask_downsample = (opts.tissue.mask_mpp / slide.mpp().x).max(1.0);
+    let (overview, overview_ds) = slide.overview(map_downsample.min(mask_downsample)).map_err(|e| e.to_string())?;
+    let tissue = TissueMask::from_overview(&overview, overview_ds, slide.mpp(), &opts.tissue);
     if tissue.tissue_fraction() == 0.0 {
         return Err(format!("{}: no tissue found (saturation threshold {})", row.slide.display(), tissue.threshold()));
     }
@@ -392,7 +397,7 @@ fn tile_slide(task: &Task, row: &SlideRow, split: &str, opts: &BuildOptions) -> 
             })
         })
         .collect::<std::result::Result<_, String>>()?;
-    let map = position_map(&slide, &tissue, footprint, &accepted).map_err(|e| e.to_string())?;
+    let map = position_map(overview, overview_ds, &tissue, footprint, &accepted).map_err(|e| e.to_string())?;
     atomic::write(&opts.out.join(POSITION_MAP_DIR).join(format!("{}.png", row.id)), &map).map_err(|e| e.to_string())?;
     Ok(manifest)
 }
@@ -426,25 +431,42 @@ fn read_and_encode(
     Ok(Some(Encoded { candidate: *c, label: label.to_string(), image, mask }))
 }
 
+/// JPEG through libjpeg-turbo, 4:2:0 chroma as Pillow's default.
 fn encode_jpeg(img: &RgbImage, quality: u8) -> std::result::Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(img.as_raw().len() / 8);
-    let enc = jpeg_encoder::Encoder::new(&mut out, quality);
-    enc.encode(img.as_raw(), img.width() as u16, img.height() as u16, jpeg_encoder::ColorType::Rgb)
-        .map_err(|e| format!("JPEG encoding failed: {e}"))?;
-    Ok(out)
+    let view = turbojpeg::Image {
+        pixels: img.as_raw().as_slice(),
+        width: img.width() as usize,
+        pitch: img.width() as usize * 3,
+        height: img.height() as usize,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    turbojpeg::compress(view, quality as i32, turbojpeg::Subsamp::Sub2x2)
+        .map(|buf| buf.to_vec())
+        .map_err(|e| format!("JPEG encoding failed: {e}"))
 }
 
-pub(crate) fn encode_png(img: &RgbImage) -> image::ImageResult<Vec<u8>> {
+fn encode_png(img: &RgbImage) -> image::ImageResult<Vec<u8>> {
     let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out).write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)?;
+    image::codecs::png::PngEncoder::new_with_quality(&mut out, image::codecs::png::CompressionType::Fast, image::codecs::png::FilterType::Adaptive)
+        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)?;
     Ok(out)
 }
 
-/// The slide's thumbnail with the tissue mask tinted green and each kept patch outlined
-/// (tumour red, normal blue, others yellow).
-fn position_map(slide: &Slide, tissue: &TissueMask, footprint: (f64, f64), patches: &[Encoded]) -> patchtcga_slide::Result<Vec<u8>> {
-    let (w, h) = slide.dimensions();
-    let (mut thumb, ds) = slide.overview((w.max(h) as f64 / 1024.0).max(1.0))?;
+/// Longest side of the thumbnail maps, in pixels.
+const MAP_SIDE: u32 = 1024;
+
+/// The slide's thumbnail (the overview, shrunk to at most [`MAP_SIDE`]) with the tissue mask
+/// tinted green and each kept patch outlined (tumour red, normal blue, others yellow).
+fn position_map(overview: RgbImage, overview_ds: f64, tissue: &TissueMask, footprint: (f64, f64), patches: &[Encoded]) -> image::ImageResult<Vec<u8>> {
+    let (ow, oh) = overview.dimensions();
+    let shrink = (ow.max(oh) as f64 / MAP_SIDE as f64).max(1.0);
+    let mut thumb = if shrink > 1.0 {
+        let (w, h) = (((ow as f64 / shrink) as u32).max(1), ((oh as f64 / shrink) as u32).max(1));
+        image::imageops::thumbnail(&overview, w, h)
+    } else {
+        overview
+    };
+    let ds = overview_ds * ow as f64 / thumb.width() as f64;
     let m = tissue.mask();
     let md = tissue.downsample();
     for (x, y, p) in thumb.enumerate_pixels_mut() {
@@ -466,7 +488,7 @@ fn position_map(slide: &Slide, tissue: &TissueMask, footprint: (f64, f64), patch
             imageproc::drawing::draw_hollow_rect_mut(&mut thumb, r, colour);
         }
     }
-    encode_png(&thumb).map_err(|e| patchtcga_slide::SlideError::Parameter(e.to_string()))
+    encode_png(&thumb)
 }
 
 fn write_record(path: &Path, rows: &[ManifestRow]) -> Result<()> {

@@ -44,7 +44,9 @@ fn jpeg_patches_stay_close_to_the_reference() {
     run(&Task::Ptcga200, &csv, &options(&out));
     let ours = image::open(out.join("skin/cmu1_small_region_800_800.jpg")).unwrap().to_rgb8();
     let db = psnr(&ours, &golden("cmu1_0.39_512_800_800.png"));
-    assert!(db > 32.0, "PSNR {db:.1} dB at JPEG quality 90");
+    // 4:2:0 chroma at quality 90 (Pillow's defaults) costs about 31 dB on H&E; a patch read one
+    // level-0 pixel off scores below 30 dB even losslessly (see the slide crate's tests).
+    assert!(db > 30.5, "PSNR {db:.1} dB at JPEG quality 90");
 }
 
 #[test]

@@ -1,5 +1,4 @@
-use image::{GrayImage, Luma, RgbImage};
-use imageproc::filter::laplacian_filter;
+use image::RgbImage;
 
 /// Rejects patches that are mostly glass or too blurred to be useful.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,24 +43,32 @@ impl QualityCheck {
 
 /// Fraction of pixels that are glass (all channels ≥ 215) or black (all channels ≤ 25).
 pub fn background_fraction(patch: &RgbImage) -> f64 {
-    let n = patch.pixels().filter(|p| {
-        let [r, g, b] = p.0;
-        r.min(g).min(b) >= 215 || r.max(g).max(b) <= 25
-    });
-    n.count() as f64 / (patch.width() as f64 * patch.height() as f64).max(1.0)
+    let n = patch.as_raw().chunks_exact(3).filter(|p| p[0].min(p[1]).min(p[2]) >= 215 || p[0].max(p[1]).max(p[2]) <= 25).count();
+    n as f64 / (patch.width() as f64 * patch.height() as f64).max(1.0)
 }
 
-/// Variance of the Laplacian of the patch's luma: high for sharp tissue, low when blurred.
+/// Variance of the 4-neighbour Laplacian of the patch's luma over interior pixels: high for
+/// sharp tissue, low when blurred.
 pub fn sharpness(patch: &RgbImage) -> f64 {
-    let grey = GrayImage::from_fn(patch.width(), patch.height(), |x, y| {
-        let [r, g, b] = patch.get_pixel(x, y).0;
-        Luma([((299 * r as u32 + 587 * g as u32 + 114 * b as u32) / 1000) as u8])
-    });
-    let lap = laplacian_filter(&grey);
-    let n = lap.len().max(1) as f64;
-    let (s, s2) = lap.pixels().fold((0.0, 0.0), |(s, s2), p| {
-        let v = p.0[0] as f64;
-        (s + v, s2 + v * v)
-    });
-    s2 / n - (s / n).powi(2)
+    let (w, h) = (patch.width() as usize, patch.height() as usize);
+    if w < 3 || h < 3 {
+        return 0.0;
+    }
+    let luma: Vec<i32> = patch
+        .as_raw()
+        .chunks_exact(3)
+        .map(|p| (299 * p[0] as i32 + 587 * p[1] as i32 + 114 * p[2] as i32) / 1000)
+        .collect();
+    let (mut s, mut s2) = (0i64, 0i64);
+    for y in 1..h - 1 {
+        let row = &luma[y * w..(y + 1) * w];
+        let (up, down) = (&luma[(y - 1) * w..y * w], &luma[(y + 1) * w..(y + 2) * w]);
+        for x in 1..w - 1 {
+            let v = (up[x] + down[x] + row[x - 1] + row[x + 1] - 4 * row[x]) as i64;
+            s += v;
+            s2 += v * v;
+        }
+    }
+    let n = ((w - 2) * (h - 2)) as f64;
+    s2 as f64 / n - (s as f64 / n).powi(2)
 }

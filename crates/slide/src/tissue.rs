@@ -7,7 +7,9 @@ use imageproc::{
     region_labelling::{connected_components, Connectivity},
 };
 
-use crate::{Result, Slide, SlideError};
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+
+use crate::{Mpp, Result, Slide, SlideError};
 
 /// Settings of the tissue detector (HSV saturation → median → Otsu → close → area filters, as
 /// CLAM segments tissue).
@@ -61,13 +63,29 @@ impl TissueMask {
             return Err(SlideError::Parameter(format!("tissue mask µm/px must be positive, got {}", params.mask_mpp)));
         }
         let (overview, downsample) = slide.overview((params.mask_mpp / mpp.x).max(1.0))?;
-        let px_area_um2 = (downsample * mpp.x) * (downsample * mpp.y);
-        Ok(Self::from_overview(&overview, downsample, px_area_um2, params))
+        Ok(Self::from_overview(&overview, downsample, mpp, params))
     }
 
-    /// Detects tissue on an RGB overview whose pixels cover `downsample` level-0 pixels and
-    /// `px_area_um2` µm² each.
-    pub fn from_overview(overview: &RgbImage, downsample: f64, px_area_um2: f64, params: &TissueParams) -> Self {
+    /// Detects tissue on an overview of a slide whose level-0 resolution is `mpp`, each of whose
+    /// pixels covers `overview_downsample` level-0 pixels. An overview markedly finer than the
+    /// mask resolution is area-averaged down to it first, so one read of the slide can serve both the mask and
+    /// a thumbnail.
+    pub fn from_overview(overview: &RgbImage, overview_downsample: f64, mpp: Mpp, params: &TissueParams) -> Self {
+        let factor = params.mask_mpp / (overview_downsample * mpp.x);
+        let (reduced, downsample);
+        let overview = if factor > 1.5 {
+            let (w, h) = ((overview.width() as f64 / factor).round().max(1.0) as u32, (overview.height() as f64 / factor).round().max(1.0) as u32);
+            let mut dst = RgbImage::new(w, h);
+            let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box));
+            Resizer::new().resize(overview, &mut dst, &options).expect("RGB to RGB resize of a non-empty image");
+            downsample = overview_downsample * overview.width() as f64 / w as f64;
+            reduced = dst;
+            &reduced
+        } else {
+            downsample = overview_downsample;
+            overview
+        };
+        let px_area_um2 = (downsample * mpp.x) * (downsample * mpp.y);
         let saturation = GrayImage::from_fn(overview.width(), overview.height(), |x, y| {
             let [r, g, b] = overview.get_pixel(x, y).0;
             let (max, min) = (r.max(g).max(b), r.min(g).min(b));

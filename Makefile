@@ -1,0 +1,51 @@
+# patchtcga — set-up and everyday commands. `make demo` and `make test` install what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := demo
+
+# Debian packages: OpenSlide (slide reading), libturbojpeg (JPEG encoding), libclang + pkg-config
+# (binding generation), python3 (the split-pickle round-trip test).
+APT_PACKAGES := libopenslide-dev libturbojpeg0-dev libclang-dev pkg-config python3 ca-certificates curl build-essential
+# Extra packages for the side-by-side benchmark against the Python tools.
+BENCH_PACKAGES := python3-openslide python3-numpy python3-pil
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BIN := target/release/patchtcga
+DEMO := out/demo
+
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+endef
+
+.PHONY: deps rust demo test bench clean
+
+deps:
+	$(call apt_install,$(APT_PACKAGES))
+
+# Rust from rustup when the machine has none (Debian's own cargo is too old for the crates used).
+rust:
+	@command -v cargo >/dev/null || [ -x "$$HOME/.cargo/bin/cargo" ] || \
+	  (curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal)
+
+$(BIN): deps rust $(shell find crates -name '*.rs' -o -name Cargo.toml) Cargo.toml
+	PATH="$$HOME/.cargo/bin:$$PATH" cargo build --release -p patchtcga-cli
+
+# Tile the bundled sample slide into a PTCGA200-layout dataset, then summarise it.
+demo: $(BIN)
+	rm -rf $(DEMO)
+	$(BIN) info assets/cmu1_small_region.svs
+	$(BIN) build ptcga200 --slides assets/demo_slides.csv --out $(DEMO)/PTCGA200
+	$(BIN) stats $(DEMO)/PTCGA200 --mosaic $(DEMO)/mosaic.png
+	@echo "patches: $(DEMO)/PTCGA200/skin/  map: $(DEMO)/PTCGA200/thumbnail_position_map/  mosaic: $(DEMO)/mosaic.png"
+
+test: deps rust
+	PATH="$$HOME/.cargo/bin:$$PATH" cargo test --workspace
+
+bench: $(BIN)
+	$(call apt_install,$(BENCH_PACKAGES))
+	bash bench/tiling.sh
+
+clean:
+	rm -rf target out bench/out

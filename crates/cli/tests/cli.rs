@@ -1,0 +1,110 @@
+use std::path::Path;
+
+use assert_cmd::Command;
+use patchtcga_testkit::{repo_root, sample_slide};
+
+fn patchtcga() -> Command {
+    Command::cargo_bin("patchtcga").unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn help_names_every_subcommand() {
+    let out = patchtcga().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for sub in ["build", "split", "verify", "extract", "stats", "info"] {
+        assert!(help.contains(sub), "{sub} missing from\n{help}");
+    }
+    let out = patchtcga().args(["build", "ptcga200", "--help"]).output().unwrap();
+    let help = text(&out.stdout);
+    for flag in ["--slides", "--out", "--mpp", "--size", "--field-um", "--per-slide", "--seed", "--workers", "--mpp-override"] {
+        assert!(help.contains(flag), "{flag} missing from\n{help}");
+    }
+}
+
+#[test]
+fn the_demo_pipeline_runs_end_to_end_and_reports_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("PTCGA200");
+    let csv = repo_root().join("assets/demo_slides.csv");
+    let run = patchtcga().args(["build", "ptcga200", "--slides"]).arg(&csv).arg("--out").arg(&out).args(["--workers", "2"]).output().unwrap();
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(text(&run.stdout).contains("1 tiled, 0 already complete, 0 failed"), "{}", text(&run.stdout));
+    let n = std::fs::read_dir(out.join("skin")).unwrap().count();
+    assert!(n >= 8);
+
+    let verify = patchtcga().arg("verify").arg(out.join("MD5SUMS")).output().unwrap();
+    assert!(verify.status.success());
+    assert!(text(&verify.stdout).contains(&format!("{n} ok, 0 mismatched, 0 missing")));
+
+    let mosaic = dir.path().join("mosaic.png");
+    let stats = patchtcga().arg("stats").arg(&out).arg("--mosaic").arg(&mosaic).output().unwrap();
+    assert!(stats.status.success(), "{}", text(&stats.stderr));
+    assert!(text(&stats.stdout).contains("image_stats mean = ("));
+    assert!(mosaic.is_file());
+
+    // One good and one missing slide: the good one completes, the exit status says failure.
+    let csv2 = dir.path().join("two.csv");
+    std::fs::write(&csv2, format!("slide,organ\n{},skin\ngone.svs,lung\n", sample_slide().display())).unwrap();
+    let out2 = dir.path().join("two");
+    let run = patchtcga().args(["build", "ptcga200", "--slides"]).arg(&csv2).arg("--out").arg(&out2).output().unwrap();
+    assert!(!run.status.success());
+    let err = text(&run.stderr);
+    assert!(err.contains("gone.svs: no such file") && err.contains("1 of 2 slide(s) failed"), "{err}");
+    assert!(out2.join("skin").read_dir().unwrap().count() >= 8);
+
+    std::fs::remove_file(out.join("skin").read_dir().unwrap().next().unwrap().unwrap().path()).unwrap();
+    let verify = patchtcga().arg("verify").arg(out.join("MD5SUMS")).output().unwrap();
+    assert!(!verify.status.success());
+    assert!(text(&verify.stderr).contains("MISSING"));
+}
+
+#[test]
+fn info_and_bad_arguments_get_one_clear_line() {
+    let info = patchtcga().arg("info").arg(sample_slide()).output().unwrap();
+    assert!(info.status.success());
+    let s = text(&info.stdout);
+    assert!(s.contains("2220 × 2967 px") && s.contains("0.4990") && s.contains("OpenSlide"), "{s}");
+
+    let bad = patchtcga().args(["info", "nowhere.svs"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert_eq!(text(&bad.stderr).trim(), "error: nowhere.svs: no such file");
+
+    let tiff = repo_root().join("crates/slide/tests/data/boxes.tiff");
+    let bad = patchtcga().arg("info").arg(&tiff).output().unwrap();
+    assert!(text(&bad.stderr).contains("--mpp-override"));
+
+    let conflict = patchtcga()
+        .args(["build", "ptcga200", "--slides", "x.csv", "--out", "o", "--mpp", "0.5", "--size", "224", "--field-um", "300"])
+        .output()
+        .unwrap();
+    assert!(text(&conflict.stderr).contains("disagrees with --field-um 300"), "{}", text(&conflict.stderr));
+}
+
+#[test]
+fn split_reads_the_release_pickle_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("PTCGA200");
+    for organ in ["lung", "skin"] {
+        for i in 0..6 {
+            for x in [0, 512] {
+                let p = root.join(organ).join(format!("TCGA-{organ}-{i}_{x}_0.png"));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, b"").unwrap();
+            }
+        }
+    }
+    let pickle = repo_root().join("crates/dataset/tests/golden/release_style_split.pickle");
+    let out = patchtcga().arg("split").arg(&root).arg("--from-pickle").arg(&pickle).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("trial 0: train 16, val 4, test 4 patches"));
+    assert!(Path::new(&root.join("splits.json")).is_file());
+
+    let drawn = patchtcga().arg("split").arg(&root).args(["--seed", "5"]).output().unwrap();
+    assert!(drawn.status.success(), "{}", text(&drawn.stderr));
+    assert!(root.join("3fold_dict_idx_filenames.pickle").is_file());
+}
