@@ -145,7 +145,8 @@ fn open_rgb(index: &Index, e: &Entry) -> Result<RgbImage> {
 }
 
 /// A mosaic with one row per class of up to `per_class` patches (drawn with `seed`), each
-/// shrunk to `tile` pixels; returns the picture and the class names of its rows.
+/// shrunk to `tile` pixels, the class name written at the left of its row; returns the picture
+/// and the class names of its rows.
 pub fn mosaic(index: &Index, per_class: usize, tile: u32, seed: u64) -> Result<(RgbImage, Vec<String>)> {
     let mut by_class: BTreeMap<(u32, String), Vec<&Entry>> = BTreeMap::new();
     for e in &index.entries {
@@ -157,7 +158,9 @@ pub fn mosaic(index: &Index, per_class: usize, tile: u32, seed: u64) -> Result<(
     let gap = 4;
     let cols = by_class.values().map(|v| v.len().min(per_class)).max().unwrap_or(1) as u32;
     let rows = by_class.len() as u32;
-    let mut out = RgbImage::from_pixel(cols * (tile + gap) + gap, rows * (tile + gap) + gap, image::Rgb([255, 255, 255]));
+    let scale = (tile / 64).clamp(1, 2);
+    let label_w = by_class.keys().map(|(_, n)| n.chars().count() as u32).max().unwrap_or(0) * 8 * scale + 2 * gap;
+    let mut out = RgbImage::from_pixel(label_w + cols * (tile + gap) + gap, rows * (tile + gap) + gap, image::Rgb([255, 255, 255]));
     let mut names = Vec::new();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for (r, ((_, name), mut entries)) in by_class.into_iter().enumerate() {
@@ -167,11 +170,35 @@ pub fn mosaic(index: &Index, per_class: usize, tile: u32, seed: u64) -> Result<(
             .par_iter()
             .map(|e| Ok(image::imageops::thumbnail(&open_rgb(index, e)?, tile, tile)))
             .collect::<Result<_>>()?;
+        let top = gap + r as u32 * (tile + gap);
+        draw_text(&mut out, &name, gap, top + tile / 2 - 4 * scale, scale);
         for (c, t) in tiles.iter().enumerate() {
-            let (x, y) = (gap + c as u32 * (tile + gap), gap + r as u32 * (tile + gap));
-            image::imageops::replace(&mut out, t, x.into(), y.into());
+            let x = label_w + gap + c as u32 * (tile + gap);
+            image::imageops::replace(&mut out, t, x.into(), top.into());
         }
         names.push(name);
     }
     Ok((out, names))
+}
+
+/// Writes `text` in black with the 8×8 bitmap font, each font pixel `scale` pixels wide.
+fn draw_text(img: &mut RgbImage, text: &str, x: u32, y: u32, scale: u32) {
+    use font8x8::UnicodeFonts;
+    for (i, ch) in text.chars().enumerate() {
+        let glyph = font8x8::BASIC_FONTS.get(ch).unwrap_or([0; 8]);
+        for (gy, bits) in glyph.iter().enumerate() {
+            for gx in 0..8u32 {
+                if bits >> gx & 1 == 1 {
+                    for dy in 0..scale {
+                        for dx in 0..scale {
+                            let (px, py) = (x + (i as u32 * 8 + gx) * scale + dx, y + gy as u32 * scale + dy);
+                            if px < img.width() && py < img.height() {
+                                img.put_pixel(px, py, image::Rgb([0, 0, 0]));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

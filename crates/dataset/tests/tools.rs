@@ -258,7 +258,10 @@ fn stats_count_classes_and_measure_channels_exactly() {
     assert_eq!(sampled.measured, 5);
     let (mosaic, rows) = stats::mosaic(&index, 3, 16, 0).unwrap();
     assert_eq!(rows, vec!["lung", "skin"]);
-    assert_eq!(mosaic.dimensions(), (3 * 20 + 4, 2 * 20 + 4));
+    // Label column: 4 letters × 8 px + 2 × 4 px gap; then 3 tiles of 16 px with 4 px gaps.
+    assert_eq!(mosaic.dimensions(), (40 + 3 * 20 + 4, 2 * 20 + 4));
+    let dark = |x0: u32, x1: u32| (x0..x1).flat_map(|x| (0..mosaic.height()).map(move |y| (x, y))).filter(|&(x, y)| mosaic.get_pixel(x, y).0 == [0, 0, 0]).count();
+    assert!(dark(0, 40) > 20, "class names are written in the label column");
 
     // A corrupt image is named.
     std::fs::write(dir.path().join("skin/TCGA-skin-0_0_0.png"), b"not a png").unwrap();

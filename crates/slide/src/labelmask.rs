@@ -70,3 +70,46 @@ impl LabelScheme {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mask(values: &[u8]) -> GrayImage {
+        GrayImage::from_raw(values.len() as u32, 1, values.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn radboud_values_are_kept() {
+        let mut m = mask(&[0, 1, 2, 3, 4, 5]);
+        LabelScheme::parse("radboud", Some("4+5")).unwrap().apply(&mut m).unwrap();
+        assert_eq!(m.as_raw(), &[0, 1, 2, 3, 4, 5]);
+        let mut bad = mask(&[0, 6]);
+        let e = LabelScheme::Radboud.apply(&mut bad).unwrap_err();
+        assert!(e.contains("value 6") && e.contains("radboud"), "{e}");
+    }
+
+    #[test]
+    fn karolinska_cancer_takes_the_primary_gleason_pattern() {
+        let scheme = LabelScheme::parse("Karolinska", Some("4+3")).unwrap();
+        assert_eq!(scheme, LabelScheme::Karolinska { cancer_class: Some(4) });
+        let mut m = mask(&[0, 1, 2, 2]);
+        scheme.apply(&mut m).unwrap();
+        assert_eq!(m.as_raw(), &[0, 1, 4, 4]);
+
+        let negative = LabelScheme::parse("karolinska", Some("negative")).unwrap();
+        let mut benign = mask(&[0, 1, 1]);
+        negative.apply(&mut benign).unwrap();
+        assert_eq!(benign.as_raw(), &[0, 1, 1]);
+        let e = negative.apply(&mut mask(&[2])).unwrap_err();
+        assert!(e.contains("no gleason_score"), "{e}");
+        assert!(negative.apply(&mut mask(&[3])).unwrap_err().contains("karolinska"));
+    }
+
+    #[test]
+    fn unknown_providers_and_scores_are_refused() {
+        assert!(LabelScheme::parse("utrecht", None).unwrap_err().contains("utrecht"));
+        assert!(LabelScheme::parse("karolinska", Some("7+3")).unwrap_err().contains("7+3"));
+        assert_eq!(LabelScheme::parse("karolinska", Some("0+0")).unwrap(), LabelScheme::Karolinska { cancer_class: None });
+    }
+}
