@@ -123,6 +123,11 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
     let splits = assign_splits(task, rows, opts)?;
 
     progress.set_length(rows.len() as u64);
+    let written = std::sync::atomic::AtomicUsize::new(0);
+    let on_patches = |n: usize| {
+        let total = written.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        progress.set_message(format!("{total} patches"));
+    };
     let outcomes: Vec<Outcome> = rows
         .par_iter()
         .map(|row| {
@@ -131,7 +136,7 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
                 Outcome::Skipped
             } else {
                 let split = splits.get(&row.case).map(String::as_str).unwrap_or("");
-                let job = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tile_slide(task, row, split, opts)));
+                let job = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tile_slide(task, row, split, opts, &on_patches)));
                 match job {
                     Ok(Ok(rows)) => match write_record(&record, &rows) {
                         Ok(()) => Outcome::Built(rows.len()),
@@ -252,7 +257,13 @@ struct Encoded {
     mask: Option<Vec<u8>>,
 }
 
-fn tile_slide(task: &Task, row: &SlideRow, split: &str, opts: &BuildOptions) -> std::result::Result<Vec<ManifestRow>, String> {
+fn tile_slide(
+    task: &Task,
+    row: &SlideRow,
+    split: &str,
+    opts: &BuildOptions,
+    on_patches: &(dyn Fn(usize) + Sync),
+) -> std::result::Result<Vec<ManifestRow>, String> {
     let at_line = |msg: String| format!("{msg} (slide list line {})", row.line);
     let slide = Slide::open(&row.slide, opts.mpp_override).map_err(|e| e.to_string())?;
     let labeller = match task {
@@ -333,7 +344,48 @@ fn tile_slide(task: &Task, row: &SlideRow, split: &str, opts: &BuildOptions) -> 
     for (_, l) in &labelled {
         remaining.entry(l.clone()).or_insert(opts.per_slide.unwrap_or(usize::MAX));
     }
-    let mut accepted = Vec::new();
+    let dir = match task {
+        Task::Ptcga200 => PathBuf::new(),
+        _ => PathBuf::from(split),
+    };
+    let ext = opts.format.extension();
+    let write = |e: &Encoded| -> std::result::Result<ManifestRow, String> {
+        let mut rel = dir.join(&e.label);
+        if *task != Task::Ptcga200 {
+            rel.push(&row.case);
+        }
+        let stem = format!("{}_{}_{}", row.id, e.candidate.x, e.candidate.y);
+        let file = rel.join(format!("{stem}.{ext}"));
+        atomic::write(&opts.out.join(&file), &e.image).map_err(|err| err.to_string())?;
+        let (mask, mask_md5) = match &e.mask {
+            Some(bytes) => {
+                let m = rel.join(format!("{stem}_mask.png"));
+                atomic::write(&opts.out.join(&m), bytes).map_err(|err| err.to_string())?;
+                (m.to_string_lossy().into_owned(), md5_hex(bytes))
+            }
+            None => (String::new(), String::new()),
+        };
+        Ok(ManifestRow {
+            file: file.to_string_lossy().into_owned(),
+            slide: row.id.clone(),
+            case: row.case.clone(),
+            split: split.to_string(),
+            label: e.label.clone(),
+            x: e.candidate.x,
+            y: e.candidate.y,
+            level,
+            mpp: opts.geometry.mpp,
+            tissue: (e.candidate.tissue * 1e4).round() / 1e4,
+            mask,
+            md5: md5_hex(&e.image),
+            mask_md5,
+        })
+    };
+
+    // Candidates are read in chunks in parallel and accepted in candidate order, so the patches
+    // kept never depend on the number of workers; each chunk's patches are written at once.
+    let mut manifest = Vec::new();
+    let mut kept: Vec<(Candidate, String)> = Vec::new();
     let mut next = 0;
     while next < labelled.len() && remaining.values().any(|&n| n > 0) {
         let want: usize = remaining.values().map(|&n| n.min(256)).sum();
@@ -346,6 +398,7 @@ fn tile_slide(task: &Task, row: &SlideRow, split: &str, opts: &BuildOptions) -> 
         }
         let results: Vec<std::result::Result<Option<Encoded>, String>> =
             chunk.par_iter().map(|(c, label)| read_and_encode(&slide, &labeller, c, label, opts)).collect();
+        let mut accepted = Vec::new();
         for r in results {
             if let Some(e) = r? {
                 let left = remaining.get_mut(&e.label).expect("label registered above");
@@ -355,49 +408,12 @@ fn tile_slide(task: &Task, row: &SlideRow, split: &str, opts: &BuildOptions) -> 
                 }
             }
         }
+        let rows: Vec<ManifestRow> = accepted.par_iter().map(write).collect::<std::result::Result<_, String>>()?;
+        on_patches(rows.len());
+        manifest.extend(rows);
+        kept.extend(accepted.into_iter().map(|e| (e.candidate, e.label)));
     }
-
-    let dir = match task {
-        Task::Ptcga200 => PathBuf::new(),
-        _ => PathBuf::from(split),
-    };
-    let ext = opts.format.extension();
-    let manifest: Vec<ManifestRow> = accepted
-        .par_iter()
-        .map(|e| {
-            let mut rel = dir.join(&e.label);
-            if *task != Task::Ptcga200 {
-                rel.push(&row.case);
-            }
-            let stem = format!("{}_{}_{}", row.id, e.candidate.x, e.candidate.y);
-            let file = rel.join(format!("{stem}.{ext}"));
-            atomic::write(&opts.out.join(&file), &e.image).map_err(|err| err.to_string())?;
-            let (mask, mask_md5) = match &e.mask {
-                Some(bytes) => {
-                    let m = rel.join(format!("{stem}_mask.png"));
-                    atomic::write(&opts.out.join(&m), bytes).map_err(|err| err.to_string())?;
-                    (m.to_string_lossy().into_owned(), md5_hex(bytes))
-                }
-                None => (String::new(), String::new()),
-            };
-            Ok(ManifestRow {
-                file: file.to_string_lossy().into_owned(),
-                slide: row.id.clone(),
-                case: row.case.clone(),
-                split: split.to_string(),
-                label: e.label.clone(),
-                x: e.candidate.x,
-                y: e.candidate.y,
-                level,
-                mpp: opts.geometry.mpp,
-                tissue: (e.candidate.tissue * 1e4).round() / 1e4,
-                mask,
-                md5: md5_hex(&e.image),
-                mask_md5,
-            })
-        })
-        .collect::<std::result::Result<_, String>>()?;
-    let map = position_map(overview, overview_ds, &tissue, footprint, &accepted).map_err(|e| e.to_string())?;
+    let map = position_map(overview, overview_ds, &tissue, footprint, &kept).map_err(|e| e.to_string())?;
     atomic::write(&opts.out.join(POSITION_MAP_DIR).join(format!("{}.png", row.id)), &map).map_err(|e| e.to_string())?;
     Ok(manifest)
 }
@@ -457,7 +473,13 @@ const MAP_SIDE: u32 = 1024;
 
 /// The slide's thumbnail (the overview, shrunk to at most [`MAP_SIDE`]) with the tissue mask
 /// tinted green and each kept patch outlined (tumour red, normal blue, others yellow).
-fn position_map(overview: RgbImage, overview_ds: f64, tissue: &TissueMask, footprint: (f64, f64), patches: &[Encoded]) -> image::ImageResult<Vec<u8>> {
+fn position_map(
+    overview: RgbImage,
+    overview_ds: f64,
+    tissue: &TissueMask,
+    footprint: (f64, f64),
+    patches: &[(Candidate, String)],
+) -> image::ImageResult<Vec<u8>> {
     let (ow, oh) = overview.dimensions();
     let shrink = (ow.max(oh) as f64 / MAP_SIDE as f64).max(1.0);
     let mut thumb = if shrink > 1.0 {
@@ -475,13 +497,13 @@ fn position_map(overview: RgbImage, overview_ds: f64, tissue: &TissueMask, footp
             p.0 = [(p.0[0] as u16 * 7 / 8) as u8, ((p.0[1] as u16 * 7 + 255) / 8) as u8, (p.0[2] as u16 * 7 / 8) as u8];
         }
     }
-    for e in patches {
-        let colour = match e.label.as_str() {
+    for (candidate, label) in patches {
+        let colour = match label.as_str() {
             "tumor" => Rgb([220, 20, 20]),
             "normal" => Rgb([20, 60, 220]),
             _ => Rgb([240, 200, 0]),
         };
-        let (x, y) = ((e.candidate.x as f64 / ds) as i32, (e.candidate.y as f64 / ds) as i32);
+        let (x, y) = ((candidate.x as f64 / ds) as i32, (candidate.y as f64 / ds) as i32);
         let (rw, rh) = (((footprint.0 / ds) as u32).max(3), ((footprint.1 / ds) as u32).max(3));
         for inset in 0..2u32 {
             let r = imageproc::rect::Rect::at(x + inset as i32, y + inset as i32).of_size(rw - 2 * inset, rh - 2 * inset);

@@ -280,3 +280,23 @@ fn split_assignment_keeps_cases_together_and_follows_the_seed() {
     let count = |s: &str| split_of.values().filter(|v| *v == s).count();
     assert_eq!((count("train"), count("val"), count("test")), (3, 1, 1));
 }
+
+#[test]
+fn the_same_seed_gives_the_same_dataset_whatever_the_number_of_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write_csv(dir.path(), "slides.csv", &format!("slide,organ,id\n{0},skin,a\n{0},lung,b\n", sample_slide().display()));
+    let build_with = |threads: usize, sampling| {
+        let out = dir.path().join(format!("out{threads}{sampling:?}"));
+        let mut opts = options(&out);
+        opts.per_slide = Some(5);
+        opts.sampler.sampling = sampling;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| run(&Task::Ptcga200, &csv, &opts));
+        std::fs::read_to_string(out.join("MD5SUMS")).unwrap()
+    };
+    for sampling in [patchtcga_slide::Sampling::Grid, patchtcga_slide::Sampling::Random] {
+        let one = build_with(1, sampling);
+        assert_eq!(one.lines().count(), 10);
+        assert_eq!(one, build_with(3, sampling), "{sampling:?}");
+    }
+}
