@@ -1,0 +1,215 @@
+use image::{Rgb, RgbImage};
+
+use crate::{AugmentError, Result};
+
+/// ImageNet channel means (RGB, [0, 1] scale), the release's default `image_stats`.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations.
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// PTCGA200 channel means as published with the release.
+pub const PTCGA200_MEAN: [f32; 3] = [0.7184, 0.5076, 0.6476];
+/// PTCGA200 channel standard deviations as published with the release.
+pub const PTCGA200_STD: [f32; 3] = [0.0380, 0.0527, 0.0352];
+
+/// Pillow's `Image.blend(degenerate, img, factor)`: interpolation (or extrapolation) in `f32`,
+/// clipped to [0, 255] and truncated, as its C code does.
+fn blend(degenerate: impl Fn(u32, u32, usize) -> u8, img: &RgbImage, factor: f32) -> RgbImage {
+    let mut out = img.clone();
+    for (x, y, p) in out.enumerate_pixels_mut() {
+        for c in 0..3 {
+            let d = degenerate(x, y, c) as f32;
+            let v = d + factor * (p.0[c] as f32 - d);
+            p.0[c] = v.clamp(0.0, 255.0) as u8;
+        }
+    }
+    out
+}
+
+fn check_factor(name: &str, f: f32) -> Result<()> {
+    if f.is_finite() && f >= 0.0 {
+        Ok(())
+    } else {
+        Err(AugmentError::Parameter(format!("{name} factor must be non-negative, got {f}")))
+    }
+}
+
+/// Pillow's RGB → L: ITU-R 601-2 luma in 16-bit fixed point.
+fn luma(p: &Rgb<u8>) -> u8 {
+    ((p.0[0] as u32 * 19595 + p.0[1] as u32 * 38470 + p.0[2] as u32 * 7471 + 0x8000) >> 16) as u8
+}
+
+/// Scale brightness (torchvision `adjust_brightness`: blend with black).
+pub fn adjust_brightness(img: &RgbImage, factor: f32) -> Result<RgbImage> {
+    check_factor("brightness", factor)?;
+    Ok(blend(|_, _, _| 0, img, factor))
+}
+
+/// Scale contrast (torchvision `adjust_contrast`: blend with the grey of the mean luma).
+pub fn adjust_contrast(img: &RgbImage, factor: f32) -> Result<RgbImage> {
+    check_factor("contrast", factor)?;
+    let n = (img.width() as u64 * img.height() as u64).max(1);
+    let sum: u64 = img.pixels().map(|p| luma(p) as u64).sum();
+    let mean = (sum as f64 / n as f64 + 0.5) as u8;
+    Ok(blend(|_, _, _| mean, img, factor))
+}
+
+/// Scale saturation (torchvision `adjust_saturation`: blend with the greyscale image).
+pub fn adjust_saturation(img: &RgbImage, factor: f32) -> Result<RgbImage> {
+    check_factor("saturation", factor)?;
+    Ok(blend(|x, y, _| luma(img.get_pixel(x, y)), img, factor))
+}
+
+/// Greyscale replicated on three channels (torchvision `rgb_to_grayscale(img, 3)`).
+pub fn to_grayscale(img: &RgbImage) -> RgbImage {
+    let mut out = img.clone();
+    for p in out.pixels_mut() {
+        let l = luma(p);
+        p.0 = [l, l, l];
+    }
+    out
+}
+
+/// Shift hue by `factor` of a full turn, `factor` in [-0.5, 0.5] (torchvision `adjust_hue` on a
+/// PIL image: the 8-bit H channel of Pillow's HSV shifted with wrap-around).
+pub fn adjust_hue(img: &RgbImage, factor: f32) -> Result<RgbImage> {
+    if !(-0.5..=0.5).contains(&factor) {
+        return Err(AugmentError::Parameter(format!("hue factor must be in [-0.5, 0.5], got {factor}")));
+    }
+    let shift = ((factor * 255.0) as i32).rem_euclid(256) as u8;
+    let mut out = img.clone();
+    for p in out.pixels_mut() {
+        let [h, s, v] = rgb_to_hsv(p.0);
+        p.0 = hsv_to_rgb([h.wrapping_add(shift), s, v]);
+    }
+    Ok(out)
+}
+
+/// Pillow's 8-bit RGB → HSV.
+fn rgb_to_hsv([r, g, b]: [u8; 3]) -> [u8; 3] {
+    let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+    if max == min {
+        return [0, 0, max];
+    }
+    let cr = (max - min) as f32;
+    let s = cr / max as f32;
+    let rc = (max - r) as f32 / cr;
+    let gc = (max - g) as f32 / cr;
+    let bc = (max - b) as f32 / cr;
+    let h = if r == max {
+        bc - gc
+    } else if g == max {
+        2.0 + rc - bc
+    } else {
+        4.0 + gc - rc
+    };
+    let h = ((h / 6.0 + 1.0) as f64 % 1.0) as f32;
+    [((h * 255.0) as i32).clamp(0, 255) as u8, ((s * 255.0) as i32).clamp(0, 255) as u8, max]
+}
+
+/// Pillow's 8-bit HSV → RGB.
+fn hsv_to_rgb([h, s, v]: [u8; 3]) -> [u8; 3] {
+    if s == 0 {
+        return [v, v, v];
+    }
+    let hf = h as f32 * 6.0 / 255.0;
+    let i = hf.floor() as i32;
+    let f = hf - i as f32;
+    let fs = s as f32 / 255.0;
+    let vf = v as f32;
+    let clip = |x: f32| (x.round() as i32).clamp(0, 255) as u8;
+    let (p, q, t) = (clip(vf * (1.0 - fs)), clip(vf * (1.0 - fs * f)), clip(vf * (1.0 - fs * (1.0 - f))));
+    match i % 6 {
+        0 => [v, t, p],
+        1 => [q, v, p],
+        2 => [p, v, t],
+        3 => [p, q, v],
+        4 => [t, p, v],
+        _ => [v, p, q],
+    }
+}
+
+/// Invert every channel value at or above `threshold` (torchvision `solarize`).
+pub fn solarize(img: &RgbImage, threshold: u8) -> RgbImage {
+    let mut out = img.clone();
+    for v in out.iter_mut() {
+        if *v >= threshold {
+            *v = 255 - *v;
+        }
+    }
+    out
+}
+
+/// Gaussian blur with a `kernel`-tap kernel (odd) of standard deviation `sigma`, reflect
+/// padding, rounded back to 8 bits (torchvision `gaussian_blur`).
+pub fn gaussian_blur(img: &RgbImage, kernel: u32, sigma: f32) -> Result<RgbImage> {
+    if kernel % 2 == 0 || !(sigma > 0.0 && sigma.is_finite()) {
+        return Err(AugmentError::Parameter(format!("blur needs an odd kernel and a positive sigma, got {kernel} and {sigma}")));
+    }
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let half = (kernel / 2) as i64;
+    if half as usize >= w.min(h) {
+        return Err(AugmentError::Parameter(format!("blur kernel {kernel} is too large for a {w}×{h} image")));
+    }
+    let weights: Vec<f32> = (0..kernel as i64)
+        .map(|i| {
+            let x = (i - half) as f32;
+            (-0.5 * (x / sigma).powi(2)).exp()
+        })
+        .collect();
+    let total: f32 = weights.iter().sum();
+    let weights: Vec<f32> = weights.iter().map(|v| v / total).collect();
+    let reflect = |i: i64, n: usize| -> usize {
+        let n = n as i64;
+        (if i < 0 { -i } else if i >= n { 2 * (n - 1) - i } else { i }) as usize
+    };
+    let src = img.as_raw();
+    // Horizontal then vertical pass in f32, as torch's separable conv2d.
+    let mut tmp = vec![0f32; w * h * 3];
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                let mut acc = 0f32;
+                for (k, wt) in weights.iter().enumerate() {
+                    let sx = reflect(x as i64 + k as i64 - half, w);
+                    acc += wt * src[(y * w + sx) * 3 + c] as f32;
+                }
+                tmp[(y * w + x) * 3 + c] = acc;
+            }
+        }
+    }
+    let mut out = RgbImage::new(w as u32, h as u32);
+    let dst: &mut [u8] = &mut out;
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                let mut acc = 0f32;
+                for (k, wt) in weights.iter().enumerate() {
+                    let sy = reflect(y as i64 + k as i64 - half, h);
+                    acc += wt * tmp[(sy * w + x) * 3 + c];
+                }
+                dst[(y * w + x) * 3 + c] = acc.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `(value / 255 − mean) / std` per channel, as `f32` in CHW order (torchvision `to_tensor`
+/// followed by `normalize`), written into `out` (3 × height × width values).
+pub fn normalize(img: &RgbImage, mean: [f32; 3], std: [f32; 3], out: &mut [f32]) -> Result<()> {
+    let plane = (img.width() * img.height()) as usize;
+    if out.len() != 3 * plane {
+        return Err(AugmentError::Geometry(format!("normalize needs {} values of output, got {}", 3 * plane, out.len())));
+    }
+    if std.iter().any(|s| !(*s > 0.0)) {
+        return Err(AugmentError::Parameter(format!("std must be positive, got {std:?}")));
+    }
+    let scale = std.map(|s| 1.0 / (255.0 * s));
+    let shift = [0, 1, 2].map(|c| mean[c] / std[c]);
+    for (i, p) in img.as_raw().chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = p[c] as f32 * scale[c] - shift[c];
+        }
+    }
+    Ok(())
+}

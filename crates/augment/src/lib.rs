@@ -1,0 +1,29 @@
+//! Image operations for pathology patches, defined as torchvision defines them on PIL images,
+//! so training recipes carry over: geometric operations (applied identically to label masks,
+//! which are never interpolated), colour operations, blur, and normalisation to `f32` CHW.
+//!
+//! Each operation is a plain function of an image and its parameters; drawing random
+//! parameters and composing operations into view recipes is left to the callers.
+
+mod colour;
+mod geometric;
+
+pub use colour::{
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, gaussian_blur, normalize, solarize, to_grayscale,
+    IMAGENET_MEAN, IMAGENET_STD, PTCGA200_MEAN, PTCGA200_STD,
+};
+pub use geometric::{center_crop, crop, hflip, resize, resize_mask, resized_crop, rot90, vflip};
+
+/// Errors of the operations: parameters that make no image.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AugmentError {
+    /// A crop or size outside what the image allows.
+    #[error("{0}")]
+    Geometry(String),
+    /// A parameter out of its range.
+    #[error("{0}")]
+    Parameter(String),
+}
+
+/// Result type of this crate.
+pub type Result<T> = std::result::Result<T, AugmentError>;
