@@ -2,17 +2,20 @@
 //! so training recipes carry over: geometric operations (applied identically to label masks,
 //! which are never interpolated), colour operations, blur, and normalisation to `f32` CHW.
 //!
-//! Each operation is a plain function of an image and its parameters; drawing random
-//! parameters and composing operations into view recipes is left to the callers.
+//! Each operation is a plain function of an image and its parameters. [`ViewSpec`] draws the
+//! random parameters (as torchvision's random transforms do) and composes operations into a
+//! view; a [`Recipe`] is the list of views a training method makes from each patch.
 
 mod colour;
 mod geometric;
+mod recipe;
 
 pub use colour::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, gaussian_blur, normalize, solarize, to_grayscale,
     IMAGENET_MEAN, IMAGENET_STD, PTCGA200_MEAN, PTCGA200_STD,
 };
 pub use geometric::{center_crop, crop, hflip, resize, resize_mask, resized_crop, rot90, vflip};
+pub use recipe::{random_resized_crop_params, Cut, Jitter, Recipe, View, ViewSpec, RECIPES};
 
 /// Errors of the operations: parameters that make no image.
 #[derive(Debug, thiserror::Error, PartialEq)]
