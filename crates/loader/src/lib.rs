@@ -1,0 +1,317 @@
+//! The patch loader: decodes images and makes a recipe's views on a pool of worker threads,
+//! assembles them into contiguous `f32` NCHW batches (and `u8` masks), and hands them over
+//! through a bounded prefetch queue.
+//!
+//! Sharding follows PyTorch's `DistributedSampler`: each rank takes a disjoint, equal share of
+//! an order reshuffled every epoch. Augmentation randomness is drawn per sample from
+//! (seed, epoch, sample index), so batches are bit-identical whatever the number of workers.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use image::{GrayImage, RgbImage};
+use patchtcga_augment::{normalize, Recipe};
+use patchtcga_dataset::Index;
+use rand::{seq::SliceRandom, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+/// Loader errors, naming the file and the cause.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum LoaderError {
+    /// An image or mask could not be used.
+    #[error("{path}: {cause}")]
+    BadInput { path: PathBuf, cause: String },
+    /// The configuration cannot work.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Result type of this crate.
+pub type Result<T> = std::result::Result<T, LoaderError>;
+
+/// One image of the dataset with its label (and label mask).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Image file.
+    pub image: PathBuf,
+    /// Class id.
+    pub label: i64,
+    /// Label mask (segmentation).
+    pub mask: Option<PathBuf>,
+}
+
+/// The samples of a dataset index, optionally only those at `subset` positions (a split's
+/// `idx` list).
+pub fn samples(index: &Index, subset: Option<&[u64]>) -> Result<Vec<Sample>> {
+    let make = |i: usize| {
+        let e = index.entries.get(i).ok_or_else(|| LoaderError::Config(format!("index {i} past the {} images", index.entries.len())))?;
+        // For segPANDA200 the label is the slide's grade folder; pixel classes are in the mask.
+        Ok(Sample { image: index.root.join(&e.path), label: e.label as i64, mask: e.mask.as_ref().map(|m| index.root.join(m)) })
+    };
+    match subset {
+        Some(idx) => idx.iter().map(|&i| make(i as usize)).collect(),
+        None => (0..index.entries.len()).map(make).collect(),
+    }
+}
+
+/// What to do with an image that cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBadInput {
+    /// Leave the sample out of its batch, warn, and count it (see [`Epoch::skipped`]).
+    Skip,
+    /// End the epoch with an error naming the file.
+    Fail,
+}
+
+/// Loader settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoaderConfig {
+    /// Samples per batch on this rank.
+    pub batch_size: usize,
+    /// Reshuffle every epoch (training) or keep dataset order (evaluation).
+    pub shuffle: bool,
+    /// Drop the tail so that every rank has equal full batches; otherwise pad each rank's share
+    /// by repeating samples (as DistributedSampler) and keep a last partial batch.
+    pub drop_last: bool,
+    /// Seed of shuffling and augmentation.
+    pub seed: u64,
+    /// This process's rank.
+    pub rank: usize,
+    /// Number of ranks.
+    pub world_size: usize,
+    /// Worker threads.
+    pub workers: usize,
+    /// Batches prepared ahead of the consumer.
+    pub prefetch: usize,
+    /// Channel means for normalisation ([0, 1] scale).
+    pub mean: [f32; 3],
+    /// Channel standard deviations.
+    pub std: [f32; 3],
+    /// Policy for unreadable images.
+    pub on_bad_input: OnBadInput,
+}
+
+/// One view slot of a batch: `shape` = (N, 3, size, size), values in `data`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewBatch {
+    /// N × 3 × H × W values, NCHW.
+    pub data: Vec<f32>,
+    /// (N, C, H, W).
+    pub shape: [usize; 4],
+}
+
+/// A batch: one [`ViewBatch`] per view of the recipe, labels, and masks of the first view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Views, in recipe order.
+    pub views: Vec<ViewBatch>,
+    /// Class ids.
+    pub labels: Vec<i64>,
+    /// N × H × W class ids of the first view, when the samples have masks.
+    pub masks: Option<Vec<u8>>,
+    /// Dataset positions of the samples.
+    pub indices: Vec<usize>,
+}
+
+/// Makes batches of a recipe's views from samples.
+pub struct Loader {
+    samples: Arc<Vec<Sample>>,
+    recipe: Arc<Recipe>,
+    config: LoaderConfig,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+impl Loader {
+    /// A loader over `samples`.
+    pub fn new(samples: Vec<Sample>, recipe: Recipe, config: LoaderConfig) -> Result<Self> {
+        if samples.is_empty() {
+            return Err(LoaderError::Config("no samples to load".into()));
+        }
+        if config.batch_size == 0 || config.world_size == 0 || config.rank >= config.world_size {
+            return Err(LoaderError::Config(format!(
+                "batch size {} with rank {} of world size {} cannot work",
+                config.batch_size, config.rank, config.world_size
+            )));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.workers.max(1))
+            .thread_name(|i| format!("patchtcga-loader-{i}"))
+            .build()
+            .map_err(|e| LoaderError::Config(format!("cannot start workers: {e}")))?;
+        Ok(Self { samples: Arc::new(samples), recipe: Arc::new(recipe), config, pool: Arc::new(pool) })
+    }
+
+    /// The dataset positions this rank visits in `epoch`, in order.
+    pub fn shard(&self, epoch: u64) -> Vec<usize> {
+        shard(self.samples.len(), &self.config, epoch)
+    }
+
+    /// Number of batches this rank gets per epoch.
+    pub fn batches_per_epoch(&self) -> usize {
+        let n = self.shard(0).len();
+        if self.config.drop_last { n / self.config.batch_size } else { n.div_ceil(self.config.batch_size) }
+    }
+
+    /// Starts producing `epoch`'s batches in the background.
+    pub fn epoch(&self, epoch: u64) -> Epoch {
+        let order = self.shard(epoch);
+        let size = self.config.batch_size;
+        let mut batches: Vec<Vec<usize>> = order.chunks(size).map(<[usize]>::to_vec).collect();
+        if self.config.drop_last && batches.last().is_some_and(|b| b.len() < size) {
+            batches.pop();
+        }
+        let (tx, rx) = sync_channel(self.config.prefetch.max(1));
+        let skipped = Arc::new(Mutex::new(Vec::new()));
+        let (samples, recipe, config, pool, sk) =
+            (self.samples.clone(), self.recipe.clone(), self.config.clone(), self.pool.clone(), skipped.clone());
+        let producer = std::thread::spawn(move || {
+            for indices in batches {
+                let loaded: Vec<(usize, Result<Loaded>)> = pool.install(|| {
+                    indices.par_iter().map(|&i| (i, load(&samples[i], &recipe, config.seed, epoch, i))).collect()
+                });
+                let mut kept = Vec::with_capacity(loaded.len());
+                for (i, r) in loaded {
+                    match r {
+                        Ok(l) => kept.push((i, l)),
+                        Err(e) if config.on_bad_input == OnBadInput::Skip => {
+                            eprintln!("warning: skipping {e}");
+                            sk.lock().expect("skip list").push(e);
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                if kept.is_empty() {
+                    continue;
+                }
+                let batch = assemble(kept, &samples, &config);
+                if tx.send(batch).is_err() {
+                    return; // the consumer stopped listening
+                }
+            }
+        });
+        Epoch { rx, producer: Some(producer), skipped }
+    }
+}
+
+/// An epoch's batches, in order; iterating ends after the last batch or the first error.
+pub struct Epoch {
+    rx: Receiver<Result<Batch>>,
+    producer: Option<JoinHandle<()>>,
+    skipped: Arc<Mutex<Vec<LoaderError>>>,
+}
+
+impl Iterator for Epoch {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.rx.recv().ok();
+        if item.is_none() {
+            if let Some(h) = self.producer.take() {
+                if h.join().is_err() {
+                    return Some(Err(LoaderError::Config("the loader's producer thread failed".into())));
+                }
+            }
+        }
+        item
+    }
+}
+
+impl Epoch {
+    /// The samples skipped so far under [`OnBadInput::Skip`], each naming the file and cause.
+    pub fn skipped(&self) -> Vec<LoaderError> {
+        self.skipped.lock().expect("skip list").clone()
+    }
+}
+
+fn shard(n: usize, c: &LoaderConfig, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if c.shuffle {
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(c.seed.wrapping_add(epoch)));
+    }
+    let w = c.world_size;
+    let total = if c.drop_last { n / w * w } else { n.div_ceil(w) * w };
+    let padded: Vec<usize> = order.iter().copied().cycle().take(total).collect();
+    padded.into_iter().skip(c.rank).step_by(w).collect()
+}
+
+struct Loaded {
+    views: Vec<RgbImage>,
+    mask: Option<GrayImage>,
+}
+
+fn sample_seed(seed: u64, epoch: u64, index: usize) -> u64 {
+    // SplitMix64 of the three, so neighbouring samples get unrelated streams.
+    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED69);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn load(s: &Sample, recipe: &Recipe, seed: u64, epoch: u64, index: usize) -> Result<Loaded> {
+    let bad = |path: &Path, cause: String| LoaderError::BadInput { path: path.to_path_buf(), cause };
+    let work = || -> Result<Loaded> {
+        let image = decode(&s.image)?;
+        let mask = match &s.mask {
+            Some(m) => {
+                let img = image::open(m).map_err(|e| bad(m, format!("unreadable label mask: {e}")))?;
+                Some(GrayImage::from_fn(img.width(), img.height(), {
+                    let rgb = img.to_rgb8();
+                    move |x, y| image::Luma([rgb.get_pixel(x, y).0[0]])
+                }))
+            }
+            None => None,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(sample_seed(seed, epoch, index));
+        let mut views = Vec::with_capacity(recipe.views.len());
+        let mut first_mask = None;
+        for (k, spec) in recipe.views.iter().enumerate() {
+            let v = spec.apply(&image, mask.as_ref(), &mut rng).map_err(|e| bad(&s.image, e.to_string()))?;
+            if k == 0 {
+                first_mask = v.mask;
+            }
+            views.push(v.image);
+        }
+        Ok(Loaded { views, mask: first_mask })
+    };
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| Err(bad(&s.image, "internal error while decoding".into())))
+}
+
+/// Decodes a JPEG with libjpeg-turbo, anything else with the `image` crate.
+fn decode(path: &Path) -> Result<RgbImage> {
+    let bad = |cause: String| LoaderError::BadInput { path: path.to_path_buf(), cause };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let is_jpeg = path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "jpg" | "JPG" | "jpeg" | "JPEG"));
+    if is_jpeg {
+        let img = turbojpeg::decompress(&bytes, turbojpeg::PixelFormat::RGB).map_err(|e| bad(format!("unreadable JPEG: {e}")))?;
+        let (w, h) = (img.width as u32, img.height as u32);
+        let mut rgb = Vec::with_capacity((w * h * 3) as usize);
+        for row in img.pixels.chunks(img.pitch).take(img.height) {
+            rgb.extend_from_slice(&row[..img.width * 3]);
+        }
+        return RgbImage::from_raw(w, h, rgb).ok_or_else(|| bad("decoded buffer of the wrong size".into()));
+    }
+    Ok(image::load_from_memory(&bytes).map_err(|e| bad(format!("unreadable image: {e}")))?.to_rgb8())
+}
+
+fn assemble(kept: Vec<(usize, Loaded)>, samples: &[Sample], c: &LoaderConfig) -> Result<Batch> {
+    let n = kept.len();
+    let n_views = kept[0].1.views.len();
+    let mut views = Vec::with_capacity(n_views);
+    for v in 0..n_views {
+        let (w, h) = kept[0].1.views[v].dimensions();
+        let plane = 3 * (w * h) as usize;
+        let mut data = vec![0f32; n * plane];
+        data.par_chunks_mut(plane).zip(&kept).try_for_each(|(out, (i, l))| {
+            normalize(&l.views[v], c.mean, c.std, out).map_err(|e| LoaderError::BadInput { path: samples[*i].image.clone(), cause: e.to_string() })
+        })?;
+        views.push(ViewBatch { data, shape: [n, 3, h as usize, w as usize] });
+    }
+    let masks = kept[0].1.mask.is_some().then(|| kept.iter().flat_map(|(_, l)| l.mask.as_ref().map(|m| m.as_raw().clone()).unwrap_or_default()).collect());
+    Ok(Batch { views, labels: kept.iter().map(|(i, _)| samples[*i].label).collect(), masks, indices: kept.iter().map(|(i, _)| *i).collect() })
+}

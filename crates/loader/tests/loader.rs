@@ -1,0 +1,167 @@
+use std::path::{Path, PathBuf};
+
+use patchtcga_augment::{Recipe, IMAGENET_MEAN, IMAGENET_STD};
+use patchtcga_dataset::Index;
+use patchtcga_loader::*;
+
+fn real_patch() -> image::RgbImage {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/golden/cmu1_0.39_512_800_800.png");
+    image::open(p).unwrap().to_rgb8()
+}
+
+/// A PTCGA200 layout of 256 px JPEG crops of a real patch: 7 in lung, 6 in skin.
+fn dataset(root: &Path) -> Index {
+    let src = real_patch();
+    for i in 0..13u32 {
+        let organ = if i < 7 { "lung" } else { "skin" };
+        let p = root.join(organ).join(format!("s{}_{}_0.jpg", i / 2, i * 16));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        image::imageops::crop_imm(&src, i * 16, i * 8, 256, 256).to_image().save(&p).unwrap();
+    }
+    Index::scan(root, None).unwrap()
+}
+
+fn config(workers: usize) -> LoaderConfig {
+    LoaderConfig {
+        batch_size: 4,
+        shuffle: true,
+        drop_last: false,
+        seed: 11,
+        rank: 0,
+        world_size: 1,
+        workers,
+        prefetch: 2,
+        mean: IMAGENET_MEAN,
+        std: IMAGENET_STD,
+        on_bad_input: OnBadInput::Fail,
+    }
+}
+
+fn all_batches(l: &Loader, epoch: u64) -> Vec<Batch> {
+    l.epoch(epoch).map(|b| b.unwrap()).collect()
+}
+
+#[test]
+fn batches_are_nchw_normalised_and_labelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = dataset(dir.path());
+    let l = Loader::new(samples(&index, None).unwrap(), Recipe::preset("simclr", 96, 0).unwrap(), config(2)).unwrap();
+    let batches = all_batches(&l, 0);
+    assert_eq!(batches.len(), 4);
+    assert_eq!(l.batches_per_epoch(), 4);
+    let b = &batches[0];
+    assert_eq!(b.views.len(), 2);
+    assert_eq!(b.views[0].shape, [4, 3, 96, 96]);
+    assert_eq!(b.views[0].data.len(), 4 * 3 * 96 * 96);
+    for (i, &idx) in b.indices.iter().enumerate() {
+        assert_eq!(b.labels[i], if idx < 7 { 10 } else { 15 });
+    }
+    // ImageNet-normalised H&E: values in the range (0 - 0.485) / 0.229 .. (1 - 0.406) / 0.225.
+    assert!(b.views[0].data.iter().all(|v| (-2.2..=2.7).contains(v)));
+    let seen: std::collections::BTreeSet<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
+    assert_eq!(seen.len(), 13, "one epoch visits every sample");
+}
+
+#[test]
+fn the_same_seed_gives_bit_identical_batches_whatever_the_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = dataset(dir.path());
+    let s = samples(&index, None).unwrap();
+    let one = Loader::new(s.clone(), Recipe::preset("dino", 96, 2).unwrap(), config(1)).unwrap();
+    let four = Loader::new(s, Recipe::preset("dino", 96, 2).unwrap(), config(4)).unwrap();
+    assert_eq!(all_batches(&one, 3), all_batches(&four, 3));
+    assert_ne!(all_batches(&one, 3), all_batches(&one, 4), "each epoch reshuffles and re-augments");
+}
+
+#[test]
+fn ranks_take_disjoint_equal_shares_reshuffled_each_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = dataset(dir.path());
+    let s = samples(&index, None).unwrap();
+    for drop_last in [false, true] {
+        let shares: Vec<Vec<usize>> = (0..3)
+            .map(|rank| {
+                let c = LoaderConfig { rank, world_size: 3, drop_last, ..config(1) };
+                Loader::new(s.clone(), Recipe::preset("eval", 64, 0).unwrap(), c).unwrap().shard(0)
+            })
+            .collect();
+        let len = if drop_last { 4 } else { 5 };
+        assert!(shares.iter().all(|sh| sh.len() == len), "{shares:?}");
+        let mut all: Vec<usize> = shares.concat();
+        all.sort();
+        if drop_last {
+            all.dedup();
+            assert_eq!(all.len(), 12, "disjoint");
+        } else {
+            all.dedup();
+            assert_eq!(all.len(), 13, "complete: padding repeats samples, misses none");
+        }
+    }
+    let c = LoaderConfig { rank: 1, world_size: 3, ..config(1) };
+    let l = Loader::new(s, Recipe::preset("eval", 64, 0).unwrap(), c).unwrap();
+    assert_ne!(l.shard(0), l.shard(1));
+}
+
+#[test]
+fn bad_images_are_skipped_and_counted_or_fail_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = dataset(dir.path());
+    let victim: PathBuf = index.root.join(&index.entries[2].path);
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..200]).unwrap();
+    let s = samples(&index, None).unwrap();
+
+    let skip = LoaderConfig { on_bad_input: OnBadInput::Skip, ..config(2) };
+    let l = Loader::new(s.clone(), Recipe::preset("supervised", 64, 0).unwrap(), skip).unwrap();
+    let mut epoch = l.epoch(0);
+    let n: usize = epoch.by_ref().map(|b| b.unwrap().labels.len()).sum();
+    assert_eq!(n, 12);
+    let skipped = epoch.skipped();
+    assert_eq!(skipped.len(), 1);
+    assert!(skipped[0].to_string().contains(&victim.display().to_string()));
+
+    let l = Loader::new(s, Recipe::preset("supervised", 64, 0).unwrap(), config(2)).unwrap();
+    let results: Vec<_> = l.epoch(0).collect();
+    let err = results.iter().find_map(|r| r.as_ref().err()).expect("the bad file ends the epoch");
+    assert!(err.to_string().contains("unreadable JPEG"), "{err}");
+    assert!(results.last().unwrap().is_err());
+}
+
+#[test]
+fn segmentation_batches_carry_masks_and_a_missing_mask_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = dir.path().join("train/3/case1");
+    std::fs::create_dir_all(&case).unwrap();
+    let src = real_patch();
+    for i in 0..3u32 {
+        image::imageops::crop_imm(&src, i * 10, 0, 200, 200).to_image().save(case.join(format!("s_{i}_0.png"))).unwrap();
+        let mask = image::RgbImage::from_fn(200, 200, |x, _| image::Rgb([(x / 40) as u8, 0, 0]));
+        mask.save(case.join(format!("s_{i}_0_mask.png"))).unwrap();
+    }
+    let index = Index::scan(dir.path(), None).unwrap();
+    let c = LoaderConfig { batch_size: 3, ..config(2) };
+    let l = Loader::new(samples(&index, None).unwrap(), Recipe::preset("segmentation", 128, 0).unwrap(), c.clone()).unwrap();
+    let b = l.epoch(0).next().unwrap().unwrap();
+    let m = b.masks.unwrap();
+    assert_eq!(m.len(), 3 * 128 * 128);
+    assert!(m.iter().all(|&v| v <= 4) && m.iter().any(|&v| v > 0));
+    assert_eq!(b.labels, vec![3, 3, 3], "the grade folder");
+
+    let mut s = samples(&index, None).unwrap();
+    s[1].mask = Some(case.join("gone_mask.png"));
+    let l = Loader::new(s, Recipe::preset("segmentation", 128, 0).unwrap(), c).unwrap();
+    let e = l.epoch(0).next().unwrap().unwrap_err();
+    assert!(e.to_string().contains("gone_mask.png"), "{e}");
+}
+
+#[test]
+fn impossible_settings_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = dataset(dir.path());
+    let s = samples(&index, None).unwrap();
+    assert!(Loader::new(vec![], Recipe::preset("eval", 64, 0).unwrap(), config(1)).is_err());
+    let c = LoaderConfig { rank: 2, world_size: 2, ..config(1) };
+    assert!(Loader::new(s.clone(), Recipe::preset("eval", 64, 0).unwrap(), c).is_err());
+    assert!(samples(&index, Some(&[0, 99])).unwrap_err().to_string().contains("99"));
+    assert_eq!(samples(&index, Some(&[3, 0])).unwrap()[0].image, s[3].image);
+}
