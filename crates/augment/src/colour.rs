@@ -162,33 +162,38 @@ pub fn gaussian_blur(img: &RgbImage, kernel: u32, sigma: f32) -> Result<RgbImage
         let n = n as i64;
         (if i < 0 { -i } else if i >= n { 2 * (n - 1) - i } else { i }) as usize
     };
+    // Separable: a horizontal then a vertical pass in f32, as torch's conv2d; each pass adds
+    // whole shifted rows, which the compiler vectorises.
+    let row_len = w * 3;
     let src = img.as_raw();
-    // Horizontal then vertical pass in f32, as torch's separable conv2d.
     let mut tmp = vec![0f32; w * h * 3];
+    let mut padded = vec![0f32; (w + 2 * half as usize) * 3];
     for y in 0..h {
-        for x in 0..w {
+        for (px, chunk) in padded.chunks_exact_mut(3).enumerate() {
+            let sx = reflect(px as i64 - half, w);
             for c in 0..3 {
-                let mut acc = 0f32;
-                for (k, wt) in weights.iter().enumerate() {
-                    let sx = reflect(x as i64 + k as i64 - half, w);
-                    acc += wt * src[(y * w + sx) * 3 + c] as f32;
-                }
-                tmp[(y * w + x) * 3 + c] = acc;
+                chunk[c] = src[(y * w + sx) * 3 + c] as f32;
+            }
+        }
+        let out = &mut tmp[y * row_len..(y + 1) * row_len];
+        for (k, wt) in weights.iter().enumerate() {
+            for (o, p) in out.iter_mut().zip(&padded[k * 3..k * 3 + row_len]) {
+                *o += wt * p;
             }
         }
     }
     let mut out = RgbImage::new(w as u32, h as u32);
-    let dst: &mut [u8] = &mut out;
-    for y in 0..h {
-        for x in 0..w {
-            for c in 0..3 {
-                let mut acc = 0f32;
-                for (k, wt) in weights.iter().enumerate() {
-                    let sy = reflect(y as i64 + k as i64 - half, h);
-                    acc += wt * tmp[(sy * w + x) * 3 + c];
-                }
-                dst[(y * w + x) * 3 + c] = acc.round().clamp(0.0, 255.0) as u8;
+    let mut acc = vec![0f32; row_len];
+    for (y, dst) in out.chunks_exact_mut(row_len).enumerate() {
+        acc.fill(0.0);
+        for (k, wt) in weights.iter().enumerate() {
+            let sy = reflect(y as i64 + k as i64 - half, h);
+            for (a, t) in acc.iter_mut().zip(&tmp[sy * row_len..(sy + 1) * row_len]) {
+                *a += wt * t;
             }
+        }
+        for (d, a) in dst.iter_mut().zip(&acc) {
+            *d = a.round().clamp(0.0, 255.0) as u8;
         }
     }
     Ok(out)

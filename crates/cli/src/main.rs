@@ -71,6 +71,11 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Measure throughput, to size data nodes: `patchtcga bench loader …`.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
     /// Show a slide's size, levels, resolution and tissue.
     Info {
         /// Slide file.
@@ -78,6 +83,34 @@ enum Command {
         /// µm/px to use when the slide has none.
         #[arg(long)]
         mpp_override: Option<f64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Decode + augment + batch images of a dataset with a view recipe; prints images/s.
+    Loader {
+        /// Dataset root (any of the release's layouts).
+        #[arg(long)]
+        dataset: PathBuf,
+        /// View recipe: supervised, eval, simclr, byol, dino, mae, segmentation.
+        #[arg(long, default_value = "simclr")]
+        recipe: String,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// How long to run.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Images per batch.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Side of the (global) views.
+        #[arg(long, default_value_t = 224)]
+        size: u32,
+        /// DINO local views.
+        #[arg(long, default_value_t = 10)]
+        local_crops: usize,
     },
 }
 
@@ -311,6 +344,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Bench { what: BenchWhat::Loader { dataset, recipe, workers, seconds, batch_size, size, local_crops } } => {
+            bench_loader(&dataset, &recipe, workers, seconds, batch_size, size, local_crops)
+        }
         Command::Info { slide, mpp_override } => {
             let s = Slide::open(&slide, mpp_override)?;
             let (w, h) = s.dimensions();
@@ -429,5 +465,54 @@ fn split_cmd(a: SplitArgs) -> Result<()> {
         split::write_pickle(&pickle, &splits)?;
         println!("wrote {}", pickle.display());
     }
+    Ok(())
+}
+
+fn bench_loader(dataset: &Path, recipe: &str, workers: usize, seconds: f64, batch_size: usize, size: u32, local_crops: usize) -> Result<()> {
+    use patchtcga_loader::{samples, Loader, LoaderConfig, OnBadInput};
+    let index = Index::scan(dataset, None)?;
+    let recipe = patchtcga_augment::Recipe::preset(recipe, size, local_crops)?;
+    let config = LoaderConfig {
+        batch_size,
+        shuffle: true,
+        drop_last: false,
+        seed: 0,
+        rank: 0,
+        world_size: 1,
+        workers,
+        prefetch: 2,
+        mean: patchtcga_augment::IMAGENET_MEAN,
+        std: patchtcga_augment::IMAGENET_STD,
+        on_bad_input: OnBadInput::Fail,
+    };
+    let loader = Loader::new(samples(&index, None)?, recipe.clone(), config)?;
+    // The clock starts once the first batch has arrived, as in bench/loader_torchvision.py.
+    let mut start = None;
+    let (mut images, mut epoch) = (0usize, 0u64);
+    'run: loop {
+        for batch in loader.epoch(epoch) {
+            let n = batch?.labels.len();
+            let Some(start) = start else {
+                start = Some(std::time::Instant::now());
+                continue;
+            };
+            images += n;
+            if start.elapsed().as_secs_f64() >= seconds {
+                break 'run;
+            }
+        }
+        epoch += 1;
+    }
+    let secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string()))
+        .unwrap_or_else(|| "?".into());
+    println!(
+        "{}: {images} images ({} views each) in {secs:.2} s with {workers} worker(s): {:.1} images/s, peak memory {peak} kB",
+        recipe.name,
+        recipe.views.len(),
+        images as f64 / secs
+    );
     Ok(())
 }
