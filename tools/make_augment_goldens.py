@@ -5,9 +5,10 @@ Input: a 160×120 crop of a real H&E patch (crates/slide/tests/golden, read with
 + Pillow). Each case applies one torchvision operation to the PIL image, as the release's
 training transforms do, and saves the result; crates/augment/tests/golden/cases.json lists them.
 
-Regenerate with pip-installed torchvision (any recent version; these were made with
-torch 2.15.0 / torchvision 0.29.2 / Pillow 13.0.0):
-    python3 -m venv /tmp/v && /tmp/v/bin/pip install torchvision && /tmp/v/bin/python tools/make_augment_goldens.py
+Regenerate with pip-installed torchvision and scikit-image (these were made with torch 2.15.0,
+torchvision 0.29.2, Pillow 13.0.0, scikit-image from PyPI on 2026-11-25):
+    python3 -m venv /tmp/v && /tmp/v/bin/pip install torchvision scikit-image
+    /tmp/v/bin/python tools/make_augment_goldens.py
 """
 import json
 import os
@@ -69,5 +70,24 @@ def main():
         json.dump({"torch": torch.__version__, "torchvision": torchvision.__version__, "cases": cases}, f, indent=1)
 
 
+
+def hed_goldens():
+    """HED stain jitter with scikit-image's colour deconvolution (pip install scikit-image)."""
+    from skimage.color import hed2rgb, rgb2hed
+
+    img = np.asarray(Image.open(os.path.join(OUT, "input.png")).convert("RGB"))
+    with open(os.path.join(OUT, "cases.json")) as f:
+        meta = json.load(f)
+    for name, alpha, beta in (("hed_identity", [1, 1, 1], [0, 0, 0]), ("hed_jitter", [1.05, 0.95, 1.0], [-0.03, 0.04, 0.01])):
+        hed = rgb2hed(img) * np.array(alpha) + np.array(beta)
+        out = np.round(hed2rgb(hed) * 255).astype(np.uint8)
+        Image.fromarray(out).save(os.path.join(OUT, f"{name}.png"))
+        meta["cases"] = [c for c in meta["cases"] if c["name"] != name]
+        meta["cases"].append({"name": name, "op": "hed", "args": {"alpha": alpha, "beta": beta}, "file": f"{name}.png"})
+    with open(os.path.join(OUT, "cases.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
 if __name__ == "__main__":
     main()
+    hed_goldens()

@@ -218,3 +218,41 @@ pub fn normalize(img: &RgbImage, mean: [f32; 3], std: [f32; 3], out: &mut [f32])
     }
     Ok(())
 }
+
+/// RGB from haematoxylin, eosin and DAB optical densities (Ruifrok & Johnston), as in
+/// scikit-image's `rgb_from_hed`.
+const RGB_FROM_HED: [[f64; 3]; 3] = [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]];
+
+fn invert3(m: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    let c = |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
+    [
+        [c(1, 1, 2, 2) / det, -c(0, 1, 2, 2) / det, c(0, 1, 1, 2) / det],
+        [-c(1, 0, 2, 2) / det, c(0, 0, 2, 2) / det, -c(0, 0, 1, 2) / det],
+        [c(1, 0, 2, 1) / det, -c(0, 0, 2, 1) / det, c(0, 0, 1, 1) / det],
+    ]
+}
+
+/// HED stain jitter (Tellez et al. 2018): each pixel's haematoxylin, eosin and DAB
+/// concentrations (scikit-image's `rgb2hed`) become `alpha × s + beta` per stain, then back to
+/// RGB (`hed2rgb`), rounded to 8 bits. Typical draws: alpha in [0.95, 1.05], beta in
+/// [−0.05, 0.05].
+pub fn hed_jitter(img: &RgbImage, alpha: [f32; 3], beta: [f32; 3]) -> RgbImage {
+    let hed_from_rgb = invert3(RGB_FROM_HED);
+    let log_adjust = (1e-6f64).ln();
+    let mut out = img.clone();
+    for p in out.pixels_mut() {
+        let od = p.0.map(|v| (v as f64 / 255.0).max(1e-6).ln() / log_adjust);
+        let mut stain = [0f64; 3];
+        for (j, s) in stain.iter_mut().enumerate() {
+            let v = (0..3).map(|i| od[i] * hed_from_rgb[i][j]).sum::<f64>().max(0.0);
+            *s = v * alpha[j] as f64 + beta[j] as f64;
+        }
+        for (k, v) in p.0.iter_mut().enumerate() {
+            let log_rgb = -(0..3).map(|j| stain[j] * -log_adjust * RGB_FROM_HED[j][k]).sum::<f64>();
+            *v = (log_rgb.exp().clamp(0.0, 1.0) * 255.0).round() as u8;
+        }
+    }
+    out
+}

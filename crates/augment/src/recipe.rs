@@ -2,7 +2,7 @@ use image::{GrayImage, RgbImage};
 use rand::{seq::SliceRandom, Rng};
 
 use crate::{
-    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, center_crop, crop, gaussian_blur, hflip, resize,
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, center_crop, crop, gaussian_blur, hed_jitter, hflip, resize,
     resize_mask, resized_crop, rot90, solarize, to_grayscale, vflip, AugmentError, Result,
 };
 
@@ -40,6 +40,15 @@ pub struct Jitter {
     pub p: f64,
 }
 
+/// HED stain jitter settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StainJitter {
+    /// Strength σ.
+    pub sigma: f32,
+    /// Probability.
+    pub p: f64,
+}
+
 /// One view of a patch: a cut, then flips and colour operations, each with its probability.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewSpec {
@@ -55,6 +64,9 @@ pub struct ViewSpec {
     pub rot90: f64,
     /// Colour jitter.
     pub jitter: Option<Jitter>,
+    /// HED stain jitter: with probability `p`, each stain scaled by U(1 − σ, 1 + σ) and shifted
+    /// by U(−σ, σ) (none of the release's recipes uses it; pathology-specific).
+    pub stain: Option<StainJitter>,
     /// RandomGrayscale probability.
     pub grayscale: f64,
     /// Gaussian blur probability (σ drawn from [0.1, 2], kernel ≈ 10% of the view, odd).
@@ -65,7 +77,7 @@ pub struct ViewSpec {
 
 impl ViewSpec {
     fn plain(size: u32, cut: Cut) -> Self {
-        Self { size, cut, hflip: 0.0, vflip: 0.0, rot90: 0.0, jitter: None, grayscale: 0.0, blur: 0.0, solarize: 0.0 }
+        Self { size, cut, hflip: 0.0, vflip: 0.0, rot90: 0.0, jitter: None, stain: None, grayscale: 0.0, blur: 0.0, solarize: 0.0 }
     }
 }
 
@@ -245,6 +257,14 @@ impl ViewSpec {
         if let Some(j) = &self.jitter {
             if rng.gen_bool(j.p) {
                 img = jitter(img, j, rng)?;
+            }
+        }
+        if let Some(st) = &self.stain {
+            if rng.gen_bool(st.p) {
+                let s = st.sigma;
+                let alpha = [0; 3].map(|_| rng.gen_range(1.0 - s..=1.0 + s));
+                let beta = [0; 3].map(|_| rng.gen_range(-s..=s));
+                img = hed_jitter(&img, alpha, beta);
             }
         }
         if rng.gen_bool(self.grayscale) {

@@ -88,3 +88,15 @@ fn segmentation_moves_image_and_mask_together() {
     let wrong = GrayImage::new(10, 10);
     assert!(r.views[0].apply(&img, Some(&wrong), &mut rng).is_err());
 }
+
+#[test]
+fn stain_jitter_changes_colours_but_not_geometry() {
+    let img = patch();
+    let mut spec = Recipe::preset("eval", 224, 0).unwrap().views[0].clone();
+    let plain = spec.apply(&img, None, &mut ChaCha8Rng::seed_from_u64(2)).unwrap().image;
+    spec.stain = Some(StainJitter { sigma: 0.05, p: 1.0 });
+    let stained = spec.apply(&img, None, &mut ChaCha8Rng::seed_from_u64(2)).unwrap().image;
+    assert_ne!(plain, stained);
+    let mean_diff = plain.as_raw().iter().zip(stained.as_raw()).map(|(&a, &b)| a.abs_diff(b) as f64).sum::<f64>() / plain.as_raw().len() as f64;
+    assert!(mean_diff > 0.5 && mean_diff < 40.0, "{mean_diff}");
+}

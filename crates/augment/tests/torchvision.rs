@@ -1,4 +1,4 @@
-//! Every operation against torchvision's output on a real H&E crop (goldens made by
+//! Every operation against torchvision's output (scikit-image's for HED) on a real H&E crop (goldens made by
 //! tools/make_augment_goldens.py): exact for geometry, within 1/255 mean absolute difference
 //! for colour and resampling.
 
@@ -50,6 +50,13 @@ fn operations_match_torchvision() {
             "grayscale" => (to_grayscale(&input).into_raw(), true),
             "blur" => (gaussian_blur(&input, u("kernel"), f("sigma")).unwrap().into_raw(), false),
             "solarize" => (solarize(&input, u("threshold") as u8).into_raw(), true),
+            "hed" => {
+                let v = |k: &str| -> [f32; 3] {
+                    let a: Vec<f32> = a[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+                    [a[0], a[1], a[2]]
+                };
+                (hed_jitter(&input, v("alpha"), v("beta")).into_raw(), false)
+            }
             "resize_mask" => {
                 let ours = resize_mask(&mask, u("width"), u("height")).unwrap();
                 let want: GrayImage = image::open(golden_dir().join(file)).unwrap().to_luma8();
@@ -79,7 +86,7 @@ fn operations_match_torchvision() {
         }
     }
     println!("{}", report.join("\n"));
-    assert!(report.len() >= 25, "only {} cases ran", report.len());
+    assert!(report.len() >= 27, "only {} cases ran", report.len());
 }
 
 #[test]
