@@ -2,9 +2,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := demo
 
-# Debian packages: OpenSlide (slide reading), libturbojpeg (JPEG encoding), libclang + pkg-config
+# Debian packages: OpenSlide (slide reading), libturbojpeg (JPEG coding), HDF5 (the original PCam
+# files), libclang + pkg-config
 # (binding generation), python3 (the split-pickle round-trip test).
-APT_PACKAGES := libopenslide-dev libturbojpeg0-dev libclang-dev pkg-config python3 ca-certificates curl build-essential
+APT_PACKAGES := libopenslide-dev libturbojpeg0-dev libhdf5-dev libclang-dev pkg-config python3 ca-certificates curl build-essential
 # Extra packages for the side-by-side benchmark against the Python tools.
 BENCH_PACKAGES := python3-openslide python3-numpy python3-pil
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -19,7 +20,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: deps rust demo test bench clean
+.PHONY: deps rust demo test bench bench-loader clean
 
 deps:
 	$(call apt_install,$(APT_PACKAGES))
@@ -49,3 +50,8 @@ bench: $(BIN)
 
 clean:
 	rm -rf target out bench/out
+
+# Loader against a torchvision DataLoader (pip-installs torchvision into bench/.venv once).
+bench-loader: $(BIN)
+	$(call apt_install,$(BENCH_PACKAGES) python3-venv)
+	bash bench/loader.sh

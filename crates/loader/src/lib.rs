@@ -2,6 +2,9 @@
 //! assembles them into contiguous `f32` NCHW batches (and `u8` masks), and hands them over
 //! through a bounded prefetch queue.
 //!
+//! Sources: the release's patch layouts (through [`patchtcga_dataset::Index`], optionally a
+//! split's subset) and the original PCam HDF5 files ([`pcam_samples`]).
+//!
 //! Sharding follows PyTorch's `DistributedSampler`: each rank takes a disjoint, equal share of
 //! an order reshuffled every epoch. Augmentation randomness is drawn per sample from
 //! (seed, epoch, sample index), so batches are bit-identical whatever the number of workers.
@@ -33,11 +36,34 @@ pub enum LoaderError {
 /// Result type of this crate.
 pub type Result<T> = std::result::Result<T, LoaderError>;
 
+/// Where a sample's pixels are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageSource {
+    /// An image file (JPEG or PNG).
+    File(PathBuf),
+    /// Image `index` of an HDF5 array `x` of shape (N, H, W, 3), `u8` (the original PCam).
+    H5 {
+        /// The `*_x.h5` file.
+        path: PathBuf,
+        /// Position along the first axis.
+        index: usize,
+    },
+}
+
+impl ImageSource {
+    /// The file the pixels come from.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::File(p) | Self::H5 { path: p, .. } => p,
+        }
+    }
+}
+
 /// One image of the dataset with its label (and label mask).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
-    /// Image file.
-    pub image: PathBuf,
+    /// Where the image is.
+    pub image: ImageSource,
     /// Class id.
     pub label: i64,
     /// Label mask (segmentation).
@@ -50,12 +76,48 @@ pub fn samples(index: &Index, subset: Option<&[u64]>) -> Result<Vec<Sample>> {
     let make = |i: usize| {
         let e = index.entries.get(i).ok_or_else(|| LoaderError::Config(format!("index {i} past the {} images", index.entries.len())))?;
         // For segPANDA200 the label is the slide's grade folder; pixel classes are in the mask.
-        Ok(Sample { image: index.root.join(&e.path), label: e.label as i64, mask: e.mask.as_ref().map(|m| index.root.join(m)) })
+        Ok(Sample { image: ImageSource::File(index.root.join(&e.path)), label: e.label as i64, mask: e.mask.as_ref().map(|m| index.root.join(m)) })
     };
     match subset {
         Some(idx) => idx.iter().map(|&i| make(i as usize)).collect(),
         None => (0..index.entries.len()).map(make).collect(),
     }
+}
+
+/// The samples of one split of the original PatchCamelyon release: `<dir>/<split>_x.h5`
+/// (dataset `x`, N×96×96×3 `u8`) and `<dir>/<split>_y.h5` (dataset `y`, N×1×1×1 labels), with
+/// `split` one of `train`, `valid`, `test`. Only the labels are read here; images are read one
+/// by one as the loader needs them.
+pub fn pcam_samples(dir: &Path, split: &str) -> Result<Vec<Sample>> {
+    let (xp, yp) = (dir.join(format!("{split}_x.h5")), dir.join(format!("{split}_y.h5")));
+    let bad = |p: &Path, cause: String| LoaderError::BadInput { path: p.to_path_buf(), cause };
+    let open = |p: &Path, name: &str| {
+        hdf5_metno::File::open(p).and_then(|f| f.dataset(name)).map_err(|e| bad(p, format!("cannot read dataset `{name}`: {e}")))
+    };
+    let x = open(&xp, "x")?;
+    let shape = x.shape();
+    if shape.len() != 4 || shape[3] != 3 {
+        return Err(bad(&xp, format!("`x` has shape {shape:?}; PCam's is (N, 96, 96, 3)")));
+    }
+    let y = open(&yp, "y")?;
+    let labels: Vec<u8> = y.read_raw().map_err(|e| bad(&yp, format!("cannot read labels: {e}")))?;
+    if labels.len() != shape[0] {
+        return Err(bad(&yp, format!("{} labels for {} images in {}", labels.len(), shape[0], xp.display())));
+    }
+    Ok(labels
+        .into_iter()
+        .enumerate()
+        .map(|(index, l)| Sample { image: ImageSource::H5 { path: xp.clone(), index }, label: l as i64, mask: None })
+        .collect())
+}
+
+/// Reads image `index` of the array `x` in `path`.
+fn read_h5(path: &Path, index: usize) -> Result<RgbImage> {
+    let bad = |cause: String| LoaderError::BadInput { path: path.to_path_buf(), cause };
+    let x = hdf5_metno::File::open(path).and_then(|f| f.dataset("x")).map_err(|e| bad(e.to_string()))?;
+    let img: ndarray::Array3<u8> = x.read_slice(ndarray::s![index, .., .., ..]).map_err(|e| bad(format!("image {index}: {e}")))?;
+    let (h, w, _) = img.dim();
+    RgbImage::from_raw(w as u32, h as u32, img.into_raw_vec_and_offset().0).ok_or_else(|| bad(format!("image {index} is not RGB")))
 }
 
 /// What to do with an image that cannot be read.
@@ -256,7 +318,10 @@ fn sample_seed(seed: u64, epoch: u64, index: usize) -> u64 {
 fn load(s: &Sample, recipe: &Recipe, seed: u64, epoch: u64, index: usize) -> Result<Loaded> {
     let bad = |path: &Path, cause: String| LoaderError::BadInput { path: path.to_path_buf(), cause };
     let work = || -> Result<Loaded> {
-        let image = decode(&s.image)?;
+        let image = match &s.image {
+            ImageSource::File(p) => decode(p)?,
+            ImageSource::H5 { path, index } => read_h5(path, *index)?,
+        };
         let mask = match &s.mask {
             Some(m) => {
                 let img = image::open(m).map_err(|e| bad(m, format!("unreadable label mask: {e}")))?;
@@ -271,7 +336,7 @@ fn load(s: &Sample, recipe: &Recipe, seed: u64, epoch: u64, index: usize) -> Res
         let mut views = Vec::with_capacity(recipe.views.len());
         let mut first_mask = None;
         for (k, spec) in recipe.views.iter().enumerate() {
-            let v = spec.apply(&image, mask.as_ref(), &mut rng).map_err(|e| bad(&s.image, e.to_string()))?;
+            let v = spec.apply(&image, mask.as_ref(), &mut rng).map_err(|e| bad(s.image.path(), e.to_string()))?;
             if k == 0 {
                 first_mask = v.mask;
             }
@@ -279,7 +344,7 @@ fn load(s: &Sample, recipe: &Recipe, seed: u64, epoch: u64, index: usize) -> Res
         }
         Ok(Loaded { views, mask: first_mask })
     };
-    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| Err(bad(&s.image, "internal error while decoding".into())))
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| Err(bad(s.image.path(), "internal error while decoding".into())))
 }
 
 /// Decodes a JPEG with libjpeg-turbo, anything else with the `image` crate.
@@ -308,7 +373,8 @@ fn assemble(kept: Vec<(usize, Loaded)>, samples: &[Sample], c: &LoaderConfig) ->
         let plane = 3 * (w * h) as usize;
         let mut data = vec![0f32; n * plane];
         data.par_chunks_mut(plane).zip(&kept).try_for_each(|(out, (i, l))| {
-            normalize(&l.views[v], c.mean, c.std, out).map_err(|e| LoaderError::BadInput { path: samples[*i].image.clone(), cause: e.to_string() })
+            normalize(&l.views[v], c.mean, c.std, out)
+                .map_err(|e| LoaderError::BadInput { path: samples[*i].image.path().to_path_buf(), cause: e.to_string() })
         })?;
         views.push(ViewBatch { data, shape: [n, 3, h as usize, w as usize] });
     }

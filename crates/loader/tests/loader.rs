@@ -107,6 +107,7 @@ fn bad_images_are_skipped_and_counted_or_fail_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
     let index = dataset(dir.path());
     let victim: PathBuf = index.root.join(&index.entries[2].path);
+    assert_eq!(samples(&index, None).unwrap()[2].image.path(), victim);
     let bytes = std::fs::read(&victim).unwrap();
     std::fs::write(&victim, &bytes[..200]).unwrap();
     let s = samples(&index, None).unwrap();
@@ -164,4 +165,26 @@ fn impossible_settings_are_refused() {
     assert!(Loader::new(s.clone(), Recipe::preset("eval", 64, 0).unwrap(), c).is_err());
     assert!(samples(&index, Some(&[0, 99])).unwrap_err().to_string().contains("99"));
     assert_eq!(samples(&index, Some(&[3, 0])).unwrap()[0].image, s[3].image);
+}
+
+#[test]
+fn the_original_pcam_h5_files_load_with_their_labels() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let s = pcam_samples(&dir, "valid").unwrap();
+    assert_eq!(s.iter().map(|s| s.label).collect::<Vec<_>>(), vec![0, 1, 1, 0, 1, 0]);
+    // Image 4 through the loader with the identity-like eval recipe at 96 px equals h5py's pixels.
+    let c = LoaderConfig { batch_size: 6, shuffle: false, mean: [0.0; 3], std: [1.0; 3], ..config(2) };
+    let l = Loader::new(s, Recipe::preset("eval", 96, 0).unwrap(), c).unwrap();
+    let b = l.epoch(0).next().unwrap().unwrap();
+    assert_eq!(b.labels, vec![0, 1, 1, 0, 1, 0]);
+    let want = image::open(dir.join("valid_x_4.png")).unwrap().to_rgb8();
+    let plane = 96 * 96;
+    let got = &b.views[0].data[4 * 3 * plane..5 * 3 * plane];
+    for (i, p) in want.pixels().enumerate() {
+        for c in 0..3 {
+            assert!((got[c * plane + i] - p.0[c] as f32 / 255.0).abs() < 1e-6);
+        }
+    }
+    let e = pcam_samples(&dir, "train").unwrap_err().to_string();
+    assert!(e.contains("train_x.h5"), "{e}");
 }
