@@ -3,8 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := demo
 
 # Debian packages: OpenSlide (slide reading), libturbojpeg (JPEG coding), HDF5 (the original PCam
-# files), libclang + pkg-config
-# (binding generation), python3 (the split-pickle round-trip test).
+# files), libclang + pkg-config (binding generation), python3 (the split-pickle round-trip test).
 APT_PACKAGES := libopenslide-dev libturbojpeg0-dev libhdf5-dev libclang-dev pkg-config python3 ca-certificates curl build-essential
 # Extra packages for the side-by-side benchmark against the Python tools.
 BENCH_PACKAGES := python3-openslide python3-numpy python3-pil
