@@ -143,7 +143,9 @@ pub fn solarize(img: &RgbImage, threshold: u8) -> RgbImage {
 /// padding, rounded back to 8 bits (torchvision `gaussian_blur`).
 pub fn gaussian_blur(img: &RgbImage, kernel: u32, sigma: f32) -> Result<RgbImage> {
     if kernel % 2 == 0 || !(sigma > 0.0 && sigma.is_finite()) {
-        return Err(AugmentError::Parameter(format!("blur needs an odd kernel and a positive sigma, got {kernel} and {sigma}")));
+        return Err(AugmentError::Parameter(format!(
+            "blur needs an odd kernel and a positive sigma, got {kernel} and {sigma}"
+        )));
     }
     let (w, h) = (img.width() as usize, img.height() as usize);
     let half = (kernel / 2) as i64;
@@ -160,7 +162,13 @@ pub fn gaussian_blur(img: &RgbImage, kernel: u32, sigma: f32) -> Result<RgbImage
     let weights: Vec<f32> = weights.iter().map(|v| v / total).collect();
     let reflect = |i: i64, n: usize| -> usize {
         let n = n as i64;
-        (if i < 0 { -i } else if i >= n { 2 * (n - 1) - i } else { i }) as usize
+        (if i < 0 {
+            -i
+        } else if i >= n {
+            2 * (n - 1) - i
+        } else {
+            i
+        }) as usize
     };
     // Separable: a horizontal then a vertical pass in f32, as torch's conv2d; each pass adds
     // whole shifted rows, which the compiler vectorises.
@@ -204,7 +212,11 @@ pub fn gaussian_blur(img: &RgbImage, kernel: u32, sigma: f32) -> Result<RgbImage
 pub fn normalize(img: &RgbImage, mean: [f32; 3], std: [f32; 3], out: &mut [f32]) -> Result<()> {
     let plane = (img.width() * img.height()) as usize;
     if out.len() != 3 * plane {
-        return Err(AugmentError::Geometry(format!("normalize needs {} values of output, got {}", 3 * plane, out.len())));
+        return Err(AugmentError::Geometry(format!(
+            "normalize needs {} values of output, got {}",
+            3 * plane,
+            out.len()
+        )));
     }
     if std.iter().any(|s| !(*s > 0.0)) {
         return Err(AugmentError::Parameter(format!("std must be positive, got {std:?}")));

@@ -43,7 +43,10 @@ pub fn crop<P: Pixel + 'static>(
 
 /// The central `size`×`size` region (torchvision `center_crop`: the offset is rounded half to
 /// even, as Python's `round`).
-pub fn center_crop<P: Pixel + 'static>(img: &ImageBuffer<P, Vec<P::Subpixel>>, size: u32) -> Result<ImageBuffer<P, Vec<P::Subpixel>>> {
+pub fn center_crop<P: Pixel + 'static>(
+    img: &ImageBuffer<P, Vec<P::Subpixel>>,
+    size: u32,
+) -> Result<ImageBuffer<P, Vec<P::Subpixel>>> {
     let (w, h) = img.dimensions();
     if size > w || size > h {
         return Err(AugmentError::Geometry(format!("centre crop {size} is larger than the {w}×{h} image")));
@@ -73,7 +76,15 @@ pub fn resize_mask(mask: &GrayImage, width: u32, height: u32) -> Result<GrayImag
 }
 
 /// Crop then resize (torchvision `resized_crop`, the body of RandomResizedCrop).
-pub fn resized_crop(img: &RgbImage, top: u32, left: u32, height: u32, width: u32, out_w: u32, out_h: u32) -> Result<RgbImage> {
+pub fn resized_crop(
+    img: &RgbImage,
+    top: u32,
+    left: u32,
+    height: u32,
+    width: u32,
+    out_w: u32,
+    out_h: u32,
+) -> Result<RgbImage> {
     resize(&crop(img, top, left, height, width)?, out_w, out_h)
 }
 

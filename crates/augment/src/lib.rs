@@ -11,8 +11,8 @@ mod geometric;
 mod recipe;
 
 pub use colour::{
-    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, gaussian_blur, hed_jitter, normalize, solarize, to_grayscale,
-    IMAGENET_MEAN, IMAGENET_STD, PTCGA200_MEAN, PTCGA200_STD,
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, gaussian_blur, hed_jitter, normalize, solarize,
+    to_grayscale, IMAGENET_MEAN, IMAGENET_STD, PTCGA200_MEAN, PTCGA200_STD,
 };
 pub use geometric::{center_crop, crop, hflip, resize, resize_mask, resized_crop, rot90, vflip};
 pub use recipe::{random_resized_crop_params, Cut, Jitter, Recipe, StainJitter, View, ViewSpec, RECIPES};

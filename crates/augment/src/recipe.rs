@@ -2,8 +2,8 @@ use image::{GrayImage, RgbImage};
 use rand::{seq::SliceRandom, Rng};
 
 use crate::{
-    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, center_crop, crop, gaussian_blur, hed_jitter, hflip, resize,
-    resize_mask, resized_crop, rot90, solarize, to_grayscale, vflip, AugmentError, Result,
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, center_crop, crop, gaussian_blur, hed_jitter,
+    hflip, resize, resize_mask, resized_crop, rot90, solarize, to_grayscale, vflip, AugmentError, Result,
 };
 
 /// How a view is cut from the patch.
@@ -77,7 +77,18 @@ pub struct ViewSpec {
 
 impl ViewSpec {
     fn plain(size: u32, cut: Cut) -> Self {
-        Self { size, cut, hflip: 0.0, vflip: 0.0, rot90: 0.0, jitter: None, stain: None, grayscale: 0.0, blur: 0.0, solarize: 0.0 }
+        Self {
+            size,
+            cut,
+            hflip: 0.0,
+            vflip: 0.0,
+            rot90: 0.0,
+            jitter: None,
+            stain: None,
+            grayscale: 0.0,
+            blur: 0.0,
+            solarize: 0.0,
+        }
     }
 }
 
@@ -127,7 +138,10 @@ impl Recipe {
                 v.blur = 0.5;
                 vec![v]
             }
-            "eval" => vec![ViewSpec::plain(size, Cut::CenterThenResize { crop: (size as f64 * 287.0 / 224.0).round() as u32 })],
+            "eval" => vec![ViewSpec::plain(
+                size,
+                Cut::CenterThenResize { crop: (size as f64 * 287.0 / 224.0).round() as u32 },
+            )],
             "simclr" => vec![ssl(rrc(0.08, 1.0), STRONG_JITTER, 0.5, 0.0); 2],
             "byol" => vec![ssl(rrc(0.08, 1.0), BYOL_JITTER, 1.0, 0.0), ssl(rrc(0.08, 1.0), BYOL_JITTER, 0.1, 0.2)],
             "dino" => {
@@ -148,7 +162,12 @@ impl Recipe {
                 v.rot90 = 0.5;
                 vec![v]
             }
-            other => return Err(AugmentError::Parameter(format!("unknown recipe {other:?} (known: {})", RECIPES.join(", ")))),
+            other => {
+                return Err(AugmentError::Parameter(format!(
+                    "unknown recipe {other:?} (known: {})",
+                    RECIPES.join(", ")
+                )))
+            }
         };
         Ok(Self { name: name.to_string(), views })
     }
@@ -166,7 +185,13 @@ pub struct View {
 /// torchvision `RandomResizedCrop.get_params`: (top, left, height, width) of a crop of an
 /// `w`×`h` image whose area fraction and aspect ratio are drawn from `scale` and `ratio`
 /// (log-uniform), trying 10 times before falling back to the largest centred crop in range.
-pub fn random_resized_crop_params(rng: &mut impl Rng, w: u32, h: u32, scale: (f64, f64), ratio: (f64, f64)) -> (u32, u32, u32, u32) {
+pub fn random_resized_crop_params(
+    rng: &mut impl Rng,
+    w: u32,
+    h: u32,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+) -> (u32, u32, u32, u32) {
     let area = w as f64 * h as f64;
     let (lr0, lr1) = (ratio.0.ln(), ratio.1.ln());
     for _ in 0..10 {
@@ -192,7 +217,13 @@ pub fn random_resized_crop_params(rng: &mut impl Rng, w: u32, h: u32, scale: (f6
 }
 
 fn jitter(img: RgbImage, j: &Jitter, rng: &mut impl Rng) -> Result<RgbImage> {
-    let factor = |rng: &mut dyn rand::RngCore, r: f32| if r > 0.0 { Some(rng.gen_range((1.0 - r).max(0.0)..=1.0 + r)) } else { None };
+    let factor = |rng: &mut dyn rand::RngCore, r: f32| {
+        if r > 0.0 {
+            Some(rng.gen_range((1.0 - r).max(0.0)..=1.0 + r))
+        } else {
+            None
+        }
+    };
     let b = factor(rng, j.brightness);
     let c = factor(rng, j.contrast);
     let s = factor(rng, j.saturation);

@@ -23,7 +23,10 @@ fn presets_make_the_views_their_methods_need() {
     assert_eq!(sizes("dino"), vec![224, 224, 96, 96, 96, 96, 96, 96]);
     assert_eq!(sizes("mae"), vec![224]);
     let byol = Recipe::preset("byol", 224, 0).unwrap();
-    assert_eq!((byol.views[0].blur, byol.views[1].blur, byol.views[0].solarize, byol.views[1].solarize), (1.0, 0.1, 0.0, 0.2));
+    assert_eq!(
+        (byol.views[0].blur, byol.views[1].blur, byol.views[0].solarize, byol.views[1].solarize),
+        (1.0, 0.1, 0.0, 0.2)
+    );
     assert!(Recipe::preset("swav", 224, 0).unwrap_err().to_string().contains("simclr"));
 }
 
@@ -68,7 +71,8 @@ fn random_resized_crop_respects_scale_and_ratio() {
 fn segmentation_moves_image_and_mask_together() {
     // Every pixel's class is written in its colour, so after augmentation the mask must still
     // be a function of the image.
-    let img = RgbImage::from_fn(300, 260, |x, y| Rgb([((x * 7 + y * 3) % 6 * 40) as u8, (x % 251) as u8, (y % 241) as u8]));
+    let img =
+        RgbImage::from_fn(300, 260, |x, y| Rgb([((x * 7 + y * 3) % 6 * 40) as u8, (x % 251) as u8, (y % 241) as u8]));
     let mask = GrayImage::from_fn(300, 260, |x, y| Luma([((x * 7 + y * 3) % 6) as u8]));
     let r = Recipe::preset("segmentation", 128, 0).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
@@ -97,6 +101,7 @@ fn stain_jitter_changes_colours_but_not_geometry() {
     spec.stain = Some(StainJitter { sigma: 0.05, p: 1.0 });
     let stained = spec.apply(&img, None, &mut ChaCha8Rng::seed_from_u64(2)).unwrap().image;
     assert_ne!(plain, stained);
-    let mean_diff = plain.as_raw().iter().zip(stained.as_raw()).map(|(&a, &b)| a.abs_diff(b) as f64).sum::<f64>() / plain.as_raw().len() as f64;
+    let mean_diff = plain.as_raw().iter().zip(stained.as_raw()).map(|(&a, &b)| a.abs_diff(b) as f64).sum::<f64>()
+        / plain.as_raw().len() as f64;
     assert!(mean_diff > 0.5 && mean_diff < 40.0, "{mean_diff}");
 }

@@ -42,7 +42,12 @@ fn operations_match_torchvision() {
             "crop" => (crop(&input, u("top"), u("left"), u("height"), u("width")).unwrap().into_raw(), true),
             "center_crop" => (center_crop(&input, u("size")).unwrap().into_raw(), true),
             "resize" => (resize(&input, u("width"), u("height")).unwrap().into_raw(), false),
-            "resized_crop" => (resized_crop(&input, u("top"), u("left"), u("height"), u("width"), u("out"), u("out")).unwrap().into_raw(), false),
+            "resized_crop" => (
+                resized_crop(&input, u("top"), u("left"), u("height"), u("width"), u("out"), u("out"))
+                    .unwrap()
+                    .into_raw(),
+                false,
+            ),
             "brightness" => (adjust_brightness(&input, f("factor")).unwrap().into_raw(), false),
             "contrast" => (adjust_contrast(&input, f("factor")).unwrap().into_raw(), false),
             "saturation" => (adjust_saturation(&input, f("factor")).unwrap().into_raw(), false),
@@ -68,7 +73,8 @@ fn operations_match_torchvision() {
                 let mut out = vec![0f32; 3 * 160 * 120];
                 normalize(&input, IMAGENET_MEAN, IMAGENET_STD, &mut out).unwrap();
                 let bytes = std::fs::read(golden_dir().join(file)).unwrap();
-                let want: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                let want: Vec<f32> =
+                    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
                 let worst = out.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
                 assert!(worst < 1e-5, "{name}: {worst}");
                 continue;
@@ -94,7 +100,11 @@ fn masks_follow_geometry_exactly_and_bad_parameters_are_refused() {
     let mask = GrayImage::from_fn(6, 4, |x, y| image::Luma([(x + 10 * y) as u8]));
     assert_eq!(hflip(&mask).get_pixel(0, 0).0[0], 5);
     assert_eq!(rot90(&mask, 1).dimensions(), (4, 6));
-    assert_eq!(rot90(&mask, 1).get_pixel(0, 0).0[0], 5, "counter-clockwise: the top-right corner comes to the top-left");
+    assert_eq!(
+        rot90(&mask, 1).get_pixel(0, 0).0[0],
+        5,
+        "counter-clockwise: the top-right corner comes to the top-left"
+    );
     assert_eq!(rot90(&mask, 4), mask);
     assert!(crop(&mask, 0, 0, 5, 7).is_err());
     let img = RgbImage::new(8, 8);

@@ -8,10 +8,16 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use patchtcga_dataset::{archive, split, stats, BuildOptions, DatasetKind, ImageFormat, Index, Task};
-use patchtcga_slide::{AnnotationGroups, PatchGeometry, QualityCheck, Sampler, Sampling, Slide, TissueMask, TissueParams};
+use patchtcga_slide::{
+    AnnotationGroups, PatchGeometry, QualityCheck, Sampler, Sampling, Slide, TissueMask, TissueParams,
+};
 
 #[derive(Parser)]
-#[command(name = "patchtcga", version, about = "Pathology patch datasets at a fixed µm/px, from whole-slide images to the PatchTCGA layouts")]
+#[command(
+    name = "patchtcga",
+    version,
+    about = "Pathology patch datasets at a fixed µm/px, from whole-slide images to the PatchTCGA layouts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -303,14 +309,23 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("{} ok, {} mismatched, {} missing", report.ok, report.mismatched.len(), report.missing.len());
             if !report.passed() {
-                bail!("{}: {} file(s) failed the check", list.display(), report.mismatched.len() + report.missing.len());
+                bail!(
+                    "{}: {} file(s) failed the check",
+                    list.display(),
+                    report.mismatched.len() + report.missing.len()
+                );
             }
             Ok(())
         }
         Command::Extract { prefix, out, md5, joined_name } => {
             let parts = archive::find_parts(&prefix)?;
-            println!("joining {} part(s): {}", parts.len(), parts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-            let report = archive::extract(&parts, &out, md5.as_deref().map(|m| (m, joined_name.as_str())), &bytes_bar())?;
+            println!(
+                "joining {} part(s): {}",
+                parts.len(),
+                parts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            );
+            let report =
+                archive::extract(&parts, &out, md5.as_deref().map(|m| (m, joined_name.as_str())), &bytes_bar())?;
             println!("unpacked {} files ({} bytes) into {}", report.files, report.bytes, out.display());
             Ok(())
         }
@@ -323,7 +338,13 @@ fn run(cli: Cli) -> Result<()> {
             });
             let index = Index::scan(&dataset, kind)?;
             let s = stats::compute(&index, sample, seed, &bar("images"))?;
-            println!("{} dataset at {}: {} patches from {} slides", index.kind.name(), dataset.display(), s.patches, s.slides);
+            println!(
+                "{} dataset at {}: {} patches from {} slides",
+                index.kind.name(),
+                dataset.display(),
+                s.patches,
+                s.slides
+            );
             println!("{:<20} {:>5} {:>10} {:>8}", "class", "id", "patches", "slides");
             for c in &s.classes {
                 println!("{:<20} {:>5} {:>10} {:>8}", c.name, c.label, c.patches, c.slides);
@@ -334,7 +355,11 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(m) = s.mask_pixels {
                 let total = m.iter().sum::<u64>().max(1) as f64;
                 for (k, n) in m.iter().enumerate() {
-                    println!("mask class {k} ({}): {:.2}%", patchtcga_slide::SEGPANDA_CLASSES[k], 100.0 * *n as f64 / total);
+                    println!(
+                        "mask class {k} ({}): {:.2}%",
+                        patchtcga_slide::SEGPANDA_CLASSES[k],
+                        100.0 * *n as f64 / total
+                    );
                 }
             }
             if let Some(path) = mosaic {
@@ -344,9 +369,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench { what: BenchWhat::Loader { dataset, recipe, workers, seconds, batch_size, size, local_crops } } => {
-            bench_loader(&dataset, &recipe, workers, seconds, batch_size, size, local_crops)
-        }
+        Command::Bench {
+            what: BenchWhat::Loader { dataset, recipe, workers, seconds, batch_size, size, local_crops },
+        } => bench_loader(&dataset, &recipe, workers, seconds, batch_size, size, local_crops),
         Command::Info { slide, mpp_override } => {
             let s = Slide::open(&slide, mpp_override)?;
             let (w, h) = s.dimensions();
@@ -357,10 +382,20 @@ fn run(cli: Cli) -> Result<()> {
                 println!("  level {l}: {lw} × {lh} px, downsample {:.3}", s.level_downsample(l));
             }
             let t = TissueMask::detect(&s, &TissueParams::default())?;
-            println!("tissue: {:.1}% of the slide (saturation threshold {})", 100.0 * t.tissue_fraction(), t.threshold());
+            println!(
+                "tissue: {:.1}% of the slide (saturation threshold {})",
+                100.0 * t.tissue_fraction(),
+                t.threshold()
+            );
             let g = PatchGeometry::default();
             let (fw, _) = s.footprint(&g);
-            println!("a {} px patch at {} µm/px covers {:.1} level-0 px and reads level {}", g.size, g.mpp, fw, s.level_for_downsample(fw / g.size as f64));
+            println!(
+                "a {} px patch at {} µm/px covers {:.1} level-0 px and reads level {}",
+                g.size,
+                g.mpp,
+                fw,
+                s.level_for_downsample(fw / g.size as f64)
+            );
             Ok(())
         }
     }
@@ -379,7 +414,12 @@ fn build(dataset: BuildDataset) -> Result<()> {
         BuildDataset::Segpanda200 { common } => (Task::SegPanda200, common),
     };
     workers(a.workers)?;
-    for (flag, v) in [("--min-tissue", a.min_tissue), ("--max-background", a.max_background), ("--val-fraction", a.val_fraction), ("--test-fraction", a.test_fraction)] {
+    for (flag, v) in [
+        ("--min-tissue", a.min_tissue),
+        ("--max-background", a.max_background),
+        ("--val-fraction", a.val_fraction),
+        ("--test-fraction", a.test_fraction),
+    ] {
         if !(0.0..=1.0).contains(&v) {
             bail!("{flag} must be in [0, 1], got {v}");
         }
@@ -387,7 +427,11 @@ fn build(dataset: BuildDataset) -> Result<()> {
     let opts = BuildOptions {
         out: a.out.clone(),
         geometry: PatchGeometry::resolve(a.mpp, a.size, a.field_um)?,
-        tissue: TissueParams { mask_mpp: a.tissue_mpp, saturation_threshold: a.saturation_threshold, ..TissueParams::default() },
+        tissue: TissueParams {
+            mask_mpp: a.tissue_mpp,
+            saturation_threshold: a.saturation_threshold,
+            ..TissueParams::default()
+        },
         quality: QualityCheck { max_background: a.max_background, min_sharpness: a.min_sharpness },
         sampler: Sampler {
             sampling: match a.sampling {
@@ -431,7 +475,11 @@ fn build(dataset: BuildDataset) -> Result<()> {
         for f in &report.failures {
             eprintln!("  {f}");
         }
-        bail!("{} of {} slide(s) failed (the others are complete; re-run to retry only the failed ones)", report.failures.len(), report.slides);
+        bail!(
+            "{} of {} slide(s) failed (the others are complete; re-run to retry only the failed ones)",
+            report.failures.len(),
+            report.slides
+        );
     }
     Ok(())
 }
@@ -468,7 +516,15 @@ fn split_cmd(a: SplitArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench_loader(dataset: &Path, recipe: &str, workers: usize, seconds: f64, batch_size: usize, size: u32, local_crops: usize) -> Result<()> {
+fn bench_loader(
+    dataset: &Path,
+    recipe: &str,
+    workers: usize,
+    seconds: f64,
+    batch_size: usize,
+    size: u32,
+    local_crops: usize,
+) -> Result<()> {
     use patchtcga_loader::{samples, Loader, LoaderConfig, OnBadInput};
     let index = Index::scan(dataset, None)?;
     let recipe = patchtcga_augment::Recipe::preset(recipe, size, local_crops)?;
@@ -506,7 +562,9 @@ fn bench_loader(dataset: &Path, recipe: &str, workers: usize, seconds: f64, batc
     let secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
     let peak = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string())
+        })
         .unwrap_or_else(|| "?".into());
     println!(
         "{}: {images} images ({} views each) in {secs:.2} s with {workers} worker(s): {:.1} images/s, peak memory {peak} kB",

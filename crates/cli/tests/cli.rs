@@ -21,7 +21,9 @@ fn help_names_every_subcommand() {
     }
     let out = patchtcga().args(["build", "ptcga200", "--help"]).output().unwrap();
     let help = text(&out.stdout);
-    for flag in ["--slides", "--out", "--mpp", "--size", "--field-um", "--per-slide", "--seed", "--workers", "--mpp-override"] {
+    for flag in
+        ["--slides", "--out", "--mpp", "--size", "--field-um", "--per-slide", "--seed", "--workers", "--mpp-override"]
+    {
         assert!(help.contains(flag), "{flag} missing from\n{help}");
     }
 }
@@ -31,7 +33,14 @@ fn the_demo_pipeline_runs_end_to_end_and_reports_failures() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("PTCGA200");
     let csv = repo_root().join("assets/demo_slides.csv");
-    let run = patchtcga().args(["build", "ptcga200", "--slides"]).arg(&csv).arg("--out").arg(&out).args(["--workers", "2"]).output().unwrap();
+    let run = patchtcga()
+        .args(["build", "ptcga200", "--slides"])
+        .arg(&csv)
+        .arg("--out")
+        .arg(&out)
+        .args(["--workers", "2"])
+        .output()
+        .unwrap();
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert!(text(&run.stdout).contains("1 tiled, 0 already complete, 0 failed"), "{}", text(&run.stdout));
     let n = std::fs::read_dir(out.join("skin")).unwrap().count();
@@ -79,7 +88,20 @@ fn info_and_bad_arguments_get_one_clear_line() {
     assert!(text(&bad.stderr).contains("--mpp-override"));
 
     let conflict = patchtcga()
-        .args(["build", "ptcga200", "--slides", "x.csv", "--out", "o", "--mpp", "0.5", "--size", "224", "--field-um", "300"])
+        .args([
+            "build",
+            "ptcga200",
+            "--slides",
+            "x.csv",
+            "--out",
+            "o",
+            "--mpp",
+            "0.5",
+            "--size",
+            "224",
+            "--field-um",
+            "300",
+        ])
         .output()
         .unwrap();
     assert!(text(&conflict.stderr).contains("disagrees with --field-um 300"), "{}", text(&conflict.stderr));

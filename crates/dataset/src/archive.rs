@@ -123,7 +123,8 @@ impl Read for Joined<'_> {
             if self.current.is_none() {
                 match self.parts.next() {
                     Some(p) => {
-                        let f = std::fs::File::open(&p).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+                        let f = std::fs::File::open(&p)
+                            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
                         self.current = Some((p, f));
                     }
                     None => return Ok(0),
@@ -172,11 +173,14 @@ pub fn extract(
     checksums: Option<(&Path, &str)>,
     progress: &ProgressBar,
 ) -> Result<ExtractReport> {
-    let total: u64 = parts.iter().map(|p| p.metadata().map(|m| m.len()).map_err(DatasetError::io(p))).sum::<Result<u64>>()?;
+    let total: u64 =
+        parts.iter().map(|p| p.metadata().map(|m| m.len()).map_err(DatasetError::io(p))).sum::<Result<u64>>()?;
     if let Some((list, joined_name)) = checksums {
         let sums: HashMap<String, String> = read_md5_list(list)?
             .into_iter()
-            .map(|c| (Path::new(&c.file).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(c.file), c.md5))
+            .map(|c| {
+                (Path::new(&c.file).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(c.file), c.md5)
+            })
             .collect();
         let mut checked = 0;
         for p in parts {
@@ -186,7 +190,10 @@ pub fn extract(
                 progress.set_position(0);
                 let got = md5_file(p, progress)?;
                 if got != *want {
-                    return Err(DatasetError::invalid(p, format!("MD5 {got} but {} lists {want}: download it again", list.display())));
+                    return Err(DatasetError::invalid(
+                        p,
+                        format!("MD5 {got} but {} lists {want}: download it again", list.display()),
+                    ));
                 }
                 checked += 1;
             }
@@ -222,7 +229,8 @@ pub fn extract(
     for entry in archive.entries().map_err(|e| bad(format!("not a tar.gz archive: {e}")))? {
         let mut entry = entry.map_err(|e| bad(format!("corrupt archive: {e}")))?;
         let name = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
-        let rel = safe_relative(&name).ok_or_else(|| bad(format!("refusing entry {}: absolute or `..` path", name.display())))?;
+        let rel = safe_relative(&name)
+            .ok_or_else(|| bad(format!("refusing entry {}: absolute or `..` path", name.display())))?;
         if rel.as_os_str().is_empty() {
             continue;
         }
@@ -236,18 +244,30 @@ pub fn extract(
                 std::fs::create_dir_all(parent).map_err(DatasetError::io(parent))?;
                 let tmp = parent.join(format!(".{}.partial", dest.file_name().unwrap_or_default().to_string_lossy()));
                 let mut f = std::fs::File::create(&tmp).map_err(DatasetError::io(&tmp))?;
-                let n = std::io::copy(&mut entry, &mut f).map_err(|e| bad(format!("reading {}: {e}", name.display())))?;
+                let n =
+                    std::io::copy(&mut entry, &mut f).map_err(|e| bad(format!("reading {}: {e}", name.display())))?;
                 f.flush().map_err(DatasetError::io(&tmp))?;
                 std::fs::rename(&tmp, &dest).map_err(DatasetError::io(&dest))?;
                 report.files += 1;
                 report.bytes += n;
             }
             tar::EntryType::Symlink | tar::EntryType::Link => {
-                let target = entry.link_name().map_err(|e| bad(e.to_string()))?.ok_or_else(|| bad(format!("{}: link without a target", name.display())))?;
+                let target = entry
+                    .link_name()
+                    .map_err(|e| bad(e.to_string()))?
+                    .ok_or_else(|| bad(format!("{}: link without a target", name.display())))?;
                 // Symlink targets resolve from the link's folder; hard-link targets are archive paths.
-                let base = if kind == tar::EntryType::Symlink { rel.parent().unwrap_or(Path::new("")).to_path_buf() } else { PathBuf::new() };
+                let base = if kind == tar::EntryType::Symlink {
+                    rel.parent().unwrap_or(Path::new("")).to_path_buf()
+                } else {
+                    PathBuf::new()
+                };
                 let resolved = safe_relative(&base.join(&target)).ok_or_else(|| {
-                    bad(format!("refusing link {} -> {}: it points outside the target folder", name.display(), target.display()))
+                    bad(format!(
+                        "refusing link {} -> {}: it points outside the target folder",
+                        name.display(),
+                        target.display()
+                    ))
                 })?;
                 let parent = dest.parent().unwrap_or(out);
                 std::fs::create_dir_all(parent).map_err(DatasetError::io(parent))?;

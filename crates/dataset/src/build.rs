@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use image::{ImageEncoder, Rgb, RgbImage};
 use indicatif::ProgressBar;
 use patchtcga_slide::{
-    AnnotationGroups, Annotations, Candidate, LabelScheme, PatchGeometry, QualityCheck, QualityVerdict, Sampler,
-    Slide, TissueMask, TissueParams,
+    AnnotationGroups, Annotations, Candidate, LabelScheme, PatchGeometry, QualityCheck, QualityVerdict, Sampler, Slide,
+    TissueMask, TissueParams,
 };
 use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -136,14 +136,18 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
                 Outcome::Skipped
             } else {
                 let split = splits.get(&row.case).map(String::as_str).unwrap_or("");
-                let job = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tile_slide(task, row, split, opts, &on_patches)));
+                let job = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    tile_slide(task, row, split, opts, &on_patches)
+                }));
                 match job {
                     Ok(Ok(rows)) => match write_record(&record, &rows) {
                         Ok(()) => Outcome::Built(rows.len()),
                         Err(e) => Outcome::Failed(e.to_string()),
                     },
                     Ok(Err(e)) => Outcome::Failed(e),
-                    Err(_) => Outcome::Failed(format!("{}: internal error while tiling (please report)", row.slide.display())),
+                    Err(_) => {
+                        Outcome::Failed(format!("{}: internal error while tiling (please report)", row.slide.display()))
+                    }
                 }
             };
             if let Outcome::Failed(msg) = &outcome {
@@ -236,7 +240,13 @@ fn assign_splits(task: &Task, rows: &[SlideRow], opts: &BuildOptions) -> Result<
     let n_test = (n * opts.test_fraction).round() as usize;
     let n_val = (n * opts.val_fraction).round() as usize;
     for (i, c) in free.into_iter().enumerate() {
-        let s = if i < n_test { "test" } else if i < n_test + n_val { "val" } else { "train" };
+        let s = if i < n_test {
+            "test"
+        } else if i < n_test + n_val {
+            "val"
+        } else {
+            "train"
+        };
         out.insert(c.to_string(), s.to_string());
     }
     Ok(out)
@@ -271,7 +281,11 @@ fn tile_slide(
             let organ = row.organ.clone().ok_or_else(|| at_line(format!("{}: no organ given", row.slide.display())))?;
             if organ_class(&organ).is_none() {
                 let known: Vec<&str> = ORGANS.iter().map(|o| o.0).collect();
-                return Err(at_line(format!("{}: unknown organ {organ:?} (PTCGA200 organs: {})", row.slide.display(), known.join(", "))));
+                return Err(at_line(format!(
+                    "{}: unknown organ {organ:?} (PTCGA200 organs: {})",
+                    row.slide.display(),
+                    known.join(", ")
+                )));
             }
             Labeller::Organ(organ)
         }
@@ -283,10 +297,12 @@ fn tile_slide(
             Labeller::Tumour { annotations, threshold: *tumor_threshold, centre: *centre }
         }
         Task::SegPanda200 => {
-            let mask_path = row.mask.as_ref().ok_or_else(|| at_line(format!("{}: no label mask given", row.slide.display())))?;
+            let mask_path =
+                row.mask.as_ref().ok_or_else(|| at_line(format!("{}: no label mask given", row.slide.display())))?;
             let scheme = LabelScheme::parse(row.provider.as_deref().unwrap_or(""), row.gleason_score.as_deref())
                 .map_err(|e| at_line(format!("{}: {e}", row.slide.display())))?;
-            let grade = row.grade.clone().ok_or_else(|| at_line(format!("{}: no isup_grade given", row.slide.display())))?;
+            let grade =
+                row.grade.clone().ok_or_else(|| at_line(format!("{}: no isup_grade given", row.slide.display())))?;
             // The mask shares the slide's pixel grid, so it shares its resolution.
             let mask = Slide::open(mask_path, Some(slide.mpp().x)).map_err(|e| e.to_string())?;
             if mask.dimensions() != slide.dimensions() {
@@ -432,10 +448,9 @@ fn read_and_encode(
     let mask = match labeller {
         Labeller::Mask { mask, scheme, .. } => {
             let mut labels = mask.read_label_patch(&opts.geometry, c.x, c.y).map_err(|e| e.to_string())?;
-            scheme
-                .apply(&mut labels)
-                .map_err(|e| format!("{}: at ({}, {}): {e}", mask.path().display(), c.x, c.y))?;
-            let rgb = RgbImage::from_fn(labels.width(), labels.height(), |x, y| Rgb([labels.get_pixel(x, y).0[0], 0, 0]));
+            scheme.apply(&mut labels).map_err(|e| format!("{}: at ({}, {}): {e}", mask.path().display(), c.x, c.y))?;
+            let rgb =
+                RgbImage::from_fn(labels.width(), labels.height(), |x, y| Rgb([labels.get_pixel(x, y).0[0], 0, 0]));
             Some(encode_png(&rgb).map_err(|e| e.to_string())?)
         }
         _ => None,
@@ -463,8 +478,12 @@ fn encode_jpeg(img: &RgbImage, quality: u8) -> std::result::Result<Vec<u8>, Stri
 
 fn encode_png(img: &RgbImage) -> image::ImageResult<Vec<u8>> {
     let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new_with_quality(&mut out, image::codecs::png::CompressionType::Fast, image::codecs::png::FilterType::Adaptive)
-        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)?;
+    image::codecs::png::PngEncoder::new_with_quality(
+        &mut out,
+        image::codecs::png::CompressionType::Fast,
+        image::codecs::png::FilterType::Adaptive,
+    )
+    .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)?;
     Ok(out)
 }
 
@@ -506,7 +525,8 @@ fn position_map(
         let (x, y) = ((candidate.x as f64 / ds) as i32, (candidate.y as f64 / ds) as i32);
         let (rw, rh) = (((footprint.0 / ds) as u32).max(3), ((footprint.1 / ds) as u32).max(3));
         for inset in 0..2u32 {
-            let r = imageproc::rect::Rect::at(x + inset as i32, y + inset as i32).of_size(rw - 2 * inset, rh - 2 * inset);
+            let r =
+                imageproc::rect::Rect::at(x + inset as i32, y + inset as i32).of_size(rw - 2 * inset, rh - 2 * inset);
             imageproc::drawing::draw_hollow_rect_mut(&mut thumb, r, colour);
         }
     }

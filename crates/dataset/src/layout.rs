@@ -96,6 +96,18 @@ pub struct Index {
     pub kind: DatasetKind,
     /// Images in order.
     pub entries: Vec<Entry>,
+    /// Class folders left out because the layout does not know them ([`UnknownFolders::Skip`]).
+    pub skipped_folders: Vec<PathBuf>,
+}
+
+/// What [`Index::scan_with`] does with a class folder the layout does not know (an organ
+/// missing from the PTCGA200 table, a PCam200 folder other than `normal`/`tumor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownFolders {
+    /// Stop with an error naming the folder.
+    Fail,
+    /// Leave it out and list it in [`Index::skipped_folders`].
+    Skip,
 }
 
 fn is_image(name: &str) -> bool {
@@ -134,6 +146,11 @@ impl Index {
     /// `normal`/`tumor` inside → PCam200, split folders otherwise → segPANDA200, else PTCGA200).
     /// Slide ids come from the dataset's `manifest.csv` when there is one, else from the names.
     pub fn scan(root: &Path, kind: Option<DatasetKind>) -> Result<Self> {
+        Self::scan_with(root, kind, UnknownFolders::Fail)
+    }
+
+    /// [`scan`](Self::scan) with a policy for unknown class folders.
+    pub fn scan_with(root: &Path, kind: Option<DatasetKind>, unknown: UnknownFolders) -> Result<Self> {
         if !root.is_dir() {
             return Err(DatasetError::invalid(root, "not a dataset folder"));
         }
@@ -152,22 +169,39 @@ impl Index {
             slide_of.get(&key).cloned().unwrap_or_else(|| slide_of_name(&key))
         };
         let mut entries = Vec::new();
+        let mut skipped_folders = Vec::new();
+        let mut refuse = |folder: PathBuf, cause: String| match unknown {
+            UnknownFolders::Fail => Err(DatasetError::invalid(folder, cause)),
+            UnknownFolders::Skip => {
+                skipped_folders.push(folder);
+                Ok(())
+            }
+        };
         match kind {
             DatasetKind::Ptcga200 => {
                 for (organ, is_dir) in sorted_dir(root)? {
                     if !is_dir || organ == POSITION_MAP_DIR {
                         continue;
                     }
-                    let label = organ_class(&organ).ok_or_else(|| {
-                        DatasetError::invalid(root.join(&organ), "not one of the 24 PTCGA200 organ folders")
-                    })?;
+                    let Some(label) = organ_class(&organ) else {
+                        refuse(root.join(&organ), "not one of the 24 PTCGA200 organ folders".into())?;
+                        continue;
+                    };
                     for (name, is_dir) in sorted_dir(&root.join(&organ))? {
                         if is_dir || !is_image(&name) {
                             continue;
                         }
                         let path = Path::new(&organ).join(&name);
                         let s = slide(&path);
-                        entries.push(Entry { path, label, label_name: organ.clone(), case: s.clone(), slide: s, split: String::new(), mask: None });
+                        entries.push(Entry {
+                            path,
+                            label,
+                            label_name: organ.clone(),
+                            case: s.clone(),
+                            slide: s,
+                            split: String::new(),
+                            mask: None,
+                        });
                     }
                 }
             }
@@ -186,10 +220,11 @@ impl Index {
                             (DatasetKind::Pcam200, "tumor") => 1,
                             (DatasetKind::SegPanda200, g) if g.parse::<u32>().is_ok() => g.parse().unwrap_or_default(),
                             _ => {
-                                return Err(DatasetError::invalid(
+                                refuse(
                                     sd.join(&label_name),
                                     format!("unexpected class folder in a {} dataset", kind.name()),
-                                ))
+                                )?;
+                                continue;
                             }
                         };
                         for (case, is_dir) in sorted_dir(&sd.join(&label_name))? {
@@ -203,10 +238,14 @@ impl Index {
                                 }
                                 let path = cd.join(&name);
                                 let mask = if kind == DatasetKind::SegPanda200 {
-                                    let stem = Path::new(&name).file_stem().unwrap_or_default().to_string_lossy().into_owned();
+                                    let stem =
+                                        Path::new(&name).file_stem().unwrap_or_default().to_string_lossy().into_owned();
                                     let m = cd.join(format!("{stem}_mask.png"));
                                     if !root.join(&m).is_file() {
-                                        return Err(DatasetError::invalid(root.join(&path), "no label mask beside it (<stem>_mask.png)"));
+                                        return Err(DatasetError::invalid(
+                                            root.join(&path),
+                                            "no label mask beside it (<stem>_mask.png)",
+                                        ));
                                     }
                                     Some(m)
                                 } else {
@@ -227,7 +266,7 @@ impl Index {
                 }
             }
         }
-        Ok(Self { root: root.to_path_buf(), kind, entries })
+        Ok(Self { root: root.to_path_buf(), kind, entries, skipped_folders })
     }
 }
 

@@ -39,13 +39,12 @@ pub struct SlideRow {
 /// problems of one slide (a missing file, an unknown organ) are left to that slide's build.
 pub fn read_slides_csv(path: &Path) -> Result<Vec<SlideRow>> {
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| match e.kind() {
-            csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound => DatasetError::invalid(path, "no such file"),
-            _ => DatasetError::invalid(path, e.to_string()),
-        })?;
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(path).map_err(|e| match e.kind() {
+        csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            DatasetError::invalid(path, "no such file")
+        }
+        _ => DatasetError::invalid(path, e.to_string()),
+    })?;
     let headers = reader.headers().map_err(|e| DatasetError::invalid(path, e.to_string()))?.clone();
     let col = |names: &[&str]| names.iter().find_map(|n| headers.iter().position(|h| h.eq_ignore_ascii_case(n)));
     let slide_col = col(&["slide"]).ok_or_else(|| DatasetError::invalid(path, "no `slide` column in the header"))?;
@@ -62,7 +61,11 @@ pub fn read_slides_csv(path: &Path) -> Result<Vec<SlideRow>> {
     ];
     let resolve = |p: &str| {
         let p = PathBuf::from(p);
-        if p.is_absolute() { p } else { base.join(p) }
+        if p.is_absolute() {
+            p
+        } else {
+            base.join(p)
+        }
     };
     let mut rows = Vec::new();
     let mut ids = std::collections::HashMap::new();
@@ -77,7 +80,10 @@ pub fn read_slides_csv(path: &Path) -> Result<Vec<SlideRow>> {
         let slide = resolve(slide_str);
         let id = get(cols[0]).unwrap_or_else(|| slide.file_stem().unwrap_or_default().to_string_lossy().into_owned());
         if let Some(prev) = ids.insert(id.clone(), line) {
-            return Err(DatasetError::invalid(path, format!("line {line}: slide id {id:?} already used on line {prev}; give an `id` column")));
+            return Err(DatasetError::invalid(
+                path,
+                format!("line {line}: slide id {id:?} already used on line {prev}; give an `id` column"),
+            ));
         }
         if id.contains(['/', '\\']) || id.starts_with('.') {
             return Err(DatasetError::invalid(path, format!("line {line}: slide id {id:?} cannot be a file name")));

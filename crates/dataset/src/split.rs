@@ -131,7 +131,12 @@ fn basename(p: &Path) -> String {
 
 /// Counts per trial and set, after checking the splits against the dataset: every index in
 /// range and naming the file listed beside it, sets disjoint, no slide in two sets.
-pub fn check(index: &Index, splits: &Splits, params: &SplitParams, source: &Path) -> Result<BTreeMap<String, [usize; 3]>> {
+pub fn check(
+    index: &Index,
+    splits: &Splits,
+    params: &SplitParams,
+    source: &Path,
+) -> Result<BTreeMap<String, [usize; 3]>> {
     let keys = slide_keys(index, params);
     let mut counts = BTreeMap::new();
     for (trial, sets) in splits {
@@ -141,16 +146,30 @@ pub fn check(index: &Index, splits: &Splits, params: &SplitParams, source: &Path
         for (k, name) in SETS.iter().enumerate() {
             let Some(set) = sets.get(*name) else { continue };
             if set.idx.len() != set.imgs.len() {
-                return Err(DatasetError::invalid(source, format!("trial {trial} {name}: {} indices but {} names", set.idx.len(), set.imgs.len())));
+                return Err(DatasetError::invalid(
+                    source,
+                    format!("trial {trial} {name}: {} indices but {} names", set.idx.len(), set.imgs.len()),
+                ));
             }
             for (&i, img) in set.idx.iter().zip(&set.imgs) {
                 let e = index.entries.get(i as usize).ok_or_else(|| {
-                    DatasetError::invalid(source, format!("trial {trial} {name}: index {i} past the {} images of {}", index.entries.len(), index.root.display()))
+                    DatasetError::invalid(
+                        source,
+                        format!(
+                            "trial {trial} {name}: index {i} past the {} images of {}",
+                            index.entries.len(),
+                            index.root.display()
+                        ),
+                    )
                 })?;
                 if basename(&e.path) != *img {
                     return Err(DatasetError::invalid(
                         source,
-                        format!("trial {trial} {name}: index {i} is {} in {} but the split names {img}", e.path.display(), index.root.display()),
+                        format!(
+                            "trial {trial} {name}: index {i} is {} in {} but the split names {img}",
+                            e.path.display(),
+                            index.root.display()
+                        ),
                     ));
                 }
                 if std::mem::replace(&mut seen[i as usize], true) {
@@ -159,7 +178,10 @@ pub fn check(index: &Index, splits: &Splits, params: &SplitParams, source: &Path
                 let key = &keys[i as usize];
                 if let Some(other) = owner.insert(key, name) {
                     if other != *name {
-                        return Err(DatasetError::invalid(source, format!("trial {trial}: slide {} straddles {other} and {name}", key.1)));
+                        return Err(DatasetError::invalid(
+                            source,
+                            format!("trial {trial}: slide {} straddles {other} and {name}", key.1),
+                        ));
                     }
                 }
             }

@@ -102,7 +102,10 @@ pub fn compute(index: &Index, sample: Option<usize>, seed: u64, progress: &Progr
                 for p in mask.pixels() {
                     let k = p.0[0] as usize;
                     if k >= 6 {
-                        return Err(DatasetError::invalid(&path, format!("mask value {k} outside the 6 segPANDA200 classes")));
+                        return Err(DatasetError::invalid(
+                            &path,
+                            format!("mask value {k} outside the 6 segPANDA200 classes"),
+                        ));
                     }
                     s.mask[k] += 1;
                 }
@@ -160,7 +163,11 @@ pub fn mosaic(index: &Index, per_class: usize, tile: u32, seed: u64) -> Result<(
     let rows = by_class.len() as u32;
     let scale = (tile / 64).clamp(1, 2);
     let label_w = by_class.keys().map(|(_, n)| n.chars().count() as u32).max().unwrap_or(0) * 8 * scale + 2 * gap;
-    let mut out = RgbImage::from_pixel(label_w + cols * (tile + gap) + gap, rows * (tile + gap) + gap, image::Rgb([255, 255, 255]));
+    let mut out = RgbImage::from_pixel(
+        label_w + cols * (tile + gap) + gap,
+        rows * (tile + gap) + gap,
+        image::Rgb([255, 255, 255]),
+    );
     let mut names = Vec::new();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for (r, ((_, name), mut entries)) in by_class.into_iter().enumerate() {

@@ -52,7 +52,11 @@ fn jpeg_patches_stay_close_to_the_reference() {
 #[test]
 fn builds_resume_and_refuse_to_mix_settings() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = write_csv(dir.path(), "slides.csv", &format!("slide,organ,id\n{0},skin,a\n{0},skin,b\n", sample_slide().display()));
+    let csv = write_csv(
+        dir.path(),
+        "slides.csv",
+        &format!("slide,organ,id\n{0},skin,a\n{0},skin,b\n", sample_slide().display()),
+    );
     let out = dir.path().join("out");
     let mut opts = options(&out);
     opts.per_slide = Some(3);
@@ -60,7 +64,11 @@ fn builds_resume_and_refuse_to_mix_settings() {
     assert_eq!((first.built, first.new_patches), (2, 6));
 
     let names = |d: &std::path::Path| {
-        let mut v: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect();
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
         v.sort();
         v
     };
@@ -68,7 +76,11 @@ fn builds_resume_and_refuse_to_mix_settings() {
 
     // A run killed mid-slide: slide b's record is gone and a half-written file is left over.
     std::fs::remove_file(out.join(".patchtcga/slides/b.json")).unwrap();
-    let b_files: Vec<_> = std::fs::read_dir(out.join("skin")).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("b_")).collect();
+    let b_files: Vec<_> = std::fs::read_dir(out.join("skin"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("b_"))
+        .collect();
     for f in &b_files {
         std::fs::remove_file(f.path()).unwrap();
     }
@@ -84,7 +96,8 @@ fn builds_resume_and_refuse_to_mix_settings() {
     assert_ne!(cells("a_"), cells("b_"));
 
     opts.per_slide = Some(4);
-    let e = patchtcga_dataset::build(&Task::Ptcga200, &read_slides_csv(&csv).unwrap(), &opts, &ProgressBar::hidden()).unwrap_err();
+    let e = patchtcga_dataset::build(&Task::Ptcga200, &read_slides_csv(&csv).unwrap(), &opts, &ProgressBar::hidden())
+        .unwrap_err();
     assert!(e.to_string().contains("other settings"), "{e}");
 }
 
@@ -109,7 +122,9 @@ fn bad_slides_fail_one_by_one_with_the_file_and_cause_named() {
     assert_eq!(r.built, 1);
     assert_eq!(r.failures.len(), 4, "{:#?}", r.failures);
     let all = r.failures.join("\n");
-    for needle in ["missing.svs: no such file", "unknown organ \"spleen\"", "unreadable.svs", "blank.tiff: no tissue found"] {
+    for needle in
+        ["missing.svs: no such file", "unknown organ \"spleen\"", "unreadable.svs", "blank.tiff: no tissue found"]
+    {
         assert!(all.contains(needle), "no {needle:?} in\n{all}");
     }
     // The good slide is complete and listed.
@@ -284,7 +299,11 @@ fn split_assignment_keeps_cases_together_and_follows_the_seed() {
 #[test]
 fn the_same_seed_gives_the_same_dataset_whatever_the_number_of_workers() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = write_csv(dir.path(), "slides.csv", &format!("slide,organ,id\n{0},skin,a\n{0},lung,b\n", sample_slide().display()));
+    let csv = write_csv(
+        dir.path(),
+        "slides.csv",
+        &format!("slide,organ,id\n{0},skin,a\n{0},lung,b\n", sample_slide().display()),
+    );
     let build_with = |threads: usize, sampling| {
         let out = dir.path().join(format!("out{threads}{sampling:?}"));
         let mut opts = options(&out);

@@ -14,7 +14,8 @@ fn synthetic_ptcga200(root: &Path) {
             for x in [0, 512] {
                 let p = root.join(organ).join(format!("TCGA-{organ}-{i}_{x}_0.png"));
                 std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-                let img = image::RgbImage::from_fn(8, 8, |u, v| image::Rgb([(u * 30) as u8, (v * 30) as u8, (i * 40) as u8]));
+                let img =
+                    image::RgbImage::from_fn(8, 8, |u, v| image::Rgb([(u * 30) as u8, (v * 30) as u8, (i * 40) as u8]));
                 img.save(&p).unwrap();
             }
         }
@@ -45,7 +46,10 @@ fn the_release_pickle_reads_and_checks_against_the_listing() {
     std::fs::remove_file(dir.path().join("lung/TCGA-lung-0_0_0.png")).unwrap();
     let shifted = Index::scan(dir.path(), None).unwrap();
     let e = split::check(&shifted, &s, &split::SplitParams::default(), &golden_pickle()).unwrap_err();
-    assert!(e.to_string().contains("release_style_split.pickle") && e.to_string().contains("but the split names"), "{e}");
+    assert!(
+        e.to_string().contains("release_style_split.pickle") && e.to_string().contains("but the split names"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -120,6 +124,9 @@ fn an_unknown_organ_folder_is_named() {
     std::fs::create_dir_all(dir.path().join("spleen")).unwrap();
     let e = Index::scan(dir.path(), None).unwrap_err().to_string();
     assert!(e.contains("spleen") && e.contains("organ"), "{e}");
+    let lenient = Index::scan_with(dir.path(), None, patchtcga_dataset::UnknownFolders::Skip).unwrap();
+    assert_eq!(lenient.entries.len(), 24);
+    assert_eq!(lenient.skipped_folders, vec![dir.path().join("spleen")]);
 }
 
 #[test]
@@ -178,7 +185,8 @@ fn split_archive(dir: &Path, prefix: &str, files: &[(&str, &[u8])], n: usize) ->
 fn extract_joins_parts_in_order_checks_md5_and_unpacks() {
     let dir = tempfile::tempdir().unwrap();
     let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let parts = split_archive(dir.path(), "PTCGA200_p_", &[("PTCGA200/lung/a.jpg", &big), ("PTCGA200/skin/b.jpg", b"bee")], 3);
+    let parts =
+        split_archive(dir.path(), "PTCGA200_p_", &[("PTCGA200/lung/a.jpg", &big), ("PTCGA200/skin/b.jpg", b"bee")], 3);
     assert_eq!(parts.len(), 3);
     let found = archive::find_parts(&dir.path().join("PTCGA200_p_")).unwrap();
     assert_eq!(found, parts);
@@ -226,7 +234,8 @@ fn extract_refuses_paths_that_escape() {
         b.finish().unwrap();
     }
     std::fs::write(sub.join("l_aa"), gz.finish().unwrap()).unwrap();
-    let e = archive::extract(&[sub.join("l_aa")], &sub.join("out"), None, &ProgressBar::hidden()).unwrap_err().to_string();
+    let e =
+        archive::extract(&[sub.join("l_aa")], &sub.join("out"), None, &ProgressBar::hidden()).unwrap_err().to_string();
     assert!(e.contains("refusing link escape"), "{e}");
 }
 
@@ -238,7 +247,10 @@ fn stats_count_classes_and_measure_channels_exactly() {
     let s = stats::compute(&index, None, 0, &ProgressBar::hidden()).unwrap();
     assert_eq!((s.patches, s.slides, s.measured), (24, 12, 24));
     assert_eq!(s.classes.len(), 2);
-    assert_eq!((s.classes[0].name.as_str(), s.classes[0].label, s.classes[0].patches, s.classes[0].slides), ("lung", 10, 12, 6));
+    assert_eq!(
+        (s.classes[0].name.as_str(), s.classes[0].label, s.classes[0].patches, s.classes[0].slides),
+        ("lung", 10, 12, 6)
+    );
     // Direct computation over the same pixels.
     let mut v: [Vec<f64>; 3] = Default::default();
     for e in &index.entries {
@@ -252,7 +264,12 @@ fn stats_count_classes_and_measure_channels_exactly() {
         let n = v[c].len() as f64;
         let m = v[c].iter().sum::<f64>() / n;
         let sd = (v[c].iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt();
-        assert!((s.mean[c] - m).abs() < 1e-9 && (s.std[c] - sd).abs() < 1e-9, "channel {c}: {} {} vs {m} {sd}", s.mean[c], s.std[c]);
+        assert!(
+            (s.mean[c] - m).abs() < 1e-9 && (s.std[c] - sd).abs() < 1e-9,
+            "channel {c}: {} {} vs {m} {sd}",
+            s.mean[c],
+            s.std[c]
+        );
     }
     let sampled = stats::compute(&index, Some(5), 1, &ProgressBar::hidden()).unwrap();
     assert_eq!(sampled.measured, 5);
@@ -260,7 +277,12 @@ fn stats_count_classes_and_measure_channels_exactly() {
     assert_eq!(rows, vec!["lung", "skin"]);
     // Label column: 4 letters × 8 px + 2 × 4 px gap; then 3 tiles of 16 px with 4 px gaps.
     assert_eq!(mosaic.dimensions(), (40 + 3 * 20 + 4, 2 * 20 + 4));
-    let dark = |x0: u32, x1: u32| (x0..x1).flat_map(|x| (0..mosaic.height()).map(move |y| (x, y))).filter(|&(x, y)| mosaic.get_pixel(x, y).0 == [0, 0, 0]).count();
+    let dark = |x0: u32, x1: u32| {
+        (x0..x1)
+            .flat_map(|x| (0..mosaic.height()).map(move |y| (x, y)))
+            .filter(|&(x, y)| mosaic.get_pixel(x, y).0 == [0, 0, 0])
+            .count()
+    };
     assert!(dark(0, 40) > 20, "class names are written in the label column");
 
     // A corrupt image is named.

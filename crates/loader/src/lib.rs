@@ -74,9 +74,16 @@ pub struct Sample {
 /// `idx` list).
 pub fn samples(index: &Index, subset: Option<&[u64]>) -> Result<Vec<Sample>> {
     let make = |i: usize| {
-        let e = index.entries.get(i).ok_or_else(|| LoaderError::Config(format!("index {i} past the {} images", index.entries.len())))?;
+        let e = index
+            .entries
+            .get(i)
+            .ok_or_else(|| LoaderError::Config(format!("index {i} past the {} images", index.entries.len())))?;
         // For segPANDA200 the label is the slide's grade folder; pixel classes are in the mask.
-        Ok(Sample { image: ImageSource::File(index.root.join(&e.path)), label: e.label as i64, mask: e.mask.as_ref().map(|m| index.root.join(m)) })
+        Ok(Sample {
+            image: ImageSource::File(index.root.join(&e.path)),
+            label: e.label as i64,
+            mask: e.mask.as_ref().map(|m| index.root.join(m)),
+        })
     };
     match subset {
         Some(idx) => idx.iter().map(|&i| make(i as usize)).collect(),
@@ -92,7 +99,9 @@ pub fn pcam_samples(dir: &Path, split: &str) -> Result<Vec<Sample>> {
     let (xp, yp) = (dir.join(format!("{split}_x.h5")), dir.join(format!("{split}_y.h5")));
     let bad = |p: &Path, cause: String| LoaderError::BadInput { path: p.to_path_buf(), cause };
     let open = |p: &Path, name: &str| {
-        hdf5_metno::File::open(p).and_then(|f| f.dataset(name)).map_err(|e| bad(p, format!("cannot read dataset `{name}`: {e}")))
+        hdf5_metno::File::open(p)
+            .and_then(|f| f.dataset(name))
+            .map_err(|e| bad(p, format!("cannot read dataset `{name}`: {e}")))
     };
     let x = open(&xp, "x")?;
     let shape = x.shape();
@@ -115,9 +124,11 @@ pub fn pcam_samples(dir: &Path, split: &str) -> Result<Vec<Sample>> {
 fn read_h5(path: &Path, index: usize) -> Result<RgbImage> {
     let bad = |cause: String| LoaderError::BadInput { path: path.to_path_buf(), cause };
     let x = hdf5_metno::File::open(path).and_then(|f| f.dataset("x")).map_err(|e| bad(e.to_string()))?;
-    let img: ndarray::Array3<u8> = x.read_slice(ndarray::s![index, .., .., ..]).map_err(|e| bad(format!("image {index}: {e}")))?;
+    let img: ndarray::Array3<u8> =
+        x.read_slice(ndarray::s![index, .., .., ..]).map_err(|e| bad(format!("image {index}: {e}")))?;
     let (h, w, _) = img.dim();
-    RgbImage::from_raw(w as u32, h as u32, img.into_raw_vec_and_offset().0).ok_or_else(|| bad(format!("image {index} is not RGB")))
+    RgbImage::from_raw(w as u32, h as u32, img.into_raw_vec_and_offset().0)
+        .ok_or_else(|| bad(format!("image {index} is not RGB")))
 }
 
 /// What to do with an image that cannot be read.
@@ -215,7 +226,11 @@ impl Loader {
     /// Number of batches this rank gets per epoch.
     pub fn batches_per_epoch(&self) -> usize {
         let n = self.shard(0).len();
-        if self.config.drop_last { n / self.config.batch_size } else { n.div_ceil(self.config.batch_size) }
+        if self.config.drop_last {
+            n / self.config.batch_size
+        } else {
+            n.div_ceil(self.config.batch_size)
+        }
     }
 
     /// Starts producing `epoch`'s batches in the background.
@@ -344,16 +359,19 @@ fn load(s: &Sample, recipe: &Recipe, seed: u64, epoch: u64, index: usize) -> Res
         }
         Ok(Loaded { views, mask: first_mask })
     };
-    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| Err(bad(s.image.path(), "internal error while decoding".into())))
+    catch_unwind(AssertUnwindSafe(work))
+        .unwrap_or_else(|_| Err(bad(s.image.path(), "internal error while decoding".into())))
 }
 
 /// Decodes a JPEG with libjpeg-turbo, anything else with the `image` crate.
 fn decode(path: &Path) -> Result<RgbImage> {
     let bad = |cause: String| LoaderError::BadInput { path: path.to_path_buf(), cause };
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let is_jpeg = path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "jpg" | "JPG" | "jpeg" | "JPEG"));
+    let is_jpeg =
+        path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "jpg" | "JPG" | "jpeg" | "JPEG"));
     if is_jpeg {
-        let img = turbojpeg::decompress(&bytes, turbojpeg::PixelFormat::RGB).map_err(|e| bad(format!("unreadable JPEG: {e}")))?;
+        let img = turbojpeg::decompress(&bytes, turbojpeg::PixelFormat::RGB)
+            .map_err(|e| bad(format!("unreadable JPEG: {e}")))?;
         let (w, h) = (img.width as u32, img.height as u32);
         let mut rgb = Vec::with_capacity((w * h * 3) as usize);
         for row in img.pixels.chunks(img.pitch).take(img.height) {
@@ -373,11 +391,20 @@ fn assemble(kept: Vec<(usize, Loaded)>, samples: &[Sample], c: &LoaderConfig) ->
         let plane = 3 * (w * h) as usize;
         let mut data = vec![0f32; n * plane];
         data.par_chunks_mut(plane).zip(&kept).try_for_each(|(out, (i, l))| {
-            normalize(&l.views[v], c.mean, c.std, out)
-                .map_err(|e| LoaderError::BadInput { path: samples[*i].image.path().to_path_buf(), cause: e.to_string() })
+            normalize(&l.views[v], c.mean, c.std, out).map_err(|e| LoaderError::BadInput {
+                path: samples[*i].image.path().to_path_buf(),
+                cause: e.to_string(),
+            })
         })?;
         views.push(ViewBatch { data, shape: [n, 3, h as usize, w as usize] });
     }
-    let masks = kept[0].1.mask.is_some().then(|| kept.iter().flat_map(|(_, l)| l.mask.as_ref().map(|m| m.as_raw().clone()).unwrap_or_default()).collect());
-    Ok(Batch { views, labels: kept.iter().map(|(i, _)| samples[*i].label).collect(), masks, indices: kept.iter().map(|(i, _)| *i).collect() })
+    let masks = kept[0].1.mask.is_some().then(|| {
+        kept.iter().flat_map(|(_, l)| l.mask.as_ref().map(|m| m.as_raw().clone()).unwrap_or_default()).collect()
+    });
+    Ok(Batch {
+        views,
+        labels: kept.iter().map(|(i, _)| samples[*i].label).collect(),
+        masks,
+        indices: kept.iter().map(|(i, _)| *i).collect(),
+    })
 }

@@ -135,13 +135,17 @@ fn segmentation_batches_carry_masks_and_a_missing_mask_is_named() {
     std::fs::create_dir_all(&case).unwrap();
     let src = real_patch();
     for i in 0..3u32 {
-        image::imageops::crop_imm(&src, i * 10, 0, 200, 200).to_image().save(case.join(format!("s_{i}_0.png"))).unwrap();
+        image::imageops::crop_imm(&src, i * 10, 0, 200, 200)
+            .to_image()
+            .save(case.join(format!("s_{i}_0.png")))
+            .unwrap();
         let mask = image::RgbImage::from_fn(200, 200, |x, _| image::Rgb([(x / 40) as u8, 0, 0]));
         mask.save(case.join(format!("s_{i}_0_mask.png"))).unwrap();
     }
     let index = Index::scan(dir.path(), None).unwrap();
     let c = LoaderConfig { batch_size: 3, ..config(2) };
-    let l = Loader::new(samples(&index, None).unwrap(), Recipe::preset("segmentation", 128, 0).unwrap(), c.clone()).unwrap();
+    let l = Loader::new(samples(&index, None).unwrap(), Recipe::preset("segmentation", 128, 0).unwrap(), c.clone())
+        .unwrap();
     let b = l.epoch(0).next().unwrap().unwrap();
     let m = b.masks.unwrap();
     assert_eq!(m.len(), 3 * 128 * 128);

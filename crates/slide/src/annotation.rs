@@ -49,7 +49,8 @@ impl Annotations {
         let mut current: Option<(bool, String, Vec<Coord<f64>>)> = None;
         let is = |list: &[String], g: &str| list.iter().any(|n| n.eq_ignore_ascii_case(g));
         loop {
-            let event = reader.read_event().map_err(|e| err(format!("XML error at byte {}: {e}", reader.error_position())))?;
+            let event =
+                reader.read_event().map_err(|e| err(format!("XML error at byte {}: {e}", reader.error_position())))?;
             match event {
                 Event::Start(e) | Event::Empty(e) => match e.name().as_ref() {
                     b"Annotation" => {
@@ -69,10 +70,16 @@ impl Annotations {
                         current = Some((tumor, name, Vec::new()));
                     }
                     b"Coordinate" => {
-                        let (_, name, coords) = current.as_mut().ok_or_else(|| err("a Coordinate outside any Annotation".into()))?;
+                        let (_, name, coords) =
+                            current.as_mut().ok_or_else(|| err("a Coordinate outside any Annotation".into()))?;
                         let num = |k: &[u8]| -> std::result::Result<f64, String> {
-                            let v = attr(&e, k)?.ok_or_else(|| format!("a Coordinate of {name:?} has no {}", String::from_utf8_lossy(k)))?;
-                            v.trim().replace(',', ".").parse::<f64>().map_err(|_| format!("coordinate {v:?} of {name:?} is not a number"))
+                            let v = attr(&e, k)?.ok_or_else(|| {
+                                format!("a Coordinate of {name:?} has no {}", String::from_utf8_lossy(k))
+                            })?;
+                            v.trim()
+                                .replace(',', ".")
+                                .parse::<f64>()
+                                .map_err(|_| format!("coordinate {v:?} of {name:?} is not a number"))
                         };
                         let c = Coord { x: num(b"X").map_err(&err)?, y: num(b"Y").map_err(&err)? };
                         coords.push(c);
@@ -82,11 +89,18 @@ impl Annotations {
                 Event::End(e) if e.name().as_ref() == b"Annotation" => {
                     if let Some((tumor, name, coords)) = current.take() {
                         if coords.len() < 3 {
-                            return Err(err(format!("annotation {name:?} has {} points; a polygon needs 3", coords.len())));
+                            return Err(err(format!(
+                                "annotation {name:?} has {} points; a polygon needs 3",
+                                coords.len()
+                            )));
                         }
                         let poly = Polygon::new(LineString::from(coords), vec![]);
                         let rect = poly.bounding_rect().expect("a polygon with points has a bounding box");
-                        if tumor { out.tumor.push((poly, rect)) } else { out.exclusion.push((poly, rect)) }
+                        if tumor {
+                            out.tumor.push((poly, rect))
+                        } else {
+                            out.exclusion.push((poly, rect))
+                        }
                     }
                 }
                 Event::Eof => break,
@@ -104,7 +118,9 @@ impl Annotations {
     /// Whether level-0 point (`x`, `y`) is tumour: inside a tumour polygon and no exclusion.
     pub fn is_tumor(&self, x: f64, y: f64) -> bool {
         let p = Coord { x, y };
-        let inside = |list: &[(Polygon<f64>, Rect<f64>)]| list.iter().any(|(poly, rect)| rect.intersects(&p) && poly.contains(&p));
+        let inside = |list: &[(Polygon<f64>, Rect<f64>)]| {
+            list.iter().any(|(poly, rect)| rect.intersects(&p) && poly.contains(&p))
+        };
         inside(&self.tumor) && !inside(&self.exclusion)
     }
 
@@ -112,7 +128,10 @@ impl Annotations {
     pub fn tumor_fraction(&self, x: f64, y: f64, w: f64, h: f64, n: u32) -> f64 {
         let n = n.max(1);
         let step = |i: u32, len: f64| (i as f64 + 0.5) / n as f64 * len;
-        let hits = (0..n).flat_map(|j| (0..n).map(move |i| (i, j))).filter(|&(i, j)| self.is_tumor(x + step(i, w), y + step(j, h))).count();
+        let hits = (0..n)
+            .flat_map(|j| (0..n).map(move |i| (i, j)))
+            .filter(|&(i, j)| self.is_tumor(x + step(i, w), y + step(j, h)))
+            .count();
         hits as f64 / (n * n) as f64
     }
 

@@ -110,6 +110,9 @@ mod tests {
     fn unknown_providers_and_scores_are_refused() {
         assert!(LabelScheme::parse("utrecht", None).unwrap_err().contains("utrecht"));
         assert!(LabelScheme::parse("karolinska", Some("7+3")).unwrap_err().contains("7+3"));
-        assert_eq!(LabelScheme::parse("karolinska", Some("0+0")).unwrap(), LabelScheme::Karolinska { cancer_class: None });
+        assert_eq!(
+            LabelScheme::parse("karolinska", Some("0+0")).unwrap(),
+            LabelScheme::Karolinska { cancer_class: None }
+        );
     }
 }

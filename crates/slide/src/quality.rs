@@ -43,7 +43,11 @@ impl QualityCheck {
 
 /// Fraction of pixels that are glass (all channels ≥ 215) or black (all channels ≤ 25).
 pub fn background_fraction(patch: &RgbImage) -> f64 {
-    let n = patch.as_raw().chunks_exact(3).filter(|p| p[0].min(p[1]).min(p[2]) >= 215 || p[0].max(p[1]).max(p[2]) <= 25).count();
+    let n = patch
+        .as_raw()
+        .chunks_exact(3)
+        .filter(|p| p[0].min(p[1]).min(p[2]) >= 215 || p[0].max(p[1]).max(p[2]) <= 25)
+        .count();
     n as f64 / (patch.width() as f64 * patch.height() as f64).max(1.0)
 }
 

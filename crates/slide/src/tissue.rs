@@ -74,7 +74,10 @@ impl TissueMask {
         let factor = params.mask_mpp / (overview_downsample * mpp.x);
         let (reduced, downsample);
         let overview = if factor > 1.5 {
-            let (w, h) = ((overview.width() as f64 / factor).round().max(1.0) as u32, (overview.height() as f64 / factor).round().max(1.0) as u32);
+            let (w, h) = (
+                (overview.width() as f64 / factor).round().max(1.0) as u32,
+                (overview.height() as f64 / factor).round().max(1.0) as u32,
+            );
             let mut dst = RgbImage::new(w, h);
             let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box));
             Resizer::new().resize(overview, &mut dst, &options).expect("RGB to RGB resize of a non-empty image");

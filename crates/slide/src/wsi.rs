@@ -47,17 +47,12 @@ impl Slide {
         if !path.is_file() {
             return Err(SlideError::Missing { path });
         }
-        let inner = OpenSlide::new(&path).map_err(|e| SlideError::Unreadable {
-            path: path.clone(),
-            cause: e.to_string(),
-        })?;
+        let inner =
+            OpenSlide::new(&path).map_err(|e| SlideError::Unreadable { path: path.clone(), cause: e.to_string() })?;
         let mpp = match mpp_override {
             Some(m) if PLAUSIBLE_MPP.contains(&m) => Mpp { x: m, y: m, source: MppSource::Override },
             Some(m) => {
-                return Err(SlideError::Parameter(format!(
-                    "--mpp-override {m} is outside {:?} µm/px",
-                    PLAUSIBLE_MPP
-                )))
+                return Err(SlideError::Parameter(format!("--mpp-override {m} is outside {:?} µm/px", PLAUSIBLE_MPP)))
             }
             None => resolve_mpp(&inner).ok_or_else(|| SlideError::NoMpp { path: path.clone() })?,
         };
@@ -127,13 +122,7 @@ impl Slide {
     }
 
     fn region_error(&self, level: u32, x: u32, y: u32, e: impl ToString) -> SlideError {
-        SlideError::Region {
-            path: self.path.clone(),
-            level,
-            x: x.into(),
-            y: y.into(),
-            cause: e.to_string(),
-        }
+        SlideError::Region { path: self.path.clone(), level, x: x.into(), y: y.into(), cause: e.to_string() }
     }
 
     /// Reads the patch of `geometry` whose top-left corner is at level-0 (`x`, `y`): the level
@@ -184,9 +173,7 @@ impl Slide {
         let (ax, ay) = ((rx0 as f64 * ds).round() as u32, (ry0 as f64 * ds).round() as u32);
         let src = read(level, ax, ay, rw, rh)?;
         let mut dst = RgbImage::new(geometry.size, geometry.size);
-        let options = ResizeOptions::new()
-            .resize_alg(alg)
-            .crop(lx - ax as f64 / ds, ly - ay as f64 / ds, lw, lh);
+        let options = ResizeOptions::new().resize_alg(alg).crop(lx - ax as f64 / ds, ly - ay as f64 / ds, lw, lh);
         Resizer::new().resize(&src, &mut dst, &options).map_err(|e| self.region_error(level, x, y, e))?;
         Ok(dst)
     }
@@ -241,5 +228,9 @@ fn resolve_mpp(slide: &OpenSlide) -> Option<Mpp> {
     };
     let x = um_per_unit / num("tiff.XResolution")?;
     let y = num("tiff.YResolution").map_or(x, |r| um_per_unit / r);
-    (PLAUSIBLE_MPP.contains(&x) && PLAUSIBLE_MPP.contains(&y)).then_some(Mpp { x, y, source: MppSource::TiffResolution })
+    (PLAUSIBLE_MPP.contains(&x) && PLAUSIBLE_MPP.contains(&y)).then_some(Mpp {
+        x,
+        y,
+        source: MppSource::TiffResolution,
+    })
 }
