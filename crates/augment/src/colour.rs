@@ -11,18 +11,16 @@ pub const PTCGA200_MEAN: [f32; 3] = [0.7184, 0.5076, 0.6476];
 /// PTCGA200 channel standard deviations as published with the release.
 pub const PTCGA200_STD: [f32; 3] = [0.0380, 0.0527, 0.0352];
 
-/// Pillow's `Image.blend(degenerate, img, factor)`: interpolation (or extrapolation) in `f32`,
-/// clipped to [0, 255] and truncated, as its C code does.
-fn blend(degenerate: impl Fn(u32, u32, usize) -> u8, img: &RgbImage, factor: f32) -> RgbImage {
-    let mut out = img.clone();
-    for (x, y, p) in out.enumerate_pixels_mut() {
-        for c in 0..3 {
-            let d = degenerate(x, y, c) as f32;
-            let v = d + factor * (p.0[c] as f32 - d);
-            p.0[c] = v.clamp(0.0, 255.0) as u8;
+/// Pillow's `Image.blend(degenerate, img, factor)` in place, the degenerate value computed from
+/// each pixel before it changes: interpolation (or extrapolation) in `f32`, clipped to [0, 255]
+/// and truncated, as its C code does.
+fn blend(img: &mut RgbImage, factor: f32, degenerate: impl Fn(&Rgb<u8>) -> u8) {
+    for p in img.pixels_mut() {
+        let d = degenerate(p) as f32;
+        for v in p.0.iter_mut() {
+            *v = (d + factor * (*v as f32 - d)).clamp(0.0, 255.0) as u8;
         }
     }
-    out
 }
 
 fn check_factor(name: &str, f: f32) -> Result<()> {
@@ -38,50 +36,50 @@ fn luma(p: &Rgb<u8>) -> u8 {
     ((p.0[0] as u32 * 19595 + p.0[1] as u32 * 38470 + p.0[2] as u32 * 7471 + 0x8000) >> 16) as u8
 }
 
-/// Scale brightness (torchvision `adjust_brightness`: blend with black).
-pub fn adjust_brightness(img: &RgbImage, factor: f32) -> Result<RgbImage> {
+/// Scale brightness in place (torchvision `adjust_brightness`: blend with black).
+pub fn adjust_brightness(img: &mut RgbImage, factor: f32) -> Result<()> {
     check_factor("brightness", factor)?;
-    Ok(blend(|_, _, _| 0, img, factor))
+    blend(img, factor, |_| 0);
+    Ok(())
 }
 
-/// Scale contrast (torchvision `adjust_contrast`: blend with the grey of the mean luma).
-pub fn adjust_contrast(img: &RgbImage, factor: f32) -> Result<RgbImage> {
+/// Scale contrast in place (torchvision `adjust_contrast`: blend with the grey of the mean luma).
+pub fn adjust_contrast(img: &mut RgbImage, factor: f32) -> Result<()> {
     check_factor("contrast", factor)?;
     let n = (img.width() as u64 * img.height() as u64).max(1);
     let sum: u64 = img.pixels().map(|p| luma(p) as u64).sum();
     let mean = (sum as f64 / n as f64 + 0.5) as u8;
-    Ok(blend(|_, _, _| mean, img, factor))
+    blend(img, factor, |_| mean);
+    Ok(())
 }
 
-/// Scale saturation (torchvision `adjust_saturation`: blend with the greyscale image).
-pub fn adjust_saturation(img: &RgbImage, factor: f32) -> Result<RgbImage> {
+/// Scale saturation in place (torchvision `adjust_saturation`: blend with the greyscale image).
+pub fn adjust_saturation(img: &mut RgbImage, factor: f32) -> Result<()> {
     check_factor("saturation", factor)?;
-    Ok(blend(|x, y, _| luma(img.get_pixel(x, y)), img, factor))
+    blend(img, factor, luma);
+    Ok(())
 }
 
-/// Greyscale replicated on three channels (torchvision `rgb_to_grayscale(img, 3)`).
-pub fn to_grayscale(img: &RgbImage) -> RgbImage {
-    let mut out = img.clone();
-    for p in out.pixels_mut() {
+/// Greyscale replicated on three channels, in place (torchvision `rgb_to_grayscale(img, 3)`).
+pub fn to_grayscale(img: &mut RgbImage) {
+    for p in img.pixels_mut() {
         let l = luma(p);
         p.0 = [l, l, l];
     }
-    out
 }
 
-/// Shift hue by `factor` of a full turn, `factor` in [-0.5, 0.5] (torchvision `adjust_hue` on a
-/// PIL image: the 8-bit H channel of Pillow's HSV shifted with wrap-around).
-pub fn adjust_hue(img: &RgbImage, factor: f32) -> Result<RgbImage> {
+/// Shift hue in place by `factor` of a full turn, `factor` in [-0.5, 0.5] (torchvision
+/// `adjust_hue` on a PIL image: the 8-bit H channel of Pillow's HSV shifted with wrap-around).
+pub fn adjust_hue(img: &mut RgbImage, factor: f32) -> Result<()> {
     if !(-0.5..=0.5).contains(&factor) {
         return Err(AugmentError::Parameter(format!("hue factor must be in [-0.5, 0.5], got {factor}")));
     }
     let shift = ((factor * 255.0) as i32).rem_euclid(256) as u8;
-    let mut out = img.clone();
-    for p in out.pixels_mut() {
+    for p in img.pixels_mut() {
         let [h, s, v] = rgb_to_hsv(p.0);
         p.0 = hsv_to_rgb([h.wrapping_add(shift), s, v]);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Pillow's 8-bit RGB → HSV.
@@ -128,20 +126,18 @@ fn hsv_to_rgb([h, s, v]: [u8; 3]) -> [u8; 3] {
     }
 }
 
-/// Invert every channel value at or above `threshold` (torchvision `solarize`).
-pub fn solarize(img: &RgbImage, threshold: u8) -> RgbImage {
-    let mut out = img.clone();
-    for v in out.iter_mut() {
+/// Invert, in place, every channel value at or above `threshold` (torchvision `solarize`).
+pub fn solarize(img: &mut RgbImage, threshold: u8) {
+    for v in img.iter_mut() {
         if *v >= threshold {
             *v = 255 - *v;
         }
     }
-    out
 }
 
-/// Gaussian blur with a `kernel`-tap kernel (odd) of standard deviation `sigma`, reflect
-/// padding, rounded back to 8 bits (torchvision `gaussian_blur`).
-pub fn gaussian_blur(img: &RgbImage, kernel: u32, sigma: f32) -> Result<RgbImage> {
+/// Gaussian blur in place with a `kernel`-tap kernel (odd) of standard deviation `sigma`,
+/// reflect padding, rounded back to 8 bits (torchvision `gaussian_blur`).
+pub fn gaussian_blur(img: &mut RgbImage, kernel: u32, sigma: f32) -> Result<()> {
     if kernel % 2 == 0 || !(sigma > 0.0 && sigma.is_finite()) {
         return Err(AugmentError::Parameter(format!(
             "blur needs an odd kernel and a positive sigma, got {kernel} and {sigma}"
@@ -190,9 +186,8 @@ pub fn gaussian_blur(img: &RgbImage, kernel: u32, sigma: f32) -> Result<RgbImage
             }
         }
     }
-    let mut out = RgbImage::new(w as u32, h as u32);
     let mut acc = vec![0f32; row_len];
-    for (y, dst) in out.chunks_exact_mut(row_len).enumerate() {
+    for (y, dst) in img.chunks_exact_mut(row_len).enumerate() {
         acc.fill(0.0);
         for (k, wt) in weights.iter().enumerate() {
             let sy = reflect(y as i64 + k as i64 - half, h);
@@ -204,7 +199,7 @@ pub fn gaussian_blur(img: &RgbImage, kernel: u32, sigma: f32) -> Result<RgbImage
             *d = a.round().clamp(0.0, 255.0) as u8;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `(value / 255 − mean) / std` per channel, as `f32` in CHW order (torchvision `to_tensor`
@@ -246,15 +241,14 @@ fn invert3(m: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
     ]
 }
 
-/// HED stain jitter (Tellez et al. 2018): each pixel's haematoxylin, eosin and DAB
+/// HED stain jitter in place (Tellez et al. 2018): each pixel's haematoxylin, eosin and DAB
 /// concentrations (scikit-image's `rgb2hed`) become `alpha × s + beta` per stain, then back to
 /// RGB (`hed2rgb`), rounded to 8 bits. Typical draws: alpha in [0.95, 1.05], beta in
 /// [−0.05, 0.05].
-pub fn hed_jitter(img: &RgbImage, alpha: [f32; 3], beta: [f32; 3]) -> RgbImage {
+pub fn hed_jitter(img: &mut RgbImage, alpha: [f32; 3], beta: [f32; 3]) {
     let hed_from_rgb = invert3(RGB_FROM_HED);
     let log_adjust = (1e-6f64).ln();
-    let mut out = img.clone();
-    for p in out.pixels_mut() {
+    for p in img.pixels_mut() {
         let od = p.0.map(|v| (v as f64 / 255.0).max(1e-6).ln() / log_adjust);
         let mut stain = [0f64; 3];
         for (j, s) in stain.iter_mut().enumerate() {
@@ -266,5 +260,4 @@ pub fn hed_jitter(img: &RgbImage, alpha: [f32; 3], beta: [f32; 3]) -> RgbImage {
             *v = (log_rgb.exp().clamp(0.0, 1.0) * 255.0).round() as u8;
         }
     }
-    out
 }

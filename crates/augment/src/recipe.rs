@@ -216,7 +216,7 @@ pub fn random_resized_crop_params(
     ((h - ch) / 2, (w - cw) / 2, ch, cw)
 }
 
-fn jitter(img: RgbImage, j: &Jitter, rng: &mut impl Rng) -> Result<RgbImage> {
+fn jitter(img: &mut RgbImage, j: &Jitter, rng: &mut impl Rng) -> Result<()> {
     let factor = |rng: &mut dyn rand::RngCore, r: f32| {
         if r > 0.0 {
             Some(rng.gen_range((1.0 - r).max(0.0)..=1.0 + r))
@@ -230,17 +230,16 @@ fn jitter(img: RgbImage, j: &Jitter, rng: &mut impl Rng) -> Result<RgbImage> {
     let h = (j.hue > 0.0).then(|| rng.gen_range(-j.hue..=j.hue));
     let mut order = [0, 1, 2, 3];
     order.shuffle(rng);
-    let mut img = img;
     for op in order {
-        img = match (op, b, c, s, h) {
-            (0, Some(f), ..) => adjust_brightness(&img, f)?,
-            (1, _, Some(f), ..) => adjust_contrast(&img, f)?,
-            (2, _, _, Some(f), _) => adjust_saturation(&img, f)?,
-            (3, .., Some(f)) => adjust_hue(&img, f)?,
-            _ => img,
-        };
+        match (op, b, c, s, h) {
+            (0, Some(f), ..) => adjust_brightness(img, f)?,
+            (1, _, Some(f), ..) => adjust_contrast(img, f)?,
+            (2, _, _, Some(f), _) => adjust_saturation(img, f)?,
+            (3, .., Some(f)) => adjust_hue(img, f)?,
+            _ => {}
+        }
     }
-    Ok(img)
+    Ok(())
 }
 
 impl ViewSpec {
@@ -287,7 +286,7 @@ impl ViewSpec {
         }
         if let Some(j) = &self.jitter {
             if rng.gen_bool(j.p) {
-                img = jitter(img, j, rng)?;
+                jitter(&mut img, j, rng)?;
             }
         }
         if let Some(st) = &self.stain {
@@ -295,19 +294,19 @@ impl ViewSpec {
                 let s = st.sigma;
                 let alpha = [0; 3].map(|_| rng.gen_range(1.0 - s..=1.0 + s));
                 let beta = [0; 3].map(|_| rng.gen_range(-s..=s));
-                img = hed_jitter(&img, alpha, beta);
+                hed_jitter(&mut img, alpha, beta);
             }
         }
         if rng.gen_bool(self.grayscale) {
-            img = to_grayscale(&img);
+            to_grayscale(&mut img);
         }
         if rng.gen_bool(self.blur) {
             let sigma = rng.gen_range(0.1f32..=2.0);
             let kernel = ((s as f32 * 0.1) as u32 / 2 * 2 + 1).max(3);
-            img = gaussian_blur(&img, kernel, sigma)?;
+            gaussian_blur(&mut img, kernel, sigma)?;
         }
         if rng.gen_bool(self.solarize) {
-            img = solarize(&img, 128);
+            solarize(&mut img, 128);
         }
         Ok(View { image: img, mask })
     }

@@ -372,12 +372,15 @@ fn decode(path: &Path) -> Result<RgbImage> {
     if is_jpeg {
         let img = turbojpeg::decompress(&bytes, turbojpeg::PixelFormat::RGB)
             .map_err(|e| bad(format!("unreadable JPEG: {e}")))?;
-        let (w, h) = (img.width as u32, img.height as u32);
-        let mut rgb = Vec::with_capacity((w * h * 3) as usize);
-        for row in img.pixels.chunks(img.pitch).take(img.height) {
-            rgb.extend_from_slice(&row[..img.width * 3]);
-        }
-        return RgbImage::from_raw(w, h, rgb).ok_or_else(|| bad("decoded buffer of the wrong size".into()));
+        let (w, h) = (img.width, img.height);
+        // Rows are packed (pitch = 3 × width) for RGB, so the buffer becomes the image as it is.
+        let pixels = if img.pitch == 3 * w {
+            img.pixels
+        } else {
+            img.pixels.chunks(img.pitch).take(h).flat_map(|row| row[..3 * w].to_vec()).collect()
+        };
+        return RgbImage::from_raw(w as u32, h as u32, pixels)
+            .ok_or_else(|| bad("decoded buffer of the wrong size".into()));
     }
     Ok(image::load_from_memory(&bytes).map_err(|e| bad(format!("unreadable image: {e}")))?.to_rgb8())
 }

@@ -155,7 +155,8 @@ fn segmentation_batches_carry_masks_and_a_missing_mask_is_named() {
     // A mask of the wrong size names its image.
     let small = case.join("s_2_0_mask.png");
     image::RgbImage::new(50, 50).save(&small).unwrap();
-    let l = Loader::new(samples(&index, None).unwrap(), Recipe::preset("segmentation", 128, 0).unwrap(), c.clone()).unwrap();
+    let l = Loader::new(samples(&index, None).unwrap(), Recipe::preset("segmentation", 128, 0).unwrap(), c.clone())
+        .unwrap();
     let e = l.epoch(0).next().unwrap().unwrap_err().to_string();
     assert!(e.contains("s_2_0.png") && e.contains("mask is (50, 50)"), "{e}");
     image::RgbImage::from_fn(200, 200, |x, _| image::Rgb([(x / 40) as u8, 0, 0])).save(&small).unwrap();
