@@ -138,7 +138,7 @@ pub fn solarize(img: &mut RgbImage, threshold: u8) {
 /// Gaussian blur in place with a `kernel`-tap kernel (odd) of standard deviation `sigma`,
 /// reflect padding, rounded back to 8 bits (torchvision `gaussian_blur`).
 pub fn gaussian_blur(img: &mut RgbImage, kernel: u32, sigma: f32) -> Result<()> {
-    if kernel % 2 == 0 || !(sigma > 0.0 && sigma.is_finite()) {
+    if kernel.is_multiple_of(2) || !(sigma > 0.0 && sigma.is_finite()) {
         return Err(AugmentError::Parameter(format!(
             "blur needs an odd kernel and a positive sigma, got {kernel} and {sigma}"
         )));
@@ -213,7 +213,7 @@ pub fn normalize(img: &RgbImage, mean: [f32; 3], std: [f32; 3], out: &mut [f32])
             out.len()
         )));
     }
-    if std.iter().any(|s| !(*s > 0.0)) {
+    if std.iter().any(|s| s.is_nan() || *s <= 0.0) {
         return Err(AugmentError::Parameter(format!("std must be positive, got {std:?}")));
     }
     let scale = std.map(|s| 1.0 / (255.0 * s));

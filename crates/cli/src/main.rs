@@ -405,7 +405,7 @@ fn build(dataset: BuildDataset) -> Result<()> {
     let (task, a) = match dataset {
         BuildDataset::Ptcga200 { common } => (Task::Ptcga200, common),
         BuildDataset::Pcam200 { common, tumor_threshold, centre, tumor_groups, exclusion_groups } => {
-            if !(0.0..=1.0).contains(&tumor_threshold) || !(0.0 < centre && centre <= 1.0) {
+            if !(0.0..=1.0).contains(&tumor_threshold) || centre <= 0.0 || centre > 1.0 {
                 bail!("--tumor-threshold must be in [0, 1] and --centre in (0, 1]");
             }
             let groups = AnnotationGroups { tumor: tumor_groups, exclusion: exclusion_groups };

@@ -112,8 +112,8 @@ pub struct ExtractReport {
 
 /// Reads the parts one after the other, as `cat` joins them; `progress` counts bytes read.
 struct Joined<'a> {
-    parts: std::vec::IntoIter<PathBuf>,
-    current: Option<(PathBuf, std::fs::File)>,
+    parts: std::slice::Iter<'a, PathBuf>,
+    current: Option<std::fs::File>,
     progress: &'a ProgressBar,
 }
 
@@ -123,14 +123,14 @@ impl Read for Joined<'_> {
             if self.current.is_none() {
                 match self.parts.next() {
                     Some(p) => {
-                        let f = std::fs::File::open(&p)
+                        let f = std::fs::File::open(p)
                             .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
-                        self.current = Some((p, f));
+                        self.current = Some(f);
                     }
                     None => return Ok(0),
                 }
             }
-            let (_, f) = self.current.as_mut().expect("opened above");
+            let f = self.current.as_mut().expect("opened above");
             let n = f.read(buf)?;
             if n > 0 {
                 self.progress.inc(n as u64);
@@ -202,7 +202,7 @@ pub fn extract(
             progress.set_length(total);
             progress.set_position(0);
             let mut h = Md5::new();
-            let mut r = Joined { parts: parts.to_vec().into_iter(), current: None, progress };
+            let mut r = Joined { parts: parts.iter(), current: None, progress };
             std::io::copy(&mut r, &mut HashWriter(&mut h)).map_err(DatasetError::io(&parts[0]))?;
             let got = format!("{:x}", h.finalize());
             if got != *want {
@@ -221,7 +221,7 @@ pub fn extract(
     progress.set_length(total);
     progress.set_position(0);
     std::fs::create_dir_all(out).map_err(DatasetError::io(out))?;
-    let joined = Joined { parts: parts.to_vec().into_iter(), current: None, progress };
+    let joined = Joined { parts: parts.iter(), current: None, progress };
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(joined));
     let archive_name = &parts[0];
     let bad = |what: String| DatasetError::invalid(archive_name, what);

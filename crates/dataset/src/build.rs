@@ -256,7 +256,7 @@ fn assign_splits(task: &Task, rows: &[SlideRow], opts: &BuildOptions) -> Result<
 enum Labeller {
     Organ(String),
     Tumour { annotations: Annotations, threshold: f64, centre: f64 },
-    Mask { mask: Slide, scheme: LabelScheme, grade: String },
+    Mask { mask: Box<Slide>, scheme: LabelScheme, grade: String },
 }
 
 /// A patch ready to write.
@@ -314,7 +314,7 @@ fn tile_slide(
                     slide.dimensions()
                 ));
             }
-            Labeller::Mask { mask, scheme, grade }
+            Labeller::Mask { mask: Box::new(mask), scheme, grade }
         }
     };
 

@@ -131,7 +131,7 @@ pub fn compute(index: &Index, sample: Option<usize>, seed: u64, progress: &Progr
     })
 }
 
-fn pick<'a>(entries: &'a [Entry], sample: Option<usize>, seed: u64) -> Vec<&'a Entry> {
+fn pick(entries: &[Entry], sample: Option<usize>, seed: u64) -> Vec<&Entry> {
     let mut all: Vec<&Entry> = entries.iter().collect();
     if let Some(n) = sample {
         if n < all.len() {

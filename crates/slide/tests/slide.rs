@@ -227,7 +227,7 @@ fn camelyon_annotations_mark_tumour_minus_exclusions() {
     assert!(msg.contains("renamed.xml") && msg.contains("Carcinoma") && msg.contains("--tumor-groups"), "{msg}");
 
     let broken = dir.path().join("broken.xml");
-    std::fs::write(&broken, &XML[..XML.len() / 2].replace("Y=\"1100\" />", "Y=\"11x0\" />")).unwrap();
+    std::fs::write(&broken, XML[..XML.len() / 2].replace("Y=\"1100\" />", "Y=\"11x0\" />")).unwrap();
     let msg = Annotations::load(&broken, &AnnotationGroups::default()).unwrap_err().to_string();
     assert!(msg.contains("broken.xml"), "{msg}");
     assert!(matches!(
