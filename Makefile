@@ -8,6 +8,10 @@ APT_PACKAGES := libopenslide-dev libturbojpeg0-dev libhdf5-dev libclang-dev pkg-
 # Extra packages for the side-by-side benchmark against the Python tools.
 BENCH_PACKAGES := python3-openslide python3-numpy python3-pil
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# LibTorch for the networks: the PyPI torch wheel (CPU + CUDA 13), unpacked into .libtorch/ with
+# pip --target (no virtualenv). .cargo/config.toml points tch at it and sets the binaries' rpath.
+TORCH_VERSION := 2.13.0
+LIBTORCH := .libtorch/torch/lib/libtorch_cpu.so
 BIN := target/release/patchtcga
 DEMO := out/demo
 
@@ -21,8 +25,12 @@ endef
 
 .PHONY: deps rust demo test bench bench-loader clean
 
-deps:
+deps: $(LIBTORCH)
 	$(call apt_install,$(APT_PACKAGES))
+
+$(LIBTORCH):
+	$(call apt_install,python3-pip)
+	PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check --target .libtorch torch==$(TORCH_VERSION)
 
 # Rust from rustup when the machine has none (Debian's own cargo is too old for the crates used).
 rust:
@@ -48,7 +56,7 @@ bench: $(BIN)
 	bash bench/tiling.sh
 
 clean:
-	rm -rf target out bench/out
+	rm -rf target out bench/out runs
 
 # Loader against a torchvision DataLoader (pip-installs torchvision into bench/.venv once).
 bench-loader: $(BIN)

@@ -1,0 +1,166 @@
+//! Architectures by name, backbones, and the classification network (backbone + dropout + linear).
+
+use std::fmt;
+use std::str::FromStr;
+
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+use crate::resnet::{ResNet, ResNetConfig};
+use crate::vit::{Vit, VitConfig};
+use crate::ModelError;
+
+/// The backbones of the release, named as its `model_name` config key names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    ResNet18,
+    ResNet50,
+    VitS16,
+    VitB16,
+    VitB32,
+    VitL16,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 6] = [Arch::ResNet18, Arch::ResNet50, Arch::VitS16, Arch::VitB16, Arch::VitB32, Arch::VitL16];
+
+    /// The backbone's shape for `image_size`-pixel inputs.
+    pub fn spec(self, image_size: i64) -> Spec {
+        let vit = |c: VitConfig| Spec::Vit(VitConfig { img_size: image_size, ..c });
+        match self {
+            Arch::ResNet18 => Spec::ResNet(ResNetConfig::RESNET18),
+            Arch::ResNet50 => Spec::ResNet(ResNetConfig::RESNET50),
+            Arch::VitS16 => vit(VitConfig::S16),
+            Arch::VitB16 => vit(VitConfig::B16),
+            Arch::VitB32 => vit(VitConfig::B32),
+            Arch::VitL16 => vit(VitConfig::L16),
+        }
+    }
+
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::ResNet18 => "resnet18",
+            Arch::ResNet50 => "resnet50",
+            Arch::VitS16 => "vit-s16",
+            Arch::VitB16 => "vit-b16",
+            Arch::VitB32 => "vit-b32",
+            Arch::VitL16 => "vit-l16",
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let k = s.to_ascii_lowercase().replace('_', "-");
+        Ok(match k.as_str() {
+            "resnet18" => Arch::ResNet18,
+            "resnet50" => Arch::ResNet50,
+            "vit-s16" | "vit-small-patch16-224" => Arch::VitS16,
+            "vit-b16" | "vit-base-patch16-224" => Arch::VitB16,
+            "vit-b32" | "vit-base-patch32-224" => Arch::VitB32,
+            "vit-l16" | "vit-large-patch16-224" => Arch::VitL16,
+            "incv3" | "eff-b3" => {
+                return Err(ModelError::Arch(format!("{s}: the release's {s} is not available in patchtcga yet")))
+            }
+            _ => {
+                let names: Vec<_> = Arch::ALL.iter().map(|a| a.name()).collect();
+                return Err(ModelError::Arch(format!("unknown model_name {s:?}; one of {}", names.join(", "))));
+            }
+        })
+    }
+}
+
+/// A backbone's exact shape (an [`Arch`] preset, or a reduced one in tests).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Spec {
+    ResNet(ResNetConfig),
+    Vit(VitConfig),
+}
+
+impl Spec {
+    /// Width of the features the backbone hands to a head.
+    pub fn feature_dim(&self) -> i64 {
+        match self {
+            Spec::ResNet(c) => c.feature_dim(),
+            Spec::Vit(c) => c.dim,
+        }
+    }
+
+    /// Name of the classification layer in torchvision (`fc`) or timm (`head`).
+    pub fn head_name(&self) -> &'static str {
+        match self {
+            Spec::ResNet(_) => "fc",
+            Spec::Vit(_) => "head",
+        }
+    }
+}
+
+/// A feature extractor: images (N, 3, H, W) → features (N, D).
+pub enum Backbone {
+    ResNet(ResNet),
+    Vit(Vit),
+}
+
+impl Backbone {
+    /// Creates the parameters under `p` with the reference library's names.
+    pub fn new(p: &nn::Path, spec: Spec) -> Self {
+        match spec {
+            Spec::ResNet(c) => Backbone::ResNet(ResNet::new(p, c)),
+            Spec::Vit(c) => Backbone::Vit(Vit::new(p, c)),
+        }
+    }
+
+    pub fn spec(&self) -> Spec {
+        match self {
+            Backbone::ResNet(m) => Spec::ResNet(*m.config()),
+            Backbone::Vit(m) => Spec::Vit(*m.config()),
+        }
+    }
+}
+
+impl ModuleT for Backbone {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        match self {
+            Backbone::ResNet(m) => m.features(xs, train),
+            Backbone::Vit(m) => m.features(xs, train),
+        }
+    }
+}
+
+impl fmt::Debug for Backbone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Backbone({:?})", self.spec())
+    }
+}
+
+/// Backbone + dropout (`dropout_p`) + linear head, the release's classifier. The head is named as
+/// in torchvision (`fc`) or timm (`head`), so whole-model checkpoints load too.
+#[derive(Debug)]
+pub struct Classifier {
+    pub backbone: Backbone,
+    head: nn::Linear,
+    dropout_p: f64,
+}
+
+impl Classifier {
+    /// Creates backbone and head at the root of `p`.
+    pub fn new(p: &nn::Path, spec: Spec, classes: i64, dropout_p: f64) -> Self {
+        let backbone = Backbone::new(p, spec);
+        let head = nn::linear(p / spec.head_name(), spec.feature_dim(), classes, Default::default());
+        Self { backbone, head, dropout_p }
+    }
+}
+
+impl ModuleT for Classifier {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.backbone.forward_t(xs, train).dropout(self.dropout_p, train).apply(&self.head)
+    }
+}

@@ -1,0 +1,24 @@
+//! Networks of patchtcga on LibTorch (`tch`): torchvision ResNets and timm ViTs with the reference
+//! parameter names, the release's classifier, and import of PyTorch checkpoints.
+
+pub mod backbone;
+pub mod checkpoint;
+mod pickle;
+pub mod resnet;
+pub mod vit;
+
+use std::path::PathBuf;
+
+pub use backbone::{Arch, Backbone, Classifier, Spec};
+pub use checkpoint::{load, read_tensors, ImportOptions, ImportReport};
+
+/// Errors of model construction and checkpoint import.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    Arch(String),
+    #[error("{path}: {cause}")]
+    Checkpoint { path: PathBuf, cause: String },
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}

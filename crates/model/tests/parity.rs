@@ -1,0 +1,198 @@
+//! Forward parity with torchvision / timm (goldens from tools/make_model_goldens.py).
+
+use std::path::PathBuf;
+
+use patchtcga_model::resnet::{Block, ResNetConfig};
+use patchtcga_model::vit::VitConfig;
+use patchtcga_model::{load, Arch, Classifier, ImportOptions, Spec};
+use serde_json::Value;
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn json(name: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(fixture(name)).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811C_9DC5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+}
+
+/// The deterministic weights of `det` in tools/make_model_goldens.py.
+fn det(name: &str, shape: &[i64]) -> Tensor {
+    let n: i64 = shape.iter().product();
+    let phase = fnv1a(name) as f64 / 2f64.powi(32) * 2.0 * std::f64::consts::PI;
+    let leaf = name.rsplit('.').next().unwrap();
+    let fan_in = if shape.is_empty() { 1 } else { n / shape[0] };
+    let v: Vec<f32> = (0..n)
+        .map(|i| {
+            let s = (i as f64 * 0.7071 + phase).sin();
+            let v = match leaf {
+                "running_var" => 1.0 + 0.5 * s.abs(),
+                "running_mean" => 0.1 * s,
+                "weight" if shape.len() == 1 => 1.0 + 0.1 * s,
+                "bias" => 0.05 * s,
+                "cls_token" | "pos_embed" => 0.02 * s,
+                _ => s * (1.0 / fan_in as f64).sqrt(),
+            };
+            v as f32
+        })
+        .collect();
+    Tensor::from_slice(&v).reshape(shape)
+}
+
+fn det_input(shape: &[i64]) -> Tensor {
+    let n: i64 = shape.iter().product();
+    let v: Vec<f32> =
+        (0..n).map(|i| (0.5 * (i as f64 * 0.013).sin() + 0.3 * (i as f64 * 0.0071).cos()) as f32).collect();
+    Tensor::from_slice(&v).reshape(shape)
+}
+
+/// Largest absolute difference relative to the largest reference magnitude.
+fn rel_err(ours: &Tensor, reference: &[f32]) -> f64 {
+    let r = Tensor::from_slice(reference).reshape(ours.size());
+    let diff = (ours.to_kind(Kind::Float) - &r).abs().max().double_value(&[]);
+    diff / r.abs().max().double_value(&[]).max(1e-12)
+}
+
+fn check_reference(key: &str, spec: Spec) {
+    tch::set_num_threads(2);
+    let g = &json("reference.json")[key];
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Classifier::new(&vs.root(), spec, 5, 0.4);
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            t.copy_(&det(&name, &t.size()));
+        }
+    });
+    let shape: Vec<i64> = g["input"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let x = det_input(&shape);
+    let (feats, logits) = tch::no_grad(|| (model.backbone.forward_t(&x, false), model.forward_t(&x, false)));
+    let fe = rel_err(&feats, &floats(&g["features"]));
+    let le = rel_err(&logits, &floats(&g["logits"]));
+    assert!(fe <= 1e-4 && le <= 1e-4, "{key}: features rel. error {fe:.2e}, logits {le:.2e}");
+}
+
+#[test]
+fn resnet18_matches_torchvision() {
+    check_reference("resnet18@64", Arch::ResNet18.spec(224));
+}
+
+#[test]
+fn resnet50_matches_torchvision() {
+    check_reference("resnet50@64", Arch::ResNet50.spec(224));
+}
+
+#[test]
+fn vit_s16_matches_timm_at_224_and_interpolated_at_64() {
+    check_reference("vit-s16@224", Arch::VitS16.spec(224));
+    check_reference("vit-s16@64", Arch::VitS16.spec(224));
+}
+
+#[test]
+fn vit_b16_matches_timm() {
+    check_reference("vit-b16@64", Arch::VitB16.spec(224));
+}
+
+#[test]
+fn vit_b32_matches_timm() {
+    check_reference("vit-b32@96", Arch::VitB32.spec(224));
+}
+
+#[test]
+fn vit_l16_matches_timm() {
+    let Spec::Vit(c) = Arch::VitL16.spec(224) else { unreachable!() };
+    check_reference("vit-l16-depth4@64", Spec::Vit(VitConfig { depth: 4, ..c }));
+}
+
+fn tiny_spec(name: &str) -> Spec {
+    match name {
+        "resnet_basic" => Spec::ResNet(ResNetConfig { block: Block::Basic, layers: [1, 1, 1, 1], stem: 64, width: 8 }),
+        "resnet_bottleneck" => Spec::ResNet(ResNetConfig { block: Block::Bottleneck, layers: [1, 1, 1, 1], stem: 64, width: 8 }),
+        _ => Spec::Vit(VitConfig { patch: 8, dim: 24, depth: 2, heads: 3, mlp_ratio: 4.0, img_size: 32, drop_path: 0.0 }),
+    }
+}
+
+/// Loads `file` into the tiny model `name` and compares with torch's outputs for `key`.
+fn check_tiny(file: &str, name: &str, key: &str, opts: &ImportOptions) -> patchtcga_model::ImportReport {
+    let g = &json("tiny.json")[key];
+    let spec = tiny_spec(name);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Classifier::new(&vs.root(), spec, 3, 0.4);
+    let report = load(&vs, &fixture(file), spec.head_name(), opts).unwrap_or_else(|e| panic!("{e}"));
+    let shape: Vec<i64> = g["input_shape"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let x = Tensor::from_slice(&floats(&g["input"])).reshape(shape.as_slice());
+    let feats = tch::no_grad(|| model.backbone.forward_t(&x, false));
+    let fe = rel_err(&feats, &floats(&g["features"]));
+    assert!(fe <= 1e-4, "{file} → {key}: features rel. error {fe:.2e}");
+    if opts.with_head {
+        let le = rel_err(&tch::no_grad(|| model.forward_t(&x, false)), &floats(&g["logits"]));
+        assert!(le <= 1e-4, "{file} → {key}: logits rel. error {le:.2e}");
+    }
+    report
+}
+
+#[test]
+fn tiny_checkpoints_from_timm_give_torch_outputs() {
+    let full = ImportOptions { with_head: true, ..Default::default() };
+    for name in ["resnet_basic", "resnet_bottleneck", "vit"] {
+        for side in [32, 48] {
+            let r = check_tiny(&format!("tiny_{name}.pth"), name, &format!("{name}@{side}"), &full);
+            assert_eq!(r.prefix, "");
+        }
+    }
+    check_tiny("tiny_vit.safetensors", "vit", "vit@48", &full);
+}
+
+#[test]
+fn wrappers_of_upstream_repos_are_unwrapped() {
+    let backbone = ImportOptions::default();
+    let r = check_tiny("wrap_dataparallel.pth", "resnet_basic", "resnet_basic@32", &backbone);
+    assert_eq!(r.prefix, "state_dict.module.");
+    assert_eq!(r.skipped_heads, ["fc.weight", "fc.bias"]);
+    let r = check_tiny("wrap_moco.pth", "resnet_basic", "resnet_basic@32", &backbone);
+    assert_eq!(r.prefix, "state_dict.module.encoder_q.", "the query encoder, not the momentum copy");
+    assert_eq!(r.skipped_heads.len(), 3, "the MoCo MLP head is left out: {:?}", r.skipped_heads);
+    let r = check_tiny("wrap_dino.pth", "vit", "vit@32", &backbone);
+    assert_eq!(r.prefix, "teacher.backbone.", "the teacher, as DINO evaluates");
+    let r = check_tiny("wrap_mae.pth", "vit", "vit@48", &backbone);
+    assert_eq!(r.prefix, "model.");
+    assert!(r.skipped_heads.iter().any(|k| k.starts_with("decoder")), "{:?}", r.skipped_heads);
+    // An explicit prefix picks the other network.
+    let student = ImportOptions { prefix: Some("student.module.backbone.".into()), ..Default::default() };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _m = Classifier::new(&vs.root(), tiny_spec("vit"), 3, 0.0);
+    let r = load(&vs, &fixture("wrap_dino.pth"), "head", &student).unwrap();
+    assert_eq!(r.loaded, vs.variables().len() - 2);
+}
+
+#[test]
+fn a_checkpoint_of_another_grid_has_its_pos_embed_resampled() {
+    let r = check_tiny("tiny_vit_grid2.pth", "vit", "vit_grid2@32", &ImportOptions::default());
+    assert_eq!(r.resized, ["pos_embed 2×2 → 4×4"]);
+}
+
+#[test]
+fn mismatches_are_listed_and_allow_partial_tolerates_them() {
+    // A ResNet checkpoint into a ViT: nothing fits.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _m = Classifier::new(&vs.root(), tiny_spec("vit"), 3, 0.0);
+    let e = load(&vs, &fixture("tiny_resnet_basic.pth"), "head", &ImportOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("tiny_resnet_basic.pth") && e.contains("no tensor name matches"), "{e}");
+    // A Bottleneck ResNet into a Basic one: same prefix, other names and shapes.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _m = Classifier::new(&vs.root(), tiny_spec("resnet_basic"), 3, 0.0);
+    let e = load(&vs, &fixture("tiny_resnet_bottleneck.pth"), "fc", &ImportOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("with other shapes") && e.contains("the model does not have") && e.contains("conv3"), "{e}");
+    assert!(e.contains("--allow-partial"), "{e}");
+    let r = load(&vs, &fixture("tiny_resnet_bottleneck.pth"), "fc", &ImportOptions { allow_partial: true, ..Default::default() })
+        .unwrap();
+    assert!(r.loaded > 0 && !r.warnings.is_empty());
+}

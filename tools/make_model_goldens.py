@@ -1,0 +1,258 @@
+"""Goldens for crates/model and crates/learn, from torchvision, timm and lightly.
+
+Regenerate (any recent torch; the committed files were made with torch 2.13.0, torchvision 0.28.0,
+timm 1.0.31, lightly 1.5):
+    python3 -m venv /tmp/g && /tmp/g/bin/pip install torch torchvision timm lightly safetensors numpy
+    /tmp/g/bin/python tools/make_model_goldens.py
+
+Writes
+  crates/model/tests/fixtures/reference.json   full-size backbones with deterministic weights
+                                               (the rule `det` below, mirrored in the Rust tests)
+  crates/model/tests/fixtures/*.pth|.safetensors + tiny.json   small real checkpoints, in the
+                                               wrappers of the upstream repos, and their outputs
+  crates/model/tests/fixtures/assorted.pth + assorted.json     dtypes, views, shared storages
+  crates/learn/tests/fixtures/optim.json       SGD / Adam / AdamW (torch) and LARS (lightly) steps
+"""
+import argparse
+import json
+import math
+import os
+
+import numpy as np
+import torch
+import torchvision
+import timm
+from timm.models.resnet import ResNet, BasicBlock, Bottleneck
+from timm.models.vision_transformer import VisionTransformer
+from safetensors.torch import save_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = os.path.join(ROOT, "crates/model/tests/fixtures")
+LEARN = os.path.join(ROOT, "crates/learn/tests/fixtures")
+
+
+def fnv1a(s):
+    h = 0x811C9DC5
+    for b in s.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def det(name, shape):
+    """Deterministic, well-scaled values for a parameter or buffer (mirrored in Rust)."""
+    n = int(np.prod(shape)) if len(shape) else 1
+    i = np.arange(n, dtype=np.float64)
+    v = np.sin(i * 0.7071 + fnv1a(name) / 2.0**32 * 2.0 * math.pi)
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "running_var":
+        v = 1.0 + 0.5 * np.abs(v)
+    elif leaf == "running_mean":
+        v = 0.1 * v
+    elif leaf == "weight" and len(shape) == 1:
+        v = 1.0 + 0.1 * v
+    elif leaf == "bias":
+        v = 0.05 * v
+    elif leaf in ("cls_token", "pos_embed"):
+        v = 0.02 * v
+    else:
+        v = v * math.sqrt(1.0 / (n // shape[0]))
+    return v.reshape(shape).astype(np.float32)
+
+
+def det_input(shape):
+    n = int(np.prod(shape))
+    i = np.arange(n, dtype=np.float64)
+    return torch.from_numpy((0.5 * np.sin(i * 0.013) + 0.3 * np.cos(i * 0.0071)).reshape(shape).astype(np.float32))
+
+
+def fill(model):
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.from_numpy(det(name, tuple(t.shape))))
+
+
+def outputs(model, x):
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+        if hasattr(model, "forward_head"):
+            feats = model.forward_head(model.forward_features(x), pre_logits=True)
+        else:
+            fc, model.fc = model.fc, torch.nn.Identity()
+            feats = model(x)
+            model.fc = fc
+    return feats, logits
+
+
+def flat(t):
+    return [float(v) for v in t.detach().reshape(-1).tolist()]
+
+
+def reference():
+    out = {}
+    cases = [
+        ("resnet18", lambda: torchvision.models.resnet18(num_classes=5), [(2, 3, 64, 64)]),
+        ("resnet50", lambda: torchvision.models.resnet50(num_classes=5), [(2, 3, 64, 64)]),
+        ("vit-s16", lambda: timm.create_model("vit_small_patch16_224", num_classes=5, dynamic_img_size=True), [(1, 3, 224, 224), (2, 3, 64, 64)]),
+        ("vit-b16", lambda: timm.create_model("vit_base_patch16_224", num_classes=5, dynamic_img_size=True), [(2, 3, 64, 64)]),
+        ("vit-b32", lambda: timm.create_model("vit_base_patch32_224", num_classes=5, dynamic_img_size=True), [(2, 3, 96, 96)]),
+        # ViT-L/16 at reduced depth (4 of 24 blocks) keeps the test's memory small.
+        ("vit-l16-depth4", lambda: timm.create_model("vit_large_patch16_224", num_classes=5, depth=4, dynamic_img_size=True), [(2, 3, 64, 64)]),
+    ]
+    for name, make, shapes in cases:
+        m = make()
+        fill(m)
+        for shape in shapes:
+            feats, logits = outputs(m, det_input(shape))
+            out[f"{name}@{shape[2]}"] = {"input": list(shape), "features_shape": list(feats.shape), "features": flat(feats), "logits": flat(logits)}
+        print(name, "done")
+    json.dump(out, open(os.path.join(MODEL, "reference.json"), "w"))
+
+
+def randomize(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif t.dim() == 1 and name.endswith("weight"):
+                t.copy_(1 + 0.2 * torch.randn(t.shape, generator=g))
+            else:
+                t.copy_(0.2 * torch.randn(t.shape, generator=g))
+
+
+def tiny():
+    torch.manual_seed(0)
+    models = {
+        "resnet_basic": ResNet(BasicBlock, [1, 1, 1, 1], num_classes=3, stem_width=8, channels=(8, 16, 32, 64)),
+        "resnet_bottleneck": ResNet(Bottleneck, [1, 1, 1, 1], num_classes=3, stem_width=8, channels=(8, 16, 32, 64)),
+        "vit": VisionTransformer(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=3, num_classes=3, dynamic_img_size=True),
+    }
+    out = {}
+    for seed, (name, m) in enumerate(models.items()):
+        randomize(m, seed + 1)
+        sd = m.state_dict()
+        torch.save(sd, os.path.join(MODEL, f"tiny_{name}.pth"))
+        for side in (32, 48):
+            x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(100 + side))
+            feats, logits = outputs(m, x)
+            out[f"{name}@{side}"] = {"input": flat(x), "input_shape": list(x.shape), "features": flat(feats), "logits": flat(logits)}
+    # The same ResNet weights inside the wrappers upstream training code writes.
+    sd = models["resnet_basic"].state_dict()
+    other = {k: (v + 1.0 if v.is_floating_point() else v) for k, v in sd.items()}
+    torch.save({"epoch": 3, "arch": "resnet", "state_dict": {f"module.{k}": v for k, v in sd.items()}}, os.path.join(MODEL, "wrap_dataparallel.pth"))
+    moco = {f"module.encoder_q.{k}": v for k, v in sd.items() if not k.startswith("fc.")}
+    moco |= {f"module.encoder_k.{k}": v for k, v in other.items() if not k.startswith("fc.")}
+    moco |= {"module.encoder_q.fc.0.weight": torch.randn(64, 64), "module.encoder_q.fc.0.bias": torch.randn(64),
+             "module.encoder_q.fc.2.weight": torch.randn(16, 64), "module.queue": torch.randn(16, 32), "module.queue_ptr": torch.zeros(1, dtype=torch.long)}
+    torch.save({"epoch": 40, "arch": "resnet50", "state_dict": moco, "optimizer": {"state": {}, "param_groups": [{"lr": 0.03, "momentum": 0.9}]}},
+               os.path.join(MODEL, "wrap_moco.pth"))
+    vsd = models["vit"].state_dict()
+    vother = {k: v + 1.0 for k, v in vsd.items()}
+    head = {"head.mlp.0.weight": torch.randn(32, 24), "head.last_layer.weight_g": torch.ones(64, 1), "head.last_layer.weight_v": torch.randn(64, 32)}
+    dino = {
+        "student": {f"module.backbone.{k}": v for k, v in vother.items() if not k.startswith("head.")} | {f"module.{k}": v for k, v in head.items()},
+        "teacher": {f"backbone.{k}": v for k, v in vsd.items() if not k.startswith("head.")} | head,
+        "optimizer": {"state": {}, "param_groups": []},
+        "epoch": 40,
+        "args": argparse.Namespace(arch="vit_small", patch_size=16, out_dim=65536, lr=0.0005),
+        "dino_loss": {"center": torch.zeros(1, 64)},
+    }
+    torch.save(dino, os.path.join(MODEL, "wrap_dino.pth"))
+    mae = {k: v for k, v in vsd.items() if not k.startswith("head.")}
+    mae |= {"mask_token": torch.zeros(1, 1, 16), "decoder_embed.weight": torch.randn(16, 24), "decoder_blocks.0.norm1.weight": torch.ones(16), "decoder_pred.weight": torch.randn(192, 16)}
+    torch.save({"model": mae, "optimizer": {}, "epoch": 799, "scaler": {"scale": 65536.0}, "args": argparse.Namespace(model="mae_vit_large_patch16")},
+               os.path.join(MODEL, "wrap_mae.pth"))
+    save_file({k: v.contiguous() for k, v in vsd.items()}, os.path.join(MODEL, "tiny_vit.safetensors"))
+    # A checkpoint trained at 16 px (2×2 grid): its pos_embed is resampled on import.
+    small = VisionTransformer(img_size=16, patch_size=8, embed_dim=24, depth=2, num_heads=3, num_classes=3)
+    small.load_state_dict({k: v for k, v in vsd.items() if k != "pos_embed"} | {"pos_embed": vsd["pos_embed"][:, :5]})
+    torch.save(small.state_dict(), os.path.join(MODEL, "tiny_vit_grid2.pth"))
+    big = VisionTransformer(img_size=32, patch_size=8, embed_dim=24, depth=2, num_heads=3, num_classes=3, dynamic_img_size=True)
+    big.load_state_dict(small.state_dict() | {"pos_embed": timm.layers.resample_abs_pos_embed(small.pos_embed.detach(), (4, 4), num_prefix_tokens=1)})
+    feats, _ = outputs(big, x := torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(7)))
+    out["vit_grid2@32"] = {"input": flat(x), "input_shape": list(x.shape), "features": flat(feats)}
+    json.dump(out, open(os.path.join(MODEL, "tiny.json"), "w"))
+
+
+def assorted():
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    shared = torch.arange(10, dtype=torch.float64)
+    obj = {
+        "f32": base,
+        "transposed": base.t(),
+        "sliced": base[1:3, 2:5],
+        "f16": torch.tensor([0.5, -1.25, 3.0], dtype=torch.float16),
+        "bf16": torch.tensor([1.5, -2.0], dtype=torch.bfloat16),
+        "i64": torch.tensor([[1, -2], [3, 2**40]], dtype=torch.int64),
+        "u8": torch.tensor([0, 7, 255], dtype=torch.uint8),
+        "bool": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(2.5),
+        "shared_a": shared[2:5],
+        "shared_b": shared[5:],
+        "param": torch.nn.Parameter(torch.ones(2, 2)),
+        "nested": {"deep": {"x": torch.full((2,), 7.0)}},
+        "listed": [torch.zeros(1), torch.ones(1)],
+        "meta": {"epoch": 3, "lr": 0.1, "name": "run", "big": 2**70, "flags": (True, None)},
+        "args": argparse.Namespace(lr=0.5),
+    }
+    torch.save(obj, os.path.join(MODEL, "assorted.pth"))
+    expected = {}
+
+    def walk(v, prefix):
+        if isinstance(v, torch.Tensor):
+            expected[prefix] = {"shape": list(v.shape), "values": [float(x) for x in v.detach().double().reshape(-1).tolist()]}
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{prefix}.{k}" if prefix else k)
+        elif isinstance(v, (list, tuple)):
+            for i, x in enumerate(v):
+                walk(x, f"{prefix}.{i}")
+
+    walk(obj, "")
+    json.dump(expected, open(os.path.join(MODEL, "assorted.json"), "w"))
+
+
+def optim():
+    from lightly.utils.lars import LARS
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(8, 4, generator=g)
+    y = torch.randn(8, 3, generator=g)
+    w0 = torch.randn(3, 4, generator=g)
+    b0 = torch.randn(3, generator=g)
+    makers = {
+        "sgd": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+        "sgd_nesterov": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
+        "adam": lambda ps: torch.optim.Adam(ps, lr=0.01, betas=(0.9, 0.999), eps=1e-8),
+        "adamw": lambda ps: torch.optim.AdamW(ps, lr=0.01, betas=(0.9, 0.95), eps=1e-8),
+        "lars": lambda ps: LARS(ps, lr=0.1, momentum=0.9, trust_coefficient=0.001),
+    }
+    out = {"x": flat(x), "y": flat(y), "w0": flat(w0), "b0": flat(b0), "weight_decay": 0.05, "steps": 4, "cases": {}}
+    for name, make in makers.items():
+        w = w0.clone().requires_grad_(True)
+        b = b0.clone().requires_grad_(True)
+        # Decay on the weight only, as for conv/linear weights vs biases and norms.
+        opt = make([{"params": [w], "weight_decay": 0.05}, {"params": [b], "weight_decay": 0.0}])
+        traj = []
+        for _ in range(4):
+            opt.zero_grad()
+            loss = ((x @ w.t() + b - y) ** 2).mean()
+            loss.backward()
+            opt.step()
+            traj.append({"w": flat(w), "b": flat(b)})
+        out["cases"][name] = traj
+    json.dump(out, open(os.path.join(LEARN, "optim.json"), "w"))
+
+
+if __name__ == "__main__":
+    os.makedirs(MODEL, exist_ok=True)
+    os.makedirs(LEARN, exist_ok=True)
+    torch.set_num_threads(2)
+    assorted()
+    tiny()
+    optim()
+    reference()
