@@ -1,1 +1,43 @@
+//! The training engine of patchtcga on LibTorch: run configs with the release's keys, optimizers
+//! and schedules, checkpoints with exact resume, run logs and plots, and the methods that plug in
+//! (supervised organ classification now).
 
+pub mod config;
+pub mod data;
+pub mod engine;
+pub mod optim;
+pub mod plot;
+pub mod schedule;
+pub mod supervised;
+
+use std::path::{Path, PathBuf};
+
+pub use config::Config;
+pub use engine::{train, Holdout, Method, StepOutput, Summary};
+pub use supervised::Supervised;
+
+/// Errors of training, each naming its file or setting.
+#[derive(Debug, thiserror::Error)]
+pub enum LearnError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Model(#[from] patchtcga_model::ModelError),
+    #[error(transparent)]
+    Loader(#[from] patchtcga_loader::LoaderError),
+    #[error(transparent)]
+    Dataset(#[from] patchtcga_dataset::DatasetError),
+    #[error(transparent)]
+    Augment(#[from] patchtcga_augment::AugmentError),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+impl LearnError {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), source }
+    }
+}

@@ -235,12 +235,19 @@ impl Loader {
 
     /// Starts producing `epoch`'s batches in the background.
     pub fn epoch(&self, epoch: u64) -> Epoch {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// Like [`Loader::epoch`], starting at batch `first` (a resumed run's loader position); the
+    /// batches are the same as those of a whole epoch from `first` on.
+    pub fn epoch_from(&self, epoch: u64, first: usize) -> Epoch {
         let order = self.shard(epoch);
         let size = self.config.batch_size;
         let mut batches: Vec<Vec<usize>> = order.chunks(size).map(<[usize]>::to_vec).collect();
         if self.config.drop_last && batches.last().is_some_and(|b| b.len() < size) {
             batches.pop();
         }
+        batches.drain(..first.min(batches.len()));
         let (tx, rx) = sync_channel(self.config.prefetch.max(1));
         let skipped = Arc::new(Mutex::new(Vec::new()));
         let (samples, recipe, config, pool, sk) =

@@ -159,8 +159,15 @@ impl Classifier {
     }
 }
 
+impl Classifier {
+    /// Logits from backbone features: dropout (while training) then the linear head.
+    pub fn head(&self, features: &Tensor, train: bool) -> Tensor {
+        features.dropout(self.dropout_p, train).apply(&self.head)
+    }
+}
+
 impl ModuleT for Classifier {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.backbone.forward_t(xs, train).dropout(self.dropout_p, train).apply(&self.head)
+        self.head(&self.backbone.forward_t(xs, train), train)
     }
 }

@@ -1,0 +1,213 @@
+//! Run configuration: the keys of the release's `config.py`, in TOML, with `--set key=value`
+//! overrides.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::LearnError;
+
+/// Everything a run needs, in one file. Keys are the release's; ours are marked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Run name: outputs go to `<root_dir>/<name>/` (ours).
+    pub name: String,
+    /// Backbone: resnet18, resnet50, vit-s16, vit-b16, vit-b32, vit-l16.
+    pub model_name: String,
+    /// Classes of the head (ours; PTCGA200 has 20).
+    pub num_classes: i64,
+    /// Dropout before the linear head.
+    pub dropout_p: f64,
+    /// Reset batch-norm running statistics of loaded weights.
+    pub reset_bn: bool,
+    /// `none` for supervised training (self-supervised methods arrive with their issue).
+    pub self_supervised: String,
+    /// Freeze the backbone and train only the head.
+    pub fine_tune: bool,
+    /// Mixed precision (bf16 autocast) on CUDA.
+    pub enable_autocast: bool,
+    pub image_size: i64,
+    pub val_image_size: i64,
+    /// `imagenet`, `ptcga`, or six numbers `m0,m1,m2,s0,s1,s2`.
+    pub image_stats: String,
+    pub seed: u64,
+    pub epochs: usize,
+    /// Stop after this many updates (0 = no limit); a checkpoint is written there.
+    pub stop_num_updates: usize,
+    /// A checkpoint folder to resume from ("" = none).
+    pub checkpoint: String,
+    /// Initial weights, a `.pth` / `.safetensors` of the backbone ("" = random).
+    pub pretrained: String,
+    /// Resume from `<run>/checkpoints/epoch_<N>` (0 = start afresh).
+    pub resume_epoch: usize,
+    /// Samples per process per micro-batch.
+    pub batch_size: usize,
+    /// Loader worker threads.
+    pub num_workers: usize,
+    /// Peak lr = `lr` × total batch / `base_batch_size` (as a real ratio).
+    pub base_batch_size: usize,
+    /// Micro-batches accumulated per update.
+    pub num_accum: usize,
+    /// Trials in the split file.
+    pub n_fold: usize,
+    pub lr: f64,
+    /// adam, adamw, sgd, lars.
+    pub optim: String,
+    /// SGD / LARS momentum (ours).
+    pub momentum: f64,
+    /// Adam / AdamW betas (ours).
+    pub betas: [f64; 2],
+    /// Epochs at learning rate 0 before warm-up (batch-norm statistics settle).
+    pub cold_epochs: f64,
+    pub warmup_epochs: f64,
+    /// Checkpoint every this many epochs (and always at the end).
+    pub snapshot_epoch: usize,
+    /// Weight decay (never on norms, biases, `cls_token`, `pos_embed`).
+    pub wd: f64,
+    /// Gradient clipping by global norm (0 = off).
+    pub clip_norm: f64,
+    pub dataset_dir: String,
+    /// Where run folders go.
+    pub root_dir: String,
+    /// Split file (`3fold_dict_idx_filenames.pickle` or `splits.json`), relative to
+    /// `dataset_dir`; "" = train on everything, no validation (ours).
+    pub split: String,
+    /// Which trial of the split file (ours).
+    pub trial: usize,
+    /// Validate every this many updates (and at each epoch's end) (ours; the release used 200).
+    pub val_every: usize,
+    /// `cpu`, `cuda` or `cuda:N` (ours).
+    pub device: String,
+    /// Recorded for the distributed issue; single-process for now.
+    pub nnode: usize,
+    pub hosts: Vec<String>,
+    pub dist_url: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            name: "run".into(),
+            model_name: "resnet50".into(),
+            num_classes: 20,
+            dropout_p: 0.4,
+            reset_bn: false,
+            self_supervised: "none".into(),
+            fine_tune: false,
+            enable_autocast: false,
+            image_size: 224,
+            val_image_size: 224,
+            image_stats: "imagenet".into(),
+            seed: 0,
+            epochs: 10,
+            stop_num_updates: 0,
+            checkpoint: String::new(),
+            pretrained: String::new(),
+            resume_epoch: 0,
+            batch_size: 128,
+            num_workers: 8,
+            base_batch_size: 512,
+            num_accum: 1,
+            n_fold: 3,
+            lr: 1e-4,
+            optim: "adam".into(),
+            momentum: 0.9,
+            betas: [0.9, 0.999],
+            cold_epochs: 0.0,
+            warmup_epochs: 1.0,
+            snapshot_epoch: 1,
+            wd: 5e-5,
+            clip_norm: 1.0,
+            dataset_dir: "data/PTCGA200".into(),
+            root_dir: "runs".into(),
+            split: String::new(),
+            trial: 0,
+            val_every: 200,
+            device: "cpu".into(),
+            nnode: 1,
+            hosts: Vec::new(),
+            dist_url: String::new(),
+        }
+    }
+}
+
+const IMAGENET: [f32; 6] = [0.485, 0.456, 0.406, 0.229, 0.224, 0.225];
+const PTCGA: [f32; 6] = [0.7184, 0.5076, 0.6476, 0.0380, 0.0527, 0.0352];
+
+/// Parses normalisation statistics: `imagenet`, `ptcga`, or `m0,m1,m2,s0,s1,s2`.
+pub fn image_stats(s: &str) -> Result<([f32; 3], [f32; 3]), LearnError> {
+    let v: Vec<f32> = match s {
+        "imagenet" => IMAGENET.to_vec(),
+        "ptcga" | "ptcga200" => PTCGA.to_vec(),
+        other => other
+            .split(',')
+            .map(|x| x.trim().parse::<f32>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| LearnError::Config(format!("image_stats {other:?}: expected imagenet, ptcga or six numbers")))?,
+    };
+    if v.len() != 6 || v[3..].iter().any(|&s| s <= 0.0) {
+        return Err(LearnError::Config(format!("image_stats {s:?}: expected three means and three positive stds")));
+    }
+    Ok(([v[0], v[1], v[2]], [v[3], v[4], v[5]]))
+}
+
+impl Config {
+    /// Reads a TOML file (missing keys take their defaults) and applies `key=value` overrides,
+    /// each value written as in TOML (`lr=0.1`, `optim=sgd`, `betas=[0.9,0.95]`).
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self, LearnError> {
+        let mut table: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| LearnError::io(p, e))?;
+                text.parse().map_err(|e| LearnError::Config(format!("{}: {e}", p.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for o in overrides {
+            let (key, value) =
+                o.split_once('=').ok_or_else(|| LearnError::Config(format!("--set {o:?}: expected key=value")))?;
+            let key = key.trim();
+            let value = value.trim();
+            let parsed = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+            table.insert(key.to_owned(), parsed);
+        }
+        let config: Config = table.try_into().map_err(|e: toml::de::Error| {
+            let place = path.map(|p| format!("{}: ", p.display())).unwrap_or_default();
+            LearnError::Config(format!("{place}{}", e.message()))
+        })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), LearnError> {
+        let bad = |m: String| Err(LearnError::Config(m));
+        if self.batch_size == 0 || self.num_accum == 0 || self.base_batch_size == 0 {
+            return bad("batch_size, num_accum and base_batch_size must be at least 1".into());
+        }
+        if !["adam", "adamw", "sgd", "lars"].contains(&self.optim.as_str()) {
+            return bad(format!("optim {:?}: one of adam, adamw, sgd, lars", self.optim));
+        }
+        if !(0.0..1.0).contains(&self.dropout_p) {
+            return bad(format!("dropout_p {} is not in [0, 1)", self.dropout_p));
+        }
+        if self.self_supervised != "none" {
+            return bad(format!("self_supervised {:?}: only supervised training (none) is available yet", self.self_supervised));
+        }
+        image_stats(&self.image_stats)?;
+        Ok(())
+    }
+
+    /// The run folder.
+    pub fn run_dir(&self) -> PathBuf {
+        Path::new(&self.root_dir).join(&self.name)
+    }
+
+    /// The TOML text of the resolved configuration.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a config always serialises")
+    }
+}

@@ -1,0 +1,78 @@
+//! PNG curves of a run's metrics log: loss, learning rate, accuracy against updates.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+use serde_json::Value;
+
+use crate::LearnError;
+
+static FONT: Once = Once::new();
+
+type Series = (String, Vec<(f64, f64)>);
+
+/// Redraws `loss.png`, `lr.png` and (when logged) `accuracy.png` in `out` from a metrics log.
+pub fn curves(log: &Path, out: &Path) -> Result<(), LearnError> {
+    let text = std::fs::read_to_string(log).map_err(|e| LearnError::io(log, e))?;
+    let entries: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let series = |key: &str| -> Series {
+        let pts = entries
+            .iter()
+            .filter_map(|e| Some((e["update"].as_f64()?, e[key].as_f64()?)))
+            .filter(|(_, y)| y.is_finite())
+            .collect();
+        (key.to_owned(), pts)
+    };
+    std::fs::create_dir_all(out).map_err(|e| LearnError::io(out, e))?;
+    let groups: [(&str, &str, Vec<&str>); 3] = [
+        ("loss.png", "loss", vec!["loss", "val_loss", "test_loss"]),
+        ("lr.png", "learning rate", vec!["lr"]),
+        ("accuracy.png", "accuracy", vec!["accuracy", "val_accuracy", "test_accuracy"]),
+    ];
+    for (file, title, keys) in groups {
+        let s: Vec<Series> = keys.iter().map(|k| series(k)).filter(|(_, p)| !p.is_empty()).collect();
+        if !s.is_empty() {
+            chart(&out.join(file), title, &s)?;
+        }
+    }
+    Ok(())
+}
+
+/// One line chart (points where a series has a single value) with a legend.
+pub fn chart(path: &Path, title: &str, series: &[Series]) -> Result<(), LearnError> {
+    FONT.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+    });
+    let err = |e: String| LearnError::Config(format!("{}: cannot draw: {e}", path.display()));
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let (x0, x1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y0, y1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let pad = ((y1 - y0) * 0.05).max(1e-9);
+    let tmp = path.with_extension("png.tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, (800, 480)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 24))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
+            .map_err(|e| err(e.to_string()))?;
+        c.configure_mesh().x_desc("update").label_style(("sans-serif", 14)).draw().map_err(|e| err(e.to_string()))?;
+        for (i, (name, pts)) in series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            if pts.len() > 1 {
+                c.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+                    .map_err(|e| err(e.to_string()))?
+                    .label(name.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            }
+            c.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| err(e.to_string()))?;
+        }
+        c.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).label_font(("sans-serif", 14)).draw().map_err(|e| err(e.to_string()))?;
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| LearnError::io(path, e))
+}
