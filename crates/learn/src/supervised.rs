@@ -30,6 +30,7 @@ impl Supervised {
     /// The model of `config`, with `pretrained` weights loaded into the backbone if given.
     pub fn new(config: &Config) -> Result<Self, LearnError> {
         let device = device(&config.device)?;
+        tch::manual_seed(config.seed as i64);
         let spec = config.model_name.parse::<Arch>()?.spec(config.image_size);
         let vs = nn::VarStore::new(device);
         let model = Classifier::new(&vs.root(), spec, config.num_classes, config.dropout_p);
