@@ -102,7 +102,7 @@ pub struct Recipe {
 }
 
 /// The preset names [`Recipe::preset`] knows.
-pub const RECIPES: [&str; 7] = ["supervised", "eval", "simclr", "byol", "dino", "mae", "segmentation"];
+pub const RECIPES: [&str; 8] = ["supervised", "eval", "none", "simclr", "byol", "dino", "mae", "segmentation"];
 
 const RRC_TRAIN: Cut = Cut::RandomResized { scale: (0.8, 1.0), ratio: (3.0 / 4.0, 4.0 / 3.0) };
 const STRONG_JITTER: Jitter = Jitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1, p: 0.8 };
@@ -116,7 +116,8 @@ impl Recipe {
     /// A preset: `supervised` (the release's train transform), `eval` (CenterCrop 287 →
     /// Resize 224), `simclr` (2 views), `byol` (2 asymmetric views: blur 1.0 / 0.1, solarize
     /// 0 / 0.2), `dino` (2 global 224 views + `local_crops` local 96 views), `mae` (1 view),
-    /// `segmentation` (random `size` crop and flips, applied to image and mask alike).
+    /// `segmentation` (random `size` crop and flips, applied to image and mask alike), `none`
+    /// (a centre `size` crop and nothing else, for images already at model size).
     pub fn preset(name: &str, size: u32, local_crops: usize) -> Result<Self> {
         let flips = |mut v: ViewSpec| {
             v.hflip = 0.5;
@@ -138,6 +139,7 @@ impl Recipe {
                 v.blur = 0.5;
                 vec![v]
             }
+            "none" => vec![ViewSpec::plain(size, Cut::CenterThenResize { crop: size })],
             "eval" => vec![ViewSpec::plain(
                 size,
                 Cut::CenterThenResize { crop: (size as f64 * 287.0 / 224.0).round() as u32 },

@@ -1,5 +1,8 @@
 //! `patchtcga`: build pathology patch datasets from whole-slide images in the PatchTCGA
-//! release's layouts, split them by slide, check downloads, and summarise datasets.
+//! release's layouts, split them by slide, check downloads, summarise datasets, train backbones
+//! and embed patches.
+
+mod networks;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,6 +85,10 @@ enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
+    /// Train a backbone as a run config says (supervised organ classification on PTCGA200).
+    Pretrain(networks::PretrainArgs),
+    /// Backbone features of a folder of patches, from any backbone and PyTorch weights, as .npy.
+    Embed(networks::EmbedArgs),
     /// Show a slide's size, levels, resolution and tissue.
     Info {
         /// Slide file.
@@ -281,7 +288,7 @@ fn workers(n: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-fn bar(unit: &str) -> ProgressBar {
+pub(crate) fn bar(unit: &str) -> ProgressBar {
     let pb = ProgressBar::new(0);
     let template = format!("{{spinner}} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {unit} {{msg}} (eta {{eta}})");
     pb.set_style(ProgressStyle::with_template(&template).expect("valid template"));
@@ -299,6 +306,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build { dataset } => build(dataset),
         Command::Split(args) => split_cmd(args),
+        Command::Pretrain(args) => networks::pretrain(args),
+        Command::Embed(args) => networks::embed(args),
         Command::Verify { list, root } => {
             let report = archive::verify(&list, root.as_deref(), &bytes_bar())?;
             for p in &report.mismatched {

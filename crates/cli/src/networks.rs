@@ -1,0 +1,187 @@
+//! `patchtcga pretrain` and `patchtcga embed`: the commands that run networks.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use patchtcga_augment::Recipe;
+use patchtcga_dataset::{IMAGE_EXTENSIONS, POSITION_MAP_DIR};
+use patchtcga_learn::config::image_stats;
+use patchtcga_learn::data::loaders;
+use patchtcga_learn::engine::device;
+use patchtcga_learn::supervised::images;
+use patchtcga_learn::{train, Config, Holdout, Supervised};
+use patchtcga_loader::{ImageSource, Loader, LoaderConfig, OnBadInput, Sample};
+use patchtcga_model::{load, Arch, Backbone, ImportOptions};
+use tch::nn::{self, ModuleT};
+use tch::Tensor;
+
+/// Options of `patchtcga pretrain`.
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// Run config (TOML with the release's keys), e.g. configs/supervised_resnet50_ptcga200.toml.
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a key: `--set epochs=1 --set lr=0.1` (values as in TOML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Continue from the run folder's latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+}
+
+/// Trains as the config says and reports where the results are.
+pub fn pretrain(a: PretrainArgs) -> Result<()> {
+    let config = Config::load(Some(&a.config), &a.set)?;
+    let data = loaders(&config, "supervised")?;
+    let mut method = Supervised::new(&config)?;
+    let holdout = Holdout { val: data.val.as_ref(), test: data.test.as_ref() };
+    let s = train(&config, &mut method, &data.train, holdout, a.resume)?;
+    let dir = s.run_dir.display();
+    if s.stopped_early {
+        println!("stopped at update {} (stop_num_updates); continue with --resume", s.position.update);
+    }
+    for key in ["loss", "val_accuracy", "test_accuracy"] {
+        if let Some(v) = s.last.get(key).and_then(|v| v.as_f64()) {
+            println!("{key}: {v:.4}");
+        }
+    }
+    println!("run folder: {dir} (config.toml, metrics.jsonl, plots/, checkpoints/, model.safetensors)");
+    Ok(())
+}
+
+/// Options of `patchtcga embed`.
+#[derive(Args)]
+pub struct EmbedArgs {
+    /// Backbone: resnet18, resnet50, vit-s16, vit-b16, vit-b32, vit-l16.
+    #[arg(long)]
+    arch: String,
+    /// Weights: a .pth/.pt (torch.save) or .safetensors file, in any upstream wrapper.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Take the tensors under this prefix (default: found automatically).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// Load what matches and warn about the rest (PyTorch's strict=False).
+    #[arg(long)]
+    allow_partial: bool,
+    /// A folder of patches (searched recursively) or a dataset root.
+    #[arg(long)]
+    images: PathBuf,
+    /// Output (N, D) float32 .npy; `<stem>.csv` beside it names each row's image.
+    #[arg(long)]
+    out: PathBuf,
+    /// `eval` (the release's CenterCrop 287 → Resize 224) or `none` (images already at model size).
+    #[arg(long, default_value = "eval")]
+    preprocess: String,
+    /// Model input side.
+    #[arg(long, default_value_t = 224)]
+    image_size: u32,
+    /// Normalisation: imagenet, ptcga, or m0,m1,m2,s0,s1,s2.
+    #[arg(long, default_value = "imagenet")]
+    stats: String,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Decoding threads.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn image_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("{}: cannot list", dir.display()))? {
+            let p = entry?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if p.is_dir() {
+                if name != POSITION_MAP_DIR && !name.starts_with('.') {
+                    stack.push(p);
+                }
+            } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e))
+                && !name.ends_with("_mask.png")
+                && !name.starts_with('.')
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writes backbone features of every image under `--images` to `--out`.
+pub fn embed(a: EmbedArgs) -> Result<()> {
+    if !matches!(a.preprocess.as_str(), "eval" | "none") {
+        bail!("--preprocess {:?}: eval or none", a.preprocess);
+    }
+    let spec = a.arch.parse::<Arch>()?.spec(a.image_size as i64);
+    let device = device(&a.device)?;
+    let files = image_files(&a.images)?;
+    if files.is_empty() {
+        bail!("{}: no images (.jpg, .JPG, .JPEG, .png)", a.images.display());
+    }
+    let vs = nn::VarStore::new(device);
+    let backbone = Backbone::new(&vs.root(), spec);
+    let opts = ImportOptions { prefix: a.prefix.clone(), allow_partial: a.allow_partial, with_head: false };
+    let r = load(&vs, &a.weights, spec.head_name(), &opts)?;
+    eprintln!(
+        "{}: {} tensors loaded (prefix {:?}){}{}",
+        a.weights.display(),
+        r.loaded,
+        r.prefix,
+        if r.skipped_heads.is_empty() { String::new() } else { format!(", {} head tensors left out", r.skipped_heads.len()) },
+        if r.outside_prefix == 0 { String::new() } else { format!(", {} tensors outside the prefix ignored", r.outside_prefix) }
+    );
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    for w in &r.resized {
+        eprintln!("resized {w}");
+    }
+    let (mean, std) = image_stats(&a.stats)?;
+    let samples: Vec<Sample> =
+        files.iter().map(|f| Sample { image: ImageSource::File(f.clone()), label: 0, mask: None }).collect();
+    let config = LoaderConfig {
+        batch_size: a.batch_size,
+        shuffle: false,
+        drop_last: false,
+        seed: 0,
+        rank: 0,
+        world_size: 1,
+        workers: a.workers,
+        prefetch: 4,
+        mean,
+        std,
+        on_bad_input: OnBadInput::Fail,
+    };
+    let loader = Loader::new(samples, Recipe::preset(&a.preprocess, a.image_size, 0)?, config)?;
+    let bar = crate::bar("images");
+    bar.set_length(files.len() as u64);
+    let mut chunks = Vec::new();
+    for batch in loader.epoch(0) {
+        let batch = batch?;
+        let x = images(&batch, 0, device);
+        chunks.push(tch::no_grad(|| backbone.forward_t(&x, false)).to_device(tch::Device::Cpu));
+        bar.inc(batch.labels.len() as u64);
+    }
+    bar.finish();
+    let feats = Tensor::cat(&chunks, 0).to_kind(tch::Kind::Float).contiguous();
+    let tmp = a.out.with_file_name(format!(".{}.tmp.npy", a.out.file_name().and_then(|n| n.to_str()).unwrap_or("out")));
+    feats.write_npy(&tmp).with_context(|| format!("{}: cannot write", a.out.display()))?;
+    std::fs::rename(&tmp, &a.out).with_context(|| format!("{}: cannot write", a.out.display()))?;
+    let csv = a.out.with_extension("csv");
+    let mut text = b"row,image\n".to_vec();
+    for (i, f) in files.iter().enumerate() {
+        let rel = f.strip_prefix(&a.images).unwrap_or(f).display().to_string();
+        let quoted = if rel.contains([',', '"']) { format!("\"{}\"", rel.replace('"', "\"\"")) } else { rel };
+        writeln!(text, "{i},{quoted}")?;
+    }
+    std::fs::write(&csv, text).with_context(|| format!("{}: cannot write", csv.display()))?;
+    println!("{} × {} features → {} (rows named in {})", feats.size()[0], feats.size()[1], a.out.display(), csv.display());
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! `patchtcga pretrain` and `patchtcga embed` on a dataset tiled from the bundled slide.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use patchtcga_testkit::sample_slide;
+
+fn patchtcga() -> Command {
+    Command::cargo_bin("patchtcga").unwrap()
+}
+
+/// A PTCGA200 layout from the bundled slide listed as three `lung` and three `skin` slides,
+/// with a one-trial split (one slide per organ each for val and test).
+fn dataset(dir: &Path) -> PathBuf {
+    let csv = dir.join("slides.csv");
+    let mut rows = String::from("slide,organ,id\n");
+    for organ in ["lung", "skin"] {
+        for i in 0..3 {
+            rows += &format!("{},{organ},{organ}{i}\n", sample_slide().display());
+        }
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let data = dir.join("PTCGA200");
+    patchtcga()
+        .args(["build", "ptcga200", "--size", "64", "--field-um", "25", "--per-slide", "8", "--sampling", "random", "--slides"])
+        .arg(&csv)
+        .arg("--out")
+        .arg(&data)
+        .assert()
+        .success();
+    patchtcga().arg("split").arg(&data).args(["--trials", "1"]).assert().success();
+    data
+}
+
+fn config(dir: &Path, data: &Path) -> PathBuf {
+    let p = dir.join("run.toml");
+    let text = format!(
+        "model_name = \"resnet18\"\nimage_size = 32\nval_image_size = 32\nbatch_size = 4\nbase_batch_size = 4\n\
+         num_workers = 2\nlr = 1e-3\nepochs = 6\nwarmup_epochs = 0.5\nsplit = \"3fold_dict_idx_filenames.pickle\"\n\
+         dataset_dir = {:?}\nroot_dir = {:?}\n",
+        data.display().to_string(),
+        dir.join("runs").display().to_string()
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn pretrain_killed_then_resumed_ends_like_an_uninterrupted_run_and_feeds_embed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let cfg = config(dir.path(), &data);
+    let whole = patchtcga().args(["pretrain", "--config"]).arg(&cfg).args(["--set", "name=\"whole\""]).output().unwrap();
+    assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+    let stdout = String::from_utf8_lossy(&whole.stdout);
+    assert!(stdout.contains("test_accuracy") && stdout.contains("run folder"), "{stdout}");
+
+    // Kill -9 once the first epoch's checkpoint is on disk, then resume.
+    let bin = assert_cmd::cargo::cargo_bin("patchtcga");
+    let mut child = std::process::Command::new(&bin)
+        .args(["pretrain", "--config"])
+        .arg(&cfg)
+        .args(["--set", "name=\"killed\""])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = dir.path().join("runs/killed/checkpoints/epoch_0001/position.json");
+    let start = Instant::now();
+    while !first.exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(first.exists(), "no checkpoint after the first epoch");
+    assert!(!dir.path().join("runs/killed/model.safetensors").exists(), "killed before the end");
+    let resumed =
+        patchtcga().args(["pretrain", "--config"]).arg(&cfg).args(["--set", "name=\"killed\"", "--resume"]).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming from"));
+    let a = std::fs::read(dir.path().join("runs/whole/model.safetensors")).unwrap();
+    let b = std::fs::read(dir.path().join("runs/killed/model.safetensors")).unwrap();
+    assert!(a == b, "the resumed run's weights differ from the uninterrupted run's");
+    for f in ["metrics.jsonl", "config.toml", "plots/loss.png", "plots/lr.png", "plots/accuracy.png"] {
+        assert!(dir.path().join("runs/killed").join(f).is_file(), "{f}");
+    }
+
+    // The trained checkpoint (torchvision names) feeds embed.
+    let feats = dir.path().join("feats.npy");
+    let out = patchtcga()
+        .args(["embed", "--arch", "resnet18", "--image-size", "32", "--weights"])
+        .arg(dir.path().join("runs/whole/model.safetensors"))
+        .arg("--images")
+        .arg(&data)
+        .arg("--out")
+        .arg(&feats)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("48 × 512 features"), "{}", String::from_utf8_lossy(&out.stdout));
+    let f = tch::Tensor::read_npy(&feats).unwrap();
+    assert_eq!(f.size(), [48, 512]);
+    assert!(f.isfinite().all().int64_value(&[]) == 1 && f.abs().sum(tch::Kind::Float).double_value(&[]) > 0.0);
+    let csv = std::fs::read_to_string(feats.with_extension("csv")).unwrap();
+    assert_eq!(csv.lines().count(), 49);
+    assert!(csv.lines().nth(1).unwrap().starts_with("0,lung/"), "{csv}");
+}
+
+#[test]
+fn bad_network_input_gets_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("w.pth");
+    std::fs::write(&weights, b"not a checkpoint").unwrap();
+    std::fs::create_dir_all(dir.path().join("imgs")).unwrap();
+    image::RgbImage::new(8, 8).save(dir.path().join("imgs/a.png")).unwrap();
+    let out = patchtcga()
+        .args(["embed", "--arch", "resnet18", "--weights"])
+        .arg(&weights)
+        .arg("--images")
+        .arg(dir.path().join("imgs"))
+        .arg("--out")
+        .arg(dir.path().join("f.npy"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("w.pth") && err.contains("neither a PyTorch"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let out = patchtcga().args(["embed", "--arch", "incv3", "--weights", "x", "--images", "y", "--out", "z"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("incv3") && err.contains("not available"), "{err}");
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "model_name = \"resnet18\"\nlearning_rate = 0.1\n").unwrap();
+    let out = patchtcga().args(["pretrain", "--config"]).arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.toml") && err.contains("learning_rate"), "{err}");
+}
