@@ -1,11 +1,13 @@
 //! Optimizers with PyTorch's update rules (SGD, Adam, AdamW) and LARS as lightly / Lightning
 //! Bolts define it, over two parameter groups (weight decay on weights only), with state that
-//! checkpoints save and restore exactly. tch's own optimizers keep their state out of reach, so
-//! exact resume needs these.
+//! checkpoints save and restore exactly (tch's own optimizers keep their state out of reach).
+//! Each group's parameters and gradients live in one flat buffer, as PyTorch's fused/foreach
+//! optimizers work on many tensors per kernel: an update costs a few kernels, not a few per
+//! parameter, which matters on a GPU.
 
 use std::collections::BTreeMap;
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::LearnError;
 
@@ -42,20 +44,68 @@ pub fn decays(name: &str, t: &Tensor) -> bool {
 }
 
 struct Param {
-    name: String,
     tensor: Tensor,
+    /// Offset of its elements in the group's flat buffers.
+    offset: i64,
+    /// Its gradient has been moved into the group's flat gradient buffer.
+    bound: bool,
+}
+
+/// Parameters sharing a weight decay, stored as views into one flat buffer, with their gradients
+/// in another, so an update is a handful of kernels instead of a handful per parameter.
+struct Group {
     decay: bool,
+    params: Vec<Param>,
+    flat: Tensor,
+    grad: Tensor,
+    /// Momentum, or Adam's two moments, over the whole group.
+    state: Vec<Tensor>,
+}
+
+impl Group {
+    fn new(decay: bool, params: Vec<Tensor>) -> Option<Self> {
+        if params.is_empty() {
+            return None;
+        }
+        let flat = Tensor::cat(&params.iter().map(|t| t.detach().reshape([-1])).collect::<Vec<_>>(), 0);
+        let grad = flat.zeros_like();
+        let mut offset = 0;
+        let params = params
+            .into_iter()
+            .map(|mut tensor| {
+                let n = tensor.numel() as i64;
+                let view = flat.narrow(0, offset, n).view(tensor.size().as_slice());
+                tensor.set_data(&view);
+                let p = Param { tensor, offset, bound: false };
+                offset += n;
+                p
+            })
+            .collect();
+        Some(Self { decay, params, flat, grad, state: Vec::new() })
+    }
+
+    /// Moves gradients autograd allocated into the flat buffer; later backward passes accumulate
+    /// there in place.
+    fn bind(&mut self) {
+        for p in self.params.iter_mut().filter(|p| !p.bound) {
+            let mut g = p.tensor.grad();
+            if g.defined() {
+                let slot = self.grad.narrow(0, p.offset, p.tensor.numel() as i64);
+                tch::no_grad(|| slot.view(g.size().as_slice()).copy_(&g));
+                g.set_data(&slot.view(g.size().as_slice()));
+                p.bound = true;
+            }
+        }
+    }
 }
 
 /// An optimizer over named parameters.
 pub struct Optimizer {
     rule: Rule,
     weight_decay: f64,
-    params: Vec<Param>,
+    groups: Vec<Group>,
     /// Updates taken so far.
     steps: i64,
-    /// Per-parameter buffers: momentum, or Adam's two moments.
-    state: BTreeMap<String, Vec<Tensor>>,
 }
 
 impl Optimizer {
@@ -64,39 +114,54 @@ impl Optimizer {
         let params = params
             .into_iter()
             .filter(|(_, t)| t.requires_grad())
-            .map(|(name, tensor)| Param { decay: decays(&name, &tensor), name, tensor })
+            .map(|(name, t)| {
+                let d = decays(&name, &t);
+                (name, t, d)
+            })
             .collect();
-        Self { rule, weight_decay, params, steps: 0, state: BTreeMap::new() }
+        Self::with_groups(rule, weight_decay, params)
     }
 
-    /// Same as [`Optimizer::new`] with an explicit decay flag per parameter (tests, custom groups).
+    /// Same as [`Optimizer::new`] with an explicit decay flag per parameter.
     pub fn with_groups(rule: Rule, weight_decay: f64, params: Vec<(String, Tensor, bool)>) -> Self {
-        let params = params.into_iter().map(|(name, tensor, decay)| Param { name, tensor, decay }).collect();
-        Self { rule, weight_decay, params, steps: 0, state: BTreeMap::new() }
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for (_, t, decay) in params {
+            if decay {
+                on.push(t)
+            } else {
+                off.push(t)
+            }
+        }
+        let groups = [(true, on), (false, off)].into_iter().filter_map(|(d, p)| Group::new(d, p)).collect();
+        Self { rule, weight_decay, groups, steps: 0 }
+    }
+
+    fn bind(&mut self) {
+        for g in &mut self.groups {
+            g.bind();
+        }
     }
 
     pub fn zero_grad(&mut self) {
-        for p in &mut self.params {
-            let mut g = p.tensor.grad();
-            if g.defined() {
-                let _ = g.detach_().zero_();
-            }
+        self.bind();
+        for g in &mut self.groups {
+            let _ = g.grad.zero_();
         }
     }
 
     /// Scales gradients so that their global 2-norm is at most `max` (as
     /// `torch.nn.utils.clip_grad_norm_`); returns the norm before clipping.
     pub fn clip_grad_norm(&mut self, max: f64) -> f64 {
-        let grads: Vec<Tensor> = self.params.iter().map(|p| p.tensor.grad()).filter(Tensor::defined).collect();
-        if grads.is_empty() {
+        self.bind();
+        if self.groups.is_empty() {
             return 0.0;
         }
-        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm().to_kind(Kind::Float)).collect();
+        let norms: Vec<Tensor> = self.groups.iter().map(|g| g.grad.norm()).collect();
         let total = Tensor::stack(&norms, 0).norm();
         let coef = (max / (&total + 1e-6)).clamp_max(1.0);
         tch::no_grad(|| {
-            for mut g in grads {
-                let _ = g.g_mul_(&coef.to_kind(g.kind()));
+            for g in &mut self.groups {
+                let _ = g.grad.g_mul_(&coef);
             }
         });
         total.double_value(&[])
@@ -104,38 +169,32 @@ impl Optimizer {
 
     /// Multiplies every gradient by `factor` (loss-scale removal) and says whether all are finite.
     pub fn unscale_grads(&mut self, factor: f64) -> bool {
-        let mut finite = true;
+        self.bind();
         tch::no_grad(|| {
-            for p in &self.params {
-                let mut g = p.tensor.grad();
-                if g.defined() {
-                    let _ = g.g_mul_scalar_(factor);
-                    finite &= g.isfinite().all().int64_value(&[]) != 0;
-                }
-            }
-        });
-        finite
+            self.groups.iter_mut().fold(true, |ok, g| {
+                let _ = g.grad.g_mul_scalar_(factor);
+                ok & (g.grad.isfinite().all().int64_value(&[]) != 0)
+            })
+        })
     }
 
     /// One update at learning rate `lr`.
     pub fn step(&mut self, lr: f64) {
+        self.bind();
         self.steps += 1;
         let t = self.steps as f64;
+        let rule = self.rule;
         tch::no_grad(|| {
-            for p in &mut self.params {
-                let g = p.tensor.grad();
-                if !g.defined() {
-                    continue;
-                }
-                let wd = if p.decay { self.weight_decay } else { 0.0 };
-                let mut w = p.tensor.shallow_clone();
-                let state = self.state.entry(p.name.clone()).or_default();
-                match self.rule {
+            for group in &mut self.groups {
+                let wd = if group.decay { self.weight_decay } else { 0.0 };
+                let (w, g) = (&mut group.flat, &group.grad);
+                let state = &mut group.state;
+                match rule {
                     Rule::Sgd { momentum, nesterov } => {
-                        let mut d = if wd != 0.0 { &g + &w * wd } else { g.shallow_clone() };
+                        let mut d = if wd != 0.0 { g + &*w * wd } else { g.shallow_clone() };
                         if momentum != 0.0 {
                             if state.is_empty() {
-                                state.push(d.detach().copy());
+                                state.push(d.copy());
                             } else {
                                 let _ = state[0].g_mul_scalar_(momentum).g_add_(&d);
                             }
@@ -144,11 +203,11 @@ impl Optimizer {
                         let _ = w.g_add_(&(d * -lr));
                     }
                     Rule::Adam { betas, eps } | Rule::AdamW { betas, eps } => {
-                        let decoupled = matches!(self.rule, Rule::AdamW { .. });
+                        let decoupled = matches!(rule, Rule::AdamW { .. });
                         if decoupled && wd != 0.0 {
                             let _ = w.g_mul_scalar_(1.0 - lr * wd);
                         }
-                        let g = if !decoupled && wd != 0.0 { &g + &w * wd } else { g.shallow_clone() };
+                        let g = if !decoupled && wd != 0.0 { g + &*w * wd } else { g.shallow_clone() };
                         if state.is_empty() {
                             state.push(g.zeros_like());
                             state.push(g.zeros_like());
@@ -161,17 +220,22 @@ impl Optimizer {
                         let _ = w.addcdiv_(&(&state[0] * (-lr / bc1)), &denom);
                     }
                     Rule::Lars { momentum, trust, eps } => {
-                        let mut d = g.shallow_clone();
+                        // The trust ratio is per parameter (layer-wise), on views of the group.
+                        let mut d = g.copy();
                         if wd != 0.0 {
-                            let (pn, gn) = (w.norm().double_value(&[]), g.norm().double_value(&[]));
-                            if pn != 0.0 && gn != 0.0 {
-                                let local = trust * pn / (gn + pn * wd + eps);
-                                d = (&g + &w * wd) * local;
+                            for p in &group.params {
+                                let n = p.tensor.numel() as i64;
+                                let (pw, pg) = (w.narrow(0, p.offset, n), g.narrow(0, p.offset, n));
+                                let (pn, gn) = (pw.norm().double_value(&[]), pg.norm().double_value(&[]));
+                                if pn != 0.0 && gn != 0.0 {
+                                    let local = trust * pn / (gn + pn * wd + eps);
+                                    d.narrow(0, p.offset, n).copy_(&((&pg + &pw * wd) * local));
+                                }
                             }
                         }
                         if momentum != 0.0 {
                             if state.is_empty() {
-                                state.push(d.detach().copy());
+                                state.push(d.copy());
                             } else {
                                 let _ = state[0].g_mul_scalar_(momentum).g_add_(&d);
                             }
@@ -189,43 +253,38 @@ impl Optimizer {
         self.steps
     }
 
-    /// The state as named tensors, for a checkpoint.
+    /// The state as named tensors, for a checkpoint (`<group>.<buffer>`, flat over the group's
+    /// parameters in name order).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![("steps".to_owned(), Tensor::from(self.steps))];
-        for (name, bufs) in &self.state {
-            for (i, b) in bufs.iter().enumerate() {
-                out.push((format!("{i}.{name}"), b.shallow_clone()));
+        let mut out = vec![("steps".to_owned(), Tensor::from_slice(&[self.steps]))];
+        for (gi, g) in self.groups.iter().enumerate() {
+            for (i, b) in g.state.iter().enumerate() {
+                out.push((format!("{gi}.{i}"), b.shallow_clone()));
             }
         }
         out
     }
 
-    /// Restores [`Optimizer::state_tensors`] (moved to each parameter's device).
+    /// Restores [`Optimizer::state_tensors`].
     pub fn load_state(&mut self, tensors: Vec<(String, Tensor)>) -> Result<(), LearnError> {
-        let mut state: BTreeMap<String, Vec<(usize, Tensor)>> = BTreeMap::new();
+        let bad = |m: String| LearnError::Config(format!("optimizer state: {m}"));
+        let mut bufs: BTreeMap<(usize, usize), Tensor> = BTreeMap::new();
         for (key, t) in tensors {
             if key == "steps" {
-                self.steps = t.int64_value(&[]);
+                self.steps = t.int64_value(&[0]);
                 continue;
             }
-            let (i, name) = key
-                .split_once('.')
-                .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n)))
-                .ok_or_else(|| LearnError::Config(format!("optimizer state entry {key:?} is not ours")))?;
-            let p = self
-                .params
-                .iter()
-                .find(|p| p.name == name)
-                .ok_or_else(|| LearnError::Config(format!("optimizer state for {name}, which the model does not train")))?;
-            state.entry(name.to_owned()).or_default().push((i, t.to_device(p.tensor.device())));
+            let parsed = key.split_once('.').and_then(|(g, i)| Some((g.parse::<usize>().ok()?, i.parse::<usize>().ok()?)));
+            let (g, i) = parsed.ok_or_else(|| bad(format!("entry {key:?} is not ours")))?;
+            let group = self.groups.get(g).ok_or_else(|| bad(format!("group {g} does not exist in this model")))?;
+            if t.size() != group.flat.size() {
+                return Err(bad(format!("entry {key} has {:?} values, the model {:?} (another model?)", t.size(), group.flat.size())));
+            }
+            bufs.insert((g, i), t.to_device(group.flat.device()));
         }
-        self.state = state
-            .into_iter()
-            .map(|(n, mut v)| {
-                v.sort_by_key(|(i, _)| *i);
-                (n, v.into_iter().map(|(_, t)| t).collect())
-            })
-            .collect();
+        for (gi, group) in self.groups.iter_mut().enumerate() {
+            group.state = bufs.range((gi, 0)..(gi + 1, 0)).map(|(_, t)| t.shallow_clone()).collect();
+        }
         Ok(())
     }
 }
