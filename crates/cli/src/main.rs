@@ -80,7 +80,7 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
-    /// Measure throughput, to size data nodes: `patchtcga bench loader …`.
+    /// Measure throughput: `patchtcga bench loader …` (data nodes), `patchtcga bench step …` (training).
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
@@ -101,6 +101,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// Time training steps (forward, backward, update) on synthetic images; prints images/s.
+    Step(networks::StepArgs),
     /// Decode + augment + batch images of a dataset with a view recipe; prints images/s.
     Loader {
         /// Dataset root (any of the release's layouts).
@@ -378,6 +380,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Bench { what: BenchWhat::Step(args) } => networks::bench_step(args),
         Command::Bench {
             what: BenchWhat::Loader { dataset, recipe, workers, seconds, batch_size, size, local_crops },
         } => bench_loader(&dataset, &recipe, workers, seconds, batch_size, size, local_crops),

@@ -10,10 +10,11 @@ use patchtcga_dataset::{IMAGE_EXTENSIONS, POSITION_MAP_DIR};
 use patchtcga_learn::config::image_stats;
 use patchtcga_learn::data::loaders;
 use patchtcga_learn::engine::device;
+use patchtcga_learn::optim::{LossScale, Optimizer, Rule};
 use patchtcga_learn::supervised::images;
 use patchtcga_learn::{train, Config, Holdout, Supervised};
 use patchtcga_loader::{ImageSource, Loader, LoaderConfig, OnBadInput, Sample};
-use patchtcga_model::{load, Arch, Backbone, ImportOptions};
+use patchtcga_model::{load, Arch, Backbone, Classifier, ImportOptions};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -183,5 +184,98 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     }
     std::fs::write(&csv, text).with_context(|| format!("{}: cannot write", csv.display()))?;
     println!("{} × {} features → {} (rows named in {})", feats.size()[0], feats.size()[1], a.out.display(), csv.display());
+    Ok(())
+}
+
+/// Options of `patchtcga bench step`.
+#[derive(Args)]
+pub struct StepArgs {
+    /// Backbone: resnet18, resnet50, vit-s16, vit-b16, vit-b32, vit-l16.
+    #[arg(long, default_value = "resnet50")]
+    arch: String,
+    #[arg(long, default_value_t = 32)]
+    batch_size: i64,
+    #[arg(long, default_value_t = 224)]
+    image_size: i64,
+    /// Timed steps (after the warm-up ones).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// sgd, adam, adamw, lars.
+    #[arg(long, default_value = "sgd")]
+    optim: String,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// float16 autocast with dynamic loss scaling (CUDA).
+    #[arg(long)]
+    autocast: bool,
+    /// CPU threads for LibTorch (default: LibTorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Times the engine's training step on one fixed synthetic batch (1000 classes, as torchvision).
+pub fn bench_step(a: StepArgs) -> Result<()> {
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let device = device(&a.device)?;
+    tch::manual_seed(0);
+    let arch: Arch = a.arch.parse()?;
+    let spec = arch.spec(a.image_size);
+    let vs = nn::VarStore::new(device);
+    let model = Classifier::new(&vs.root(), spec, 1000, 0.0);
+    let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    params.sort_by(|x, y| x.0.cmp(&y.0));
+    let mut opt = Optimizer::new(Rule::named(&a.optim, 0.9, [0.9, 0.999])?, 1e-4, params);
+    let x = Tensor::randn([a.batch_size, 3, a.image_size, a.image_size], (tch::Kind::Float, device));
+    let y = Tensor::randint(1000, [a.batch_size], (tch::Kind::Int64, device));
+    let amp = a.autocast && device.is_cuda();
+    let mut scale = LossScale::default();
+    let sync = || {
+        if let tch::Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let mut step = || {
+        opt.zero_grad();
+        let loss = tch::autocast(amp, || model.forward_t(&x, true)).to_kind(tch::Kind::Float).cross_entropy_for_logits(&y);
+        (&loss * if amp { scale.scale } else { 1.0 }).backward();
+        let finite = !amp || opt.unscale_grads(1.0 / scale.scale);
+        if !amp || scale.update(finite) {
+            opt.step(0.01);
+        }
+    };
+    for _ in 0..a.warmup {
+        step();
+    }
+    sync();
+    let t0 = std::time::Instant::now();
+    for _ in 0..a.steps {
+        step();
+    }
+    sync();
+    let secs = t0.elapsed().as_secs_f64();
+    let rate = (a.steps as i64 * a.batch_size) as f64 / secs;
+    println!(
+        "patchtcga {} batch {} at {} px on {:?}{}: {:.1} images/s ({:.1} ms/step), peak host memory {:.0} MiB",
+        arch,
+        a.batch_size,
+        a.image_size,
+        device,
+        if amp { " (autocast fp16)" } else { "" },
+        rate,
+        1000.0 * secs / a.steps as f64,
+        peak_rss_mib()
+    );
     Ok(())
 }

@@ -189,25 +189,40 @@ impl Optimizer {
                 let wd = if group.decay { self.weight_decay } else { 0.0 };
                 let (w, g) = (&mut group.flat, &group.grad);
                 let state = &mut group.state;
+                // In-place, fused forms (addcmul_ with a scalar tensor is an axpy): each line is
+                // one pass over the group, as PyTorch's multi-tensor kernels do.
+                let scalar = |v: f64| Tensor::from(v as f32);
+                let mut g = g.shallow_clone();
                 match rule {
                     Rule::Sgd { momentum, nesterov } => {
-                        let mut d = if wd != 0.0 { g + &*w * wd } else { g.shallow_clone() };
-                        if momentum != 0.0 {
-                            if state.is_empty() {
-                                state.push(d.copy());
-                            } else {
-                                let _ = state[0].g_mul_scalar_(momentum).g_add_(&d);
-                            }
-                            d = if nesterov { d + &state[0] * momentum } else { state[0].shallow_clone() };
+                        if wd != 0.0 {
+                            let _ = g.addcmul_(w, &scalar(wd));
                         }
-                        let _ = w.g_add_(&(d * -lr));
+                        let d = if momentum == 0.0 {
+                            g
+                        } else {
+                            if state.is_empty() {
+                                state.push(g.copy());
+                            } else {
+                                let _ = state[0].g_mul_scalar_(momentum).g_add_(&g);
+                            }
+                            if nesterov {
+                                let _ = g.addcmul_(&state[0], &scalar(momentum));
+                                g
+                            } else {
+                                state[0].shallow_clone()
+                            }
+                        };
+                        let _ = w.addcmul_(&d, &scalar(-lr));
                     }
                     Rule::Adam { betas, eps } | Rule::AdamW { betas, eps } => {
-                        let decoupled = matches!(rule, Rule::AdamW { .. });
-                        if decoupled && wd != 0.0 {
-                            let _ = w.g_mul_scalar_(1.0 - lr * wd);
+                        if matches!(rule, Rule::AdamW { .. }) {
+                            if wd != 0.0 {
+                                let _ = w.g_mul_scalar_(1.0 - lr * wd);
+                            }
+                        } else if wd != 0.0 {
+                            let _ = g.addcmul_(w, &scalar(wd));
                         }
-                        let g = if !decoupled && wd != 0.0 { g + &*w * wd } else { g.shallow_clone() };
                         if state.is_empty() {
                             state.push(g.zeros_like());
                             state.push(g.zeros_like());
@@ -216,8 +231,10 @@ impl Optimizer {
                         let _ = state[1].g_mul_scalar_(betas[1]).addcmul_(&g, &(&g * (1.0 - betas[1])));
                         let bc1 = 1.0 - betas[0].powf(t);
                         let bc2 = 1.0 - betas[1].powf(t);
-                        let denom = state[1].sqrt() / bc2.sqrt() + eps;
-                        let _ = w.addcdiv_(&(&state[0] * (-lr / bc1)), &denom);
+                        // w −= lr/bc1 · m / (√v/√bc2 + eps), the step size folded into the divisor.
+                        let mut denom = state[1].sqrt();
+                        let _ = denom.g_div_scalar_(bc2.sqrt()).g_add_scalar_(eps).g_div_scalar_(-lr / bc1);
+                        let _ = w.addcdiv_(&state[0], &denom);
                     }
                     Rule::Lars { momentum, trust, eps } => {
                         // The trust ratio is per parameter (layer-wise), on views of the group.

@@ -1,0 +1,72 @@
+"""The training step `patchtcga bench step` times, in PyTorch: the same model (torchvision ResNet /
+timm ViT, 1000 classes), one fixed random batch, cross-entropy, backward, the optimizer's update
+(PyTorch's default implementation), float16 autocast + GradScaler with --autocast on CUDA.
+
+    python3 bench/train_step_torch.py --arch resnet50 --batch-size 32 --image-size 224 --steps 10
+"""
+import argparse
+import resource
+import time
+
+import torch
+
+p = argparse.ArgumentParser()
+p.add_argument("--arch", default="resnet50")
+p.add_argument("--batch-size", type=int, default=32)
+p.add_argument("--image-size", type=int, default=224)
+p.add_argument("--steps", type=int, default=10)
+p.add_argument("--warmup", type=int, default=3)
+p.add_argument("--optim", default="sgd")
+p.add_argument("--device", default="cpu")
+p.add_argument("--autocast", action="store_true")
+p.add_argument("--threads", type=int)
+a = p.parse_args()
+if a.threads:
+    torch.set_num_threads(a.threads)
+torch.manual_seed(0)
+dev = torch.device(a.device)
+if a.arch.startswith("resnet"):
+    import torchvision
+
+    model = getattr(torchvision.models, a.arch)(num_classes=1000)
+else:
+    import timm
+
+    name = {"vit-s16": "vit_small_patch16_224", "vit-b16": "vit_base_patch16_224", "vit-b32": "vit_base_patch32_224", "vit-l16": "vit_large_patch16_224"}[a.arch]
+    model = timm.create_model(name, num_classes=1000, img_size=a.image_size)
+model = model.to(dev).train()
+decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith(("cls_token", "pos_embed"))]
+other = [p for n, p in model.named_parameters() if not (p.ndim > 1 and not n.endswith(("cls_token", "pos_embed")))]
+groups = [{"params": decay, "weight_decay": 1e-4}, {"params": other, "weight_decay": 0.0}]
+opt = {"sgd": lambda: torch.optim.SGD(groups, lr=0.01, momentum=0.9), "adam": lambda: torch.optim.Adam(groups, lr=0.01),
+       "adamw": lambda: torch.optim.AdamW(groups, lr=0.01)}[a.optim]()
+x = torch.randn(a.batch_size, 3, a.image_size, a.image_size, device=dev)
+y = torch.randint(0, 1000, (a.batch_size,), device=dev)
+amp = a.autocast and dev.type == "cuda"
+scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+
+def step():
+    opt.zero_grad()
+    with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
+        logits = model(x)
+    loss = torch.nn.functional.cross_entropy(logits.float(), y)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+
+
+for _ in range(a.warmup):
+    step()
+if dev.type == "cuda":
+    torch.cuda.synchronize()
+t0 = time.perf_counter()
+for _ in range(a.steps):
+    step()
+if dev.type == "cuda":
+    torch.cuda.synchronize()
+secs = time.perf_counter() - t0
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if dev.type == "cuda" else ""
+print(f"pytorch {a.arch} batch {a.batch_size} at {a.image_size} px on {a.device}{' (autocast fp16)' if amp else ''}: "
+      f"{a.steps * a.batch_size / secs:.1f} images/s ({1000 * secs / a.steps:.1f} ms/step), peak host memory {rss:.0f} MiB{gpu}")
