@@ -23,6 +23,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("dataset")
 ap.add_argument("--bin", default="target/release/patchtcga")
 ap.add_argument("--n", type=int, default=16)
+ap.add_argument("--device", default="cpu", help="device patchtcga embeds on (torch's reference runs on the CPU)")
 a = ap.parse_args()
 torch.manual_seed(0)
 tmp = tempfile.mkdtemp()
@@ -45,7 +46,7 @@ with torch.no_grad():
 for arch, w in [("resnet50", "resnet50.pth"), ("vit-s16", "dino_vits16.pth")]:
     out = os.path.join(tmp, f"{arch}.npy")
     subprocess.run([a.bin, "embed", "--arch", arch, "--weights", os.path.join(tmp, w), "--images", imgs, "--out", out,
-                    "--preprocess", "none"], check=True, capture_output=True)
+                    "--preprocess", "none", "--device", a.device], check=True, capture_output=True)
     ours = np.load(out)
     err = np.abs(ours - ref[arch]).max() / np.abs(ref[arch]).max()
-    print(f"{arch}: {ours.shape[0]} real patches, features {ours.shape[1]}, max relative error {err:.2e}")
+    print(f"{arch} on {a.device}: {ours.shape[0]} real patches, features {ours.shape[1]}, max relative error {err:.2e}")
