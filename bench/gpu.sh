@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp}
 export LD_LIBRARY_PATH="$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib:$G/lib"
-export PATCHTCGA=$G/patchtcga PYTHON=python3
+export PATCHTCGA=$G/patchtcga PYTHON=python3 TORCH_CPP_LOG_LEVEL=ERROR
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch, torchvision, timm; print("torch", torch.__version__, "torchvision", torchvision.__version__, "timm", timm.__version__)'
 "$PATCHTCGA" bench step --arch resnet18 --image-size 64 --batch-size 4 --steps 2 --warmup 1 --device cuda || { ldd "$PATCHTCGA" | grep "not found"; exit 1; }

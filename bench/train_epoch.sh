@@ -20,7 +20,7 @@ if [ ! -f "$data/manifest.csv" ]; then
   { echo "slide,organ,id"; for i in $(seq 1 "$copies"); do echo "cmu1_small_region.svs,$([ $((i % 2)) = 0 ] && echo lung || echo skin),s$i"; done; } > "bench/out/epoch_$copies/slides.csv"
   "$bin" build ptcga200 --slides "bench/out/epoch_$copies/slides.csv" --out "$data" > /dev/null
 fi
-if [ ! -x "$py" ]; then python3 -m venv bench/.venv && bench/.venv/bin/pip install -q torch==2.13.0 torchvision timm; fi
+if ! command -v "$py" > /dev/null; then python3 -m venv bench/.venv && bench/.venv/bin/pip install -q torch==2.13.0 torchvision timm; fi
 out=$(mktemp -d)
 cat > "$out/epoch.toml" <<TOML
 name = "epoch"

@@ -11,7 +11,7 @@ device=${2:-cpu}
 extra=${3:-}
 bin=${PATCHTCGA:-target/release/patchtcga}
 py=${PYTHON:-bench/.venv/bin/python}
-if [ ! -x "$py" ]; then python3 -m venv bench/.venv && bench/.venv/bin/pip install -q torch==2.13.0 torchvision timm; fi
+if ! command -v "$py" > /dev/null; then python3 -m venv bench/.venv && bench/.venv/bin/pip install -q torch==2.13.0 torchvision timm; fi
 threads=$(nproc)
 echo "| model | batch | device | PyTorch img/s | patchtcga img/s | ratio | peak host memory PyTorch / patchtcga |"
 echo "|---|---|---|---|---|---|---|"
