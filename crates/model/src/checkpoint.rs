@@ -280,3 +280,21 @@ pub fn load(vs: &nn::VarStore, path: &Path, head: &str, opts: &ImportOptions) ->
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_evaluated_twin_wins_a_tie_of_prefixes() {
+        let wanted: BTreeMap<String, Vec<i64>> = [("conv1.weight", vec![1]), ("fc.weight", vec![1])]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let byol = ["target_network.encoder.conv1.weight", "online_network.encoder.conv1.weight", "online_network.encoder.fc.weight", "target_network.encoder.fc.weight"];
+        assert_eq!(find_prefix(&byol, &wanted).as_deref(), Some("online_network.encoder."));
+        let more = ["a.conv1.weight", "a.fc.weight", "teacher.conv1.weight"];
+        assert_eq!(find_prefix(&more, &wanted).as_deref(), Some("a."), "the count decides before the names");
+        assert_eq!(find_prefix(&["x.y"], &wanted), None);
+    }
+}
