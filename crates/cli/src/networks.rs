@@ -135,8 +135,16 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         a.weights.display(),
         r.loaded,
         r.prefix,
-        if r.skipped_heads.is_empty() { String::new() } else { format!(", {} head tensors left out", r.skipped_heads.len()) },
-        if r.outside_prefix == 0 { String::new() } else { format!(", {} tensors outside the prefix ignored", r.outside_prefix) }
+        if r.skipped_heads.is_empty() {
+            String::new()
+        } else {
+            format!(", {} head tensors left out", r.skipped_heads.len())
+        },
+        if r.outside_prefix == 0 {
+            String::new()
+        } else {
+            format!(", {} tensors outside the prefix ignored", r.outside_prefix)
+        }
     );
     for w in &r.warnings {
         eprintln!("warning: {w}");
@@ -183,7 +191,13 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         writeln!(text, "{i},{quoted}")?;
     }
     std::fs::write(&csv, text).with_context(|| format!("{}: cannot write", csv.display()))?;
-    println!("{} × {} features → {} (rows named in {})", feats.size()[0], feats.size()[1], a.out.display(), csv.display());
+    println!(
+        "{} × {} features → {} (rows named in {})",
+        feats.size()[0],
+        feats.size()[1],
+        a.out.display(),
+        csv.display()
+    );
     Ok(())
 }
 
@@ -219,7 +233,9 @@ pub struct StepArgs {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
@@ -248,7 +264,8 @@ pub fn bench_step(a: StepArgs) -> Result<()> {
     };
     let mut step = || {
         opt.zero_grad();
-        let loss = tch::autocast(amp, || model.forward_t(&x, true)).to_kind(tch::Kind::Float).cross_entropy_for_logits(&y);
+        let loss =
+            tch::autocast(amp, || model.forward_t(&x, true)).to_kind(tch::Kind::Float).cross_entropy_for_logits(&y);
         (&loss * if amp { scale.scale } else { 1.0 }).backward();
         let finite = !amp || opt.unscale_grads(1.0 / scale.scale);
         if !amp || scale.update(finite) {

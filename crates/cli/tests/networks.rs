@@ -24,7 +24,19 @@ fn dataset(dir: &Path) -> PathBuf {
     std::fs::write(&csv, rows).unwrap();
     let data = dir.join("PTCGA200");
     patchtcga()
-        .args(["build", "ptcga200", "--size", "64", "--field-um", "25", "--per-slide", "8", "--sampling", "random", "--slides"])
+        .args([
+            "build",
+            "ptcga200",
+            "--size",
+            "64",
+            "--field-um",
+            "25",
+            "--per-slide",
+            "8",
+            "--sampling",
+            "random",
+            "--slides",
+        ])
         .arg(&csv)
         .arg("--out")
         .arg(&data)
@@ -52,7 +64,8 @@ fn pretrain_killed_then_resumed_ends_like_an_uninterrupted_run_and_feeds_embed()
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     let cfg = config(dir.path(), &data);
-    let whole = patchtcga().args(["pretrain", "--config"]).arg(&cfg).args(["--set", "name=\"whole\""]).output().unwrap();
+    let whole =
+        patchtcga().args(["pretrain", "--config"]).arg(&cfg).args(["--set", "name=\"whole\""]).output().unwrap();
     assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
     let stdout = String::from_utf8_lossy(&whole.stdout);
     assert!(stdout.contains("test_accuracy") && stdout.contains("run folder"), "{stdout}");
@@ -76,8 +89,12 @@ fn pretrain_killed_then_resumed_ends_like_an_uninterrupted_run_and_feeds_embed()
     child.wait().unwrap();
     assert!(first.exists(), "no checkpoint after the first epoch");
     assert!(!dir.path().join("runs/killed/model.safetensors").exists(), "killed before the end");
-    let resumed =
-        patchtcga().args(["pretrain", "--config"]).arg(&cfg).args(["--set", "name=\"killed\"", "--resume"]).output().unwrap();
+    let resumed = patchtcga()
+        .args(["pretrain", "--config"])
+        .arg(&cfg)
+        .args(["--set", "name=\"killed\"", "--resume"])
+        .output()
+        .unwrap();
     assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
     assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming from"));
     let a = std::fs::read(dir.path().join("runs/whole/model.safetensors")).unwrap();
@@ -99,7 +116,11 @@ fn pretrain_killed_then_resumed_ends_like_an_uninterrupted_run_and_feeds_embed()
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("48 × 512 features"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("48 × 512 features"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let f = tch::Tensor::read_npy(&feats).unwrap();
     assert_eq!(f.size(), [48, 512]);
     assert!(f.isfinite().all().int64_value(&[]) == 1 && f.abs().sum(tch::Kind::Float).double_value(&[]) > 0.0);
@@ -127,7 +148,10 @@ fn bad_network_input_gets_one_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("w.pth") && err.contains("neither a PyTorch"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    let out = patchtcga().args(["embed", "--arch", "incv3", "--weights", "x", "--images", "y", "--out", "z"]).output().unwrap();
+    let out = patchtcga()
+        .args(["embed", "--arch", "incv3", "--weights", "x", "--images", "y", "--out", "z"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("incv3") && err.contains("not available"), "{err}");
     let cfg = dir.path().join("bad.toml");

@@ -140,11 +140,9 @@ pub fn image_stats(s: &str) -> Result<([f32; 3], [f32; 3]), LearnError> {
     let v: Vec<f32> = match s {
         "imagenet" => IMAGENET.to_vec(),
         "ptcga" | "ptcga200" => PTCGA.to_vec(),
-        other => other
-            .split(',')
-            .map(|x| x.trim().parse::<f32>())
-            .collect::<Result<_, _>>()
-            .map_err(|_| LearnError::Config(format!("image_stats {other:?}: expected imagenet, ptcga or six numbers")))?,
+        other => other.split(',').map(|x| x.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|_| {
+            LearnError::Config(format!("image_stats {other:?}: expected imagenet, ptcga or six numbers"))
+        })?,
     };
     if v.len() != 6 || v[3..].iter().any(|&s| s <= 0.0) {
         return Err(LearnError::Config(format!("image_stats {s:?}: expected three means and three positive stds")));
@@ -195,7 +193,10 @@ impl Config {
             return bad(format!("dropout_p {} is not in [0, 1)", self.dropout_p));
         }
         if self.self_supervised != "none" {
-            return bad(format!("self_supervised {:?}: only supervised training (none) is available yet", self.self_supervised));
+            return bad(format!(
+                "self_supervised {:?}: only supervised training (none) is available yet",
+                self.self_supervised
+            ));
         }
         image_stats(&self.image_stats)?;
         Ok(())

@@ -44,7 +44,11 @@ pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
         vec![Some(samples(&index, None)?), None, None]
     } else {
         let path = root.join(&config.split);
-        let splits = if path.extension().is_some_and(|e| e == "json") { split::read_json(&path)? } else { split::read_pickle(&path)? };
+        let splits = if path.extension().is_some_and(|e| e == "json") {
+            split::read_json(&path)?
+        } else {
+            split::read_pickle(&path)?
+        };
         let trial = splits.get(&config.trial.to_string()).ok_or_else(|| {
             LearnError::Config(format!("{}: no trial {} (it has {})", path.display(), config.trial, splits.len()))
         })?;
@@ -65,8 +69,10 @@ pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
         }
     }
     let eval = |s: Option<Vec<Sample>>| -> Result<Option<Loader>, LearnError> {
-        s.map(|s| Ok(Loader::new(s, Recipe::preset("eval", config.val_image_size as u32, 0)?, loader_config(config, false)?)?))
-            .transpose()
+        s.map(|s| {
+            Ok(Loader::new(s, Recipe::preset("eval", config.val_image_size as u32, 0)?, loader_config(config, false)?)?)
+        })
+        .transpose()
     };
     Ok(Loaders {
         train: Loader::new(train, Recipe::preset(recipe, config.image_size as u32, 0)?, loader_config(config, true)?)?,

@@ -98,7 +98,8 @@ pub fn save_checkpoint(dir: &Path, vs: &nn::VarStore, opt: &Optimizer, pos: &Pos
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     Tensor::write_safetensors(&vars, tmp.join("model.safetensors"))?;
     Tensor::write_safetensors(&cpu_copy(opt.state_tensors()), tmp.join("optimizer.safetensors"))?;
-    fs::write(tmp.join("position.json"), serde_json::to_vec_pretty(pos).expect("json")).map_err(|e| LearnError::io(&tmp, e))?;
+    fs::write(tmp.join("position.json"), serde_json::to_vec_pretty(pos).expect("json"))
+        .map_err(|e| LearnError::io(&tmp, e))?;
     if dir.exists() {
         fs::remove_dir_all(dir).map_err(|e| LearnError::io(dir, e))?;
     }
@@ -109,8 +110,10 @@ pub fn save_checkpoint(dir: &Path, vs: &nn::VarStore, opt: &Optimizer, pos: &Pos
 /// Restores a checkpoint folder into `vs` and `opt`.
 pub fn load_checkpoint(dir: &Path, vs: &nn::VarStore, opt: &mut Optimizer) -> Result<Position, LearnError> {
     let bad = |cause: String| LearnError::Config(format!("checkpoint {}: {cause}", dir.display()));
-    let pos: Position = serde_json::from_slice(&fs::read(dir.join("position.json")).map_err(|e| LearnError::io(&dir.join("position.json"), e))?)
-        .map_err(|e| bad(format!("position.json: {e}")))?;
+    let pos: Position = serde_json::from_slice(
+        &fs::read(dir.join("position.json")).map_err(|e| LearnError::io(&dir.join("position.json"), e))?,
+    )
+    .map_err(|e| bad(format!("position.json: {e}")))?;
     load_variables(vs, &dir.join("model.safetensors"))?;
     opt.load_state(Tensor::read_safetensors(dir.join("optimizer.safetensors"))?)?;
     Ok(pos)
@@ -122,7 +125,8 @@ pub fn load_variables(vs: &nn::VarStore, path: &Path) -> Result<(), LearnError> 
     let saved: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
     tch::no_grad(|| {
         for (name, mut var) in vs.variables() {
-            let t = saved.get(&name).ok_or_else(|| bad(format!("{name} is missing (a checkpoint of another model?)")))?;
+            let t =
+                saved.get(&name).ok_or_else(|| bad(format!("{name} is missing (a checkpoint of another model?)")))?;
             if t.size() != var.size() {
                 return Err(bad(format!("{name} has shape {:?}, the model {:?}", t.size(), var.size())));
             }
@@ -164,7 +168,12 @@ impl Log {
         let kept: Vec<String> = match (keep_until, fs::read_to_string(&path)) {
             (Some(u), Ok(text)) => text
                 .lines()
-                .filter(|l| serde_json::from_str::<Value>(l).ok().and_then(|v| v["update"].as_u64()).is_some_and(|x| x as usize <= u))
+                .filter(|l| {
+                    serde_json::from_str::<Value>(l)
+                        .ok()
+                        .and_then(|v| v["update"].as_u64())
+                        .is_some_and(|x| x as usize <= u)
+                })
                 .map(str::to_owned)
                 .collect(),
             _ => Vec::new(),
@@ -184,7 +193,8 @@ impl Log {
 }
 
 fn seed_for(seed: u64, epoch: usize, batch: usize) -> i64 {
-    let z = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (epoch as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ batch as u64;
+    let z =
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (epoch as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ batch as u64;
     (z >> 1) as i64
 }
 
@@ -196,7 +206,13 @@ pub struct Holdout<'a> {
 }
 
 /// Trains `method` on `train` as `config` says, in `config.run_dir()`.
-pub fn train(config: &Config, method: &mut dyn Method, train: &Loader, holdout: Holdout, resume_latest: bool) -> Result<Summary, LearnError> {
+pub fn train(
+    config: &Config,
+    method: &mut dyn Method,
+    train: &Loader,
+    holdout: Holdout,
+    resume_latest: bool,
+) -> Result<Summary, LearnError> {
     let run = config.run_dir();
     let ckpts = run.join("checkpoints");
     fs::create_dir_all(&ckpts).map_err(|e| LearnError::io(&ckpts, e))?;
@@ -219,7 +235,8 @@ pub fn train(config: &Config, method: &mut dyn Method, train: &Loader, holdout: 
         warmup: (config.warmup_epochs * per_epoch as f64).round() as usize,
         total: config.epochs * per_epoch,
     };
-    let mut opt = Optimizer::new(Rule::named(&config.optim, config.momentum, config.betas)?, config.wd, method.trainable());
+    let mut opt =
+        Optimizer::new(Rule::named(&config.optim, config.momentum, config.betas)?, config.wd, method.trainable());
     let mut pos = Position { loss_scale: LossScale::default().scale, ..Default::default() };
     let resumed = resume_point(config, resume_latest)?;
     if let Some(dir) = &resumed {
@@ -277,7 +294,8 @@ pub fn train(config: &Config, method: &mut dyn Method, train: &Loader, holdout: 
             }
             let finite = if amp { opt.unscale_grads(1.0 / scale.scale) } else { true };
             let take = !amp || scale.update(finite);
-            let grad_norm = if config.clip_norm > 0.0 && take { opt.clip_grad_norm(config.clip_norm) } else { f64::NAN };
+            let grad_norm =
+                if config.clip_norm > 0.0 && take { opt.clip_grad_norm(config.clip_norm) } else { f64::NAN };
             let lr = schedule.lr(pos.update);
             if take {
                 opt.step(lr);
@@ -304,7 +322,7 @@ pub fn train(config: &Config, method: &mut dyn Method, train: &Loader, holdout: 
             bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
             (micro, loss_sum, waited, images, clock) = (0, 0.0, 0.0, 0, Instant::now());
             if let Some(val) = holdout.val {
-                if config.val_every > 0 && pos.update % config.val_every == 0 {
+                if config.val_every > 0 && pos.update.is_multiple_of(config.val_every) {
                     let e = evaluate(method, val, "val", &pos)?;
                     record(&mut log, &mut last, e)?;
                 }
@@ -325,7 +343,7 @@ pub fn train(config: &Config, method: &mut dyn Method, train: &Loader, holdout: 
             let e = evaluate(method, val, "val", &pos)?;
             record(&mut log, &mut last, e)?;
         }
-        if pos.epoch % config.snapshot_epoch.max(1) == 0 || pos.epoch == config.epochs {
+        if pos.epoch.is_multiple_of(config.snapshot_epoch.max(1)) || pos.epoch == config.epochs {
             (pos.loss_scale, pos.clean_updates) = (scale.scale, scale.clean);
             save_checkpoint(&ckpts.join(format!("epoch_{:04}", pos.epoch)), method.var_store(), &opt, &pos)?;
         }
@@ -339,7 +357,8 @@ pub fn train(config: &Config, method: &mut dyn Method, train: &Loader, holdout: 
         let mut vars: Vec<(String, Tensor)> = cpu_copy(method.var_store().variables().into_iter().collect());
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         Tensor::write_safetensors(&vars, run.join(".model.safetensors.tmp"))?;
-        fs::rename(run.join(".model.safetensors.tmp"), run.join("model.safetensors")).map_err(|e| LearnError::io(&run, e))?;
+        fs::rename(run.join(".model.safetensors.tmp"), run.join("model.safetensors"))
+            .map_err(|e| LearnError::io(&run, e))?;
     }
     plot::curves(&run.join("metrics.jsonl"), &run.join("plots"))?;
     Ok(Summary { position: pos, stopped_early, last, run_dir: run })

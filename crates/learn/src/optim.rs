@@ -14,13 +14,26 @@ use crate::LearnError;
 /// The update rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Rule {
-    Sgd { momentum: f64, nesterov: bool },
+    Sgd {
+        momentum: f64,
+        nesterov: bool,
+    },
     /// Adam with L2 weight decay added to the gradient (`torch.optim.Adam`).
-    Adam { betas: [f64; 2], eps: f64 },
+    Adam {
+        betas: [f64; 2],
+        eps: f64,
+    },
     /// Adam with decoupled weight decay (`torch.optim.AdamW`).
-    AdamW { betas: [f64; 2], eps: f64 },
+    AdamW {
+        betas: [f64; 2],
+        eps: f64,
+    },
     /// Layer-wise adaptive rate scaling; parameters without weight decay are not scaled.
-    Lars { momentum: f64, trust: f64, eps: f64 },
+    Lars {
+        momentum: f64,
+        trust: f64,
+        eps: f64,
+    },
 }
 
 impl Rule {
@@ -291,11 +304,16 @@ impl Optimizer {
                 self.steps = t.int64_value(&[0]);
                 continue;
             }
-            let parsed = key.split_once('.').and_then(|(g, i)| Some((g.parse::<usize>().ok()?, i.parse::<usize>().ok()?)));
+            let parsed =
+                key.split_once('.').and_then(|(g, i)| Some((g.parse::<usize>().ok()?, i.parse::<usize>().ok()?)));
             let (g, i) = parsed.ok_or_else(|| bad(format!("entry {key:?} is not ours")))?;
             let group = self.groups.get(g).ok_or_else(|| bad(format!("group {g} does not exist in this model")))?;
             if t.size() != group.flat.size() {
-                return Err(bad(format!("entry {key} has {:?} values, the model {:?} (another model?)", t.size(), group.flat.size())));
+                return Err(bad(format!(
+                    "entry {key} has {:?} values, the model {:?} (another model?)",
+                    t.size(),
+                    group.flat.size()
+                )));
             }
             bufs.insert((g, i), t.to_device(group.flat.device()));
         }

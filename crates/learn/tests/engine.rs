@@ -13,9 +13,10 @@ static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A PTCGA200 layout: `lung` holds crops of a real patch, `skin` the same crops colour-inverted.
 fn dataset(root: &Path) {
-    let src = image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/golden/cmu1_0.39_512_800_800.png"))
-        .unwrap()
-        .to_rgb8();
+    let src =
+        image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/golden/cmu1_0.39_512_800_800.png"))
+            .unwrap()
+            .to_rgb8();
     for i in 0..16u32 {
         let organ = if i % 2 == 0 { "lung" } else { "skin" };
         let mut crop = image::imageops::crop_imm(&src, i * 16, i * 12, 128, 128).to_image();
@@ -115,7 +116,15 @@ fn supervised_training_lowers_the_loss_and_fills_the_run_folder() {
     assert!(l1 < l0 * 0.5, "evaluation loss {l0:.3} → {l1:.3}");
     assert!(after[1].1 >= 0.9, "accuracy after training: {}", after[1].1);
     assert!(s.last["test_accuracy"].as_f64().unwrap() >= 0.9);
-    for f in ["config.toml", "metrics.jsonl", "model.safetensors", "plots/loss.png", "plots/lr.png", "plots/accuracy.png", "checkpoints/latest"] {
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "model.safetensors",
+        "plots/loss.png",
+        "plots/lr.png",
+        "plots/accuracy.png",
+        "checkpoints/latest",
+    ] {
         assert!(s.run_dir.join(f).is_file(), "{f} missing");
     }
     assert!(s.run_dir.join("checkpoints/epoch_0008/model.safetensors").is_file());

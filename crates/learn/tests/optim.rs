@@ -25,7 +25,11 @@ fn each_optimizer_follows_the_reference_trajectory() {
     for (name, rule) in rules {
         let w = Tensor::from_slice(&floats(&g["w0"])).reshape([3, 4]).set_requires_grad(true);
         let b = Tensor::from_slice(&floats(&g["b0"])).set_requires_grad(true);
-        let mut opt = Optimizer::with_groups(rule, 0.05, vec![("w".into(), w.shallow_clone(), true), ("b".into(), b.shallow_clone(), false)]);
+        let mut opt = Optimizer::with_groups(
+            rule,
+            0.05,
+            vec![("w".into(), w.shallow_clone(), true), ("b".into(), b.shallow_clone(), false)],
+        );
         for (step, want) in g["cases"][name].as_array().unwrap().iter().enumerate() {
             opt.zero_grad();
             let loss = (x.matmul(&w.tr()) + &b - &y).square().mean(Kind::Float);

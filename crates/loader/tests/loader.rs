@@ -205,8 +205,9 @@ fn the_original_pcam_h5_files_load_with_their_labels() {
 #[test]
 fn an_epoch_resumed_at_a_batch_continues_with_the_same_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let l = Loader::new(samples(&dataset(dir.path()), None).unwrap(), Recipe::preset("simclr", 32, 0).unwrap(), config(2))
-        .unwrap();
+    let l =
+        Loader::new(samples(&dataset(dir.path()), None).unwrap(), Recipe::preset("simclr", 32, 0).unwrap(), config(2))
+            .unwrap();
     let whole = all_batches(&l, 3);
     let rest: Vec<Batch> = l.epoch_from(3, 2).map(Result::unwrap).collect();
     assert!(whole.len() > 2);

@@ -27,7 +27,10 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, ModelError> {
     } else if head.len() >= 9 && head[8] == b'{' {
         Tensor::read_safetensors(path).map_err(|e| bad(path, format!("not a readable safetensors file: {e}")))
     } else if head.starts_with(&[0x80, 0x02, 0x8a]) {
-        Err(bad(path, "a legacy (PyTorch < 1.6) torch.save file; re-save it with torch.save(obj, path) in a recent PyTorch"))
+        Err(bad(
+            path,
+            "a legacy (PyTorch < 1.6) torch.save file; re-save it with torch.save(obj, path) in a recent PyTorch",
+        ))
     } else {
         Err(bad(path, "neither a PyTorch zip checkpoint (.pth/.pt) nor safetensors"))
     }
@@ -56,7 +59,9 @@ fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>, ModelError> {
         .file_names()
         .find(|n| n.ends_with("data.pkl") && n.matches('/').count() == 1)
         .map(str::to_owned)
-        .ok_or_else(|| bad(path, "no data.pkl in the archive (a TorchScript file? use torch.save(model.state_dict()))"))?;
+        .ok_or_else(|| {
+            bad(path, "no data.pkl in the archive (a TorchScript file? use torch.save(model.state_dict()))")
+        })?;
     let root = pkl_name.trim_end_matches("data.pkl").to_owned();
     let mut entry = |name: &str| -> Result<Vec<u8>, ModelError> {
         let mut f = zip.by_name(name).map_err(|e| bad(path, format!("{name}: {e}")))?;
@@ -79,11 +84,20 @@ fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>, ModelError> {
     let mut out = Vec::with_capacity(refs.len());
     for (name, t) in refs {
         let s = &t.storage;
-        let kind = kind_of(&s.dtype).ok_or_else(|| bad(path, format!("{name}: unsupported storage type {}", s.dtype)))?;
+        let kind =
+            kind_of(&s.dtype).ok_or_else(|| bad(path, format!("{name}: unsupported storage type {}", s.dtype)))?;
         if !storages.contains_key(&s.key) {
             let bytes = entry(&format!("{root}data/{}", s.key))?;
             if bytes.len() as i64 != s.numel * kind.elt_size_in_bytes() as i64 {
-                return Err(bad(path, format!("storage {} of {name} has {} bytes, expected {}", s.key, bytes.len(), s.numel * kind.elt_size_in_bytes() as i64)));
+                return Err(bad(
+                    path,
+                    format!(
+                        "storage {} of {name} has {} bytes, expected {}",
+                        s.key,
+                        bytes.len(),
+                        s.numel * kind.elt_size_in_bytes() as i64
+                    ),
+                ));
             }
             let base = Tensor::f_from_data_size(&bytes, &[s.numel], kind).map_err(|e| bad(path, e.to_string()))?;
             storages.insert(s.key.clone(), base);
@@ -93,7 +107,9 @@ fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>, ModelError> {
         if t.size.iter().all(|&n| n > 0) && (t.offset < 0 || last >= s.numel) {
             return Err(bad(path, format!("{name} reaches past its storage")));
         }
-        let view = base.f_as_strided(t.size.as_slice(), t.stride.as_slice(), t.offset).map_err(|e| bad(path, e.to_string()))?;
+        let view = base
+            .f_as_strided(t.size.as_slice(), t.stride.as_slice(), t.offset)
+            .map_err(|e| bad(path, e.to_string()))?;
         out.push((name, view.contiguous()));
     }
     Ok(out)
@@ -158,13 +174,17 @@ pub struct ImportReport {
 
 /// Parts of a training network around the backbone (classifiers, projectors, MAE's decoder).
 fn is_training_part(name: &str) -> bool {
-    ["head.", "fc.", "decoder", "mask_token", "projector.", "predictor.", "projection_head."].iter().any(|p| name.starts_with(p))
+    ["head.", "fc.", "decoder", "mask_token", "projector.", "predictor.", "projection_head."]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 /// Scores a candidate prefix for ties: the network people evaluate wins over its twin.
 fn preference(prefix: &str) -> i32 {
     let mut s = 0;
-    for (word, w) in [("teacher", 4), ("encoder_q", 4), ("online", 4), ("target", -4), ("encoder_k", -4), ("student", -2)] {
+    for (word, w) in
+        [("teacher", 4), ("encoder_q", 4), ("online", 4), ("target", -4), ("encoder_k", -4), ("student", -2)]
+    {
         if prefix.contains(word) {
             s += w;
         }
@@ -185,10 +205,7 @@ fn find_prefix(names: &[&str], wanted: &BTreeMap<String, Vec<i64>>) -> Option<St
             }
         }
     }
-    counts
-        .into_iter()
-        .max_by_key(|(p, c)| (*c, preference(p), std::cmp::Reverse(p.len())))
-        .map(|(p, _)| p.to_owned())
+    counts.into_iter().max_by_key(|(p, c)| (*c, preference(p), std::cmp::Reverse(p.len()))).map(|(p, _)| p.to_owned())
 }
 
 fn list(items: &[String]) -> String {
@@ -213,8 +230,15 @@ pub fn load(vs: &nn::VarStore, path: &Path, head: &str, opts: &ImportOptions) ->
         tensors.iter().map(|(n, _)| n.as_str()).filter(|n| !n.ends_with("num_batches_tracked")).collect();
     let prefix = match &opts.prefix {
         Some(p) => p.clone(),
-        None => find_prefix(&names, &wanted)
-            .ok_or_else(|| bad(path, format!("no tensor name matches the model's ({})", list(&wanted.keys().take(3).cloned().collect::<Vec<_>>()))))?,
+        None => find_prefix(&names, &wanted).ok_or_else(|| {
+            bad(
+                path,
+                format!(
+                    "no tensor name matches the model's ({})",
+                    list(&wanted.keys().take(3).cloned().collect::<Vec<_>>())
+                ),
+            )
+        })?,
     };
     let mut report = ImportReport { prefix: prefix.clone(), ..Default::default() };
     let (mut unexpected, mut mismatched) = (Vec::new(), Vec::new());
@@ -287,11 +311,14 @@ mod tests {
 
     #[test]
     fn the_evaluated_twin_wins_a_tie_of_prefixes() {
-        let wanted: BTreeMap<String, Vec<i64>> = [("conv1.weight", vec![1]), ("fc.weight", vec![1])]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-        let byol = ["target_network.encoder.conv1.weight", "online_network.encoder.conv1.weight", "online_network.encoder.fc.weight", "target_network.encoder.fc.weight"];
+        let wanted: BTreeMap<String, Vec<i64>> =
+            [("conv1.weight", vec![1]), ("fc.weight", vec![1])].into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let byol = [
+            "target_network.encoder.conv1.weight",
+            "online_network.encoder.conv1.weight",
+            "online_network.encoder.fc.weight",
+            "target_network.encoder.fc.weight",
+        ];
         assert_eq!(find_prefix(&byol, &wanted).as_deref(), Some("online_network.encoder."));
         let more = ["a.conv1.weight", "a.fc.weight", "teacher.conv1.weight"];
         assert_eq!(find_prefix(&more, &wanted).as_deref(), Some("a."), "the count decides before the names");

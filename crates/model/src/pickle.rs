@@ -41,7 +41,11 @@ pub enum Value {
     /// A class or function the pickle names (module, name); never resolved.
     Global(String, String),
     /// An instance of a class we do not rebuild, with its constructor arguments and state.
-    Object { class: Box<Value>, args: Vec<Value>, state: Option<Box<Value>> },
+    Object {
+        class: Box<Value>,
+        args: Vec<Value>,
+        state: Option<Box<Value>>,
+    },
     Storage(StorageRef),
     Tensor(TensorRef),
 }
@@ -329,7 +333,7 @@ pub fn parse(data: &[u8]) -> Result<Value> {
 }
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return err("a dict with an odd number of items");
     }
     let mut it = items.into_iter();

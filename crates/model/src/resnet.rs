@@ -68,7 +68,9 @@ impl Unit {
         let convs = shapes
             .into_iter()
             .enumerate()
-            .map(|(i, (a, b, k, s))| (conv(p / format!("conv{}", i + 1), a, b, k, s), bn(p / format!("bn{}", i + 1), b)))
+            .map(|(i, (a, b, k, s))| {
+                (conv(p / format!("conv{}", i + 1), a, b, k, s), bn(p / format!("bn{}", i + 1), b))
+            })
             .collect();
         let downsample = (stride != 1 || cin != cout).then(|| {
             let d = p / "downsample";
@@ -106,7 +108,13 @@ impl ResNet {
     /// Creates the parameters under `p` with torchvision's names.
     pub fn new(p: &nn::Path, config: ResNetConfig) -> Self {
         let w = config.width;
-        let conv1 = nn::conv2d(p / "conv1", 3, config.stem, 7, nn::ConvConfig { stride: 2, padding: 3, bias: false, ..Default::default() });
+        let conv1 = nn::conv2d(
+            p / "conv1",
+            3,
+            config.stem,
+            7,
+            nn::ConvConfig { stride: 2, padding: 3, bias: false, ..Default::default() },
+        );
         let bn1 = bn(p / "bn1", config.stem);
         let mut cin = config.stem;
         let mut stages = Vec::new();
@@ -128,7 +136,8 @@ impl ResNet {
 
     /// The last stage's feature map (N, C, H/32, W/32), as the segmentation heads take it.
     pub fn feature_map(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut y = x.apply(&self.conv1).apply_t(&self.bn1, train).relu_().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut y =
+            x.apply(&self.conv1).apply_t(&self.bn1, train).relu_().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for stage in &self.stages {
             for unit in stage {
                 y = unit.forward(&y, train);

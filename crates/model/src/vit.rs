@@ -35,7 +35,11 @@ impl VitConfig {
 }
 
 fn linear(p: nn::Path, i: i64, o: i64) -> nn::Linear {
-    let cfg = nn::LinearConfig { ws_init: Init::Randn { mean: 0.0, stdev: 0.02 }, bs_init: Some(Init::Const(0.0)), bias: true };
+    let cfg = nn::LinearConfig {
+        ws_init: Init::Randn { mean: 0.0, stdev: 0.02 },
+        bs_init: Some(Init::Const(0.0)),
+        bias: true,
+    };
     nn::linear(p, i, o, cfg)
 }
 

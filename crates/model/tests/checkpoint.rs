@@ -11,7 +11,8 @@ fn fixture(name: &str) -> PathBuf {
 
 #[test]
 fn every_tensor_of_a_torch_save_file_is_read_exactly() {
-    let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture("assorted.json")).unwrap()).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("assorted.json")).unwrap()).unwrap();
     let tensors = read_tensors(&fixture("assorted.pth")).unwrap();
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
     let want: Vec<&str> = expected.as_object().unwrap().keys().map(String::as_str).collect();
@@ -28,7 +29,9 @@ fn every_tensor_of_a_torch_save_file_is_read_exactly() {
         assert_eq!(ours, values, "{name}");
     }
     let kinds: Vec<(String, Kind)> = tensors.iter().map(|(n, t)| (n.clone(), t.kind())).collect();
-    for (name, kind) in [("f16", Kind::Half), ("bf16", Kind::BFloat16), ("i64", Kind::Int64), ("u8", Kind::Uint8), ("bool", Kind::Bool)] {
+    for (name, kind) in
+        [("f16", Kind::Half), ("bf16", Kind::BFloat16), ("i64", Kind::Int64), ("u8", Kind::Uint8), ("bool", Kind::Bool)]
+    {
         assert!(kinds.contains(&(name.to_owned(), kind)), "{name} should be {kind:?}");
     }
 }

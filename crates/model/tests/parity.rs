@@ -25,7 +25,9 @@ fn fnv1a(s: &str) -> u32 {
     s.bytes().fold(0x811C_9DC5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
 }
 
-/// The deterministic weights of `det` in tools/make_model_goldens.py.
+/// The deterministic weights of `det` in tools/make_model_goldens.py (0.7071 is the rule's own
+/// step, not 1/√2).
+#[allow(clippy::approx_constant)]
 fn det(name: &str, shape: &[i64]) -> Tensor {
     let n: i64 = shape.iter().product();
     let phase = fnv1a(name) as f64 / 2f64.powi(32) * 2.0 * std::f64::consts::PI;
@@ -115,8 +117,12 @@ fn vit_l16_matches_timm() {
 fn tiny_spec(name: &str) -> Spec {
     match name {
         "resnet_basic" => Spec::ResNet(ResNetConfig { block: Block::Basic, layers: [1, 1, 1, 1], stem: 64, width: 8 }),
-        "resnet_bottleneck" => Spec::ResNet(ResNetConfig { block: Block::Bottleneck, layers: [1, 1, 1, 1], stem: 64, width: 8 }),
-        _ => Spec::Vit(VitConfig { patch: 8, dim: 24, depth: 2, heads: 3, mlp_ratio: 4.0, img_size: 32, drop_path: 0.0 }),
+        "resnet_bottleneck" => {
+            Spec::ResNet(ResNetConfig { block: Block::Bottleneck, layers: [1, 1, 1, 1], stem: 64, width: 8 })
+        }
+        _ => {
+            Spec::Vit(VitConfig { patch: 8, dim: 24, depth: 2, heads: 3, mlp_ratio: 4.0, img_size: 32, drop_path: 0.0 })
+        }
     }
 }
 
@@ -192,7 +198,12 @@ fn mismatches_are_listed_and_allow_partial_tolerates_them() {
     let e = load(&vs, &fixture("tiny_resnet_bottleneck.pth"), "fc", &ImportOptions::default()).unwrap_err().to_string();
     assert!(e.contains("with other shapes") && e.contains("the model does not have") && e.contains("conv3"), "{e}");
     assert!(e.contains("--allow-partial"), "{e}");
-    let r = load(&vs, &fixture("tiny_resnet_bottleneck.pth"), "fc", &ImportOptions { allow_partial: true, ..Default::default() })
-        .unwrap();
+    let r = load(
+        &vs,
+        &fixture("tiny_resnet_bottleneck.pth"),
+        "fc",
+        &ImportOptions { allow_partial: true, ..Default::default() },
+    )
+    .unwrap();
     assert!(r.loaded > 0 && !r.warnings.is_empty());
 }
