@@ -1,7 +1,7 @@
 """Goldens for crates/model and crates/learn, from torchvision, timm and lightly.
 
 Regenerate (any recent torch; the committed files were made with torch 2.13.0, torchvision 0.28.0,
-timm 1.0.31, lightly 1.5):
+timm 1.0.31, lightly 1.6.0):
     python3 -m venv /tmp/g && /tmp/g/bin/pip install torch torchvision timm lightly safetensors numpy
     /tmp/g/bin/python tools/make_model_goldens.py
 

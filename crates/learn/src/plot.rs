@@ -60,7 +60,12 @@ pub fn chart(path: &Path, title: &str, series: &[Series]) -> Result<(), LearnErr
             .y_label_area_size(70)
             .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
             .map_err(|e| err(e.to_string()))?;
-        c.configure_mesh().x_desc("update").label_style(("sans-serif", 14)).draw().map_err(|e| err(e.to_string()))?;
+        c.configure_mesh()
+            .x_desc("update")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
         for (i, (name, pts)) in series.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             if pts.len() > 1 {
