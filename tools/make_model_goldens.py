@@ -12,6 +12,10 @@ Writes
                                                wrappers of the upstream repos, and their outputs
   crates/model/tests/fixtures/assorted.pth + assorted.json     dtypes, views, shared storages
   crates/learn/tests/fixtures/optim.json       SGD / Adam / AdamW (torch) and LARS (lightly) steps
+  crates/learn/tests/fixtures/losses.json      NT-Xent and DINO (lightly), InfoNCE with a queue (MoCo),
+                                               2 − 2·cos (BYOL), masked normalised-pixel MSE (MAE)
+
+Name parts to make only those: python3 tools/make_model_goldens.py losses
 """
 import argparse
 import json
@@ -248,11 +252,49 @@ def optim():
     json.dump(out, open(os.path.join(LEARN, "optim.json"), "w"))
 
 
+def losses():
+    import torch.nn.functional as F
+    from lightly.loss import DINOLoss, NTXentLoss
+
+    g = torch.Generator().manual_seed(5)
+    r = lambda *shape: torch.randn(*shape, generator=g)
+    out = {}
+    z0, z1 = r(6, 8), r(6, 8)
+    out["nt_xent"] = {"z0": flat(z0), "z1": flat(z1), "temperature": 0.1, "loss": float(NTXentLoss(temperature=0.1)(z0, z1))}
+    q, k, queue = r(6, 8), r(6, 8), F.normalize(r(16, 8), dim=1)
+    # MoCo's own lines (moco/builder.py): positives from the keys, negatives from the queue.
+    qn, kn = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    logits = torch.cat([torch.einsum("nc,nc->n", qn, kn).unsqueeze(-1), torch.einsum("nc,ck->nk", qn, queue.t())], 1) / 0.2
+    out["info_nce"] = {"q": flat(q), "k": flat(k), "queue": flat(queue), "temperature": 0.2,
+                       "loss": float(F.cross_entropy(logits, torch.zeros(6, dtype=torch.long)))}
+    p, z = r(6, 8), r(6, 8)
+    # BYOL's regression loss (byol-pytorch loss_fn): 2 − 2·cos.
+    out["negative_cosine"] = {"p": flat(p), "z": flat(z), "loss": float((2 - 2 * (F.normalize(p, dim=-1) * F.normalize(z, dim=-1)).sum(-1)).mean())}
+    teacher = [r(4, 10) for _ in range(2)]
+    student = [r(4, 10) for _ in range(4)]
+    dino = DINOLoss(output_dim=10, warmup_teacher_temp=0.04, teacher_temp=0.04, student_temp=0.1, center_momentum=0.9)
+    l1 = float(dino(teacher, student, teacher_temp=0.04))
+    c1 = flat(dino.center)
+    l2 = float(dino(teacher, student, teacher_temp=0.07))
+    out["dino"] = {"teacher": [flat(t) for t in teacher], "student": [flat(s) for s in student], "loss1": l1, "centre1": c1,
+                   "loss2": l2, "centre2": flat(dino.center)}
+    pred, target = r(2, 6, 12), r(2, 6, 12)
+    mask = (torch.rand(2, 6, generator=g) > 0.5).float()
+    # MAE's forward_loss (models_mae.py) with norm_pix_loss.
+    mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+    norm = (target - mean) / (var + 1.0e-6) ** 0.5
+    loss = (((pred - norm) ** 2).mean(dim=-1) * mask).sum() / mask.sum()
+    plain = (((pred - target) ** 2).mean(dim=-1) * mask).sum() / mask.sum()
+    out["masked_mse"] = {"pred": flat(pred), "target": flat(target), "mask": flat(mask), "loss_norm_pix": float(loss), "loss_plain": float(plain)}
+    json.dump(out, open(os.path.join(LEARN, "losses.json"), "w"), indent=1)
+
+
 if __name__ == "__main__":
+    import sys
+
     os.makedirs(MODEL, exist_ok=True)
     os.makedirs(LEARN, exist_ok=True)
     torch.set_num_threads(2)
-    assorted()
-    tiny()
-    optim()
-    reference()
+    parts = {"assorted": assorted, "tiny": tiny, "optim": optim, "losses": losses, "reference": reference}
+    for name in sys.argv[1:] or list(parts):
+        parts[name]()

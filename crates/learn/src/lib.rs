@@ -5,6 +5,7 @@
 pub mod config;
 pub mod data;
 pub mod engine;
+pub mod loss;
 pub mod optim;
 pub mod plot;
 pub mod schedule;

@@ -1,0 +1,91 @@
+//! The self-supervised losses, each computed as its upstream repository computes it (goldens in
+//! `tests/loss.rs` from lightly and the MoCo / BYOL / MAE formulas). Methods compose them.
+
+use tch::{Kind, Tensor};
+
+/// Rows scaled to unit length (`F.normalize(x, dim=1)`, eps 1e-12).
+pub fn l2_normalize(x: &Tensor) -> Tensor {
+    let norm = x.norm_scalaropt_dim(2.0, [-1].as_slice(), true).clamp_min(1e-12);
+    x / norm
+}
+
+/// SimCLR's NT-Xent over two views (B, D): every other sample of both views is a negative;
+/// the mean over the 2B anchors of the cross-entropy of finding the positive.
+pub fn nt_xent(z0: &Tensor, z1: &Tensor, temperature: f64) -> Tensor {
+    let b = z0.size()[0];
+    let z = l2_normalize(&Tensor::cat(&[z0, z1], 0).to_kind(Kind::Float));
+    let mut sim = z.matmul(&z.tr()) / temperature;
+    let _ = sim.fill_diagonal_(f64::NEG_INFINITY, false);
+    let idx = Tensor::arange(2 * b, (Kind::Int64, z.device()));
+    let targets = (idx + b).remainder(2 * b);
+    sim.cross_entropy_for_logits(&targets)
+}
+
+/// MoCo's InfoNCE: queries (B, D) against their keys (positives) and a queue of keys (K, D)
+/// (negatives), at `temperature`.
+pub fn info_nce(q: &Tensor, k: &Tensor, queue: &Tensor, temperature: f64) -> Tensor {
+    let (q, k) = (l2_normalize(&q.to_kind(Kind::Float)), l2_normalize(&k.to_kind(Kind::Float)));
+    let pos = (&q * &k).sum_dim_intlist([1].as_slice(), true, Kind::Float);
+    let neg = q.matmul(&queue.to_kind(Kind::Float).tr());
+    let logits = Tensor::cat(&[pos, neg], 1) / temperature;
+    let targets = Tensor::zeros([q.size()[0]], (Kind::Int64, q.device()));
+    logits.cross_entropy_for_logits(&targets)
+}
+
+/// BYOL's regression loss: 2 − 2·cos(p, z), averaged over the batch.
+pub fn negative_cosine(p: &Tensor, z: &Tensor) -> Tensor {
+    let cos = (l2_normalize(&p.to_kind(Kind::Float)) * l2_normalize(&z.to_kind(Kind::Float))).sum_dim_intlist(
+        [-1].as_slice(),
+        false,
+        Kind::Float,
+    );
+    (cos * -2.0 + 2.0).mean(Kind::Float)
+}
+
+/// DINO's cross-entropy between teacher and student views with a centred, sharpened teacher.
+/// The centre is the momentum average of teacher outputs, updated after each loss.
+pub struct DinoLoss {
+    pub centre: Tensor,
+    pub momentum: f64,
+}
+
+impl DinoLoss {
+    /// A zero centre of `dim` outputs.
+    pub fn new(dim: i64, momentum: f64, device: tch::Device) -> Self {
+        Self { centre: Tensor::zeros([1, dim], (Kind::Float, device)), momentum }
+    }
+
+    /// Mean over pairs of a teacher view and a student view of another index (the first
+    /// student views are the global ones, in the teacher's order), then the centre update.
+    pub fn loss(&mut self, teacher: &[Tensor], student: &[Tensor], teacher_temp: f64, student_temp: f64) -> Tensor {
+        let t = Tensor::stack(teacher, 0).to_kind(Kind::Float);
+        let s = Tensor::stack(student, 0).to_kind(Kind::Float);
+        let q = ((&t - &self.centre) / teacher_temp).softmax(-1, Kind::Float).detach();
+        let logp = (s / student_temp).log_softmax(-1, Kind::Float);
+        // (teacher views, student views): −Σ_d q·log p summed over the batch.
+        let mut pair = -Tensor::einsum("tbd,sbd->ts", &[&q, &logp], None::<i64>);
+        let _ = pair.fill_diagonal_(0.0, false);
+        let (nt, ns, b) = (teacher.len() as i64, student.len() as i64, t.size()[1]);
+        let terms = nt * ns - nt.min(ns);
+        let loss = pair.sum(Kind::Float) / (terms * b) as f64;
+        tch::no_grad(|| {
+            let batch_centre = t.mean_dim([0, 1].as_slice(), false, Kind::Float).unsqueeze(0);
+            self.centre = &self.centre * self.momentum + batch_centre * (1.0 - self.momentum);
+        });
+        loss
+    }
+}
+
+/// MAE's loss: mean squared error per patch (N, L, P), target patches normalised by their own
+/// mean and (unbiased) variance when `norm_pix`, averaged over the masked patches (mask 1).
+pub fn masked_mse(pred: &Tensor, target: &Tensor, mask: &Tensor, norm_pix: bool) -> Tensor {
+    let target = if norm_pix {
+        let mean = target.mean_dim([-1].as_slice(), true, Kind::Float);
+        let var = target.var_dim([-1].as_slice(), true, true);
+        (target - mean) / (var + 1e-6).sqrt()
+    } else {
+        target.shallow_clone()
+    };
+    let per_patch = (pred.to_kind(Kind::Float) - target).square().mean_dim([-1].as_slice(), false, Kind::Float);
+    (per_patch * mask).sum(Kind::Float) / mask.sum(Kind::Float)
+}
