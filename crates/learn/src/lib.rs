@@ -5,11 +5,13 @@
 pub mod config;
 pub mod data;
 pub mod engine;
+pub mod heads;
 pub mod loss;
 pub mod optim;
 pub mod plot;
 pub mod schedule;
 pub mod supervised;
+pub mod target;
 
 use std::path::{Path, PathBuf};
 
