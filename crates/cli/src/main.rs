@@ -85,7 +85,7 @@ enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
-    /// Train a backbone as a run config says (supervised organ classification on PTCGA200).
+    /// Train a backbone as a run config says (supervised organ classification, SimCLR, BYOL, MoCo v2).
     Pretrain(networks::PretrainArgs),
     /// Backbone features of a folder of patches, from any backbone and PyTorch weights, as .npy.
     Embed(networks::EmbedArgs),

@@ -12,7 +12,7 @@ use patchtcga_learn::data::loaders;
 use patchtcga_learn::engine::device;
 use patchtcga_learn::optim::{LossScale, Optimizer, Rule};
 use patchtcga_learn::supervised::images;
-use patchtcga_learn::{train, Config, Holdout, Supervised};
+use patchtcga_learn::{method, train, Config, Holdout};
 use patchtcga_loader::{ImageSource, Loader, LoaderConfig, OnBadInput, Sample};
 use patchtcga_model::{load, Arch, Backbone, Classifier, ImportOptions};
 use tch::nn::{self, ModuleT};
@@ -35,15 +35,15 @@ pub struct PretrainArgs {
 /// Trains as the config says and reports where the results are.
 pub fn pretrain(a: PretrainArgs) -> Result<()> {
     let config = Config::load(Some(&a.config), &a.set)?;
-    let data = loaders(&config, "supervised")?;
-    let mut method = Supervised::new(&config)?;
+    let (mut method, recipe) = method(&config)?;
+    let data = loaders(&config, recipe)?;
     let holdout = Holdout { val: data.val.as_ref(), test: data.test.as_ref() };
-    let s = train(&config, &mut method, &data.train, holdout, a.resume)?;
+    let s = train(&config, method.as_mut(), &data.train, holdout, a.resume)?;
     let dir = s.run_dir.display();
     if s.stopped_early {
         println!("stopped at update {} (stop_num_updates); continue with --resume", s.position.update);
     }
-    for key in ["loss", "val_accuracy", "test_accuracy"] {
+    for key in ["loss", "val_accuracy", "test_accuracy", "val_knn_accuracy", "test_knn_accuracy"] {
         if let Some(v) = s.last.get(key).and_then(|v| v.as_f64()) {
             println!("{key}: {v:.4}");
         }

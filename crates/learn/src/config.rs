@@ -21,7 +21,7 @@ pub struct Config {
     pub dropout_p: f64,
     /// Reset batch-norm running statistics of loaded weights.
     pub reset_bn: bool,
-    /// `none` for supervised training (self-supervised methods arrive with their issue).
+    /// `none` for supervised training, or a self-supervised method: simclr, byol, mocov2.
     pub self_supervised: String,
     /// Freeze the backbone and train only the head.
     pub fine_tune: bool,
@@ -79,6 +79,22 @@ pub struct Config {
     pub val_every: usize,
     /// `cpu`, `cuda` or `cuda:N` (ours).
     pub device: String,
+    /// Contrastive temperature (SimCLR NT-Xent 0.1, MoCo v2 InfoNCE 0.2) (ours).
+    pub temperature: f64,
+    /// Projector hidden and output widths (SimCLR/MoCo 2048 → 128, BYOL 4096 → 256) (ours).
+    pub proj_hidden_dim: i64,
+    pub proj_dim: i64,
+    /// BYOL predictor hidden width (ours).
+    pub pred_hidden_dim: i64,
+    /// Momentum of target networks: BYOL's base (cosine to 1), MoCo's constant (ours).
+    pub momentum_base: f64,
+    /// MoCo's queue of negative keys (a multiple of `batch_size`) (ours).
+    pub queue_size: i64,
+    /// BYOL's extra linear organ classifier on the (detached) online representation.
+    pub organ_classifier: bool,
+    /// k-NN monitor of self-supervised runs on the validation set: neighbours, temperature (ours).
+    pub knn_k: i64,
+    pub knn_temperature: f64,
     /// Recorded for the distributed issue; single-process for now.
     pub nnode: usize,
     pub hosts: Vec<String>,
@@ -125,6 +141,15 @@ impl Default for Config {
             trial: 0,
             val_every: 200,
             device: "cpu".into(),
+            temperature: 0.1,
+            proj_hidden_dim: 2048,
+            proj_dim: 128,
+            pred_hidden_dim: 4096,
+            momentum_base: 0.99,
+            queue_size: 65536,
+            organ_classifier: false,
+            knn_k: 20,
+            knn_temperature: 0.07,
             nnode: 1,
             hosts: Vec::new(),
             dist_url: String::new(),
@@ -192,9 +217,9 @@ impl Config {
         if !(0.0..1.0).contains(&self.dropout_p) {
             return bad(format!("dropout_p {} is not in [0, 1)", self.dropout_p));
         }
-        if self.self_supervised != "none" {
+        if !["none", "simclr", "byol", "mocov2"].contains(&self.self_supervised.as_str()) {
             return bad(format!(
-                "self_supervised {:?}: only supervised training (none) is available yet",
+                "self_supervised {:?}: none, simclr, byol or mocov2 (dino and mae are not available yet)",
                 self.self_supervised
             ));
         }

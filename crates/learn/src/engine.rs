@@ -282,7 +282,7 @@ pub fn train(
             tch::manual_seed(seed_for(config.seed, pos.epoch, pos.batch));
             let out = tch::autocast(amp, || method.step(&batch))?;
             let factor = if amp { scale.scale } else { 1.0 } / config.num_accum as f64;
-            (&out.loss * factor).backward();
+            (&out.loss * factor).f_backward()?;
             loss_sum += out.loss.double_value(&[]);
             let extra = out.metrics;
             images += batch.labels.len();

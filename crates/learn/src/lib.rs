@@ -1,6 +1,6 @@
 //! The training engine of patchtcga on LibTorch: run configs with the release's keys, optimizers
 //! and schedules, checkpoints with exact resume, run logs and plots, and the methods that plug in
-//! (supervised organ classification now).
+//! (supervised organ classification; SimCLR, BYOL and MoCo v2).
 
 pub mod config;
 pub mod data;
@@ -10,6 +10,7 @@ pub mod loss;
 pub mod optim;
 pub mod plot;
 pub mod schedule;
+pub mod ssl;
 pub mod supervised;
 pub mod target;
 
@@ -18,6 +19,16 @@ use std::path::{Path, PathBuf};
 pub use config::Config;
 pub use engine::{train, Holdout, Method, StepOutput, Summary};
 pub use supervised::Supervised;
+
+/// The method a config's `self_supervised` names, with the view recipe it trains on.
+pub fn method(config: &Config) -> Result<(Box<dyn Method>, &'static str), LearnError> {
+    Ok(match config.self_supervised.as_str() {
+        "simclr" => (Box::new(ssl::SimClr::new(config)?), "simclr"),
+        "byol" => (Box::new(ssl::Byol::new(config)?), "byol"),
+        "mocov2" => (Box::new(ssl::MocoV2::new(config)?), "simclr"),
+        _ => (Box::new(Supervised::new(config)?), "supervised"),
+    })
+}
 
 /// Errors of training, each naming its file or setting.
 #[derive(Debug, thiserror::Error)]

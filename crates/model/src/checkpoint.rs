@@ -172,9 +172,10 @@ pub struct ImportReport {
     pub warnings: Vec<String>,
 }
 
-/// Parts of a training network around the backbone (classifiers, projectors, MAE's decoder).
+/// Parts of a training network around the backbone (classifiers, projectors, MAE's decoder,
+/// patchtcga's momentum targets).
 fn is_training_part(name: &str) -> bool {
-    ["head.", "fc.", "decoder", "mask_token", "projector.", "predictor.", "projection_head."]
+    ["head.", "fc.", "decoder", "mask_token", "projector.", "predictor.", "projection_head.", "classifier.", "target."]
         .iter()
         .any(|p| name.starts_with(p))
 }
