@@ -6,7 +6,7 @@ use std::path::Path;
 
 use patchtcga_learn::data::loaders;
 use patchtcga_learn::optim::{Optimizer, Rule};
-use patchtcga_learn::{method, train, Config, Holdout, Method};
+use patchtcga_learn::{method, train, Config, Holdout};
 use patchtcga_model::{load, ImportOptions};
 use tch::nn;
 
@@ -95,7 +95,7 @@ fn check(name: &str) {
     // 1/√32 ≈ 0.18 for embeddings spread over the sphere; a collapse drives it to 0.
     let spread = steps.last().unwrap()["collapse_std"].as_f64().unwrap();
     assert!(spread > 0.05, "{name}: collapse indicator {spread}");
-    let knn = entries.iter().filter_map(|e| e["val_knn_accuracy"].as_f64()).last().unwrap();
+    let knn = entries.iter().rev().find_map(|e| e["val_knn_accuracy"].as_f64()).unwrap();
     assert!((0.0..=1.0).contains(&knn));
 
     // The checkpoint's backbone loads by name, heads and momentum copies left out.
