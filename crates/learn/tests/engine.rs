@@ -131,3 +131,21 @@ fn supervised_training_lowers_the_loss_and_fills_the_run_folder() {
     let resolved = Config::load(Some(&s.run_dir.join("config.toml")), &[]).unwrap();
     assert_eq!(resolved, c, "the run folder's config reproduces the run");
 }
+
+#[test]
+fn every_preset_in_configs_is_a_valid_config() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        let c = Config::load(Some(&p), &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(p
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(c.self_supervised.replace("none", "supervised").as_str()));
+        n += 1;
+    }
+    assert!(n >= 7);
+}
