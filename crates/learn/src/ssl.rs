@@ -299,3 +299,21 @@ impl Method for MocoV2 {
         self.base.evaluate(loader)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knn_votes_follow_the_neighbourhood() {
+        // Two tight clusters around orthogonal directions.
+        let a = Tensor::from_slice(&[1.0f32, 0.0, 0.0]).reshape([1, 3]);
+        let b = Tensor::from_slice(&[0.0f32, 1.0, 0.0]).reshape([1, 3]);
+        let noise = Tensor::randn([8, 3], (Kind::Float, Device::Cpu)) * 0.05;
+        let f = Tensor::cat(&[a.repeat([4, 1]), b.repeat([4, 1])], 0) + noise;
+        assert_eq!(knn_accuracy(&f, &[0, 0, 0, 0, 1, 1, 1, 1], 3, 0.07), 1.0);
+        // Labels that cut across the clusters cannot be recovered.
+        assert!(knn_accuracy(&f, &[0, 1, 0, 1, 0, 1, 0, 1], 3, 0.07) < 0.5);
+        assert!(knn_accuracy(&f.narrow(0, 0, 1), &[0], 3, 0.07).is_nan(), "one sample has no neighbours");
+    }
+}
