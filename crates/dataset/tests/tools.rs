@@ -255,15 +255,15 @@ fn stats_count_classes_and_measure_channels_exactly() {
     let mut v: [Vec<f64>; 3] = Default::default();
     for e in &index.entries {
         for p in image::open(dir.path().join(&e.path)).unwrap().to_rgb8().pixels() {
-            for c in 0..3 {
-                v[c].push(p.0[c] as f64 / 255.0);
+            for (vc, &pc) in v.iter_mut().zip(&p.0) {
+                vc.push(pc as f64 / 255.0);
             }
         }
     }
-    for c in 0..3 {
-        let n = v[c].len() as f64;
-        let m = v[c].iter().sum::<f64>() / n;
-        let sd = (v[c].iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt();
+    for (c, vc) in v.iter().enumerate() {
+        let n = vc.len() as f64;
+        let m = vc.iter().sum::<f64>() / n;
+        let sd = (vc.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt();
         assert!(
             (s.mean[c] - m).abs() < 1e-9 && (s.std[c] - sd).abs() < 1e-9,
             "channel {c}: {} {} vs {m} {sd}",
