@@ -89,6 +89,8 @@ enum Command {
     Pretrain(networks::PretrainArgs),
     /// Backbone features of a folder of patches, from any backbone and PyTorch weights, as .npy.
     Embed(networks::EmbedArgs),
+    /// Write a backbone's weights for PyTorch (.pth or .safetensors, torchvision / timm names).
+    Export(networks::ExportArgs),
     /// Show a slide's size, levels, resolution and tissue.
     Info {
         /// Slide file.
@@ -317,6 +319,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Split(args) => split_cmd(args),
         Command::Pretrain(args) => networks::pretrain(args),
         Command::Embed(args) => networks::embed(args),
+        Command::Export(args) => networks::export(args),
         Command::Verify { list, root } => {
             let report = archive::verify(&list, root.as_deref(), &bytes_bar())?;
             for p in &report.mismatched {

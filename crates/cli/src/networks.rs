@@ -14,7 +14,7 @@ use patchtcga_learn::optim::{LossScale, Optimizer, Rule};
 use patchtcga_learn::supervised::images;
 use patchtcga_learn::{method, train, Config, Holdout};
 use patchtcga_loader::{ImageSource, Loader, LoaderConfig, OnBadInput, Sample};
-use patchtcga_model::{load, Arch, Backbone, Classifier, ImportOptions};
+use patchtcga_model::{load, with_bn_counters, write_pth, Arch, Backbone, Classifier, ImportOptions};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
@@ -293,6 +293,55 @@ pub fn bench_step(a: StepArgs) -> Result<()> {
         rate,
         1000.0 * secs / a.steps as f64,
         peak_rss_mib()
+    );
+    Ok(())
+}
+
+/// Options of `patchtcga export`.
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Backbone: resnet18, resnet50, vit-s16, vit-b16, vit-b32, vit-l16.
+    #[arg(long)]
+    arch: String,
+    /// Weights to export: a run's model.safetensors or checkpoint, or any .pth / .safetensors.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Take the tensors under this prefix (default: found automatically).
+    #[arg(long)]
+    prefix: Option<String>,
+    /// ViT input side the exported position embedding is made for.
+    #[arg(long, default_value_t = 224)]
+    image_size: i64,
+    /// Output: `.pth` (torch.save format) or `.safetensors`.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Writes the backbone of `--weights` with torchvision / timm names, for PyTorch.
+pub fn export(a: ExportArgs) -> Result<()> {
+    let spec = a.arch.parse::<Arch>()?.spec(a.image_size);
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let _backbone = Backbone::new(&vs.root(), spec);
+    let opts = ImportOptions { prefix: a.prefix.clone(), allow_partial: false, with_head: false };
+    let r = load(&vs, &a.weights, spec.head_name(), &opts)?;
+    let tensors = with_bn_counters(vs.variables().into_iter().collect());
+    match a.out.extension().and_then(|e| e.to_str()) {
+        Some("pth") | Some("pt") => write_pth(&a.out, &tensors)?,
+        Some("safetensors") => {
+            let tmp = a.out.with_extension("safetensors.tmp");
+            Tensor::write_safetensors(&tensors, &tmp).with_context(|| format!("{}: cannot write", a.out.display()))?;
+            std::fs::rename(&tmp, &a.out).with_context(|| format!("{}: cannot write", a.out.display()))?;
+        }
+        _ => bail!("{}: the output must end in .pth, .pt or .safetensors", a.out.display()),
+    }
+    println!(
+        "{} tensors of {} (prefix {:?} in {}) → {}; load with model.{} = nn.Identity() then load_state_dict",
+        tensors.len(),
+        a.arch,
+        r.prefix,
+        a.weights.display(),
+        a.out.display(),
+        spec.head_name()
     );
     Ok(())
 }

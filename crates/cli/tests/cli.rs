@@ -16,7 +16,7 @@ fn help_names_every_subcommand() {
     let out = patchtcga().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for sub in ["build", "split", "verify", "extract", "stats", "info", "pretrain", "embed"] {
+    for sub in ["build", "split", "verify", "extract", "stats", "info", "pretrain", "embed", "export"] {
         assert!(help.contains(sub), "{sub} missing from\n{help}");
     }
     let out = patchtcga().args(["build", "ptcga200", "--help"]).output().unwrap();

@@ -127,6 +127,20 @@ fn pretrain_killed_then_resumed_ends_like_an_uninterrupted_run_and_feeds_embed()
     let csv = std::fs::read_to_string(feats.with_extension("csv")).unwrap();
     assert_eq!(csv.lines().count(), 49);
     assert!(csv.lines().nth(1).unwrap().starts_with("0,lung/"), "{csv}");
+
+    // And exports for PyTorch with torchvision names, batch-norm counters included, no head.
+    let pth = dir.path().join("backbone.pth");
+    let out = patchtcga()
+        .args(["export", "--arch", "resnet18", "--weights"])
+        .arg(dir.path().join("runs/whole/model.safetensors"))
+        .arg("--out")
+        .arg(&pth)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let names: Vec<String> = patchtcga_model::read_tensors(&pth).unwrap().into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"layer4.1.bn2.num_batches_tracked".to_owned()));
+    assert!(names.contains(&"conv1.weight".to_owned()) && !names.iter().any(|n| n.starts_with("fc.")));
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Networks of patchtcga on LibTorch (`tch`): torchvision ResNets and timm ViTs with the reference
-//! parameter names, the release's classifier, and import of PyTorch checkpoints.
+//! parameter names, the release's classifier, and import and export of PyTorch checkpoints.
 
 pub mod backbone;
 pub mod checkpoint;
+pub mod export;
 mod pickle;
 pub mod resnet;
 pub mod vit;
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 
 pub use backbone::{Arch, Backbone, Classifier, Spec};
 pub use checkpoint::{load, read_tensors, ImportOptions, ImportReport};
+pub use export::{with_bn_counters, write_pth};
 
 /// Errors of model construction and checkpoint import.
 #[derive(Debug, thiserror::Error)]
