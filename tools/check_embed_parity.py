@@ -5,7 +5,9 @@ computes from the same pixels (224×224 PNG crops of real patches, `--preprocess
 
     python3 tools/check_embed_parity.py DATASET_DIR [--bin target/release/patchtcga] [--n 16]
 
-Prints the largest absolute difference relative to the largest feature magnitude, per model.
+Prints the largest absolute difference relative to the largest feature magnitude, per model;
+then exports each backbone with `patchtcga export` and loads it back into torchvision / timm
+with strict `load_state_dict`, printing the largest output difference.
 """
 import argparse
 import glob
@@ -50,3 +52,20 @@ for arch, w in [("resnet50", "resnet50.pth"), ("vit-s16", "dino_vits16.pth")]:
     ours = np.load(out)
     err = np.abs(ours - ref[arch]).max() / np.abs(ref[arch]).max()
     print(f"{arch} on {a.device}: {ours.shape[0]} real patches, features {ours.shape[1]}, max relative error {err:.2e}")
+
+for arch, w, ext in [("resnet50", "resnet50.pth", "pth"), ("vit-s16", "dino_vits16.pth", "safetensors")]:
+    out = os.path.join(tmp, f"{arch}_export.{ext}")
+    subprocess.run([a.bin, "export", "--arch", arch, "--weights", os.path.join(tmp, w), "--out", out], check=True, capture_output=True)
+    if ext == "pth":
+        model = torchvision.models.resnet50()
+        model.fc = torch.nn.Identity()
+        sd = torch.load(out, weights_only=True)
+    else:
+        from safetensors.torch import load_file
+
+        model = timm.create_model("vit_small_patch16_224", num_classes=0)
+        sd = load_file(out)
+    model.load_state_dict(sd, strict=True)
+    with torch.no_grad():
+        diff = (model.eval()(x) - torch.from_numpy(ref[arch])).abs().max().item()
+    print(f"{arch}: export → strict load_state_dict → max output difference {diff:.2e}")
