@@ -52,13 +52,14 @@ pub fn pretrain(a: PretrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// Options of `patchtcga embed`.
+/// A backbone and the weights to put in it (`embed`, `export`).
 #[derive(Args)]
-pub struct EmbedArgs {
+pub struct BackboneArgs {
     /// Backbone: resnet18, resnet50, vit-s16, vit-b16, vit-b32, vit-l16.
     #[arg(long)]
     arch: String,
-    /// Weights: a .pth/.pt (torch.save) or .safetensors file, in any upstream wrapper.
+    /// Weights: a .pth/.pt (torch.save) or .safetensors file in any upstream wrapper, or a run's
+    /// model.safetensors.
     #[arg(long)]
     weights: PathBuf,
     /// Take the tensors under this prefix (default: found automatically).
@@ -67,6 +68,46 @@ pub struct EmbedArgs {
     /// Load what matches and warn about the rest (PyTorch's strict=False).
     #[arg(long)]
     allow_partial: bool,
+}
+
+impl BackboneArgs {
+    /// The backbone for `image_size` inputs on `device`, its weights loaded and the import reported.
+    fn load(&self, image_size: i64, device: tch::Device) -> Result<(nn::VarStore, Backbone)> {
+        let spec = self.arch.parse::<Arch>()?.spec(image_size);
+        let vs = nn::VarStore::new(device);
+        let backbone = Backbone::new(&vs.root(), spec);
+        let opts = ImportOptions { prefix: self.prefix.clone(), allow_partial: self.allow_partial, with_head: false };
+        let r = load(&vs, &self.weights, spec.head_name(), &opts)?;
+        eprintln!(
+            "{}: {} tensors loaded (prefix {:?}){}{}",
+            self.weights.display(),
+            r.loaded,
+            r.prefix,
+            if r.skipped_heads.is_empty() {
+                String::new()
+            } else {
+                format!(", {} head tensors left out", r.skipped_heads.len())
+            },
+            if r.outside_prefix == 0 {
+                String::new()
+            } else {
+                format!(", {} tensors outside the prefix ignored", r.outside_prefix)
+            }
+        );
+        for w in
+            r.warnings.iter().map(|w| format!("warning: {w}")).chain(r.resized.iter().map(|w| format!("resized {w}")))
+        {
+            eprintln!("{w}");
+        }
+        Ok((vs, backbone))
+    }
+}
+
+/// Options of `patchtcga embed`.
+#[derive(Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    backbone: BackboneArgs,
     /// A folder of patches (searched recursively) or a dataset root.
     #[arg(long)]
     images: PathBuf,
@@ -120,38 +161,13 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     if !matches!(a.preprocess.as_str(), "eval" | "none") {
         bail!("--preprocess {:?}: eval or none", a.preprocess);
     }
-    let spec = a.arch.parse::<Arch>()?.spec(a.image_size as i64);
+    a.backbone.arch.parse::<Arch>()?;
     let device = device(&a.device)?;
     let files = image_files(&a.images)?;
     if files.is_empty() {
         bail!("{}: no images (.jpg, .JPG, .JPEG, .png)", a.images.display());
     }
-    let vs = nn::VarStore::new(device);
-    let backbone = Backbone::new(&vs.root(), spec);
-    let opts = ImportOptions { prefix: a.prefix.clone(), allow_partial: a.allow_partial, with_head: false };
-    let r = load(&vs, &a.weights, spec.head_name(), &opts)?;
-    eprintln!(
-        "{}: {} tensors loaded (prefix {:?}){}{}",
-        a.weights.display(),
-        r.loaded,
-        r.prefix,
-        if r.skipped_heads.is_empty() {
-            String::new()
-        } else {
-            format!(", {} head tensors left out", r.skipped_heads.len())
-        },
-        if r.outside_prefix == 0 {
-            String::new()
-        } else {
-            format!(", {} tensors outside the prefix ignored", r.outside_prefix)
-        }
-    );
-    for w in &r.warnings {
-        eprintln!("warning: {w}");
-    }
-    for w in &r.resized {
-        eprintln!("resized {w}");
-    }
+    let (_vs, backbone) = a.backbone.load(a.image_size as i64, device)?;
     let (mean, std) = image_stats(&a.stats)?;
     let samples: Vec<Sample> =
         files.iter().map(|f| Sample { image: ImageSource::File(f.clone()), label: 0, mask: None }).collect();
@@ -300,15 +316,8 @@ pub fn bench_step(a: StepArgs) -> Result<()> {
 /// Options of `patchtcga export`.
 #[derive(Args)]
 pub struct ExportArgs {
-    /// Backbone: resnet18, resnet50, vit-s16, vit-b16, vit-b32, vit-l16.
-    #[arg(long)]
-    arch: String,
-    /// Weights to export: a run's model.safetensors or checkpoint, or any .pth / .safetensors.
-    #[arg(long)]
-    weights: PathBuf,
-    /// Take the tensors under this prefix (default: found automatically).
-    #[arg(long)]
-    prefix: Option<String>,
+    #[command(flatten)]
+    backbone: BackboneArgs,
     /// ViT input side the exported position embedding is made for.
     #[arg(long, default_value_t = 224)]
     image_size: i64,
@@ -319,11 +328,7 @@ pub struct ExportArgs {
 
 /// Writes the backbone of `--weights` with torchvision / timm names, for PyTorch.
 pub fn export(a: ExportArgs) -> Result<()> {
-    let spec = a.arch.parse::<Arch>()?.spec(a.image_size);
-    let vs = nn::VarStore::new(tch::Device::Cpu);
-    let _backbone = Backbone::new(&vs.root(), spec);
-    let opts = ImportOptions { prefix: a.prefix.clone(), allow_partial: false, with_head: false };
-    let r = load(&vs, &a.weights, spec.head_name(), &opts)?;
+    let (vs, backbone) = a.backbone.load(a.image_size, tch::Device::Cpu)?;
     let tensors = with_bn_counters(vs.variables().into_iter().collect());
     match a.out.extension().and_then(|e| e.to_str()) {
         Some("pth") | Some("pt") => write_pth(&a.out, &tensors)?,
@@ -335,13 +340,11 @@ pub fn export(a: ExportArgs) -> Result<()> {
         _ => bail!("{}: the output must end in .pth, .pt or .safetensors", a.out.display()),
     }
     println!(
-        "{} tensors of {} (prefix {:?} in {}) → {}; load with model.{} = nn.Identity() then load_state_dict",
+        "{} tensors of {} → {}; in PyTorch, set model.{} = nn.Identity() and load_state_dict",
         tensors.len(),
-        a.arch,
-        r.prefix,
-        a.weights.display(),
+        a.backbone.arch,
         a.out.display(),
-        spec.head_name()
+        backbone.spec().head_name()
     );
     Ok(())
 }
