@@ -2,32 +2,14 @@
 //! holds log, plots and checkpoints, and a stopped-then-resumed run ends bit-identical to an
 //! uninterrupted one.
 
+mod common;
+
 use std::path::Path;
 
+use common::{dataset, TORCH_RNG};
 use patchtcga_learn::data::loaders;
 use patchtcga_learn::{train, Config, Holdout, Method, Supervised};
 use tch::Tensor;
-
-/// LibTorch's random generator is process-wide: runs in one test process take turns.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A PTCGA200 layout: `lung` holds crops of a real patch, `skin` the same crops colour-inverted.
-fn dataset(root: &Path) {
-    let src =
-        image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/golden/cmu1_0.39_512_800_800.png"))
-            .unwrap()
-            .to_rgb8();
-    for i in 0..16u32 {
-        let organ = if i % 2 == 0 { "lung" } else { "skin" };
-        let mut crop = image::imageops::crop_imm(&src, i * 16, i * 12, 128, 128).to_image();
-        if organ == "skin" {
-            image::imageops::invert(&mut crop);
-        }
-        let p = root.join(organ).join(format!("s{}_{}_0.jpg", i / 4, i));
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        crop.save(&p).unwrap();
-    }
-}
 
 fn config(data: &Path, runs: &Path, name: &str) -> Config {
     let o: Vec<String> = [

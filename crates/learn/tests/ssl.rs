@@ -2,32 +2,16 @@
 //! (its loss on a fixed batch falls when trained on it), keeps its embeddings spread (no
 //! collapse), runs through the engine, and leaves a checkpoint whose backbone `embed` can load.
 
+mod common;
+
 use std::path::Path;
 
+use common::{dataset, TORCH_RNG};
 use patchtcga_learn::data::loaders;
 use patchtcga_learn::optim::{Optimizer, Rule};
 use patchtcga_learn::{method, train, Config, Holdout};
 use patchtcga_model::{load, ImportOptions};
 use tch::nn;
-
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn dataset(root: &Path) {
-    let src =
-        image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/golden/cmu1_0.39_512_800_800.png"))
-            .unwrap()
-            .to_rgb8();
-    for i in 0..16u32 {
-        let organ = if i % 2 == 0 { "lung" } else { "skin" };
-        let mut crop = image::imageops::crop_imm(&src, (i * 29) % 380, (i * 53) % 380, 128, 128).to_image();
-        if organ == "skin" {
-            image::imageops::invert(&mut crop);
-        }
-        let p = root.join(organ).join(format!("s{}_{}_0.jpg", i / 4, i));
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        crop.save(&p).unwrap();
-    }
-}
 
 fn config(dir: &Path, method: &str) -> Config {
     let o: Vec<String> = vec![

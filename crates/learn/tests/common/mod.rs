@@ -1,0 +1,25 @@
+//! Fixtures of the learn tests.
+
+use std::path::Path;
+
+/// LibTorch's random generator is process-wide: runs in one test process take turns.
+pub static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A PTCGA200 layout of 16 crops of a real H&E patch: `lung` holds them as they are, `skin`
+/// colour-inverted, 4 "slides" of 4.
+pub fn dataset(root: &Path) {
+    let src =
+        image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/golden/cmu1_0.39_512_800_800.png"))
+            .unwrap()
+            .to_rgb8();
+    for i in 0..16u32 {
+        let organ = if i % 2 == 0 { "lung" } else { "skin" };
+        let mut crop = image::imageops::crop_imm(&src, (i * 29) % 380, (i * 53) % 380, 128, 128).to_image();
+        if organ == "skin" {
+            image::imageops::invert(&mut crop);
+        }
+        let p = root.join(organ).join(format!("s{}_{}_0.jpg", i / 4, i));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        crop.save(&p).unwrap();
+    }
+}
