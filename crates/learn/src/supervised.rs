@@ -56,11 +56,6 @@ impl Supervised {
         Ok(Self { vs, model, frozen: config.fine_tune, device })
     }
 
-    /// The classifier.
-    pub fn model(&self) -> &Classifier {
-        &self.model
-    }
-
     fn logits(&self, x: &Tensor, train: bool) -> Tensor {
         let feats = self.model.backbone.forward_t(x, train && !self.frozen);
         self.model.head(&feats, train)
