@@ -28,8 +28,14 @@ pub struct StepOutput {
 pub trait Method {
     /// All the method's variables (what checkpoints hold).
     fn var_store(&self) -> &nn::VarStore;
-    /// Named parameters the optimizer updates.
-    fn trainable(&self) -> Vec<(String, Tensor)>;
+    /// Named parameters the optimizer updates: every variable that requires a gradient (frozen
+    /// backbones and momentum targets do not), in name order.
+    fn trainable(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> =
+            self.var_store().variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
     /// Loss of one training micro-batch.
     fn step(&mut self, batch: &Batch) -> Result<StepOutput, LearnError>;
     /// Called after each update with the run's progress in [0, 1] (momentum targets and such).

@@ -65,12 +65,6 @@ impl Base {
         self.backbone.spec().feature_dim()
     }
 
-    fn trainable(&self) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> = self.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    }
-
     /// k-NN organ accuracy of backbone features on a held-out loader (eval mode).
     fn evaluate(&self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError> {
         let (mut feats, mut labels) = (Vec::new(), Vec::new());
@@ -116,9 +110,6 @@ impl SimClr {
 impl Method for SimClr {
     fn var_store(&self) -> &nn::VarStore {
         &self.base.vs
-    }
-    fn trainable(&self) -> Vec<(String, Tensor)> {
-        self.base.trainable()
     }
     fn step(&mut self, batch: &Batch) -> Result<StepOutput, LearnError> {
         let x = two_views(batch, self.base.device)?;
@@ -187,9 +178,6 @@ impl Byol {
 impl Method for Byol {
     fn var_store(&self) -> &nn::VarStore {
         &self.base.vs
-    }
-    fn trainable(&self) -> Vec<(String, Tensor)> {
-        self.base.trainable()
     }
     fn step(&mut self, batch: &Batch) -> Result<StepOutput, LearnError> {
         let x = two_views(batch, self.base.device)?;
@@ -270,9 +258,6 @@ impl MocoV2 {
 impl Method for MocoV2 {
     fn var_store(&self) -> &nn::VarStore {
         &self.base.vs
-    }
-    fn trainable(&self) -> Vec<(String, Tensor)> {
-        self.base.trainable()
     }
     fn step(&mut self, batch: &Batch) -> Result<StepOutput, LearnError> {
         let d = self.base.device;

@@ -67,12 +67,6 @@ impl Method for Supervised {
         &self.vs
     }
 
-    fn trainable(&self) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> = self.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    }
-
     fn step(&mut self, batch: &Batch) -> Result<StepOutput, LearnError> {
         let x = images(batch, 0, self.device);
         let y = Tensor::from_slice(&batch.labels).to_device(self.device);
