@@ -286,7 +286,45 @@ def losses():
     loss = (((pred - norm) ** 2).mean(dim=-1) * mask).sum() / mask.sum()
     plain = (((pred - target) ** 2).mean(dim=-1) * mask).sum() / mask.sum()
     out["masked_mse"] = {"pred": flat(pred), "target": flat(target), "mask": flat(mask), "loss_norm_pix": float(loss), "loss_plain": float(plain)}
+    out["dino_head"] = dino_head(r)
+    out["mae"] = mae_pieces(r)
     json.dump(out, open(os.path.join(LEARN, "losses.json"), "w"), indent=1)
+
+
+def dino_head(r):
+    """lightly's DINOProjectionHead (weight-normalised last layer with its norms fixed at 1)."""
+    from lightly.models.modules.heads import DINOProjectionHead
+
+    head = DINOProjectionHead(8, 16, 4, 10)
+    with torch.no_grad():
+        for name, p in head.named_parameters():
+            if name != "last_layer.weight_g":
+                p.copy_(r(*p.shape))
+    x = r(5, 8)
+    params = {n.replace("layers.", "mlp."): flat(p) for n, p in head.named_parameters()}
+    return {"params": params, "x": flat(x), "y": flat(head(x))}
+
+
+def mae_pieces(r):
+    """MAE's fixed 2-D sine-cosine position embedding (util/pos_embed.py, written out again in
+    numpy here) and its patchify (models_mae.py)."""
+    import numpy as np
+
+    def axis(dim, pos):
+        omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    dim, grid = 8, 3
+    mesh = np.meshgrid(np.arange(grid, dtype=np.float32), np.arange(grid, dtype=np.float32))  # w first
+    mesh = np.stack(mesh, axis=0).reshape([2, 1, grid, grid])
+    emb = np.concatenate([axis(dim // 2, mesh[0]), axis(dim // 2, mesh[1])], axis=1)
+    emb = np.concatenate([np.zeros([1, dim]), emb], axis=0)
+    imgs = r(2, 3, 8, 8)
+    p, h = 4, 2
+    x = imgs.reshape(2, 3, h, p, h, p)
+    x = torch.einsum("nchpwq->nhwpqc", x).reshape(2, h * h, p * p * 3)
+    return {"sincos_dim": dim, "sincos_grid": grid, "sincos": emb.reshape(-1).tolist(), "images": flat(imgs), "patches": flat(x)}
 
 
 if __name__ == "__main__":

@@ -80,12 +80,14 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
-    /// Measure throughput: `patchtcga bench loader …` (data nodes), `patchtcga bench step …` (training).
+    /// Measure throughput: `patchtcga bench loader …` (data nodes), `patchtcga bench step …`
+    /// (training steps), `patchtcga bench pretrain …` (a method's whole update).
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
     },
-    /// Train a backbone as a run config says (supervised organ classification, SimCLR, BYOL, MoCo v2).
+    /// Train a backbone as a run config says (supervised organ classification, SimCLR, BYOL,
+    /// MoCo v2, DINO, MAE).
     Pretrain(networks::PretrainArgs),
     /// Backbone features of a folder of patches, from any backbone and PyTorch weights, as .npy.
     Embed(networks::EmbedArgs),
@@ -105,6 +107,9 @@ enum Command {
 enum BenchWhat {
     /// Time training steps (forward, backward, update) on synthetic images; prints images/s.
     Step(networks::StepArgs),
+    /// Time a pretraining method's update (views → loss → update) on synthetic views of its
+    /// recipe, as a run config says; prints images/s.
+    Pretrain(networks::MethodStepArgs),
     /// Decode + augment + batch images of a dataset with a view recipe; prints images/s.
     Loader {
         /// Dataset root (any of the release's layouts).
@@ -391,6 +396,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench { what: BenchWhat::Step(args) } => networks::bench_step(args),
+        Command::Bench { what: BenchWhat::Pretrain(args) } => networks::bench_method(args),
         Command::Bench {
             what: BenchWhat::Loader { dataset, recipe, workers, seconds, batch_size, size, local_crops },
         } => bench_loader(&dataset, &recipe, workers, seconds, batch_size, size, local_crops),

@@ -313,6 +313,102 @@ pub fn bench_step(a: StepArgs) -> Result<()> {
     Ok(())
 }
 
+/// Options of `patchtcga bench pretrain`.
+#[derive(Args)]
+pub struct MethodStepArgs {
+    /// Run config, e.g. configs/dino_vit_s16_ptcga200.toml (method, backbone, batch, recipe).
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a key: `--set batch_size=32 --set device="cpu"`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Timed updates (after the warm-up ones).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// CPU threads for LibTorch (default: LibTorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+/// Times a method's update as the engine makes it (begin, step under autocast, backward, loss
+/// scale, clipping, optimizer, momentum targets) on one synthetic batch of its recipe's views,
+/// held on the host and copied to the device each step as loader batches are.
+pub fn bench_method(a: MethodStepArgs) -> Result<()> {
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t);
+    }
+    let config = Config::load(Some(&a.config), &a.set)?;
+    let (mut m, recipe) = method(&config)?;
+    let views = Recipe::preset(recipe, config.image_size as u32, config.local_crops)?.views;
+    let b = config.batch_size;
+    let batch = patchtcga_loader::Batch {
+        views: views
+            .iter()
+            .map(|v| {
+                let s = v.size as usize;
+                let data = Tensor::randn([(b * 3 * s * s) as i64], (tch::Kind::Float, tch::Device::Cpu));
+                Ok(patchtcga_loader::ViewBatch { data: Vec::<f32>::try_from(data)?, shape: [b, 3, s, s] })
+            })
+            .collect::<Result<_, tch::TchError>>()?,
+        labels: (0..b as i64).map(|i| i % config.num_classes).collect(),
+        masks: None,
+        indices: (0..b).collect(),
+    };
+    let dev = device(&config.device)?;
+    let amp = config.enable_autocast && dev.is_cuda();
+    let mut opt = Optimizer::new(Rule::named(&config.optim, config.momentum, config.betas)?, config.wd, m.trainable());
+    let mut scale = LossScale::default();
+    let total = a.warmup + a.steps;
+    let mut update = |u: usize| -> Result<()> {
+        m.begin_update(u as f64 / total as f64);
+        let out = tch::autocast(amp, || m.step(&batch))?;
+        (&out.loss * if amp { scale.scale } else { 1.0 }).f_backward()?;
+        out.loss.double_value(&[]);
+        let take = !amp || scale.update(opt.unscale_grads(1.0 / scale.scale));
+        if take && config.clip_norm > 0.0 {
+            match config.clip_mode.as_str() {
+                "per_parameter" => opt.clip_each_grad_norm(config.clip_norm),
+                _ => opt.clip_grad_norm(config.clip_norm),
+            };
+        }
+        if take {
+            opt.step(config.lr);
+        }
+        opt.zero_grad();
+        m.after_update((u + 1) as f64 / total as f64);
+        Ok(())
+    };
+    for u in 0..a.warmup {
+        update(u)?;
+    }
+    if let tch::Device::Cuda(i) = dev {
+        tch::Cuda::synchronize(i as i64);
+    }
+    let t0 = std::time::Instant::now();
+    for u in a.warmup..total {
+        update(u)?;
+    }
+    if let tch::Device::Cuda(i) = dev {
+        tch::Cuda::synchronize(i as i64);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "patchtcga {} {} batch {} ({} views) on {:?}{}: {:.1} images/s ({:.1} ms/step), peak host memory {:.0} MiB",
+        config.self_supervised,
+        config.model_name,
+        b,
+        views.len(),
+        dev,
+        if amp { " (autocast fp16)" } else { "" },
+        (a.steps * b) as f64 / secs,
+        1000.0 * secs / a.steps as f64,
+        peak_rss_mib()
+    );
+    Ok(())
+}
+
 /// Options of `patchtcga export`.
 #[derive(Args)]
 pub struct ExportArgs {

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use patchtcga_model::vit::VitConfig;
+use patchtcga_model::{Arch, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::LearnError;
@@ -21,7 +23,8 @@ pub struct Config {
     pub dropout_p: f64,
     /// Reset batch-norm running statistics of loaded weights.
     pub reset_bn: bool,
-    /// `none` for supervised training, or a self-supervised method: simclr, byol, mocov2.
+    /// `none` for supervised training, or a self-supervised method: simclr, byol, mocov2, dino,
+    /// mae.
     pub self_supervised: String,
     /// Freeze the backbone and train only the head.
     pub fine_tune: bool,
@@ -65,8 +68,15 @@ pub struct Config {
     pub snapshot_epoch: usize,
     /// Weight decay (never on norms, biases, `cls_token`, `pos_embed`).
     pub wd: f64,
-    /// Gradient clipping by global norm (0 = off).
+    /// Weight decay at the end of the run, reached on a cosine from `wd` (DINO's 0.04 → 0.4);
+    /// absent = constant (ours).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wd_end: Option<f64>,
+    /// Gradient clipping by norm (0 = off).
     pub clip_norm: f64,
+    /// `global` (one norm over all gradients, `clip_grad_norm_`) or `per_parameter` (each
+    /// parameter's own, DINO's `clip_gradients`) (ours).
+    pub clip_mode: String,
     pub dataset_dir: String,
     /// Where run folders go.
     pub root_dir: String,
@@ -95,6 +105,31 @@ pub struct Config {
     /// k-NN monitor of self-supervised runs on the validation set: neighbours, temperature (ours).
     pub knn_k: i64,
     pub knn_temperature: f64,
+    /// Stochastic depth rate of a ViT's last block (timm's `drop_path_rate`) (ours).
+    pub drop_path: f64,
+    /// DINO: local crops per image beside the two global ones (ours, as upstream's
+    /// `local_crops_number`).
+    pub local_crops: usize,
+    /// DINO head output width (upstream `out_dim`); hidden and bottleneck widths are
+    /// `proj_hidden_dim` and `proj_dim`.
+    pub out_dim: i64,
+    /// DINO teacher temperature: `warmup_teacher_temp` rising linearly to `teacher_temp` over
+    /// `warmup_teacher_temp_epochs`; the student's is `temperature`.
+    pub warmup_teacher_temp: f64,
+    pub teacher_temp: f64,
+    pub warmup_teacher_temp_epochs: usize,
+    /// DINO centre momentum (upstream `center_momentum`).
+    pub center_momentum: f64,
+    /// DINO: epochs during which the head's last layer is not trained (upstream
+    /// `freeze_last_layer`).
+    pub freeze_last_layer: usize,
+    /// MAE: share of patches hidden from the encoder, and the loss on per-patch normalised pixels.
+    pub mask_ratio: f64,
+    pub norm_pix_loss: bool,
+    /// MAE decoder width, depth and heads (upstream names).
+    pub decoder_embed_dim: i64,
+    pub decoder_depth: i64,
+    pub decoder_num_heads: i64,
     /// Recorded for the distributed issue; single-process for now.
     pub nnode: usize,
     pub hosts: Vec<String>,
@@ -134,7 +169,9 @@ impl Default for Config {
             warmup_epochs: 1.0,
             snapshot_epoch: 1,
             wd: 5e-5,
+            wd_end: None,
             clip_norm: 1.0,
+            clip_mode: "global".into(),
             dataset_dir: "data/PTCGA200".into(),
             root_dir: "runs".into(),
             split: String::new(),
@@ -150,6 +187,19 @@ impl Default for Config {
             organ_classifier: false,
             knn_k: 20,
             knn_temperature: 0.07,
+            drop_path: 0.0,
+            local_crops: 10,
+            out_dim: 65536,
+            warmup_teacher_temp: 0.04,
+            teacher_temp: 0.07,
+            warmup_teacher_temp_epochs: 30,
+            center_momentum: 0.9,
+            freeze_last_layer: 1,
+            mask_ratio: 0.75,
+            norm_pix_loss: true,
+            decoder_embed_dim: 512,
+            decoder_depth: 8,
+            decoder_num_heads: 16,
             nnode: 1,
             hosts: Vec::new(),
             dist_url: String::new(),
@@ -217,14 +267,28 @@ impl Config {
         if !(0.0..1.0).contains(&self.dropout_p) {
             return bad(format!("dropout_p {} is not in [0, 1)", self.dropout_p));
         }
-        if !["none", "simclr", "byol", "mocov2"].contains(&self.self_supervised.as_str()) {
-            return bad(format!(
-                "self_supervised {:?}: none, simclr, byol or mocov2 (dino and mae are not available yet)",
-                self.self_supervised
-            ));
+        if !["none", "simclr", "byol", "mocov2", "dino", "mae"].contains(&self.self_supervised.as_str()) {
+            return bad(format!("self_supervised {:?}: none, simclr, byol, mocov2, dino or mae", self.self_supervised));
+        }
+        if !["global", "per_parameter"].contains(&self.clip_mode.as_str()) {
+            return bad(format!("clip_mode {:?}: global or per_parameter", self.clip_mode));
+        }
+        if !(0.0..1.0).contains(&self.mask_ratio) {
+            return bad(format!("mask_ratio {} is not in [0, 1)", self.mask_ratio));
+        }
+        if !(0.0..1.0).contains(&self.drop_path) {
+            return bad(format!("drop_path {} is not in [0, 1)", self.drop_path));
         }
         image_stats(&self.image_stats)?;
         Ok(())
+    }
+
+    /// The backbone `model_name` names, at `image_size`, with `drop_path` for ViTs.
+    pub fn backbone_spec(&self) -> Result<Spec, LearnError> {
+        Ok(match self.model_name.parse::<Arch>()?.spec(self.image_size) {
+            Spec::Vit(v) => Spec::Vit(VitConfig { drop_path: self.drop_path, ..v }),
+            other => other,
+        })
     }
 
     /// The run folder.

@@ -75,7 +75,11 @@ pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
         .transpose()
     };
     Ok(Loaders {
-        train: Loader::new(train, Recipe::preset(recipe, config.image_size as u32, 0)?, loader_config(config, true)?)?,
+        train: Loader::new(
+            train,
+            Recipe::preset(recipe, config.image_size as u32, config.local_crops)?,
+            loader_config(config, true)?,
+        )?,
         val: eval(sets.next().flatten())?,
         test: eval(sets.next().flatten())?,
     })

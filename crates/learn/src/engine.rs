@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use tch::{nn, Device, Tensor};
 
 use crate::optim::{LossScale, Optimizer, Rule};
-use crate::schedule::Schedule;
+use crate::schedule::{cosine, Schedule};
 use crate::{plot, Config, LearnError};
 
 /// What a method computes for one micro-batch.
@@ -36,9 +36,13 @@ pub trait Method {
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
+    /// Called before the micro-batches of each update with the run's progress in [0, 1]
+    /// (schedules that shape the loss: teacher temperature, frozen layers).
+    fn begin_update(&mut self, _progress: f64) {}
     /// Loss of one training micro-batch.
     fn step(&mut self, batch: &Batch) -> Result<StepOutput, LearnError>;
-    /// Called after each update with the run's progress in [0, 1] (momentum targets and such).
+    /// Called after each update with the run's progress in [0, 1], counting that update
+    /// (momentum targets and such).
     fn after_update(&mut self, _progress: f64) {}
     /// Metrics on a held-out loader, named without a prefix (`loss`, `accuracy`, …).
     fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError>;
@@ -285,6 +289,9 @@ pub fn train(
             let Some(batch) = batches.next() else { break };
             waited += t0.elapsed().as_secs_f64();
             let batch = batch?;
+            if micro == 0 {
+                method.begin_update(pos.update as f64 / schedule.total.max(1) as f64);
+            }
             tch::manual_seed(seed_for(config.seed, pos.epoch, pos.batch));
             let out = tch::autocast(amp, || method.step(&batch))?;
             let factor = if amp { scale.scale } else { 1.0 } / config.num_accum as f64;
@@ -300,9 +307,17 @@ pub fn train(
             }
             let finite = if amp { opt.unscale_grads(1.0 / scale.scale) } else { true };
             let take = !amp || scale.update(finite);
-            let grad_norm =
-                if config.clip_norm > 0.0 && take { opt.clip_grad_norm(config.clip_norm) } else { f64::NAN };
+            let grad_norm = match (config.clip_norm > 0.0 && take, config.clip_mode.as_str()) {
+                (false, _) => f64::NAN,
+                (true, "per_parameter") => opt.clip_each_grad_norm(config.clip_norm),
+                (true, _) => opt.clip_grad_norm(config.clip_norm),
+            };
             let lr = schedule.lr(pos.update);
+            let wd = match config.wd_end {
+                Some(end) => cosine(config.wd, end, pos.update as f64 / schedule.total.max(1) as f64),
+                None => config.wd,
+            };
+            opt.set_weight_decay(wd);
             if take {
                 opt.step(lr);
             }
@@ -315,6 +330,9 @@ pub fn train(
                 "update": pos.update, "epoch": pos.epoch, "batch": pos.batch, "lr": lr, "loss": loss,
                 "images_per_s": images as f64 / secs.max(1e-9), "data_wait": waited / secs.max(1e-9),
             });
+            if config.wd_end.is_some() {
+                entry["wd"] = json!(wd);
+            }
             if grad_norm.is_finite() {
                 entry["grad_norm"] = json!(grad_norm);
             }

@@ -1,6 +1,6 @@
 //! The training engine of patchtcga on LibTorch: run configs with the release's keys, optimizers
 //! and schedules, checkpoints with exact resume, run logs and plots, and the methods that plug in
-//! (supervised organ classification; SimCLR, BYOL and MoCo v2).
+//! (supervised organ classification; SimCLR, BYOL, MoCo v2, DINO and MAE).
 
 pub mod config;
 pub mod data;
@@ -26,6 +26,8 @@ pub fn method(config: &Config) -> Result<(Box<dyn Method>, &'static str), LearnE
         "simclr" => (Box::new(ssl::SimClr::new(config)?), "simclr"),
         "byol" => (Box::new(ssl::Byol::new(config)?), "byol"),
         "mocov2" => (Box::new(ssl::MocoV2::new(config)?), "simclr"),
+        "dino" => (Box::new(ssl::Dino::new(config)?), "dino"),
+        "mae" => (Box::new(ssl::Mae::new(config)?), "mae"),
         _ => (Box::new(Supervised::new(config)?), "supervised"),
     })
 }

@@ -43,16 +43,17 @@ pub fn negative_cosine(p: &Tensor, z: &Tensor) -> Tensor {
 }
 
 /// DINO's cross-entropy between teacher and student views with a centred, sharpened teacher.
-/// The centre is the momentum average of teacher outputs, updated after each loss.
+/// The centre is the momentum average of teacher outputs, updated after each loss; it lives in
+/// the var store (`center`, as upstream's buffer), so checkpoints keep it.
 pub struct DinoLoss {
     pub centre: Tensor,
     pub momentum: f64,
 }
 
 impl DinoLoss {
-    /// A zero centre of `dim` outputs.
-    pub fn new(dim: i64, momentum: f64, device: tch::Device) -> Self {
-        Self { centre: Tensor::zeros([1, dim], (Kind::Float, device)), momentum }
+    /// A zero centre of `dim` outputs under `p`.
+    pub fn new(p: &tch::nn::Path, dim: i64, momentum: f64) -> Self {
+        Self { centre: p.zeros_no_train("center", &[1, dim]), momentum }
     }
 
     /// Mean over pairs of a teacher view and a student view of another index (the first
@@ -70,7 +71,7 @@ impl DinoLoss {
         let loss = pair.sum(Kind::Float) / (terms * b) as f64;
         tch::no_grad(|| {
             let batch_centre = t.mean_dim([0, 1].as_slice(), false, Kind::Float).unsqueeze(0);
-            self.centre = &self.centre * self.momentum + batch_centre * (1.0 - self.momentum);
+            let _ = self.centre.lerp_(&batch_centre, 1.0 - self.momentum);
         });
         loss
     }

@@ -155,6 +155,11 @@ impl Optimizer {
         }
     }
 
+    /// Changes the weight decay of the decaying group (a weight-decay schedule).
+    pub fn set_weight_decay(&mut self, weight_decay: f64) {
+        self.weight_decay = weight_decay;
+    }
+
     pub fn zero_grad(&mut self) {
         self.bind();
         for g in &mut self.groups {
@@ -178,6 +183,25 @@ impl Optimizer {
             }
         });
         total.double_value(&[])
+    }
+
+    /// Scales each parameter's gradient so that its own 2-norm is at most `max` (DINO's
+    /// `clip_gradients`); returns the largest norm before clipping.
+    pub fn clip_each_grad_norm(&mut self, max: f64) -> f64 {
+        self.bind();
+        let mut largest = 0.0f64;
+        tch::no_grad(|| {
+            for g in &mut self.groups {
+                for p in &g.params {
+                    let mut slot = g.grad.narrow(0, p.offset, p.tensor.numel() as i64);
+                    let norm = slot.norm();
+                    let coef = (max / (&norm + 1e-6)).clamp_max(1.0);
+                    let _ = slot.g_mul_(&coef);
+                    largest = largest.max(norm.double_value(&[]));
+                }
+            }
+        });
+        largest
     }
 
     /// Multiplies every gradient by `factor` (loss-scale removal) and says whether all are finite.
@@ -352,5 +376,48 @@ impl LossScale {
             self.clean = 0;
         }
         finite
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// An optimizer over one (n, 2) parameter per gradient column given, gradients set.
+    fn with_grads(grads: &[&[f32]]) -> (Optimizer, Vec<Tensor>) {
+        let params: Vec<(String, Tensor)> = grads
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let t = Tensor::zeros([g.len() as i64, 2], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+                (format!("p{i}.weight"), t)
+            })
+            .collect();
+        let tensors: Vec<Tensor> = params.iter().map(|(_, t)| t.shallow_clone()).collect();
+        let opt = Optimizer::new(Rule::Sgd { momentum: 0.0, nesterov: false }, 0.0, params);
+        for (t, g) in tensors.iter().zip(grads) {
+            let target = Tensor::from_slice(g).unsqueeze(1).expand([g.len() as i64, 2], true);
+            (t * target).sum(Kind::Float).backward();
+        }
+        (opt, tensors)
+    }
+
+    #[test]
+    fn clipping_by_the_global_norm_and_by_each_norm() {
+        // Gradients (3, 4) in two columns → norm 5·√2, and (0.3, 0.4) → 0.5·√2.
+        let (mut opt, t) = with_grads(&[&[3.0, 4.0], &[0.3, 0.4]]);
+        let total = opt.clip_grad_norm(1.0);
+        assert!((total - 50.5f64.sqrt()).abs() < 1e-5);
+        let n0 = t[0].grad().norm().double_value(&[]);
+        let n1 = t[1].grad().norm().double_value(&[]);
+        assert!(((n0 * n0 + n1 * n1).sqrt() - 1.0).abs() < 1e-5, "the whole gradient has norm 1");
+        assert!((n0 / n1 - 10.0).abs() < 1e-4, "directions kept");
+
+        let (mut opt, t) = with_grads(&[&[3.0, 4.0], &[0.3, 0.4]]);
+        let largest = opt.clip_each_grad_norm(1.0);
+        assert!((largest - 50f64.sqrt()).abs() < 1e-5);
+        assert!((t[0].grad().norm().double_value(&[]) - 1.0).abs() < 1e-5, "the large one clipped to 1");
+        assert!((t[1].grad().norm().double_value(&[]) - 0.5f64.sqrt()).abs() < 1e-6, "the small one untouched");
     }
 }

@@ -1,4 +1,11 @@
-//! Learning rate over updates: cold (0), linear warm-up to the peak, cosine decay to 0.
+//! Learning rate over updates: cold (0), linear warm-up to the peak, cosine decay to 0; and the
+//! cosine ramps of other hyper-parameters (target momentum, weight decay).
+
+/// A value moving from `from` (progress 0) to `to` (progress 1) on a half cosine:
+/// to + (from − to)·(1 + cos(π·progress))/2 (BYOL's and DINO's momentum, DINO's weight decay).
+pub fn cosine(from: f64, to: f64, progress: f64) -> f64 {
+    to + (from - to) * (1.0 + (std::f64::consts::PI * progress.clamp(0.0, 1.0)).cos()) / 2.0
+}
 
 /// The schedule of a run, in updates.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,6 +52,14 @@ mod tests {
         assert!((lrs[11] - 0.2).abs() < 1e-12, "half way down at the middle: {}", lrs[11]);
         assert!(lrs.windows(2).skip(6).all(|w| w[1] < w[0]), "decreasing: {lrs:?}");
         assert!(lrs[15] < 0.02);
+    }
+
+    #[test]
+    fn cosine_ramps_run_from_start_to_end() {
+        assert!((cosine(0.99, 1.0, 0.0) - 0.99).abs() < 1e-12);
+        assert!((cosine(0.99, 1.0, 0.5) - 0.995).abs() < 1e-12);
+        assert!((cosine(0.99, 1.0, 1.0) - 1.0).abs() < 1e-12);
+        assert!((cosine(0.04, 0.4, 0.5) - 0.22).abs() < 1e-12, "weight decay rises too");
     }
 
     #[test]

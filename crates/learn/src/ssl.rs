@@ -2,15 +2,17 @@
 //! a target rule (`crates/learn/src/{heads,loss,target}.rs`), and the k-NN monitor they share.
 
 use patchtcga_loader::{Batch, Loader};
-use patchtcga_model::{Arch, Backbone};
+use patchtcga_model::vit::sincos_pos_embed;
+use patchtcga_model::{Backbone, Spec};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use crate::engine::{device, Method, StepOutput};
-use crate::heads::{collapse_std, Mlp, MlpSpec};
-use crate::loss::{info_nce, l2_normalize, negative_cosine, nt_xent};
+use crate::heads::{collapse_std, patchify, DinoHead, MaeDecoder, MaeDecoderSpec, Mlp, MlpSpec};
+use crate::loss::{info_nce, l2_normalize, masked_mse, negative_cosine, nt_xent, DinoLoss};
+use crate::schedule::cosine;
 use crate::supervised::images;
-use crate::target::{cosine_momentum, ema_update, init_targets, Queue, TARGET};
+use crate::target::{ema_update, init_targets, Queue, TARGET};
 use crate::{Config, LearnError};
 
 /// Leave-one-out k-NN accuracy of `features` (N, D): each sample's label is the vote of its `k`
@@ -46,7 +48,7 @@ impl Base {
     fn new(config: &Config) -> Result<Self, LearnError> {
         let device = device(&config.device)?;
         tch::manual_seed(config.seed as i64);
-        let spec = config.model_name.parse::<Arch>()?.spec(config.image_size);
+        let spec = config.backbone_spec()?;
         let vs = nn::VarStore::new(device);
         let backbone = Backbone::new(&vs.root(), spec);
         if !config.pretrained.is_empty() {
@@ -101,6 +103,7 @@ impl SimClr {
             dims: vec![base.dim(), config.proj_hidden_dim, config.proj_dim],
             batch_norm: true,
             last_batch_norm: true,
+            gelu: false,
         };
         let projector = Mlp::new(&(base.vs.root() / "projector"), &spec);
         Ok(Self { base, projector, temperature: config.temperature })
@@ -146,11 +149,13 @@ impl Byol {
             dims: vec![base.dim(), config.proj_hidden_dim, config.proj_dim],
             batch_norm: true,
             last_batch_norm: false,
+            gelu: false,
         };
         let pred = MlpSpec {
             dims: vec![config.proj_dim, config.pred_hidden_dim, config.proj_dim],
             batch_norm: true,
             last_batch_norm: false,
+            gelu: false,
         };
         let projector = Mlp::new(&(&root / "projector"), &proj);
         let predictor = Mlp::new(&(&root / "predictor"), &pred);
@@ -199,8 +204,8 @@ impl Method for Byol {
         Ok(StepOutput { loss, metrics })
     }
     fn after_update(&mut self, progress: f64) {
+        self.momentum = cosine(self.momentum_base, 1.0, progress);
         ema_update(&self.base.vs, self.momentum);
-        self.momentum = cosine_momentum(self.momentum_base, progress);
     }
     fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError> {
         self.base.evaluate(loader)
@@ -236,6 +241,7 @@ impl MocoV2 {
             dims: vec![base.dim(), config.proj_hidden_dim, config.proj_dim],
             batch_norm: false,
             last_batch_norm: false,
+            gelu: false,
         };
         let head = Mlp::new(&(&root / "projector"), &spec);
         let target = root.sub(TARGET.trim_end_matches('.'));
@@ -279,6 +285,199 @@ impl Method for MocoV2 {
     }
     fn after_update(&mut self, _progress: f64) {
         ema_update(&self.base.vs, self.momentum);
+    }
+    fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError> {
+        self.base.evaluate(loader)
+    }
+}
+
+/// DINO: a student (backbone → DINO head) matches the centred, sharpened output of its teacher
+/// (`target.*`, EMA with momentum from `momentum_base` to 1 on a cosine) across views: the
+/// teacher sees the two global crops, the student every crop (global and local, each
+/// resolution through the backbone in one batch). The teacher temperature warms up per epoch,
+/// and the head's last layer stays still for the first `freeze_last_layer` epochs.
+pub struct Dino {
+    base: Base,
+    head: DinoHead,
+    target_backbone: Backbone,
+    target_head: DinoHead,
+    loss: DinoLoss,
+    momentum_base: f64,
+    momentum: f64,
+    epochs: usize,
+    student_temp: f64,
+    teacher_temp: (f64, f64, usize),
+    freeze_last_layer: usize,
+    epoch: usize,
+    /// The last layer as it was before this update, while it is frozen.
+    frozen: Option<Tensor>,
+}
+
+impl Dino {
+    pub fn new(config: &Config) -> Result<Self, LearnError> {
+        let base = Base::new(config)?;
+        let root = base.vs.root();
+        let head_of =
+            |p: &nn::Path| DinoHead::new(p, base.dim(), config.proj_hidden_dim, config.proj_dim, config.out_dim);
+        let head = head_of(&(&root / "projector"));
+        let target = root.sub(TARGET.trim_end_matches('.'));
+        let target_backbone = Backbone::new(&target, base.backbone.spec());
+        let target_head = head_of(&(&target / "projector"));
+        let loss = DinoLoss::new(&target, config.out_dim, config.center_momentum);
+        init_targets(&base.vs);
+        Ok(Self {
+            base,
+            head,
+            target_backbone,
+            target_head,
+            loss,
+            momentum_base: config.momentum_base,
+            momentum: config.momentum_base,
+            epochs: config.epochs,
+            student_temp: config.temperature,
+            teacher_temp: (config.warmup_teacher_temp, config.teacher_temp, config.warmup_teacher_temp_epochs),
+            freeze_last_layer: config.freeze_last_layer,
+            epoch: 0,
+            frozen: None,
+        })
+    }
+
+    /// The teacher temperature of the current epoch: linear from the warm-up value to the final
+    /// one over the warm-up epochs (upstream's `np.linspace` per epoch), then constant.
+    fn teacher_temp(&self) -> f64 {
+        let (from, to, epochs) = self.teacher_temp;
+        if self.epoch >= epochs {
+            return to;
+        }
+        from + (to - from) * self.epoch as f64 / (epochs.max(2) - 1) as f64
+    }
+}
+
+impl Method for Dino {
+    fn var_store(&self) -> &nn::VarStore {
+        &self.base.vs
+    }
+    fn begin_update(&mut self, progress: f64) {
+        self.epoch = (progress * self.epochs as f64 + 1e-9).floor() as usize;
+        let frozen = self.epoch < self.freeze_last_layer;
+        let last = self.head.last_layer();
+        let _ = last.shallow_clone().set_requires_grad(!frozen);
+        // Upstream drops the layer's gradient, so no rule touches it; restoring it after the
+        // update does the same whatever the optimizer (Adam's L2 decay would move it).
+        self.frozen = frozen.then(|| last.detach().copy());
+    }
+    fn step(&mut self, batch: &Batch) -> Result<StepOutput, LearnError> {
+        let d = self.base.device;
+        if batch.views.len() < 2 {
+            return Err(LearnError::Config("DINO needs a recipe with two global views".into()));
+        }
+        // Views of one resolution go through the backbone together, as upstream's MultiCropWrapper.
+        let global = Tensor::cat(&[images(batch, 0, d), images(batch, 1, d)], 0);
+        let mut feats = vec![self.base.backbone.forward_t(&global, true)];
+        if batch.views.len() > 2 {
+            let local: Vec<Tensor> = (2..batch.views.len()).map(|v| images(batch, v, d)).collect();
+            feats.push(self.base.backbone.forward_t(&Tensor::cat(&local, 0), true));
+        }
+        let student = Tensor::cat(&feats, 0).apply_t(&self.head, true);
+        let teacher = tch::no_grad(|| self.target_backbone.forward_t(&global, false).apply_t(&self.target_head, false));
+        let views = batch.views.len() as i64;
+        let temp = self.teacher_temp();
+        let loss = self.loss.loss(&teacher.chunk(2, 0), &student.chunk(views, 0), temp, self.student_temp);
+        let metrics = vec![
+            ("momentum".into(), self.momentum),
+            ("teacher_temp".into(), temp),
+            ("collapse_std".into(), collapse_std(&teacher.narrow(0, 0, batch.labels.len() as i64))),
+        ];
+        Ok(StepOutput { loss, metrics })
+    }
+    fn after_update(&mut self, progress: f64) {
+        if let Some(kept) = self.frozen.take() {
+            tch::no_grad(|| self.head.last_layer().shallow_clone().copy_(&kept));
+        }
+        self.momentum = cosine(self.momentum_base, 1.0, progress);
+        ema_update(&self.base.vs, self.momentum);
+    }
+    fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError> {
+        self.base.evaluate(loader)
+    }
+}
+
+/// MAE: the encoder (a ViT, fixed sine-cosine position embedding) sees a random
+/// `1 − mask_ratio` of each image's patches; a light decoder predicts the pixels of the hidden
+/// ones from the encoded visible tokens and mask tokens; the loss is the pixel MSE on hidden
+/// patches (normalised per patch with `norm_pix_loss`).
+pub struct Mae {
+    base: Base,
+    decoder: MaeDecoder,
+    mask_ratio: f64,
+    norm_pix: bool,
+    patch: i64,
+}
+
+impl Mae {
+    pub fn new(config: &Config) -> Result<Self, LearnError> {
+        let base = Base::new(config)?;
+        let Spec::Vit(vit) = base.backbone.spec() else {
+            return Err(LearnError::Config(format!("MAE needs a ViT backbone, not {}", config.model_name)));
+        };
+        let grid = vit.grid();
+        if grid * vit.patch != config.image_size {
+            return Err(LearnError::Config(format!(
+                "MAE: image_size {} is not a whole number of {} px patches",
+                config.image_size, vit.patch
+            )));
+        }
+        if config.pretrained.is_empty() {
+            // MAE's encoder position embedding is fixed; loaded weights keep theirs.
+            let mut pos = base.vs.variables()["pos_embed"].shallow_clone();
+            tch::no_grad(|| pos.copy_(&sincos_pos_embed(vit.dim, grid)));
+            let _ = pos.set_requires_grad(false);
+        }
+        let spec = MaeDecoderSpec {
+            encoder_dim: vit.dim,
+            dim: config.decoder_embed_dim,
+            depth: config.decoder_depth,
+            heads: config.decoder_num_heads,
+            grid,
+            patch: vit.patch,
+        };
+        let decoder = MaeDecoder::new(&base.vs.root(), spec);
+        Ok(Self { base, decoder, mask_ratio: config.mask_ratio, norm_pix: config.norm_pix_loss, patch: vit.patch })
+    }
+}
+
+/// MAE's per-image random masking of `tokens` (N, L, D): keeps `keep` tokens in a random order;
+/// returns them (N, keep, D), the mask (N, L; 1 = hidden) in grid order, and the permutation that
+/// restores grid order from the shuffled one (N, L).
+pub fn random_masking(tokens: &Tensor, keep: i64) -> (Tensor, Tensor, Tensor) {
+    let (n, l, d) = tokens.size3().expect("tokens are (N, L, D)");
+    let noise = Tensor::rand([n, l], (Kind::Float, tokens.device()));
+    let shuffle = noise.argsort(1, false);
+    let restore = shuffle.argsort(1, false);
+    let kept = shuffle.narrow(1, 0, keep);
+    let visible = tokens.gather(1, &kept.unsqueeze(-1).expand([n, keep, d], true), false);
+    let mask = Tensor::ones([n, l], (Kind::Float, tokens.device()));
+    let _ = mask.narrow(1, 0, keep).fill_(0.0);
+    (visible, mask.gather(1, &restore, false), restore)
+}
+
+impl Method for Mae {
+    fn var_store(&self) -> &nn::VarStore {
+        &self.base.vs
+    }
+    fn step(&mut self, batch: &Batch) -> Result<StepOutput, LearnError> {
+        let x = images(batch, 0, self.base.device);
+        let Backbone::Vit(vit) = &self.base.backbone else { unreachable!("checked in Mae::new") };
+        let tokens = vit.patch_tokens(&x);
+        let (n, l, d) = tokens.size3().expect("tokens");
+        let keep = (l as f64 * (1.0 - self.mask_ratio)) as i64;
+        let (visible, mask, restore) = random_masking(&tokens, keep);
+        let cls = vit.class_token().expand([n, 1, d], true);
+        let latent = vit.encode(&Tensor::cat(&[cls, visible], 1), true);
+        let pred = self.decoder.forward(&latent, &restore, true);
+        let loss = masked_mse(&pred, &patchify(&x, self.patch), &mask, self.norm_pix);
+        let tokens = latent.narrow(1, 1, keep).reshape([-1, d]);
+        Ok(StepOutput { loss, metrics: vec![("collapse_std".into(), collapse_std(&tokens))] })
     }
     fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError> {
         self.base.evaluate(loader)

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use patchtcga_loader::{Batch, Loader};
-use patchtcga_model::{load, Arch, Classifier, ImportOptions};
+use patchtcga_model::{load, Classifier, ImportOptions};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
@@ -31,7 +31,7 @@ impl Supervised {
     pub fn new(config: &Config) -> Result<Self, LearnError> {
         let device = device(&config.device)?;
         tch::manual_seed(config.seed as i64);
-        let spec = config.model_name.parse::<Arch>()?.spec(config.image_size);
+        let spec = config.backbone_spec()?;
         let vs = nn::VarStore::new(device);
         let model = Classifier::new(&vs.root(), spec, config.num_classes, config.dropout_p);
         let head = spec.head_name();

@@ -1,5 +1,5 @@
-//! Target-network rules: momentum (EMA) copies of online weights, their cosine momentum
-//! schedule, and MoCo's queue of keys.
+//! Target-network rules: momentum (EMA) copies of online weights (their momentum follows
+//! [`crate::schedule::cosine`]) and MoCo's queue of keys.
 
 use tch::nn;
 use tch::{Kind, Tensor};
@@ -39,12 +39,6 @@ pub fn init_targets(vs: &nn::VarStore) {
             }
         }
     });
-}
-
-/// BYOL's and DINO's momentum schedule: from `base` at the start to 1 at the end,
-/// 1 − (1 − base)·(cos(π·progress) + 1)/2.
-pub fn cosine_momentum(base: f64, progress: f64) -> f64 {
-    1.0 - (1.0 - base) * ((std::f64::consts::PI * progress.clamp(0.0, 1.0)).cos() + 1.0) / 2.0
 }
 
 /// MoCo's queue of `size` keys of width `dim`, filled in place as a ring; its contents and
@@ -102,13 +96,6 @@ mod tests {
         assert!((t - 0.1).abs().max().double_value(&[]) < 1e-7);
         ema_update(&vs, 0.9);
         assert!((vs.variables()["target.w"].double_value(&[0]) - 0.19).abs() < 1e-6);
-    }
-
-    #[test]
-    fn cosine_momentum_runs_from_base_to_one() {
-        assert!((cosine_momentum(0.99, 0.0) - 0.99).abs() < 1e-12);
-        assert!((cosine_momentum(0.99, 0.5) - 0.995).abs() < 1e-12);
-        assert!((cosine_momentum(0.99, 1.0) - 1.0).abs() < 1e-12);
     }
 
     #[test]

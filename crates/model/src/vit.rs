@@ -34,7 +34,8 @@ impl VitConfig {
     }
 }
 
-fn linear(p: nn::Path, i: i64, o: i64) -> nn::Linear {
+/// A Linear layer initialised as timm's ViT (weights N(0, 0.02), bias 0).
+pub fn linear(p: nn::Path, i: i64, o: i64) -> nn::Linear {
     let cfg = nn::LinearConfig {
         ws_init: Init::Randn { mean: 0.0, stdev: 0.02 },
         bs_init: Some(Init::Const(0.0)),
@@ -43,7 +44,8 @@ fn linear(p: nn::Path, i: i64, o: i64) -> nn::Linear {
     nn::linear(p, i, o, cfg)
 }
 
-fn layer_norm(p: nn::Path, d: i64) -> nn::LayerNorm {
+/// A LayerNorm with timm's ViT epsilon (1e-6).
+pub fn layer_norm(p: nn::Path, d: i64) -> nn::LayerNorm {
     nn::layer_norm(p, vec![d], nn::LayerNormConfig { eps: 1e-6, ..Default::default() })
 }
 
@@ -59,7 +61,9 @@ fn drop_path(x: Tensor, rate: f64, train: bool) -> Tensor {
     x * mask / keep
 }
 
-struct Block {
+/// A pre-norm transformer block (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`,
+/// `mlp.fc2`), also the MAE decoder's.
+pub struct Block {
     norm1: nn::LayerNorm,
     qkv: nn::Linear,
     proj: nn::Linear,
@@ -71,9 +75,10 @@ struct Block {
 }
 
 impl Block {
-    fn new(p: &nn::Path, c: &VitConfig, drop_path: f64) -> Self {
-        let d = c.dim;
-        let hidden = (d as f64 * c.mlp_ratio) as i64;
+    /// A block of width `dim` with `heads` attention heads and an MLP of `mlp_ratio`·`dim`.
+    pub fn new(p: &nn::Path, dim: i64, heads: i64, mlp_ratio: f64, drop_path: f64) -> Self {
+        let d = dim;
+        let hidden = (d as f64 * mlp_ratio) as i64;
         Self {
             norm1: layer_norm(p / "norm1", d),
             qkv: linear(p / "attn" / "qkv", d, 3 * d),
@@ -81,7 +86,7 @@ impl Block {
             norm2: layer_norm(p / "norm2", d),
             fc1: linear(p / "mlp" / "fc1", d, hidden),
             fc2: linear(p / "mlp" / "fc2", hidden, d),
-            heads: c.heads,
+            heads,
             drop_path,
         }
     }
@@ -94,7 +99,8 @@ impl Block {
         y.transpose(1, 2).reshape([b, n, d]).apply(&self.proj)
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+    /// Tokens (N, T, D) → tokens.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let x = x + drop_path(self.attention(&x.apply(&self.norm1)), self.drop_path, train);
         let mlp = x.apply(&self.norm2).apply(&self.fc1).gelu("none").apply(&self.fc2);
         &x + drop_path(mlp, self.drop_path, train)
@@ -128,7 +134,7 @@ impl Vit {
         let blocks = (0..config.depth)
             .map(|i| {
                 let rate = if config.depth > 1 { config.drop_path * i as f64 / (config.depth - 1) as f64 } else { 0.0 };
-                Block::new(&(p / "blocks" / i), &config, rate)
+                Block::new(&(p / "blocks" / i), config.dim, config.heads, config.mlp_ratio, rate)
             })
             .collect();
         let norm = layer_norm(p / "norm", d);
@@ -137,11 +143,22 @@ impl Vit {
 
     /// Patch tokens with the class token prepended and position embeddings added (N, 1+h·w, D).
     pub fn embed(&self, x: &Tensor) -> Tensor {
+        let patches = self.patch_tokens(x);
+        let (n, _, d) = patches.size3().expect("tokens");
+        Tensor::cat(&[self.class_token().expand([n, 1, d], true), patches], 1)
+    }
+
+    /// Patch tokens with their position embeddings, without the class token (N, h·w, D), in
+    /// row-major grid order (what MAE masks).
+    pub fn patch_tokens(&self, x: &Tensor) -> Tensor {
         let y = x.apply(&self.proj);
-        let (n, d, h, w) = y.size4().expect("patch grid");
-        let y = y.flatten(2, 3).transpose(1, 2);
-        let cls = self.cls_token.expand([n, 1, d], true);
-        Tensor::cat(&[cls, y], 1) + self.pos_embed_for(h, w)
+        let (_, _, h, w) = y.size4().expect("patch grid");
+        y.flatten(2, 3).transpose(1, 2) + self.pos_embed_for(h, w).narrow(1, 1, h * w)
+    }
+
+    /// The class token with its position embedding (1, 1, D).
+    pub fn class_token(&self) -> Tensor {
+        &self.cls_token + self.pos_embed.narrow(1, 0, 1)
     }
 
     /// The position embedding resampled to an h×w patch grid as timm does (bicubic, antialiased).
@@ -190,4 +207,21 @@ pub fn resample_pos_embed(pos_embed: &Tensor, h: i64, w: i64) -> Tensor {
     let grid = grid.internal_upsample_bicubic2d_aa([h, w], false, None, None);
     let grid = grid.permute([0, 2, 3, 1]).reshape([1, h * w, d]).to_kind(kind);
     Tensor::cat(&[prefix, grid], 1)
+}
+
+/// MAE's fixed 2-D sine-cosine position embedding for a `grid`×`grid` patch grid with a zero
+/// class-token row first (1, 1+grid², `dim`): the first half of the channels encodes the column,
+/// the second half the row, each as sin then cos at frequencies 1/10000^(k/(dim/4)).
+pub fn sincos_pos_embed(dim: i64, grid: i64) -> Tensor {
+    let quarter = dim / 4;
+    let omega = (Tensor::arange(quarter, (Kind::Double, tch::Device::Cpu)) / quarter as f64 * -(10000f64.ln())).exp();
+    let axis = |pos: Tensor| {
+        let out = pos.reshape([-1, 1]) * omega.reshape([1, -1]);
+        Tensor::cat(&[out.sin(), out.cos()], 1)
+    };
+    let idx = Tensor::arange(grid * grid, (Kind::Double, tch::Device::Cpu));
+    let (row, col) = ((&idx / grid as f64).floor(), idx.remainder(grid));
+    let emb = Tensor::cat(&[axis(col), axis(row)], 1);
+    let cls = Tensor::zeros([1, dim], (Kind::Double, tch::Device::Cpu));
+    Tensor::cat(&[cls, emb], 0).unsqueeze(0).to_kind(Kind::Float)
 }
