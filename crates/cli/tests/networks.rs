@@ -174,3 +174,60 @@ fn bad_network_input_gets_one_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("bad.toml") && err.contains("learning_rate"), "{err}");
 }
+
+#[test]
+fn dino_and_mae_presets_train_through_the_cli_and_feed_embed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let small = [
+        "device=\"cpu\"",
+        "enable_autocast=false",
+        "model_name=\"vit-s16\"",
+        "image_size=64",
+        "val_image_size=64",
+        "batch_size=4",
+        "num_workers=2",
+        "epochs=1",
+        "warmup_epochs=0",
+        "split=\"3fold_dict_idx_filenames.pickle\"",
+    ];
+    let heads: [(&str, &[&str]); 2] = [
+        ("dino_vit_s16", &["local_crops=2", "out_dim=64", "proj_hidden_dim=32", "proj_dim=16"]),
+        ("mae_vit_b16", &["decoder_embed_dim=32", "decoder_depth=1", "decoder_num_heads=2"]),
+    ];
+    for (preset, extra) in heads {
+        let mut cmd = patchtcga();
+        cmd.arg("pretrain").arg("--config").arg(root.join(format!("{preset}_ptcga200.toml")));
+        for s in small.iter().chain(extra) {
+            cmd.args(["--set", s]);
+        }
+        cmd.arg("--set").arg(format!("dataset_dir={:?}", data.display().to_string()));
+        cmd.arg("--set").arg(format!("root_dir={:?}", dir.path().join("runs").display().to_string()));
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{preset}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("val_knn_accuracy"), "{preset}: k-NN monitor reported");
+    }
+
+    // DINO's teacher (`target.`) and student, and MAE's encoder, each embed the patches.
+    for (run, prefix) in
+        [("dino_vit_s16_ptcga200", "target."), ("dino_vit_s16_ptcga200", ""), ("mae_vit_b16_ptcga200", "")]
+    {
+        let feats = dir.path().join(format!("{run}{prefix}.npy"));
+        let mut cmd = patchtcga();
+        cmd.args(["embed", "--arch", "vit-s16", "--image-size", "64", "--preprocess", "none", "--weights"])
+            .arg(dir.path().join("runs").join(run).join("model.safetensors"))
+            .arg("--images")
+            .arg(&data)
+            .arg("--out")
+            .arg(&feats);
+        if !prefix.is_empty() {
+            cmd.args(["--prefix", prefix]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{run} {prefix}: {}", String::from_utf8_lossy(&out.stderr));
+        let f = tch::Tensor::read_npy(&feats).unwrap();
+        assert_eq!(f.size(), [48, 384]);
+        assert!(f.isfinite().all().int64_value(&[]) == 1);
+    }
+}

@@ -111,8 +111,7 @@ impl DinoHead {
 impl ModuleT for DinoHead {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let x = l2_normalize(&self.mlp.forward_t(xs, train));
-        let norm = self.weight_v.norm_scalaropt_dim(2.0, [1].as_slice(), true);
-        x.matmul(&(&self.weight_g * &self.weight_v / norm).tr())
+        x.matmul(&Tensor::internal_weight_norm(&self.weight_v, &self.weight_g, 0).tr())
     }
 }
 

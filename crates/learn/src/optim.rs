@@ -189,19 +189,21 @@ impl Optimizer {
     /// `clip_gradients`); returns the largest norm before clipping.
     pub fn clip_each_grad_norm(&mut self, max: f64) -> f64 {
         self.bind();
-        let mut largest = 0.0f64;
+        let mut norms = Vec::new();
         tch::no_grad(|| {
             for g in &mut self.groups {
                 for p in &g.params {
                     let mut slot = g.grad.narrow(0, p.offset, p.tensor.numel() as i64);
                     let norm = slot.norm();
-                    let coef = (max / (&norm + 1e-6)).clamp_max(1.0);
-                    let _ = slot.g_mul_(&coef);
-                    largest = largest.max(norm.double_value(&[]));
+                    let _ = slot.g_mul_(&(max / (&norm + 1e-6)).clamp_max(1.0));
+                    norms.push(norm);
                 }
             }
         });
-        largest
+        if norms.is_empty() {
+            return 0.0;
+        }
+        Tensor::stack(&norms, 0).max().double_value(&[])
     }
 
     /// Multiplies every gradient by `factor` (loss-scale removal) and says whether all are finite.

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# How long each pretraining preset waits on its loader: `patchtcga pretrain` for UPDATES updates
+# on real patches (the bundled slide tiled as COPIES slides, made in bench/out/epoch_<COPIES> by
+# bench/train_epoch.sh's recipe if missing), then the mean images/s and the share of each update
+# spent waiting for the next batch, from metrics.jsonl (first 5 updates left out: warm-up).
+# Usage: [COPIES=96] [UPDATES=40] [WORKERS=nproc] [BATCH=64] [DEVICE=cuda] bash bench/pretrain_wait.sh [presets…]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${PATCHTCGA:-target/release/patchtcga}
+copies=${COPIES:-96}
+updates=${UPDATES:-40}
+workers=${WORKERS:-$(nproc)}
+batch=${BATCH:-64}
+device=${DEVICE:-cuda}
+data=bench/out/epoch_$copies/PTCGA200
+if [ ! -f "$data/manifest.csv" ]; then
+  mkdir -p "bench/out/epoch_$copies"
+  cp assets/cmu1_small_region.svs "bench/out/epoch_$copies/"
+  { echo "slide,organ,id"; for i in $(seq 1 "$copies"); do echo "cmu1_small_region.svs,$([ $((i % 2)) = 0 ] && echo lung || echo skin),s$i"; done; } > "bench/out/epoch_$copies/slides.csv"
+  "$bin" build ptcga200 --slides "bench/out/epoch_$copies/slides.csv" --out "$data" > /dev/null
+fi
+presets=("$@")
+[ ${#presets[@]} -gt 0 ] || presets=(simclr_resnet50 byol_resnet50 mocov2_resnet50 dino_vit_s16 mae_vit_b16)
+runs=$(mktemp -d)
+echo "| preset | batch | loader workers | device | source images/s | loader wait |"
+echo "|---|---|---|---|---|---|"
+for p in "${presets[@]}"; do
+  "$bin" pretrain --config "configs/${p}_ptcga200.toml" --set "dataset_dir=\"$data\"" --set 'split=""' \
+    --set "root_dir=\"$runs\"" --set "batch_size=$batch" --set "num_workers=$workers" --set "device=\"$device\"" \
+    --set "stop_num_updates=$updates" --set "queue_size=$((batch * 64))" --set snapshot_epoch=1000 > /dev/null 2>&1
+  python3 - "$runs/${p}_ptcga200/metrics.jsonl" "$p" "$batch" "$workers" "$device" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l][5:]
+rate = sum(r["images_per_s"] for r in rows) / len(rows)
+wait = sum(r["data_wait"] for r in rows) / len(rows)
+print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {sys.argv[5]} | {rate:.0f} | {100 * wait:.0f} % |")
+PY
+done
