@@ -2,16 +2,28 @@
 # The GPU measurements in the README, as run on a lent machine with PyTorch 2.11 (CUDA 13) and no
 # Rust: the patchtcga binary is built elsewhere against that torch (tch 0.24) and unpacked with
 # the shared libraries it needs into $G; LibTorch comes from the machine's own torch.
-# Usage: G=/tmp/g bash bench/gpu.sh [out folder]
+# lightly (for the pretraining reference) is carried too, in $G/py.
+# Usage: G=/tmp/g bash bench/gpu.sh [out folder] [parts: step epoch embed pretrain wait; default all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp}
+parts=${2:-step epoch embed pretrain wait}
 export LD_LIBRARY_PATH="$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib:$G/lib"
-export PATCHTCGA=$G/patchtcga PYTHON=python3 TORCH_CPP_LOG_LEVEL=ERROR
+export PATCHTCGA=$G/patchtcga PYTHON=python3 TORCH_CPP_LOG_LEVEL=ERROR PYTHONPATH=$G/py
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch, torchvision, timm; print("torch", torch.__version__, "torchvision", torchvision.__version__, "timm", timm.__version__)'
 "$PATCHTCGA" bench step --arch resnet18 --image-size 64 --batch-size 4 --steps 2 --warmup 1 --device cuda || { ldd "$PATCHTCGA" | grep "not found"; exit 1; }
-bash bench/train_step.sh 50 cuda --autocast | tee "$out/step_amp.md"
-bash bench/train_step.sh 20 cuda | tee "$out/step_fp32.md"
-COPIES=96 bash bench/train_epoch.sh resnet50 8 cuda --autocast | tee "$out/epoch.txt"
-python3 tools/check_embed_parity.py bench/out/epoch_96/PTCGA200 --bin "$PATCHTCGA" --device cuda | tee "$out/embed.txt"
+has() { [[ " $parts " == *" $1 "* ]]; }
+if has step; then
+  bash bench/train_step.sh 50 cuda --autocast | tee "$out/step_amp.md"
+  bash bench/train_step.sh 20 cuda | tee "$out/step_fp32.md"
+fi
+if has epoch; then COPIES=96 bash bench/train_epoch.sh resnet50 8 cuda --autocast | tee "$out/epoch.txt"; fi
+if has embed; then
+  COPIES=96 bash bench/train_epoch.sh resnet50 8 cuda --autocast > /dev/null  # makes the dataset
+  python3 tools/check_embed_parity.py bench/out/epoch_96/PTCGA200 --bin "$PATCHTCGA" --device cuda | tee "$out/embed.txt"
+fi
+if has pretrain; then BATCH=64 DEVICE=cuda STEPS=20 bash bench/pretrain_step.sh | tee "$out/pretrain_step.md"; fi
+if has wait; then
+  COPIES=96 UPDATES=40 WORKERS=14 BATCH=64 DEVICE=cuda bash bench/pretrain_wait.sh | tee "$out/pretrain_wait.md"
+fi

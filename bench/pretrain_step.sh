@@ -21,7 +21,7 @@ echo "|---|---|---|---|---|---|"
 for p in "${presets[@]}"; do
   args=(--config "configs/${p}_ptcga200.toml" --set "batch_size=$batch" --set "device=\"$device\"" --set "enable_autocast=$amp"
         --steps "$steps" --warmup 2 --threads "$(nproc)")
-  t=$("$py" bench/pretrain_step_torch.py "${args[@]}" 2> /dev/null)
+  t=$("$py" bench/pretrain_step_torch.py "${args[@]}" 2>> "${ERRLOG:-/dev/null}")
   r=$("$bin" bench pretrain "${args[@]}")
   ti=$(sed -E 's/.*: ([0-9.]+) images\/s.*/\1/' <<<"$t"); ri=$(sed -E 's/.*: ([0-9.]+) images\/s.*/\1/' <<<"$r")
   echo "| $p | $batch | $device$([ $amp = true ] && echo " fp16") | $ti | $ri | $(awk -v a="$ri" -v b="$ti" 'BEGIN{printf "%.2f", a/b}')× |"

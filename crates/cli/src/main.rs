@@ -89,6 +89,9 @@ enum Command {
     /// Train a backbone as a run config says (supervised organ classification, SimCLR, BYOL,
     /// MoCo v2, DINO, MAE).
     Pretrain(networks::PretrainArgs),
+    /// Fine-tune on a benchmark (PCam200): full or linear probe, best validation epoch, test
+    /// report with accuracy interval, balanced accuracy, ROC-AUC, F1 and confusion matrix.
+    Finetune(networks::FinetuneArgs),
     /// Backbone features of a folder of patches, from any backbone and PyTorch weights, as .npy.
     Embed(networks::EmbedArgs),
     /// Write a backbone's weights for PyTorch (.pth or .safetensors, torchvision / timm names).
@@ -397,6 +400,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench { what: BenchWhat::Step(args) } => networks::bench_step(args),
         Command::Bench { what: BenchWhat::Pretrain(args) } => networks::bench_method(args),
+        Command::Finetune(args) => networks::finetune(args),
         Command::Bench {
             what: BenchWhat::Loader { dataset, recipe, workers, seconds, batch_size, size, local_crops },
         } => bench_loader(&dataset, &recipe, workers, seconds, batch_size, size, local_crops),

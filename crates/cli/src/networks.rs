@@ -52,6 +52,59 @@ pub fn pretrain(a: PretrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Options of `patchtcga finetune`.
+#[derive(Args)]
+pub struct FinetuneArgs {
+    /// Run config, e.g. configs/pcam200_resnet50.toml.
+    #[arg(long)]
+    config: PathBuf,
+    /// Initial backbone weights: a pretraining run's model.safetensors, any .pth (ImageNet
+    /// torchvision/timm, MoCo, DINO, MAE, …), or `none` for random weights (default: the
+    /// config's `pretrained`).
+    #[arg(long)]
+    init: Option<String>,
+    /// Override a key: `--set fine_tune=true` (linear probe), `--set epochs=5`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Continue from the run folder's latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+}
+
+/// Fine-tunes, selects the best validation epoch and reports validation and test metrics.
+pub fn finetune(a: FinetuneArgs) -> Result<()> {
+    let mut set = a.set;
+    match a.init.as_deref() {
+        Some("none") => set.push("pretrained=\"\"".into()),
+        Some(path) => {
+            if !Path::new(path).is_file() {
+                bail!("--init {path}: no such file (a .pth/.safetensors, or `none`)");
+            }
+            set.push(format!("pretrained={path:?}"));
+        }
+        None => {}
+    }
+    let config = Config::load(Some(&a.config), &set)?;
+    let o = patchtcga_learn::finetune::finetune(&config, a.resume)?;
+    println!("selected epoch {} (best validation accuracy)", o.selected_epoch);
+    for (set, r) in [("val", &o.val), ("test", &o.test)] {
+        if let Some(r) = r {
+            let auc = r.roc_auc.map_or("n/a".to_owned(), |v| format!("{v:.4}"));
+            println!(
+                "{set}: accuracy {:.2} % (95 % CI {:.2}–{:.2}), balanced accuracy {:.2} %, ROC-AUC {auc}, F1 {:.4}, {} images",
+                100.0 * r.accuracy,
+                100.0 * r.accuracy_ci[0],
+                100.0 * r.accuracy_ci[1],
+                100.0 * r.balanced_accuracy,
+                r.f1,
+                r.samples
+            );
+        }
+    }
+    println!("run folder: {} (results.json, plots/confusion_*.png, metrics.jsonl, checkpoints/)", o.run_dir.display());
+    Ok(())
+}
+
 /// A backbone and the weights to put in it (`embed`, `export`).
 #[derive(Args)]
 pub struct BackboneArgs {

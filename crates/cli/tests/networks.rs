@@ -231,3 +231,61 @@ fn dino_and_mae_presets_train_through_the_cli_and_feed_embed() {
         assert!(f.isfinite().all().int64_value(&[]) == 1);
     }
 }
+
+#[test]
+fn finetune_from_the_preset_reports_val_and_test() {
+    let dir = tempfile::tempdir().unwrap();
+    // PCam200 layout: crops of the bundled slide's patches, tumour ones colour-inverted.
+    let src =
+        image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/golden/cmu1_0.39_512_800_800.png"))
+            .unwrap()
+            .to_rgb8();
+    let data = dir.path().join("PCam200");
+    for (i, (split, class)) in
+        ["train", "val", "test"].iter().flat_map(|s| ["normal", "tumor"].map(|c| (*s, c))).cycle().take(24).enumerate()
+    {
+        let mut crop = image::imageops::crop_imm(&src, (i as u32 * 37) % 400, (i as u32 * 61) % 400, 96, 96).to_image();
+        if class == "tumor" {
+            image::imageops::invert(&mut crop);
+        }
+        let p = data.join(split).join(class).join("case0").join(format!("p{i}.jpg"));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        crop.save(&p).unwrap();
+    }
+    let preset = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pcam200_resnet50.toml");
+    let run = |init: &str| {
+        patchtcga()
+            .arg("finetune")
+            .arg("--config")
+            .arg(&preset)
+            .args(["--init", init])
+            .args(["--set", "model_name=\"resnet18\"", "--set", "image_size=32", "--set", "val_image_size=32"])
+            .args([
+                "--set",
+                "batch_size=4",
+                "--set",
+                "epochs=2",
+                "--set",
+                "device=\"cpu\"",
+                "--set",
+                "enable_autocast=false",
+            ])
+            .args(["--set", "num_workers=2"])
+            .arg("--set")
+            .arg(format!("dataset_dir={:?}", data.display().to_string()))
+            .arg("--set")
+            .arg(format!("root_dir={:?}", dir.path().join("runs").display().to_string()))
+            .output()
+            .unwrap()
+    };
+    let out = run("none");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("selected epoch") && text.contains("test: accuracy") && text.contains("95 % CI"), "{text}");
+    assert!(dir.path().join("runs/pcam200_resnet50/results.json").exists());
+
+    let out = run("missing.pth");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing.pth") && err.contains("no such file"), "{err}");
+}

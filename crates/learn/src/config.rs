@@ -81,7 +81,8 @@ pub struct Config {
     /// Where run folders go.
     pub root_dir: String,
     /// Split file (`3fold_dict_idx_filenames.pickle` or `splits.json`), relative to
-    /// `dataset_dir`; "" = train on everything, no validation (ours).
+    /// `dataset_dir`; "" = the `train`/`val`/`test` folders of PCam200 and segPANDA200, or
+    /// everything for training, no validation, elsewhere (ours).
     pub split: String,
     /// Which trial of the split file (ours).
     pub trial: usize,

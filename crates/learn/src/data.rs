@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use patchtcga_augment::Recipe;
-use patchtcga_dataset::{split, Index};
+use patchtcga_dataset::{split, DatasetKind, Index, SPLITS};
 use patchtcga_loader::{samples, Loader, LoaderConfig, OnBadInput, Sample};
 
 use crate::config::image_stats;
@@ -14,6 +14,8 @@ pub struct Loaders {
     pub train: Loader,
     pub val: Option<Loader>,
     pub test: Option<Loader>,
+    /// Name of each class id: its folder (folders sharing a class joined by `/`).
+    pub class_names: Vec<String>,
 }
 
 fn loader_config(config: &Config, shuffle: bool) -> Result<LoaderConfig, LearnError> {
@@ -40,7 +42,18 @@ pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
     if index.entries.is_empty() {
         return Err(LearnError::Config(format!("{}: no images found", root.display())));
     }
-    let sets: Vec<Option<Vec<Sample>>> = if config.split.is_empty() {
+    let has_split_folders = matches!(index.kind, DatasetKind::Pcam200 | DatasetKind::SegPanda200);
+    let sets: Vec<Option<Vec<Sample>>> = if config.split.is_empty() && has_split_folders {
+        // PCam200 / segPANDA200: the split is in the folders.
+        SPLITS
+            .iter()
+            .map(|set| {
+                let idx: Vec<u64> =
+                    index.entries.iter().enumerate().filter(|(_, e)| e.split == *set).map(|(i, _)| i as u64).collect();
+                (!idx.is_empty()).then(|| samples(&index, Some(&idx))).transpose()
+            })
+            .collect::<Result<_, _>>()?
+    } else if config.split.is_empty() {
         vec![Some(samples(&index, None)?), None, None]
     } else {
         let path = root.join(&config.split);
@@ -74,7 +87,18 @@ pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
         })
         .transpose()
     };
+    let mut class_names = vec![String::new(); config.num_classes.max(0) as usize];
+    for e in &index.entries {
+        let Some(name) = class_names.get_mut(e.label as usize) else { continue };
+        if !name.split('/').any(|n| n == e.label_name) {
+            if !name.is_empty() {
+                name.push('/');
+            }
+            name.push_str(&e.label_name);
+        }
+    }
     Ok(Loaders {
+        class_names,
         train: Loader::new(
             train,
             Recipe::preset(recipe, config.image_size as u32, config.local_crops)?,

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod data;
 pub mod engine;
+pub mod finetune;
 pub mod heads;
 pub mod loss;
 pub mod optim;

@@ -1,4 +1,5 @@
-//! PNG curves of a run's metrics log: loss, learning rate, accuracy against updates.
+//! PNG pictures of a run: curves of its metrics log (loss, learning rate, accuracy against
+//! updates) and confusion matrices.
 
 use std::path::Path;
 use std::sync::Once;
@@ -39,11 +40,56 @@ pub fn curves(log: &Path, out: &Path) -> Result<(), LearnError> {
     Ok(())
 }
 
-/// One line chart (points where a series has a single value) with a legend.
-pub fn chart(path: &Path, title: &str, series: &[Series]) -> Result<(), LearnError> {
+fn font() {
     FONT.call_once(|| {
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
     });
+}
+
+/// A confusion matrix as a heat map: rows are true classes, columns predicted ones, each cell
+/// shaded by its share of the row and labelled with its count.
+pub fn confusion(path: &Path, title: &str, counts: &[Vec<u64>], names: &[String]) -> Result<(), LearnError> {
+    font();
+    let err = |e: String| LearnError::Config(format!("{}: cannot draw: {e}", path.display()));
+    let k = counts.len();
+    let cell = (480 / k.max(1)).clamp(24, 120) as i32;
+    let side = cell * k as i32;
+    let tmp = path.with_extension("png.tmp.png");
+    {
+        let root = BitMapBackend::new(&tmp, ((side + 200) as u32, (side + 160) as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let text = |s: &str, at: (i32, i32), size: i32| -> Result<(), LearnError> {
+            root.draw(&Text::new(s.to_owned(), at, ("sans-serif", size).into_font())).map_err(|e| err(e.to_string()))
+        };
+        text(title, (10, 8), 20)?;
+        text("predicted →", (150 + side / 2 - 40, 36), 14)?;
+        let (x0, y0) = (150, 60);
+        for (t, row) in counts.iter().enumerate() {
+            let n: u64 = row.iter().sum::<u64>().max(1);
+            let name = names.get(t).map(String::as_str).unwrap_or("?");
+            text(name, (8, y0 + t as i32 * cell + cell / 2 - 7), 14)?;
+            for (p, &c) in row.iter().enumerate() {
+                let share = c as f64 / n as f64;
+                let shade = (255.0 * (1.0 - 0.8 * share)) as u8;
+                let (x, y) = (x0 + p as i32 * cell, y0 + t as i32 * cell);
+                root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], RGBColor(shade, shade, 255).filled()))
+                    .map_err(|e| err(e.to_string()))?;
+                root.draw(&Rectangle::new([(x, y), (x + cell, y + cell)], BLACK.stroke_width(1)))
+                    .map_err(|e| err(e.to_string()))?;
+                text(&c.to_string(), (x + 4, y + cell / 2 - 7), 14)?;
+            }
+        }
+        for (p, name) in names.iter().enumerate().take(k) {
+            text(name, (x0 + p as i32 * cell + 2, y0 + side + 6), 12)?;
+        }
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| LearnError::io(path, e))
+}
+
+/// One line chart (points where a series has a single value) with a legend.
+pub fn chart(path: &Path, title: &str, series: &[Series]) -> Result<(), LearnError> {
+    font();
     let err = |e: String| LearnError::Config(format!("{}: cannot draw: {e}", path.display()));
     let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
     let (x0, x1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));

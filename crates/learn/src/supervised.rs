@@ -7,14 +7,25 @@ use patchtcga_model::{load, Classifier, ImportOptions};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
+use patchtcga_metrics::{roc_auc_of, Confusion};
+
 use crate::engine::{device, Method, StepOutput};
 use crate::{Config, LearnError};
 
-/// Images of a batch's first view on `device`.
+/// Images of one view of a batch on `device`. For a GPU the loader's buffer is copied to the
+/// device directly, without a host copy first.
 pub fn images(batch: &Batch, view: usize, device: Device) -> Tensor {
     let v = &batch.views[view];
     let shape: Vec<i64> = v.shape.iter().map(|&d| d as i64).collect();
-    Tensor::from_slice(&v.data).reshape(shape.as_slice()).to_device(device)
+    if device == Device::Cpu {
+        return Tensor::from_slice(&v.data).reshape(shape.as_slice());
+    }
+    assert_eq!(v.data.len(), v.shape.iter().product::<usize>(), "a view's buffer holds its shape");
+    let strides: Vec<i64> = (0..4).map(|i| shape[i + 1..].iter().product()).collect();
+    // SAFETY: the tensor borrows `v.data`, which outlives it: it is read only by the synchronous
+    // (pageable-memory) copy to the device on the next line and dropped there.
+    let host = unsafe { Tensor::from_blob(v.data.as_ptr().cast(), &shape, &strides, Kind::Float, Device::Cpu) };
+    host.to_device(device)
 }
 
 /// Backbone + dropout + linear head trained with cross-entropy.
@@ -24,6 +35,7 @@ pub struct Supervised {
     /// `fine_tune`: the backbone is frozen and runs in evaluation mode.
     frozen: bool,
     device: Device,
+    classes: i64,
 }
 
 impl Supervised {
@@ -53,12 +65,52 @@ impl Supervised {
                 }
             }
         });
-        Ok(Self { vs, model, frozen: config.fine_tune, device })
+        Ok(Self { vs, model, frozen: config.fine_tune, device, classes: config.num_classes })
     }
 
     fn logits(&self, x: &Tensor, train: bool) -> Tensor {
         let feats = self.model.backbone.forward_t(x, train && !self.frozen);
         self.model.head(&feats, train)
+    }
+}
+
+/// Class probabilities of a set, its labels, and the mean cross-entropy.
+pub struct Predictions {
+    /// N rows of class probabilities.
+    pub probs: Vec<f32>,
+    pub labels: Vec<usize>,
+    pub loss: f64,
+}
+
+impl Predictions {
+    /// The most probable class of each sample.
+    pub fn predicted(&self, classes: usize) -> Vec<usize> {
+        self.probs
+            .chunks(classes)
+            .map(|row| (0..classes).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0))
+            .collect()
+    }
+}
+
+impl Supervised {
+    /// Evaluation-mode predictions over a loader (its first view).
+    pub fn predict(&self, loader: &Loader) -> Result<Predictions, LearnError> {
+        let (mut probs, mut labels, mut loss) = (Vec::new(), Vec::new(), 0.0);
+        for batch in loader.epoch(0) {
+            let batch = batch?;
+            let x = images(&batch, 0, self.device);
+            let y = Tensor::from_slice(&batch.labels).to_device(self.device);
+            let logits = tch::no_grad(|| self.logits(&x, false)).to_kind(Kind::Float);
+            loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * batch.labels.len() as f64;
+            let p = logits.softmax(-1, Kind::Float).to_device(Device::Cpu).reshape([-1]);
+            probs.extend(Vec::<f32>::try_from(p)?);
+            labels.extend(batch.labels.iter().map(|&l| l as usize));
+        }
+        if labels.is_empty() {
+            return Err(LearnError::Config("an evaluation set has no images".into()));
+        }
+        let loss = loss / labels.len() as f64;
+        Ok(Predictions { probs, labels, loss })
     }
 }
 
@@ -77,18 +129,18 @@ impl Method for Supervised {
     }
 
     fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError> {
-        let (mut loss, mut correct, mut n) = (0.0, 0i64, 0i64);
-        for batch in loader.epoch(0) {
-            let batch = batch?;
-            let x = images(&batch, 0, self.device);
-            let y = Tensor::from_slice(&batch.labels).to_device(self.device);
-            let logits = tch::no_grad(|| self.logits(&x, false)).to_kind(Kind::Float);
-            let b = batch.labels.len() as i64;
-            loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * b as f64;
-            correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
-            n += b;
+        let p = self.predict(loader)?;
+        let classes = self.classes as usize;
+        let confusion = Confusion::from_pairs(classes, &p.labels, &p.predicted(classes));
+        let mut out = vec![
+            ("loss".into(), p.loss),
+            ("accuracy".into(), confusion.accuracy()),
+            ("balanced_accuracy".into(), confusion.balanced_accuracy()),
+            ("f1".into(), confusion.f1_score()),
+        ];
+        if let Some(auc) = roc_auc_of(&p.probs, &p.labels, classes) {
+            out.push(("roc_auc".into(), auc));
         }
-        let n = n.max(1) as f64;
-        Ok(vec![("loss".into(), loss / n), ("accuracy".into(), correct as f64 / n)])
+        Ok(out)
     }
 }

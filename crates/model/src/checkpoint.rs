@@ -178,6 +178,8 @@ fn is_training_part(name: &str) -> bool {
     ["head.", "fc.", "decoder", "mask_token", "projector.", "predictor.", "projection_head.", "classifier.", "target."]
         .iter()
         .any(|p| name.starts_with(p))
+        // Training state beside a momentum network: DINO's centre, MoCo's queue.
+        || ["center", "queue", "queue_ptr"].contains(&name)
 }
 
 /// Scores a candidate prefix for ties: the network people evaluate wins over its twin.

@@ -1,4 +1,5 @@
 //! Fixtures of the learn tests.
+#![allow(dead_code)] // each test binary uses some of the fixtures
 
 use std::path::Path;
 
@@ -21,5 +22,29 @@ pub fn dataset(root: &Path) {
         let p = root.join(organ).join(format!("s{}_{}_0.jpg", i / 4, i));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         crop.save(&p).unwrap();
+    }
+}
+
+/// A PCam200 layout of crops of the same patch: `normal` as they are, `tumor` colour-inverted;
+/// 8 images per class in train, 4 in val and test, two cases each.
+pub fn pcam200(root: &Path) {
+    let src =
+        image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/golden/cmu1_0.39_512_800_800.png"))
+            .unwrap()
+            .to_rgb8();
+    let mut i = 0u32;
+    for (split, n) in [("train", 8), ("val", 4), ("test", 4)] {
+        for class in ["normal", "tumor"] {
+            for j in 0..n {
+                let mut crop = image::imageops::crop_imm(&src, (i * 29) % 380, (i * 53) % 380, 128, 128).to_image();
+                if class == "tumor" {
+                    image::imageops::invert(&mut crop);
+                }
+                let p = root.join(split).join(class).join(format!("case{}", j % 2)).join(format!("p{i}.jpg"));
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                crop.save(&p).unwrap();
+                i += 1;
+            }
+        }
     }
 }
