@@ -92,6 +92,9 @@ enum Command {
     /// Fine-tune on a benchmark (PCam200): full or linear probe, best validation epoch, test
     /// report with accuracy interval, balanced accuracy, ROC-AUC, F1 and confusion matrix.
     Finetune(networks::FinetuneArgs),
+    /// Logistic-regression probe and k-NN classifier on embedded splits (from `embed`): a
+    /// checkpoint compared in seconds.
+    Probe(networks::ProbeArgs),
     /// Backbone features of a folder of patches, from any backbone and PyTorch weights, as .npy.
     Embed(networks::EmbedArgs),
     /// Write a backbone's weights for PyTorch (.pth or .safetensors, torchvision / timm names).
@@ -401,6 +404,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { what: BenchWhat::Step(args) } => networks::bench_step(args),
         Command::Bench { what: BenchWhat::Pretrain(args) } => networks::bench_method(args),
         Command::Finetune(args) => networks::finetune(args),
+        Command::Probe(args) => networks::probe(args),
         Command::Bench {
             what: BenchWhat::Loader { dataset, recipe, workers, seconds, batch_size, size, local_crops },
         } => bench_loader(&dataset, &recipe, workers, seconds, batch_size, size, local_crops),

@@ -288,4 +288,40 @@ fn finetune_from_the_preset_reports_val_and_test() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("missing.pth") && err.contains("no such file"), "{err}");
+
+    // Frozen-feature evaluation of the fine-tuned backbone: embed the splits once, then probe.
+    let feats = dir.path().join("feats.npy");
+    let out = patchtcga()
+        .args(["embed", "--arch", "resnet18", "--image-size", "32", "--weights"])
+        .arg(dir.path().join("runs/pcam200_resnet50/model.safetensors"))
+        .arg("--images")
+        .arg(&data)
+        .arg("--out")
+        .arg(&feats)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = dir.path().join("probe.json");
+    let out = patchtcga()
+        .args(["probe", "--k", "3", "--dataset"])
+        .arg(&data)
+        .arg("--features")
+        .arg(&feats)
+        .arg("--out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("| linear | test | 8 |") && text.contains("| knn | val | 8 |"), "{text}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["train"], 8);
+    assert_eq!(r["knn"]["test"]["confusion"]["counts"].as_array().unwrap().len(), 2);
+
+    // Features of another dataset are refused, naming the missing image.
+    std::fs::write(feats.with_extension("csv"), "row,image\n0,elsewhere.jpg\n").unwrap();
+    let out = patchtcga().args(["probe", "--dataset"]).arg(&data).arg("--features").arg(&feats).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rows for 24 feature vectors"), "{err}");
 }

@@ -35,6 +35,32 @@ fn loader_config(config: &Config, shuffle: bool) -> Result<LoaderConfig, LearnEr
     })
 }
 
+/// Positions in `index` of the train, val and test sets (`None` for an empty one): from a split
+/// file relative to the dataset root (`splits.json` or the release's pickle, one trial of it),
+/// else from the `train`/`val`/`test` folders of PCam200 and segPANDA200, else everything in
+/// train.
+pub fn set_indices(index: &Index, split_file: &str, trial: usize) -> Result<[Option<Vec<u64>>; 3], LearnError> {
+    let some = |v: Vec<u64>| (!v.is_empty()).then_some(v);
+    if !split_file.is_empty() {
+        let path = index.root.join(split_file);
+        let splits = if path.extension().is_some_and(|e| e == "json") {
+            split::read_json(&path)?
+        } else {
+            split::read_pickle(&path)?
+        };
+        let t = splits.get(&trial.to_string()).ok_or_else(|| {
+            LearnError::Config(format!("{}: no trial {trial} (it has {})", path.display(), splits.len()))
+        })?;
+        return Ok(SPLITS.map(|set| t.get(set).and_then(|s| some(s.idx.clone()))));
+    }
+    if matches!(index.kind, DatasetKind::Pcam200 | DatasetKind::SegPanda200) {
+        return Ok(SPLITS.map(|set| {
+            some(index.entries.iter().enumerate().filter(|(_, e)| e.split == set).map(|(i, _)| i as u64).collect())
+        }));
+    }
+    Ok([some((0..index.entries.len() as u64).collect()), None, None])
+}
+
 /// Builds the loaders: `recipe` views for training, the eval transform for val and test.
 pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
     let root = Path::new(&config.dataset_dir);
@@ -42,34 +68,10 @@ pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
     if index.entries.is_empty() {
         return Err(LearnError::Config(format!("{}: no images found", root.display())));
     }
-    let has_split_folders = matches!(index.kind, DatasetKind::Pcam200 | DatasetKind::SegPanda200);
-    let sets: Vec<Option<Vec<Sample>>> = if config.split.is_empty() && has_split_folders {
-        // PCam200 / segPANDA200: the split is in the folders.
-        SPLITS
-            .iter()
-            .map(|set| {
-                let idx: Vec<u64> =
-                    index.entries.iter().enumerate().filter(|(_, e)| e.split == *set).map(|(i, _)| i as u64).collect();
-                (!idx.is_empty()).then(|| samples(&index, Some(&idx))).transpose()
-            })
-            .collect::<Result<_, _>>()?
-    } else if config.split.is_empty() {
-        vec![Some(samples(&index, None)?), None, None]
-    } else {
-        let path = root.join(&config.split);
-        let splits = if path.extension().is_some_and(|e| e == "json") {
-            split::read_json(&path)?
-        } else {
-            split::read_pickle(&path)?
-        };
-        let trial = splits.get(&config.trial.to_string()).ok_or_else(|| {
-            LearnError::Config(format!("{}: no trial {} (it has {})", path.display(), config.trial, splits.len()))
-        })?;
-        ["train", "val", "test"]
-            .iter()
-            .map(|set| trial.get(*set).filter(|s| !s.idx.is_empty()).map(|s| samples(&index, Some(&s.idx))).transpose())
-            .collect::<Result<_, _>>()?
-    };
+    let sets: Vec<Option<Vec<Sample>>> = set_indices(&index, &config.split, config.trial)?
+        .iter()
+        .map(|idx| idx.as_ref().map(|idx| samples(&index, Some(idx))).transpose())
+        .collect::<Result<_, _>>()?;
     let mut sets = sets.into_iter();
     let train = sets.next().flatten().ok_or_else(|| LearnError::Config("the split's train set is empty".into()))?;
     if let Some(max) = train.iter().map(|s| s.label).max() {

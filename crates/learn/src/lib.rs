@@ -10,6 +10,7 @@ pub mod heads;
 pub mod loss;
 pub mod optim;
 pub mod plot;
+pub mod probe;
 pub mod schedule;
 pub mod ssl;
 pub mod supervised;

@@ -1,0 +1,132 @@
+//! Frozen-feature evaluation, as pathology foundation-model benchmarks run it: embeddings of a
+//! benchmark's splits (from `patchtcga embed`), then a logistic-regression probe and a k-NN
+//! classifier on them — seconds per checkpoint instead of a fine-tuning run.
+
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::loss::l2_normalize;
+
+/// Features (N, D) of one set and their class ids.
+pub struct Features {
+    pub x: Tensor,
+    pub labels: Vec<usize>,
+}
+
+impl Features {
+    fn targets(&self) -> Tensor {
+        Tensor::from_slice(&self.labels.iter().map(|&l| l as i64).collect::<Vec<_>>())
+    }
+}
+
+/// Multinomial logistic regression on features standardised with the training set's mean and
+/// deviation, with an L2 penalty on the weights.
+pub struct LinearProbe {
+    mean: Tensor,
+    std: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    /// The L2 strength it was fitted with.
+    pub weight_decay: f64,
+}
+
+/// The L2 strengths [`LinearProbe::select`] tries.
+pub const WEIGHT_DECAYS: [f64; 5] = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1];
+
+impl LinearProbe {
+    /// Fits by full-batch Adam (500 steps from zero weights: deterministic).
+    pub fn fit(train: &Features, classes: usize, weight_decay: f64) -> Self {
+        let x = train.x.to_kind(Kind::Float).to_device(Device::Cpu);
+        let mean = x.mean_dim([0].as_slice(), true, Kind::Float);
+        let std = x.std_dim([0].as_slice(), false, true).clamp_min(1e-6);
+        let x = (&x - &mean) / &std;
+        let y = train.targets();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let d = x.size()[1];
+        let weight = vs.root().zeros("weight", &[d, classes as i64]);
+        let bias = vs.root().zeros("bias", &[classes as i64]);
+        let mut opt = nn::Adam::default().build(&vs, 0.01).expect("adam");
+        for _ in 0..500 {
+            let logits = x.matmul(&weight) + &bias;
+            let loss = logits.cross_entropy_for_logits(&y) + weight.square().sum(Kind::Float) * (weight_decay / 2.0);
+            opt.backward_step(&loss);
+        }
+        Self { mean, std, weight: weight.detach(), bias: bias.detach(), weight_decay }
+    }
+
+    /// Fits with each of [`WEIGHT_DECAYS`] and keeps the most accurate on `val` (the earliest
+    /// of equals); without validation, 1e-4.
+    pub fn select(train: &Features, val: Option<&Features>, classes: usize) -> Self {
+        let Some(val) = val else { return Self::fit(train, classes, 1e-4) };
+        let mut best: Option<(f64, Self)> = None;
+        for wd in WEIGHT_DECAYS {
+            let p = Self::fit(train, classes, wd);
+            let acc = accuracy(&p.probs(&val.x), &val.labels, classes);
+            if best.as_ref().is_none_or(|(a, _)| acc > *a) {
+                best = Some((acc, p));
+            }
+        }
+        best.expect("at least one strength").1
+    }
+
+    /// Class probabilities of features (N rows of `classes`).
+    pub fn probs(&self, x: &Tensor) -> Vec<f32> {
+        let x = (x.to_kind(Kind::Float).to_device(Device::Cpu) - &self.mean) / &self.std;
+        let p = (x.matmul(&self.weight) + &self.bias).softmax(-1, Kind::Float);
+        Vec::<f32>::try_from(p.reshape([-1])).expect("float probabilities")
+    }
+}
+
+/// Class shares of the `k` most cosine-similar training features of each query, each vote
+/// weighted by exp(similarity / `temperature`) (the k-NN of DINO's evaluation).
+pub fn knn_probs(bank: &Features, query: &Tensor, classes: usize, k: i64, temperature: f64) -> Vec<f32> {
+    let b = l2_normalize(&bank.x.to_kind(Kind::Float).to_device(Device::Cpu));
+    let q = l2_normalize(&query.to_kind(Kind::Float).to_device(Device::Cpu));
+    let (top, idx) = q.matmul(&b.tr()).topk(k.min(b.size()[0]), -1, true, true);
+    let votes = Tensor::zeros([q.size()[0], classes as i64], (Kind::Float, Device::Cpu));
+    let neighbour_labels = bank.targets().index_select(0, &idx.reshape([-1])).reshape(idx.size());
+    let votes = votes.scatter_add(1, &neighbour_labels, &(top / temperature).exp());
+    let p = &votes / votes.sum_dim_intlist([1].as_slice(), true, Kind::Float);
+    Vec::<f32>::try_from(p.reshape([-1])).expect("float shares")
+}
+
+fn accuracy(probs: &[f32], labels: &[usize], classes: usize) -> f64 {
+    let right = probs
+        .chunks(classes)
+        .zip(labels)
+        .filter(|(row, &l)| (0..classes).max_by(|&a, &b| row[a].total_cmp(&row[b])) == Some(l))
+        .count();
+    right as f64 / labels.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two Gaussian clusters in 16 dimensions, at ±4 on the first axis.
+    fn clusters(n: i64, seed: i64) -> Features {
+        tch::manual_seed(seed);
+        let x = Tensor::randn([n, 16], (Kind::Float, Device::Cpu));
+        let labels: Vec<usize> = (0..n as usize).map(|i| i % 2).collect();
+        let shift = Tensor::from_slice(&labels.iter().map(|&l| (l as f32 * 2.0 - 1.0) * 4.0).collect::<Vec<_>>());
+        let _ = x.select(1, 0).g_add_(&shift);
+        Features { x, labels }
+    }
+
+    #[test]
+    fn linear_probe_and_knn_separate_clusters_and_not_noise() {
+        let (train, val, test) = (clusters(200, 1), clusters(60, 2), clusters(60, 3));
+        let p = LinearProbe::select(&train, Some(&val), 2);
+        assert!(WEIGHT_DECAYS.contains(&p.weight_decay));
+        assert!(accuracy(&p.probs(&test.x), &test.labels, 2) > 0.95);
+        let knn = knn_probs(&train, &test.x, 2, 20, 0.07);
+        assert!(accuracy(&knn, &test.labels, 2) > 0.95);
+        assert!(knn.chunks(2).all(|r| (r[0] + r[1] - 1.0).abs() < 1e-5), "shares sum to one");
+
+        // Labels unrelated to the features: near chance on new samples.
+        let shuffled = Features { x: train.x.shallow_clone(), labels: (0..200).map(|i| (i / 2) % 2).collect() };
+        let noise_test = Features { x: test.x.shallow_clone(), labels: (0..60).map(|i| (i / 2) % 2).collect() };
+        let p = LinearProbe::fit(&shuffled, 2, 1e-2);
+        assert!(accuracy(&p.probs(&noise_test.x), &noise_test.labels, 2) < 0.75);
+    }
+}
