@@ -2,6 +2,7 @@
 //! release's layouts, split them by slide, check downloads, summarise datasets, train backbones
 //! and embed patches.
 
+mod infer;
 mod networks;
 
 use std::path::{Path, PathBuf};
@@ -95,6 +96,9 @@ enum Command {
     /// Logistic-regression probe and k-NN classifier on embedded splits (from `embed`): a
     /// checkpoint compared in seconds.
     Probe(networks::ProbeArgs),
+    /// Slide a fine-tuned classifier over a whole slide's tissue: a probability heat map over the
+    /// thumbnail, and the raw map.
+    Infer(infer::InferArgs),
     /// Backbone features of a folder of patches, from any backbone and PyTorch weights, as .npy.
     Embed(networks::EmbedArgs),
     /// Write a backbone's weights for PyTorch (.pth or .safetensors, torchvision / timm names).
@@ -405,6 +409,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { what: BenchWhat::Pretrain(args) } => networks::bench_method(args),
         Command::Finetune(args) => networks::finetune(args),
         Command::Probe(args) => networks::probe(args),
+        Command::Infer(args) => infer::infer(args),
         Command::Bench {
             what: BenchWhat::Loader { dataset, recipe, workers, seconds, batch_size, size, local_crops },
         } => bench_loader(&dataset, &recipe, workers, seconds, batch_size, size, local_crops),

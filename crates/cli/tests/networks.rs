@@ -325,3 +325,57 @@ fn finetune_from_the_preset_reports_val_and_test() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rows for 24 feature vectors"), "{err}");
 }
+
+#[test]
+fn infer_maps_a_classifier_over_the_slide_tissue() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("classifier.safetensors");
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _m = patchtcga_model::Classifier::new(&vs.root(), patchtcga_model::Arch::ResNet18.spec(32), 2, 0.0);
+    vs.save(&weights).unwrap();
+    let out_png = dir.path().join("heat.png");
+    let infer = |w: &Path, extra: &[&str]| {
+        patchtcga()
+            .args(["infer", "--arch", "resnet18", "--image-size", "32", "--field-um", "100", "--weights"])
+            .arg(w)
+            .arg("--slide")
+            .arg(sample_slide())
+            .arg("--out")
+            .arg(&out_png)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = infer(&weights, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The raw map tiles the slide: 100 µm tiles over its level-0 extent, NaN off tissue.
+    let slide = patchtcga_slide::Slide::open(sample_slide(), None).unwrap();
+    let (w, h) = slide.dimensions();
+    let tile_px = 100.0 / slide.mpp().x;
+    let map = tch::Tensor::read_npy(dir.path().join("heat.npy")).unwrap();
+    assert_eq!(map.size(), [(h as f64 / tile_px) as i64, (w as f64 / tile_px) as i64]);
+    let on_tissue = map.isfinite().sum(tch::Kind::Int64).int64_value(&[]);
+    assert!(on_tissue > 0 && on_tissue < map.numel() as i64, "{on_tissue} of {} tiles on tissue", map.numel());
+    let finite = map.masked_select(&map.isfinite());
+    assert!(finite.min().double_value(&[]) >= 0.0 && finite.max().double_value(&[]) <= 1.0);
+    // The picture is the thumbnail (same aspect as the slide) plus a colour bar.
+    let img = image::open(&out_png).unwrap();
+    let thumb_h = img.height() - 64;
+    assert!(((img.width() as f64 / thumb_h as f64) - w as f64 / h as f64).abs() < 0.01);
+
+    let out = infer(&weights, &["--class", "2"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has 2 classes"));
+    let backbone = dir.path().join("backbone.safetensors");
+    let out = patchtcga()
+        .args(["export", "--arch", "resnet18", "--weights"])
+        .arg(&weights)
+        .arg("--out")
+        .arg(&backbone)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = infer(&backbone, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no classification head"), "{err}");
+}

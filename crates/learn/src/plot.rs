@@ -46,6 +46,24 @@ fn font() {
     });
 }
 
+/// Writes `texts` (text, top-left corner, pixel size) in black onto an RGB image buffer
+/// (`width`×`height`, 3 bytes per pixel).
+pub fn label(
+    buffer: &mut [u8],
+    width: u32,
+    height: u32,
+    texts: &[(String, (i32, i32), u32)],
+) -> Result<(), LearnError> {
+    font();
+    let err = |e: String| LearnError::Config(format!("cannot draw labels: {e}"));
+    let root = BitMapBackend::with_buffer(buffer, (width, height)).into_drawing_area();
+    for (t, at, size) in texts {
+        root.draw(&Text::new(t.clone(), *at, ("sans-serif", *size as i32).into_font()))
+            .map_err(|e| err(e.to_string()))?;
+    }
+    root.present().map_err(|e| err(e.to_string()))
+}
+
 /// A confusion matrix as a heat map: rows are true classes, columns predicted ones, each cell
 /// shaded by its share of the row and labelled with its count.
 pub fn confusion(path: &Path, title: &str, counts: &[Vec<u64>], names: &[String]) -> Result<(), LearnError> {
