@@ -5,6 +5,8 @@ SHELL := /bin/bash
 # Debian packages: OpenSlide (slide reading), libturbojpeg (JPEG coding), HDF5 (the original PCam
 # files), libclang + pkg-config (binding generation), python3 (the split-pickle round-trip test).
 APT_PACKAGES := libopenslide-dev libturbojpeg0-dev libhdf5-dev libclang-dev pkg-config python3 ca-certificates curl build-essential
+# Headless Chromium renders the HTML report in its test.
+TEST_PACKAGES := chromium
 # Extra packages for the side-by-side benchmark against the Python tools.
 BENCH_PACKAGES := python3-openslide python3-numpy python3-pil
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -49,7 +51,8 @@ demo: $(BIN)
 	@echo "patches: $(DEMO)/PTCGA200/skin/  map: $(DEMO)/PTCGA200/thumbnail_position_map/  mosaic: $(DEMO)/mosaic.png"
 
 test: deps rust
-	PATH="$$HOME/.cargo/bin:$$PATH" cargo test --workspace
+	$(call apt_install,$(TEST_PACKAGES))
+	PATH="$$HOME/.cargo/bin:$$PATH" PATCHTCGA_REQUIRE_CHROMIUM=1 cargo test --workspace
 
 bench: $(BIN)
 	$(call apt_install,$(BENCH_PACKAGES))

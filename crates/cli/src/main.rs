@@ -99,6 +99,16 @@ enum Command {
     /// Slide a fine-tuned classifier over a whole slide's tissue: a probability heat map over the
     /// thumbnail, and the raw map.
     Infer(infer::InferArgs),
+    /// One page of runs: a table of pretraining and benchmark results with intervals, curves and
+    /// confusion matrices (`--out report.html`, pictures embedded, or `report.md`).
+    Report {
+        /// Run folders, or folders of run folders (e.g. `runs`).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// `.html` (self-contained) or `.md`.
+        #[arg(long, default_value = "report.html")]
+        out: PathBuf,
+    },
     /// Backbone features of a folder of patches, from any backbone and PyTorch weights, as .npy.
     Embed(networks::EmbedArgs),
     /// Write a backbone's weights for PyTorch (.pth or .safetensors, torchvision / timm names).
@@ -321,6 +331,42 @@ pub(crate) fn bar(unit: &str) -> ProgressBar {
     pb
 }
 
+/// Writes the report of `paths` (run folders, or folders holding them) to `out`.
+fn report(paths: &[PathBuf], out: &Path) -> Result<()> {
+    let mut dirs = Vec::new();
+    for p in paths {
+        if p.join("config.toml").exists() {
+            dirs.push(p.clone());
+            continue;
+        }
+        let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("{}: cannot read", p.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|d| d.join("config.toml").exists())
+            .collect();
+        if inside.is_empty() {
+            bail!("{}: neither a run folder (config.toml) nor a folder of runs", p.display());
+        }
+        inside.sort();
+        dirs.extend(inside);
+    }
+    let runs = dirs.iter().map(|d| patchtcga_report::Run::read(d)).collect::<Result<Vec<_>, _>>()?;
+    let text = match out.extension().and_then(|e| e.to_str()) {
+        Some("md") => patchtcga_report::markdown(
+            &runs,
+            out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")),
+        ),
+        Some("html" | "htm") => patchtcga_report::html(&runs)?,
+        _ => bail!("--out {}: .html or .md", out.display()),
+    };
+    let tmp = out.with_file_name(format!(".{}.tmp", out.file_name().and_then(|n| n.to_str()).unwrap_or("report")));
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, out))
+        .with_context(|| format!("{}: cannot write", out.display()))?;
+    println!("{} runs → {}", runs.len(), out.display());
+    Ok(())
+}
+
 fn bytes_bar() -> ProgressBar {
     let pb = ProgressBar::new(0);
     let t = "{spinner} [{elapsed_precise}] {bar:40} {bytes}/{total_bytes} {bytes_per_sec} (eta {eta})";
@@ -410,6 +456,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Finetune(args) => networks::finetune(args),
         Command::Probe(args) => networks::probe(args),
         Command::Infer(args) => infer::infer(args),
+        Command::Report { runs, out } => report(&runs, &out),
         Command::Bench {
             what: BenchWhat::Loader { dataset, recipe, workers, seconds, batch_size, size, local_crops },
         } => bench_loader(&dataset, &recipe, workers, seconds, batch_size, size, local_crops),

@@ -318,6 +318,16 @@ fn finetune_from_the_preset_reports_val_and_test() {
     assert_eq!(r["train"], 8);
     assert_eq!(r["knn"]["test"]["confusion"]["counts"].as_array().unwrap().len(), 2);
 
+    // The report of the runs folder: one row for the fine-tuning run, its pictures embedded.
+    let page = dir.path().join("report.html");
+    let out = patchtcga().arg("report").arg(dir.path().join("runs")).arg("--out").arg(&page).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<td>pcam200_resnet50</td>") || html.contains(">pcam200_resnet50</a>"), "{html}");
+    assert!(html.contains("<td>fine-tuning</td>") && html.matches("data:image/png;base64,").count() >= 3);
+    let out = patchtcga().arg("report").arg(&data).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither a run folder"));
+
     // Features of another dataset are refused, naming the missing image.
     std::fs::write(feats.with_extension("csv"), "row,image\n0,elsewhere.jpg\n").unwrap();
     let out = patchtcga().args(["probe", "--dataset"]).arg(&data).arg("--features").arg(&feats).output().unwrap();

@@ -1,0 +1,284 @@
+//! The report of a set of runs: one table of every run — pretraining (method, backbone, data,
+//! last loss, k-NN organ accuracy) and benchmarks (initialisation, accuracy with its interval,
+//! balanced accuracy, ROC-AUC, F1) — then each run's curves, confusion matrices and other
+//! pictures. HTML with the PNGs embedded (one file that opens in any browser) or markdown that
+//! links them.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde_json::Value;
+
+/// Errors naming the run folder or file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{path}: {cause}")]
+    Run { path: PathBuf, cause: String },
+}
+
+/// What the report knows about one run folder.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub dir: PathBuf,
+    pub name: String,
+    /// `pretraining (simclr)`, `fine-tuning`, `linear probe`.
+    pub task: String,
+    pub backbone: String,
+    /// Dataset folder name.
+    pub data: String,
+    /// Initial weights (fine-tuning), `none`, or "".
+    pub init: String,
+    /// (column, value) in display order.
+    pub metrics: Vec<(String, String)>,
+    /// PNGs of the run, in display order.
+    pub pictures: Vec<PathBuf>,
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>, ReportError> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| ReportError::Run { path: path.to_path_buf(), cause: format!("not JSON: {e}") }),
+        Err(_) => Ok(None),
+    }
+}
+
+fn file_name(p: &str) -> String {
+    Path::new(p).file_name().and_then(|n| n.to_str()).unwrap_or(p).to_owned()
+}
+
+/// The last value of `key` in a metrics log.
+fn last(log: &[Value], key: &str) -> Option<f64> {
+    log.iter().rev().find_map(|e| e[key].as_f64())
+}
+
+fn percent(v: f64) -> String {
+    format!("{:.2}", 100.0 * v)
+}
+
+impl Run {
+    /// Reads a run folder: `config.toml`, `metrics.jsonl`, `results.json` (fine-tuning) and the
+    /// PNGs under `plots/`.
+    pub fn read(dir: &Path) -> Result<Self, ReportError> {
+        let bad = |cause: String| ReportError::Run { path: dir.to_path_buf(), cause };
+        let text = std::fs::read_to_string(dir.join("config.toml"))
+            .map_err(|e| bad(format!("no config.toml ({e}): not a patchtcga run folder")))?;
+        let config: toml::Table = text.parse().map_err(|e| bad(format!("config.toml: {e}")))?;
+        let get = |k: &str| config.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        let log: Vec<Value> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let results = read_json(&dir.join("results.json"))?;
+        let method = get("self_supervised");
+        let fine_tune = config.get("fine_tune").and_then(|v| v.as_bool()).unwrap_or(false);
+        let mut metrics = Vec::new();
+        let (task, init) = match &results {
+            Some(r) => {
+                let init = r["init"].as_str().map(file_name_of_run).unwrap_or_default();
+                let test = &r["test"];
+                if let (Some(acc), Some(ci)) = (test["accuracy"].as_f64(), test["accuracy_ci"].as_array()) {
+                    let ci: Vec<f64> = ci.iter().filter_map(Value::as_f64).collect();
+                    let interval = if ci.len() == 2 {
+                        format!(" ({}–{})", percent(ci[0]), percent(ci[1]))
+                    } else {
+                        String::new()
+                    };
+                    metrics.push(("test accuracy % (95 % CI)".into(), format!("{}{interval}", percent(acc))));
+                }
+                for (key, col) in [("balanced_accuracy", "balanced accuracy %"), ("f1", "F1"), ("roc_auc", "ROC-AUC")] {
+                    if let Some(v) = test[key].as_f64() {
+                        let shown = if key == "balanced_accuracy" { percent(v) } else { format!("{v:.4}") };
+                        metrics.push((col.into(), shown));
+                    }
+                }
+                if let Some(v) = r["val"]["accuracy"].as_f64() {
+                    metrics.push(("val accuracy %".into(), percent(v)));
+                }
+                if let Some(e) = r["selected_epoch"].as_u64() {
+                    metrics.push(("selected epoch".into(), e.to_string()));
+                }
+                (if fine_tune { "linear probe" } else { "fine-tuning" }.to_owned(), init)
+            }
+            None => {
+                for (key, col) in
+                    [("loss", "last loss"), ("val_knn_accuracy", "k-NN accuracy %"), ("val_accuracy", "val accuracy %")]
+                {
+                    if let Some(v) = last(&log, key) {
+                        metrics.push((col.into(), if key == "loss" { format!("{v:.4}") } else { percent(v) }));
+                    }
+                }
+                if let Some(u) = last(&log, "update") {
+                    metrics.push(("updates".into(), format!("{u:.0}")));
+                }
+                let task = if method.is_empty() || method == "none" {
+                    "pretraining (supervised)".to_owned()
+                } else {
+                    format!("pretraining ({method})")
+                };
+                (task, get("pretrained"))
+            }
+        };
+        let mut pictures: Vec<PathBuf> = std::fs::read_dir(dir.join("plots"))
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "png"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        pictures.sort();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            name: get("name"),
+            task,
+            backbone: get("model_name"),
+            data: file_name(&get("dataset_dir")),
+            init: if init.is_empty() { "none".into() } else { init },
+            metrics,
+            pictures,
+        })
+    }
+}
+
+/// A short name for weights: the run folder for a run's `model.safetensors`, else the file name.
+fn file_name_of_run(path: &str) -> String {
+    let p = Path::new(path);
+    match (p.file_name().and_then(|n| n.to_str()), p.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str())) {
+        (Some("model.safetensors"), Some(run)) => format!("{run} (run)"),
+        _ => file_name(path),
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Every metric column of `runs`, in first-seen order.
+fn columns(runs: &[Run]) -> Vec<String> {
+    let mut cols: Vec<String> = Vec::new();
+    for r in runs {
+        for (c, _) in &r.metrics {
+            if !cols.contains(c) {
+                cols.push(c.clone());
+            }
+        }
+    }
+    cols
+}
+
+fn cell(r: &Run, col: &str) -> String {
+    r.metrics.iter().find(|(c, _)| c == col).map(|(_, v)| v.clone()).unwrap_or_else(|| "–".into())
+}
+
+/// Runs ordered as the paper's tables: pretraining first, then each benchmark by its data.
+fn ordered(runs: &[Run]) -> Vec<&Run> {
+    let mut v: Vec<&Run> = runs.iter().collect();
+    v.sort_by_key(|r| (!r.task.starts_with("pretraining"), r.data.clone(), r.task.clone(), r.name.clone()));
+    v
+}
+
+/// The HTML page: a self-contained file (pictures embedded as base64 PNG).
+pub fn html(runs: &[Run]) -> Result<String, ReportError> {
+    let cols = columns(runs);
+    let mut s = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>patchtcga report</title>\n<style>\
+         body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}\
+         th,td{border:1px solid #bbb;padding:4px 8px;text-align:left}th{background:#eef}\
+         img{max-width:48%;margin:4px;border:1px solid #ddd}section{margin-top:2em}</style></head><body>\n\
+         <h1>patchtcga report</h1>\n<table id=\"runs\">\n<tr><th>run</th><th>task</th><th>data</th><th>backbone</th><th>initialisation</th>",
+    );
+    for c in &cols {
+        let _ = write!(s, "<th>{}</th>", escape(c));
+    }
+    s.push_str("</tr>\n");
+    for r in ordered(runs) {
+        let _ = write!(
+            s,
+            "<tr><td><a href=\"#{0}\">{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td>",
+            escape(&r.name),
+            escape(&r.task),
+            escape(&r.data),
+            escape(&r.backbone),
+            escape(&r.init)
+        );
+        for c in &cols {
+            let _ = write!(s, "<td>{}</td>", escape(&cell(r, c)));
+        }
+        s.push_str("</tr>\n");
+    }
+    s.push_str("</table>\n");
+    for r in ordered(runs) {
+        let _ = write!(
+            s,
+            "<section id=\"{0}\"><h2>{0}</h2><p>{1}, {2}, {3}</p>\n",
+            escape(&r.name),
+            escape(&r.task),
+            escape(&r.backbone),
+            escape(&r.dir.display().to_string())
+        );
+        for p in &r.pictures {
+            let bytes = std::fs::read(p).map_err(|e| ReportError::Run { path: p.clone(), cause: e.to_string() })?;
+            let alt = p.file_stem().and_then(|n| n.to_str()).unwrap_or("picture");
+            let _ = writeln!(
+                s,
+                "<img alt=\"{}\" src=\"data:image/png;base64,{}\">",
+                escape(alt),
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            );
+        }
+        s.push_str("</section>\n");
+    }
+    // Marks pictures the browser could not decode (seen by the headless-browser test, and by
+    // anyone whose copy of the page is damaged).
+    s.push_str(
+        "<script>addEventListener('load',()=>{const bad=[...document.images].filter(i=>!i.naturalWidth);\
+         document.body.dataset.brokenImages=bad.length;bad.forEach(i=>i.replaceWith('[picture ' + i.alt + ' did not decode]'));});</script>\n",
+    );
+    s.push_str("</body></html>\n");
+    Ok(s)
+}
+
+/// The markdown page: the table, then each run's pictures linked relative to `out_dir`.
+pub fn markdown(runs: &[Run], out_dir: &Path) -> String {
+    let cols = columns(runs);
+    let mut s = String::from("# patchtcga report\n\n| run | task | data | backbone | initialisation |");
+    for c in &cols {
+        let _ = write!(s, " {c} |");
+    }
+    s.push_str("\n|---|---|---|---|---|");
+    s.push_str(&"---|".repeat(cols.len()));
+    s.push('\n');
+    for r in ordered(runs) {
+        let _ = write!(s, "| {} | {} | {} | {} | {} |", r.name, r.task, r.data, r.backbone, r.init);
+        for c in &cols {
+            let _ = write!(s, " {} |", cell(r, c));
+        }
+        s.push('\n');
+    }
+    for r in ordered(runs) {
+        let _ = write!(s, "\n## {}\n\n", r.name);
+        for p in &r.pictures {
+            let rel = relative(p, out_dir);
+            let _ = writeln!(s, "![{}]({})", p.file_stem().and_then(|n| n.to_str()).unwrap_or("picture"), rel);
+        }
+    }
+    s
+}
+
+/// `path` as seen from `from` (both made absolute when they can be).
+fn relative(path: &Path, from: &Path) -> String {
+    let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (p, f) = (abs(path), abs(from));
+    let common = p.components().zip(f.components()).take_while(|(a, b)| a == b).count();
+    let ups = f.components().count() - common;
+    let mut out = PathBuf::new();
+    for _ in 0..ups {
+        out.push("..");
+    }
+    for c in p.components().skip(common) {
+        out.push(c);
+    }
+    out.display().to_string()
+}

@@ -1,0 +1,122 @@
+//! The report of a pretraining run and a fine-tuning run: table values and order, embedded
+//! pictures that decode as PNG, markdown links that resolve, and a clear error for a folder that
+//! is not a run.
+
+use std::path::Path;
+
+use base64::Engine;
+use patchtcga_report::{html, markdown, Run};
+
+/// A 1×1 PNG.
+const PNG: [u8; 67] = [
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0a, 0x49,
+    0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0x00, 0x01, 0x00, 0x00, 0x05, 0x00, 0x01, 0x0d, 0x0a, 0x2d, 0xb4, 0x00, 0x00,
+    0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+fn run(dir: &Path, config: &str, log: &str, results: Option<&str>, picture: &str) {
+    std::fs::create_dir_all(dir.join("plots")).unwrap();
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    std::fs::write(dir.join("metrics.jsonl"), log).unwrap();
+    if let Some(r) = results {
+        std::fs::write(dir.join("results.json"), r).unwrap();
+    }
+    std::fs::write(dir.join("plots").join(picture), PNG).unwrap();
+}
+
+#[test]
+fn a_pretraining_and_a_fine_tuning_run_in_one_page() {
+    let d = tempfile::tempdir().unwrap();
+    let (pre, ft) = (d.path().join("runs/simclr_r50"), d.path().join("runs/pcam_simclr"));
+    run(
+        &pre,
+        "name = \"simclr_r50\"\nself_supervised = \"simclr\"\nmodel_name = \"resnet50\"\ndataset_dir = \"data/PTCGA200\"\n",
+        "{\"update\":1,\"loss\":5.5}\n{\"update\":2,\"loss\":4.25}\n{\"update\":2,\"epoch\":1,\"val_knn_accuracy\":0.8125}\n",
+        None,
+        "loss.png",
+    );
+    let results = format!(
+        "{{\"init\":{:?},\"selected_epoch\":3,\"val\":{{\"accuracy\":0.9}},\"test\":{{\"accuracy\":0.8641,\
+         \"accuracy_ci\":[0.85,0.88],\"balanced_accuracy\":0.86,\"f1\":0.85,\"roc_auc\":0.93}}}}",
+        pre.join("model.safetensors").display().to_string()
+    );
+    run(
+        &ft,
+        "name = \"pcam_simclr\"\nself_supervised = \"none\"\nmodel_name = \"resnet50\"\ndataset_dir = \"data/PCam200\"\n",
+        "{\"update\":1,\"loss\":0.7}\n",
+        Some(&results),
+        "confusion_test.png",
+    );
+    // Given fine-tuning first, the table still opens with pretraining.
+    let runs = vec![Run::read(&ft).unwrap(), Run::read(&pre).unwrap()];
+    let page = html(&runs).unwrap();
+    let (a, b) = (page.find("<td>pretraining (simclr)</td>").unwrap(), page.find("<td>fine-tuning</td>").unwrap());
+    assert!(a < b, "pretraining rows first");
+    for want in [
+        "<td>4.2500</td>",
+        "<td>81.25</td>",
+        "<td>86.41 (85.00–88.00)</td>",
+        "<td>simclr_r50 (run)</td>",
+        "<td>0.9300</td>",
+        "<td>PCam200</td>",
+    ] {
+        assert!(page.contains(want), "{want} missing from the table");
+    }
+    let imgs: Vec<&str> =
+        page.split("src=\"data:image/png;base64,").skip(1).map(|s| &s[..s.find('"').unwrap()]).collect();
+    assert_eq!(imgs.len(), 2, "both runs' pictures embedded");
+    for b64 in imgs {
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(b64).unwrap(), PNG);
+    }
+
+    let md = markdown(&runs, d.path());
+    assert!(md.contains("| pcam_simclr | fine-tuning | PCam200 | resnet50 | simclr_r50 (run) |"), "{md}");
+    let link = md.lines().find(|l| l.starts_with("![confusion_test](")).unwrap();
+    let rel = &link["![confusion_test](".len()..link.len() - 1];
+    assert!(d.path().join(rel).exists(), "{rel} resolves from the report's folder");
+}
+
+#[test]
+fn a_folder_that_is_not_a_run_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let e = Run::read(d.path()).unwrap_err().to_string();
+    assert!(e.contains(&d.path().display().to_string()) && e.contains("not a patchtcga run folder"), "{e}");
+}
+
+/// Renders `page` in headless Chromium and returns the DOM after load. `None` when Chromium is
+/// not installed, unless `PATCHTCGA_REQUIRE_CHROMIUM` is set (as `make test` does).
+fn rendered(page: &Path) -> Option<String> {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| std::process::Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let Some(browser) = browser else {
+        assert!(std::env::var_os("PATCHTCGA_REQUIRE_CHROMIUM").is_none(), "Chromium is required but not installed");
+        eprintln!("Chromium not installed: the rendering check is skipped");
+        return None;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_page_renders_in_a_browser_with_every_picture() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("run");
+    run(&dir, "name = \"r\"\nmodel_name = \"resnet18\"\n", "{\"update\":1,\"loss\":1.0}\n", None, "loss.png");
+    std::fs::write(dir.join("plots/broken.png"), b"not a png").unwrap();
+    let page = d.path().join("report.html");
+    std::fs::write(&page, html(&[Run::read(&dir).unwrap()]).unwrap()).unwrap();
+    let Some(dom) = rendered(&page) else { return };
+    assert!(dom.contains("<table id=\"runs\">") && dom.contains("<td>pretraining (supervised)</td>"), "{dom}");
+    assert!(dom.contains("data-broken-images=\"1\""), "exactly the damaged picture fails to decode: {dom}");
+    assert!(dom.contains("[picture broken did not decode]"));
+}
