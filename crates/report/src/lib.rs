@@ -210,9 +210,9 @@ pub fn html(runs: &[Run]) -> Result<String, ReportError> {
     }
     s.push_str("</table>\n");
     for r in ordered(runs) {
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<section id=\"{0}\"><h2>{0}</h2><p>{1}, {2}, {3}</p>\n",
+            "<section id=\"{0}\"><h2>{0}</h2><p>{1}, {2}, {3}</p>",
             escape(&r.name),
             escape(&r.task),
             escape(&r.backbone),
