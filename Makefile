@@ -48,7 +48,16 @@ demo: $(BIN)
 	$(BIN) info assets/cmu1_small_region.svs
 	$(BIN) build ptcga200 --slides assets/demo_slides.csv --out $(DEMO)/PTCGA200
 	$(BIN) stats $(DEMO)/PTCGA200 --mosaic $(DEMO)/mosaic.png
-	@echo "patches: $(DEMO)/PTCGA200/skin/  map: $(DEMO)/PTCGA200/thumbnail_position_map/  mosaic: $(DEMO)/mosaic.png"
+	$(BIN) build pcam200 --slides assets/demo_pcam200.csv --out $(DEMO)/PCam200 --size 128 --field-um 100 --sampling random --per-slide 40 --seed 1
+	$(BIN) pretrain --config configs/demo_simclr_resnet18.toml
+	$(BIN) finetune --config configs/demo_pcam200_resnet18.toml --init $(DEMO)/runs/demo_simclr_resnet18/model.safetensors
+	$(BIN) finetune --config configs/demo_pcam200_resnet18.toml --init none --set 'name="demo_pcam200_resnet18_scratch"'
+	$(BIN) embed --arch resnet18 --image-size 64 --weights $(DEMO)/runs/demo_simclr_resnet18/model.safetensors --images $(DEMO)/PCam200 --out $(DEMO)/pcam200_simclr.npy
+	$(BIN) probe --dataset $(DEMO)/PCam200 --features $(DEMO)/pcam200_simclr.npy --out $(DEMO)/probe.json
+	$(BIN) infer --arch resnet18 --image-size 64 --field-um 64 --weights $(DEMO)/runs/demo_pcam200_resnet18/model.safetensors --slide assets/cmu1_small_region.svs --out $(DEMO)/heatmap.png
+	$(BIN) report $(DEMO)/runs --out $(DEMO)/report.html
+	@echo "look at: $(DEMO)/report.html (every run: table, curves, confusion matrices), $(DEMO)/heatmap.png (the fine-tuned classifier over the slide),"
+	@echo "         $(DEMO)/PTCGA200/thumbnail_position_map/ (where patches came from), $(DEMO)/mosaic.png, $(DEMO)/probe.json"
 
 test: deps rust
 	$(call apt_install,$(TEST_PACKAGES))

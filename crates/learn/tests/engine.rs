@@ -122,7 +122,7 @@ fn every_preset_in_configs_is_a_valid_config() {
         let p = entry.unwrap().path();
         let c = Config::load(Some(&p), &[]).unwrap_or_else(|e| panic!("{e}"));
         // Named by method (pretraining) or by benchmark (fine-tuning, supervised).
-        let stem = p.file_stem().unwrap().to_str().unwrap();
+        let stem = p.file_stem().unwrap().to_str().unwrap().trim_start_matches("demo_");
         let fits = match c.self_supervised.as_str() {
             "none" => stem.starts_with("supervised") || stem.starts_with("pcam"),
             method => stem.starts_with(method),
