@@ -114,6 +114,22 @@ def reference():
     json.dump(out, open(os.path.join(MODEL, "reference.json"), "w"))
 
 
+def segmentation():
+    """torchvision DeepLabv3-ResNet50 (6 classes, no auxiliary head) with deterministic weights:
+    class scores at the input size. patchtcga keeps the backbone at the root, so its names are
+    torchvision's without `backbone.`."""
+    from torchvision.models.segmentation import deeplabv3_resnet50
+
+    m = deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=6, aux_loss=False)
+    fill(m)
+    m.eval()
+    shape = (1, 3, 48, 48)
+    with torch.no_grad():
+        y = m(det_input(shape))["out"]
+    out = {"deeplabv3_resnet50@48": {"input": list(shape), "output_shape": list(y.shape), "output": flat(y)}}
+    json.dump(out, open(os.path.join(MODEL, "segmentation.json"), "w"))
+
+
 def randomize(model, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -333,6 +349,6 @@ if __name__ == "__main__":
     os.makedirs(MODEL, exist_ok=True)
     os.makedirs(LEARN, exist_ok=True)
     torch.set_num_threads(2)
-    parts = {"assorted": assorted, "tiny": tiny, "optim": optim, "losses": losses, "reference": reference}
+    parts = {"assorted": assorted, "tiny": tiny, "optim": optim, "losses": losses, "reference": reference, "segmentation": segmentation}
     for name in sys.argv[1:] or list(parts):
         parts[name]()

@@ -73,6 +73,7 @@ pub struct FinetuneArgs {
 
 /// Fine-tunes, selects the best validation epoch and reports validation and test metrics.
 pub fn finetune(a: FinetuneArgs) -> Result<()> {
+    use patchtcga_learn::finetune::Report;
     let mut set = a.set;
     match a.init.as_deref() {
         Some("none") => set.push("pretrained=\"\"".into()),
@@ -86,22 +87,39 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
     }
     let config = Config::load(Some(&a.config), &set)?;
     let o = patchtcga_learn::finetune::finetune(&config, a.resume)?;
-    println!("selected epoch {} (best validation accuracy)", o.selected_epoch);
+    let by = if o.task == "segmentation" { "mean IoU" } else { "accuracy" };
+    println!("selected epoch {} (best validation {by})", o.selected_epoch);
     for (set, r) in [("val", &o.val), ("test", &o.test)] {
-        if let Some(r) = r {
-            let auc = r.roc_auc.map_or("n/a".to_owned(), |v| format!("{v:.4}"));
-            println!(
-                "{set}: accuracy {:.2} % (95 % CI {:.2}–{:.2}), balanced accuracy {:.2} %, ROC-AUC {auc}, F1 {:.4}, {} images",
-                100.0 * r.accuracy,
-                100.0 * r.accuracy_ci[0],
-                100.0 * r.accuracy_ci[1],
-                100.0 * r.balanced_accuracy,
-                r.f1,
-                r.samples
-            );
+        match r {
+            Some(Report::Classification(r)) => {
+                let auc = r.roc_auc.map_or("n/a".to_owned(), |v| format!("{v:.4}"));
+                println!(
+                    "{set}: accuracy {:.2} % (95 % CI {:.2}–{:.2}), balanced accuracy {:.2} %, ROC-AUC {auc}, F1 {:.4}, {} images",
+                    100.0 * r.accuracy,
+                    100.0 * r.accuracy_ci[0],
+                    100.0 * r.accuracy_ci[1],
+                    100.0 * r.balanced_accuracy,
+                    r.f1,
+                    r.samples
+                );
+            }
+            Some(Report::Segmentation(r)) => {
+                let per_class: Vec<String> =
+                    r.per_class_iou.iter().map(|v| v.map_or("–".into(), |v| format!("{:.1}", 100.0 * v))).collect();
+                println!(
+                    "{set}: mIoU {:.2} %, micro IoU {:.2} %, mean Dice {:.2} %, micro Dice {:.2} %, mean pixel accuracy {:.2} %; IoU per class {}",
+                    100.0 * r.mean_iou,
+                    100.0 * r.micro_iou,
+                    100.0 * r.mean_dice,
+                    100.0 * r.micro_dice,
+                    100.0 * r.mean_pixel_accuracy,
+                    per_class.join(" / ")
+                );
+            }
+            None => {}
         }
     }
-    println!("run folder: {} (results.json, plots/confusion_*.png, metrics.jsonl, checkpoints/)", o.run_dir.display());
+    println!("run folder: {} (results.json, plots/, metrics.jsonl, checkpoints/)", o.run_dir.display());
     Ok(())
 }
 

@@ -131,6 +131,10 @@ pub struct Config {
     pub decoder_embed_dim: i64,
     pub decoder_depth: i64,
     pub decoder_num_heads: i64,
+    /// Segmentation head: "" (classification), `fcn` (the release's) or `deeplabv3` (ours).
+    pub seg_head: String,
+    /// Mask value that does not count in the segmentation loss and metrics (ours).
+    pub ignore_index: i64,
     /// Recorded for the distributed issue; single-process for now.
     pub nnode: usize,
     pub hosts: Vec<String>,
@@ -201,6 +205,8 @@ impl Default for Config {
             decoder_embed_dim: 512,
             decoder_depth: 8,
             decoder_num_heads: 16,
+            seg_head: String::new(),
+            ignore_index: 255,
             nnode: 1,
             hosts: Vec::new(),
             dist_url: String::new(),
@@ -270,6 +276,9 @@ impl Config {
         }
         if !["none", "simclr", "byol", "mocov2", "dino", "mae"].contains(&self.self_supervised.as_str()) {
             return bad(format!("self_supervised {:?}: none, simclr, byol, mocov2, dino or mae", self.self_supervised));
+        }
+        if !["", "fcn", "deeplabv3"].contains(&self.seg_head.as_str()) {
+            return bad(format!("seg_head {:?}: fcn or deeplabv3 (or empty for classification)", self.seg_head));
         }
         if !["global", "per_parameter"].contains(&self.clip_mode.as_str()) {
             return bad(format!("clip_mode {:?}: global or per_parameter", self.clip_mode));

@@ -74,7 +74,8 @@ pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
         .collect::<Result<_, _>>()?;
     let mut sets = sets.into_iter();
     let train = sets.next().flatten().ok_or_else(|| LearnError::Config("the split's train set is empty".into()))?;
-    if let Some(max) = train.iter().map(|s| s.label).max() {
+    // Segmentation classes are in the masks (checked per batch); image labels are grades there.
+    if let Some(max) = train.iter().map(|s| s.label).max().filter(|_| recipe != "segmentation") {
         if max >= config.num_classes {
             return Err(LearnError::Config(format!(
                 "{}: class id {max} needs num_classes > {max}, the config has {}",
@@ -85,7 +86,9 @@ pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
     }
     let eval = |s: Option<Vec<Sample>>| -> Result<Option<Loader>, LearnError> {
         s.map(|s| {
-            Ok(Loader::new(s, Recipe::preset("eval", config.val_image_size as u32, 0)?, loader_config(config, false)?)?)
+            // Segmentation is evaluated on whole patches, pixel for pixel.
+            let eval = if recipe == "segmentation" { "none" } else { "eval" };
+            Ok(Loader::new(s, Recipe::preset(eval, config.val_image_size as u32, 0)?, loader_config(config, false)?)?)
         })
         .transpose()
     };

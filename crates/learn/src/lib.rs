@@ -12,6 +12,7 @@ pub mod optim;
 pub mod plot;
 pub mod probe;
 pub mod schedule;
+pub mod segmentation;
 pub mod ssl;
 pub mod supervised;
 pub mod target;

@@ -124,11 +124,11 @@ fn every_preset_in_configs_is_a_valid_config() {
         // Named by method (pretraining) or by benchmark (fine-tuning, supervised).
         let stem = p.file_stem().unwrap().to_str().unwrap().trim_start_matches("demo_");
         let fits = match c.self_supervised.as_str() {
-            "none" => stem.starts_with("supervised") || stem.starts_with("pcam"),
+            "none" => ["supervised", "pcam", "segpanda"].iter().any(|b| stem.starts_with(b)),
             method => stem.starts_with(method),
         };
         assert!(fits, "{stem} trains {}", c.self_supervised);
         n += 1;
     }
-    assert!(n >= 11);
+    assert!(n >= 14);
 }

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{pcam200, TORCH_RNG};
-use patchtcga_learn::finetune::finetune;
+use patchtcga_learn::finetune::{finetune, Report};
 use patchtcga_learn::Config;
 
 fn config(dir: &Path, extra: &[&str]) -> Config {
@@ -55,10 +55,10 @@ fn fine_tuning_learns_and_reports_the_best_validation_epoch() {
     assert_eq!(val.len(), 4, "validation at each epoch end");
     let best = val.iter().copied().reduce(|b, x| if x.1 > b.1 { x } else { b }).unwrap();
     assert_eq!(o.selected_epoch as u64, best.0);
-    let v = o.val.as_ref().unwrap();
+    let Some(Report::Classification(v)) = &o.val else { panic!("a classification report") };
     assert!((v.accuracy - best.1).abs() < 1e-9, "the report is of the selected checkpoint");
 
-    let t = o.test.as_ref().unwrap();
+    let Some(Report::Classification(t)) = &o.test else { panic!("a classification report") };
     assert_eq!(t.samples, 8);
     assert_eq!(t.confusion.total(), 8);
     assert!(t.accuracy_ci[0] <= t.accuracy && t.accuracy <= t.accuracy_ci[1]);

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod export;
 mod pickle;
 pub mod resnet;
+pub mod segmentation;
 pub mod vit;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 pub use backbone::{Arch, Backbone, Classifier, Spec};
 pub use checkpoint::{load, read_tensors, ImportOptions, ImportReport};
 pub use export::{with_bn_counters, write_pth};
+pub use segmentation::{SegHead, SegNet};
 
 /// Errors of model construction and checkpoint import.
 #[derive(Debug, thiserror::Error)]

@@ -32,11 +32,16 @@ pub struct ResNetConfig {
     pub stem: i64,
     /// Planes of the first stage, doubled at each next one (64 in torchvision; smaller in tests).
     pub width: i64,
+    /// Stages 2–4 dilated instead of strided (torchvision's `replace_stride_with_dilation`;
+    /// DeepLabv3 dilates the last two: output stride 8). Bottleneck blocks only.
+    pub dilate: [bool; 3],
 }
 
 impl ResNetConfig {
-    pub const RESNET18: Self = Self { block: Block::Basic, layers: [2, 2, 2, 2], stem: 64, width: 64 };
-    pub const RESNET50: Self = Self { block: Block::Bottleneck, layers: [3, 4, 6, 3], stem: 64, width: 64 };
+    pub const RESNET18: Self =
+        Self { block: Block::Basic, layers: [2, 2, 2, 2], stem: 64, width: 64, dilate: [false; 3] };
+    pub const RESNET50: Self =
+        Self { block: Block::Bottleneck, layers: [3, 4, 6, 3], stem: 64, width: 64, dilate: [false; 3] };
 
     /// Channels of the pooled features (512 for ResNet18, 2048 for ResNet50).
     pub fn feature_dim(&self) -> i64 {
@@ -44,8 +49,8 @@ impl ResNetConfig {
     }
 }
 
-fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Conv2D {
-    let cfg = nn::ConvConfig { stride, padding: k / 2, bias: false, ..Default::default() };
+fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, dilation: i64) -> nn::Conv2D {
+    let cfg = nn::ConvConfig { stride, padding: dilation * (k / 2), dilation, bias: false, ..Default::default() };
     nn::conv2d(p, cin, cout, k, cfg)
 }
 
@@ -59,22 +64,24 @@ struct Unit {
 }
 
 impl Unit {
-    fn new(p: &nn::Path, block: Block, cin: i64, planes: i64, stride: i64) -> Self {
+    fn new(p: &nn::Path, block: Block, cin: i64, planes: i64, stride: i64, dilation: i64) -> Self {
         let cout = planes * block.expansion();
-        let shapes: Vec<(i64, i64, i64, i64)> = match block {
-            Block::Basic => vec![(cin, planes, 3, stride), (planes, planes, 3, 1)],
-            Block::Bottleneck => vec![(cin, planes, 1, 1), (planes, planes, 3, stride), (planes, cout, 1, 1)],
+        let shapes: Vec<(i64, i64, i64, i64, i64)> = match block {
+            Block::Basic => vec![(cin, planes, 3, stride, 1), (planes, planes, 3, 1, 1)],
+            Block::Bottleneck => {
+                vec![(cin, planes, 1, 1, 1), (planes, planes, 3, stride, dilation), (planes, cout, 1, 1, 1)]
+            }
         };
         let convs = shapes
             .into_iter()
             .enumerate()
-            .map(|(i, (a, b, k, s))| {
-                (conv(p / format!("conv{}", i + 1), a, b, k, s), bn(p / format!("bn{}", i + 1), b))
+            .map(|(i, (a, b, k, s, d))| {
+                (conv(p / format!("conv{}", i + 1), a, b, k, s, d), bn(p / format!("bn{}", i + 1), b))
             })
             .collect();
         let downsample = (stride != 1 || cin != cout).then(|| {
             let d = p / "downsample";
-            (conv(&d / 0, cin, cout, 1, stride), bn(&d / 1, cout))
+            (conv(&d / 0, cin, cout, 1, stride, 1), bn(&d / 1, cout))
         });
         Self { convs, downsample }
     }
@@ -118,13 +125,22 @@ impl ResNet {
         let bn1 = bn(p / "bn1", config.stem);
         let mut cin = config.stem;
         let mut stages = Vec::new();
+        let mut dilation = 1;
         for (s, &n) in config.layers.iter().enumerate() {
             let planes = w << s;
-            let stride = if s == 0 { 1 } else { 2 };
+            let mut stride = if s == 0 { 1 } else { 2 };
+            // As torchvision: a dilated stage keeps the resolution; its first block still uses
+            // the previous dilation.
+            let previous = dilation;
+            if s > 0 && config.dilate[s - 1] {
+                dilation *= stride;
+                stride = 1;
+            }
             let sp = p / format!("layer{}", s + 1);
             let units: Vec<Unit> = (0..n)
                 .map(|i| {
-                    let u = Unit::new(&(&sp / i), config.block, cin, planes, if i == 0 { stride } else { 1 });
+                    let (st, d) = if i == 0 { (stride, previous) } else { (1, dilation) };
+                    let u = Unit::new(&(&sp / i), config.block, cin, planes, st, d);
                     cin = planes * config.block.expansion();
                     u
                 })
@@ -134,7 +150,8 @@ impl ResNet {
         Self { conv1, bn1, stages, config }
     }
 
-    /// The last stage's feature map (N, C, H/32, W/32), as the segmentation heads take it.
+    /// The last stage's feature map (N, C, H/32, W/32; H/8 with the last two stages dilated), as
+    /// the segmentation heads take it.
     pub fn feature_map(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y =
             x.apply(&self.conv1).apply_t(&self.bn1, train).relu_().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);

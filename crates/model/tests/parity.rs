@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use patchtcga_model::resnet::{Block, ResNetConfig};
 use patchtcga_model::vit::VitConfig;
-use patchtcga_model::{load, Arch, Classifier, ImportOptions, Spec};
+use patchtcga_model::{load, Arch, Classifier, ImportOptions, SegHead, SegNet, Spec};
 use serde_json::Value;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
@@ -116,10 +116,20 @@ fn vit_l16_matches_timm() {
 
 fn tiny_spec(name: &str) -> Spec {
     match name {
-        "resnet_basic" => Spec::ResNet(ResNetConfig { block: Block::Basic, layers: [1, 1, 1, 1], stem: 64, width: 8 }),
-        "resnet_bottleneck" => {
-            Spec::ResNet(ResNetConfig { block: Block::Bottleneck, layers: [1, 1, 1, 1], stem: 64, width: 8 })
-        }
+        "resnet_basic" => Spec::ResNet(ResNetConfig {
+            block: Block::Basic,
+            layers: [1, 1, 1, 1],
+            stem: 64,
+            width: 8,
+            dilate: [false; 3],
+        }),
+        "resnet_bottleneck" => Spec::ResNet(ResNetConfig {
+            block: Block::Bottleneck,
+            layers: [1, 1, 1, 1],
+            stem: 64,
+            width: 8,
+            dilate: [false; 3],
+        }),
         _ => {
             Spec::Vit(VitConfig { patch: 8, dim: 24, depth: 2, heads: 3, mlp_ratio: 4.0, img_size: 32, drop_path: 0.0 })
         }
@@ -206,4 +216,26 @@ fn mismatches_are_listed_and_allow_partial_tolerates_them() {
     )
     .unwrap();
     assert!(r.loaded > 0 && !r.warnings.is_empty());
+}
+
+#[test]
+fn deeplabv3_resnet50_matches_torchvision() {
+    tch::set_num_threads(2);
+    let g = &json("segmentation.json")["deeplabv3_resnet50@48"];
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = SegNet::new(&vs.root(), Arch::ResNet50.spec(224), SegHead::DeepLabV3, 6).unwrap();
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            // torchvision's names put the backbone under `backbone.`.
+            let theirs = if name.starts_with("classifier.") { name.clone() } else { format!("backbone.{name}") };
+            t.copy_(&det(&theirs, &t.size()));
+        }
+    });
+    let shape: Vec<i64> = g["input"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let y = tch::no_grad(|| model.forward_t(&det_input(&shape), false));
+    assert_eq!(y.size(), [1, 6, 48, 48]);
+    let e = rel_err(&y, &floats(&g["output"]));
+    assert!(e <= 1e-4, "DeepLabv3 output rel. error {e:.2e}");
+    // The dilated stages keep 1/8 of the input.
+    assert_eq!(tch::no_grad(|| model.feature_map(&det_input(&shape), false)).size(), [1, 2048, 6, 6]);
 }

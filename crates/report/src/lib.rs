@@ -79,28 +79,53 @@ impl Run {
             Some(r) => {
                 let init = r["init"].as_str().map(file_name_of_run).unwrap_or_default();
                 let test = &r["test"];
-                if let (Some(acc), Some(ci)) = (test["accuracy"].as_f64(), test["accuracy_ci"].as_array()) {
-                    let ci: Vec<f64> = ci.iter().filter_map(Value::as_f64).collect();
-                    let interval = if ci.len() == 2 {
-                        format!(" ({}–{})", percent(ci[0]), percent(ci[1]))
-                    } else {
-                        String::new()
-                    };
-                    metrics.push(("test accuracy % (95 % CI)".into(), format!("{}{interval}", percent(acc))));
-                }
-                for (key, col) in [("balanced_accuracy", "balanced accuracy %"), ("f1", "F1"), ("roc_auc", "ROC-AUC")] {
-                    if let Some(v) = test[key].as_f64() {
-                        let shown = if key == "balanced_accuracy" { percent(v) } else { format!("{v:.4}") };
-                        metrics.push((col.into(), shown));
+                if r["task"] == "segmentation" {
+                    for (key, col) in [
+                        ("mean_iou", "test mIoU %"),
+                        ("micro_iou", "test micro IoU %"),
+                        ("mean_dice", "test mean Dice %"),
+                        ("mean_pixel_accuracy", "test mean pixel accuracy %"),
+                    ] {
+                        if let Some(v) = test[key].as_f64() {
+                            metrics.push((col.into(), percent(v)));
+                        }
                     }
-                }
-                if let Some(v) = r["val"]["accuracy"].as_f64() {
-                    metrics.push(("val accuracy %".into(), percent(v)));
+                    if let Some(v) = r["val"]["mean_iou"].as_f64() {
+                        metrics.push(("val mIoU %".into(), percent(v)));
+                    }
+                } else {
+                    if let (Some(acc), Some(ci)) = (test["accuracy"].as_f64(), test["accuracy_ci"].as_array()) {
+                        let ci: Vec<f64> = ci.iter().filter_map(Value::as_f64).collect();
+                        let interval = if ci.len() == 2 {
+                            format!(" ({}–{})", percent(ci[0]), percent(ci[1]))
+                        } else {
+                            String::new()
+                        };
+                        metrics.push(("test accuracy % (95 % CI)".into(), format!("{}{interval}", percent(acc))));
+                    }
+                    for (key, col) in
+                        [("balanced_accuracy", "balanced accuracy %"), ("f1", "F1"), ("roc_auc", "ROC-AUC")]
+                    {
+                        if let Some(v) = test[key].as_f64() {
+                            let shown = if key == "balanced_accuracy" { percent(v) } else { format!("{v:.4}") };
+                            metrics.push((col.into(), shown));
+                        }
+                    }
+                    if let Some(v) = r["val"]["accuracy"].as_f64() {
+                        metrics.push(("val accuracy %".into(), percent(v)));
+                    }
                 }
                 if let Some(e) = r["selected_epoch"].as_u64() {
                     metrics.push(("selected epoch".into(), e.to_string()));
                 }
-                (if fine_tune { "linear probe" } else { "fine-tuning" }.to_owned(), init)
+                let task = if r["task"] == "segmentation" {
+                    format!("segmentation ({})", get("seg_head"))
+                } else if fine_tune {
+                    "linear probe".to_owned()
+                } else {
+                    "fine-tuning".to_owned()
+                };
+                (task, init)
             }
             None => {
                 for (key, col) in

@@ -120,3 +120,23 @@ fn the_page_renders_in_a_browser_with_every_picture() {
     assert!(dom.contains("data-broken-images=\"1\""), "exactly the damaged picture fails to decode: {dom}");
     assert!(dom.contains("[picture broken did not decode]"));
 }
+
+#[test]
+fn a_segmentation_run_reports_its_iou() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("seg");
+    let results = "{\"task\":\"segmentation\",\"init\":\"none\",\"selected_epoch\":2,\"val\":{\"mean_iou\":0.5},\
+                   \"test\":{\"mean_iou\":0.6353,\"micro_iou\":0.7,\"mean_dice\":0.71,\"mean_pixel_accuracy\":0.8}}";
+    run(
+        &dir,
+        "name = \"seg\"\nmodel_name = \"resnet50\"\nseg_head = \"deeplabv3\"\ndataset_dir = \"data/segPANDA200\"\n",
+        "{\"update\":1,\"loss\":1.0}\n",
+        Some(results),
+        "overlay_test.png",
+    );
+    let page = html(&[Run::read(&dir).unwrap()]).unwrap();
+    for want in ["<td>segmentation (deeplabv3)</td>", "<td>63.53</td>", "<td>70.00</td>", "<td>2</td>"] {
+        assert!(page.contains(want), "{want} missing");
+    }
+    assert!(!page.contains("test accuracy"), "no classification columns for a segmentation run");
+}

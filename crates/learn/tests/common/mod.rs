@@ -48,3 +48,38 @@ pub fn pcam200(root: &Path) {
         }
     }
 }
+
+/// A segPANDA200 layout of 64 px crops with masks a network can learn: the left half as it is
+/// (class 1), the right half colour-inverted (class 2), a one-pixel frame the loss ignores
+/// (255); 8 train, 4 val, 4 test patches.
+pub fn segpanda200(root: &Path) {
+    let src =
+        image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/golden/cmu1_0.39_512_800_800.png"))
+            .unwrap()
+            .to_rgb8();
+    let mut i = 0u32;
+    for (split, n) in [("train", 8), ("val", 4), ("test", 4)] {
+        for j in 0..n {
+            let mut crop = image::imageops::crop_imm(&src, (i * 37) % 440, (i * 61) % 440, 64, 64).to_image();
+            let mut mask = image::GrayImage::new(64, 64);
+            for (x, y, m) in mask.enumerate_pixels_mut() {
+                m.0[0] = if x == 0 || y == 0 || x == 63 || y == 63 {
+                    255
+                } else if x < 32 {
+                    1
+                } else {
+                    2
+                };
+                if x >= 32 {
+                    let p = crop.get_pixel_mut(x, y);
+                    p.0 = p.0.map(|v| 255 - v);
+                }
+            }
+            let dir = root.join(split).join("3").join(format!("case{}", j % 2));
+            std::fs::create_dir_all(&dir).unwrap();
+            crop.save(dir.join(format!("p{i}.png"))).unwrap();
+            mask.save(dir.join(format!("p{i}_mask.png"))).unwrap();
+            i += 1;
+        }
+    }
+}
