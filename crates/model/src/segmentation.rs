@@ -48,18 +48,18 @@ fn cbr(x: &Tensor, c: &(nn::Conv2D, nn::BatchNorm), train: bool) -> Tensor {
     x.apply(&c.0).apply_t(&c.1, train).relu()
 }
 
+/// DeepLabv3's head: ASPP branches, image pooling, projection, then a 3×3 block and the scores.
+struct DeepLab {
+    branches: Vec<(nn::Conv2D, nn::BatchNorm)>,
+    pool: (nn::Conv2D, nn::BatchNorm),
+    project: (nn::Conv2D, nn::BatchNorm),
+    block: (nn::Conv2D, nn::BatchNorm),
+    out: nn::Conv2D,
+}
+
 enum Head {
-    Fcn {
-        block: (nn::Conv2D, nn::BatchNorm),
-        out: nn::Conv2D,
-    },
-    DeepLab {
-        branches: Vec<(nn::Conv2D, nn::BatchNorm)>,
-        pool: (nn::Conv2D, nn::BatchNorm),
-        project: (nn::Conv2D, nn::BatchNorm),
-        block: (nn::Conv2D, nn::BatchNorm),
-        out: nn::Conv2D,
-    },
+    Fcn { block: (nn::Conv2D, nn::BatchNorm), out: nn::Conv2D },
+    DeepLab(Box<DeepLab>),
 }
 
 /// A segmentation network: backbone feature map → head → class scores (N, classes, H, W).
@@ -105,7 +105,13 @@ impl SegNet {
                 let pool = (conv(&convs / 4 / 1, cin, 256, 1, 1, false), bn(&convs / 4 / 2, 256));
                 let project = (conv(&a / "project" / 0, 5 * 256, 256, 1, 1, false), bn(&a / "project" / 1, 256));
                 let block = (conv(&c / 1, 256, 256, 3, 1, false), bn(&c / 2, 256));
-                Head::DeepLab { branches, pool, project, block, out: conv(&c / 4, 256, classes, 1, 1, true) }
+                Head::DeepLab(Box::new(DeepLab {
+                    branches,
+                    pool,
+                    project,
+                    block,
+                    out: conv(&c / 4, 256, classes, 1, 1, true),
+                }))
             }
         };
         Ok(Self { backbone, head })
@@ -131,7 +137,7 @@ impl std::fmt::Debug for SegNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let head = match self.head {
             Head::Fcn { .. } => "fcn",
-            Head::DeepLab { .. } => "deeplabv3",
+            Head::DeepLab(_) => "deeplabv3",
         };
         write!(f, "SegNet({:?}, {head})", self.backbone)
     }
@@ -143,7 +149,8 @@ impl ModuleT for SegNet {
         let f = self.feature_map(x, train);
         let y = match &self.head {
             Head::Fcn { block, out } => cbr(&f, block, train).dropout(0.1, train).apply(out),
-            Head::DeepLab { branches, pool, project, block, out } => {
+            Head::DeepLab(d) => {
+                let DeepLab { branches, pool, project, block, out } = d.as_ref();
                 let (h, w) = (f.size()[2], f.size()[3]);
                 let mut parts: Vec<Tensor> = branches.iter().map(|b| cbr(&f, b, train)).collect();
                 let pooled = cbr(&f.adaptive_avg_pool2d([1, 1]), pool, train);
