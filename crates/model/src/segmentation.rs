@@ -48,18 +48,20 @@ fn cbr(x: &Tensor, c: &(nn::Conv2D, nn::BatchNorm), train: bool) -> Tensor {
     x.apply(&c.0).apply_t(&c.1, train).relu()
 }
 
-/// DeepLabv3's head: ASPP branches, image pooling, projection, then a 3×3 block and the scores.
-struct DeepLab {
+/// DeepLabv3's atrous spatial pyramid pooling: parallel 1×1 and dilated 3×3 branches and image
+/// pooling, concatenated and projected to 256 channels.
+struct Aspp {
     branches: Vec<(nn::Conv2D, nn::BatchNorm)>,
     pool: (nn::Conv2D, nn::BatchNorm),
     project: (nn::Conv2D, nn::BatchNorm),
-    block: (nn::Conv2D, nn::BatchNorm),
-    out: nn::Conv2D,
 }
 
-enum Head {
-    Fcn { block: (nn::Conv2D, nn::BatchNorm), out: nn::Conv2D },
-    DeepLab(Box<DeepLab>),
+/// [ASPP →] 3×3 conv, BN, ReLU [→ dropout] → 1×1 conv to class scores.
+struct Head {
+    aspp: Option<Aspp>,
+    block: (nn::Conv2D, nn::BatchNorm),
+    dropout: f64,
+    out: nn::Conv2D,
 }
 
 /// A segmentation network: backbone feature map → head → class scores (N, classes, H, W).
@@ -89,10 +91,8 @@ impl SegNet {
         let head = match head {
             SegHead::Fcn => {
                 let mid = cin / 4;
-                Head::Fcn {
-                    block: (conv(&c / 0, cin, mid, 3, 1, false), bn(&c / 1, mid)),
-                    out: conv(&c / 4, mid, classes, 1, 1, true),
-                }
+                let block = (conv(&c / 0, cin, mid, 3, 1, false), bn(&c / 1, mid));
+                Head { aspp: None, block, dropout: 0.1, out: conv(&c / 4, mid, classes, 1, 1, true) }
             }
             SegHead::DeepLabV3 => {
                 let a = &c / 0;
@@ -105,13 +105,8 @@ impl SegNet {
                 let pool = (conv(&convs / 4 / 1, cin, 256, 1, 1, false), bn(&convs / 4 / 2, 256));
                 let project = (conv(&a / "project" / 0, 5 * 256, 256, 1, 1, false), bn(&a / "project" / 1, 256));
                 let block = (conv(&c / 1, 256, 256, 3, 1, false), bn(&c / 2, 256));
-                Head::DeepLab(Box::new(DeepLab {
-                    branches,
-                    pool,
-                    project,
-                    block,
-                    out: conv(&c / 4, 256, classes, 1, 1, true),
-                }))
+                let aspp = Some(Aspp { branches, pool, project });
+                Head { aspp, block, dropout: 0.0, out: conv(&c / 4, 256, classes, 1, 1, true) }
             }
         };
         Ok(Self { backbone, head })
@@ -135,10 +130,7 @@ impl SegNet {
 
 impl std::fmt::Debug for SegNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let head = match self.head {
-            Head::Fcn { .. } => "fcn",
-            Head::DeepLab(_) => "deeplabv3",
-        };
+        let head = if self.head.aspp.is_some() { "deeplabv3" } else { "fcn" };
         write!(f, "SegNet({:?}, {head})", self.backbone)
     }
 }
@@ -147,18 +139,17 @@ impl ModuleT for SegNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let size = [x.size()[2], x.size()[3]];
         let f = self.feature_map(x, train);
-        let y = match &self.head {
-            Head::Fcn { block, out } => cbr(&f, block, train).dropout(0.1, train).apply(out),
-            Head::DeepLab(d) => {
-                let DeepLab { branches, pool, project, block, out } = d.as_ref();
+        let f = match &self.head.aspp {
+            Some(Aspp { branches, pool, project }) => {
                 let (h, w) = (f.size()[2], f.size()[3]);
                 let mut parts: Vec<Tensor> = branches.iter().map(|b| cbr(&f, b, train)).collect();
                 let pooled = cbr(&f.adaptive_avg_pool2d([1, 1]), pool, train);
                 parts.push(pooled.upsample_bilinear2d([h, w], false, None, None));
-                let y = cbr(&Tensor::cat(&parts, 1), project, train).dropout(0.5, train);
-                cbr(&y, block, train).apply(out)
+                cbr(&Tensor::cat(&parts, 1), project, train).dropout(0.5, train)
             }
+            None => f,
         };
+        let y = cbr(&f, &self.head.block, train).dropout(self.head.dropout, train).apply(&self.head.out);
         y.upsample_bilinear2d(size, false, None, None)
     }
 }
