@@ -1,5 +1,6 @@
-//! `patchtcga infer`: a fine-tuned classifier slid over the tissue of a whole slide at the
-//! training resolution, drawn as a class-probability heat map over the slide's thumbnail.
+//! `patchtcga infer`: a fine-tuned classifier (or segmentation network) slid over the tissue of
+//! a whole slide at the training resolution, drawn as a class-probability heat map (or a class
+//! map) over the slide's thumbnail.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,7 +10,8 @@ use clap::Args;
 use image::{Rgb, RgbImage};
 use patchtcga_learn::config::image_stats;
 use patchtcga_learn::engine::device;
-use patchtcga_model::{load, read_tensors, Arch, Classifier, ImportOptions};
+use patchtcga_learn::segmentation::COLOURS;
+use patchtcga_model::{load, read_tensors, Arch, Classifier, ImportOptions, SegHead, SegNet};
 use patchtcga_slide::{PatchGeometry, Slide, TissueMask, TissueParams};
 use rayon::prelude::*;
 use tch::nn::{self, ModuleT};
@@ -30,6 +32,9 @@ pub struct InferArgs {
     /// Heat map PNG; the raw map goes beside it as .npy (rows × columns, NaN off tissue).
     #[arg(long)]
     out: PathBuf,
+    /// A segmentation network's head (fcn, deeplabv3): draw its class map instead.
+    #[arg(long)]
+    seg_head: Option<String>,
     /// Class whose probability is drawn (PCam200: 1 = tumour).
     #[arg(long, default_value_t = 1)]
     class: i64,
@@ -55,15 +60,14 @@ pub struct InferArgs {
     mpp_override: Option<f64>,
 }
 
-/// The number of classes of the head stored in a checkpoint.
-fn head_classes(weights: &std::path::Path, head: &str) -> Result<i64> {
-    let name = format!("{head}.weight");
+/// The number of classes of the head stored in a checkpoint (`name`: its last layer's weight).
+fn head_classes(weights: &std::path::Path, name: &str) -> Result<i64> {
     read_tensors(weights)?
         .into_iter()
         .find(|(n, _)| n == &name || n.ends_with(&format!(".{name}")))
         .map(|(_, t)| t.size()[0])
         .with_context(|| {
-            format!("{}: no classification head ({name}); infer needs a fine-tuned classifier", weights.display())
+            format!("{}: no classification head ({name}); infer needs a fine-tuned network", weights.display())
         })
 }
 
@@ -72,14 +76,27 @@ pub fn infer(a: InferArgs) -> Result<()> {
     let start = Instant::now();
     let dev = device(&a.device)?;
     let spec = a.arch.parse::<Arch>()?.spec(a.image_size as i64);
-    let classes = head_classes(&a.weights, spec.head_name())?;
-    if a.class < 0 || a.class >= classes {
-        bail!("--class {}: the classifier in {} has {classes} classes", a.class, a.weights.display());
-    }
     let vs = nn::VarStore::new(dev);
-    let model = Classifier::new(&vs.root(), spec, classes, 0.0);
     let opts = ImportOptions { with_head: true, ..Default::default() };
-    load(&vs, &a.weights, spec.head_name(), &opts)?;
+    // A classifier gives one probability per tile; a segmentation network a class per cell of
+    // an 8×8 grid over each tile.
+    let (model, cells): (Box<dyn ModuleT>, usize) = match &a.seg_head {
+        Some(head) => {
+            let classes = head_classes(&a.weights, "classifier.4.weight")?;
+            let net = SegNet::new(&vs.root(), spec, head.parse::<SegHead>()?, classes)?;
+            load(&vs, &a.weights, "classifier", &opts)?;
+            (Box::new(net), 8)
+        }
+        None => {
+            let classes = head_classes(&a.weights, &format!("{}.weight", spec.head_name()))?;
+            if a.class < 0 || a.class >= classes {
+                bail!("--class {}: the classifier in {} has {classes} classes", a.class, a.weights.display());
+            }
+            let net = Classifier::new(&vs.root(), spec, classes, 0.0);
+            load(&vs, &a.weights, spec.head_name(), &opts)?;
+            (Box::new(net), 1)
+        }
+    };
 
     let slide = Slide::open(&a.slide, a.mpp_override)?;
     let tissue = TissueMask::detect(&slide, &TissueParams::default())?;
@@ -95,7 +112,8 @@ pub fn infer(a: InferArgs) -> Result<()> {
         .filter(|&(r, c)| tissue.fraction(c as f64 * fw, r as f64 * fh, fw, fh) >= a.min_tissue)
         .collect();
     let (mean, std) = image_stats(&a.stats)?;
-    let mut map = vec![f32::NAN; rows * cols];
+    let (mrows, mcols) = (rows * cells, cols * cells);
+    let mut map = vec![f32::NAN; mrows * mcols];
     let bar = crate::bar("tiles");
     bar.set_length(tiles.len() as u64);
     for chunk in tiles.chunks(a.batch_size.max(1)) {
@@ -111,10 +129,20 @@ pub fn infer(a: InferArgs) -> Result<()> {
             }
         }
         let x = Tensor::from_slice(&data).reshape([patches.len() as i64, 3, s as i64, s as i64]).to_device(dev);
-        let p = tch::no_grad(|| model.forward_t(&x, false)).to_kind(Kind::Float).softmax(-1, Kind::Float);
-        let p = Vec::<f32>::try_from(p.select(1, a.class).to_device(tch::Device::Cpu))?;
-        for (&(r, c), v) in chunk.iter().zip(p) {
-            map[r * cols + c] = v;
+        let y = tch::no_grad(|| model.forward_t(&x, false)).to_kind(Kind::Float).softmax(1, Kind::Float);
+        let k = cells as i64;
+        let v = if cells == 1 {
+            y.select(1, a.class)
+        } else {
+            y.adaptive_avg_pool2d([k, k]).argmax(1, false).to_kind(Kind::Float)
+        };
+        let v = Vec::<f32>::try_from(v.to_device(tch::Device::Cpu).reshape([-1]))?;
+        for (t, &(r, c)) in chunk.iter().enumerate() {
+            for i in 0..cells {
+                for j in 0..cells {
+                    map[(r * cells + i) * mcols + c * cells + j] = v[t * cells * cells + i * cells + j];
+                }
+            }
         }
         bar.inc(chunk.len() as u64);
     }
@@ -122,27 +150,41 @@ pub fn infer(a: InferArgs) -> Result<()> {
 
     let npy = a.out.with_extension("npy");
     let tmp = npy.with_file_name(format!(".{}.tmp.npy", npy.file_stem().and_then(|s| s.to_str()).unwrap_or("map")));
-    Tensor::from_slice(&map).reshape([rows as i64, cols as i64]).write_npy(&tmp)?;
+    Tensor::from_slice(&map).reshape([mrows as i64, mcols as i64]).write_npy(&tmp)?;
     std::fs::rename(&tmp, &npy).with_context(|| format!("{}: cannot write", npy.display()))?;
-    let picture = draw(&slide, &map, rows, cols, (fw, fh), a.class)?;
+    let cell = (fw / cells as f64, fh / cells as f64);
+    let picture = draw(&slide, &map, mrows, mcols, cell, (cells == 1).then_some(a.class))?;
     let tmp = a.out.with_file_name(format!(".{}.tmp.png", a.out.file_stem().and_then(|s| s.to_str()).unwrap_or("map")));
     picture.save(&tmp).with_context(|| format!("{}: cannot write", a.out.display()))?;
     std::fs::rename(&tmp, &a.out).with_context(|| format!("{}: cannot write", a.out.display()))?;
 
     let scored: Vec<f32> = map.iter().copied().filter(|v| v.is_finite()).collect();
-    let high = scored.iter().filter(|&&v| v >= 0.5).count();
+    let what = if cells == 1 {
+        let high = scored.iter().filter(|&&v| v >= 0.5).count();
+        format!(
+            "class {} probability ≥ 0.5 on {high} ({:.1} %)",
+            a.class,
+            100.0 * high as f64 / scored.len().max(1) as f64
+        )
+    } else {
+        let mut shares = Vec::new();
+        for class in 0..COLOURS.len() {
+            let n = scored.iter().filter(|&&v| v as usize == class).count();
+            if n > 0 {
+                shares.push(format!("class {class} {:.1} %", 100.0 * n as f64 / scored.len() as f64));
+            }
+        }
+        format!("area: {}", shares.join(", "))
+    };
     println!(
-        "{}: {} of {} tiles on tissue ({:.0} µm each), class {} probability ≥ 0.5 on {} ({:.1} %), in {:.1} s",
+        "{}: {} of {} tiles on tissue ({:.0} µm each), {what}, in {:.1} s",
         a.slide.display(),
-        scored.len(),
+        tiles.len(),
         rows * cols,
         a.field_um,
-        a.class,
-        high,
-        100.0 * high as f64 / scored.len().max(1) as f64,
         start.elapsed().as_secs_f64()
     );
-    println!("heat map → {} (raw {rows}×{cols} map → {})", a.out.display(), npy.display());
+    println!("map → {} (raw {mrows}×{mcols} map → {})", a.out.display(), npy.display());
     Ok(())
 }
 
@@ -158,9 +200,17 @@ fn colour(p: f32) -> [f32; 3] {
     }
 }
 
-/// The slide's thumbnail (about 1,600 px on its long side) with each classified tile tinted by
-/// its probability, and a labelled colour bar.
-fn draw(slide: &Slide, map: &[f32], rows: usize, cols: usize, tile: (f64, f64), class: i64) -> Result<RgbImage> {
+/// The slide's thumbnail (about 1,600 px on its long side) with each classified cell tinted by
+/// the probability of `class` (and a labelled colour bar), or, without a class, by its
+/// segmentation class (and a legend).
+fn draw(
+    slide: &Slide,
+    map: &[f32],
+    rows: usize,
+    cols: usize,
+    tile: (f64, f64),
+    class: Option<i64>,
+) -> Result<RgbImage> {
     let (w, h) = slide.dimensions();
     let (thumb, ds) = slide.overview((w.max(h) as f64 / 1600.0).max(1.0))?;
     let (tw, th) = thumb.dimensions();
@@ -169,26 +219,44 @@ fn draw(slide: &Slide, map: &[f32], rows: usize, cols: usize, tile: (f64, f64), 
     for (x, y, px) in thumb.enumerate_pixels() {
         let (c, r) = ((x as f64 * ds / tile.0) as usize, (y as f64 * ds / tile.1) as usize);
         let v = if r < rows && c < cols { map[r * cols + c] } else { f32::NAN };
-        let p = if v.is_finite() {
-            let k = colour(v);
+        let p = if v.is_finite() && (class.is_some() || v > 0.0) {
+            let k = match class {
+                Some(_) => colour(v),
+                None => COLOURS[(v as usize).min(COLOURS.len() - 1)].map(|c| c as f32 / 255.0),
+            };
             Rgb([0, 1, 2].map(|i| (0.45 * px.0[i] as f32 + 0.55 * 255.0 * k[i]) as u8))
         } else {
             *px
         };
         out.put_pixel(x, y, p);
     }
-    for x in 0..tw {
-        let k = colour(x as f32 / (tw - 1).max(1) as f32);
-        for y in th + 6..th + 30 {
-            out.put_pixel(x, y, Rgb(k.map(|v| (v * 255.0) as u8)));
-        }
-    }
     let y = th as i32 + 36;
-    let texts = [
-        ("0".to_owned(), (2, y), 18),
-        (format!("class {class} probability"), (tw as i32 / 2 - 90, y), 18),
-        ("1".to_owned(), (tw as i32 - 14, y), 18),
-    ];
+    let texts: Vec<(String, (i32, i32), u32)> = match class {
+        Some(class) => {
+            for x in 0..tw {
+                let k = colour(x as f32 / (tw - 1).max(1) as f32);
+                for y in th + 6..th + 30 {
+                    out.put_pixel(x, y, Rgb(k.map(|v| (v * 255.0) as u8)));
+                }
+            }
+            vec![
+                ("0".to_owned(), (2, y), 18),
+                (format!("class {class} probability"), (tw as i32 / 2 - 90, y), 18),
+                ("1".to_owned(), (tw as i32 - 14, y), 18),
+            ]
+        }
+        None => {
+            let step = (tw / COLOURS.len() as u32).max(1);
+            for (c, k) in COLOURS.iter().enumerate().skip(1) {
+                for x in c as u32 * step..(c as u32 * step + 24).min(tw) {
+                    for y in th + 6..th + 30 {
+                        out.put_pixel(x, y, Rgb(*k));
+                    }
+                }
+            }
+            (1..COLOURS.len()).map(|c| (format!("class {c}"), (c as i32 * step as i32, y), 18)).collect()
+        }
+    };
     let (ow, oh) = out.dimensions();
     patchtcga_learn::plot::label(&mut out, ow, oh, &texts)?;
     Ok(out)

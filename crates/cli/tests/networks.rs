@@ -374,6 +374,25 @@ fn infer_maps_a_classifier_over_the_slide_tissue() {
     let thumb_h = img.height() - 64;
     assert!(((img.width() as f64 / thumb_h as f64) - w as f64 / h as f64).abs() < 0.01);
 
+    // A segmentation network: a class per cell of an 8×8 grid over each tile.
+    let seg = dir.path().join("segmenter.safetensors");
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _s = patchtcga_model::SegNet::new(
+        &vs.root(),
+        patchtcga_model::Arch::ResNet18.spec(32),
+        patchtcga_model::SegHead::Fcn,
+        6,
+    )
+    .unwrap();
+    vs.save(&seg).unwrap();
+    let out = infer(&seg, &["--seg-head", "fcn"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let classes = tch::Tensor::read_npy(dir.path().join("heat.npy")).unwrap();
+    assert_eq!(classes.size(), [map.size()[0] * 8, map.size()[1] * 8]);
+    let c = classes.masked_select(&classes.isfinite());
+    assert!(c.numel() as i64 == 64 * on_tissue, "the same tiles, 64 cells each");
+    assert!((&c - c.round()).abs().max().double_value(&[]) == 0.0 && c.max().double_value(&[]) < 6.0);
+
     let out = infer(&weights, &["--class", "2"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("has 2 classes"));
     let backbone = dir.path().join("backbone.safetensors");

@@ -15,8 +15,9 @@ use crate::engine::{device, Method, StepOutput};
 use crate::supervised::images;
 use crate::{Config, LearnError};
 
-/// Colours of class ids 0–5 in overlays (background transparent).
-const COLOURS: [[u8; 3]; 6] = [[0, 0, 0], [64, 160, 255], [40, 200, 80], [255, 220, 0], [255, 120, 0], [220, 0, 40]];
+/// Colours of class ids 0–5 in overlays and class maps (class 0, background, stays clear).
+pub const COLOURS: [[u8; 3]; 6] =
+    [[0, 0, 0], [64, 160, 255], [40, 200, 80], [255, 220, 0], [255, 120, 0], [220, 0, 40]];
 
 /// A segmentation network trained with per-pixel cross-entropy.
 pub struct Segmenter {
