@@ -64,7 +64,7 @@ pub struct InferArgs {
 fn head_classes(weights: &std::path::Path, name: &str) -> Result<i64> {
     read_tensors(weights)?
         .into_iter()
-        .find(|(n, _)| n == &name || n.ends_with(&format!(".{name}")))
+        .find(|(n, _)| n == name || n.ends_with(&format!(".{name}")))
         .map(|(_, t)| t.size()[0])
         .with_context(|| {
             format!("{}: no classification head ({name}); infer needs a fine-tuned network", weights.display())
