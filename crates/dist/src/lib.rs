@@ -1,0 +1,227 @@
+//! Data-parallel training on PyTorch's own distributed engine, c10d: the TCPStore rendezvous
+//! and the Gloo process group that `torch.distributed` uses, reached through a thin C++ shim
+//! (`shim/dist.cpp`) compiled against the pinned torch wheel. This crate gives the launch
+//! (torchrun's environment, or the release's `nnode`/`hosts`/`dist_url`) and safe collectives;
+//! nothing here moves bytes itself.
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tch::Tensor;
+
+extern "C" {
+    fn ptcga_free_error(err: *mut c_char);
+    fn ptcga_group_new(host: *const c_char, port: c_int, rank: c_int, world: c_int, timeout_s: c_int, err: *mut *mut c_char) -> *mut c_void;
+    fn ptcga_group_free(group: *mut c_void);
+    fn ptcga_all_reduce_sum(group: *mut c_void, t: *mut c_void, err: *mut *mut c_char) -> c_int;
+    fn ptcga_broadcast(group: *mut c_void, t: *mut c_void, root: c_int, err: *mut *mut c_char) -> c_int;
+    fn ptcga_all_gather(group: *mut c_void, out: *mut c_void, t: *mut c_void, err: *mut *mut c_char) -> c_int;
+    fn ptcga_barrier(group: *mut c_void, err: *mut *mut c_char) -> c_int;
+}
+
+/// Errors of the distributed engine, naming this rank and what failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum DistError {
+    #[error("distributed launch: {0}")]
+    Launch(String),
+    #[error("rank {rank} of {world}: {what} failed (a peer stopped, or none answered within {timeout_s} s): {cause}")]
+    Collective { rank: usize, world: usize, what: &'static str, timeout_s: u64, cause: String },
+}
+
+/// Where this process sits in a run: rank, number of processes, and the rendezvous.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub rank: usize,
+    pub world: usize,
+    /// Rank within this node (which GPU it drives).
+    pub local_rank: usize,
+    pub master_addr: String,
+    pub master_port: u16,
+}
+
+impl Launch {
+    /// From torchrun's environment: `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
+    /// `MASTER_PORT`; `None` when `WORLD_SIZE` is absent or 1.
+    pub fn from_env() -> Result<Option<Self>, DistError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let Some(world) = var("WORLD_SIZE") else { return Ok(None) };
+        let num = |k: &str, v: &str| v.parse::<usize>().map_err(|_| DistError::Launch(format!("{k}={v:?} is not a number")));
+        let world = num("WORLD_SIZE", &world)?;
+        if world <= 1 {
+            return Ok(None);
+        }
+        let rank = num("RANK", &var("RANK").ok_or_else(|| DistError::Launch("WORLD_SIZE is set but RANK is not".into()))?)?;
+        let local_rank = var("LOCAL_RANK").map(|v| num("LOCAL_RANK", &v)).transpose()?.unwrap_or(rank);
+        let master_addr = var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
+        let port = var("MASTER_PORT").unwrap_or_else(|| "29500".into());
+        let master_port = port.parse().map_err(|_| DistError::Launch(format!("MASTER_PORT={port:?} is not a port")))?;
+        Self::checked(Self { rank, world, local_rank, master_addr, master_port }).map(Some)
+    }
+
+    /// From the release's config keys: `hosts` (one per node), this node's index in it, processes
+    /// per node, and `dist_url` (`tcp://host:port`): rank = per node × node index + local rank.
+    pub fn from_hosts(hosts: &[String], node: usize, per_node: usize, local_rank: usize, dist_url: &str) -> Result<Self, DistError> {
+        let rest = dist_url
+            .strip_prefix("tcp://")
+            .ok_or_else(|| DistError::Launch(format!("dist_url {dist_url:?}: expected tcp://host:port")))?;
+        let (addr, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| DistError::Launch(format!("dist_url {dist_url:?}: expected tcp://host:port")))?;
+        let master_port = port.parse().map_err(|_| DistError::Launch(format!("dist_url {dist_url:?}: bad port")))?;
+        if node >= hosts.len() {
+            return Err(DistError::Launch(format!("node {node} is not in hosts ({} listed)", hosts.len())));
+        }
+        let world = hosts.len() * per_node;
+        Self::checked(Self { rank: per_node * node + local_rank, world, local_rank, master_addr: addr.into(), master_port })
+    }
+
+    fn checked(self) -> Result<Self, DistError> {
+        if self.rank >= self.world {
+            return Err(DistError::Launch(format!("rank {} is not below the world size {}", self.rank, self.world)));
+        }
+        Ok(self)
+    }
+
+    /// The environment a child process of this launch gets (what torchrun sets).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("RANK", self.rank.to_string()),
+            ("WORLD_SIZE", self.world.to_string()),
+            ("LOCAL_RANK", self.local_rank.to_string()),
+            ("MASTER_ADDR", self.master_addr.clone()),
+            ("MASTER_PORT", self.master_port.to_string()),
+        ]
+    }
+}
+
+/// A c10d process group (Gloo) of this process and its peers.
+pub struct ProcessGroup {
+    raw: *mut c_void,
+    rank: usize,
+    world: usize,
+    timeout: Duration,
+}
+
+// SAFETY: the c10d process group is thread-safe for the calls made here, which are serialised
+// by the training loop anyway.
+unsafe impl Send for ProcessGroup {}
+unsafe impl Sync for ProcessGroup {}
+
+fn take_error(err: *mut c_char) -> String {
+    if err.is_null() {
+        return "unknown error".into();
+    }
+    // SAFETY: the shim returns a NUL-terminated string it allocated, freed here once.
+    let s = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    unsafe { ptcga_free_error(err) };
+    s
+}
+
+impl ProcessGroup {
+    /// Meets the other processes at the launch's rendezvous (rank 0 serves it) and opens the
+    /// group; waits at most `timeout` for them, and every later collective as long.
+    pub fn new(launch: &Launch, timeout: Duration) -> Result<Self, DistError> {
+        let host = CString::new(launch.master_addr.clone()).map_err(|_| DistError::Launch("MASTER_ADDR has a NUL".into()))?;
+        let mut err = std::ptr::null_mut();
+        let t = timeout.as_secs().max(1) as c_int;
+        // SAFETY: valid C string and out-pointer; the shim owns what it returns.
+        let raw = unsafe {
+            ptcga_group_new(host.as_ptr(), launch.master_port as c_int, launch.rank as c_int, launch.world as c_int, t, &mut err)
+        };
+        if raw.is_null() {
+            return Err(DistError::Launch(format!(
+                "rank {} of {}: rendezvous at {}:{} failed: {}",
+                launch.rank,
+                launch.world,
+                launch.master_addr,
+                launch.master_port,
+                take_error(err)
+            )));
+        }
+        Ok(Self { raw, rank: launch.rank, world: launch.world, timeout })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn world(&self) -> usize {
+        self.world
+    }
+
+    fn check(&self, what: &'static str, rc: c_int, err: *mut c_char) -> Result<(), DistError> {
+        if rc == 0 {
+            return Ok(());
+        }
+        Err(DistError::Collective {
+            rank: self.rank,
+            world: self.world,
+            what,
+            timeout_s: self.timeout.as_secs(),
+            cause: take_error(err),
+        })
+    }
+
+    /// Sums `t` over all ranks, in place (a contiguous tensor).
+    pub fn all_reduce_sum(&self, t: &Tensor) -> Result<(), DistError> {
+        let mut err = std::ptr::null_mut();
+        // SAFETY: `t` is a live tensor; the shim reads its at::Tensor handle.
+        let rc = unsafe { ptcga_all_reduce_sum(self.raw, t.as_ptr() as *mut c_void, &mut err) };
+        self.check("all-reduce", rc, err)
+    }
+
+    /// Copies rank `root`'s `t` into every rank's `t`, in place.
+    pub fn broadcast(&self, t: &Tensor, root: usize) -> Result<(), DistError> {
+        let mut err = std::ptr::null_mut();
+        // SAFETY: as above.
+        let rc = unsafe { ptcga_broadcast(self.raw, t.as_ptr() as *mut c_void, root as c_int, &mut err) };
+        self.check("broadcast", rc, err)
+    }
+
+    /// Every rank's `t` (same shape on all), stacked in rank order: (world, …).
+    pub fn all_gather(&self, t: &Tensor) -> Result<Tensor, DistError> {
+        let t = t.contiguous();
+        let mut shape = vec![self.world as i64];
+        shape.extend(t.size());
+        let out = Tensor::empty(shape.as_slice(), (t.kind(), t.device()));
+        let mut err = std::ptr::null_mut();
+        // SAFETY: as above; `out` has room for every rank's tensor.
+        let rc = unsafe { ptcga_all_gather(self.raw, out.as_ptr() as *mut c_void, t.as_ptr() as *mut c_void, &mut err) };
+        self.check("all-gather", rc, err)?;
+        Ok(out)
+    }
+
+    /// Waits until every rank gets here.
+    pub fn barrier(&self) -> Result<(), DistError> {
+        let mut err = std::ptr::null_mut();
+        // SAFETY: as above.
+        let rc = unsafe { ptcga_barrier(self.raw, &mut err) };
+        self.check("barrier", rc, err)
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: created by ptcga_group_new, freed once.
+        unsafe { ptcga_group_free(self.raw) };
+    }
+}
+
+static GROUP: OnceLock<ProcessGroup> = OnceLock::new();
+
+/// Joins the run this process was launched into (torchrun's environment), once; `None` for a
+/// single process.
+pub fn init_from_env(timeout: Duration) -> Result<Option<&'static ProcessGroup>, DistError> {
+    let Some(launch) = Launch::from_env()? else { return Ok(None) };
+    if GROUP.get().is_none() {
+        let g = ProcessGroup::new(&launch, timeout)?;
+        let _ = GROUP.set(g);
+    }
+    Ok(GROUP.get())
+}
+
+/// The group this process joined, if any (the default group, as in `torch.distributed`).
+pub fn group() -> Option<&'static ProcessGroup> {
+    GROUP.get()
+}

@@ -1,0 +1,99 @@
+//! Two processes on loopback, this test binary started again as each rank: the collectives give
+//! the same answer everywhere, and a rank whose peer dies stops with an error naming itself and
+//! the failed collective, well within the timeout.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use patchtcga_dist::{Launch, ProcessGroup};
+use tch::{Kind, Tensor};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs test `name` of this binary as ranks 0 and 1 of a fresh rendezvous, `mode` telling the
+/// child what to do.
+fn two_ranks(name: &str, mode: &str) -> Vec<Output> {
+    let port = free_port();
+    let children: Vec<_> = (0..2)
+        .map(|rank| {
+            let launch = Launch { rank, world: 2, local_rank: rank, master_addr: "127.0.0.1".into(), master_port: port };
+            Command::new(std::env::current_exe().unwrap())
+                .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+                .envs(launch.env())
+                .env("PTCGA_DIST_CHILD", mode)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children.into_iter().map(|c| c.wait_with_output().unwrap()).collect()
+}
+
+fn child_group(timeout: u64) -> ProcessGroup {
+    ProcessGroup::new(&Launch::from_env().unwrap().unwrap(), Duration::from_secs(timeout)).unwrap()
+}
+
+#[test]
+fn collectives_agree_across_two_processes() {
+    if std::env::var("PTCGA_DIST_CHILD").as_deref() == Ok("collectives") {
+        let g = child_group(30);
+        let r = g.rank() as f64;
+        let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]) * (r + 1.0);
+        g.all_reduce_sum(&t).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&t).unwrap(), [3.0, 6.0, 9.0], "sum of 1× and 2×");
+        let b = Tensor::full([2], r * 10.0 + 5.0, (Kind::Float, tch::Device::Cpu));
+        g.broadcast(&b, 1).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&b).unwrap(), [15.0, 15.0], "rank 1's value everywhere");
+        let gathered = g.all_gather(&Tensor::full([2, 3], r, (Kind::Float, tch::Device::Cpu))).unwrap();
+        assert_eq!(gathered.size(), [2, 2, 3]);
+        assert_eq!(gathered.select(0, 1).sum(Kind::Float).double_value(&[]), 6.0, "rank 1's block second");
+        g.barrier().unwrap();
+        println!("rank {} ok", g.rank());
+        return;
+    }
+    if std::env::var("PTCGA_DIST_CHILD").is_ok() {
+        return;
+    }
+    let outs = two_ranks("collectives_agree_across_two_processes", "collectives");
+    for (rank, o) in outs.iter().enumerate() {
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success() && text.contains(&format!("rank {rank} ok")), "rank {rank}: {text}\n{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+#[test]
+fn a_dead_peer_stops_the_other_rank_with_a_clear_error() {
+    if std::env::var("PTCGA_DIST_CHILD").as_deref() == Ok("dies") {
+        let g = child_group(20);
+        g.barrier().unwrap();
+        if g.rank() == 1 {
+            std::process::exit(3); // the peer dies without a word
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let start = Instant::now();
+        let e = g.all_reduce_sum(&Tensor::ones([4], (Kind::Float, tch::Device::Cpu))).unwrap_err().to_string();
+        println!("error after {:.1} s: {e}", start.elapsed().as_secs_f64());
+        return;
+    }
+    if std::env::var("PTCGA_DIST_CHILD").is_ok() {
+        return;
+    }
+    let start = Instant::now();
+    let outs = two_ranks("a_dead_peer_stops_the_other_rank_with_a_clear_error", "dies");
+    assert!(start.elapsed() < Duration::from_secs(40), "bounded by the timeout");
+    assert_eq!(outs[1].status.code(), Some(3));
+    let text = String::from_utf8_lossy(&outs[0].stdout);
+    assert!(text.contains("rank 0 of 2: all-reduce failed"), "{text}\n{}", String::from_utf8_lossy(&outs[0].stderr));
+}
+
+#[test]
+fn launches_from_torchrun_variables_and_from_the_release_hosts() {
+    let hosts = vec!["node-a".to_owned(), "node-b".to_owned()];
+    let l = Launch::from_hosts(&hosts, 1, 4, 2, "tcp://node-a:23456").unwrap();
+    assert_eq!((l.rank, l.world, l.local_rank, l.master_addr.as_str(), l.master_port), (6, 8, 2, "node-a", 23456));
+    assert!(Launch::from_hosts(&hosts, 2, 4, 0, "tcp://node-a:1").unwrap_err().to_string().contains("not in hosts"));
+    assert!(Launch::from_hosts(&hosts, 0, 4, 0, "node-a:1").unwrap_err().to_string().contains("tcp://host:port"));
+}
