@@ -3,8 +3,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := demo
 
 # Debian packages: OpenSlide (slide reading), libturbojpeg (JPEG coding), HDF5 (the original PCam
-# files), libclang + pkg-config (binding generation), python3 (the split-pickle round-trip test).
-APT_PACKAGES := libopenslide-dev libturbojpeg0-dev libhdf5-dev libclang-dev pkg-config python3 ca-certificates curl build-essential
+# files), libclang + pkg-config (binding generation), libgloo-dev (the Gloo headers the torch wheel
+# leaves out, for the distributed shim), python3 (the split-pickle round-trip test).
+APT_PACKAGES := libopenslide-dev libturbojpeg0-dev libhdf5-dev libclang-dev libgloo-dev pkg-config python3 ca-certificates curl build-essential
 # Headless Chromium renders the HTML report in its test.
 TEST_PACKAGES := chromium
 # Extra packages for the side-by-side benchmark against the Python tools.

@@ -30,15 +30,116 @@ pub struct PretrainArgs {
     /// Continue from the run folder's latest checkpoint.
     #[arg(long)]
     resume: bool,
+    #[command(flatten)]
+    dist: DistArgs,
+}
+
+/// How a training spreads over processes (torchrun's options; a process started with torchrun's
+/// environment — `RANK`, `WORLD_SIZE`, … — joins that run instead).
+#[derive(Args)]
+pub struct DistArgs {
+    /// Processes on this node (one per GPU); more than 1 starts them and waits.
+    #[arg(long, default_value_t = 1)]
+    nproc_per_node: usize,
+    /// Nodes of the run.
+    #[arg(long, default_value_t = 1)]
+    nnodes: usize,
+    /// This node's index.
+    #[arg(long, default_value_t = 0)]
+    node_rank: usize,
+    /// Rendezvous address (node 0).
+    #[arg(long, default_value = "127.0.0.1")]
+    master_addr: String,
+    #[arg(long, default_value_t = 29500)]
+    master_port: u16,
+    /// Seconds to wait for peers at the rendezvous and in each collective.
+    #[arg(long, default_value_t = 1800)]
+    dist_timeout: u64,
+}
+
+impl DistArgs {
+    /// The launches of this node's processes: from the options, or from the config's `hosts`
+    /// and `dist_url` (the release's way: this machine's name picks its index in `hosts`).
+    fn launches(&self, config: &Config) -> Result<Vec<patchtcga_dist::Launch>> {
+        use patchtcga_dist::Launch;
+        let per_node = self.nproc_per_node.max(1);
+        if !config.hosts.is_empty() && self.nnodes == 1 {
+            let me = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_owned();
+            let node =
+                config.hosts.iter().position(|h| h == &me || h.split('.').next() == Some(me.as_str())).with_context(
+                    || format!("this machine ({me:?}) is not in the config's hosts {:?}", config.hosts),
+                )?;
+            return (0..per_node)
+                .map(|l| Launch::from_hosts(&config.hosts, node, per_node, l, &config.dist_url).map_err(Into::into))
+                .collect();
+        }
+        Ok((0..per_node)
+            .map(|l| Launch {
+                rank: self.node_rank * per_node + l,
+                world: self.nnodes * per_node,
+                local_rank: l,
+                master_addr: self.master_addr.clone(),
+                master_port: self.master_port,
+            })
+            .collect())
+    }
+
+    /// Starts this node's processes (this program again, with torchrun's environment) and waits
+    /// for them; `false` when this process is to train itself.
+    fn spawn(&self, config: &Config) -> Result<bool> {
+        if std::env::var_os("WORLD_SIZE").is_some() {
+            return Ok(false);
+        }
+        let launches = self.launches(config)?;
+        if launches.len() == 1 && launches[0].world == 1 {
+            return Ok(false);
+        }
+        let exe = std::env::current_exe()?;
+        let mut children = Vec::new();
+        for l in &launches {
+            let child = std::process::Command::new(&exe)
+                .args(std::env::args_os().skip(1))
+                .envs(l.env())
+                .spawn()
+                .with_context(|| format!("cannot start rank {}", l.rank))?;
+            children.push((l.rank, child));
+        }
+        let mut failed = Vec::new();
+        for (rank, mut c) in children {
+            let status = c.wait()?;
+            if !status.success() {
+                failed.push(format!("rank {rank} ({status})"));
+            }
+        }
+        if !failed.is_empty() {
+            bail!("distributed run failed: {}", failed.join(", "));
+        }
+        Ok(true)
+    }
+
+    /// Joins the run this process belongs to, if any.
+    fn join(&self) -> Result<()> {
+        patchtcga_dist::init_from_env(std::time::Duration::from_secs(self.dist_timeout))?;
+        Ok(())
+    }
 }
 
 /// Trains as the config says and reports where the results are.
 pub fn pretrain(a: PretrainArgs) -> Result<()> {
     let config = Config::load(Some(&a.config), &a.set)?;
+    if a.dist.spawn(&config)? {
+        println!("run folder: {}", config.run_dir().display());
+        return Ok(());
+    }
+    a.dist.join()?;
+    let leader = patchtcga_dist::group().is_none_or(|g| g.rank() == 0);
     let (mut method, recipe) = method(&config)?;
     let data = loaders(&config, recipe)?;
     let holdout = Holdout { val: data.val.as_ref(), test: data.test.as_ref() };
     let s = train(&config, method.as_mut(), &data.train, holdout, a.resume)?;
+    if !leader {
+        return Ok(());
+    }
     let dir = s.run_dir.display();
     if s.stopped_early {
         println!("stopped at update {} (stop_num_updates); continue with --resume", s.position.update);

@@ -408,3 +408,61 @@ fn infer_maps_a_classifier_over_the_slide_tissue() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("no classification head"), "{err}");
 }
+
+/// The weights `name` of a checkpoint folder.
+fn weights(dir: &Path) -> std::collections::HashMap<String, tch::Tensor> {
+    tch::Tensor::read_safetensors(dir.join("model.safetensors")).unwrap().into_iter().collect()
+}
+
+fn max_difference(
+    a: &std::collections::HashMap<String, tch::Tensor>,
+    b: &std::collections::HashMap<String, tch::Tensor>,
+) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().map(|(n, t)| (t - &b[n]).abs().max().double_value(&[])).fold(0.0, f64::max)
+}
+
+#[test]
+fn two_processes_of_batch_b_train_like_one_of_batch_2b_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let run = |name: &str, batch: usize, procs: usize, stop: usize, resume: bool| {
+        let mut cmd = patchtcga();
+        cmd.args(["pretrain", "--config"]).arg(config(dir.path(), &data));
+        for s in [
+            format!("name={name:?}"),
+            "model_name=\"vit-s16\"".into(),
+            "dropout_p=0".into(),
+            format!("batch_size={batch}"),
+            "base_batch_size=8".into(),
+            "optim=\"sgd\"".into(),
+            "lr=0.01".into(),
+            "warmup_epochs=0".into(),
+            "split=\"\"".into(),
+            format!("stop_num_updates={stop}"),
+        ] {
+            cmd.args(["--set", &s]);
+        }
+        cmd.args(["--nproc-per-node", &procs.to_string(), "--master-port", &port.to_string()]);
+        if resume {
+            cmd.arg("--resume");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run("one", 8, 1, 3, false);
+    run("two", 4, 2, 3, false);
+    let ckpt = |name: &str, u: usize| dir.path().join("runs").join(name).join(format!("checkpoints/update_{u:07}"));
+    let d = max_difference(&weights(&ckpt("one", 3)), &weights(&ckpt("two", 3)));
+    assert!(d < 1e-5, "2 × batch 4 against 1 × batch 8 after 3 updates: max difference {d}");
+    // Rank 0 alone wrote the log: one line per update.
+    let log = std::fs::read_to_string(dir.path().join("runs/two/metrics.jsonl")).unwrap();
+    assert_eq!(log.lines().filter(|l| l.contains("\"loss\"")).count(), 3);
+
+    // Stopped at 2 and resumed to 3 by both ranks: the same weights as straight through.
+    run("halves", 4, 2, 2, false);
+    run("halves", 4, 2, 3, true);
+    let d = max_difference(&weights(&ckpt("halves", 3)), &weights(&ckpt("two", 3)));
+    assert!(d < 1e-6, "resumed 2-process run differs by {d}");
+}

@@ -12,7 +12,14 @@ use tch::Tensor;
 
 extern "C" {
     fn ptcga_free_error(err: *mut c_char);
-    fn ptcga_group_new(host: *const c_char, port: c_int, rank: c_int, world: c_int, timeout_s: c_int, err: *mut *mut c_char) -> *mut c_void;
+    fn ptcga_group_new(
+        host: *const c_char,
+        port: c_int,
+        rank: c_int,
+        world: c_int,
+        timeout_s: c_int,
+        err: *mut *mut c_char,
+    ) -> *mut c_void;
     fn ptcga_group_free(group: *mut c_void);
     fn ptcga_all_reduce_sum(group: *mut c_void, t: *mut c_void, err: *mut *mut c_char) -> c_int;
     fn ptcga_broadcast(group: *mut c_void, t: *mut c_void, root: c_int, err: *mut *mut c_char) -> c_int;
@@ -46,12 +53,14 @@ impl Launch {
     pub fn from_env() -> Result<Option<Self>, DistError> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let Some(world) = var("WORLD_SIZE") else { return Ok(None) };
-        let num = |k: &str, v: &str| v.parse::<usize>().map_err(|_| DistError::Launch(format!("{k}={v:?} is not a number")));
+        let num =
+            |k: &str, v: &str| v.parse::<usize>().map_err(|_| DistError::Launch(format!("{k}={v:?} is not a number")));
         let world = num("WORLD_SIZE", &world)?;
         if world <= 1 {
             return Ok(None);
         }
-        let rank = num("RANK", &var("RANK").ok_or_else(|| DistError::Launch("WORLD_SIZE is set but RANK is not".into()))?)?;
+        let rank =
+            num("RANK", &var("RANK").ok_or_else(|| DistError::Launch("WORLD_SIZE is set but RANK is not".into()))?)?;
         let local_rank = var("LOCAL_RANK").map(|v| num("LOCAL_RANK", &v)).transpose()?.unwrap_or(rank);
         let master_addr = var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
         let port = var("MASTER_PORT").unwrap_or_else(|| "29500".into());
@@ -61,7 +70,13 @@ impl Launch {
 
     /// From the release's config keys: `hosts` (one per node), this node's index in it, processes
     /// per node, and `dist_url` (`tcp://host:port`): rank = per node × node index + local rank.
-    pub fn from_hosts(hosts: &[String], node: usize, per_node: usize, local_rank: usize, dist_url: &str) -> Result<Self, DistError> {
+    pub fn from_hosts(
+        hosts: &[String],
+        node: usize,
+        per_node: usize,
+        local_rank: usize,
+        dist_url: &str,
+    ) -> Result<Self, DistError> {
         let rest = dist_url
             .strip_prefix("tcp://")
             .ok_or_else(|| DistError::Launch(format!("dist_url {dist_url:?}: expected tcp://host:port")))?;
@@ -73,7 +88,13 @@ impl Launch {
             return Err(DistError::Launch(format!("node {node} is not in hosts ({} listed)", hosts.len())));
         }
         let world = hosts.len() * per_node;
-        Self::checked(Self { rank: per_node * node + local_rank, world, local_rank, master_addr: addr.into(), master_port })
+        Self::checked(Self {
+            rank: per_node * node + local_rank,
+            world,
+            local_rank,
+            master_addr: addr.into(),
+            master_port,
+        })
     }
 
     fn checked(self) -> Result<Self, DistError> {
@@ -122,12 +143,20 @@ impl ProcessGroup {
     /// Meets the other processes at the launch's rendezvous (rank 0 serves it) and opens the
     /// group; waits at most `timeout` for them, and every later collective as long.
     pub fn new(launch: &Launch, timeout: Duration) -> Result<Self, DistError> {
-        let host = CString::new(launch.master_addr.clone()).map_err(|_| DistError::Launch("MASTER_ADDR has a NUL".into()))?;
+        let host =
+            CString::new(launch.master_addr.clone()).map_err(|_| DistError::Launch("MASTER_ADDR has a NUL".into()))?;
         let mut err = std::ptr::null_mut();
         let t = timeout.as_secs().max(1) as c_int;
         // SAFETY: valid C string and out-pointer; the shim owns what it returns.
         let raw = unsafe {
-            ptcga_group_new(host.as_ptr(), launch.master_port as c_int, launch.rank as c_int, launch.world as c_int, t, &mut err)
+            ptcga_group_new(
+                host.as_ptr(),
+                launch.master_port as c_int,
+                launch.rank as c_int,
+                launch.world as c_int,
+                t,
+                &mut err,
+            )
         };
         if raw.is_null() {
             return Err(DistError::Launch(format!(
@@ -187,7 +216,8 @@ impl ProcessGroup {
         let out = Tensor::empty(shape.as_slice(), (t.kind(), t.device()));
         let mut err = std::ptr::null_mut();
         // SAFETY: as above; `out` has room for every rank's tensor.
-        let rc = unsafe { ptcga_all_gather(self.raw, out.as_ptr() as *mut c_void, t.as_ptr() as *mut c_void, &mut err) };
+        let rc =
+            unsafe { ptcga_all_gather(self.raw, out.as_ptr() as *mut c_void, t.as_ptr() as *mut c_void, &mut err) };
         self.check("all-gather", rc, err)?;
         Ok(out)
     }

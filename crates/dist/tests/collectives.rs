@@ -18,7 +18,8 @@ fn two_ranks(name: &str, mode: &str) -> Vec<Output> {
     let port = free_port();
     let children: Vec<_> = (0..2)
         .map(|rank| {
-            let launch = Launch { rank, world: 2, local_rank: rank, master_addr: "127.0.0.1".into(), master_port: port };
+            let launch =
+                Launch { rank, world: 2, local_rank: rank, master_addr: "127.0.0.1".into(), master_port: port };
             Command::new(std::env::current_exe().unwrap())
                 .args([name, "--exact", "--nocapture", "--test-threads", "1"])
                 .envs(launch.env())
@@ -60,7 +61,11 @@ fn collectives_agree_across_two_processes() {
     let outs = two_ranks("collectives_agree_across_two_processes", "collectives");
     for (rank, o) in outs.iter().enumerate() {
         let text = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success() && text.contains(&format!("rank {rank} ok")), "rank {rank}: {text}\n{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success() && text.contains(&format!("rank {rank} ok")),
+            "rank {rank}: {text}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }
 

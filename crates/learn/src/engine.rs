@@ -82,9 +82,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LearnError> {
 pub fn device(name: &str) -> Result<Device, LearnError> {
     match name {
         "cpu" => Ok(Device::Cpu),
+        // A distributed run's process drives the GPU of its local rank.
         "cuda" | "gpu" => Device::cuda_if_available()
             .is_cuda()
-            .then_some(Device::Cuda(0))
+            .then_some(Device::Cuda(std::env::var("LOCAL_RANK").ok().and_then(|v| v.parse().ok()).unwrap_or(0)))
             .ok_or_else(|| LearnError::Config("device cuda: no CUDA device is visible".into())),
         other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
             Some(n) if (n as i64) < tch::Cuda::device_count() => Ok(Device::Cuda(n)),
@@ -225,8 +226,14 @@ pub fn train(
 ) -> Result<Summary, LearnError> {
     let run = config.run_dir();
     let ckpts = run.join("checkpoints");
-    fs::create_dir_all(&ckpts).map_err(|e| LearnError::io(&ckpts, e))?;
-    write_atomic(&run.join("config.toml"), config.to_toml().as_bytes())?;
+    // In a distributed run every rank trains; rank 0 alone writes the run folder.
+    let group = patchtcga_dist::group();
+    let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world()));
+    let leader = rank == 0;
+    if leader {
+        fs::create_dir_all(&ckpts).map_err(|e| LearnError::io(&ckpts, e))?;
+        write_atomic(&run.join("config.toml"), config.to_toml().as_bytes())?;
+    }
     let device = device(&config.device)?;
     let amp = config.enable_autocast && device.is_cuda();
 
@@ -238,7 +245,7 @@ pub fn train(
             config.num_accum
         )));
     }
-    let total_batch = config.batch_size * config.num_accum;
+    let total_batch = config.batch_size * config.num_accum * world;
     let schedule = Schedule {
         peak: Schedule::peak_lr(config.lr, total_batch, config.base_batch_size),
         cold: (config.cold_epochs * per_epoch as f64).round() as usize,
@@ -253,16 +260,26 @@ pub fn train(
         pos = load_checkpoint(dir, method.var_store(), &mut opt)?;
         eprintln!("resuming from {} (epoch {}, batch {}, update {})", dir.display(), pos.epoch, pos.batch, pos.update);
     }
+    if let Some(g) = group {
+        // Every rank starts from rank 0's weights, buffers and momentum targets (in name order:
+        // collectives pair up by order).
+        let mut vars: Vec<(String, Tensor)> = method.var_store().variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, t) in vars {
+            g.broadcast(&t, 0)?;
+        }
+    }
     let mut scale = LossScale { scale: pos.loss_scale, clean: pos.clean_updates };
-    let mut log = Log::open(run.join("metrics.jsonl"), resumed.as_ref().map(|_| pos.update))?;
+    let mut log =
+        if leader { Some(Log::open(run.join("metrics.jsonl"), resumed.as_ref().map(|_| pos.update))?) } else { None };
     let mut last = Map::new();
-    let record = |log: &mut Log, last: &mut Map<String, Value>, entry: Value| -> Result<(), LearnError> {
+    let record = |log: &mut Option<Log>, last: &mut Map<String, Value>, entry: Value| -> Result<(), LearnError> {
         if let Value::Object(m) = &entry {
             for (k, v) in m {
                 last.insert(k.clone(), v.clone());
             }
         }
-        log.write(&entry)
+        log.as_mut().map_or(Ok(()), |l| l.write(&entry))
     };
 
     let evaluate = |method: &mut dyn Method, loader: &Loader, set: &str, pos: &Position| -> Result<Value, LearnError> {
@@ -278,7 +295,11 @@ pub fn train(
         .expect("template")
         .progress_chars("=> ");
     'epochs: while pos.epoch < config.epochs {
-        let bar = ProgressBar::new(train.batches_per_epoch() as u64).with_style(bar_style.clone());
+        let bar = if leader {
+            ProgressBar::new(train.batches_per_epoch() as u64).with_style(bar_style.clone())
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_prefix(format!("epoch {}/{}", pos.epoch + 1, config.epochs));
         bar.set_position(pos.batch as u64);
         let (mut micro, mut loss_sum) = (0usize, 0.0f64);
@@ -292,7 +313,11 @@ pub fn train(
             if micro == 0 {
                 method.begin_update(pos.update as f64 / schedule.total.max(1) as f64);
             }
-            tch::manual_seed(seed_for(config.seed, pos.epoch, pos.batch));
+            tch::manual_seed(seed_for(
+                config.seed ^ (rank as u64).wrapping_mul(0xA24B_AED4_963E_E407),
+                pos.epoch,
+                pos.batch,
+            ));
             let out = tch::autocast(amp, || method.step(&batch))?;
             let factor = if amp { scale.scale } else { 1.0 } / config.num_accum as f64;
             (&out.loss * factor).f_backward()?;
@@ -304,6 +329,15 @@ pub fn train(
             bar.inc(1);
             if micro < config.num_accum {
                 continue;
+            }
+            let mut reduced_bytes = 0;
+            if let Some(g) = group {
+                // Data parallelism: the mean of every rank's gradient, one message per group.
+                for t in opt.flat_grads() {
+                    g.all_reduce_sum(&t)?;
+                    let _ = t.shallow_clone().g_mul_scalar_(1.0 / world as f64);
+                    reduced_bytes += t.numel() * t.kind().elt_size_in_bytes();
+                }
             }
             let finite = if amp { opt.unscale_grads(1.0 / scale.scale) } else { true };
             let take = !amp || scale.update(finite);
@@ -333,6 +367,10 @@ pub fn train(
             if config.wd_end.is_some() {
                 entry["wd"] = json!(wd);
             }
+            if world > 1 {
+                entry["world"] = json!(world);
+                entry["allreduce_mib"] = json!(reduced_bytes as f64 / (1 << 20) as f64);
+            }
             if grad_norm.is_finite() {
                 entry["grad_norm"] = json!(grad_norm);
             }
@@ -345,7 +383,7 @@ pub fn train(
             record(&mut log, &mut last, entry)?;
             bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
             (micro, loss_sum, waited, images, clock) = (0, 0.0, 0.0, 0, Instant::now());
-            if let Some(val) = holdout.val {
+            if let Some(val) = holdout.val.filter(|_| leader) {
                 if config.val_every > 0 && pos.update.is_multiple_of(config.val_every) {
                     let e = evaluate(method, val, "val", &pos)?;
                     record(&mut log, &mut last, e)?;
@@ -353,7 +391,9 @@ pub fn train(
             }
             if config.stop_num_updates > 0 && pos.update >= config.stop_num_updates {
                 (pos.loss_scale, pos.clean_updates) = (scale.scale, scale.clean);
-                save_checkpoint(&ckpts.join(format!("update_{:07}", pos.update)), method.var_store(), &opt, &pos)?;
+                if leader {
+                    save_checkpoint(&ckpts.join(format!("update_{:07}", pos.update)), method.var_store(), &opt, &pos)?;
+                }
                 bar.abandon_with_message(format!("stopped at update {} (stop_num_updates)", pos.update));
                 stopped_early = true;
                 break 'epochs;
@@ -363,17 +403,19 @@ pub fn train(
         bar.finish();
         pos.epoch += 1;
         pos.batch = 0;
-        if let Some(val) = holdout.val {
+        if let Some(val) = holdout.val.filter(|_| leader) {
             let e = evaluate(method, val, "val", &pos)?;
             record(&mut log, &mut last, e)?;
         }
-        if pos.epoch.is_multiple_of(config.snapshot_epoch.max(1)) || pos.epoch == config.epochs {
+        if leader && (pos.epoch.is_multiple_of(config.snapshot_epoch.max(1)) || pos.epoch == config.epochs) {
             (pos.loss_scale, pos.clean_updates) = (scale.scale, scale.clean);
             save_checkpoint(&ckpts.join(format!("epoch_{:04}", pos.epoch)), method.var_store(), &opt, &pos)?;
         }
-        plot::curves(&run.join("metrics.jsonl"), &run.join("plots"))?;
+        if leader {
+            plot::curves(&run.join("metrics.jsonl"), &run.join("plots"))?;
+        }
     }
-    if !stopped_early {
+    if !stopped_early && leader {
         if let Some(test) = holdout.test {
             let e = evaluate(method, test, "test", &pos)?;
             record(&mut log, &mut last, e)?;
@@ -384,6 +426,11 @@ pub fn train(
         fs::rename(run.join(".model.safetensors.tmp"), run.join("model.safetensors"))
             .map_err(|e| LearnError::io(&run, e))?;
     }
-    plot::curves(&run.join("metrics.jsonl"), &run.join("plots"))?;
+    if leader {
+        plot::curves(&run.join("metrics.jsonl"), &run.join("plots"))?;
+    }
+    if let Some(g) = group {
+        g.barrier()?; // the others wait for rank 0's last writes
+    }
     Ok(Summary { position: pos, stopped_early, last, run_dir: run })
 }

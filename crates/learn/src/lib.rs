@@ -52,6 +52,8 @@ pub enum LearnError {
     Augment(#[from] patchtcga_augment::AugmentError),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Dist(#[from] patchtcga_dist::DistError),
 }
 
 impl LearnError {

@@ -167,6 +167,13 @@ impl Optimizer {
         }
     }
 
+    /// The flat gradient buffers, one per parameter group (what a distributed run all-reduces:
+    /// a few large messages instead of one per parameter).
+    pub fn flat_grads(&mut self) -> Vec<Tensor> {
+        self.bind();
+        self.groups.iter().map(|g| g.grad.shallow_clone()).collect()
+    }
+
     /// Scales gradients so that their global 2-norm is at most `max` (as
     /// `torch.nn.utils.clip_grad_norm_`); returns the norm before clipping.
     pub fn clip_grad_norm(&mut self, max: f64) -> f64 {
