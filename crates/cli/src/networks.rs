@@ -95,11 +95,15 @@ impl DistArgs {
             return Ok(false);
         }
         let exe = std::env::current_exe()?;
+        // As torchrun: the node's cores shared among its processes, unless told otherwise.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = std::env::var("OMP_NUM_THREADS").unwrap_or_else(|_| (cores / launches.len()).max(1).to_string());
         let mut children = Vec::new();
         for l in &launches {
             let child = std::process::Command::new(&exe)
                 .args(std::env::args_os().skip(1))
                 .envs(l.env())
+                .env("OMP_NUM_THREADS", &threads)
                 .spawn()
                 .with_context(|| format!("cannot start rank {}", l.rank))?;
             children.push((l.rank, child));

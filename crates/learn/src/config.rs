@@ -135,7 +135,8 @@ pub struct Config {
     pub seg_head: String,
     /// Mask value that does not count in the segmentation loss and metrics (ours).
     pub ignore_index: i64,
-    /// Recorded for the distributed issue; single-process for now.
+    /// The release's multi-node launch: nodes, their host names (this machine's name picks its
+    /// index), and the rendezvous `tcp://host:port` (see `patchtcga pretrain --nproc-per-node`).
     pub nnode: usize,
     pub hosts: Vec<String>,
     pub dist_url: String,

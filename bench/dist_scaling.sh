@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Data-parallel scaling on one machine: `patchtcga pretrain` (supervised) for UPDATES updates as
+# one process of batch 2·B and as two processes of batch B (the same global batch, Gloo over
+# loopback), on the bundled slide tiled as COPIES slides (bench/out/epoch_<COPIES>, made here if
+# missing). Prints images/s over all ranks (updates 3+, from rank 0's metrics.jsonl) and the
+# gradient bytes all-reduced per update.
+# Usage: [ARCH=resnet18] [SIZE=112] [B=8] [UPDATES=20] [COPIES=24] [DEVICE=cpu] bash bench/dist_scaling.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${PATCHTCGA:-target/release/patchtcga}
+arch=${ARCH:-resnet18}; size=${SIZE:-112}; b=${B:-8}; updates=${UPDATES:-20}; copies=${COPIES:-24}; device=${DEVICE:-cpu}
+data=bench/out/epoch_$copies/PTCGA200
+if [ ! -f "$data/manifest.csv" ]; then
+  mkdir -p "bench/out/epoch_$copies"
+  cp assets/cmu1_small_region.svs "bench/out/epoch_$copies/"
+  { echo "slide,organ,id"; for i in $(seq 1 "$copies"); do echo "cmu1_small_region.svs,$([ $((i % 2)) = 0 ] && echo lung || echo skin),s$i"; done; } > "bench/out/epoch_$copies/slides.csv"
+  "$bin" build ptcga200 --slides "bench/out/epoch_$copies/slides.csv" --out "$data" > /dev/null
+fi
+runs=$(mktemp -d)
+cat > "$runs/run.toml" <<TOML
+model_name = "$arch"
+image_size = $size
+val_image_size = $size
+dataset_dir = "$data"
+root_dir = "$runs"
+epochs = 100
+stop_num_updates = $updates
+base_batch_size = $((2 * b))
+optim = "sgd"
+lr = 0.01
+warmup_epochs = 0
+num_workers = 2
+device = "$device"
+TOML
+echo "| processes | batch per process | images/s (all ranks) | all-reduced per update |"
+echo "|---|---|---|---|"
+for procs in 1 2; do
+  batch=$((2 * b / procs))
+  "$bin" pretrain --config "$runs/run.toml" --set "name=\"p$procs\"" --set "batch_size=$batch" \
+    --nproc-per-node "$procs" --master-port $((29600 + procs)) > /dev/null 2>&1
+  python3 - "$runs/p$procs/metrics.jsonl" "$procs" "$batch" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l][2:]
+procs = int(sys.argv[2])
+rate = procs * sum(r["images_per_s"] for r in rows) / len(rows)
+mib = rows[-1].get("allreduce_mib", 0.0)
+print(f"| {procs} | {sys.argv[3]} | {rate:.1f} | {mib:.1f} MiB |")
+PY
+done
