@@ -1,10 +1,11 @@
-//! The loaders of a run: its dataset, split trial, recipes and normalisation.
+//! The loaders of a run: its dataset (any of the release's layouts, or the original PCam h5
+//! files), split, recipes and normalisation.
 
 use std::path::Path;
 
 use patchtcga_augment::Recipe;
 use patchtcga_dataset::{split, DatasetKind, Index, SPLITS};
-use patchtcga_loader::{samples, Loader, LoaderConfig, OnBadInput, Sample};
+use patchtcga_loader::{pcam_samples, samples, Loader, LoaderConfig, OnBadInput, Sample};
 
 use crate::config::image_stats;
 use crate::{Config, LearnError};
@@ -62,17 +63,47 @@ pub fn set_indices(index: &Index, split_file: &str, trial: usize) -> Result<[Opt
     Ok([some((0..index.entries.len() as u64).collect()), None, None])
 }
 
+/// The split names of the original PatchCamelyon files.
+const PCAM_SPLITS: [&str; 3] = ["train", "valid", "test"];
+
+/// Name of each class id: its folder (folders sharing a class joined by `/`).
+fn class_names(index: &Index, classes: i64) -> Vec<String> {
+    let mut names = vec![String::new(); classes.max(0) as usize];
+    for e in &index.entries {
+        let Some(name) = names.get_mut(e.label as usize) else { continue };
+        if !name.split('/').any(|n| n == e.label_name) {
+            if !name.is_empty() {
+                name.push('/');
+            }
+            name.push_str(&e.label_name);
+        }
+    }
+    names
+}
+
 /// Builds the loaders: `recipe` views for training, the eval transform for val and test.
 pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
     let root = Path::new(&config.dataset_dir);
-    let index = Index::scan(root, None)?;
-    if index.entries.is_empty() {
-        return Err(LearnError::Config(format!("{}: no images found", root.display())));
-    }
-    let sets: Vec<Option<Vec<Sample>>> = set_indices(&index, &config.split, config.trial)?
-        .iter()
-        .map(|idx| idx.as_ref().map(|idx| samples(&index, Some(idx))).transpose())
-        .collect::<Result<_, _>>()?;
+    let pcam_h5 = PCAM_SPLITS.iter().any(|s| root.join(format!("{s}_x.h5")).exists());
+    let (sets, mut class_names): (Vec<Option<Vec<Sample>>>, Vec<String>) = if pcam_h5 {
+        // The original PatchCamelyon: {train,valid,test}_{x,y}.h5.
+        let sets = PCAM_SPLITS
+            .iter()
+            .map(|s| root.join(format!("{s}_x.h5")).exists().then(|| pcam_samples(root, s)).transpose())
+            .collect::<Result<_, _>>()?;
+        (sets, vec!["normal".into(), "tumor".into()])
+    } else {
+        let index = Index::scan(root, None)?;
+        if index.entries.is_empty() {
+            return Err(LearnError::Config(format!("{}: no images found", root.display())));
+        }
+        let sets = set_indices(&index, &config.split, config.trial)?
+            .iter()
+            .map(|idx| idx.as_ref().map(|idx| samples(&index, Some(idx))).transpose())
+            .collect::<Result<_, _>>()?;
+        (sets, class_names(&index, config.num_classes))
+    };
+    class_names.resize(config.num_classes.max(0) as usize, String::new());
     let mut sets = sets.into_iter();
     let train = sets.next().flatten().ok_or_else(|| LearnError::Config("the split's train set is empty".into()))?;
     // Segmentation classes are in the masks (checked per batch); image labels are grades there.
@@ -93,16 +124,6 @@ pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
         })
         .transpose()
     };
-    let mut class_names = vec![String::new(); config.num_classes.max(0) as usize];
-    for e in &index.entries {
-        let Some(name) = class_names.get_mut(e.label as usize) else { continue };
-        if !name.split('/').any(|n| n == e.label_name) {
-            if !name.is_empty() {
-                name.push('/');
-            }
-            name.push_str(&e.label_name);
-        }
-    }
     Ok(Loaders {
         class_names,
         train: Loader::new(

@@ -108,3 +108,21 @@ fn bad_fine_tuning_input_gets_one_clear_error() {
     let e = err(&[]);
     assert!(e.contains("train set is empty"), "{e}");
 }
+
+#[test]
+fn the_original_pcam_h5_files_fine_tune_too() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let pcam = dir.path().join("PCam200"); // the config's dataset folder
+    std::fs::create_dir_all(&pcam).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../loader/tests/data");
+    for split in ["train", "valid"] {
+        for part in ["x", "y"] {
+            std::fs::copy(fixture.join(format!("valid_{part}.h5")), pcam.join(format!("{split}_{part}.h5"))).unwrap();
+        }
+    }
+    let o = finetune(&config(dir.path(), &["name=\"h5\"", "epochs=1"]), false).unwrap();
+    let Some(Report::Classification(v)) = &o.val else { panic!("a validation report") };
+    assert!(v.samples >= 4 && v.confusion.total() as usize == v.samples);
+    assert!(o.test.is_none(), "no test_x.h5, no test report");
+}
