@@ -21,6 +21,32 @@ pub fn nt_xent(z0: &Tensor, z1: &Tensor, temperature: f64) -> Tensor {
     sim.cross_entropy_for_logits(&targets)
 }
 
+/// NT-Xent over the global batch of a distributed run (SimCLR's negatives from every rank, as
+/// lightly's `gather_distributed`): the value is the mean loss of this rank's anchors; its
+/// gradient gives this rank's embeddings what every rank's anchors ask of them (the gathered
+/// embeddings' gradients are summed across ranks, as a gather layer's backward does), so that
+/// with gradients averaged over ranks the update is the one-process update on the global batch.
+pub fn nt_xent_global(
+    z0: &Tensor,
+    z1: &Tensor,
+    temperature: f64,
+    group: &patchtcga_dist::ProcessGroup,
+) -> Result<Tensor, patchtcga_dist::DistError> {
+    let (w, r, b) = (group.world() as i64, group.rank() as i64, z0.size()[0]);
+    let local = Tensor::cat(&[z0, z1], 0).to_kind(Kind::Float);
+    let all = group.all_gather(&local.detach())?.reshape([w * 2 * b, -1]).set_requires_grad(true);
+    let z = l2_normalize(&all);
+    let mine = Tensor::arange(2 * b, (Kind::Int64, z.device())) + r * 2 * b;
+    let sim = z.index_select(0, &mine).matmul(&z.tr()) / temperature;
+    let sim = sim.scatter_value(1, &mine.unsqueeze(1), f64::NEG_INFINITY);
+    let positives = (Tensor::arange(2 * b, (Kind::Int64, z.device())) + b).remainder(2 * b) + r * 2 * b;
+    let loss = sim.cross_entropy_for_logits(&positives);
+    let grad = Tensor::run_backward(&[&loss], &[&all], false, false).remove(0);
+    group.all_reduce_sum(&grad)?;
+    let surrogate = (&local * grad.narrow(0, r * 2 * b, 2 * b)).sum(Kind::Float);
+    Ok(&surrogate - surrogate.detach() + loss.detach())
+}
+
 /// MoCo's InfoNCE: queries (B, D) against their keys (positives) and a queue of keys (K, D)
 /// (negatives), at `temperature`.
 pub fn info_nce(q: &Tensor, k: &Tensor, queue: &Tensor, temperature: f64) -> Tensor {

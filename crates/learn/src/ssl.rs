@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::engine::{device, Method, StepOutput};
 use crate::heads::{collapse_std, patchify, DinoHead, MaeDecoder, MaeDecoderSpec, Mlp, MlpSpec};
-use crate::loss::{info_nce, l2_normalize, masked_mse, negative_cosine, nt_xent, DinoLoss};
+use crate::loss::{info_nce, l2_normalize, masked_mse, negative_cosine, nt_xent, nt_xent_global, DinoLoss};
 use crate::schedule::cosine;
 use crate::supervised::images;
 use crate::target::{ema_update, init_targets, Queue, TARGET};
@@ -89,7 +89,8 @@ fn two_views(batch: &Batch, device: Device) -> Result<Tensor, LearnError> {
     Ok(Tensor::cat(&[images(batch, 0, device), images(batch, 1, device)], 0))
 }
 
-/// SimCLR: backbone → projector (Linear, BN, ReLU, Linear, BN) → NT-Xent over the batch.
+/// SimCLR: backbone → projector (Linear, BN, ReLU, Linear, BN) → NT-Xent over the batch (the
+/// global batch, every rank's embeddings, in a distributed run).
 pub struct SimClr {
     base: Base,
     projector: Mlp,
@@ -118,7 +119,10 @@ impl Method for SimClr {
         let x = two_views(batch, self.base.device)?;
         let z = self.base.backbone.forward_t(&x, true).apply_t(&self.projector, true);
         let halves = z.chunk(2, 0);
-        let loss = nt_xent(&halves[0], &halves[1], self.temperature);
+        let loss = match patchtcga_dist::group() {
+            Some(g) => nt_xent_global(&halves[0], &halves[1], self.temperature, g)?,
+            None => nt_xent(&halves[0], &halves[1], self.temperature),
+        };
         Ok(StepOutput { loss, metrics: vec![("collapse_std".into(), collapse_std(&halves[0]))] })
     }
     fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError> {
