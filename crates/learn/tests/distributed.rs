@@ -60,7 +60,7 @@ fn global_nt_xent_over_two_processes_is_the_one_process_loss() {
         .collect();
     let children: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
     let mut losses = Vec::new();
-    let mut grads = vec![Vec::new(), Vec::new()];
+    let mut grads = [Vec::new(), Vec::new()];
     for (rank, o) in children.iter().enumerate() {
         let text = String::from_utf8_lossy(&o.stdout);
         let line = text.lines().find(|l| l.starts_with("loss=")).unwrap_or_else(|| panic!("rank {rank}: {text}"));
