@@ -465,4 +465,18 @@ fn two_processes_of_batch_b_train_like_one_of_batch_2b_and_resume() {
     run("halves", 4, 2, 3, true);
     let d = max_difference(&weights(&ckpt("halves", 3)), &weights(&ckpt("two", 3)));
     assert!(d < 1e-6, "resumed 2-process run differs by {d}");
+
+    // MoCo v2 over two processes: both ranks' keys join the queue at every step.
+    let mut cmd = patchtcga();
+    cmd.args(["pretrain", "--config"]).arg(config(dir.path(), &data));
+    for s in ["name=\"moco\"", "self_supervised=\"mocov2\"", "batch_size=4", "queue_size=32", "proj_hidden_dim=32"] {
+        cmd.args(["--set", s]);
+    }
+    for s in ["proj_dim=16", "split=\"\"", "stop_num_updates=3", "warmup_epochs=0"] {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.args(["--nproc-per-node", "2", "--master-port", &port.to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let w = weights(&ckpt("moco", 3));
+    assert_eq!(w["target.queue_ptr"].double_value(&[0]), 24.0, "3 steps × 2 ranks × 4 keys");
 }

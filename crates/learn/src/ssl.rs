@@ -219,8 +219,8 @@ impl Method for Byol {
 /// MoCo v2: query encoder (backbone → MLP head) against keys from its momentum copy
 /// (`target.*`, constant momentum `momentum_base`) and a queue of past keys, with InfoNCE.
 /// Keys are encoded with the batch shuffled, as MoCo's shuffle-BN does across GPUs; on one
-/// device batch norm still sees the whole batch (the leak guard proper comes with multi-GPU
-/// training).
+/// device batch norm still sees the whole batch (the shuffle across ranks is not done yet). In a
+/// distributed run every rank's keys join the queue.
 pub struct MocoV2 {
     base: Base,
     head: Mlp,
@@ -233,10 +233,11 @@ pub struct MocoV2 {
 
 impl MocoV2 {
     pub fn new(config: &Config) -> Result<Self, LearnError> {
-        if config.queue_size % config.batch_size as i64 != 0 {
+        let keys_per_step = (config.batch_size * patchtcga_dist::group().map_or(1, |g| g.world())) as i64;
+        if config.queue_size % keys_per_step != 0 {
             return Err(LearnError::Config(format!(
-                "queue_size {} must be a multiple of batch_size {}",
-                config.queue_size, config.batch_size
+                "queue_size {} must be a multiple of the keys per step, {keys_per_step} (batch_size × processes)",
+                config.queue_size
             )));
         }
         let base = Base::new(config)?;
@@ -284,7 +285,11 @@ impl Method for MocoV2 {
         });
         // The queue as it was before this batch's keys join it (autograd keeps it for backward).
         let loss = info_nce(&q, &k, &self.queue.keys().copy(), self.temperature);
-        self.queue.push(&k);
+        // Every rank's keys join the queue, in rank order, as MoCo's concat_all_gather.
+        match patchtcga_dist::group() {
+            Some(g) => self.queue.push(&g.all_gather(&k)?.flatten(0, 1)),
+            None => self.queue.push(&k),
+        }
         Ok(StepOutput { loss, metrics: vec![("collapse_std".into(), collapse_std(&q))] })
     }
     fn after_update(&mut self, _progress: f64) {
