@@ -9,13 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${PATCHTCGA:-target/release/patchtcga}
 arch=${ARCH:-resnet18}; size=${SIZE:-112}; b=${B:-8}; updates=${UPDATES:-20}; copies=${COPIES:-24}; device=${DEVICE:-cpu}
-data=bench/out/epoch_$copies/PTCGA200
-if [ ! -f "$data/manifest.csv" ]; then
-  mkdir -p "bench/out/epoch_$copies"
-  cp assets/cmu1_small_region.svs "bench/out/epoch_$copies/"
-  { echo "slide,organ,id"; for i in $(seq 1 "$copies"); do echo "cmu1_small_region.svs,$([ $((i % 2)) = 0 ] && echo lung || echo skin),s$i"; done; } > "bench/out/epoch_$copies/slides.csv"
-  "$bin" build ptcga200 --slides "bench/out/epoch_$copies/slides.csv" --out "$data" > /dev/null
-fi
+source bench/lib.sh
+data=$(epoch_dataset "$copies" "$bin")
 runs=$(mktemp -d)
 cat > "$runs/run.toml" <<TOML
 model_name = "$arch"

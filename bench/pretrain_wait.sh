@@ -12,13 +12,8 @@ updates=${UPDATES:-40}
 workers=${WORKERS:-$(nproc)}
 batch=${BATCH:-64}
 device=${DEVICE:-cuda}
-data=bench/out/epoch_$copies/PTCGA200
-if [ ! -f "$data/manifest.csv" ]; then
-  mkdir -p "bench/out/epoch_$copies"
-  cp assets/cmu1_small_region.svs "bench/out/epoch_$copies/"
-  { echo "slide,organ,id"; for i in $(seq 1 "$copies"); do echo "cmu1_small_region.svs,$([ $((i % 2)) = 0 ] && echo lung || echo skin),s$i"; done; } > "bench/out/epoch_$copies/slides.csv"
-  "$bin" build ptcga200 --slides "bench/out/epoch_$copies/slides.csv" --out "$data" > /dev/null
-fi
+source bench/lib.sh
+data=$(epoch_dataset "$copies" "$bin")
 presets=("$@")
 [ ${#presets[@]} -gt 0 ] || presets=(simclr_resnet50 byol_resnet50 mocov2_resnet50 dino_vit_s16 mae_vit_b16)
 runs=$(mktemp -d)

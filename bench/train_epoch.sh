@@ -13,13 +13,8 @@ amp=${4:-}
 bin=${PATCHTCGA:-target/release/patchtcga}
 py=${PYTHON:-bench/.venv/bin/python}
 copies=${COPIES:-24}
-data=bench/out/epoch_$copies/PTCGA200
-if [ ! -f "$data/manifest.csv" ]; then
-  mkdir -p "bench/out/epoch_$copies"
-  cp assets/cmu1_small_region.svs "bench/out/epoch_$copies/"
-  { echo "slide,organ,id"; for i in $(seq 1 "$copies"); do echo "cmu1_small_region.svs,$([ $((i % 2)) = 0 ] && echo lung || echo skin),s$i"; done; } > "bench/out/epoch_$copies/slides.csv"
-  "$bin" build ptcga200 --slides "bench/out/epoch_$copies/slides.csv" --out "$data" > /dev/null
-fi
+source bench/lib.sh
+data=$(epoch_dataset "$copies" "$bin")
 if ! command -v "$py" > /dev/null; then python3 -m venv bench/.venv && bench/.venv/bin/pip install -q torch==2.13.0 torchvision timm; fi
 out=$(mktemp -d)
 cat > "$out/epoch.toml" <<TOML

@@ -6,13 +6,17 @@ use std::path::Path;
 /// LibTorch's random generator is process-wide: runs in one test process take turns.
 pub static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// A real 512 px H&E patch (the bundled slide's golden patch), the source of every fixture.
+fn he_patch() -> image::RgbImage {
+    image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/golden/cmu1_0.39_512_800_800.png"))
+        .unwrap()
+        .to_rgb8()
+}
+
 /// A PTCGA200 layout of 16 crops of a real H&E patch: `lung` holds them as they are, `skin`
 /// colour-inverted, 4 "slides" of 4.
 pub fn dataset(root: &Path) {
-    let src =
-        image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/golden/cmu1_0.39_512_800_800.png"))
-            .unwrap()
-            .to_rgb8();
+    let src = he_patch();
     for i in 0..16u32 {
         let organ = if i % 2 == 0 { "lung" } else { "skin" };
         let mut crop = image::imageops::crop_imm(&src, (i * 29) % 380, (i * 53) % 380, 128, 128).to_image();
@@ -28,10 +32,7 @@ pub fn dataset(root: &Path) {
 /// A PCam200 layout of crops of the same patch: `normal` as they are, `tumor` colour-inverted;
 /// 8 images per class in train, 4 in val and test, two cases each.
 pub fn pcam200(root: &Path) {
-    let src =
-        image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/golden/cmu1_0.39_512_800_800.png"))
-            .unwrap()
-            .to_rgb8();
+    let src = he_patch();
     let mut i = 0u32;
     for (split, n) in [("train", 8), ("val", 4), ("test", 4)] {
         for class in ["normal", "tumor"] {
@@ -53,10 +54,7 @@ pub fn pcam200(root: &Path) {
 /// (class 1), the right half colour-inverted (class 2), a one-pixel frame the loss ignores
 /// (255); 8 train, 4 val, 4 test patches.
 pub fn segpanda200(root: &Path) {
-    let src =
-        image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/golden/cmu1_0.39_512_800_800.png"))
-            .unwrap()
-            .to_rgb8();
+    let src = he_patch();
     let mut i = 0u32;
     for (split, n) in [("train", 8), ("val", 4), ("test", 4)] {
         for j in 0..n {
