@@ -9,7 +9,7 @@ use patchtcga_augment::Recipe;
 use patchtcga_dataset::{IMAGE_EXTENSIONS, POSITION_MAP_DIR};
 use patchtcga_learn::config::image_stats;
 use patchtcga_learn::data::loaders;
-use patchtcga_learn::engine::device;
+use patchtcga_learn::engine::{clip_gradients, device};
 use patchtcga_learn::optim::{LossScale, Optimizer, Rule};
 use patchtcga_learn::supervised::images;
 use patchtcga_learn::{method, train, Config, Holdout};
@@ -645,11 +645,8 @@ pub fn bench_method(a: MethodStepArgs) -> Result<()> {
         (&out.loss * if amp { scale.scale } else { 1.0 }).f_backward()?;
         out.loss.double_value(&[]);
         let take = !amp || scale.update(opt.unscale_grads(1.0 / scale.scale));
-        if take && config.clip_norm > 0.0 {
-            match config.clip_mode.as_str() {
-                "per_parameter" => opt.clip_each_grad_norm(config.clip_norm),
-                _ => opt.clip_grad_norm(config.clip_norm),
-            };
+        if take {
+            clip_gradients(&mut opt, &config);
         }
         if take {
             opt.step(config.lr);

@@ -78,6 +78,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LearnError> {
     fs::write(&tmp, bytes).and_then(|_| fs::rename(&tmp, path)).map_err(|e| LearnError::io(path, e))
 }
 
+/// Clips gradients as `clip_norm` and `clip_mode` say; the norm before clipping (the largest
+/// parameter's with `per_parameter`), NaN when clipping is off.
+pub fn clip_gradients(opt: &mut Optimizer, config: &Config) -> f64 {
+    match (config.clip_norm > 0.0, config.clip_mode.as_str()) {
+        (false, _) => f64::NAN,
+        (true, "per_parameter") => opt.clip_each_grad_norm(config.clip_norm),
+        (true, _) => opt.clip_grad_norm(config.clip_norm),
+    }
+}
+
 /// The device a config names.
 pub fn device(name: &str) -> Result<Device, LearnError> {
     match name {
@@ -341,11 +351,7 @@ pub fn train(
             }
             let finite = if amp { opt.unscale_grads(1.0 / scale.scale) } else { true };
             let take = !amp || scale.update(finite);
-            let grad_norm = match (config.clip_norm > 0.0 && take, config.clip_mode.as_str()) {
-                (false, _) => f64::NAN,
-                (true, "per_parameter") => opt.clip_each_grad_norm(config.clip_norm),
-                (true, _) => opt.clip_grad_norm(config.clip_norm),
-            };
+            let grad_norm = if take { clip_gradients(&mut opt, config) } else { f64::NAN };
             let lr = schedule.lr(pos.update);
             let wd = match config.wd_end {
                 Some(end) => cosine(config.wd, end, pos.update as f64 / schedule.total.max(1) as f64),

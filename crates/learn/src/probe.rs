@@ -5,6 +5,8 @@
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
+use patchtcga_metrics::predicted;
+
 use crate::loss::l2_normalize;
 
 /// Features (N, D) of one set and their class ids.
@@ -77,25 +79,28 @@ impl LinearProbe {
     }
 }
 
-/// Class shares of the `k` most cosine-similar training features of each query, each vote
-/// weighted by exp(similarity / `temperature`) (the k-NN of DINO's evaluation).
+/// Class votes (queries, `classes`) of the `k` most similar bank samples in a similarity matrix
+/// (queries, bank) with the bank's `labels`, each weighted by exp(similarity / `temperature`)
+/// (the k-NN of InstDisc and DINO's evaluation).
+pub fn knn_votes(sim: &Tensor, labels: &Tensor, classes: i64, k: i64, temperature: f64) -> Tensor {
+    let (top, idx) = sim.topk(k.min(sim.size()[1]), -1, true, true);
+    let neighbour_labels = labels.index_select(0, &idx.reshape([-1])).reshape(idx.size());
+    let votes = Tensor::zeros([sim.size()[0], classes], (Kind::Float, sim.device()));
+    votes.scatter_add(1, &neighbour_labels, &(top / temperature).exp())
+}
+
+/// Class shares of the `k` most cosine-similar training features of each query (see
+/// [`knn_votes`]).
 pub fn knn_probs(bank: &Features, query: &Tensor, classes: usize, k: i64, temperature: f64) -> Vec<f32> {
     let b = l2_normalize(&bank.x.to_kind(Kind::Float).to_device(Device::Cpu));
     let q = l2_normalize(&query.to_kind(Kind::Float).to_device(Device::Cpu));
-    let (top, idx) = q.matmul(&b.tr()).topk(k.min(b.size()[0]), -1, true, true);
-    let votes = Tensor::zeros([q.size()[0], classes as i64], (Kind::Float, Device::Cpu));
-    let neighbour_labels = bank.targets().index_select(0, &idx.reshape([-1])).reshape(idx.size());
-    let votes = votes.scatter_add(1, &neighbour_labels, &(top / temperature).exp());
+    let votes = knn_votes(&q.matmul(&b.tr()), &bank.targets(), classes as i64, k, temperature);
     let p = &votes / votes.sum_dim_intlist([1].as_slice(), true, Kind::Float);
     Vec::<f32>::try_from(p.reshape([-1])).expect("float shares")
 }
 
 fn accuracy(probs: &[f32], labels: &[usize], classes: usize) -> f64 {
-    let right = probs
-        .chunks(classes)
-        .zip(labels)
-        .filter(|(row, &l)| (0..classes).max_by(|&a, &b| row[a].total_cmp(&row[b])) == Some(l))
-        .count();
+    let right = predicted(probs, classes).iter().zip(labels).filter(|(p, l)| p == l).count();
     right as f64 / labels.len().max(1) as f64
 }
 

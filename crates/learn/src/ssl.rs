@@ -10,6 +10,7 @@ use tch::{Device, Kind, Tensor};
 use crate::engine::{device, Method, StepOutput};
 use crate::heads::{collapse_std, patchify, DinoHead, MaeDecoder, MaeDecoderSpec, Mlp, MlpSpec};
 use crate::loss::{info_nce, l2_normalize, masked_mse, negative_cosine, nt_xent, nt_xent_global, DinoLoss};
+use crate::probe::knn_votes;
 use crate::schedule::cosine;
 use crate::supervised::images;
 use crate::target::{ema_update, init_targets, Queue, TARGET};
@@ -26,12 +27,9 @@ pub fn knn_accuracy(features: &Tensor, labels: &[i64], k: i64, temperature: f64)
     let f = l2_normalize(&features.to_kind(Kind::Float).to_device(Device::Cpu));
     let mut sim = f.matmul(&f.tr());
     let _ = sim.fill_diagonal_(f64::NEG_INFINITY, false);
-    let (top, idx) = sim.topk(k.min(n - 1), -1, true, true);
     let y = Tensor::from_slice(labels);
     let classes = labels.iter().max().copied().unwrap_or(0) + 1;
-    let votes = Tensor::zeros([n, classes], (Kind::Float, Device::Cpu));
-    let weights = (top / temperature).exp();
-    let votes = votes.scatter_add(1, &y.index_select(0, &idx.reshape([-1])).reshape(idx.size()), &weights);
+    let votes = knn_votes(&sim, &y, classes, k.min(n - 1), temperature);
     votes.argmax(-1, false).eq_tensor(&y).to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
 }
 

@@ -7,7 +7,7 @@ use patchtcga_model::{load, Classifier, ImportOptions};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use patchtcga_metrics::{roc_auc_of, Confusion};
+use patchtcga_metrics::{predicted, roc_auc_of, Confusion};
 
 use crate::engine::{device, Method, StepOutput};
 use crate::{Config, LearnError};
@@ -82,16 +82,6 @@ pub struct Predictions {
     pub loss: f64,
 }
 
-impl Predictions {
-    /// The most probable class of each sample.
-    pub fn predicted(&self, classes: usize) -> Vec<usize> {
-        self.probs
-            .chunks(classes)
-            .map(|row| (0..classes).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0))
-            .collect()
-    }
-}
-
 impl Supervised {
     /// Evaluation-mode predictions over a loader (its first view).
     pub fn predict(&self, loader: &Loader) -> Result<Predictions, LearnError> {
@@ -131,7 +121,7 @@ impl Method for Supervised {
     fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError> {
         let p = self.predict(loader)?;
         let classes = self.classes as usize;
-        let confusion = Confusion::from_pairs(classes, &p.labels, &p.predicted(classes));
+        let confusion = Confusion::from_pairs(classes, &p.labels, &predicted(&p.probs, classes));
         let mut out = vec![
             ("loss".into(), p.loss),
             ("accuracy".into(), confusion.accuracy()),

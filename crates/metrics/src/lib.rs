@@ -133,6 +133,11 @@ pub fn bootstrap_accuracy(correct: &[bool], resamples: usize, seed: u64) -> [f64
     [at(0.025), at(0.975)]
 }
 
+/// The most probable class of each row of `probs` (N rows of `classes`).
+pub fn predicted(probs: &[f32], classes: usize) -> Vec<usize> {
+    probs.chunks(classes).map(|row| (0..classes).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0)).collect()
+}
+
 /// Everything a classification benchmark reports on one set.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassificationReport {
@@ -151,10 +156,7 @@ impl ClassificationReport {
     /// The report of class probabilities `probs` (N rows of `classes`) against `labels`: the
     /// prediction is the most probable class.
     pub fn new(probs: &[f32], labels: &[usize], classes: usize) -> Self {
-        let predicted: Vec<usize> = probs
-            .chunks(classes)
-            .map(|row| (0..classes).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0))
-            .collect();
+        let predicted = predicted(probs, classes);
         let confusion = Confusion::from_pairs(classes, labels, &predicted);
         let correct: Vec<bool> = labels.iter().zip(&predicted).map(|(a, b)| a == b).collect();
         Self {
