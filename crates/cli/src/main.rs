@@ -301,6 +301,13 @@ enum Layout {
 }
 
 fn main() -> ExitCode {
+    // LibTorch reports failures inside a network's passes (out of memory, a peer lost during a
+    // synchronised batch norm) as panics: print them as one error line, not a crash report.
+    std::panic::set_hook(Box::new(|info| {
+        let p = info.payload();
+        let msg = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied());
+        eprintln!("error: {}", msg.unwrap_or("internal failure"));
+    }));
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -174,6 +174,8 @@ pub struct FinetuneArgs {
     /// Continue from the run folder's latest checkpoint.
     #[arg(long)]
     resume: bool,
+    #[command(flatten)]
+    dist: DistArgs,
 }
 
 /// Fine-tunes, selects the best validation epoch and reports validation and test metrics.
@@ -191,7 +193,15 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         None => {}
     }
     let config = Config::load(Some(&a.config), &set)?;
+    if a.dist.spawn(&config)? {
+        println!("run folder: {} (results.json, plots/, metrics.jsonl, checkpoints/)", config.run_dir().display());
+        return Ok(());
+    }
+    a.dist.join()?;
     let o = patchtcga_learn::finetune::finetune(&config, a.resume)?;
+    if patchtcga_dist::group().is_some_and(|g| g.rank() != 0) {
+        return Ok(());
+    }
     let by = if o.task == "segmentation" { "mean IoU" } else { "accuracy" };
     println!("selected epoch {} (best validation {by})", o.selected_epoch);
     for (set, r) in [("val", &o.val), ("test", &o.test)] {

@@ -422,17 +422,29 @@ fn max_difference(
     a.iter().map(|(n, t)| (t - &b[n]).abs().max().double_value(&[])).fold(0.0, f64::max)
 }
 
+/// `patchtcga pretrain` of the test config with `sets`, over `procs` local processes.
+fn pretrain_over(dir: &Path, data: &Path, port: u16, procs: usize, sets: &[String], resume: bool) {
+    let mut cmd = patchtcga();
+    cmd.args(["pretrain", "--config"]).arg(config(dir, data));
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    cmd.args(["--nproc-per-node", &procs.to_string(), "--master-port", &port.to_string()]);
+    if resume {
+        cmd.arg("--resume");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{sets:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn two_processes_of_batch_b_train_like_one_of_batch_2b_and_resume() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let run = |name: &str, batch: usize, procs: usize, stop: usize, resume: bool| {
-        let mut cmd = patchtcga();
-        cmd.args(["pretrain", "--config"]).arg(config(dir.path(), &data));
-        for s in [
+    let sets = |name: &str, batch: usize, stop: usize, extra: &[&str]| -> Vec<String> {
+        let mut v = vec![
             format!("name={name:?}"),
-            "model_name=\"vit-s16\"".into(),
             "dropout_p=0".into(),
             format!("batch_size={batch}"),
             "base_batch_size=8".into(),
@@ -441,42 +453,48 @@ fn two_processes_of_batch_b_train_like_one_of_batch_2b_and_resume() {
             "warmup_epochs=0".into(),
             "split=\"\"".into(),
             format!("stop_num_updates={stop}"),
-        ] {
-            cmd.args(["--set", &s]);
-        }
-        cmd.args(["--nproc-per-node", &procs.to_string(), "--master-port", &port.to_string()]);
-        if resume {
-            cmd.arg("--resume");
-        }
-        let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
     };
-    run("one", 8, 1, 3, false);
-    run("two", 4, 2, 3, false);
     let ckpt = |name: &str, u: usize| dir.path().join("runs").join(name).join(format!("checkpoints/update_{u:07}"));
-    let d = max_difference(&weights(&ckpt("one", 3)), &weights(&ckpt("two", 3)));
-    assert!(d < 1e-5, "2 × batch 4 against 1 × batch 8 after 3 updates: max difference {d}");
+    // The supervised recipe on a ViT and on a ResNet (synchronised batch norm), SimCLR (global
+    // negatives) and BYOL (synchronised batch norm in the backbone, projector and predictor;
+    // the target's too).
+    let byol = ["self_supervised=\"byol\"", "proj_hidden_dim=32", "proj_dim=16", "pred_hidden_dim=32"];
+    let simclr = ["self_supervised=\"simclr\"", "proj_hidden_dim=32", "proj_dim=16"];
+    let cases: [(&str, Vec<&str>); 4] = [
+        ("vit", vec!["model_name=\"vit-s16\""]),
+        ("resnet", vec![]),
+        ("simclr", simclr.to_vec()),
+        ("byol", byol.to_vec()),
+    ];
+    for (case, extra) in &cases {
+        let (one, two) = (format!("{case}_one"), format!("{case}_two"));
+        pretrain_over(dir.path(), &data, port, 1, &sets(&one, 8, 3, extra), false);
+        pretrain_over(dir.path(), &data, port, 2, &sets(&two, 4, 3, extra), false);
+        let d = max_difference(&weights(&ckpt(&one, 3)), &weights(&ckpt(&two, 3)));
+        assert!(d < 1e-5, "{case}: 2 × batch 4 against 1 × batch 8 after 3 updates: max difference {d}");
+    }
+    // Without synchronised batch norm each rank normalises its own half: not the same training.
+    let mut per_rank = byol.to_vec();
+    per_rank.push("sync_batch_norm=false");
+    pretrain_over(dir.path(), &data, port, 2, &sets("byol_local", 4, 3, &per_rank), false);
+    let d = max_difference(&weights(&ckpt("byol_one", 3)), &weights(&ckpt("byol_local", 3)));
+    assert!(d > 1e-4, "per-rank batch norm should differ, by {d}");
     // Rank 0 alone wrote the log: one line per update.
-    let log = std::fs::read_to_string(dir.path().join("runs/two/metrics.jsonl")).unwrap();
+    let log = std::fs::read_to_string(dir.path().join("runs/vit_two/metrics.jsonl")).unwrap();
     assert_eq!(log.lines().filter(|l| l.contains("\"loss\"")).count(), 3);
 
     // Stopped at 2 and resumed to 3 by both ranks: the same weights as straight through.
-    run("halves", 4, 2, 2, false);
-    run("halves", 4, 2, 3, true);
-    let d = max_difference(&weights(&ckpt("halves", 3)), &weights(&ckpt("two", 3)));
+    pretrain_over(dir.path(), &data, port, 2, &sets("halves", 4, 2, &cases[3].1), false);
+    pretrain_over(dir.path(), &data, port, 2, &sets("halves", 4, 3, &cases[3].1), true);
+    let d = max_difference(&weights(&ckpt("halves", 3)), &weights(&ckpt("byol_two", 3)));
     assert!(d < 1e-6, "resumed 2-process run differs by {d}");
 
     // MoCo v2 over two processes: both ranks' keys join the queue at every step.
-    let mut cmd = patchtcga();
-    cmd.args(["pretrain", "--config"]).arg(config(dir.path(), &data));
-    for s in ["name=\"moco\"", "self_supervised=\"mocov2\"", "batch_size=4", "queue_size=32", "proj_hidden_dim=32"] {
-        cmd.args(["--set", s]);
-    }
-    for s in ["proj_dim=16", "split=\"\"", "stop_num_updates=3", "warmup_epochs=0"] {
-        cmd.args(["--set", s]);
-    }
-    let out = cmd.args(["--nproc-per-node", "2", "--master-port", &port.to_string()]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let moco = ["self_supervised=\"mocov2\"", "queue_size=32", "proj_hidden_dim=32", "proj_dim=16"];
+    pretrain_over(dir.path(), &data, port, 2, &sets("moco", 4, 3, &moco), false);
     let w = weights(&ckpt("moco", 3));
     assert_eq!(w["target.queue_ptr"].double_value(&[0]), 24.0, "3 steps × 2 ranks × 4 keys");
 }

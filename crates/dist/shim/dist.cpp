@@ -1,9 +1,12 @@
 // patchtcga's bridge to PyTorch's own distributed engine (c10d): a TCPStore rendezvous and a
-// Gloo process group, with the collectives the training engine needs, behind a C interface.
+// Gloo process group, with the collectives the training engine needs and a synchronised batch
+// norm (an autograd function whose statistics and their gradients span every rank), behind a
+// C interface.
 // Every function catches C++ exceptions and returns them as a message (freed by the caller
 // with ptcga_free_error); tensors are the at::Tensor objects tch passes as pointers.
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <chrono>
 #include <cstring>
@@ -35,6 +38,84 @@ int guarded(char** err, F&& f) {
   }
   return 1;
 }
+
+// Every dimension but the channels (1): the ones batch norm reduces over.
+std::vector<int64_t> reduced_dims(const at::Tensor& x) {
+  std::vector<int64_t> dims;
+  for (int64_t d = 0; d < x.dim(); ++d)
+    if (d != 1) dims.push_back(d);
+  return dims;
+}
+
+// (C) → (1, C, 1, …) to broadcast against x.
+at::Tensor per_channel(const at::Tensor& v, const at::Tensor& x) {
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[1] = v.size(0);
+  return v.view(shape);
+}
+
+// Batch norm over the batch of every rank, as torch.nn.SyncBatchNorm: forward gathers each
+// rank's (mean, sum of squared deviations, count) and merges them (Chan's formula, no
+// cancellation); backward all-reduces the two per-channel gradient sums, so every rank's input
+// gradient is the one of the whole batch. Statistics in float32 whatever the input type.
+struct SyncBatchNorm : public torch::autograd::Function<SyncBatchNorm> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const at::Tensor& bias, const at::Tensor& running_mean, const at::Tensor& running_var,
+                            double momentum, double eps, int64_t group) {
+    auto* g = reinterpret_cast<Group*>(group);
+    const auto dims = reduced_dims(x);
+    const int64_t c = x.size(1);
+    auto xf = x.to(at::kFloat);
+    auto mean_local = xf.mean(dims);
+    auto m2_local = (xf - per_channel(mean_local, x)).square().sum(dims);
+    auto packed = at::cat({mean_local, m2_local, at::full({1}, double(x.numel() / c), xf.options())});
+    std::vector<at::Tensor> parts;
+    for (int r = 0; r < g->pg->getSize(); ++r) parts.push_back(at::empty_like(packed));
+    std::vector<std::vector<at::Tensor>> outputs{parts};
+    std::vector<at::Tensor> inputs{packed};
+    g->pg->allgather(outputs, inputs)->wait();
+    auto all = at::stack(outputs[0]);
+    auto means = all.narrow(1, 0, c), m2s = all.narrow(1, c, c), counts = all.narrow(1, 2 * c, 1);
+    const double count = counts.sum().item<double>();
+    auto mean = (means * counts).sum(0) / count;
+    auto m2 = (m2s + counts * (means - mean).square()).sum(0);
+    auto invstd = (m2 / count + eps).rsqrt();
+    running_mean.mul_(1 - momentum).add_(mean.to(running_mean.scalar_type()), momentum);
+    running_var.mul_(1 - momentum).add_((m2 / std::max(count - 1, 1.0)).to(running_var.scalar_type()), momentum);
+    auto y = (xf - per_channel(mean, x)) * per_channel(invstd * weight.to(at::kFloat), x) +
+             per_channel(bias.to(at::kFloat), x);
+    ctx->save_for_backward({x, weight, mean, invstd});
+    ctx->saved_data["group"] = group;
+    ctx->saved_data["count"] = count;
+    return y.to(x.scalar_type());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &weight = saved[1], &mean = saved[2], &invstd = saved[3];
+    auto* g = reinterpret_cast<Group*>(ctx->saved_data["group"].toInt());
+    const double count = ctx->saved_data["count"].toDouble();
+    const auto dims = reduced_dims(x);
+    const int64_t c = x.size(1);
+    auto dy = grads[0].to(at::kFloat);
+    auto xmu = x.to(at::kFloat) - per_channel(mean, x);
+    auto sum_dy = dy.sum(dims);
+    auto sum_dy_xmu = (dy * xmu).sum(dims);
+    // This rank's share of the weight and bias gradients; the gradient all-reduce adds the others'.
+    auto grad_weight = (sum_dy_xmu * invstd).to(weight.scalar_type());
+    auto grad_bias = sum_dy.to(weight.scalar_type());
+    std::vector<at::Tensor> both{at::cat({sum_dy, sum_dy_xmu})};
+    g->pg->allreduce(both)->wait();
+    auto mean_dy = both[0].narrow(0, 0, c) / count;
+    auto mean_dy_xmu = both[0].narrow(0, c, c) / count;
+    auto scale = invstd * weight.to(at::kFloat);
+    auto dx = (dy - per_channel(mean_dy, x) - xmu * per_channel(invstd.square() * mean_dy_xmu, x)) *
+              per_channel(scale, x);
+    return {dx.to(x.scalar_type()), grad_weight, grad_bias, at::Tensor(), at::Tensor(),
+            at::Tensor(),           at::Tensor(), at::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -92,6 +173,24 @@ int ptcga_all_gather(void* group, at::Tensor* out, at::Tensor* t, char** err) {
     std::vector<at::Tensor> inputs{*t};
     static_cast<Group*>(group)->pg->allgather(outputs, inputs)->wait();
   });
+}
+
+// Training-mode batch norm of x (N, C, …) with statistics over every rank's batch, updating
+// the running statistics; weight and bias may be null (no affine transform: a constant 1 and 0,
+// which autograd leaves alone). Returns a new tensor (owned by the caller) or null.
+at::Tensor* ptcga_sync_batch_norm(void* group, at::Tensor* x, at::Tensor* weight, at::Tensor* bias,
+                                  at::Tensor* running_mean, at::Tensor* running_var, double momentum, double eps,
+                                  char** err) {
+  at::Tensor* out = nullptr;
+  guarded(err, [&] {
+    auto options = x->options().dtype(at::kFloat);
+    auto w = weight != nullptr ? *weight : at::ones({x->size(1)}, options);
+    auto b = bias != nullptr ? *bias : at::zeros({x->size(1)}, options);
+    auto y = SyncBatchNorm::apply(*x, w, b, *running_mean, *running_var, momentum, eps,
+                                  reinterpret_cast<int64_t>(group));
+    out = new at::Tensor(std::move(y));
+  });
+  return out;
 }
 
 int ptcga_barrier(void* group, char** err) {

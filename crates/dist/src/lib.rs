@@ -5,6 +5,7 @@
 //! nothing here moves bytes itself.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -25,6 +26,18 @@ extern "C" {
     fn ptcga_broadcast(group: *mut c_void, t: *mut c_void, root: c_int, err: *mut *mut c_char) -> c_int;
     fn ptcga_all_gather(group: *mut c_void, out: *mut c_void, t: *mut c_void, err: *mut *mut c_char) -> c_int;
     fn ptcga_barrier(group: *mut c_void, err: *mut *mut c_char) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    fn ptcga_sync_batch_norm(
+        group: *mut c_void,
+        x: *mut c_void,
+        weight: *mut c_void,
+        bias: *mut c_void,
+        running_mean: *mut c_void,
+        running_var: *mut c_void,
+        momentum: f64,
+        eps: f64,
+        err: *mut *mut c_char,
+    ) -> *mut c_void;
 }
 
 /// Errors of the distributed engine, naming this rank and what failed.
@@ -222,6 +235,63 @@ impl ProcessGroup {
         Ok(out)
     }
 
+    /// Every rank's rows of `t` (N_r, …), the N_r free to differ, concatenated in rank order:
+    /// what evaluation sharded over ranks gathers (predictions, features, labels).
+    pub fn all_gather_rows(&self, t: &Tensor) -> Result<Tensor, DistError> {
+        let rows = self.all_gather(&Tensor::from_slice(&[t.size()[0]]))?;
+        let rows = Vec::<i64>::try_from(rows.view([-1])).map_err(|e| DistError::Collective {
+            rank: self.rank,
+            world: self.world,
+            what: "all-gather of row counts",
+            timeout_s: self.timeout.as_secs(),
+            cause: e.to_string(),
+        })?;
+        let most = rows.iter().copied().max().unwrap_or(0);
+        let mut padded = t.size();
+        padded[0] = most - t.size()[0];
+        let t = Tensor::cat(&[t.shallow_clone(), Tensor::zeros(padded.as_slice(), (t.kind(), t.device()))], 0);
+        let all = self.all_gather(&t)?;
+        let parts: Vec<Tensor> = rows.iter().enumerate().map(|(r, &n)| all.get(r as i64).narrow(0, 0, n)).collect();
+        Ok(Tensor::cat(&parts, 0))
+    }
+
+    /// Training-mode batch norm of `x` (N, C, …) whose statistics, and their gradients in the
+    /// backward pass, span every rank's batch (`torch.nn.SyncBatchNorm`); updates the running
+    /// statistics with the global ones.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        running_mean: &Tensor,
+        running_var: &Tensor,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<Tensor, DistError> {
+        let ptr = |t: Option<&Tensor>| t.map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut c_void);
+        let mut err = std::ptr::null_mut();
+        // SAFETY: live tensors or null; the shim returns a new at::Tensor that tch then owns.
+        let out = unsafe {
+            ptcga_sync_batch_norm(
+                self.raw,
+                x.as_ptr() as *mut c_void,
+                ptr(weight),
+                ptr(bias),
+                running_mean.as_ptr() as *mut c_void,
+                running_var.as_ptr() as *mut c_void,
+                momentum,
+                eps,
+                &mut err,
+            )
+        };
+        if out.is_null() {
+            self.check("synchronised batch norm", 1, err)?;
+        }
+        // SAFETY: a heap at::Tensor from the shim, freed by tch's Drop.
+        Ok(unsafe { Tensor::from_ptr(out as *mut _) })
+    }
+
     /// Waits until every rank gets here.
     pub fn barrier(&self) -> Result<(), DistError> {
         let mut err = std::ptr::null_mut();
@@ -239,6 +309,7 @@ impl Drop for ProcessGroup {
 }
 
 static GROUP: OnceLock<ProcessGroup> = OnceLock::new();
+static SYNC_BATCH_NORM: AtomicBool = AtomicBool::new(false);
 
 /// Joins the run this process was launched into (torchrun's environment), once; `None` for a
 /// single process.
@@ -254,4 +325,15 @@ pub fn init_from_env(timeout: Duration) -> Result<Option<&'static ProcessGroup>,
 /// The group this process joined, if any (the default group, as in `torch.distributed`).
 pub fn group() -> Option<&'static ProcessGroup> {
     GROUP.get()
+}
+
+/// Makes every batch norm in training mode synchronise its statistics over the group
+/// (`SyncBatchNorm.convert_sync_batchnorm`), or stop doing so.
+pub fn set_sync_batch_norm(on: bool) {
+    SYNC_BATCH_NORM.store(on, Ordering::Relaxed);
+}
+
+/// The group batch norms synchronise over: the default group when synchronisation is on.
+pub fn batch_norm_group() -> Option<&'static ProcessGroup> {
+    group().filter(|_| SYNC_BATCH_NORM.load(Ordering::Relaxed))
 }

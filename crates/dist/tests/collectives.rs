@@ -51,6 +51,10 @@ fn collectives_agree_across_two_processes() {
         let gathered = g.all_gather(&Tensor::full([2, 3], r, (Kind::Float, tch::Device::Cpu))).unwrap();
         assert_eq!(gathered.size(), [2, 2, 3]);
         assert_eq!(gathered.select(0, 1).sum(Kind::Float).double_value(&[]), 6.0, "rank 1's block second");
+        // Rank 0 has 1 row, rank 1 has 3.
+        let rows = Tensor::full([1 + 2 * g.rank() as i64, 2], r + 1.0, (Kind::Float, tch::Device::Cpu));
+        let all = g.all_gather_rows(&rows).unwrap();
+        assert_eq!(Vec::<f32>::try_from(all.view([-1])).unwrap(), [1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]);
         g.barrier().unwrap();
         println!("rank {} ok", g.rank());
         return;
@@ -60,6 +64,68 @@ fn collectives_agree_across_two_processes() {
     }
     let outs = two_ranks("collectives_agree_across_two_processes", "collectives");
     for (rank, o) in outs.iter().enumerate() {
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && text.contains(&format!("rank {rank} ok")),
+            "rank {rank}: {text}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+/// A fixed batch of 6 (N, C=3, 2, 2) with a non-trivial upstream gradient: rows `lo..hi`.
+fn batch_rows(lo: i64, hi: i64) -> (Tensor, Tensor) {
+    let x = (Tensor::arange(72, (Kind::Float, tch::Device::Cpu)).view([6, 3, 2, 2]) * 0.37).sin() * 3.0 + 1.0;
+    let dy = (Tensor::arange(72, (Kind::Float, tch::Device::Cpu)).view([6, 3, 2, 2]) * 0.11).cos();
+    (x.narrow(0, lo, hi - lo), dy.narrow(0, lo, hi - lo))
+}
+
+/// Batch norm in training mode of rows `lo..hi`: output, input gradient, weight and bias
+/// gradients, running mean and variance; synchronised over `group` when given.
+fn batch_norm_of(lo: i64, hi: i64, group: Option<&ProcessGroup>) -> Vec<Tensor> {
+    let (x, dy) = batch_rows(lo, hi);
+    let x = x.set_requires_grad(true);
+    let w = Tensor::from_slice(&[1.5f32, 0.5, -1.0]).set_requires_grad(true);
+    let b = Tensor::from_slice(&[0.1f32, 0.2, 0.3]).set_requires_grad(true);
+    let (rm, rv) = (Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)), Tensor::ones([3], (Kind::Float, tch::Device::Cpu)));
+    let y = match group {
+        Some(g) => g.batch_norm(&x, Some(&w), Some(&b), &rm, &rv, 0.1, 1e-5).unwrap(),
+        None => Tensor::batch_norm(&x, Some(&w), Some(&b), Some(&rm), Some(&rv), true, 0.1, 1e-5, false),
+    };
+    (&y * &dy).sum(Kind::Float).backward();
+    vec![y.detach(), x.grad(), w.grad(), b.grad(), rm, rv]
+}
+
+#[test]
+fn synchronised_batch_norm_over_two_halves_is_batch_norm_of_the_whole_batch() {
+    if std::env::var("PTCGA_DIST_CHILD").as_deref() == Ok("batch_norm") {
+        let g = child_group(30);
+        let lo = 3 * g.rank() as i64;
+        let whole = batch_norm_of(0, 6, None);
+        let half = batch_norm_of(lo, lo + 3, Some(&g));
+        let names = ["output", "input gradient", "weight gradient", "bias gradient", "running mean", "running var"];
+        for (i, name) in names.iter().enumerate() {
+            let mut want = whole[i].shallow_clone();
+            if i < 2 {
+                want = want.narrow(0, lo, 3);
+            }
+            let mut got = half[i].shallow_clone();
+            if i == 2 || i == 3 {
+                // Each rank holds its own share of the parameter gradients; DDP sums them.
+                g.all_reduce_sum(&got).unwrap();
+                got = got.shallow_clone();
+            }
+            let d = (&got - &want).abs().max().double_value(&[]);
+            assert!(d < 1e-5, "rank {}: {name} differs by {d}", g.rank());
+        }
+        println!("rank {} ok", g.rank());
+        return;
+    }
+    if std::env::var("PTCGA_DIST_CHILD").is_ok() {
+        return;
+    }
+    let name = "synchronised_batch_norm_over_two_halves_is_batch_norm_of_the_whole_batch";
+    for (rank, o) in two_ranks(name, "batch_norm").iter().enumerate() {
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(
             o.status.success() && text.contains(&format!("rank {rank} ok")),

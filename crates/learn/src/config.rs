@@ -140,6 +140,9 @@ pub struct Config {
     pub nnode: usize,
     pub hosts: Vec<String>,
     pub dist_url: String,
+    /// Batch norm statistics over every rank's batch in a distributed run, so that N processes
+    /// of batch b train as one of batch N·b (ours; PyTorch's `SyncBatchNorm`).
+    pub sync_batch_norm: bool,
 }
 
 impl Default for Config {
@@ -211,6 +214,7 @@ impl Default for Config {
             nnode: 1,
             hosts: Vec::new(),
             dist_url: String::new(),
+            sync_batch_norm: true,
         }
     }
 }

@@ -26,9 +26,10 @@ fn loader_config(config: &Config, shuffle: bool) -> Result<LoaderConfig, LearnEr
         shuffle,
         drop_last: shuffle,
         seed: config.seed,
-        // Each process of a distributed run takes its share of every epoch (DistributedSampler).
-        rank: if shuffle { patchtcga_dist::group().map_or(0, |g| g.rank()) } else { 0 },
-        world_size: if shuffle { patchtcga_dist::group().map_or(1, |g| g.world()) } else { 1 },
+        // Each process of a distributed run takes its share of every epoch (DistributedSampler),
+        // and of every evaluation (whose results `shards` puts together).
+        rank: patchtcga_dist::group().map_or(0, |g| g.rank()),
+        world_size: patchtcga_dist::group().map_or(1, |g| g.world()),
         workers: config.num_workers.max(1),
         prefetch: 4,
         mean,

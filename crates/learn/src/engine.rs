@@ -44,7 +44,8 @@ pub trait Method {
     /// Called after each update with the run's progress in [0, 1], counting that update
     /// (momentum targets and such).
     fn after_update(&mut self, _progress: f64) {}
-    /// Metrics on a held-out loader, named without a prefix (`loss`, `accuracy`, …).
+    /// Metrics on a held-out loader, named without a prefix (`loss`, `accuracy`, …). Every rank
+    /// of a distributed run calls it on its share; the metrics are of the whole set (`shards`).
     fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError>;
 }
 
@@ -226,6 +227,17 @@ pub struct Holdout<'a> {
     pub test: Option<&'a Loader>,
 }
 
+/// Gives every rank rank 0's weights, buffers and momentum targets (in name order: collectives
+/// pair up by order).
+pub fn broadcast_variables(g: &patchtcga_dist::ProcessGroup, vs: &nn::VarStore) -> Result<(), LearnError> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, t) in vars {
+        g.broadcast(&t, 0)?;
+    }
+    Ok(())
+}
+
 /// Trains `method` on `train` as `config` says, in `config.run_dir()`.
 pub fn train(
     config: &Config,
@@ -271,13 +283,8 @@ pub fn train(
         eprintln!("resuming from {} (epoch {}, batch {}, update {})", dir.display(), pos.epoch, pos.batch, pos.update);
     }
     if let Some(g) = group {
-        // Every rank starts from rank 0's weights, buffers and momentum targets (in name order:
-        // collectives pair up by order).
-        let mut vars: Vec<(String, Tensor)> = method.var_store().variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        for (_, t) in vars {
-            g.broadcast(&t, 0)?;
-        }
+        patchtcga_dist::set_sync_batch_norm(config.sync_batch_norm);
+        broadcast_variables(g, method.var_store())?;
     }
     let mut scale = LossScale { scale: pos.loss_scale, clean: pos.clean_updates };
     let mut log =
@@ -389,7 +396,7 @@ pub fn train(
             record(&mut log, &mut last, entry)?;
             bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
             (micro, loss_sum, waited, images, clock) = (0, 0.0, 0.0, 0, Instant::now());
-            if let Some(val) = holdout.val.filter(|_| leader) {
+            if let Some(val) = holdout.val {
                 if config.val_every > 0 && pos.update.is_multiple_of(config.val_every) {
                     let e = evaluate(method, val, "val", &pos)?;
                     record(&mut log, &mut last, e)?;
@@ -409,7 +416,7 @@ pub fn train(
         bar.finish();
         pos.epoch += 1;
         pos.batch = 0;
-        if let Some(val) = holdout.val.filter(|_| leader) {
+        if let Some(val) = holdout.val {
             let e = evaluate(method, val, "val", &pos)?;
             record(&mut log, &mut last, e)?;
         }
@@ -421,11 +428,13 @@ pub fn train(
             plot::curves(&run.join("metrics.jsonl"), &run.join("plots"))?;
         }
     }
-    if !stopped_early && leader {
+    if !stopped_early {
         if let Some(test) = holdout.test {
             let e = evaluate(method, test, "test", &pos)?;
             record(&mut log, &mut last, e)?;
         }
+    }
+    if !stopped_early && leader {
         let mut vars: Vec<(String, Tensor)> = cpu_copy(method.var_store().variables().into_iter().collect());
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         Tensor::write_safetensors(&vars, run.join(".model.safetensors.tmp"))?;

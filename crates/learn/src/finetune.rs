@@ -9,10 +9,11 @@ use patchtcga_loader::Loader;
 use patchtcga_metrics::{ClassificationReport, SegmentationReport};
 use serde::Serialize;
 use serde_json::Value;
+use tch::Tensor;
 
 use crate::config::image_stats;
 use crate::data::loaders;
-use crate::engine::{load_variables, train, write_atomic, Holdout, Method};
+use crate::engine::{broadcast_variables, load_variables, train, write_atomic, Holdout, Method};
 use crate::segmentation::{overlays, Segmenter};
 use crate::{plot, Config, LearnError, Supervised};
 
@@ -78,13 +79,26 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
         test: None,
     };
     let plots = outcome.run_dir.join("plots");
+    // In a distributed run every rank evaluates its share; rank 0 alone has the log and the
+    // checkpoints, picks the epoch, and writes the results.
+    let group = patchtcga_dist::group();
+    let leader = group.is_none_or(|g| g.rank() == 0);
     let select = |method: &dyn Method, key: &str, last_epoch: usize| -> Result<usize, LearnError> {
-        let ckpts = config.run_dir().join("checkpoints");
-        let selected = best_epoch(&config.run_dir().join("metrics.jsonl"), &ckpts, key)?;
-        if let Some(k) = selected {
-            load_variables(method.var_store(), &ckpts.join(format!("epoch_{k:04}")).join("model.safetensors"))?;
+        let mut selected = last_epoch;
+        if leader {
+            let ckpts = config.run_dir().join("checkpoints");
+            if let Some(k) = best_epoch(&config.run_dir().join("metrics.jsonl"), &ckpts, key)? {
+                load_variables(method.var_store(), &ckpts.join(format!("epoch_{k:04}")).join("model.safetensors"))?;
+                selected = k;
+            }
         }
-        Ok(selected.unwrap_or(last_epoch))
+        if let Some(g) = group {
+            broadcast_variables(g, method.var_store())?;
+            let epoch = Tensor::from_slice(&[selected as i64]);
+            g.broadcast(&epoch, 0)?;
+            selected = epoch.int64_value(&[0]) as usize;
+        }
+        Ok(selected)
     };
     if segmentation {
         let mut model = Segmenter::new(config)?;
@@ -94,8 +108,10 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
         let report = |loader: Option<&Loader>, set: &str| -> Result<Option<Report>, LearnError> {
             let Some(loader) = loader else { return Ok(None) };
             let (counts, _, samples) = model.predict(loader, 6)?;
-            std::fs::create_dir_all(&plots).map_err(|e| LearnError::io(&plots, e))?;
-            overlays(&plots.join(format!("overlay_{set}.png")), &samples, mean, std)?;
+            if leader {
+                std::fs::create_dir_all(&plots).map_err(|e| LearnError::io(&plots, e))?;
+                overlays(&plots.join(format!("overlay_{set}.png")), &samples, mean, std)?;
+            }
             Ok(Some(Report::Segmentation(counts.report())))
         };
         outcome.val = report(data.val.as_ref(), "val")?;
@@ -109,19 +125,19 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
             let Some(loader) = loader else { return Ok(None) };
             let p = model.predict(loader)?;
             let r = ClassificationReport::new(&p.probs, &p.labels, classes);
-            let title = format!("{set}: accuracy {:.2} %", 100.0 * r.accuracy);
-            plot::confusion(
-                &plots.join(format!("confusion_{set}.png")),
-                &title,
-                &r.confusion.counts,
-                &data.class_names,
-            )?;
+            if leader {
+                let title = format!("{set}: accuracy {:.2} %", 100.0 * r.accuracy);
+                let path = plots.join(format!("confusion_{set}.png"));
+                plot::confusion(&path, &title, &r.confusion.counts, &data.class_names)?;
+            }
             Ok(Some(Report::Classification(r)))
         };
         outcome.val = report(data.val.as_ref(), "val")?;
         outcome.test = report(data.test.as_ref(), "test")?;
     }
-    let json = serde_json::to_vec_pretty(&outcome).expect("results serialise");
-    write_atomic(&outcome.run_dir.join("results.json"), &json)?;
+    if leader {
+        let json = serde_json::to_vec_pretty(&outcome).expect("results serialise");
+        write_atomic(&outcome.run_dir.join("results.json"), &json)?;
+    }
     Ok(outcome)
 }

@@ -4,6 +4,7 @@
 //! (`decoder_embed`, `mask_token`, `decoder_pos_embed`, `decoder_blocks.N`, `decoder_norm`,
 //! `decoder_pred`).
 
+use patchtcga_model::norm::batch_norm;
 use patchtcga_model::vit::{layer_norm, linear, sincos_pos_embed, Block};
 use tch::nn::{self, Init, ModuleT};
 use tch::{Kind, Tensor};
@@ -66,7 +67,7 @@ impl ModuleT for Mlp {
         for (i, (linear, bn)) in self.layers.iter().enumerate() {
             y = y.apply(linear);
             if let Some(bn) = bn {
-                y = y.apply_t(bn, train);
+                y = batch_norm(&y, bn, train);
             }
             if i + 1 < n {
                 y = if self.gelu { y.gelu("none") } else { y.relu() };

@@ -13,6 +13,7 @@ pub mod plot;
 pub mod probe;
 pub mod schedule;
 pub mod segmentation;
+pub mod shards;
 pub mod ssl;
 pub mod supervised;
 pub mod target;

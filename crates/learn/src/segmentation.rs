@@ -12,6 +12,7 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use crate::engine::{device, Method, StepOutput};
+use crate::shards;
 use crate::supervised::images;
 use crate::{Config, LearnError};
 
@@ -96,10 +97,17 @@ impl Segmenter {
                 });
             }
         }
-        if n == 0 {
+        // Every rank's share summed, as the original sums TP/FP/FN over the set.
+        let c = counts.tp.len();
+        let local: Vec<f64> = [&counts.tp, &counts.fp, &counts.fn_].iter().flat_map(|v| v.iter().map(|&x| x as f64)).collect();
+        let totals = shards::sum(&[local, vec![loss, n as f64]].concat())?;
+        let whole = |k: usize| totals[k * c..(k + 1) * c].iter().map(|&x| x as u64).collect::<Vec<u64>>();
+        let counts = SegmentationCounts { tp: whole(0), fp: whole(1), fn_: whole(2) };
+        let (loss, n) = (totals[3 * c], totals[3 * c + 1]);
+        if n == 0.0 {
             return Err(LearnError::Config("an evaluation set has no images".into()));
         }
-        Ok((counts, loss / n as f64, samples))
+        Ok((counts, loss / n, samples))
     }
 }
 

@@ -8,6 +8,7 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use crate::engine::{device, Method, StepOutput};
+use crate::shards;
 use crate::heads::{collapse_std, patchify, DinoHead, MaeDecoder, MaeDecoderSpec, Mlp, MlpSpec};
 use crate::loss::{info_nce, l2_normalize, masked_mse, negative_cosine, nt_xent, nt_xent_global, DinoLoss};
 use crate::probe::knn_votes;
@@ -74,7 +75,13 @@ impl Base {
             feats.push(tch::no_grad(|| self.backbone.forward_t(&x, false)));
             labels.extend_from_slice(&batch.labels);
         }
-        let f = Tensor::cat(&feats, 0);
+        let f = if feats.is_empty() {
+            Tensor::zeros([0, self.dim()], (Kind::Float, self.device))
+        } else {
+            Tensor::cat(&feats, 0).to_kind(Kind::Float)
+        };
+        let f = shards::gather_rows(f)?;
+        let labels = Vec::<i64>::try_from(shards::gather_rows(Tensor::from_slice(&labels))?)?;
         Ok(vec![("knn_accuracy".into(), knn_accuracy(&f, &labels, self.knn.0, self.knn.1))])
     }
 }

@@ -6,10 +6,12 @@ use patchtcga_loader::{Batch, Loader};
 use patchtcga_model::{load, Classifier, ImportOptions};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
+use tch::kind::FLOAT_CPU;
 
 use patchtcga_metrics::{predicted, roc_auc_of, Confusion};
 
 use crate::engine::{device, Method, StepOutput};
+use crate::shards;
 use crate::{Config, LearnError};
 
 /// Images of one view of a batch on `device`. For a GPU the loader's buffer is copied to the
@@ -92,15 +94,19 @@ impl Supervised {
             let y = Tensor::from_slice(&batch.labels).to_device(self.device);
             let logits = tch::no_grad(|| self.logits(&x, false)).to_kind(Kind::Float);
             loss += logits.cross_entropy_for_logits(&y).double_value(&[]) * batch.labels.len() as f64;
-            let p = logits.softmax(-1, Kind::Float).to_device(Device::Cpu).reshape([-1]);
-            probs.extend(Vec::<f32>::try_from(p)?);
-            labels.extend(batch.labels.iter().map(|&l| l as usize));
+            probs.push(logits.softmax(-1, Kind::Float).to_device(Device::Cpu));
+            labels.extend_from_slice(&batch.labels);
         }
-        if labels.is_empty() {
+        let totals = shards::sum(&[loss, labels.len() as f64])?;
+        let (loss, n) = (totals[0], totals[1]);
+        if n == 0.0 {
             return Err(LearnError::Config("an evaluation set has no images".into()));
         }
-        let loss = loss / labels.len() as f64;
-        Ok(Predictions { probs, labels, loss })
+        // A rank may have no share of a set smaller than the number of ranks.
+        let probs = if probs.is_empty() { Tensor::zeros([0, self.classes], FLOAT_CPU) } else { Tensor::cat(&probs, 0) };
+        let probs = Vec::<f32>::try_from(shards::gather_rows(probs)?.reshape([-1]))?;
+        let labels = Vec::<i64>::try_from(shards::gather_rows(Tensor::from_slice(&labels))?)?;
+        Ok(Predictions { probs, labels: labels.into_iter().map(|l| l as usize).collect(), loss: loss / n })
     }
 }
 

@@ -6,7 +6,7 @@
 //! split's subset) and the original PCam HDF5 files ([`pcam_samples`]).
 //!
 //! Sharding follows PyTorch's `DistributedSampler`: each rank takes a disjoint, equal share of
-//! an order reshuffled every epoch. Augmentation randomness is drawn per sample from
+//! an order reshuffled every epoch; in evaluation every sample goes to one rank, once. Augmentation randomness is drawn per sample from
 //! (seed, epoch, sample index), so batches are bit-identical whatever the number of workers.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -147,8 +147,9 @@ pub struct LoaderConfig {
     pub batch_size: usize,
     /// Reshuffle every epoch (training) or keep dataset order (evaluation).
     pub shuffle: bool,
-    /// Drop the tail so that every rank has equal full batches; otherwise pad each rank's share
-    /// by repeating samples (as DistributedSampler) and keep a last partial batch.
+    /// Drop the tail so that every rank has equal full batches; otherwise keep a last partial
+    /// batch, and when shuffling pad each rank's share by repeating samples (as
+    /// DistributedSampler); in dataset order (evaluation) the shares have no repeats.
     pub drop_last: bool,
     /// Seed of shuffling and augmentation.
     pub seed: u64,
@@ -319,7 +320,11 @@ fn shard(n: usize, c: &LoaderConfig, epoch: u64) -> Vec<usize> {
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(c.seed.wrapping_add(epoch)));
     }
     let w = c.world_size;
-    let total = if c.drop_last { n / w * w } else { n.div_ceil(w) * w };
+    let total = match (c.drop_last, c.shuffle) {
+        (true, _) => n / w * w,
+        (false, true) => n.div_ceil(w) * w,
+        (false, false) => n, // evaluation: every sample once, shares differing by one at most
+    };
     let padded: Vec<usize> = order.iter().copied().cycle().take(total).collect();
     padded.into_iter().skip(c.rank).step_by(w).collect()
 }

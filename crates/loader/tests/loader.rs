@@ -98,8 +98,19 @@ fn ranks_take_disjoint_equal_shares_reshuffled_each_epoch() {
         }
     }
     let c = LoaderConfig { rank: 1, world_size: 3, ..config(1) };
-    let l = Loader::new(s, Recipe::preset("eval", 64, 0).unwrap(), c).unwrap();
+    let l = Loader::new(s.clone(), Recipe::preset("eval", 64, 0).unwrap(), c).unwrap();
     assert_ne!(l.shard(0), l.shard(1));
+    // Evaluation (dataset order, no drop): each of the 13 samples on one rank, once.
+    let shares: Vec<Vec<usize>> = (0..3)
+        .map(|rank| {
+            let c = LoaderConfig { rank, world_size: 3, shuffle: false, ..config(1) };
+            Loader::new(s.clone(), Recipe::preset("eval", 64, 0).unwrap(), c).unwrap().shard(0)
+        })
+        .collect();
+    assert_eq!(shares.iter().map(Vec::len).collect::<Vec<_>>(), [5, 4, 4]);
+    let mut all = shares.concat();
+    all.sort();
+    assert_eq!(all, (0..13).collect::<Vec<_>>());
 }
 
 #[test]

@@ -4,6 +4,7 @@
 pub mod backbone;
 pub mod checkpoint;
 pub mod export;
+pub mod norm;
 mod pickle;
 pub mod resnet;
 pub mod segmentation;

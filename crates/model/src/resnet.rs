@@ -3,6 +3,7 @@
 
 use tch::nn;
 use tch::Tensor;
+use crate::norm::batch_norm;
 
 /// The residual block kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,13 +91,13 @@ impl Unit {
         let last = self.convs.len() - 1;
         let mut y = x.shallow_clone();
         for (i, (c, b)) in self.convs.iter().enumerate() {
-            y = y.apply(c).apply_t(b, train);
+            y = batch_norm(&y.apply(c), b, train);
             if i < last {
                 y = y.relu_();
             }
         }
         let shortcut = match &self.downsample {
-            Some((c, b)) => x.apply(c).apply_t(b, train),
+            Some((c, b)) => batch_norm(&x.apply(c), b, train),
             None => x.shallow_clone(),
         };
         (y + shortcut).relu_()
@@ -154,7 +155,7 @@ impl ResNet {
     /// the segmentation heads take it.
     pub fn feature_map(&self, x: &Tensor, train: bool) -> Tensor {
         let mut y =
-            x.apply(&self.conv1).apply_t(&self.bn1, train).relu_().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+            batch_norm(&x.apply(&self.conv1), &self.bn1, train).relu_().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for stage in &self.stages {
             for unit in stage {
                 y = unit.forward(&y, train);

@@ -11,6 +11,7 @@ use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
 use crate::backbone::{Backbone, Spec};
+use crate::norm::batch_norm;
 use crate::ModelError;
 
 /// Which head turns the feature map into class scores.
@@ -45,7 +46,7 @@ fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
 
 /// Convolution, batch norm, ReLU.
 fn cbr(x: &Tensor, c: &(nn::Conv2D, nn::BatchNorm), train: bool) -> Tensor {
-    x.apply(&c.0).apply_t(&c.1, train).relu()
+    batch_norm(&x.apply(&c.0), &c.1, train).relu()
 }
 
 /// DeepLabv3's atrous spatial pyramid pooling: parallel 1×1 and dilated 3×3 branches and image
