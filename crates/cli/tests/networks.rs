@@ -253,9 +253,9 @@ fn finetune_from_the_preset_reports_val_and_test() {
         crop.save(&p).unwrap();
     }
     let preset = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pcam200_resnet50.toml");
-    let run = |init: &str| {
-        patchtcga()
-            .arg("finetune")
+    let run_with = |init: &str, extra: &[&str]| {
+        let mut cmd = patchtcga();
+        cmd.arg("finetune")
             .arg("--config")
             .arg(&preset)
             .args(["--init", init])
@@ -275,14 +275,35 @@ fn finetune_from_the_preset_reports_val_and_test() {
             .arg(format!("dataset_dir={:?}", data.display().to_string()))
             .arg("--set")
             .arg(format!("root_dir={:?}", dir.path().join("runs").display().to_string()))
-            .output()
-            .unwrap()
+            .args(["--set", "dropout_p=0"]);
+        cmd.args(extra).output().unwrap()
     };
+    let run = |init: &str| run_with(init, &[]);
     let out = run("none");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("selected epoch") && text.contains("test: accuracy") && text.contains("95 % CI"), "{text}");
     assert!(dir.path().join("runs/pcam200_resnet50/results.json").exists());
+
+    // Two processes of batch 2: the same training as one of batch 4, and the metrics of the
+    // whole val and test sets (each rank evaluated half of them).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let two = ["--set", "batch_size=2", "--set", "name=\"pcam_two\"", "--nproc-per-node", "2", "--master-port", &port];
+    let out = run_with("none", &two);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let results = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join("runs").join(name).join("results.json")).unwrap()).unwrap()
+    };
+    let (one, two) = (results("pcam200_resnet50"), results("pcam_two"));
+    assert_eq!(one["selected_epoch"], two["selected_epoch"]);
+    for set in ["val", "test"] {
+        assert_eq!(two[set]["samples"], 8, "{set}: every image once");
+        assert_eq!(one[set]["confusion"], two[set]["confusion"], "{set}");
+        let auc = |r: &serde_json::Value| r[set]["roc_auc"].as_f64().unwrap();
+        assert!((auc(&one) - auc(&two)).abs() < 1e-6, "{set}: ROC-AUC {} against {}", auc(&one), auc(&two));
+    }
+    let d = max_difference(&weights(&dir.path().join("runs/pcam200_resnet50")), &weights(&dir.path().join("runs/pcam_two")));
+    assert!(d < 1e-5, "fine-tuned weights differ by {d}");
 
     let out = run("missing.pth");
     assert!(!out.status.success());
@@ -462,7 +483,14 @@ fn two_processes_of_batch_b_train_like_one_of_batch_2b_and_resume() {
     // negatives) and BYOL (synchronised batch norm in the backbone, projector and predictor;
     // the target's too).
     let byol = ["self_supervised=\"byol\"", "proj_hidden_dim=32", "proj_dim=16", "pred_hidden_dim=32"];
-    let simclr = ["self_supervised=\"simclr\"", "proj_hidden_dim=32", "proj_dim=16"];
+    // SimCLR also runs its k-NN monitor on the validation slides at update 3, each rank on half.
+    let simclr = [
+        "self_supervised=\"simclr\"",
+        "proj_hidden_dim=32",
+        "proj_dim=16",
+        "split=\"3fold_dict_idx_filenames.pickle\"",
+        "val_every=3",
+    ];
     let cases: [(&str, Vec<&str>); 4] = [
         ("vit", vec!["model_name=\"vit-s16\""]),
         ("resnet", vec![]),
@@ -476,6 +504,14 @@ fn two_processes_of_batch_b_train_like_one_of_batch_2b_and_resume() {
         let d = max_difference(&weights(&ckpt(&one, 3)), &weights(&ckpt(&two, 3)));
         assert!(d < 1e-5, "{case}: 2 × batch 4 against 1 × batch 8 after 3 updates: max difference {d}");
     }
+    let knn = |name: &str| -> Vec<f64> {
+        let log = std::fs::read_to_string(dir.path().join("runs").join(name).join("metrics.jsonl")).unwrap();
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["val_knn_accuracy"].as_f64())
+            .collect()
+    };
+    assert!(!knn("simclr_one").is_empty());
+    assert_eq!(knn("simclr_one"), knn("simclr_two"), "the monitor sees the whole validation set");
     // Without synchronised batch norm each rank normalises its own half: not the same training.
     let mut per_rank = byol.to_vec();
     per_rank.push("sync_batch_norm=false");
