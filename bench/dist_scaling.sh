@@ -3,7 +3,8 @@
 # one process of batch 2·B and as two processes of batch B (the same global batch, Gloo over
 # loopback), on the bundled slide tiled as COPIES slides (bench/out/epoch_<COPIES>, made here if
 # missing). Prints images/s over all ranks (updates 3+, from rank 0's metrics.jsonl) and the
-# gradient bytes all-reduced per update.
+# gradient bytes all-reduced per update, then how far the two runs' final weights are apart (the
+# same training: a float-rounding gap, not a drift).
 # Usage: [ARCH=resnet18] [SIZE=112] [B=8] [UPDATES=20] [COPIES=24] [DEVICE=cpu] bash bench/dist_scaling.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,3 +43,19 @@ mib = rows[-1].get("allreduce_mib", 0.0)
 print(f"| {procs} | {sys.argv[3]} | {rate:.1f} | {mib:.1f} MiB |")
 PY
 done
+python3 - "$runs/p1" "$runs/p2" "$updates" <<'PY'
+import json, struct, sys
+import numpy as np
+
+def tensors(run, updates):
+    raw = open(f"{run}/checkpoints/update_{int(updates):07d}/model.safetensors", "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    kinds = {"F32": np.float32, "F64": np.float64, "I64": np.int64}
+    return {k: np.frombuffer(raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]], kinds[v["dtype"]])
+            for k, v in header.items() if k != "__metadata__"}
+
+a, b = tensors(sys.argv[1], sys.argv[3]), tensors(sys.argv[2], sys.argv[3])
+d = max(float(np.abs(a[k].astype(np.float64) - b[k]).max(initial=0)) for k in a)
+print(f"max weight difference, 1 against 2 processes after {sys.argv[3]} updates: {d:.2e}")
+PY

@@ -3,11 +3,11 @@
 # Rust: the patchtcga binary is built elsewhere against that torch (tch 0.24) and unpacked with
 # the shared libraries it needs into $G; LibTorch comes from the machine's own torch.
 # lightly (for the pretraining reference) is carried too, in $G/py.
-# Usage: G=/tmp/g bash bench/gpu.sh [out folder] [parts: step epoch embed pretrain wait; default all]
+# Usage: G=/tmp/g bash bench/gpu.sh [out folder] [parts: step epoch embed pretrain wait dist; default all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp}
-parts=${2:-step epoch embed pretrain wait}
+parts=${2:-step epoch embed pretrain wait dist}
 export LD_LIBRARY_PATH="$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib:$G/lib"
 export PATCHTCGA=$G/patchtcga PYTHON=python3 TORCH_CPP_LOG_LEVEL=ERROR PYTHONPATH=$G/py
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -26,4 +26,12 @@ fi
 if has pretrain; then BATCH=64 DEVICE=cuda STEPS=20 bash bench/pretrain_step.sh | tee "$out/pretrain_step.md"; fi
 if has wait; then
   COPIES=96 UPDATES=40 WORKERS=14 BATCH=64 DEVICE=cuda bash bench/pretrain_wait.sh | tee "$out/pretrain_wait.md"
+fi
+if has dist; then
+  # One GPU: PyTorch's per-GPU step under DistributedDataParallel (one process, NCCL) and without,
+  # against patchtcga's; then two processes sharing the GPU through Gloo (function, not scaling).
+  args=(--arch resnet50 --batch-size 64 --image-size 224 --steps 30 --warmup 5 --optim sgd --device cuda --autocast)
+  { python3 bench/train_step_torch.py "${args[@]}" --ddp; python3 bench/train_step_torch.py "${args[@]}"
+    "$PATCHTCGA" bench step "${args[@]}"; } | tee "$out/ddp_step.txt"
+  DEVICE=cuda:0 ARCH=resnet50 SIZE=224 B=32 UPDATES=20 bash bench/dist_scaling.sh | tee "$out/dist_gpu.md"
 fi

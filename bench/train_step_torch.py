@@ -1,6 +1,8 @@
 """The training step `patchtcga bench step` times, in PyTorch: the same model (torchvision ResNet /
 timm ViT, 1000 classes), one fixed random batch, cross-entropy, backward, the optimizer's update
 (PyTorch's default implementation), float16 autocast + GradScaler with --autocast on CUDA.
+--ddp wraps the model in DistributedDataParallel, one process (NCCL on CUDA, Gloo on CPU), as a
+multi-GPU run's per-GPU step.
 
     python3 bench/train_step_torch.py --arch resnet50 --batch-size 32 --image-size 224 --steps 10
 """
@@ -20,6 +22,7 @@ p.add_argument("--optim", default="sgd")
 p.add_argument("--device", default="cpu")
 p.add_argument("--autocast", action="store_true")
 p.add_argument("--threads", type=int)
+p.add_argument("--ddp", action="store_true")
 a = p.parse_args()
 if a.threads:
     torch.set_num_threads(a.threads)
@@ -35,6 +38,15 @@ else:
     name = {"vit-s16": "vit_small_patch16_224", "vit-b16": "vit_base_patch16_224", "vit-b32": "vit_base_patch32_224", "vit-l16": "vit_large_patch16_224"}[a.arch]
     model = timm.create_model(name, num_classes=1000, img_size=a.image_size)
 model = model.to(dev).train()
+if a.ddp:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29555")
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=0, world_size=1)
+    model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None)
 decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith(("cls_token", "pos_embed"))]
 other = [p for n, p in model.named_parameters() if not (p.ndim > 1 and not n.endswith(("cls_token", "pos_embed")))]
 groups = [{"params": decay, "weight_decay": 1e-4}, {"params": other, "weight_decay": 0.0}]
@@ -68,5 +80,5 @@ if dev.type == "cuda":
 secs = time.perf_counter() - t0
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if dev.type == "cuda" else ""
-print(f"pytorch {a.arch} batch {a.batch_size} at {a.image_size} px on {a.device}{' (autocast fp16)' if amp else ''}: "
+print(f"pytorch{' DDP' if a.ddp else ''} {a.arch} batch {a.batch_size} at {a.image_size} px on {a.device}{' (autocast fp16)' if amp else ''}: "
       f"{a.steps * a.batch_size / secs:.1f} images/s ({1000 * secs / a.steps:.1f} ms/step), peak host memory {rss:.0f} MiB{gpu}")
