@@ -5,7 +5,7 @@
 # missing). Prints images/s over all ranks (updates 3+, from rank 0's metrics.jsonl) and the
 # gradient bytes all-reduced per update, then how far the two runs' final weights are apart (the
 # same training: a float-rounding gap, not a drift).
-# Usage: [ARCH=resnet18] [SIZE=112] [B=8] [UPDATES=20] [COPIES=24] [DEVICE=cpu] bash bench/dist_scaling.sh
+# Usage: [ARCH=resnet18] [SIZE=112] [B=8] [UPDATES=20] [COPIES=24] [DEVICE=cpu] [SYNC_BN=true] bash bench/dist_scaling.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${PATCHTCGA:-target/release/patchtcga}
@@ -25,8 +25,10 @@ base_batch_size = $((2 * b))
 optim = "sgd"
 lr = 0.01
 warmup_epochs = 0
+dropout_p = 0
 num_workers = 2
 device = "$device"
+sync_batch_norm = ${SYNC_BN:-true}
 TOML
 echo "| processes | batch per process | images/s (all ranks) | all-reduced per update |"
 echo "|---|---|---|---|"
@@ -56,6 +58,12 @@ def tensors(run, updates):
             for k, v in header.items() if k != "__metadata__"}
 
 a, b = tensors(sys.argv[1], sys.argv[3]), tensors(sys.argv[2], sys.argv[3])
-d = max(float(np.abs(a[k].astype(np.float64) - b[k]).max(initial=0)) for k in a)
-print(f"max weight difference, 1 against 2 processes after {sys.argv[3]} updates: {d:.2e}")
+def gap(k):
+    x, y = a[k].astype(np.float64), b[k].astype(np.float64)
+    return float(np.abs(x - y).max(initial=0)) / max(float(np.abs(x).max(initial=0)), 1e-12)
+
+worst = max(a, key=gap)
+absolute = max(float(np.abs(a[k].astype(np.float64) - b[k]).max(initial=0)) for k in a)
+print(f"weights, 1 against 2 processes after {sys.argv[3]} updates: largest difference {absolute:.2e}; "
+      f"largest relative to its tensor's largest |value| {gap(worst):.2e} ({worst})")
 PY

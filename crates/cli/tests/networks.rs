@@ -292,7 +292,8 @@ fn finetune_from_the_preset_reports_val_and_test() {
     let out = run_with("none", &two);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let results = |name: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(dir.path().join("runs").join(name).join("results.json")).unwrap()).unwrap()
+        serde_json::from_slice(&std::fs::read(dir.path().join("runs").join(name).join("results.json")).unwrap())
+            .unwrap()
     };
     let (one, two) = (results("pcam200_resnet50"), results("pcam_two"));
     assert_eq!(one["selected_epoch"], two["selected_epoch"]);
@@ -302,7 +303,10 @@ fn finetune_from_the_preset_reports_val_and_test() {
         let auc = |r: &serde_json::Value| r[set]["roc_auc"].as_f64().unwrap();
         assert!((auc(&one) - auc(&two)).abs() < 1e-6, "{set}: ROC-AUC {} against {}", auc(&one), auc(&two));
     }
-    let d = max_difference(&weights(&dir.path().join("runs/pcam200_resnet50")), &weights(&dir.path().join("runs/pcam_two")));
+    let d = max_difference(
+        &weights(&dir.path().join("runs/pcam200_resnet50")),
+        &weights(&dir.path().join("runs/pcam_two")),
+    );
     assert!(d < 1e-5, "fine-tuned weights differ by {d}");
 
     let out = run("missing.pth");

@@ -149,8 +149,12 @@ void* ptcga_group_new(const char* host, int port, int rank, int world, int timeo
 
 void ptcga_group_free(void* group) { delete static_cast<Group*>(group); }
 
+// Collectives write into tensors that may be leaves requiring grad (parameters at the start-up
+// broadcast): outside autograd, as torch.distributed's are. Gloo copies CUDA tensors through
+// the host with copy_, which autograd would otherwise refuse on such a leaf.
 int ptcga_all_reduce_sum(void* group, at::Tensor* t, char** err) {
   return guarded(err, [&] {
+    at::NoGradGuard no_grad;
     std::vector<at::Tensor> v{*t};
     static_cast<Group*>(group)->pg->allreduce(v)->wait();
   });
@@ -158,6 +162,7 @@ int ptcga_all_reduce_sum(void* group, at::Tensor* t, char** err) {
 
 int ptcga_broadcast(void* group, at::Tensor* t, int root, char** err) {
   return guarded(err, [&] {
+    at::NoGradGuard no_grad;
     std::vector<at::Tensor> v{*t};
     c10d::BroadcastOptions o;
     o.rootRank = root;
@@ -168,6 +173,7 @@ int ptcga_broadcast(void* group, at::Tensor* t, int root, char** err) {
 // Gathers every rank's `t` (same shape everywhere) into `out`, (world, …) in rank order.
 int ptcga_all_gather(void* group, at::Tensor* out, at::Tensor* t, char** err) {
   return guarded(err, [&] {
+    at::NoGradGuard no_grad;
     std::vector<at::Tensor> parts = out->unbind(0);
     std::vector<std::vector<at::Tensor>> outputs{parts};
     std::vector<at::Tensor> inputs{*t};

@@ -87,7 +87,8 @@ fn batch_norm_of(lo: i64, hi: i64, group: Option<&ProcessGroup>) -> Vec<Tensor> 
     let x = x.set_requires_grad(true);
     let w = Tensor::from_slice(&[1.5f32, 0.5, -1.0]).set_requires_grad(true);
     let b = Tensor::from_slice(&[0.1f32, 0.2, 0.3]).set_requires_grad(true);
-    let (rm, rv) = (Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)), Tensor::ones([3], (Kind::Float, tch::Device::Cpu)));
+    let (rm, rv) =
+        (Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)), Tensor::ones([3], (Kind::Float, tch::Device::Cpu)));
     let y = match group {
         Some(g) => g.batch_norm(&x, Some(&w), Some(&b), &rm, &rv, 0.1, 1e-5).unwrap(),
         None => Tensor::batch_norm(&x, Some(&w), Some(&b), Some(&rm), Some(&rv), true, 0.1, 1e-5, false),

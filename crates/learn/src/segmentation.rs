@@ -99,7 +99,8 @@ impl Segmenter {
         }
         // Every rank's share summed, as the original sums TP/FP/FN over the set.
         let c = counts.tp.len();
-        let local: Vec<f64> = [&counts.tp, &counts.fp, &counts.fn_].iter().flat_map(|v| v.iter().map(|&x| x as f64)).collect();
+        let local: Vec<f64> =
+            [&counts.tp, &counts.fp, &counts.fn_].iter().flat_map(|v| v.iter().map(|&x| x as f64)).collect();
         let totals = shards::sum(&[local, vec![loss, n as f64]].concat())?;
         let whole = |k: usize| totals[k * c..(k + 1) * c].iter().map(|&x| x as u64).collect::<Vec<u64>>();
         let counts = SegmentationCounts { tp: whole(0), fp: whole(1), fn_: whole(2) };

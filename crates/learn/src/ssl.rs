@@ -8,11 +8,11 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use crate::engine::{device, Method, StepOutput};
-use crate::shards;
 use crate::heads::{collapse_std, patchify, DinoHead, MaeDecoder, MaeDecoderSpec, Mlp, MlpSpec};
 use crate::loss::{info_nce, l2_normalize, masked_mse, negative_cosine, nt_xent, nt_xent_global, DinoLoss};
 use crate::probe::knn_votes;
 use crate::schedule::cosine;
+use crate::shards;
 use crate::supervised::images;
 use crate::target::{ema_update, init_targets, Queue, TARGET};
 use crate::{Config, LearnError};
@@ -223,9 +223,10 @@ impl Method for Byol {
 
 /// MoCo v2: query encoder (backbone → MLP head) against keys from its momentum copy
 /// (`target.*`, constant momentum `momentum_base`) and a queue of past keys, with InfoNCE.
-/// Keys are encoded with the batch shuffled, as MoCo's shuffle-BN does across GPUs; on one
-/// device batch norm still sees the whole batch (the shuffle across ranks is not done yet). In a
-/// distributed run every rank's keys join the queue.
+/// Against the batch-norm leak MoCo guards with shuffled batch norm across GPUs; here the key
+/// encoder's batch norm sees the whole global batch (one process, or synchronised batch norm
+/// across ranks, the other guard the MoCo paper names). In a distributed run every rank's keys
+/// join the queue.
 pub struct MocoV2 {
     base: Base,
     head: Mlp,
@@ -282,12 +283,8 @@ impl Method for MocoV2 {
         }
         let (xq, xk) = (images(batch, 0, d), images(batch, 1, d));
         let q = self.base.backbone.forward_t(&xq, true).apply_t(&self.head, true);
-        let b = xk.size()[0];
-        let perm = Tensor::randperm(b, (Kind::Int64, d));
-        let k = tch::no_grad(|| {
-            let k = self.target_backbone.forward_t(&xk.index_select(0, &perm), true).apply_t(&self.target_head, true);
-            l2_normalize(&k.index_select(0, &perm.argsort(0, false)))
-        });
+        let k =
+            tch::no_grad(|| l2_normalize(&self.target_backbone.forward_t(&xk, true).apply_t(&self.target_head, true)));
         // The queue as it was before this batch's keys join it (autograd keeps it for backward).
         let loss = info_nce(&q, &k, &self.queue.keys().copy(), self.temperature);
         // Every rank's keys join the queue, in rank order, as MoCo's concat_all_gather.

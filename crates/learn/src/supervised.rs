@@ -4,9 +4,9 @@ use std::path::Path;
 
 use patchtcga_loader::{Batch, Loader};
 use patchtcga_model::{load, Classifier, ImportOptions};
+use tch::kind::FLOAT_CPU;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
-use tch::kind::FLOAT_CPU;
 
 use patchtcga_metrics::{predicted, roc_auc_of, Confusion};
 

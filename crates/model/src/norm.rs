@@ -12,15 +12,7 @@ const EPS: f64 = 1e-5;
 pub fn batch_norm(x: &Tensor, bn: &nn::BatchNorm, train: bool) -> Tensor {
     match patchtcga_dist::batch_norm_group().filter(|_| train) {
         Some(group) => group
-            .batch_norm(
-                x,
-                bn.ws.as_ref(),
-                bn.bs.as_ref(),
-                &bn.running_mean,
-                &bn.running_var,
-                MOMENTUM,
-                EPS,
-            )
+            .batch_norm(x, bn.ws.as_ref(), bn.bs.as_ref(), &bn.running_mean, &bn.running_var, MOMENTUM, EPS)
             .unwrap_or_else(|e| panic!("{e}")),
         None => x.apply_t(bn, train),
     }

@@ -1,9 +1,9 @@
 //! ResNet as torchvision builds it (v1.5: stride on the 3×3 convolution), with torchvision's
 //! parameter names (`conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.downsample.0`, …).
 
+use crate::norm::batch_norm;
 use tch::nn;
 use tch::Tensor;
-use crate::norm::batch_norm;
 
 /// The residual block kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,8 +154,13 @@ impl ResNet {
     /// The last stage's feature map (N, C, H/32, W/32; H/8 with the last two stages dilated), as
     /// the segmentation heads take it.
     pub fn feature_map(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut y =
-            batch_norm(&x.apply(&self.conv1), &self.bn1, train).relu_().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut y = batch_norm(&x.apply(&self.conv1), &self.bn1, train).relu_().max_pool2d(
+            [3, 3],
+            [2, 2],
+            [1, 1],
+            [1, 1],
+            false,
+        );
         for stage in &self.stages {
             for unit in stage {
                 y = unit.forward(&y, train);
