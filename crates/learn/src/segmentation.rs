@@ -27,6 +27,8 @@ pub struct Segmenter {
     device: Device,
     classes: i64,
     ignore: i64,
+    /// `fine_tune`: the backbone is frozen and runs in evaluation mode; the head alone trains.
+    frozen: bool,
 }
 
 impl Segmenter {
@@ -41,7 +43,15 @@ impl Segmenter {
             let r = load(&vs, Path::new(&config.pretrained), "classifier", &ImportOptions::default())?;
             eprintln!("loaded {} backbone tensors from {} (prefix {:?})", r.loaded, config.pretrained, r.prefix);
         }
-        Ok(Self { vs, net, device, classes: config.num_classes, ignore: config.ignore_index })
+        if config.fine_tune {
+            // The head's parameters are `classifier.*` (torchvision's names); the rest is backbone.
+            for (name, t) in vs.variables() {
+                if !name.starts_with("classifier.") {
+                    let _ = t.set_requires_grad(false);
+                }
+            }
+        }
+        Ok(Self { vs, net, device, classes: config.num_classes, ignore: config.ignore_index, frozen: config.fine_tune })
     }
 
     /// The batch's masks as class ids (N, H, W), refused when a pixel's class is outside the
@@ -139,7 +149,7 @@ impl Method for Segmenter {
     fn step(&mut self, batch: &Batch) -> Result<StepOutput, LearnError> {
         let x = images(batch, 0, self.device);
         let y = self.targets(batch)?;
-        let logits = self.net.forward_t(&x, true);
+        let logits = self.net.scores(&x, !self.frozen, true);
         let loss = self.loss(&logits, &y);
         let acc = tch::no_grad(|| {
             let valid = y.ne(self.ignore);

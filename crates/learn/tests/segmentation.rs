@@ -63,6 +63,33 @@ fn fcn_segmentation_learns_and_reports_the_best_validation_miou() {
 }
 
 #[test]
+fn a_frozen_backbone_stays_as_loaded_while_the_head_trains() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(2);
+    let dir = tempfile::tempdir().unwrap();
+    segpanda200(&dir.path().join("segPANDA200"));
+    let init = dir.path().join("backbone.safetensors");
+    tch::manual_seed(42);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _b = patchtcga_model::Backbone::new(&vs.root(), patchtcga_model::Arch::ResNet18.spec(64));
+    vs.save(&init).unwrap();
+    let pretrained = format!("pretrained={:?}", init.display().to_string());
+    let o =
+        finetune(&config(dir.path(), &["name=\"frozen\"", "fine_tune=true", "epochs=2", &pretrained]), false).unwrap();
+    let read = |p: std::path::PathBuf| -> std::collections::HashMap<String, tch::Tensor> {
+        tch::Tensor::read_safetensors(p).unwrap().into_iter().collect()
+    };
+    let (after, first) =
+        (read(o.run_dir.join("model.safetensors")), read(o.run_dir.join("checkpoints/epoch_0001/model.safetensors")));
+    let before = vs.variables();
+    for name in ["conv1.weight", "layer4.1.bn2.weight", "layer4.1.bn2.running_mean", "layer4.1.bn2.running_var"] {
+        assert!(after[name].equal(&before[name]), "{name} changed under fine_tune = true");
+    }
+    assert!(!after["classifier.4.weight"].equal(&first["classifier.4.weight"]), "the head trains");
+    assert!(matches!(o.test, Some(Report::Segmentation(_))));
+}
+
+#[test]
 fn bad_segmentation_input_gets_one_clear_error() {
     let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();

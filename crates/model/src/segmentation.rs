@@ -136,10 +136,12 @@ impl std::fmt::Debug for SegNet {
     }
 }
 
-impl ModuleT for SegNet {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+impl SegNet {
+    /// Class scores at the input size with the backbone in training mode or not apart from the
+    /// head (a frozen backbone runs in evaluation mode while its head trains).
+    pub fn scores(&self, x: &Tensor, train_backbone: bool, train: bool) -> Tensor {
         let size = [x.size()[2], x.size()[3]];
-        let f = self.feature_map(x, train);
+        let f = self.feature_map(x, train_backbone);
         let f = match &self.head.aspp {
             Some(Aspp { branches, pool, project }) => {
                 let (h, w) = (f.size()[2], f.size()[3]);
@@ -152,6 +154,12 @@ impl ModuleT for SegNet {
         };
         let y = cbr(&f, &self.head.block, train).dropout(self.head.dropout, train).apply(&self.head.out);
         y.upsample_bilinear2d(size, false, None, None)
+    }
+}
+
+impl ModuleT for SegNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.scores(x, train, train)
     }
 }
 
