@@ -453,8 +453,35 @@ impl Mae {
             patch: vit.patch,
         };
         let decoder = MaeDecoder::new(&base.vs.root(), spec);
+        if config.pretrained.is_empty() {
+            mae_init(&base.vs);
+        }
         Ok(Self { base, decoder, mask_ratio: config.mask_ratio, norm_pix: config.norm_pix_loss, patch: vit.patch })
     }
+}
+
+/// MAE's `initialize_weights` over encoder and decoder: Linear weights (and the patch embedding,
+/// as a matrix) Xavier-uniform with zero biases, class and mask tokens N(0, 0.02); layer norms
+/// stay 1 and 0, the patch embedding's bias and the fixed position embeddings as they are.
+fn mae_init(vs: &nn::VarStore) {
+    tch::no_grad(|| {
+        for (name, t) in vs.variables() {
+            if !t.requires_grad() {
+                continue;
+            }
+            let mut t = t.shallow_clone();
+            let size = t.size();
+            if name.ends_with("cls_token") || name.ends_with("mask_token") {
+                let _ = t.normal_(0.0, 0.02);
+            } else if name.ends_with(".weight") && (size.len() == 2 || name == "patch_embed.proj.weight") {
+                let (fan_out, fan_in) = (size[0], size[1..].iter().product::<i64>());
+                let a = (6.0 / (fan_in + fan_out) as f64).sqrt();
+                let _ = t.uniform_(-a, a);
+            } else if name.ends_with(".bias") && !name.contains("norm") && !name.starts_with("patch_embed") {
+                let _ = t.zero_();
+            }
+        }
+    });
 }
 
 /// MAE's per-image random masking of `tokens` (N, L, D): keeps `keep` tokens in a random order;

@@ -151,5 +151,22 @@ fn mae_learns_without_collapse() {
     let mae = ["decoder_embed_dim=32", "decoder_depth=1", "decoder_num_heads=2", "optim=\"adamw\""];
     // Predicting nothing scores 1.0 on normalised pixels; a fall of 8 % in 26 steps from four
     // visible patches of 16 is learning the images, not the bias.
-    check("mae", 1, 0.92, 384, &[VIT.as_slice(), mae.as_slice()].concat());
+    let run = check("mae", 1, 0.92, 384, &[VIT.as_slice(), mae.as_slice()].concat());
+
+    // MAE's initialisation: Xavier-uniform Linear weights and patch embedding, zero biases.
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let (fresh, _) = method(&run.config).unwrap();
+    let vars = fresh.var_store().variables();
+    let xavier = |name: &str, fan_in: f64, fan_out: f64| {
+        let a = (6.0 / (fan_in + fan_out)).sqrt();
+        let t = &vars[name];
+        let (max, std) = (t.abs().max().double_value(&[]), t.std(true).double_value(&[]));
+        assert!(max <= a && max > 0.99 * a, "{name}: |w| up to {max}, bound {a}");
+        assert!((std - a / 3f64.sqrt()).abs() < 0.03 * a, "{name}: std {std}");
+    };
+    xavier("blocks.0.attn.qkv.weight", 384.0, 1152.0);
+    xavier("patch_embed.proj.weight", 768.0, 384.0);
+    xavier("decoder_embed.weight", 384.0, 32.0);
+    assert_eq!(vars["blocks.0.mlp.fc1.bias"].abs().max().double_value(&[]), 0.0);
+    assert_eq!(vars["blocks.0.norm1.weight"].min().double_value(&[]), 1.0);
 }
