@@ -2,35 +2,16 @@
 //! the same answer everywhere, and a rank whose peer dies stops with an error naming itself and
 //! the failed collective, well within the timeout.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use patchtcga_dist::{Launch, ProcessGroup};
+use patchtcga_testkit::{assert_ranks_ok, run_ranks};
 use tch::{Kind, Tensor};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Runs test `name` of this binary as ranks 0 and 1 of a fresh rendezvous, `mode` telling the
-/// child what to do.
+/// Runs test `name` of this binary as ranks 0 and 1, `mode` telling the child what to do.
 fn two_ranks(name: &str, mode: &str) -> Vec<Output> {
-    let port = free_port();
-    let children: Vec<_> = (0..2)
-        .map(|rank| {
-            let launch =
-                Launch { rank, world: 2, local_rank: rank, master_addr: "127.0.0.1".into(), master_port: port };
-            Command::new(std::env::current_exe().unwrap())
-                .args([name, "--exact", "--nocapture", "--test-threads", "1"])
-                .envs(launch.env())
-                .env("PTCGA_DIST_CHILD", mode)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    children.into_iter().map(|c| c.wait_with_output().unwrap()).collect()
+    run_ranks(name, 2, &[("PTCGA_DIST_CHILD", mode)])
 }
 
 fn child_group(timeout: u64) -> ProcessGroup {
@@ -62,15 +43,7 @@ fn collectives_agree_across_two_processes() {
     if std::env::var("PTCGA_DIST_CHILD").is_ok() {
         return;
     }
-    let outs = two_ranks("collectives_agree_across_two_processes", "collectives");
-    for (rank, o) in outs.iter().enumerate() {
-        let text = String::from_utf8_lossy(&o.stdout);
-        assert!(
-            o.status.success() && text.contains(&format!("rank {rank} ok")),
-            "rank {rank}: {text}\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    assert_ranks_ok(&two_ranks("collectives_agree_across_two_processes", "collectives"));
 }
 
 /// A fixed batch of 6 (N, C=3, 2, 2) with a non-trivial upstream gradient: rows `lo..hi`.
@@ -126,14 +99,7 @@ fn synchronised_batch_norm_over_two_halves_is_batch_norm_of_the_whole_batch() {
         return;
     }
     let name = "synchronised_batch_norm_over_two_halves_is_batch_norm_of_the_whole_batch";
-    for (rank, o) in two_ranks(name, "batch_norm").iter().enumerate() {
-        let text = String::from_utf8_lossy(&o.stdout);
-        assert!(
-            o.status.success() && text.contains(&format!("rank {rank} ok")),
-            "rank {rank}: {text}\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+    assert_ranks_ok(&two_ranks(name, "batch_norm"));
 }
 
 #[test]

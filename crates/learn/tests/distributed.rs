@@ -3,11 +3,11 @@
 //! on the whole batch (as the mean of theirs) and its gradient (their embeddings' gradients,
 //! averaged over ranks as the engine averages parameter gradients).
 
-use std::process::Command;
 use std::time::Duration;
 
 use patchtcga_dist::{Launch, ProcessGroup};
 use patchtcga_learn::loss::{nt_xent, nt_xent_global};
+use patchtcga_testkit::run_ranks;
 use tch::Tensor;
 
 const B: i64 = 3;
@@ -44,26 +44,16 @@ fn global_nt_xent_over_two_processes_is_the_one_process_loss() {
         println!("loss={} g0={} g1={}", loss.double_value(&[]), numbers(&z0.grad()), numbers(&z1.grad()));
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let children: Vec<_> = (0..2)
-        .map(|rank| {
-            let l = Launch { rank, world: 2, local_rank: rank, master_addr: "127.0.0.1".into(), master_port: port };
-            Command::new(std::env::current_exe().unwrap())
-                .args(["global_nt_xent_over_two_processes_is_the_one_process_loss", "--exact", "--nocapture"])
-                .envs(l.env())
-                .env("PTCGA_DIST_CHILD", "1")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let children: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let name = "global_nt_xent_over_two_processes_is_the_one_process_loss";
+    let children = run_ranks(name, 2, &[("PTCGA_DIST_CHILD", "1")]);
     let mut losses = Vec::new();
     let mut grads = [Vec::new(), Vec::new()];
     for (rank, o) in children.iter().enumerate() {
         let text = String::from_utf8_lossy(&o.stdout);
-        let line = text.lines().find(|l| l.starts_with("loss=")).unwrap_or_else(|| panic!("rank {rank}: {text}"));
+        let line = text
+            .lines()
+            .find_map(|l| l.find("loss=").map(|i| &l[i..]))
+            .unwrap_or_else(|| panic!("rank {rank}: {text}"));
         let mut parts = line.split(' ');
         losses.push(parts.next().unwrap()["loss=".len()..].parse::<f64>().unwrap());
         for (view, p) in parts.enumerate() {

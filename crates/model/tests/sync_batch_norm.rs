@@ -4,11 +4,10 @@
 //! the halves must be as close to float64 as LibTorch's own float32 batch norm on the whole
 //! batch is, while per-rank batch norm is far off.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use patchtcga_dist::Launch;
 use patchtcga_model::{Arch, Backbone};
+use patchtcga_testkit::{assert_ranks_ok, run_ranks};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
@@ -67,34 +66,10 @@ fn two_halves_with_synchronised_batch_norm_have_the_whole_batch_gradients() {
         return;
     }
     for arch in ["resnet18", "resnet50"] {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let children: Vec<_> = (0..2)
-            .map(|rank| {
-                let launch =
-                    Launch { rank, world: 2, local_rank: rank, master_addr: "127.0.0.1".into(), master_port: port };
-                Command::new(std::env::current_exe().unwrap())
-                    .args(["two_halves_with_synchronised_batch_norm_have_the_whole_batch_gradients", "--exact"])
-                    .args(["--nocapture", "--test-threads", "1"])
-                    .envs(launch.env())
-                    .env("PTCGA_SYNC_BN_CHILD", arch)
-                    .env("OMP_NUM_THREADS", "1")
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for (rank, c) in children.into_iter().enumerate() {
-            let o = c.wait_with_output().unwrap();
-            let text = String::from_utf8_lossy(&o.stdout);
-            assert!(
-                o.status.success() && text.contains(&format!("rank {rank} ok")),
-                "{arch} rank {rank}: {text}\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            if rank == 0 {
-                eprintln!("{}", text.lines().find(|l| l.contains("float32 whole")).unwrap_or(""));
-            }
-        }
+        let name = "two_halves_with_synchronised_batch_norm_have_the_whole_batch_gradients";
+        let outputs = run_ranks(name, 2, &[("PTCGA_SYNC_BN_CHILD", arch), ("OMP_NUM_THREADS", "1")]);
+        assert_ranks_ok(&outputs);
+        let text = String::from_utf8_lossy(&outputs[0].stdout);
+        eprintln!("{}", text.lines().find(|l| l.contains("float32 whole")).unwrap_or(""));
     }
 }

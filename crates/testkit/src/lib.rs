@@ -107,3 +107,39 @@ pub fn write_tiled_tiff(path: &Path, image: &RgbImage, mpp: Option<f64>) -> std:
     }
     f.flush()
 }
+
+/// Runs test `name` of the calling test binary again as each rank of a `world`-process run on a
+/// fresh loopback rendezvous (torchrun's variables set, plus `env`), and returns their outputs
+/// in rank order. The test tells parent from child by a variable of `env`.
+pub fn run_ranks(name: &str, world: usize, env: &[(&str, &str)]) -> Vec<std::process::Output> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("port").port();
+    let children: Vec<_> = (0..world)
+        .map(|rank| {
+            std::process::Command::new(std::env::current_exe().expect("test binary"))
+                .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string())
+                .envs(env.iter().copied())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a rank")
+        })
+        .collect();
+    children.into_iter().map(|c| c.wait_with_output().expect("a rank's output")).collect()
+}
+
+/// Asserts that every rank of [`run_ranks`] succeeded and printed `rank N ok`.
+pub fn assert_ranks_ok(outputs: &[std::process::Output]) {
+    for (rank, o) in outputs.iter().enumerate() {
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && text.contains(&format!("rank {rank} ok")),
+            "rank {rank}: {text}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
