@@ -7,9 +7,12 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -117,6 +120,61 @@ struct SyncBatchNorm : public torch::autograd::Function<SyncBatchNorm> {
   }
 };
 
+// Gradient all-reduce overlapped with the backward pass, as DDP's reducer: the gradient buffers
+// are cut into buckets; a hook after each parameter's gradient accumulation counts down its
+// bucket, and buckets are all-reduced asynchronously as they fill, always in bucket order (the
+// same on every rank, so collectives pair up). `finish` sends what did not fill (unused
+// parameters) and waits for all.
+struct Buckets {
+  Group* group;
+  std::vector<at::Tensor> buckets;
+  std::vector<int> bucket_of;       // per parameter
+  std::vector<int> size;            // parameters per bucket
+  std::vector<int> pending;         // still to accumulate in this backward
+  std::vector<bool> ready;
+  std::vector<c10::intrusive_ptr<c10d::Work>> work;
+  // The hooked accumulation nodes (kept alive) and each hook's key, removed on destruction.
+  std::vector<std::pair<c10::intrusive_ptr<torch::autograd::Node>, uintptr_t>> hooks;
+  size_t next = 0;
+  bool armed = false;
+  std::mutex mutex;
+
+  void launch_ready() {
+    while (next < buckets.size() && ready[next]) {
+      std::vector<at::Tensor> v{buckets[next]};
+      work.push_back(group->pg->allreduce(v));
+      ++next;
+    }
+  }
+
+  void on_gradient(int param) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!armed) return;
+    int b = bucket_of[param];
+    if (--pending[b] == 0) {
+      ready[b] = true;
+      launch_ready();
+    }
+  }
+
+  ~Buckets() {
+    for (auto& [node, key] : hooks) node->del_post_hook(key);
+  }
+
+  void finish() {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (size_t b = next; b < buckets.size(); ++b) ready[b] = true;
+    launch_ready();
+    auto done = std::move(work);
+    work.clear();
+    next = 0;
+    armed = false;
+    pending = size;
+    std::fill(ready.begin(), ready.end(), false);
+    for (auto& w : done) w->wait();
+  }
+};
+
 }  // namespace
 
 extern "C" {
@@ -198,6 +256,53 @@ at::Tensor* ptcga_sync_batch_norm(void* group, at::Tensor* x, at::Tensor* weight
   });
   return out;
 }
+
+// Buckets over `n_buckets` gradient views (contiguous, in the order they are all-reduced) and
+// hooks on `n_params` parameters, parameter i feeding bucket bucket_of[i].
+void* ptcga_buckets_new(void* group, at::Tensor** buckets, int n_buckets, at::Tensor** params,
+                        const int* bucket_of, int n_params, char** err) {
+  Buckets* out = nullptr;
+  guarded(err, [&] {
+    auto* b = new Buckets();
+    b->group = static_cast<Group*>(group);
+    for (int i = 0; i < n_buckets; ++i) b->buckets.push_back(*buckets[i]);
+    b->size.assign(n_buckets, 0);
+    b->ready.assign(n_buckets, false);
+    for (int i = 0; i < n_params; ++i) {
+      b->bucket_of.push_back(bucket_of[i]);
+      b->size[bucket_of[i]] += 1;
+    }
+    b->pending = b->size;
+    for (int i = 0; i < n_params; ++i) {
+      auto acc = torch::autograd::impl::grad_accumulator(*params[i]);
+      auto key = acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+          [b, i](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+            b->on_gradient(i);
+            return outputs;
+          }));
+      b->hooks.emplace_back(std::move(acc), key);
+    }
+    out = b;
+  });
+  return out;
+}
+
+// The next backward pass all-reduces buckets as they fill.
+void ptcga_buckets_arm(void* buckets) {
+  auto* b = static_cast<Buckets*>(buckets);
+  std::lock_guard<std::mutex> lock(b->mutex);
+  b->armed = true;
+}
+
+// Sends the buckets that did not fill and waits for every all-reduce of this pass.
+int ptcga_buckets_finish(void* buckets, char** err) {
+  return guarded(err, [&] {
+    at::NoGradGuard no_grad;
+    static_cast<Buckets*>(buckets)->finish();
+  });
+}
+
+void ptcga_buckets_free(void* buckets) { delete static_cast<Buckets*>(buckets); }
 
 int ptcga_barrier(void* group, char** err) {
   return guarded(err, [&] { static_cast<Group*>(group)->pg->barrier()->wait(); });

@@ -26,6 +26,18 @@ extern "C" {
     fn ptcga_broadcast(group: *mut c_void, t: *mut c_void, root: c_int, err: *mut *mut c_char) -> c_int;
     fn ptcga_all_gather(group: *mut c_void, out: *mut c_void, t: *mut c_void, err: *mut *mut c_char) -> c_int;
     fn ptcga_barrier(group: *mut c_void, err: *mut *mut c_char) -> c_int;
+    fn ptcga_buckets_new(
+        group: *mut c_void,
+        buckets: *const *mut c_void,
+        n_buckets: c_int,
+        params: *const *mut c_void,
+        bucket_of: *const c_int,
+        n_params: c_int,
+        err: *mut *mut c_char,
+    ) -> *mut c_void;
+    fn ptcga_buckets_arm(buckets: *mut c_void);
+    fn ptcga_buckets_finish(buckets: *mut c_void, err: *mut *mut c_char) -> c_int;
+    fn ptcga_buckets_free(buckets: *mut c_void);
     #[allow(clippy::too_many_arguments)]
     fn ptcga_sync_batch_norm(
         group: *mut c_void,
@@ -128,6 +140,10 @@ impl Launch {
         ]
     }
 }
+
+/// A parameter and where its gradient lies: the index of its flat gradient buffer and the
+/// element offset in it.
+pub type GradientSlot = (Tensor, usize, i64);
 
 /// A c10d process group (Gloo) of this process and its peers.
 pub struct ProcessGroup {
@@ -292,12 +308,110 @@ impl ProcessGroup {
         Ok(unsafe { Tensor::from_ptr(out as *mut _) })
     }
 
+    /// Gradient buckets of at most `cap_bytes` over the flat gradient buffers `flat` (each cut
+    /// from its end, where the last layers' gradients lie, in whole parameters), all-reduced while
+    /// the backward pass runs once [`GradientBuckets::arm`]ed. `params` are the parameters with
+    /// their buffer and element offset in it; their gradients must live in those buffers.
+    pub fn gradient_buckets(
+        &self,
+        flat: &[Tensor],
+        params: &[GradientSlot],
+        cap_bytes: usize,
+    ) -> Result<GradientBuckets<'_>, DistError> {
+        // Bucket boundaries per buffer: parameters by descending offset, a new bucket whenever
+        // the current one would pass the cap.
+        let mut order: Vec<usize> = (0..params.len()).collect();
+        order.sort_by_key(|&i| (params[i].1, std::cmp::Reverse(params[i].2)));
+        let mut bucket_of = vec![0 as c_int; params.len()];
+        let mut buckets: Vec<Tensor> = Vec::new();
+        let mut current: Option<(usize, i64, i64)> = None; // buffer, start, end (elements)
+        let close = |c: Option<(usize, i64, i64)>, buckets: &mut Vec<Tensor>| {
+            if let Some((f, start, end)) = c {
+                buckets.push(flat[f].narrow(0, start, end - start));
+            }
+        };
+        for i in order {
+            let (t, f, offset) = (&params[i].0, params[i].1, params[i].2);
+            let n = t.numel() as i64;
+            let bytes = |start: i64, end: i64| (end - start) as usize * flat[f].kind().elt_size_in_bytes();
+            current = match current {
+                Some((cf, _, end)) if cf == f && bytes(offset, end) <= cap_bytes => Some((f, offset, end)),
+                c => {
+                    close(c, &mut buckets);
+                    Some((f, offset, offset + n))
+                }
+            };
+            bucket_of[i] = buckets.len() as c_int;
+        }
+        close(current, &mut buckets);
+        let bucket_ptrs: Vec<*mut c_void> = buckets.iter().map(|t| t.as_ptr() as *mut c_void).collect();
+        let param_ptrs: Vec<*mut c_void> = params.iter().map(|(t, _, _)| t.as_ptr() as *mut c_void).collect();
+        let mut err = std::ptr::null_mut();
+        // SAFETY: live tensors; the shim copies the handles it keeps.
+        let raw = unsafe {
+            ptcga_buckets_new(
+                self.raw,
+                bucket_ptrs.as_ptr(),
+                bucket_ptrs.len() as c_int,
+                param_ptrs.as_ptr(),
+                bucket_of.as_ptr(),
+                param_ptrs.len() as c_int,
+                &mut err,
+            )
+        };
+        if raw.is_null() {
+            self.check("gradient buckets", 1, err)?;
+        }
+        Ok(GradientBuckets { raw, group: self, count: buckets.len() })
+    }
+
     /// Waits until every rank gets here.
     pub fn barrier(&self) -> Result<(), DistError> {
         let mut err = std::ptr::null_mut();
         // SAFETY: as above.
         let rc = unsafe { ptcga_barrier(self.raw, &mut err) };
         self.check("barrier", rc, err)
+    }
+}
+
+/// Gradient buckets all-reduced during the backward pass (see
+/// [`ProcessGroup::gradient_buckets`]); dropping them removes their hooks.
+pub struct GradientBuckets<'g> {
+    raw: *mut c_void,
+    group: &'g ProcessGroup,
+    count: usize,
+}
+
+impl GradientBuckets<'_> {
+    /// Makes the next backward pass all-reduce the buckets as they fill (the last micro-batch of
+    /// an update; earlier ones only accumulate).
+    pub fn arm(&self) {
+        // SAFETY: created by ptcga_buckets_new, alive until drop.
+        unsafe { ptcga_buckets_arm(self.raw) }
+    }
+
+    /// All-reduces (sums) what the backward pass did not, and waits for every bucket.
+    pub fn finish(&self) -> Result<(), DistError> {
+        let mut err = std::ptr::null_mut();
+        // SAFETY: as above.
+        let rc = unsafe { ptcga_buckets_finish(self.raw, &mut err) };
+        self.group.check("gradient all-reduce", rc, err)
+    }
+
+    /// Number of buckets.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+impl Drop for GradientBuckets<'_> {
+    fn drop(&mut self) {
+        // SAFETY: created by ptcga_buckets_new, freed once.
+        unsafe { ptcga_buckets_free(self.raw) };
     }
 }
 

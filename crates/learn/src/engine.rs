@@ -227,6 +227,9 @@ pub struct Holdout<'a> {
     pub test: Option<&'a Loader>,
 }
 
+/// Gradient bucket size of a distributed run's overlapped all-reduce (DDP's default, 25 MiB).
+const BUCKET_BYTES: usize = 25 << 20;
+
 /// Gives every rank rank 0's weights, buffers and momentum targets (in name order: collectives
 /// pair up by order).
 pub fn broadcast_variables(g: &patchtcga_dist::ProcessGroup, vs: &nn::VarStore) -> Result<(), LearnError> {
@@ -287,6 +290,7 @@ pub fn train(
         broadcast_variables(g, method.var_store())?;
     }
     let mut scale = LossScale { scale: pos.loss_scale, clean: pos.clean_updates };
+    let mut buckets: Option<patchtcga_dist::GradientBuckets> = None;
     let mut log =
         if leader { Some(Log::open(run.join("metrics.jsonl"), resumed.as_ref().map(|_| pos.update))?) } else { None };
     let mut last = Map::new();
@@ -337,6 +341,9 @@ pub fn train(
             ));
             let out = tch::autocast(amp, || method.step(&batch))?;
             let factor = if amp { scale.scale } else { 1.0 } / config.num_accum as f64;
+            if let Some(b) = buckets.as_ref().filter(|_| micro + 1 == config.num_accum) {
+                b.arm(); // the last micro-batch: all-reduce gradients while backward runs
+            }
             (&out.loss * factor).f_backward()?;
             loss_sum += out.loss.double_value(&[]);
             let extra = out.metrics;
@@ -347,13 +354,30 @@ pub fn train(
             if micro < config.num_accum {
                 continue;
             }
-            let mut reduced_bytes = 0;
+            let (mut reduced_bytes, mut overlapped) = (0, 0);
             if let Some(g) = group {
-                // Data parallelism: the mean of every rank's gradient, one message per group.
+                // Data parallelism: the mean of every rank's gradient. Buckets all-reduced during
+                // the backward pass once every gradient lives in the optimizer's flat buffers;
+                // before that (the first update), the buffers after it.
+                match &buckets {
+                    Some(b) => {
+                        b.finish()?;
+                        overlapped = b.len();
+                    }
+                    None => {
+                        for t in opt.flat_grads() {
+                            g.all_reduce_sum(&t)?;
+                        }
+                    }
+                }
                 for t in opt.flat_grads() {
-                    g.all_reduce_sum(&t)?;
                     let _ = t.shallow_clone().g_mul_scalar_(1.0 / world as f64);
                     reduced_bytes += t.numel() * t.kind().elt_size_in_bytes();
+                }
+                if buckets.is_none() {
+                    if let Some((flat, params)) = opt.gradient_layout() {
+                        buckets = Some(g.gradient_buckets(&flat, &params, BUCKET_BYTES)?);
+                    }
                 }
             }
             let finite = if amp { opt.unscale_grads(1.0 / scale.scale) } else { true };
@@ -383,6 +407,8 @@ pub fn train(
             if world > 1 {
                 entry["world"] = json!(world);
                 entry["allreduce_mib"] = json!(reduced_bytes as f64 / (1 << 20) as f64);
+                // Buckets all-reduced during the backward pass (0: after it, a message per group).
+                entry["allreduce_buckets"] = json!(overlapped);
             }
             if grad_norm.is_finite() {
                 entry["grad_norm"] = json!(grad_norm);

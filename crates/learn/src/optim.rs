@@ -174,6 +174,24 @@ impl Optimizer {
         self.groups.iter().map(|g| g.grad.shallow_clone()).collect()
     }
 
+    /// The flat gradient buffers and every parameter with its buffer and element offset there,
+    /// once all gradients live in those buffers (a backward pass reached every parameter);
+    /// `None` before.
+    pub fn gradient_layout(&mut self) -> Option<(Vec<Tensor>, Vec<patchtcga_dist::GradientSlot>)> {
+        self.bind();
+        if self.groups.iter().any(|g| g.params.iter().any(|p| !p.bound)) {
+            return None;
+        }
+        let flat = self.groups.iter().map(|g| g.grad.shallow_clone()).collect();
+        let params = self
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(i, g)| g.params.iter().map(move |p| (p.tensor.shallow_clone(), i, p.offset)))
+            .collect();
+        Some((flat, params))
+    }
+
     /// Scales gradients so that their global 2-norm is at most `max` (as
     /// `torch.nn.utils.clip_grad_norm_`); returns the norm before clipping.
     pub fn clip_grad_norm(&mut self, max: f64) -> f64 {
