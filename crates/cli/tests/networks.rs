@@ -508,6 +508,11 @@ fn two_processes_of_batch_b_train_like_one_of_batch_2b_and_resume() {
         let d = max_difference(&weights(&ckpt(&one, 3)), &weights(&ckpt(&two, 3)));
         assert!(d < 1e-5, "{case}: 2 × batch 4 against 1 × batch 8 after 3 updates: max difference {d}");
     }
+    // Accumulation: 2 micro-batches per update, the all-reduce armed on the second only.
+    pretrain_over(dir.path(), &data, port, 1, &sets("accum_one", 4, 3, &["num_accum=2"]), false);
+    pretrain_over(dir.path(), &data, port, 2, &sets("accum_two", 2, 3, &["num_accum=2"]), false);
+    let d = max_difference(&weights(&ckpt("accum_one", 3)), &weights(&ckpt("accum_two", 3)));
+    assert!(d < 1e-5, "accumulated: 2 × batch 2 against 1 × batch 4, 2 micro-batches each: {d}");
     let knn = |name: &str| -> Vec<f64> {
         let log = std::fs::read_to_string(dir.path().join("runs").join(name).join("metrics.jsonl")).unwrap();
         log.lines()
