@@ -44,6 +44,11 @@ pub struct InferArgs {
     /// Model input side in pixels.
     #[arg(long, default_value_t = 224)]
     image_size: u32,
+    /// Windows per tile side: 2 moves the window by half a tile, 4 by a quarter; overlapping
+    /// windows are averaged (probabilities; a segmentation network's class probabilities before
+    /// the arg max, which needs 1, 2, 4 or 8). The map's cells become a stride wide.
+    #[arg(long, default_value_t = 1)]
+    overlap: usize,
     /// Least tissue fraction for a tile to be classified.
     #[arg(long, default_value_t = 0.25)]
     min_tissue: f64,
@@ -103,23 +108,40 @@ pub fn infer(a: InferArgs) -> Result<()> {
     let geometry = PatchGeometry { mpp: a.field_um / a.image_size as f64, size: a.image_size };
     let (fw, fh) = slide.footprint(&geometry);
     let (w, h) = slide.dimensions();
-    let (cols, rows) = ((w as f64 / fw).floor() as usize, (h as f64 / fh).floor() as usize);
+    // Each window's result on a g×g grid of cells; windows `step` cells apart.
+    let n = a.overlap;
+    let g = if cells == 1 { n } else { cells };
+    if n == 0 || g % n != 0 {
+        bail!("--overlap {n}: a segmentation map needs 1, 2, 4 or 8 windows per tile side");
+    }
+    let step = g / n;
+    let (sx, sy) = (fw / n as f64, fh / n as f64);
+    let count = |extent: f64, field: f64, stride: f64| {
+        if extent < field {
+            0
+        } else {
+            ((extent - field) / stride).floor() as usize + 1
+        }
+    };
+    let (cols, rows) = (count(w as f64, fw, sx), count(h as f64, fh, sy));
     if cols == 0 || rows == 0 {
         bail!("{}: smaller than one {:.0} µm tile", a.slide.display(), a.field_um);
     }
     let tiles: Vec<(usize, usize)> = (0..rows)
         .flat_map(|r| (0..cols).map(move |c| (r, c)))
-        .filter(|&(r, c)| tissue.fraction(c as f64 * fw, r as f64 * fh, fw, fh) >= a.min_tissue)
+        .filter(|&(r, c)| tissue.fraction(c as f64 * sx, r as f64 * sy, fw, fh) >= a.min_tissue)
         .collect();
     let (mean, std) = image_stats(&a.stats)?;
-    let (mrows, mcols) = (rows * cells, cols * cells);
-    let mut map = vec![f32::NAN; mrows * mcols];
+    let (mrows, mcols) = ((rows - 1) * step + g, (cols - 1) * step + g);
+    // Per cell: summed probabilities (one channel, or every class of a segmentation) and windows.
+    let mut sums: Vec<f32> = Vec::new();
+    let mut seen = vec![0u32; mrows * mcols];
     let bar = crate::bar("tiles");
     bar.set_length(tiles.len() as u64);
     for chunk in tiles.chunks(a.batch_size.max(1)) {
         let patches: Vec<RgbImage> = chunk
             .par_iter()
-            .map(|&(r, c)| slide.read_patch(&geometry, (c as f64 * fw) as u32, (r as f64 * fh) as u32))
+            .map(|&(r, c)| slide.read_patch(&geometry, (c as f64 * sx) as u32, (r as f64 * sy) as u32))
             .collect::<Result<_, _>>()?;
         let s = a.image_size as usize;
         let mut data = Vec::with_capacity(patches.len() * 3 * s * s);
@@ -130,29 +152,49 @@ pub fn infer(a: InferArgs) -> Result<()> {
         }
         let x = Tensor::from_slice(&data).reshape([patches.len() as i64, 3, s as i64, s as i64]).to_device(dev);
         let y = tch::no_grad(|| model.forward_t(&x, false)).to_kind(Kind::Float).softmax(1, Kind::Float);
-        let k = cells as i64;
+        let k = g as i64;
+        // (T, channels, g, g): the class's probability repeated over the window's cells, or the
+        // class probabilities pooled to the window's 8×8 cells.
         let v = if cells == 1 {
-            y.select(1, a.class)
+            y.select(1, a.class).view([-1, 1, 1, 1]).expand([-1, 1, k, k], false)
         } else {
-            y.adaptive_avg_pool2d([k, k]).argmax(1, false).to_kind(Kind::Float)
+            y.adaptive_avg_pool2d([k, k])
         };
-        let v = Vec::<f32>::try_from(v.to_device(tch::Device::Cpu).reshape([-1]))?;
+        let channels = v.size()[1] as usize;
+        if sums.is_empty() {
+            sums = vec![0.0; channels * mrows * mcols];
+        }
+        let v = Vec::<f32>::try_from(v.to_device(tch::Device::Cpu).contiguous().reshape([-1]))?;
         for (t, &(r, c)) in chunk.iter().enumerate() {
-            for i in 0..cells {
-                for j in 0..cells {
-                    map[(r * cells + i) * mcols + c * cells + j] = v[t * cells * cells + i * cells + j];
+            for i in 0..g {
+                for j in 0..g {
+                    let cell = (r * step + i) * mcols + c * step + j;
+                    seen[cell] += 1;
+                    for ch in 0..channels {
+                        sums[ch * mrows * mcols + cell] += v[((t * channels + ch) * g + i) * g + j];
+                    }
                 }
             }
         }
         bar.inc(chunk.len() as u64);
     }
     bar.finish();
+    let map: Vec<f32> = (0..mrows * mcols)
+        .map(|cell| match seen[cell] {
+            0 => f32::NAN,
+            k if cells == 1 => sums[cell] / k as f32,
+            _ => {
+                let per_class = (0..sums.len() / (mrows * mcols)).map(|ch| sums[ch * mrows * mcols + cell]);
+                per_class.enumerate().fold((0, f32::MIN), |b, (ch, p)| if p > b.1 { (ch, p) } else { b }).0 as f32
+            }
+        })
+        .collect();
 
     let npy = a.out.with_extension("npy");
     let tmp = npy.with_file_name(format!(".{}.tmp.npy", npy.file_stem().and_then(|s| s.to_str()).unwrap_or("map")));
     Tensor::from_slice(&map).reshape([mrows as i64, mcols as i64]).write_npy(&tmp)?;
     std::fs::rename(&tmp, &npy).with_context(|| format!("{}: cannot write", npy.display()))?;
-    let cell = (fw / cells as f64, fh / cells as f64);
+    let cell = (fw / g as f64, fh / g as f64);
     let picture = draw(&slide, &map, mrows, mcols, cell, (cells == 1).then_some(a.class))?;
     let tmp = a.out.with_file_name(format!(".{}.tmp.png", a.out.file_stem().and_then(|s| s.to_str()).unwrap_or("map")));
     picture.save(&tmp).with_context(|| format!("{}: cannot write", a.out.display()))?;

@@ -418,6 +418,26 @@ fn infer_maps_a_classifier_over_the_slide_tissue() {
     assert!(c.numel() as i64 == 64 * on_tissue, "the same tiles, 64 cells each");
     assert!((&c - c.round()).abs().max().double_value(&[]) == 0.0 && c.max().double_value(&[]) < 6.0);
 
+    // Windows half a tile apart: cells half a tile wide, each the mean of the windows over it.
+    let out = infer(&weights, &["--overlap", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let half = tch::Tensor::read_npy(dir.path().join("heat.npy")).unwrap();
+    let (r, c) = (map.size()[0], map.size()[1]);
+    let (hr, hc) = (half.size()[0], half.size()[1]);
+    assert!((2 * r..=2 * r + 1).contains(&hr) && (2 * c..=2 * c + 1).contains(&hc), "{:?}", half.size());
+    let finite = half.masked_select(&half.isfinite());
+    assert!(finite.numel() as i64 > 2 * on_tissue && finite.max().double_value(&[]) <= 1.0);
+    // The top-left cell lies under one window only, the same as the first tile without overlap.
+    let (a, b) = (map.double_value(&[0, 0]), half.double_value(&[0, 0]));
+    assert!(a.is_nan() && b.is_nan() || (a - b).abs() < 1e-6, "{a} against {b}");
+    // A segmentation map with overlap: 8×8 cells a window, windows 4 cells apart.
+    let out = infer(&seg, &["--seg-head", "fcn", "--overlap", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let classes = tch::Tensor::read_npy(dir.path().join("heat.npy")).unwrap();
+    assert_eq!(classes.size(), [4 * hr, 4 * hc]);
+    let out = infer(&seg, &["--seg-head", "fcn", "--overlap", "3"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs 1, 2, 4 or 8"));
+
     let out = infer(&weights, &["--class", "2"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("has 2 classes"));
     let backbone = dir.path().join("backbone.safetensors");
