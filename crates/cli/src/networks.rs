@@ -21,10 +21,20 @@ use tch::Tensor;
 /// Options of `patchtcga pretrain`.
 #[derive(Args)]
 pub struct PretrainArgs {
-    /// Run config (TOML with the release's keys), e.g. configs/supervised_resnet50_ptcga200.toml.
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// What every training command takes: its config, overrides, resume, and how it spreads over
+/// processes.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run config (TOML with the release's keys), e.g. configs/supervised_resnet50_ptcga200.toml
+    /// or configs/pcam200_resnet50.toml.
     #[arg(long)]
     config: PathBuf,
-    /// Override a key: `--set epochs=1 --set lr=0.1` (values as in TOML).
+    /// Override a key: `--set epochs=1 --set lr=0.1` (values as in TOML); `--set fine_tune=true`
+    /// for a linear probe.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Continue from the run folder's latest checkpoint.
@@ -32,6 +42,21 @@ pub struct PretrainArgs {
     resume: bool,
     #[command(flatten)]
     dist: DistArgs,
+}
+
+impl RunArgs {
+    /// The run's config (the user's overrides, then `extra`), with this process in its place in
+    /// a distributed run; `None` when this process started the node's ranks and they are done
+    /// (it then says where the run folder is, holding `contents`).
+    fn start(&self, extra: &[String], contents: &str) -> Result<Option<Config>> {
+        let config = Config::load(Some(&self.config), &[self.set.as_slice(), extra].concat())?;
+        if self.dist.spawn(&config)? {
+            println!("run folder: {} ({contents})", config.run_dir().display());
+            return Ok(None);
+        }
+        self.dist.join()?;
+        Ok(Some(config))
+    }
 }
 
 /// How a training spreads over processes (torchrun's options; a process started with torchrun's
@@ -130,17 +155,13 @@ impl DistArgs {
 
 /// Trains as the config says and reports where the results are.
 pub fn pretrain(a: PretrainArgs) -> Result<()> {
-    let config = Config::load(Some(&a.config), &a.set)?;
-    if a.dist.spawn(&config)? {
-        println!("run folder: {}", config.run_dir().display());
-        return Ok(());
-    }
-    a.dist.join()?;
+    let contents = "config.toml, metrics.jsonl, plots/, checkpoints/, model.safetensors";
+    let Some(config) = a.run.start(&[], contents)? else { return Ok(()) };
     let leader = patchtcga_dist::group().is_none_or(|g| g.rank() == 0);
     let (mut method, recipe) = method(&config)?;
     let data = loaders(&config, recipe)?;
     let holdout = Holdout { val: data.val.as_ref(), test: data.test.as_ref() };
-    let s = train(&config, method.as_mut(), &data.train, holdout, a.resume)?;
+    let s = train(&config, method.as_mut(), &data.train, holdout, a.run.resume)?;
     if !leader {
         return Ok(());
     }
@@ -153,52 +174,38 @@ pub fn pretrain(a: PretrainArgs) -> Result<()> {
             println!("{key}: {v:.4}");
         }
     }
-    println!("run folder: {dir} (config.toml, metrics.jsonl, plots/, checkpoints/, model.safetensors)");
+    println!("run folder: {dir} ({contents})");
     Ok(())
 }
 
 /// Options of `patchtcga finetune`.
 #[derive(Args)]
 pub struct FinetuneArgs {
-    /// Run config, e.g. configs/pcam200_resnet50.toml.
-    #[arg(long)]
-    config: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
     /// Initial backbone weights: a pretraining run's model.safetensors, any .pth (ImageNet
     /// torchvision/timm, MoCo, DINO, MAE, …), or `none` for random weights (default: the
     /// config's `pretrained`).
     #[arg(long)]
     init: Option<String>,
-    /// Override a key: `--set fine_tune=true` (linear probe), `--set epochs=5`.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
-    /// Continue from the run folder's latest checkpoint.
-    #[arg(long)]
-    resume: bool,
-    #[command(flatten)]
-    dist: DistArgs,
 }
 
 /// Fine-tunes, selects the best validation epoch and reports validation and test metrics.
 pub fn finetune(a: FinetuneArgs) -> Result<()> {
     use patchtcga_learn::finetune::Report;
-    let mut set = a.set;
-    match a.init.as_deref() {
-        Some("none") => set.push("pretrained=\"\"".into()),
+    let init = match a.init.as_deref() {
+        Some("none") => vec!["pretrained=\"\"".to_owned()],
         Some(path) => {
             if !Path::new(path).is_file() {
                 bail!("--init {path}: no such file (a .pth/.safetensors, or `none`)");
             }
-            set.push(format!("pretrained={path:?}"));
+            vec![format!("pretrained={path:?}")]
         }
-        None => {}
-    }
-    let config = Config::load(Some(&a.config), &set)?;
-    if a.dist.spawn(&config)? {
-        println!("run folder: {} (results.json, plots/, metrics.jsonl, checkpoints/)", config.run_dir().display());
-        return Ok(());
-    }
-    a.dist.join()?;
-    let o = patchtcga_learn::finetune::finetune(&config, a.resume)?;
+        None => Vec::new(),
+    };
+    let contents = "results.json, plots/, metrics.jsonl, checkpoints/";
+    let Some(config) = a.run.start(&init, contents)? else { return Ok(()) };
+    let o = patchtcga_learn::finetune::finetune(&config, a.run.resume)?;
     if patchtcga_dist::group().is_some_and(|g| g.rank() != 0) {
         return Ok(());
     }
@@ -234,7 +241,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
             None => {}
         }
     }
-    println!("run folder: {} (results.json, plots/, metrics.jsonl, checkpoints/)", o.run_dir.display());
+    println!("run folder: {} ({contents})", o.run_dir.display());
     Ok(())
 }
 

@@ -46,6 +46,19 @@ fn dataset(dir: &Path) -> PathBuf {
     data
 }
 
+/// `patchtcga embed` of `images` with a ResNet18 checkpoint at 32 px into `feats`.
+fn embed_resnet18(weights: &Path, images: &Path, feats: &Path) -> std::process::Output {
+    patchtcga()
+        .args(["embed", "--arch", "resnet18", "--image-size", "32", "--weights"])
+        .arg(weights)
+        .arg("--images")
+        .arg(images)
+        .arg("--out")
+        .arg(feats)
+        .output()
+        .unwrap()
+}
+
 fn config(dir: &Path, data: &Path) -> PathBuf {
     let p = dir.join("run.toml");
     let text = format!(
@@ -106,15 +119,7 @@ fn pretrain_killed_then_resumed_ends_like_an_uninterrupted_run_and_feeds_embed()
 
     // The trained checkpoint (torchvision names) feeds embed.
     let feats = dir.path().join("feats.npy");
-    let out = patchtcga()
-        .args(["embed", "--arch", "resnet18", "--image-size", "32", "--weights"])
-        .arg(dir.path().join("runs/whole/model.safetensors"))
-        .arg("--images")
-        .arg(&data)
-        .arg("--out")
-        .arg(&feats)
-        .output()
-        .unwrap();
+    let out = embed_resnet18(&dir.path().join("runs/whole/model.safetensors"), &data, &feats);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("48 × 512 features"),
@@ -316,15 +321,7 @@ fn finetune_from_the_preset_reports_val_and_test() {
 
     // Frozen-feature evaluation of the fine-tuned backbone: embed the splits once, then probe.
     let feats = dir.path().join("feats.npy");
-    let out = patchtcga()
-        .args(["embed", "--arch", "resnet18", "--image-size", "32", "--weights"])
-        .arg(dir.path().join("runs/pcam200_resnet50/model.safetensors"))
-        .arg("--images")
-        .arg(&data)
-        .arg("--out")
-        .arg(&feats)
-        .output()
-        .unwrap();
+    let out = embed_resnet18(&dir.path().join("runs/pcam200_resnet50/model.safetensors"), &data, &feats);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report = dir.path().join("probe.json");
     let out = patchtcga()

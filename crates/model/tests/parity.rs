@@ -115,21 +115,11 @@ fn vit_l16_matches_timm() {
 }
 
 fn tiny_spec(name: &str) -> Spec {
+    let resnet =
+        |block| Spec::ResNet(ResNetConfig { block, layers: [1, 1, 1, 1], stem: 64, width: 8, dilate: [false; 3] });
     match name {
-        "resnet_basic" => Spec::ResNet(ResNetConfig {
-            block: Block::Basic,
-            layers: [1, 1, 1, 1],
-            stem: 64,
-            width: 8,
-            dilate: [false; 3],
-        }),
-        "resnet_bottleneck" => Spec::ResNet(ResNetConfig {
-            block: Block::Bottleneck,
-            layers: [1, 1, 1, 1],
-            stem: 64,
-            width: 8,
-            dilate: [false; 3],
-        }),
+        "resnet_basic" => resnet(Block::Basic),
+        "resnet_bottleneck" => resnet(Block::Bottleneck),
         _ => {
             Spec::Vit(VitConfig { patch: 8, dim: 24, depth: 2, heads: 3, mlp_ratio: 4.0, img_size: 32, drop_path: 0.0 })
         }
