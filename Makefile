@@ -15,6 +15,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # pip --target (no virtualenv). .cargo/config.toml points tch at it and sets the binaries' rpath.
 TORCH_VERSION := 2.13.0
 LIBTORCH := .libtorch/torch/lib/libtorch_cpu.so
+CUDA_HEADERS := .libtorch/.cuda-headers
 BIN := target/release/patchtcga
 DEMO := out/demo
 
@@ -28,7 +29,7 @@ endef
 
 .PHONY: deps rust demo test bench bench-loader clean
 
-deps: $(LIBTORCH)
+deps: $(LIBTORCH) $(CUDA_HEADERS)
 	$(call apt_install,$(APT_PACKAGES))
 
 # The wheel, then its requirements except triton (the GPU compiler of torch.compile, which LibTorch
@@ -38,6 +39,18 @@ $(LIBTORCH):
 	$(call apt_install,python3-pip)
 	$(PIP) --no-deps torch==$(TORCH_VERSION)
 	$(PIP) $$(sed -n '/extra ==/d; /triton/d; s/^Requires-Dist: \([^;]*\).*/\1/p' .libtorch/torch-$(TORCH_VERSION).dist-info/METADATA)
+
+# CUDA's C++ headers that the wheel's CUDA runtime leaves out (crt/, and cccl's nv/), of its CUDA
+# version, for the NCCL process group in the distributed shim (~3 MB). The wheels are unpacked
+# over .libtorch/: pip --target would replace the whole nvidia/ folder.
+$(CUDA_HEADERS): $(LIBTORCH)
+	rm -rf .libtorch/.wheels
+	cuda=$$(ls -d .libtorch/nvidia_cuda_runtime-*.dist-info | sed 's/.*runtime-\([0-9]*\.[0-9]*\)\..*/\1/'); \
+	PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip download --quiet --disable-pip-version-check --no-cache-dir --no-deps \
+	  -d .libtorch/.wheels "nvidia-cuda-crt==$$cuda.*" "nvidia-cuda-cccl==$$cuda.*"
+	for w in .libtorch/.wheels/*.whl; do python3 -m zipfile -e $$w .libtorch; done
+	rm -rf .libtorch/.wheels
+	touch $@
 
 # Rust from rustup when the machine has none (Debian's own cargo is too old for the crates used).
 rust:

@@ -54,7 +54,7 @@ impl RunArgs {
             println!("run folder: {} ({contents})", config.run_dir().display());
             return Ok(None);
         }
-        self.dist.join()?;
+        self.dist.join(&config)?;
         Ok(Some(config))
     }
 }
@@ -119,6 +119,7 @@ impl DistArgs {
         if launches.len() == 1 && launches[0].world == 1 {
             return Ok(false);
         }
+        backend(config)?;
         let exe = std::env::current_exe()?;
         // As torchrun: the node's cores shared among its processes, unless told otherwise.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -147,10 +148,21 @@ impl DistArgs {
     }
 
     /// Joins the run this process belongs to, if any.
-    fn join(&self) -> Result<()> {
-        patchtcga_dist::init_from_env(std::time::Duration::from_secs(self.dist_timeout))?;
+    fn join(&self, config: &Config) -> Result<()> {
+        if std::env::var_os("WORLD_SIZE").is_some() {
+            patchtcga_dist::init_from_env(std::time::Duration::from_secs(self.dist_timeout), backend(config)?)?;
+        }
         Ok(())
     }
+}
+
+/// The config's `dist_backend` for the GPU its device gives this process.
+fn backend(config: &Config) -> Result<patchtcga_dist::Backend> {
+    let gpu = match device(&config.device)? {
+        tch::Device::Cuda(i) => Some(i),
+        _ => None,
+    };
+    Ok(patchtcga_dist::Backend::choose(&config.dist_backend, gpu)?)
 }
 
 /// Trains as the config says and reports where the results are.

@@ -178,6 +178,12 @@ fn bad_network_input_gets_one_clear_error() {
     let out = patchtcga().args(["pretrain", "--config"]).arg(&cfg).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("bad.toml") && err.contains("learning_rate"), "{err}");
+    // NCCL for a CPU run is refused before any process starts.
+    std::fs::write(&cfg, "device = \"cpu\"\ndist_backend = \"nccl\"\n").unwrap();
+    let out = patchtcga().args(["pretrain", "--nproc-per-node", "2", "--config"]).arg(&cfg).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("dist_backend nccl needs a CUDA device"), "{err}");
+    assert!(!err.contains("rank 0"), "refused before starting ranks: {err}");
 }
 
 #[test]

@@ -1,11 +1,17 @@
-// patchtcga's bridge to PyTorch's own distributed engine (c10d): a TCPStore rendezvous and a
-// Gloo process group, with the collectives the training engine needs and a synchronised batch
-// norm (an autograd function whose statistics and their gradients span every rank), behind a
-// C interface.
+// patchtcga's bridge to PyTorch's own distributed engine (c10d): a TCPStore rendezvous, a Gloo
+// process group for CPU tensors and, where built with NCCL and asked for, an NCCL one for CUDA
+// tensors (torch.distributed's "cpu:gloo,cuda:nccl"), with the collectives the training engine
+// needs and a synchronised batch norm (an autograd function whose statistics and their gradients
+// span every rank), behind a C interface.
 // Every function catches C++ exceptions and returns them as a message (freed by the caller
 // with ptcga_free_error); tensors are the at::Tensor objects tch passes as pointers.
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef USE_C10D_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
@@ -20,7 +26,20 @@ namespace {
 
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<c10d::Backend> gloo;
+  c10::intrusive_ptr<c10d::Backend> nccl;  // null unless CUDA tensors go through NCCL
+
+  // The backend for collectives over tensors like t: NCCL for CUDA tensors where the group has
+  // it, Gloo otherwise (Gloo stages CUDA tensors through the host).
+  c10d::Backend& on(const at::Tensor& t) const { return nccl && t.is_cuda() ? *nccl : *gloo; }
+  int size() const { return gloo->getSize(); }
+
+  ~Group() {
+    try {
+      if (nccl) nccl->shutdown();
+    } catch (...) {
+    }
+  }
 };
 
 char* copy_message(const std::string& s) {
@@ -34,6 +53,8 @@ int guarded(char** err, F&& f) {
   try {
     f();
     return 0;
+  } catch (const c10::Error& e) {
+    *err = copy_message(e.what_without_backtrace());
   } catch (const std::exception& e) {
     *err = copy_message(e.what());
   } catch (...) {
@@ -73,10 +94,10 @@ struct SyncBatchNorm : public torch::autograd::Function<SyncBatchNorm> {
     auto m2_local = (xf - per_channel(mean_local, x)).square().sum(dims);
     auto packed = at::cat({mean_local, m2_local, at::full({1}, double(x.numel() / c), xf.options())});
     std::vector<at::Tensor> parts;
-    for (int r = 0; r < g->pg->getSize(); ++r) parts.push_back(at::empty_like(packed));
+    for (int r = 0; r < g->size(); ++r) parts.push_back(at::empty_like(packed));
     std::vector<std::vector<at::Tensor>> outputs{parts};
     std::vector<at::Tensor> inputs{packed};
-    g->pg->allgather(outputs, inputs)->wait();
+    g->on(packed).allgather(outputs, inputs)->wait();
     auto all = at::stack(outputs[0]);
     auto means = all.narrow(1, 0, c), m2s = all.narrow(1, c, c), counts = all.narrow(1, 2 * c, 1);
     const double count = counts.sum().item<double>();
@@ -109,7 +130,7 @@ struct SyncBatchNorm : public torch::autograd::Function<SyncBatchNorm> {
     auto grad_weight = (sum_dy_xmu * invstd).to(weight.scalar_type());
     auto grad_bias = sum_dy.to(weight.scalar_type());
     std::vector<at::Tensor> both{at::cat({sum_dy, sum_dy_xmu})};
-    g->pg->allreduce(both)->wait();
+    g->on(both[0]).allreduce(both)->wait();
     auto mean_dy = both[0].narrow(0, 0, c) / count;
     auto mean_dy_xmu = both[0].narrow(0, c, c) / count;
     auto scale = invstd * weight.to(at::kFloat);
@@ -142,7 +163,7 @@ struct Buckets {
   void launch_ready() {
     while (next < buckets.size() && ready[next]) {
       std::vector<at::Tensor> v{buckets[next]};
-      work.push_back(group->pg->allreduce(v));
+      work.push_back(group->on(v[0]).allreduce(v));
       ++next;
     }
   }
@@ -181,9 +202,19 @@ extern "C" {
 
 void ptcga_free_error(char* err) { std::free(err); }
 
+int ptcga_has_nccl() {
+#ifdef USE_C10D_NCCL
+  return 1;
+#else
+  return 0;
+#endif
+}
+
 // Rendezvous at host:port (rank 0 serves the store) and a Gloo group on the interface named by
-// GLOO_SOCKET_IFNAME, as torch.distributed picks it, or else the one the host name resolves to.
-void* ptcga_group_new(const char* host, int port, int rank, int world, int timeout_s, char** err) {
+// GLOO_SOCKET_IFNAME, as torch.distributed picks it, or else the one the host name resolves to;
+// with cuda_device >= 0 also an NCCL group bound to that GPU (made this process's current one),
+// which then carries every collective over CUDA tensors.
+void* ptcga_group_new(const char* host, int port, int rank, int world, int timeout_s, int cuda_device, char** err) {
   Group* g = nullptr;
   guarded(err, [&] {
     c10d::TCPStoreOptions so;
@@ -192,15 +223,37 @@ void* ptcga_group_new(const char* host, int port, int rank, int world, int timeo
     so.numWorkers = world;
     so.waitWorkers = true;
     so.timeout = std::chrono::seconds(timeout_s);
-    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
+    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
     auto opts = c10d::ProcessGroupGloo::Options::create();
     opts->timeout = std::chrono::seconds(timeout_s);
     const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
     opts->devices.push_back(ifname != nullptr && *ifname != 0
                                 ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
                                 : c10d::ProcessGroupGloo::createDefaultDevice());
-    auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, opts);
-    g = new Group{store, pg};
+    auto group = std::make_unique<Group>();
+    group->store = store;
+    group->gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("gloo", store),
+                                                              rank, world, opts);
+    if (cuda_device >= 0) {
+#ifdef USE_C10D_NCCL
+      const int visible = c10::cuda::device_count();
+      if (cuda_device >= visible)
+        throw std::runtime_error("NCCL on GPU " + std::to_string(cuda_device) + ": this process sees " +
+                                 std::to_string(visible) + " GPU(s)");
+      c10::cuda::set_device(static_cast<c10::DeviceIndex>(cuda_device));
+      auto nccl_opts = c10d::ProcessGroupNCCL::Options::create();
+      nccl_opts->timeout = std::chrono::seconds(timeout_s);
+      auto nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(c10::make_intrusive<c10d::PrefixStore>("nccl", store),
+                                                              rank, world, nccl_opts);
+      nccl->setBoundDeviceId(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(cuda_device)));
+      group->nccl = nccl;
+#else
+      throw std::runtime_error(
+          "this build has no NCCL (its LibTorch lacks CUDA, or CUDA's headers were missing when it was built); "
+          "use dist_backend = \"gloo\"");
+#endif
+    }
+    g = group.release();
   });
   return g;
 }
@@ -214,7 +267,7 @@ int ptcga_all_reduce_sum(void* group, at::Tensor* t, char** err) {
   return guarded(err, [&] {
     at::NoGradGuard no_grad;
     std::vector<at::Tensor> v{*t};
-    static_cast<Group*>(group)->pg->allreduce(v)->wait();
+    static_cast<Group*>(group)->on(*t).allreduce(v)->wait();
   });
 }
 
@@ -224,7 +277,7 @@ int ptcga_broadcast(void* group, at::Tensor* t, int root, char** err) {
     std::vector<at::Tensor> v{*t};
     c10d::BroadcastOptions o;
     o.rootRank = root;
-    static_cast<Group*>(group)->pg->broadcast(v, o)->wait();
+    static_cast<Group*>(group)->on(*t).broadcast(v, o)->wait();
   });
 }
 
@@ -235,7 +288,7 @@ int ptcga_all_gather(void* group, at::Tensor* out, at::Tensor* t, char** err) {
     std::vector<at::Tensor> parts = out->unbind(0);
     std::vector<std::vector<at::Tensor>> outputs{parts};
     std::vector<at::Tensor> inputs{*t};
-    static_cast<Group*>(group)->pg->allgather(outputs, inputs)->wait();
+    static_cast<Group*>(group)->on(*t).allgather(outputs, inputs)->wait();
   });
 }
 
@@ -304,8 +357,9 @@ int ptcga_buckets_finish(void* buckets, char** err) {
 
 void ptcga_buckets_free(void* buckets) { delete static_cast<Buckets*>(buckets); }
 
+// Through Gloo whatever the devices: a meeting of processes, not of GPU streams.
 int ptcga_barrier(void* group, char** err) {
-  return guarded(err, [&] { static_cast<Group*>(group)->pg->barrier()->wait(); });
+  return guarded(err, [&] { static_cast<Group*>(group)->gloo->barrier()->wait(); });
 }
 
 }  // extern "C"

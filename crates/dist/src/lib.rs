@@ -1,6 +1,6 @@
 //! Data-parallel training on PyTorch's own distributed engine, c10d: the TCPStore rendezvous
-//! and the Gloo process group that `torch.distributed` uses, reached through a thin C++ shim
-//! (`shim/dist.cpp`) compiled against the pinned torch wheel. This crate gives the launch
+//! and the Gloo and NCCL process groups that `torch.distributed` uses, reached through a thin C++
+//! shim (`shim/dist.cpp`) compiled against the pinned torch wheel. This crate gives the launch
 //! (torchrun's environment, or the release's `nnode`/`hosts`/`dist_url`) and safe collectives;
 //! nothing here moves bytes itself.
 
@@ -13,12 +13,14 @@ use tch::Tensor;
 
 extern "C" {
     fn ptcga_free_error(err: *mut c_char);
+    fn ptcga_has_nccl() -> c_int;
     fn ptcga_group_new(
         host: *const c_char,
         port: c_int,
         rank: c_int,
         world: c_int,
         timeout_s: c_int,
+        cuda_device: c_int,
         err: *mut *mut c_char,
     ) -> *mut c_void;
     fn ptcga_group_free(group: *mut c_void);
@@ -141,11 +143,51 @@ impl Launch {
     }
 }
 
+/// Which c10d backend carries collectives over CUDA tensors; CPU tensors (metric totals, row
+/// counts) always go through Gloo, as torch.distributed's default `"cpu:gloo,cuda:nccl"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Gloo for every tensor (CUDA tensors staged through the host).
+    Gloo,
+    /// NCCL for CUDA tensors, bound to this GPU of the node.
+    Nccl { device: usize },
+}
+
+impl Backend {
+    /// From the config's `dist_backend` (`auto`, `gloo` or `nccl`) and the GPU this process
+    /// trains on, if any: `auto` is NCCL on a GPU where this build has it, Gloo otherwise.
+    pub fn choose(name: &str, cuda_device: Option<usize>) -> Result<Self, DistError> {
+        match (name, cuda_device) {
+            ("gloo", _) => Ok(Self::Gloo),
+            ("auto", Some(device)) if nccl_available() => Ok(Self::Nccl { device }),
+            ("auto", _) => Ok(Self::Gloo),
+            ("nccl", Some(device)) if nccl_available() => Ok(Self::Nccl { device }),
+            ("nccl", Some(_)) => Err(DistError::Launch(
+                "dist_backend nccl: this build has no NCCL (its LibTorch lacks CUDA, or CUDA's headers were \
+                 missing when it was built)"
+                    .into(),
+            )),
+            ("nccl", None) => {
+                Err(DistError::Launch("dist_backend nccl needs a CUDA device (device = \"cuda\")".into()))
+            }
+            (other, _) => Err(DistError::Launch(format!("dist_backend {other:?}: auto, gloo or nccl"))),
+        }
+    }
+}
+
+/// Whether this build has c10d's NCCL process group (LibTorch with CUDA and CUDA's headers at
+/// build time).
+pub fn nccl_available() -> bool {
+    // SAFETY: no arguments, no state.
+    unsafe { ptcga_has_nccl() != 0 }
+}
+
 /// A parameter and where its gradient lies: the index of its flat gradient buffer and the
 /// element offset in it.
 pub type GradientSlot = (Tensor, usize, i64);
 
-/// A c10d process group (Gloo) of this process and its peers.
+/// A c10d process group of this process and its peers: Gloo, and NCCL for CUDA tensors where
+/// chosen.
 pub struct ProcessGroup {
     raw: *mut c_void,
     rank: usize,
@@ -170,12 +212,17 @@ fn take_error(err: *mut c_char) -> String {
 
 impl ProcessGroup {
     /// Meets the other processes at the launch's rendezvous (rank 0 serves it) and opens the
-    /// group; waits at most `timeout` for them, and every later collective as long.
-    pub fn new(launch: &Launch, timeout: Duration) -> Result<Self, DistError> {
+    /// group; waits at most `timeout` for them, and every later collective as long (NCCL's
+    /// watchdog ends a process whose GPU collective passes it).
+    pub fn new(launch: &Launch, timeout: Duration, backend: Backend) -> Result<Self, DistError> {
         let host =
             CString::new(launch.master_addr.clone()).map_err(|_| DistError::Launch("MASTER_ADDR has a NUL".into()))?;
         let mut err = std::ptr::null_mut();
         let t = timeout.as_secs().max(1) as c_int;
+        let cuda_device = match backend {
+            Backend::Gloo => -1,
+            Backend::Nccl { device } => device as c_int,
+        };
         // SAFETY: valid C string and out-pointer; the shim owns what it returns.
         let raw = unsafe {
             ptcga_group_new(
@@ -184,6 +231,7 @@ impl ProcessGroup {
                 launch.rank as c_int,
                 launch.world as c_int,
                 t,
+                cuda_device,
                 &mut err,
             )
         };
@@ -427,10 +475,10 @@ static SYNC_BATCH_NORM: AtomicBool = AtomicBool::new(false);
 
 /// Joins the run this process was launched into (torchrun's environment), once; `None` for a
 /// single process.
-pub fn init_from_env(timeout: Duration) -> Result<Option<&'static ProcessGroup>, DistError> {
+pub fn init_from_env(timeout: Duration, backend: Backend) -> Result<Option<&'static ProcessGroup>, DistError> {
     let Some(launch) = Launch::from_env()? else { return Ok(None) };
     if GROUP.get().is_none() {
-        let g = ProcessGroup::new(&launch, timeout)?;
+        let g = ProcessGroup::new(&launch, timeout, backend)?;
         let _ = GROUP.set(g);
     }
     Ok(GROUP.get())

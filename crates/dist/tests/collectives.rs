@@ -5,7 +5,7 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use patchtcga_dist::{Launch, ProcessGroup};
+use patchtcga_dist::{Backend, Launch, ProcessGroup};
 use patchtcga_testkit::{assert_ranks_ok, run_ranks};
 use tch::{Kind, Tensor};
 
@@ -15,7 +15,7 @@ fn two_ranks(name: &str, mode: &str) -> Vec<Output> {
 }
 
 fn child_group(timeout: u64) -> ProcessGroup {
-    ProcessGroup::new(&Launch::from_env().unwrap().unwrap(), Duration::from_secs(timeout)).unwrap()
+    ProcessGroup::new(&Launch::from_env().unwrap().unwrap(), Duration::from_secs(timeout), Backend::Gloo).unwrap()
 }
 
 #[test]
@@ -125,6 +125,48 @@ fn a_dead_peer_stops_the_other_rank_with_a_clear_error() {
     assert_eq!(outs[1].status.code(), Some(3));
     let text = String::from_utf8_lossy(&outs[0].stdout);
     assert!(text.contains("rank 0 of 2: all-reduce failed"), "{text}\n{}", String::from_utf8_lossy(&outs[0].stderr));
+}
+
+/// NCCL is built in exactly when LibTorch has CUDA (the Makefile adds the headers it needs). On
+/// a GPU a one-process group carries CUDA tensors through NCCL and CPU ones through Gloo; without
+/// one, opening it fails with a clear reason. `dist_backend`'s rules.
+#[test]
+fn nccl_on_a_gpu_or_a_clear_refusal_without_one() {
+    let cuda_libtorch = std::path::Path::new(env!("LIBTORCH")).join("lib/libtorch_cuda.so").exists();
+    assert_eq!(patchtcga_dist::nccl_available(), cuda_libtorch, "NCCL compiled in exactly when LibTorch has CUDA");
+    assert_eq!(Backend::choose("auto", None).unwrap(), Backend::Gloo);
+    assert_eq!(Backend::choose("gloo", Some(0)).unwrap(), Backend::Gloo);
+    assert!(Backend::choose("nccl", None).unwrap_err().to_string().contains("needs a CUDA device"));
+    assert!(Backend::choose("mpi", Some(0)).unwrap_err().to_string().contains("auto, gloo or nccl"));
+    if !patchtcga_dist::nccl_available() {
+        assert!(Backend::choose("nccl", Some(0)).unwrap_err().to_string().contains("no NCCL"));
+        assert_eq!(Backend::choose("auto", Some(0)).unwrap(), Backend::Gloo);
+        return;
+    }
+    assert_eq!(Backend::choose("auto", Some(1)).unwrap(), Backend::Nccl { device: 1 });
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let launch = Launch { rank: 0, world: 1, local_rank: 0, master_addr: "127.0.0.1".into(), master_port: port };
+    let group = ProcessGroup::new(&launch, Duration::from_secs(30), Backend::Nccl { device: 0 });
+    if !tch::Cuda::is_available() {
+        let e = group.err().expect("NCCL without a GPU must fail").to_string();
+        assert!(e.contains("rank 0 of 1") && e.contains("NCCL on GPU 0: this process sees 0 GPU(s)"), "{e}");
+        return;
+    }
+    let g = group.unwrap();
+    let gpu = tch::Device::Cuda(0);
+    let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).to_device(gpu);
+    g.all_reduce_sum(&t).unwrap();
+    g.broadcast(&t, 0).unwrap();
+    assert_eq!(Vec::<f32>::try_from(&t).unwrap(), [1.0, 2.0, 3.0]);
+    assert_eq!(g.all_gather(&t).unwrap().size(), [1, 3]);
+    let rows = g.all_gather_rows(&t.view([3, 1])).unwrap();
+    assert_eq!(Vec::<f32>::try_from(rows.view([-1])).unwrap(), [1.0, 2.0, 3.0]);
+    let (x, _) = batch_rows(0, 6);
+    let (mean, var) = (Tensor::zeros([3], (Kind::Float, gpu)), Tensor::ones([3], (Kind::Float, gpu)));
+    let y = g.batch_norm(&x.to_device(gpu), None, None, &mean, &var, 0.1, 1e-5).unwrap();
+    let plain = x.batch_norm(None::<Tensor>, None::<Tensor>, None::<Tensor>, None::<Tensor>, true, 0.1, 1e-5, false);
+    assert!(y.to_device(tch::Device::Cpu).allclose(&plain, 1e-5, 1e-5, false));
+    g.barrier().unwrap();
 }
 
 #[test]

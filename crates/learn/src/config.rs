@@ -140,6 +140,9 @@ pub struct Config {
     pub nnode: usize,
     pub hosts: Vec<String>,
     pub dist_url: String,
+    /// c10d backend for GPU tensors: `auto` (NCCL on a GPU where the build has it, else Gloo),
+    /// `nccl` or `gloo` (the release: NCCL); CPU tensors always go through Gloo.
+    pub dist_backend: String,
     /// Batch norm statistics over every rank's batch in a distributed run, so that N processes
     /// of batch b train as one of batch N·b (ours; PyTorch's `SyncBatchNorm`).
     pub sync_batch_norm: bool,
@@ -214,6 +217,7 @@ impl Default for Config {
             nnode: 1,
             hosts: Vec::new(),
             dist_url: String::new(),
+            dist_backend: "auto".into(),
             sync_batch_norm: true,
         }
     }

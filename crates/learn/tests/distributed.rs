@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use patchtcga_dist::{Launch, ProcessGroup};
+use patchtcga_dist::{Backend, Launch, ProcessGroup};
 use patchtcga_learn::loss::{nt_xent, nt_xent_global};
 use patchtcga_testkit::run_ranks;
 use tch::Tensor;
@@ -34,7 +34,7 @@ fn parse(s: &str) -> Vec<f64> {
 fn global_nt_xent_over_two_processes_is_the_one_process_loss() {
     if std::env::var("PTCGA_DIST_CHILD").is_ok() {
         let launch = Launch::from_env().unwrap().unwrap();
-        let g = ProcessGroup::new(&launch, Duration::from_secs(30)).unwrap();
+        let g = ProcessGroup::new(&launch, Duration::from_secs(30), Backend::Gloo).unwrap();
         let (v0, v1) = views();
         let r = g.rank() as i64;
         let z0 = v0.narrow(0, r * B, B).set_requires_grad(true);

@@ -46,7 +46,7 @@ fn median_error(exact: &[Tensor], got: &[Tensor]) -> f64 {
 fn two_halves_with_synchronised_batch_norm_have_the_whole_batch_gradients() {
     if let Ok(arch) = std::env::var("PTCGA_SYNC_BN_CHILD") {
         let arch = if arch == "resnet50" { Arch::ResNet50 } else { Arch::ResNet18 };
-        let g = patchtcga_dist::init_from_env(Duration::from_secs(60)).unwrap().unwrap();
+        let g = patchtcga_dist::init_from_env(Duration::from_secs(60), patchtcga_dist::Backend::Gloo).unwrap().unwrap();
         let exact = gradients(arch, 0, 8, Kind::Double);
         let whole = median_error(&exact, &gradients(arch, 0, 8, Kind::Float));
         let lo = 4 * g.rank() as i64;
