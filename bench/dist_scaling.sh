@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Data-parallel scaling on one machine: `patchtcga pretrain` (supervised) for UPDATES updates as
-# one process of batch 2·B and as two processes of batch B (the same global batch, Gloo over
-# loopback), on the bundled slide tiled as COPIES slides (bench/out/epoch_<COPIES>, made here if
+# one process of batch 2·B and as two processes of batch B (the same global batch; Gloo over
+# loopback on CPU, BACKEND picks `dist_backend` on GPUs), on the bundled slide tiled as COPIES slides (bench/out/epoch_<COPIES>, made here if
 # missing). Prints images/s over all ranks (updates 3+, from rank 0's metrics.jsonl) and the
 # gradient bytes all-reduced per update, then how far the two runs' final weights are apart (the
 # same training: a float-rounding gap, not a drift).
-# Usage: [ARCH=resnet18] [SIZE=112] [B=8] [UPDATES=20] [COPIES=24] [DEVICE=cpu] [SYNC_BN=true] bash bench/dist_scaling.sh
+# Usage: [ARCH=resnet18] [SIZE=112] [B=8] [UPDATES=20] [COPIES=24] [DEVICE=cpu] [SYNC_BN=true] [BACKEND=auto] bash bench/dist_scaling.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${PATCHTCGA:-target/release/patchtcga}
@@ -29,6 +29,7 @@ dropout_p = 0
 num_workers = 2
 device = "$device"
 sync_batch_norm = ${SYNC_BN:-true}
+dist_backend = "${BACKEND:-auto}"
 TOML
 echo "| processes | batch per process | images/s (all ranks) | all-reduced per update |"
 echo "|---|---|---|---|"

@@ -3,11 +3,11 @@
 # Rust: the patchtcga binary is built elsewhere against that torch (tch 0.24) and unpacked with
 # the shared libraries it needs into $G; LibTorch comes from the machine's own torch.
 # lightly (for the pretraining reference) is carried too, in $G/py.
-# Usage: G=/tmp/g bash bench/gpu.sh [out folder] [parts: step epoch embed pretrain wait dist; default all]
+# Usage: G=/tmp/g bash bench/gpu.sh [out folder] [parts: step epoch embed pretrain wait dist nccl; default all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp}
-parts=${2:-step epoch embed pretrain wait dist}
+parts=${2:-step epoch embed pretrain wait dist nccl}
 export LD_LIBRARY_PATH="$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib:$G/lib"
 export PATCHTCGA=$G/patchtcga PYTHON=python3 TORCH_CPP_LOG_LEVEL=ERROR PYTHONPATH=$G/py
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -29,9 +29,15 @@ if has wait; then
 fi
 if has dist; then
   # One GPU: PyTorch's per-GPU step under DistributedDataParallel (one process, NCCL) and without,
-  # against patchtcga's; then two processes sharing the GPU through Gloo (function, not scaling).
+  # against patchtcga's; then two processes sharing the GPU through Gloo (function, not scaling:
+  # NCCL refuses two ranks on one GPU).
   args=(--arch resnet50 --batch-size 64 --image-size 224 --steps 30 --warmup 5 --optim sgd --device cuda --autocast)
   { python3 bench/train_step_torch.py "${args[@]}" --ddp; python3 bench/train_step_torch.py "${args[@]}"
     "$PATCHTCGA" bench step "${args[@]}"; } | tee "$out/ddp_step.txt"
-  DEVICE=cuda:0 ARCH=resnet50 SIZE=224 B=32 UPDATES=20 bash bench/dist_scaling.sh | tee "$out/dist_gpu.md"
+  DEVICE=cuda:0 BACKEND=gloo ARCH=resnet50 SIZE=224 B=32 UPDATES=20 bash bench/dist_scaling.sh | tee "$out/dist_gpu.md"
+fi
+if has nccl; then
+  # c10d's NCCL group on this GPU (one process: NCCL takes one GPU per rank), the check of
+  # crates/dist/tests/collectives.rs, its test binary carried as $G/dist_collectives.
+  "$G/dist_collectives" --exact nccl_on_a_gpu_or_a_clear_refusal_without_one --nocapture 2>&1 | tee "$out/nccl.txt"
 fi

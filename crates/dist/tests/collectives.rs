@@ -132,7 +132,7 @@ fn a_dead_peer_stops_the_other_rank_with_a_clear_error() {
 /// one, opening it fails with a clear reason. `dist_backend`'s rules.
 #[test]
 fn nccl_on_a_gpu_or_a_clear_refusal_without_one() {
-    let cuda_libtorch = std::path::Path::new(env!("LIBTORCH")).join("lib/libtorch_cuda.so").exists();
+    let cuda_libtorch = env!("PTCGA_LIBTORCH_CUDA") == "1";
     assert_eq!(patchtcga_dist::nccl_available(), cuda_libtorch, "NCCL compiled in exactly when LibTorch has CUDA");
     assert_eq!(Backend::choose("auto", None).unwrap(), Backend::Gloo);
     assert_eq!(Backend::choose("gloo", Some(0)).unwrap(), Backend::Gloo);
