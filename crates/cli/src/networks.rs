@@ -134,15 +134,33 @@ impl DistArgs {
                 .with_context(|| format!("cannot start rank {}", l.rank))?;
             children.push((l.rank, child));
         }
+        // As torchrun: once a process fails the others are stopped (a rank lost before the
+        // rendezvous would otherwise keep its peers waiting for the whole timeout).
         let mut failed = Vec::new();
-        for (rank, mut c) in children {
-            let status = c.wait()?;
-            if !status.success() {
-                failed.push(format!("rank {rank} ({status})"));
+        while !children.is_empty() && failed.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let mut running = Vec::new();
+            for (rank, mut c) in children {
+                match c.try_wait()? {
+                    Some(status) if !status.success() => failed.push(format!("rank {rank} ({status})")),
+                    Some(_) => {}
+                    None => running.push((rank, c)),
+                }
             }
+            children = running;
         }
         if !failed.is_empty() {
-            bail!("distributed run failed: {}", failed.join(", "));
+            let stopped: Vec<String> = children
+                .iter_mut()
+                .map(|(rank, c)| {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    rank.to_string()
+                })
+                .collect();
+            let stopped =
+                if stopped.is_empty() { String::new() } else { format!("; stopped rank {}", stopped.join(", ")) };
+            bail!("distributed run failed: {}{stopped}", failed.join(", "));
         }
         Ok(true)
     }

@@ -572,3 +572,48 @@ fn two_processes_of_batch_b_train_like_one_of_batch_2b_and_resume() {
     let w = weights(&ckpt("moco", 3));
     assert_eq!(w["target.queue_ptr"].double_value(&[0]), 24.0, "3 steps × 2 ranks × 4 keys");
 }
+
+/// The children of process `parent` whose environment has `var`.
+fn children_with(parent: u32, var: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid …: the fields after the last ')'.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            ppid == Some(parent) && env.split(|&b| b == 0).any(|kv| kv == var.as_bytes())
+        })
+        .collect()
+}
+
+#[test]
+fn a_rank_lost_at_the_start_stops_the_whole_run_long_before_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut run = std::process::Command::new(assert_cmd::cargo::cargo_bin("patchtcga"))
+        .args(["pretrain", "--config"])
+        .arg(config(dir.path(), &data))
+        .args(["--nproc-per-node", "2", "--master-port", &port.to_string(), "--dist-timeout", "600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    // Rank 1 dies as soon as it exists: before the rendezvous, rank 0 would wait for it 600 s.
+    let rank1 = loop {
+        if let Some(&pid) = children_with(run.id(), "RANK=1").first() {
+            break pid;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "rank 1 never started");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::process::Command::new("sh").args(["-c", &format!("kill -9 {rank1}")]).status().unwrap();
+    let out = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("distributed run failed: rank 1 (signal: 9"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(60), "took {:?}: {err}", start.elapsed());
+}
