@@ -308,7 +308,9 @@ fn main() -> ExitCode {
         let msg = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied());
         eprintln!("error: {}", msg.unwrap_or("internal failure"));
     }));
-    match run(Cli::parse()) {
+    // As destroy_process_group: the run's process group, if this process joined one, ends here.
+    let done = run(Cli::parse()).and_then(|()| Ok(patchtcga_dist::group().map_or(Ok(()), |g| g.shutdown())?));
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The context chain, without repeating a cause a message already quotes.

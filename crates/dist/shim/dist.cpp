@@ -28,15 +28,35 @@ struct Group {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::Backend> gloo;
   c10::intrusive_ptr<c10d::Backend> nccl;  // null unless CUDA tensors go through NCCL
+  bool shut = false;
 
   // The backend for collectives over tensors like t: NCCL for CUDA tensors where the group has
   // it, Gloo otherwise (Gloo stages CUDA tensors through the host).
-  c10d::Backend& on(const at::Tensor& t) const { return nccl && t.is_cuda() ? *nccl : *gloo; }
+  c10d::Backend& on(const at::Tensor& t) const {
+    open();
+    return nccl && t.is_cuda() ? *nccl : *gloo;
+  }
+  c10d::Backend& cpu() const {
+    open();
+    return *gloo;
+  }
   int size() const { return gloo->getSize(); }
+  void open() const {
+    if (shut) throw std::runtime_error("the process group was shut down");
+  }
+
+  // Ends the backends (NCCL's communicators and watchdog; nothing for Gloo), as
+  // torch.distributed.destroy_process_group.
+  void shutdown() {
+    if (shut) return;
+    shut = true;
+    gloo->shutdown();
+    if (nccl) nccl->shutdown();
+  }
 
   ~Group() {
     try {
-      if (nccl) nccl->shutdown();
+      shutdown();
     } catch (...) {
     }
   }
@@ -258,6 +278,10 @@ void* ptcga_group_new(const char* host, int port, int rank, int world, int timeo
   return g;
 }
 
+int ptcga_group_shutdown(void* group, char** err) {
+  return guarded(err, [&] { static_cast<Group*>(group)->shutdown(); });
+}
+
 void ptcga_group_free(void* group) { delete static_cast<Group*>(group); }
 
 // Collectives write into tensors that may be leaves requiring grad (parameters at the start-up
@@ -359,7 +383,7 @@ void ptcga_buckets_free(void* buckets) { delete static_cast<Buckets*>(buckets); 
 
 // Through Gloo whatever the devices: a meeting of processes, not of GPU streams.
 int ptcga_barrier(void* group, char** err) {
-  return guarded(err, [&] { static_cast<Group*>(group)->gloo->barrier()->wait(); });
+  return guarded(err, [&] { static_cast<Group*>(group)->cpu().barrier()->wait(); });
 }
 
 }  // extern "C"

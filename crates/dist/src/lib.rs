@@ -24,6 +24,7 @@ extern "C" {
         err: *mut *mut c_char,
     ) -> *mut c_void;
     fn ptcga_group_free(group: *mut c_void);
+    fn ptcga_group_shutdown(group: *mut c_void, err: *mut *mut c_char) -> c_int;
     fn ptcga_all_reduce_sum(group: *mut c_void, t: *mut c_void, err: *mut *mut c_char) -> c_int;
     fn ptcga_broadcast(group: *mut c_void, t: *mut c_void, root: c_int, err: *mut *mut c_char) -> c_int;
     fn ptcga_all_gather(group: *mut c_void, out: *mut c_void, t: *mut c_void, err: *mut *mut c_char) -> c_int;
@@ -411,6 +412,15 @@ impl ProcessGroup {
             self.check("gradient buckets", 1, err)?;
         }
         Ok(GradientBuckets { raw, group: self, count: buckets.len() })
+    }
+
+    /// Ends the group (NCCL's communicators and watchdog), as `destroy_process_group`: later
+    /// collectives fail with an error. Dropping the group does the same.
+    pub fn shutdown(&self) -> Result<(), DistError> {
+        let mut err = std::ptr::null_mut();
+        // SAFETY: as above.
+        let rc = unsafe { ptcga_group_shutdown(self.raw, &mut err) };
+        self.check("shutdown", rc, err)
     }
 
     /// Waits until every rank gets here.

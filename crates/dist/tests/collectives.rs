@@ -37,6 +37,9 @@ fn collectives_agree_across_two_processes() {
         let all = g.all_gather_rows(&rows).unwrap();
         assert_eq!(Vec::<f32>::try_from(all.view([-1])).unwrap(), [1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]);
         g.barrier().unwrap();
+        g.shutdown().unwrap();
+        let e = g.all_reduce_sum(&t).unwrap_err().to_string();
+        assert!(e.contains("all-reduce failed") && e.contains("shut down"), "{e}");
         println!("rank {} ok", g.rank());
         return;
     }
