@@ -594,7 +594,7 @@ fn a_rank_lost_at_the_start_stops_the_whole_run_long_before_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut run = std::process::Command::new(assert_cmd::cargo::cargo_bin("patchtcga"))
+    let run = std::process::Command::new(assert_cmd::cargo::cargo_bin("patchtcga"))
         .args(["pretrain", "--config"])
         .arg(config(dir.path(), &data))
         .args(["--nproc-per-node", "2", "--master-port", &port.to_string(), "--dist-timeout", "600"])
