@@ -175,7 +175,9 @@ struct Buckets {
   std::vector<bool> ready;
   std::vector<c10::intrusive_ptr<c10d::Work>> work;
   // The hooked accumulation nodes (kept alive) and each hook's key, removed on destruction.
-  std::vector<std::pair<c10::intrusive_ptr<torch::autograd::Node>, uintptr_t>> hooks;
+  // (The node pointer's type differs across torch versions: shared_ptr up to 2.11, intrusive_ptr since.)
+  using NodePtr = decltype(torch::autograd::impl::grad_accumulator(std::declval<const at::Tensor&>()));
+  std::vector<std::pair<NodePtr, uintptr_t>> hooks;
   size_t next = 0;
   bool armed = false;
   std::mutex mutex;
