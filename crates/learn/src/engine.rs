@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use patchtcga_loader::{Batch, Loader};
+use patchtcga_loader::{Batch, Epoch, Loader};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tch::{nn, Device, Tensor};
@@ -315,6 +315,10 @@ pub fn train(
     let bar_style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
         .expect("template")
         .progress_chars("=> ");
+    // The next epoch's batches start once this epoch's producer is done (only prefetched batches
+    // left), so the workers go on through the epoch's tail, validation and checkpoint and the
+    // next epoch does not start empty.
+    let mut next_epoch: Option<Epoch> = None;
     'epochs: while pos.epoch < config.epochs {
         let bar = if leader {
             ProgressBar::new(train.batches_per_epoch() as u64).with_style(bar_style.clone())
@@ -325,7 +329,11 @@ pub fn train(
         bar.set_position(pos.batch as u64);
         let (mut micro, mut loss_sum) = (0usize, 0.0f64);
         let (mut waited, mut clock, mut images) = (0.0f64, Instant::now(), 0usize);
-        let mut batches = train.epoch_from(pos.epoch as u64, pos.batch);
+        let mut batches = match next_epoch.take() {
+            Some(started) => started,
+            None => train.epoch_from(pos.epoch as u64, pos.batch),
+        };
+        let per_epoch = train.batches_per_epoch();
         loop {
             let t0 = Instant::now();
             let Some(batch) = batches.next() else { break };
@@ -351,6 +359,9 @@ pub fn train(
             micro += 1;
             pos.batch += 1;
             bar.inc(1);
+            if next_epoch.is_none() && pos.epoch + 1 < config.epochs && pos.batch + train.lookahead() >= per_epoch {
+                next_epoch = Some(train.epoch(pos.epoch as u64 + 1));
+            }
             if micro < config.num_accum {
                 continue;
             }

@@ -234,6 +234,12 @@ impl Loader {
         }
     }
 
+    /// Batches an epoch prepares ahead of its consumer: once this many or fewer are left, its
+    /// producer is done and the next epoch can start preparing.
+    pub fn lookahead(&self) -> usize {
+        self.config.prefetch.max(1)
+    }
+
     /// Starts producing `epoch`'s batches in the background.
     pub fn epoch(&self, epoch: u64) -> Epoch {
         self.epoch_from(epoch, 0)
