@@ -94,10 +94,18 @@ pub fn device(name: &str) -> Result<Device, LearnError> {
     match name {
         "cpu" => Ok(Device::Cpu),
         // A distributed run's process drives the GPU of its local rank.
-        "cuda" | "gpu" => Device::cuda_if_available()
-            .is_cuda()
-            .then_some(Device::Cuda(std::env::var("LOCAL_RANK").ok().and_then(|v| v.parse().ok()).unwrap_or(0)))
-            .ok_or_else(|| LearnError::Config("device cuda: no CUDA device is visible".into())),
+        "cuda" | "gpu" => {
+            let visible = tch::Cuda::device_count().max(0) as usize;
+            let local = std::env::var("LOCAL_RANK").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+            match visible {
+                0 => Err(LearnError::Config("device cuda: no CUDA device is visible".into())),
+                n if local >= n => Err(LearnError::Config(format!(
+                    "device cuda: local rank {local} drives GPU {local}, but {n} GPU(s) are visible (one process \
+                     per GPU; to share one, set device = \"cuda:0\" and dist_backend = \"gloo\")"
+                ))),
+                _ => Ok(Device::Cuda(local)),
+            }
+        }
         other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
             Some(n) if (n as i64) < tch::Cuda::device_count() => Ok(Device::Cuda(n)),
             _ => Err(LearnError::Config(format!("device {other:?}: cpu, cuda or cuda:N with a visible GPU"))),
