@@ -132,3 +132,17 @@ fn every_preset_in_configs_is_a_valid_config() {
     }
     assert!(n >= 14);
 }
+
+#[test]
+fn devices_are_named_as_in_pytorch_and_missing_gpus_refused() {
+    use patchtcga_learn::engine::device;
+    assert_eq!(device("cpu").unwrap(), tch::Device::Cpu);
+    assert!(device("tpu").unwrap_err().to_string().contains("cpu, cuda or cuda:N"));
+    let visible = tch::Cuda::device_count();
+    let beyond = format!("cuda:{visible}");
+    assert!(device(&beyond).unwrap_err().to_string().contains(&beyond), "a GPU index past the visible ones");
+    match visible {
+        0 => assert!(device("cuda").unwrap_err().to_string().contains("no CUDA device is visible")),
+        _ => assert_eq!(device("cuda").unwrap(), tch::Device::Cuda(0), "no LOCAL_RANK: the first GPU"),
+    }
+}
