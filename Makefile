@@ -43,12 +43,15 @@ $(LIBTORCH):
 # CUDA's C++ headers that the wheel's CUDA runtime leaves out (crt/, and cccl's nv/), of its CUDA
 # version, for the NCCL process group in the distributed shim (~3 MB). The wheels are unpacked
 # over .libtorch/: pip --target would replace the whole nvidia/ folder.
+# A wheel without CUDA (no CUDA runtime beside it) needs none.
 $(CUDA_HEADERS): $(LIBTORCH)
 	rm -rf .libtorch/.wheels
-	cuda=$$(ls -d .libtorch/nvidia_cuda_runtime-*.dist-info | sed 's/.*runtime-\([0-9]*\.[0-9]*\)\..*/\1/'); \
-	PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip download --quiet --disable-pip-version-check --no-cache-dir --no-deps \
-	  -d .libtorch/.wheels "nvidia-cuda-crt==$$cuda.*" "nvidia-cuda-cccl==$$cuda.*"
-	for w in .libtorch/.wheels/*.whl; do python3 -m zipfile -e $$w .libtorch; done
+	cuda=$$(ls -d .libtorch/nvidia_cuda_runtime-*.dist-info 2>/dev/null | sed 's/.*runtime-\([0-9]*\.[0-9]*\)\..*/\1/'); \
+	if [ -n "$$cuda" ]; then \
+	  PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip download --quiet --disable-pip-version-check --no-cache-dir --no-deps \
+	    -d .libtorch/.wheels "nvidia-cuda-crt==$$cuda.*" "nvidia-cuda-cccl==$$cuda.*" && \
+	  for w in .libtorch/.wheels/*.whl; do python3 -m zipfile -e $$w .libtorch || exit 1; done; \
+	fi
 	rm -rf .libtorch/.wheels
 	touch $@
 
