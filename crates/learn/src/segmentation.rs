@@ -7,7 +7,7 @@ use std::path::Path;
 use image::{Rgb, RgbImage};
 use patchtcga_loader::{Batch, Loader};
 use patchtcga_metrics::{SegmentationCounts, SegmentationReport};
-use patchtcga_model::{load, ImportOptions, SegHead, SegNet};
+use patchtcga_model::{load, load_head, ImportOptions, SegHead, SegNet};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
@@ -32,7 +32,8 @@ pub struct Segmenter {
 }
 
 impl Segmenter {
-    /// The network of `config` (`seg_head`), `pretrained` backbone weights loaded if given.
+    /// The network of `config` (`seg_head`), with `pretrained` weights if given: the backbone's,
+    /// and the head's where the checkpoint has one.
     pub fn new(config: &Config) -> Result<Self, LearnError> {
         let device = device(&config.device)?;
         tch::manual_seed(config.seed as i64);
@@ -40,8 +41,16 @@ impl Segmenter {
         let vs = nn::VarStore::new(device);
         let net = SegNet::new(&vs.root(), config.backbone_spec()?, head, config.num_classes)?;
         if !config.pretrained.is_empty() {
-            let r = load(&vs, Path::new(&config.pretrained), "classifier", &ImportOptions::default())?;
+            let path = Path::new(&config.pretrained);
+            let r = load(&vs, path, "classifier", &ImportOptions::default())?;
             eprintln!("loaded {} backbone tensors from {} (prefix {:?})", r.loaded, config.pretrained, r.prefix);
+            // A segmentation checkpoint (torchvision's COCO DeepLabv3 / FCN, or a segmentation run)
+            // also gives its head, but for a class layer of another class count.
+            let h = load_head(&vs, path)?;
+            if !h.loaded.is_empty() {
+                let left = if h.left.is_empty() { String::new() } else { format!("; new: {}", h.left.join(", ")) };
+                eprintln!("loaded {} head tensors from {}{left}", h.loaded.len(), config.pretrained);
+            }
         }
         if config.fine_tune {
             // The head's parameters are `classifier.*` (torchvision's names); the rest is backbone.

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 pub use backbone::{Arch, Backbone, Classifier, Spec};
 pub use checkpoint::{load, read_tensors, ImportOptions, ImportReport};
 pub use export::{with_bn_counters, write_pth};
-pub use segmentation::{SegHead, SegNet};
+pub use segmentation::{load_head, HeadImport, SegHead, SegNet};
 
 /// Errors of model construction and checkpoint import.
 #[derive(Debug, thiserror::Error)]

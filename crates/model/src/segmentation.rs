@@ -5,12 +5,14 @@
 //! (`FCNHead`, `DeepLabHead`: `classifier.0.convs.N`, `classifier.0.project`, …); the backbone
 //! sits at the root with its own reference names, so backbone checkpoints load as they are.
 
+use std::path::Path;
 use std::str::FromStr;
 
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
 use crate::backbone::{Backbone, Spec};
+use crate::checkpoint::read_tensors;
 use crate::norm::batch_norm;
 use crate::ModelError;
 
@@ -155,6 +157,37 @@ impl SegNet {
         let y = cbr(&f, &self.head.block, train).dropout(self.head.dropout, train).apply(&self.head.out);
         y.upsample_bilinear2d(size, false, None, None)
     }
+}
+
+/// What [`load_head`] did: head tensors loaded, and those left as initialised because their
+/// shape differs (a last layer for another number of classes).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeadImport {
+    pub loaded: Vec<String>,
+    pub left: Vec<String>,
+}
+
+/// Loads a segmentation head by torchvision's names (`classifier.*`, with whatever prefix the
+/// checkpoint puts before them; `aux_classifier.*` is not it) from `path` into the head of the
+/// network under `vs`'s root, wherever the shapes agree: torchvision's COCO DeepLabv3 / FCN
+/// checkpoints give the whole head but the class layer. A checkpoint without one loads nothing.
+pub fn load_head(vs: &nn::VarStore, path: &Path) -> Result<HeadImport, ModelError> {
+    let vars = vs.variables();
+    let mut import = HeadImport::default();
+    tch::no_grad(|| {
+        for (name, t) in read_tensors(path)? {
+            let Some(at) = name.find("classifier.").filter(|&i| i == 0 || name[..i].ends_with('.')) else { continue };
+            let short = &name[at..];
+            let Some(var) = vars.get(short) else { continue };
+            if var.size() == t.size() {
+                var.shallow_clone().copy_(&t);
+                import.loaded.push(short.to_owned());
+            } else {
+                import.left.push(short.to_owned());
+            }
+        }
+        Ok(import)
+    })
 }
 
 impl ModuleT for SegNet {

@@ -53,3 +53,43 @@ fn bad_files_fail_with_the_file_and_the_cause() {
     let e = read_tensors(&dir.path().join("absent.pth")).unwrap_err().to_string();
     assert!(e.contains("absent.pth"), "{e}");
 }
+
+/// A torchvision-layout DeepLabv3 checkpoint (`backbone.*`, `classifier.*` for 21 classes,
+/// `aux_classifier.*`, BN counters) into a 6-class network: the backbone loads by `load`, the
+/// head by `load_head` — all of it but the class layer, which stays new.
+#[test]
+fn a_coco_deeplabv3_checkpoint_gives_backbone_and_head_but_the_class_layer() {
+    use patchtcga_model::{load, load_head, Arch, ImportOptions, SegHead, SegNet};
+    use tch::{nn, Tensor};
+    let source = nn::VarStore::new(tch::Device::Cpu);
+    let _a = SegNet::new(&source.root(), Arch::ResNet50.spec(64), SegHead::DeepLabV3, 21).unwrap();
+    let mut tensors: Vec<(String, Tensor)> = source
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (if n.starts_with("classifier.") { n } else { format!("backbone.{n}") }, t))
+        .collect();
+    tensors.push(("classifier.1.num_batches_tracked".into(), Tensor::from(7i64)));
+    tensors.push(("aux_classifier.4.weight".into(), Tensor::zeros([21, 256, 1, 1], (Kind::Float, tch::Device::Cpu))));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deeplabv3_resnet50_coco.pth");
+    patchtcga_model::write_pth(&path, &tensors).unwrap();
+
+    let vs = nn::VarStore::new(tch::Device::Cpu);
+    let _b = SegNet::new(&vs.root(), Arch::ResNet50.spec(64), SegHead::DeepLabV3, 6).unwrap();
+    let backbone = load(&vs, &path, "classifier", &ImportOptions::default()).unwrap();
+    assert_eq!(backbone.prefix, "backbone.");
+    let head = load_head(&vs, &path).unwrap();
+    assert_eq!(head.left, ["classifier.4.weight", "classifier.4.bias"].map(String::from).to_vec());
+    let wanted = source.variables();
+    for (name, t) in vs.variables() {
+        let same = t.equal(&wanted[&name]);
+        assert_eq!(same, !name.starts_with("classifier.4."), "{name}");
+        assert_eq!(head.loaded.contains(&name), name.starts_with("classifier.") && same, "{name}");
+    }
+    // A backbone checkpoint has no head: nothing loads.
+    let plain = dir.path().join("resnet50.pth");
+    let only_backbone: Vec<(String, Tensor)> =
+        tensors.into_iter().filter(|(n, _)| n.starts_with("backbone.")).collect();
+    patchtcga_model::write_pth(&plain, &only_backbone).unwrap();
+    assert_eq!(load_head(&vs, &plain).unwrap(), Default::default());
+}
