@@ -8,6 +8,7 @@ timm 1.0.31, lightly 1.6.0):
 Writes
   crates/model/tests/fixtures/reference.json   full-size backbones with deterministic weights
                                                (the rule `det` below, mirrored in the Rust tests)
+  crates/model/tests/fixtures/dino_pos_embed.json  DINO's position-embedding interpolation
   crates/model/tests/fixtures/*.pth|.safetensors + tiny.json   small real checkpoints, in the
                                                wrappers of the upstream repos, and their outputs
   crates/model/tests/fixtures/assorted.pth + assorted.json     dtypes, views, shared storages
@@ -128,6 +129,22 @@ def segmentation():
         y = m(det_input(shape))["out"]
     out = {"deeplabv3_resnet50@48": {"input": list(shape), "output_shape": list(y.shape), "output": flat(y)}}
     json.dump(out, open(os.path.join(MODEL, "segmentation.json"), "w"))
+
+
+def dino_pos():
+    """DINO's interpolate_pos_encoding (facebookresearch/dino, vision_transformer.py; written out
+    again here): the 14x14 grid of a deterministic position embedding, bicubic by the scale
+    factor (grid + 0.1) / 14 without antialiasing, to a 96 px local crop's 6x6 grid and to 5x7."""
+    pos = torch.from_numpy(det("pos_embed", (1, 1 + 14 * 14, 8)))
+    n = pos.shape[1] - 1
+    out = {}
+    for h, w in [(6, 6), (5, 7)]:
+        grid = pos[:, 1:].reshape(1, int(math.sqrt(n)), int(math.sqrt(n)), -1).permute(0, 3, 1, 2)
+        scale = ((h + 0.1) / math.sqrt(n), (w + 0.1) / math.sqrt(n))
+        grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="bicubic")
+        assert tuple(grid.shape[-2:]) == (h, w)
+        out[f"{h}x{w}"] = flat(torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)], dim=1))
+    json.dump(out, open(os.path.join(MODEL, "dino_pos_embed.json"), "w"))
 
 
 def randomize(model, seed):
@@ -349,6 +366,6 @@ if __name__ == "__main__":
     os.makedirs(MODEL, exist_ok=True)
     os.makedirs(LEARN, exist_ok=True)
     torch.set_num_threads(2)
-    parts = {"assorted": assorted, "tiny": tiny, "optim": optim, "losses": losses, "reference": reference, "segmentation": segmentation}
+    parts = {"assorted": assorted, "tiny": tiny, "optim": optim, "losses": losses, "reference": reference, "segmentation": segmentation, "dino_pos": dino_pos}
     for name in sys.argv[1:] or list(parts):
         parts[name]()

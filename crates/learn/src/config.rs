@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use patchtcga_model::vit::VitConfig;
+use patchtcga_model::vit::{PosResample, VitConfig};
 use patchtcga_model::{Arch, Spec};
 use serde::{Deserialize, Serialize};
 
@@ -305,7 +305,12 @@ impl Config {
     /// The backbone `model_name` names, at `image_size`, with `drop_path` for ViTs.
     pub fn backbone_spec(&self) -> Result<Spec, LearnError> {
         Ok(match self.model_name.parse::<Arch>()?.spec(self.image_size) {
-            Spec::Vit(v) => Spec::Vit(VitConfig { drop_path: self.drop_path, ..v }),
+            Spec::Vit(v) => Spec::Vit(VitConfig {
+                drop_path: self.drop_path,
+                // DINO's local crops see the position embedding as DINO's own ViT resamples it.
+                pos_resample: if self.self_supervised == "dino" { PosResample::Dino } else { PosResample::Timm },
+                ..v
+            }),
             other => other,
         })
     }

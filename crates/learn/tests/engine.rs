@@ -128,6 +128,11 @@ fn every_preset_in_configs_is_a_valid_config() {
             method => stem.starts_with(method),
         };
         assert!(fits, "{stem} trains {}", c.self_supervised);
+        // DINO's ViT resamples its position embedding for local crops as DINO's own code does.
+        if let patchtcga_model::Spec::Vit(v) = c.backbone_spec().unwrap() {
+            let dino = c.self_supervised == "dino";
+            assert_eq!(v.pos_resample == patchtcga_model::vit::PosResample::Dino, dino, "{stem}");
+        }
         n += 1;
     }
     assert!(n >= 14);

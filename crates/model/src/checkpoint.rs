@@ -9,7 +9,7 @@ use std::path::Path;
 use tch::{nn, Kind, Tensor};
 
 use crate::pickle::{self, TensorRef, Value};
-use crate::vit::resample_pos_embed;
+use crate::vit::{resample_pos_embed, PosResample};
 use crate::ModelError;
 
 fn bad(path: &Path, cause: impl Into<String>) -> ModelError {
@@ -272,7 +272,7 @@ pub fn load(vs: &nn::VarStore, path: &Path, head: &str, opts: &ImportOptions) ->
                 let g = (((var.size()[1] - 1) as f64).sqrt()).round() as i64;
                 let sg = (((src.size()[1] - 1) as f64).sqrt()).round() as i64;
                 if sg * sg + 1 == src.size()[1] && src.size()[2] == var.size()[2] {
-                    src = resample_pos_embed(&src, g, g);
+                    src = resample_pos_embed(&src, g, g, PosResample::Timm);
                     report.resized.push(format!("pos_embed {sg}×{sg} → {g}×{g}"));
                 }
             }

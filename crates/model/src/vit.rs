@@ -5,6 +5,16 @@
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
 
+/// How a position embedding is resampled to another patch grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PosResample {
+    /// timm's `resample_abs_pos_embed`: bicubic to the grid size, antialiased.
+    Timm,
+    /// DINO's `interpolate_pos_encoding`: bicubic by the scale factor (grid + 0.1) / g, without
+    /// antialiasing (how the release's DINO saw its local crops).
+    Dino,
+}
+
 /// Shape of a ViT.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VitConfig {
@@ -17,11 +27,22 @@ pub struct VitConfig {
     pub img_size: i64,
     /// Stochastic depth rate of the last block (timm's `drop_path_rate`; 0 = off).
     pub drop_path: f64,
+    /// Position-embedding resampling for inputs of another side.
+    pub pos_resample: PosResample,
 }
 
 impl VitConfig {
     const fn preset(patch: i64, dim: i64, depth: i64, heads: i64) -> Self {
-        Self { patch, dim, depth, heads, mlp_ratio: 4.0, img_size: 224, drop_path: 0.0 }
+        Self {
+            patch,
+            dim,
+            depth,
+            heads,
+            mlp_ratio: 4.0,
+            img_size: 224,
+            drop_path: 0.0,
+            pos_resample: PosResample::Timm,
+        }
     }
     pub const S16: Self = Self::preset(16, 384, 12, 6);
     pub const B16: Self = Self::preset(16, 768, 12, 12);
@@ -161,9 +182,9 @@ impl Vit {
         &self.cls_token + self.pos_embed.narrow(1, 0, 1)
     }
 
-    /// The position embedding resampled to an h×w patch grid as timm does (bicubic, antialiased).
+    /// The position embedding resampled to an h×w patch grid (the config's `pos_resample`).
     pub fn pos_embed_for(&self, h: i64, w: i64) -> Tensor {
-        resample_pos_embed(&self.pos_embed, h, w)
+        resample_pos_embed(&self.pos_embed, h, w, self.config.pos_resample)
     }
 
     /// Runs the blocks and the final norm on tokens (N, T, D).
@@ -191,8 +212,8 @@ impl Vit {
 }
 
 /// Resamples a (1, 1+g·g, D) position embedding to an h×w grid, keeping the class token's entry
-/// (timm's `resample_abs_pos_embed`: bicubic with antialiasing, corners not aligned).
-pub fn resample_pos_embed(pos_embed: &Tensor, h: i64, w: i64) -> Tensor {
+/// (bicubic, corners not aligned; see [`PosResample`]).
+pub fn resample_pos_embed(pos_embed: &Tensor, h: i64, w: i64, how: PosResample) -> Tensor {
     let (_, tokens, d) = pos_embed.size3().expect("pos_embed is (1, tokens, dim)");
     let g = ((tokens - 1) as f64).sqrt().round() as i64;
     if g * g + 1 != tokens {
@@ -204,7 +225,13 @@ pub fn resample_pos_embed(pos_embed: &Tensor, h: i64, w: i64) -> Tensor {
     let kind = pos_embed.kind();
     let prefix = pos_embed.narrow(1, 0, 1);
     let grid = pos_embed.narrow(1, 1, g * g).to_kind(Kind::Float).reshape([1, g, g, d]).permute([0, 3, 1, 2]);
-    let grid = grid.internal_upsample_bicubic2d_aa([h, w], false, None, None);
+    let grid = match how {
+        PosResample::Timm => grid.internal_upsample_bicubic2d_aa([h, w], false, None, None),
+        PosResample::Dino => {
+            let scale = |n: i64| Some((n as f64 + 0.1) / g as f64);
+            grid.upsample_bicubic2d([h, w], false, scale(h), scale(w))
+        }
+    };
     let grid = grid.permute([0, 2, 3, 1]).reshape([1, h * w, d]).to_kind(kind);
     Tensor::cat(&[prefix, grid], 1)
 }

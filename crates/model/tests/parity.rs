@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use patchtcga_model::resnet::{Block, ResNetConfig};
-use patchtcga_model::vit::VitConfig;
+use patchtcga_model::vit::{resample_pos_embed, PosResample, VitConfig};
 use patchtcga_model::{load, Arch, Classifier, ImportOptions, SegHead, SegNet, Spec};
 use serde_json::Value;
 use tch::nn::{self, ModuleT};
@@ -120,9 +120,7 @@ fn tiny_spec(name: &str) -> Spec {
     match name {
         "resnet_basic" => resnet(Block::Basic),
         "resnet_bottleneck" => resnet(Block::Bottleneck),
-        _ => {
-            Spec::Vit(VitConfig { patch: 8, dim: 24, depth: 2, heads: 3, mlp_ratio: 4.0, img_size: 32, drop_path: 0.0 })
-        }
+        _ => Spec::Vit(VitConfig { patch: 8, dim: 24, depth: 2, heads: 3, img_size: 32, ..VitConfig::S16 }),
     }
 }
 
@@ -228,4 +226,18 @@ fn deeplabv3_resnet50_matches_torchvision() {
     assert!(e <= 1e-4, "DeepLabv3 output rel. error {e:.2e}");
     // The dilated stages keep 1/8 of the input.
     assert_eq!(tch::no_grad(|| model.feature_map(&det_input(&shape), false)).size(), [1, 2048, 6, 6]);
+}
+
+#[test]
+fn dino_resamples_position_embeddings_as_dino_does() {
+    let g = json("dino_pos_embed.json");
+    let pos = det("pos_embed", &[1, 1 + 14 * 14, 8]);
+    for (key, h, w) in [("6x6", 6, 6), ("5x7", 5, 7)] {
+        let dino = resample_pos_embed(&pos, h, w, PosResample::Dino);
+        let e = rel_err(&dino, &floats(&g[key]));
+        assert!(e <= 1e-5, "{key}: rel. error {e:.2e}");
+        // timm's antialiased resampling is another rule: the check can tell them apart.
+        let timm = rel_err(&resample_pos_embed(&pos, h, w, PosResample::Timm), &floats(&g[key]));
+        assert!(timm > 1e-2, "{key}: timm's differs by {timm:.2e}");
+    }
 }
