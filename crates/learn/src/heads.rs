@@ -78,7 +78,8 @@ impl ModuleT for Mlp {
 }
 
 /// DINO's head: a GELU MLP to a bottleneck, l2 normalisation, then a weight-normalised Linear
-/// without bias whose norms (`weight_g`) stay fixed at 1 (upstream `norm_last_layer=True`).
+/// without bias whose norms (`weight_g`) stay fixed at 1 (upstream `norm_last_layer=True`);
+/// initialised as upstream (MLP weights N(0, 0.02²), zero biases; the last layer as nn.Linear).
 #[derive(Debug)]
 pub struct DinoHead {
     mlp: Mlp,
@@ -96,6 +97,15 @@ impl DinoHead {
             gelu: true,
         };
         let mlp = Mlp::new(&(p / "mlp"), &spec);
+        // DINO's init: trunc_normal(std 0.02) cut at ±2 (absolute, so in effect N(0, 0.02²)), zero biases.
+        tch::no_grad(|| {
+            for (linear, _) in &mlp.layers {
+                let _ = linear.ws.shallow_clone().normal_(0.0, 0.02);
+                if let Some(b) = &linear.bs {
+                    let _ = b.shallow_clone().zero_();
+                }
+            }
+        });
         let last = p / "last_layer";
         let bound = 1.0 / (bottleneck as f64).sqrt();
         let weight_v = last.var("weight_v", &[out_dim, bottleneck], Init::Uniform { lo: -bound, up: bound });

@@ -82,6 +82,19 @@ impl DinoLoss {
         Self { centre: p.zeros_no_train("center", &[1, dim]), momentum }
     }
 
+    /// Mean entropy of the centred, sharpened teacher distributions (before this step's centre
+    /// update): the part of [`DinoLoss::loss`] that is not the student's KL divergence from them.
+    pub fn teacher_entropy(&self, teacher: &[Tensor], teacher_temp: f64) -> f64 {
+        tch::no_grad(|| {
+            let t = Tensor::stack(teacher, 0).to_kind(Kind::Float);
+            let logq = ((&t - &self.centre) / teacher_temp).log_softmax(-1, Kind::Float);
+            -(logq.exp() * &logq)
+                .sum_dim_intlist([-1].as_slice(), false, Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[])
+        })
+    }
+
     /// Mean over pairs of a teacher view and a student view of another index (the first
     /// student views are the global ones, in the teacher's order), then the centre update.
     pub fn loss(&mut self, teacher: &[Tensor], student: &[Tensor], teacher_temp: f64, student_temp: f64) -> Tensor {

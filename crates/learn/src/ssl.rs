@@ -393,11 +393,17 @@ impl Method for Dino {
         let teacher = tch::no_grad(|| self.target_backbone.forward_t(&global, false).apply_t(&self.target_head, false));
         let views = batch.views.len() as i64;
         let temp = self.teacher_temp();
-        let loss = self.loss.loss(&teacher.chunk(2, 0), &student.chunk(views, 0), temp, self.student_temp);
+        let teacher = teacher.chunk(2, 0);
+        let entropy = self.loss.teacher_entropy(&teacher, temp);
+        let loss = self.loss.loss(&teacher, &student.chunk(views, 0), temp, self.student_temp);
+        // DINO's cross-entropy is the teacher's entropy plus the student's KL divergence from
+        // it: the KL is what falls as the student learns, the entropy what collapse drives to 0.
         let metrics = vec![
             ("momentum".into(), self.momentum),
             ("teacher_temp".into(), temp),
-            ("collapse_std".into(), collapse_std(&teacher.narrow(0, 0, batch.labels.len() as i64))),
+            ("teacher_entropy".into(), entropy),
+            ("kl".into(), loss.double_value(&[]) - entropy),
+            ("collapse_std".into(), collapse_std(&teacher[0])),
         ];
         Ok(StepOutput { loss, metrics })
     }

@@ -63,7 +63,10 @@ fn check(name: &str, views: usize, fall: f64, width: i64, overrides: &[&str]) ->
     for i in 0..26 {
         opt.zero_grad();
         let out = m.step(&batches[i % 2]).unwrap();
-        losses.push(out.loss.double_value(&[]));
+        // DINO's loss adds the teacher's entropy, which moves with the teacher: its learning
+        // signal is the student's KL divergence from the teacher.
+        let kl = out.metrics.iter().find(|(k, _)| k == "kl").map(|&(_, v)| v);
+        losses.push(kl.unwrap_or_else(|| out.loss.double_value(&[])));
         out.loss.backward();
         opt.step(1e-3);
         m.after_update(i as f64 / 25.0);
@@ -131,6 +134,12 @@ fn dino_learns_without_collapse() {
     assert!((per_epoch[0].0 - 0.04).abs() + (per_epoch[0].1 - 0.04).abs() < 1e-12, "at the start: {per_epoch:?}");
     assert_eq!(per_epoch[3].0, 0.07, "teacher temperature after its warm-up epoch");
     assert!(per_epoch[3].1 > 0.3, "weight decay rises on a cosine: {per_epoch:?}");
+    // The cross-entropy splits into the teacher's entropy and the student's KL divergence.
+    for e in &run.steps {
+        let (loss, h, kl) =
+            (e["loss"].as_f64().unwrap(), e["teacher_entropy"].as_f64().unwrap(), e["kl"].as_f64().unwrap());
+        assert!((loss - h - kl).abs() < 1e-4 && h > 0.0 && h <= (64f64).ln() + 1e-6 && kl > -1e-4, "{e}");
+    }
 
     // The head's last layer did not move in the first epoch (freeze_last_layer = 1), and did after.
     let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
@@ -144,6 +153,16 @@ fn dino_learns_without_collapse() {
     let diff = |t: tch::Tensor| (t - initial).abs().max().double_value(&[]);
     assert_eq!(diff(saved("epoch_0001")), 0.0, "frozen in epoch 1");
     assert!(diff(saved("epoch_0002")) > 0.0, "trained in epoch 2");
+
+    // DINO's initialisation of the head's MLP: weights N(0, 0.02²), zero biases; teacher = student.
+    let vars = fresh.var_store().variables();
+    for layer in ["0", "2", "4"] {
+        let w = &vars[&format!("projector.mlp.{layer}.weight")];
+        let std = w.std(true).double_value(&[]);
+        assert!((std - 0.02).abs() < 0.002 && w.mean(None).abs().double_value(&[]) < 0.002, "layer {layer}: std {std}");
+        assert_eq!(vars[&format!("projector.mlp.{layer}.bias")].abs().max().double_value(&[]), 0.0);
+        assert!(w.equal(&vars[&format!("target.projector.mlp.{layer}.weight")]), "the teacher starts as the student");
+    }
 }
 
 #[test]
