@@ -309,7 +309,7 @@ fn main() -> ExitCode {
         eprintln!("error: {}", msg.unwrap_or("internal failure"));
     }));
     // As destroy_process_group: the run's process group, if this process joined one, ends here.
-    let done = run(Cli::parse()).and_then(|()| Ok(patchtcga_dist::group().map_or(Ok(()), |g| g.shutdown())?));
+    let done = run(Cli::parse()).and_then(|()| patchtcga_dist::group().map_or(Ok(()), |g| Ok(g.shutdown()?)));
     match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

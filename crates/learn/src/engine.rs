@@ -270,11 +270,11 @@ pub fn train(
     let device = device(&config.device)?;
     let amp = config.enable_autocast && device.is_cuda();
 
-    let per_epoch = train.batches_per_epoch() / config.num_accum;
+    let epoch_batches = train.batches_per_epoch();
+    let per_epoch = epoch_batches / config.num_accum;
     if per_epoch == 0 {
         return Err(LearnError::Config(format!(
-            "{} batches per epoch cannot make one update of {} accumulated batches",
-            train.batches_per_epoch(),
+            "{epoch_batches} batches per epoch cannot make one update of {} accumulated batches",
             config.num_accum
         )));
     }
@@ -329,7 +329,7 @@ pub fn train(
     let mut next_epoch: Option<Epoch> = None;
     'epochs: while pos.epoch < config.epochs {
         let bar = if leader {
-            ProgressBar::new(train.batches_per_epoch() as u64).with_style(bar_style.clone())
+            ProgressBar::new(epoch_batches as u64).with_style(bar_style.clone())
         } else {
             ProgressBar::hidden()
         };
@@ -341,7 +341,6 @@ pub fn train(
             Some(started) => started,
             None => train.epoch_from(pos.epoch as u64, pos.batch),
         };
-        let per_epoch = train.batches_per_epoch();
         loop {
             let t0 = Instant::now();
             let Some(batch) = batches.next() else { break };
@@ -367,7 +366,7 @@ pub fn train(
             micro += 1;
             pos.batch += 1;
             bar.inc(1);
-            if next_epoch.is_none() && pos.epoch + 1 < config.epochs && pos.batch + train.lookahead() >= per_epoch {
+            if next_epoch.is_none() && pos.epoch + 1 < config.epochs && pos.batch + train.lookahead() >= epoch_batches {
                 next_epoch = Some(train.epoch(pos.epoch as u64 + 1));
             }
             if micro < config.num_accum {

@@ -82,25 +82,22 @@ impl DinoLoss {
         Self { centre: p.zeros_no_train("center", &[1, dim]), momentum }
     }
 
-    /// Mean entropy of the centred, sharpened teacher distributions (before this step's centre
-    /// update): the part of [`DinoLoss::loss`] that is not the student's KL divergence from them.
-    pub fn teacher_entropy(&self, teacher: &[Tensor], teacher_temp: f64) -> f64 {
-        tch::no_grad(|| {
-            let t = Tensor::stack(teacher, 0).to_kind(Kind::Float);
-            let logq = ((&t - &self.centre) / teacher_temp).log_softmax(-1, Kind::Float);
-            -(logq.exp() * &logq)
-                .sum_dim_intlist([-1].as_slice(), false, Kind::Float)
-                .mean(Kind::Float)
-                .double_value(&[])
-        })
-    }
-
     /// Mean over pairs of a teacher view and a student view of another index (the first
-    /// student views are the global ones, in the teacher's order), then the centre update.
-    pub fn loss(&mut self, teacher: &[Tensor], student: &[Tensor], teacher_temp: f64, student_temp: f64) -> Tensor {
+    /// student views are the global ones, in the teacher's order), then the centre update. Also
+    /// the teacher distributions' mean entropy (detached): the part of the loss that is not the
+    /// student's KL divergence from them.
+    pub fn loss(
+        &mut self,
+        teacher: &[Tensor],
+        student: &[Tensor],
+        teacher_temp: f64,
+        student_temp: f64,
+    ) -> (Tensor, Tensor) {
         let t = Tensor::stack(teacher, 0).to_kind(Kind::Float);
         let s = Tensor::stack(student, 0).to_kind(Kind::Float);
-        let q = ((&t - &self.centre) / teacher_temp).softmax(-1, Kind::Float).detach();
+        let logq = ((&t - &self.centre) / teacher_temp).log_softmax(-1, Kind::Float).detach();
+        let q = logq.exp();
+        let entropy = -(&q * &logq).sum_dim_intlist([-1].as_slice(), false, Kind::Float).mean(Kind::Float);
         let logp = (s / student_temp).log_softmax(-1, Kind::Float);
         // (teacher views, student views): −Σ_d q·log p summed over the batch.
         let mut pair = -Tensor::einsum("tbd,sbd->ts", &[&q, &logp], None::<i64>);
@@ -112,7 +109,7 @@ impl DinoLoss {
             let batch_centre = t.mean_dim([0, 1].as_slice(), false, Kind::Float).unsqueeze(0);
             let _ = self.centre.lerp_(&batch_centre, 1.0 - self.momentum);
         });
-        loss
+        (loss, entropy)
     }
 }
 

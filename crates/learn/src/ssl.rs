@@ -394,15 +394,15 @@ impl Method for Dino {
         let views = batch.views.len() as i64;
         let temp = self.teacher_temp();
         let teacher = teacher.chunk(2, 0);
-        let entropy = self.loss.teacher_entropy(&teacher, temp);
-        let loss = self.loss.loss(&teacher, &student.chunk(views, 0), temp, self.student_temp);
+        let (loss, entropy) = self.loss.loss(&teacher, &student.chunk(views, 0), temp, self.student_temp);
+        let (loss_value, entropy) = (loss.double_value(&[]), entropy.double_value(&[]));
         // DINO's cross-entropy is the teacher's entropy plus the student's KL divergence from
         // it: the KL is what falls as the student learns, the entropy what collapse drives to 0.
         let metrics = vec![
             ("momentum".into(), self.momentum),
             ("teacher_temp".into(), temp),
             ("teacher_entropy".into(), entropy),
-            ("kl".into(), loss.double_value(&[]) - entropy),
+            ("kl".into(), loss_value - entropy),
             ("collapse_std".into(), collapse_std(&teacher[0])),
         ];
         Ok(StepOutput { loss, metrics })
