@@ -160,7 +160,7 @@ impl SegNet {
 }
 
 /// What [`load_head`] did: head tensors loaded, and those left as initialised because their
-/// shape differs (a last layer for another number of classes).
+/// shape differs (a last layer for another number of classes); names sorted.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HeadImport {
     pub loaded: Vec<String>,
@@ -186,6 +186,8 @@ pub fn load_head(vs: &nn::VarStore, path: &Path) -> Result<HeadImport, ModelErro
                 import.left.push(short.to_owned());
             }
         }
+        import.loaded.sort();
+        import.left.sort();
         Ok(import)
     })
 }

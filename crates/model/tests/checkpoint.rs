@@ -79,7 +79,7 @@ fn a_coco_deeplabv3_checkpoint_gives_backbone_and_head_but_the_class_layer() {
     let backbone = load(&vs, &path, "classifier", &ImportOptions::default()).unwrap();
     assert_eq!(backbone.prefix, "backbone.");
     let head = load_head(&vs, &path).unwrap();
-    assert_eq!(head.left, ["classifier.4.weight", "classifier.4.bias"].map(String::from).to_vec());
+    assert_eq!(head.left, ["classifier.4.bias", "classifier.4.weight"].map(String::from).to_vec());
     let wanted = source.variables();
     for (name, t) in vs.variables() {
         let same = t.equal(&wanted[&name]);
