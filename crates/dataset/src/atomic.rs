@@ -1,3 +1,5 @@
+//! Atomic file writes: a hidden temporary file beside the target, renamed over it.
+
 use std::io::Write;
 use std::path::Path;
 

@@ -1,3 +1,6 @@
+//! The builders: slides tiled in parallel into one of the release's layouts, resumably, with
+//! a thumbnail map per slide, `manifest.csv` and `MD5SUMS`.
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -13,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::layout::{organ_class, DatasetKind, ORGANS, POSITION_MAP_DIR};
 use crate::manifest::{md5_hex, read_manifest_json, write_manifest, ManifestRow};
+use crate::names::name_id;
 use crate::{atomic, DatasetError, Result, SlideRow};
 
 /// What a build makes: the dataset layout and its labelling rule.
@@ -106,6 +110,8 @@ pub struct BuildReport {
     pub new_patches: usize,
     /// Patches in the dataset's manifest after this run.
     pub total_patches: usize,
+    /// Patches of an earlier build renamed to the names the release's loaders read (and masks).
+    pub renamed: usize,
 }
 
 /// The folder of build bookkeeping inside the dataset root (hidden from loaders).
@@ -120,6 +126,8 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
     let records = state.join("slides");
     std::fs::create_dir_all(&records).map_err(DatasetError::io(&records))?;
     check_settings(&state.join("settings.txt"), task, opts)?;
+    let name_ids = name_ids(task.kind(), rows, &records)?;
+    let renamed = upgrade_records(&opts.out, &records, rows, &name_ids)?;
     let splits = assign_splits(task, rows, opts)?;
 
     progress.set_length(rows.len() as u64);
@@ -137,7 +145,7 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
             } else {
                 let split = splits.get(&row.case).map(String::as_str).unwrap_or("");
                 let job = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    tile_slide(task, row, split, opts, &on_patches)
+                    tile_slide(task, row, &name_ids[&row.id], split, opts, &on_patches)
                 }));
                 match job {
                     Ok(Ok(rows)) => match write_record(&record, &rows) {
@@ -158,7 +166,7 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
         })
         .collect();
 
-    let mut report = BuildReport { slides: rows.len(), ..Default::default() };
+    let mut report = BuildReport { slides: rows.len(), renamed, ..Default::default() };
     for o in outcomes {
         match o {
             Outcome::Built(n) => {
@@ -180,6 +188,94 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
     report.total_patches = all.len();
     write_manifest(&opts.out, &all)?;
     Ok(report)
+}
+
+/// The id each slide's patch names carry ([`name_id`]), for the slides of the list and those an
+/// earlier build left in `records`; two slides whose names would meet are refused, naming both.
+fn name_ids(kind: DatasetKind, rows: &[SlideRow], records: &Path) -> Result<HashMap<String, String>> {
+    let mut ids: BTreeMap<String, String> =
+        rows.iter().map(|r| (r.id.clone(), format!("{} (slide list line {})", r.slide.display(), r.line))).collect();
+    for id in recorded_slides(records)? {
+        ids.entry(id.clone()).or_insert_with(|| format!("slide {id:?} of an earlier build of this dataset"));
+    }
+    let mut owner: HashMap<String, (&str, &str)> = HashMap::new();
+    for (id, from) in &ids {
+        let name = name_id(id, kind);
+        if let Some((other, other_from)) = owner.insert(name.clone(), (id, from)) {
+            return Err(DatasetError::Usage(format!(
+                "slides {other:?} ({other_from}) and {id:?} ({from}) would both be named {name:?} in patch names \
+                 (every '.' becomes '_'{}); give one of them another `id` in the slide list",
+                if kind == DatasetKind::SegPanda200 { ", every `mask` `msk`" } else { "" }
+            )));
+        }
+    }
+    Ok(ids.keys().map(|id| (id.clone(), name_id(id, kind))).collect())
+}
+
+/// The slide ids an earlier build completed (`<id>.json` records).
+fn recorded_slides(records: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(records).map_err(DatasetError::io(records))? {
+        let name = e.map_err(DatasetError::io(records))?.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_suffix(".json").filter(|_| !name.starts_with('.')) {
+            out.push(id.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Brings the patches of an earlier build to today's names and manifest columns: a patch (and
+/// its mask) whose name carries a slide id the release's loaders misread is renamed, and the
+/// slide's record rewritten after its files (atomically; an interrupted run redoes it). Returns
+/// the number of patches renamed.
+fn upgrade_records(out: &Path, records: &Path, rows: &[SlideRow], name_ids: &HashMap<String, String>) -> Result<usize> {
+    let files: HashMap<&str, String> = rows
+        .iter()
+        .map(|r| (r.id.as_str(), r.slide.file_name().unwrap_or_default().to_string_lossy().into_owned()))
+        .collect();
+    let mut renamed = 0;
+    for id in recorded_slides(records)? {
+        let record = records.join(format!("{id}.json"));
+        let mut patches = read_manifest_json(&record)?;
+        let before = patches.clone();
+        for p in &mut patches {
+            if p.slide_file.is_empty() {
+                p.slide_file = files.get(id.as_str()).cloned().unwrap_or_default();
+            }
+            let stem = format!("{}_{}_{}", name_ids[&id], p.x, p.y);
+            let ext = Path::new(&p.file).extension().unwrap_or_default().to_string_lossy().into_owned();
+            renamed += usize::from(rename_patch(out, &mut p.file, &format!("{stem}.{ext}"))?);
+            if !p.mask.is_empty() {
+                rename_patch(out, &mut p.mask, &format!("{stem}_mask.png"))?;
+            }
+        }
+        if patches != before {
+            write_record(&record, &patches)?;
+        }
+    }
+    Ok(renamed)
+}
+
+/// Renames the file at `rel` (relative to `out`) to `name` in its folder, updating `rel`;
+/// false when it already has that name.
+fn rename_patch(out: &Path, rel: &mut String, name: &str) -> Result<bool> {
+    let old = PathBuf::from(rel.as_str());
+    let new = old.with_file_name(name);
+    if new == old {
+        return Ok(false);
+    }
+    let (from, to) = (out.join(&old), out.join(&new));
+    if from.is_file() {
+        std::fs::rename(&from, &to).map_err(DatasetError::io(&from))?;
+    } else if !to.is_file() {
+        return Err(DatasetError::invalid(
+            from,
+            "listed by the build record but missing (nor renamed); delete the slide's record in .patchtcga/slides to \
+             tile it again",
+        ));
+    }
+    *rel = new.to_string_lossy().into_owned();
+    Ok(true)
 }
 
 enum Outcome {
@@ -270,6 +366,7 @@ struct Encoded {
 fn tile_slide(
     task: &Task,
     row: &SlideRow,
+    name_id: &str,
     split: &str,
     opts: &BuildOptions,
     on_patches: &(dyn Fn(usize) + Sync),
@@ -370,7 +467,7 @@ fn tile_slide(
         if *task != Task::Ptcga200 {
             rel.push(&row.case);
         }
-        let stem = format!("{}_{}_{}", row.id, e.candidate.x, e.candidate.y);
+        let stem = format!("{name_id}_{}_{}", e.candidate.x, e.candidate.y);
         let file = rel.join(format!("{stem}.{ext}"));
         atomic::write(&opts.out.join(&file), &e.image).map_err(|err| err.to_string())?;
         let (mask, mask_md5) = match &e.mask {
@@ -384,6 +481,7 @@ fn tile_slide(
         Ok(ManifestRow {
             file: file.to_string_lossy().into_owned(),
             slide: row.id.clone(),
+            slide_file: row.slide.file_name().unwrap_or_default().to_string_lossy().into_owned(),
             case: row.case.clone(),
             split: split.to_string(),
             label: e.label.clone(),

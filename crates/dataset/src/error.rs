@@ -1,3 +1,5 @@
+//! The errors of dataset work, each naming the file and the cause.
+
 use std::path::PathBuf;
 
 /// Dataset errors, each naming the file and the cause.

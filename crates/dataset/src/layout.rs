@@ -1,7 +1,10 @@
+//! The release's three dataset layouts, its organ table, and the index that lists a dataset's
+//! images exactly as the release's loaders do.
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::{manifest::read_manifest, DatasetError, Result};
+use crate::{manifest::read_manifest, names, DatasetError, Result};
 
 /// PTCGA200 organ folders and their class ids (several folders share a class).
 pub const ORGANS: [(&str, u32); 24] = [
@@ -87,7 +90,9 @@ pub struct Entry {
     pub mask: Option<PathBuf>,
 }
 
-/// The images of a dataset in the release's order: folders sorted, files sorted by name.
+/// The images of a dataset in the order of the release's loaders (folders sorted, files sorted by
+/// code point, a file kept only when the release's rule lists it: see [`crate::names`]), so that
+/// the release's split indices select the same files here as there.
 #[derive(Debug, Clone)]
 pub struct Index {
     /// Dataset root.
@@ -98,31 +103,42 @@ pub struct Index {
     pub entries: Vec<Entry>,
     /// Class folders left out because the layout does not know them ([`UnknownFolders::Skip`]).
     pub skipped_folders: Vec<PathBuf>,
+    /// Files the release's loaders would skip or misread: image-like names they leave out, and
+    /// (with [`UnknownFolders::Skip`]) segPANDA200 images without the mask they look for.
+    pub problems: Vec<Problem>,
 }
 
-/// What [`Index::scan_with`] does with a class folder the layout does not know (an organ
-/// missing from the PTCGA200 table, a PCam200 folder other than `normal`/`tumor`).
+/// A file of a dataset that the release's loaders would skip or misread.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// Path relative to the dataset root.
+    pub path: PathBuf,
+    /// What the release's loaders do with it.
+    pub cause: String,
+}
+
+/// What [`Index::scan_with`] does with what the layout does not expect: a class folder it does
+/// not know (an organ missing from the PTCGA200 table, a PCam200 folder other than
+/// `normal`/`tumor`), a segPANDA200 image without its mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnknownFolders {
-    /// Stop with an error naming the folder.
+    /// Stop with an error naming the folder or file.
     Fail,
-    /// Leave it out and list it in [`Index::skipped_folders`].
+    /// Leave it out and list it in [`Index::skipped_folders`] or [`Index::problems`].
     Skip,
 }
 
-fn is_image(name: &str) -> bool {
-    Path::new(name).extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e))
-}
-
+/// A folder's entries sorted by name (code point order, as Python's `sorted`), hidden folders
+/// left out (patchtcga's build state).
 fn sorted_dir(dir: &Path) -> Result<Vec<(String, bool)>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).map_err(DatasetError::io(dir))? {
         let e = e.map_err(DatasetError::io(dir))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
+        let is_dir = e.file_type().map_err(DatasetError::io(e.path()))?.is_dir();
+        if is_dir && name.starts_with('.') {
             continue;
         }
-        let is_dir = e.file_type().map_err(DatasetError::io(e.path()))?.is_dir();
         out.push((name, is_dir));
     }
     out.sort();
@@ -141,6 +157,139 @@ pub fn slide_of_name(name: &str) -> String {
     }
 }
 
+/// One folder of images as the release's loader lists it.
+struct Folder<'a> {
+    /// Path relative to the root.
+    rel: PathBuf,
+    label: u32,
+    label_name: &'a str,
+    /// Case folder, or `None` where the layout has none (the slide is the case).
+    case: Option<&'a str>,
+    split: &'a str,
+}
+
+/// The walk of one dataset: entries, problems, and how to name slides.
+struct Walk<'a> {
+    root: &'a Path,
+    kind: DatasetKind,
+    unknown: UnknownFolders,
+    slide_of: HashMap<String, String>,
+    index: Index,
+}
+
+impl Walk<'_> {
+    fn slide(&self, rel: &Path) -> String {
+        let key = rel.to_string_lossy().into_owned();
+        self.slide_of.get(&key).cloned().unwrap_or_else(|| slide_of_name(&key))
+    }
+
+    fn unknown_folder(&mut self, folder: PathBuf, cause: String) -> Result<()> {
+        match self.unknown {
+            UnknownFolders::Fail => Err(DatasetError::invalid(folder, cause)),
+            UnknownFolders::Skip => {
+                self.index.skipped_folders.push(folder);
+                Ok(())
+            }
+        }
+    }
+
+    /// Lists the images of one folder: the release's rule decides, image-like files it leaves
+    /// out become problems (segPANDA200's masks excepted).
+    fn folder(&mut self, f: Folder) -> Result<()> {
+        let listing = sorted_dir(&self.root.join(&f.rel))?;
+        let files: Vec<&str> = listing.iter().filter(|(_, d)| !d).map(|(n, _)| n.as_str()).collect();
+        let mut masks_used = Vec::new();
+        for name in &files {
+            let path = f.rel.join(name);
+            if !names::release_lists(name, self.kind) {
+                continue;
+            }
+            let mask = if self.kind == DatasetKind::SegPanda200 {
+                let m = names::release_mask_name(name);
+                if !files.contains(&m.as_str()) {
+                    let cause = format!("the release's segPANDA200 loader opens its mask at {m}, which does not exist");
+                    match self.unknown {
+                        UnknownFolders::Fail => return Err(DatasetError::invalid(self.root.join(&path), cause)),
+                        UnknownFolders::Skip => {
+                            self.index.problems.push(Problem { path, cause });
+                            continue;
+                        }
+                    }
+                }
+                masks_used.push(m.clone());
+                Some(f.rel.join(m))
+            } else {
+                None
+            };
+            let slide = self.slide(&path);
+            self.index.entries.push(Entry {
+                case: f.case.map_or_else(|| slide.clone(), str::to_string),
+                slide,
+                path,
+                label: f.label,
+                label_name: f.label_name.to_string(),
+                split: f.split.to_string(),
+                mask,
+            });
+        }
+        for name in files {
+            if names::looks_like_image(name)
+                && !names::release_lists(name, self.kind)
+                && !masks_used.iter().any(|m| m == name)
+            {
+                let cause = names::why_unlisted(name, self.kind);
+                self.index.problems.push(Problem { path: f.rel.join(name), cause });
+            }
+        }
+        Ok(())
+    }
+
+    fn ptcga200(&mut self) -> Result<()> {
+        for (organ, is_dir) in sorted_dir(self.root)? {
+            if !is_dir || organ == POSITION_MAP_DIR {
+                continue;
+            }
+            let Some(label) = organ_class(&organ) else {
+                self.unknown_folder(self.root.join(&organ), "not one of the 24 PTCGA200 organ folders".into())?;
+                continue;
+            };
+            self.folder(Folder { rel: PathBuf::from(&organ), label, label_name: &organ, case: None, split: "" })?;
+        }
+        Ok(())
+    }
+
+    fn split_layout(&mut self) -> Result<()> {
+        for split in SPLITS {
+            let sd = self.root.join(split);
+            if !sd.is_dir() {
+                continue;
+            }
+            for (label_name, is_dir) in sorted_dir(&sd)? {
+                if !is_dir {
+                    continue;
+                }
+                let label = match (self.kind, label_name.as_str()) {
+                    (DatasetKind::Pcam200, "normal") => 0,
+                    (DatasetKind::Pcam200, "tumor") => 1,
+                    (DatasetKind::SegPanda200, g) if g.parse::<u32>().is_ok() => g.parse().unwrap_or_default(),
+                    _ => {
+                        let cause = format!("unexpected class folder in a {} dataset", self.kind.name());
+                        self.unknown_folder(sd.join(&label_name), cause)?;
+                        continue;
+                    }
+                };
+                for (case, is_dir) in sorted_dir(&sd.join(&label_name))? {
+                    if is_dir {
+                        let rel = Path::new(split).join(&label_name).join(&case);
+                        self.folder(Folder { rel, label, label_name: &label_name, case: Some(&case), split })?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Index {
     /// Lists the dataset at `root`; `kind` None detects the layout (split folders with
     /// `normal`/`tumor` inside → PCam200, split folders otherwise → segPANDA200, else PTCGA200).
@@ -149,7 +298,7 @@ impl Index {
         Self::scan_with(root, kind, UnknownFolders::Fail)
     }
 
-    /// [`scan`](Self::scan) with a policy for unknown class folders.
+    /// [`scan`](Self::scan) with a policy for unknown class folders and missing masks.
     pub fn scan_with(root: &Path, kind: Option<DatasetKind>, unknown: UnknownFolders) -> Result<Self> {
         if !root.is_dir() {
             return Err(DatasetError::invalid(root, "not a dataset folder"));
@@ -159,114 +308,24 @@ impl Index {
             None => detect(root)?,
         };
         let manifest = root.join("manifest.csv");
-        let slide_of: HashMap<String, String> = if manifest.is_file() {
+        let slide_of = if manifest.is_file() {
             read_manifest(&manifest)?.into_iter().map(|r| (r.file, r.slide)).collect()
         } else {
             HashMap::new()
         };
-        let slide = |rel: &Path| {
-            let key = rel.to_string_lossy().into_owned();
-            slide_of.get(&key).cloned().unwrap_or_else(|| slide_of_name(&key))
+        let index = Index {
+            root: root.to_path_buf(),
+            kind,
+            entries: Vec::new(),
+            skipped_folders: Vec::new(),
+            problems: Vec::new(),
         };
-        let mut entries = Vec::new();
-        let mut skipped_folders = Vec::new();
-        let mut refuse = |folder: PathBuf, cause: String| match unknown {
-            UnknownFolders::Fail => Err(DatasetError::invalid(folder, cause)),
-            UnknownFolders::Skip => {
-                skipped_folders.push(folder);
-                Ok(())
-            }
-        };
+        let mut walk = Walk { root, kind, unknown, slide_of, index };
         match kind {
-            DatasetKind::Ptcga200 => {
-                for (organ, is_dir) in sorted_dir(root)? {
-                    if !is_dir || organ == POSITION_MAP_DIR {
-                        continue;
-                    }
-                    let Some(label) = organ_class(&organ) else {
-                        refuse(root.join(&organ), "not one of the 24 PTCGA200 organ folders".into())?;
-                        continue;
-                    };
-                    for (name, is_dir) in sorted_dir(&root.join(&organ))? {
-                        if is_dir || !is_image(&name) {
-                            continue;
-                        }
-                        let path = Path::new(&organ).join(&name);
-                        let s = slide(&path);
-                        entries.push(Entry {
-                            path,
-                            label,
-                            label_name: organ.clone(),
-                            case: s.clone(),
-                            slide: s,
-                            split: String::new(),
-                            mask: None,
-                        });
-                    }
-                }
-            }
-            DatasetKind::Pcam200 | DatasetKind::SegPanda200 => {
-                for split in SPLITS {
-                    let sd = root.join(split);
-                    if !sd.is_dir() {
-                        continue;
-                    }
-                    for (label_name, is_dir) in sorted_dir(&sd)? {
-                        if !is_dir {
-                            continue;
-                        }
-                        let label = match (kind, label_name.as_str()) {
-                            (DatasetKind::Pcam200, "normal") => 0,
-                            (DatasetKind::Pcam200, "tumor") => 1,
-                            (DatasetKind::SegPanda200, g) if g.parse::<u32>().is_ok() => g.parse().unwrap_or_default(),
-                            _ => {
-                                refuse(
-                                    sd.join(&label_name),
-                                    format!("unexpected class folder in a {} dataset", kind.name()),
-                                )?;
-                                continue;
-                            }
-                        };
-                        for (case, is_dir) in sorted_dir(&sd.join(&label_name))? {
-                            if !is_dir {
-                                continue;
-                            }
-                            let cd = Path::new(split).join(&label_name).join(&case);
-                            for (name, is_dir) in sorted_dir(&root.join(&cd))? {
-                                if is_dir || !is_image(&name) || name.ends_with("_mask.png") {
-                                    continue;
-                                }
-                                let path = cd.join(&name);
-                                let mask = if kind == DatasetKind::SegPanda200 {
-                                    let stem =
-                                        Path::new(&name).file_stem().unwrap_or_default().to_string_lossy().into_owned();
-                                    let m = cd.join(format!("{stem}_mask.png"));
-                                    if !root.join(&m).is_file() {
-                                        return Err(DatasetError::invalid(
-                                            root.join(&path),
-                                            "no label mask beside it (<stem>_mask.png)",
-                                        ));
-                                    }
-                                    Some(m)
-                                } else {
-                                    None
-                                };
-                                entries.push(Entry {
-                                    slide: slide(&path),
-                                    path,
-                                    label,
-                                    label_name: label_name.clone(),
-                                    case: case.clone(),
-                                    split: split.to_string(),
-                                    mask,
-                                });
-                            }
-                        }
-                    }
-                }
-            }
+            DatasetKind::Ptcga200 => walk.ptcga200()?,
+            DatasetKind::Pcam200 | DatasetKind::SegPanda200 => walk.split_layout()?,
         }
-        Ok(Self { root: root.to_path_buf(), kind, entries, skipped_folders })
+        Ok(walk.index)
     }
 }
 

@@ -7,6 +7,7 @@ mod build;
 mod error;
 mod layout;
 mod manifest;
+pub mod names;
 mod slides_csv;
 
 pub mod archive;
@@ -16,7 +17,7 @@ pub mod stats;
 pub use build::{build, BuildOptions, BuildReport, ImageFormat, Task};
 pub use error::DatasetError;
 pub use layout::{
-    organ_class, DatasetKind, Entry, Index, UnknownFolders, IMAGE_EXTENSIONS, ORGANS, POSITION_MAP_DIR, SPLITS,
+    organ_class, DatasetKind, Entry, Index, Problem, UnknownFolders, IMAGE_EXTENSIONS, ORGANS, POSITION_MAP_DIR, SPLITS,
 };
 pub use manifest::{md5_hex, ManifestRow};
 pub use slides_csv::{read_slides_csv, SlideRow};

@@ -1,3 +1,5 @@
+//! `manifest.csv` (one row per patch: where it came from and its checksum) and `MD5SUMS`.
+
 use std::path::Path;
 
 use md5::{Digest, Md5};
@@ -10,8 +12,12 @@ use crate::{atomic, DatasetError, Result};
 pub struct ManifestRow {
     /// Image path relative to the dataset root.
     pub file: String,
-    /// Slide id (file stem of the slide unless the CSV names it).
+    /// Slide id (file stem of the slide unless the CSV names it), as given: the patch names carry
+    /// it made readable by the release's loaders ([`crate::names::name_id`]).
     pub slide: String,
+    /// File name of the slide the patch came from (empty in manifests of earlier versions).
+    #[serde(default)]
+    pub slide_file: String,
     /// Case (patient) id; splits never separate a case.
     pub case: String,
     /// `train` / `val` / `test`, empty for PTCGA200 (split afterwards).

@@ -1,3 +1,5 @@
+//! The slide list a builder reads (a CSV with a header) and its checks.
+
 use std::path::{Path, PathBuf};
 
 use crate::{DatasetError, Result};

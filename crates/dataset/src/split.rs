@@ -130,13 +130,30 @@ fn basename(p: &Path) -> String {
 }
 
 /// Counts per trial and set, after checking the splits against the dataset: every index in
-/// range and naming the file listed beside it, sets disjoint, no slide in two sets.
+/// range and naming the file listed beside it (all entries that do not are named, up to
+/// [`MISMATCHES_SHOWN`]), sets disjoint, no slide in two sets.
 pub fn check(
     index: &Index,
     splits: &Splits,
     params: &SplitParams,
     source: &Path,
 ) -> Result<BTreeMap<String, [usize; 3]>> {
+    let mismatches = mismatches(index, splits, source)?;
+    if !mismatches.is_empty() {
+        let total: usize = splits.values().flat_map(|t| t.values()).map(|s| s.idx.len()).sum();
+        let shown: Vec<&str> = mismatches.iter().take(MISMATCHES_SHOWN).map(String::as_str).collect();
+        return Err(DatasetError::invalid(
+            source,
+            format!(
+                "{} of {total} entries do not match the release's listing of {} (its loaders' filter and order; \
+                 `patchtcga verify-layout` names the files they skip):\n  {}{}",
+                mismatches.len(),
+                index.root.display(),
+                shown.join("\n  "),
+                if mismatches.len() > shown.len() { "\n  …" } else { "" }
+            ),
+        ));
+    }
     let keys = slide_keys(index, params);
     let mut counts = BTreeMap::new();
     for (trial, sets) in splits {
@@ -145,33 +162,7 @@ pub fn check(
         let mut n = [0usize; 3];
         for (k, name) in SETS.iter().enumerate() {
             let Some(set) = sets.get(*name) else { continue };
-            if set.idx.len() != set.imgs.len() {
-                return Err(DatasetError::invalid(
-                    source,
-                    format!("trial {trial} {name}: {} indices but {} names", set.idx.len(), set.imgs.len()),
-                ));
-            }
             for (&i, img) in set.idx.iter().zip(&set.imgs) {
-                let e = index.entries.get(i as usize).ok_or_else(|| {
-                    DatasetError::invalid(
-                        source,
-                        format!(
-                            "trial {trial} {name}: index {i} past the {} images of {}",
-                            index.entries.len(),
-                            index.root.display()
-                        ),
-                    )
-                })?;
-                if basename(&e.path) != *img {
-                    return Err(DatasetError::invalid(
-                        source,
-                        format!(
-                            "trial {trial} {name}: index {i} is {} in {} but the split names {img}",
-                            e.path.display(),
-                            index.root.display()
-                        ),
-                    ));
-                }
                 if std::mem::replace(&mut seen[i as usize], true) {
                     return Err(DatasetError::invalid(source, format!("trial {trial}: image {img} is in two sets")));
                 }
@@ -190,6 +181,40 @@ pub fn check(
         counts.insert(trial.clone(), n);
     }
     Ok(counts)
+}
+
+/// How many mismatched split entries an error names.
+pub const MISMATCHES_SHOWN: usize = 10;
+
+/// One line per split entry whose index is out of range or names another file than the listing
+/// has there; an error when a set's lists differ in length.
+fn mismatches(index: &Index, splits: &Splits, source: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (trial, sets) in splits {
+        for name in SETS {
+            let Some(set) = sets.get(name) else { continue };
+            if set.idx.len() != set.imgs.len() {
+                return Err(DatasetError::invalid(
+                    source,
+                    format!("trial {trial} {name}: {} indices but {} names", set.idx.len(), set.imgs.len()),
+                ));
+            }
+            for (&i, img) in set.idx.iter().zip(&set.imgs) {
+                match index.entries.get(i as usize) {
+                    None => out.push(format!(
+                        "trial {trial} {name}: index {i} past the {} images ({img})",
+                        index.entries.len()
+                    )),
+                    Some(e) if basename(&e.path) != *img => out.push(format!(
+                        "trial {trial} {name}: index {i} is {} but the split names {img}",
+                        e.path.display()
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Writes the splits as JSON.
