@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use patchtcga_dataset::{archive, split, stats, BuildOptions, DatasetKind, ImageFormat, Index, Task};
+use patchtcga_dataset::{archive, split, stats, BuildOptions, DatasetKind, ImageFormat, Index, Task, UnknownFolders};
 use patchtcga_slide::{
     AnnotationGroups, PatchGeometry, QualityCheck, Sampler, Sampling, Slide, TissueMask, TissueParams,
 };
@@ -43,6 +43,16 @@ enum Command {
         /// Folder the listed paths are relative to (default: the list's folder).
         #[arg(long)]
         root: Option<PathBuf>,
+    },
+    /// Report what in a dataset folder the release's loaders would skip or misread: image names
+    /// whose extension, read from the first '.', is not .jpg .JPG .JPEG .png; segPANDA200 names
+    /// containing `mask` or images without their mask; unknown class folders. Exit status 1 if any.
+    VerifyLayout {
+        /// Dataset root.
+        dataset: PathBuf,
+        /// Layout (default: detected).
+        #[arg(long, value_enum)]
+        layout: Option<Layout>,
     },
     /// Join a split download (PTCGA200_p_*) and unpack the .tar.gz safely.
     Extract {
@@ -300,6 +310,16 @@ enum Layout {
     Segpanda200,
 }
 
+impl Layout {
+    fn kind(self) -> DatasetKind {
+        match self {
+            Layout::Ptcga200 => DatasetKind::Ptcga200,
+            Layout::Pcam200 => DatasetKind::Pcam200,
+            Layout::Segpanda200 => DatasetKind::SegPanda200,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // LibTorch reports failures inside a network's passes (out of memory, a peer lost during a
     // synchronised batch norm) as panics: print them as one error line, not a crash report.
@@ -420,14 +440,18 @@ fn run(cli: Cli) -> Result<()> {
             println!("unpacked {} files ({} bytes) into {}", report.files, report.bytes, out.display());
             Ok(())
         }
+        Command::VerifyLayout { dataset, layout } => verify_layout(&dataset, layout.map(Layout::kind)),
         Command::Stats { dataset, layout, sample, mosaic, per_class, seed, workers: w } => {
             workers(w)?;
-            let kind = layout.map(|l| match l {
-                Layout::Ptcga200 => DatasetKind::Ptcga200,
-                Layout::Pcam200 => DatasetKind::Pcam200,
-                Layout::Segpanda200 => DatasetKind::SegPanda200,
-            });
-            let index = Index::scan(&dataset, kind)?;
+            let index = Index::scan(&dataset, layout.map(Layout::kind))?;
+            if !index.problems.is_empty() {
+                eprintln!(
+                    "note: {} image file(s) have names the release's loaders skip or misread; `patchtcga verify-layout {}` \
+                     lists them",
+                    index.problems.len(),
+                    dataset.display()
+                );
+            }
             let s = stats::compute(&index, sample, seed, &bar("images"))?;
             println!(
                 "{} dataset at {}: {} patches from {} slides",
@@ -558,6 +582,13 @@ fn build(dataset: BuildDataset) -> Result<()> {
         opts.geometry.field_um()
     );
     let report = patchtcga_dataset::build(&task, &rows, &opts, &bar("slides"))?;
+    if report.renamed > 0 {
+        println!(
+            "renamed {} patch(es) of an earlier build to names the release's loaders list (slide ids without '.'); \
+             split files drawn before name the old files: draw them again with `patchtcga split`",
+            report.renamed
+        );
+    }
     println!(
         "{} slide(s): {} tiled, {} already complete, {} failed; {} new patches, {} in {}",
         report.slides,
@@ -576,6 +607,33 @@ fn build(dataset: BuildDataset) -> Result<()> {
             "{} of {} slide(s) failed (the others are complete; re-run to retry only the failed ones)",
             report.failures.len(),
             report.slides
+        );
+    }
+    Ok(())
+}
+
+/// Prints what the release's loaders would skip or misread in a dataset; an error if anything.
+fn verify_layout(dataset: &Path, kind: Option<DatasetKind>) -> Result<()> {
+    let index = Index::scan_with(dataset, kind, UnknownFolders::Skip)?;
+    for f in &index.skipped_folders {
+        println!("FOLDER  {}: not a class folder of the {} layout; its images are not read", f.display(), index.kind.name());
+    }
+    for p in &index.problems {
+        println!("FILE    {}: {}", p.path.display(), p.cause);
+    }
+    println!(
+        "{} layout at {}: {} image(s) listed as the release's loaders list them, {} file(s) and {} folder(s) not",
+        index.kind.name(),
+        dataset.display(),
+        index.entries.len(),
+        index.problems.len(),
+        index.skipped_folders.len()
+    );
+    if !index.problems.is_empty() || !index.skipped_folders.is_empty() {
+        bail!(
+            "{}: the release's loaders would skip or misread what is listed above (patches an earlier patchtcga \
+             named so are renamed in place by re-running the dataset's `patchtcga build` command)",
+            dataset.display()
         );
     }
     Ok(())

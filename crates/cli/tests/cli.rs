@@ -130,3 +130,23 @@ fn split_reads_the_release_pickle_and_writes_json() {
     assert!(drawn.status.success(), "{}", text(&drawn.stderr));
     assert!(root.join("3fold_dict_idx_filenames.pickle").is_file());
 }
+
+#[test]
+fn verify_layout_names_the_files_the_release_would_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let skin = dir.path().join("skin");
+    std::fs::create_dir_all(&skin).unwrap();
+    for name in ["TCGA-AA-0001-01Z-00-DX1_0_0.png", "TCGA-AA-0002-01Z-00-DX1.5e1d_0_0.png"] {
+        image::RgbImage::new(4, 4).save(skin.join(name)).unwrap();
+    }
+    let out = patchtcga().arg("verify-layout").arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("skin/TCGA-AA-0002-01Z-00-DX1.5e1d_0_0.png") && stdout.contains("`.5e1d_0_0.png`"), "{stdout}");
+    assert!(stdout.contains("1 image(s) listed"), "{stdout}");
+    assert!(text(&out.stderr).contains("re-running the dataset's `patchtcga build`"), "{}", text(&out.stderr));
+
+    std::fs::remove_file(skin.join("TCGA-AA-0002-01Z-00-DX1.5e1d_0_0.png")).unwrap();
+    let out = patchtcga().arg("verify-layout").arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use patchtcga_augment::Recipe;
 use patchtcga_dataset::{split, DatasetKind, Index, SPLITS};
-use patchtcga_loader::{pcam_samples, samples, Loader, LoaderConfig, OnBadInput, Sample};
+use patchtcga_loader::{pcam_has_split, pcam_samples, samples, Loader, LoaderConfig, OnBadInput, Sample, PCAM_SPLITS};
 
 use crate::config::image_stats;
 use crate::{Config, LearnError};
@@ -17,6 +17,26 @@ pub struct Loaders {
     pub test: Option<Loader>,
     /// Name of each class id: its folder (folders sharing a class joined by `/`).
     pub class_names: Vec<String>,
+}
+
+/// The error for a dataset folder without images: what was looked for, and the image files the
+/// release's loaders skip there, if any.
+fn no_images(index: &Index) -> String {
+    let skipped = match index.problems.len() {
+        0 => String::new(),
+        n => format!(
+            "; {n} image file(s) there have names the release's loaders skip (e.g. {}): `patchtcga verify-layout {}` \
+             lists them",
+            index.problems[0].path.display(),
+            index.root.display()
+        ),
+    };
+    format!(
+        "{}: no images found: looked for the release's layouts (PTCGA200 <organ>/<image>, PCam200 and segPANDA200 \
+         {{train,val,test}}/<class>/<case>/<image>, images .jpg .JPG .JPEG .png) and the original PatchCamelyon files \
+         ({{train,valid,test}}_x.h5 or camelyonpatch_level_2_split_{{train,valid,test}}_x.h5){skipped}",
+        index.root.display()
+    )
 }
 
 fn loader_config(config: &Config, shuffle: bool) -> Result<LoaderConfig, LearnError> {
@@ -64,9 +84,6 @@ pub fn set_indices(index: &Index, split_file: &str, trial: usize) -> Result<[Opt
     Ok([some((0..index.entries.len() as u64).collect()), None, None])
 }
 
-/// The split names of the original PatchCamelyon files.
-const PCAM_SPLITS: [&str; 3] = ["train", "valid", "test"];
-
 /// Name of each class id: its folder (folders sharing a class joined by `/`).
 fn class_names(index: &Index, classes: i64) -> Vec<String> {
     let mut names = vec![String::new(); classes.max(0) as usize];
@@ -85,18 +102,18 @@ fn class_names(index: &Index, classes: i64) -> Vec<String> {
 /// Builds the loaders: `recipe` views for training, the eval transform for val and test.
 pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
     let root = Path::new(&config.dataset_dir);
-    let pcam_h5 = PCAM_SPLITS.iter().any(|s| root.join(format!("{s}_x.h5")).exists());
+    let pcam_h5 = PCAM_SPLITS.iter().any(|s| pcam_has_split(root, s));
     let (sets, mut class_names): (Vec<Option<Vec<Sample>>>, Vec<String>) = if pcam_h5 {
-        // The original PatchCamelyon: {train,valid,test}_{x,y}.h5.
+        // The original PatchCamelyon: {train,valid,test}_{x,y}.h5, under either naming.
         let sets = PCAM_SPLITS
             .iter()
-            .map(|s| root.join(format!("{s}_x.h5")).exists().then(|| pcam_samples(root, s)).transpose())
+            .map(|s| pcam_has_split(root, s).then(|| pcam_samples(root, s)).transpose())
             .collect::<Result<_, _>>()?;
         (sets, vec!["normal".into(), "tumor".into()])
     } else {
         let index = Index::scan(root, None)?;
         if index.entries.is_empty() {
-            return Err(LearnError::Config(format!("{}: no images found", root.display())));
+            return Err(LearnError::Config(no_images(&index)));
         }
         let sets = set_indices(&index, &config.split, config.trial)?
             .iter()

@@ -91,13 +91,49 @@ pub fn samples(index: &Index, subset: Option<&[u64]>) -> Result<Vec<Sample>> {
     }
 }
 
+/// The split names of the original PatchCamelyon files.
+pub const PCAM_SPLITS: [&str; 3] = ["train", "valid", "test"];
+
+/// The names a PatchCamelyon file (`part` `x` or `y`) of `split` goes by: the release's short
+/// one, then the official download's.
+fn pcam_names(split: &str, part: &str) -> [String; 2] {
+    [format!("{split}_{part}.h5"), format!("camelyonpatch_level_2_split_{split}_{part}.h5")]
+}
+
+/// The first of `names` present in `dir`, unpacked or as downloaded (`.gz`).
+fn pcam_file(dir: &Path, names: &[String; 2]) -> Option<PathBuf> {
+    let candidates = names.iter().flat_map(|n| [dir.join(n), dir.join(format!("{n}.gz"))]);
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// Whether `dir` holds the original PatchCamelyon images of `split` under either naming,
+/// unpacked or gzipped.
+pub fn pcam_has_split(dir: &Path, split: &str) -> bool {
+    pcam_file(dir, &pcam_names(split, "x")).is_some()
+}
+
 /// The samples of one split of the original PatchCamelyon release: `<dir>/<split>_x.h5`
-/// (dataset `x`, N×96×96×3 `u8`) and `<dir>/<split>_y.h5` (dataset `y`, N×1×1×1 labels), with
-/// `split` one of `train`, `valid`, `test`. Only the labels are read here; images are read one
-/// by one as the loader needs them.
+/// (dataset `x`, N×96×96×3 `u8`) and `<dir>/<split>_y.h5` (dataset `y`, N×1×1×1 labels), or the
+/// official download's `camelyonpatch_level_2_split_<split>_{x,y}.h5`, with `split` one of
+/// `train`, `valid`, `test`. Files still gzipped (`.h5.gz`, as downloaded) are refused with the
+/// command that unpacks them. Only the labels are read here; images are read one by one as the
+/// loader needs them.
 pub fn pcam_samples(dir: &Path, split: &str) -> Result<Vec<Sample>> {
-    let (xp, yp) = (dir.join(format!("{split}_x.h5")), dir.join(format!("{split}_y.h5")));
     let bad = |p: &Path, cause: String| LoaderError::BadInput { path: p.to_path_buf(), cause };
+    let (x_names, y_names) = (pcam_names(split, "x"), pcam_names(split, "y"));
+    let looked_for = |names: &[String; 2]| format!("{} or {} (or .h5.gz)", names[0], names[1]);
+    let xp = pcam_file(dir, &x_names)
+        .ok_or_else(|| bad(dir, format!("no PatchCamelyon {split} images: looked for {}", looked_for(&x_names))))?;
+    let yp = pcam_file(dir, &y_names)
+        .ok_or_else(|| bad(&xp, format!("no labels beside it: looked for {}", looked_for(&y_names))))?;
+    let gzipped: Vec<String> =
+        [&xp, &yp].iter().filter(|p| p.extension().is_some_and(|e| e == "gz")).map(|p| p.display().to_string()).collect();
+    if let Some(first) = gzipped.first() {
+        return Err(bad(
+            Path::new(first),
+            format!("still gzipped as downloaded; HDF5 reads it unpacked: run `gunzip -k {}`", gzipped.join(" ")),
+        ));
+    }
     let open = |p: &Path, name: &str| {
         hdf5_metno::File::open(p)
             .and_then(|f| f.dataset(name))

@@ -214,6 +214,32 @@ fn the_original_pcam_h5_files_load_with_their_labels() {
 }
 
 #[test]
+fn the_official_pcam_download_names_load_and_gzipped_files_get_the_command_to_unpack() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let dir = tempfile::tempdir().unwrap();
+    for part in ["x", "y"] {
+        let official = dir.path().join(format!("camelyonpatch_level_2_split_valid_{part}.h5"));
+        std::fs::copy(fixture.join(format!("valid_{part}.h5")), official).unwrap();
+    }
+    assert!(pcam_has_split(dir.path(), "valid") && !pcam_has_split(dir.path(), "train"));
+    let s = pcam_samples(dir.path(), "valid").unwrap();
+    assert_eq!(s.iter().map(|s| s.label).collect::<Vec<_>>(), vec![0, 1, 1, 0, 1, 0]);
+
+    for part in ["x", "y"] {
+        std::fs::write(dir.path().join(format!("camelyonpatch_level_2_split_test_{part}.h5.gz")), b"\x1f\x8b").unwrap();
+    }
+    assert!(pcam_has_split(dir.path(), "test"));
+    let e = pcam_samples(dir.path(), "test").unwrap_err().to_string();
+    assert!(
+        e.contains("gunzip -k") && e.contains("camelyonpatch_level_2_split_test_x.h5.gz")
+            && e.contains("camelyonpatch_level_2_split_test_y.h5.gz"),
+        "{e}"
+    );
+    let e = pcam_samples(dir.path(), "train").unwrap_err().to_string();
+    assert!(e.contains("train_x.h5 or camelyonpatch_level_2_split_train_x.h5"), "{e}");
+}
+
+#[test]
 fn an_epoch_resumed_at_a_batch_continues_with_the_same_batches() {
     let dir = tempfile::tempdir().unwrap();
     let l =
