@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use image::{Rgb, RgbImage};
-use patchtcga_learn::config::image_stats;
+use patchtcga_learn::config::{DeviceChoice, ImageStats};
 use patchtcga_learn::engine::device;
 use patchtcga_learn::segmentation::COLOURS;
 use patchtcga_model::{load, read_tensors, Arch, Classifier, ImportOptions, SegHead, SegNet};
@@ -34,7 +34,7 @@ pub struct InferArgs {
     out: PathBuf,
     /// A segmentation network's head (fcn, deeplabv3): draw its class map instead.
     #[arg(long)]
-    seg_head: Option<String>,
+    seg_head: Option<SegHead>,
     /// Class whose probability is drawn (PCam200: 1 = tumour).
     #[arg(long, default_value_t = 1)]
     class: i64,
@@ -54,12 +54,12 @@ pub struct InferArgs {
     min_tissue: f64,
     /// Normalisation: imagenet, ptcga or six numbers (as in training).
     #[arg(long, default_value = "imagenet")]
-    stats: String,
+    stats: ImageStats,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceChoice,
     /// µm/px to use when the slide has none.
     #[arg(long)]
     mpp_override: Option<f64>,
@@ -79,7 +79,7 @@ fn head_classes(weights: &std::path::Path, name: &str) -> Result<i64> {
 /// Classifies every tissue tile of the slide and writes the heat map and the raw map.
 pub fn infer(a: InferArgs) -> Result<()> {
     let start = Instant::now();
-    let dev = device(&a.device)?;
+    let dev = device(a.device)?;
     let spec = a.arch.parse::<Arch>()?.spec(a.image_size as i64);
     let vs = nn::VarStore::new(dev);
     let opts = ImportOptions { with_head: true, ..Default::default() };
@@ -88,7 +88,7 @@ pub fn infer(a: InferArgs) -> Result<()> {
     let (model, cells): (Box<dyn ModuleT>, usize) = match &a.seg_head {
         Some(head) => {
             let classes = head_classes(&a.weights, "classifier.4.weight")?;
-            let net = SegNet::new(&vs.root(), spec, head.parse::<SegHead>()?, classes)?;
+            let net = SegNet::new(&vs.root(), spec, *head, classes)?;
             load(&vs, &a.weights, "classifier", &opts)?;
             (Box::new(net), 8)
         }
@@ -131,7 +131,7 @@ pub fn infer(a: InferArgs) -> Result<()> {
         .flat_map(|r| (0..cols).map(move |c| (r, c)))
         .filter(|&(r, c)| tissue.fraction(c as f64 * sx, r as f64 * sy, fw, fh) >= a.min_tissue)
         .collect();
-    let (mean, std) = image_stats(&a.stats)?;
+    let (mean, std) = (a.stats.mean, a.stats.std);
     let (mrows, mcols) = ((rows - 1) * step + g, (cols - 1) * step + g);
     // Per cell: summed probabilities (one channel, or every class of a segmentation) and windows.
     let mut sums: Vec<f32> = Vec::new();

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use patchtcga_augment::Recipe;
 use patchtcga_dataset::{IMAGE_EXTENSIONS, POSITION_MAP_DIR};
-use patchtcga_learn::config::image_stats;
+use patchtcga_learn::config::{DeviceChoice, ImageStats, Optim};
 use patchtcga_learn::data::loaders;
 use patchtcga_learn::engine::{clip_gradients, device};
 use patchtcga_learn::optim::{LossScale, Optimizer, Rule};
@@ -176,11 +176,11 @@ impl DistArgs {
 
 /// The config's `dist_backend` for the GPU its device gives this process.
 fn backend(config: &Config) -> Result<patchtcga_dist::Backend> {
-    let gpu = match device(&config.device)? {
+    let gpu = match device(config.device)? {
         tch::Device::Cuda(i) => Some(i),
         _ => None,
     };
-    Ok(patchtcga_dist::Backend::choose(&config.dist_backend, gpu)?)
+    Ok(patchtcga_dist::Backend::choose(config.dist_backend.as_str(), gpu)?)
 }
 
 /// Trains as the config says and reports where the results are.
@@ -447,7 +447,7 @@ pub struct EmbedArgs {
     image_size: u32,
     /// Normalisation: imagenet, ptcga, or m0,m1,m2,s0,s1,s2.
     #[arg(long, default_value = "imagenet")]
-    stats: String,
+    stats: ImageStats,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Decoding threads.
@@ -455,7 +455,7 @@ pub struct EmbedArgs {
     workers: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceChoice,
 }
 
 fn image_files(root: &Path) -> Result<Vec<PathBuf>> {
@@ -487,13 +487,13 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         bail!("--preprocess {:?}: eval or none", a.preprocess);
     }
     a.backbone.arch.parse::<Arch>()?;
-    let device = device(&a.device)?;
+    let device = device(a.device)?;
     let files = image_files(&a.images)?;
     if files.is_empty() {
         bail!("{}: no images (.jpg, .JPG, .JPEG, .png)", a.images.display());
     }
     let (_vs, backbone) = a.backbone.load(a.image_size as i64, device)?;
-    let (mean, std) = image_stats(&a.stats)?;
+    let (mean, std) = (a.stats.mean, a.stats.std);
     let samples: Vec<Sample> =
         files.iter().map(|f| Sample { image: ImageSource::File(f.clone()), label: 0, mask: None }).collect();
     let config = LoaderConfig {
@@ -559,10 +559,10 @@ pub struct StepArgs {
     warmup: usize,
     /// sgd, adam, adamw, lars.
     #[arg(long, default_value = "sgd")]
-    optim: String,
+    optim: Optim,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceChoice,
     /// float16 autocast with dynamic loss scaling (CUDA).
     #[arg(long)]
     autocast: bool,
@@ -585,7 +585,7 @@ pub fn bench_step(a: StepArgs) -> Result<()> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    let device = device(&a.device)?;
+    let device = device(a.device)?;
     tch::manual_seed(0);
     let arch: Arch = a.arch.parse()?;
     let spec = arch.spec(a.image_size);
@@ -593,7 +593,7 @@ pub fn bench_step(a: StepArgs) -> Result<()> {
     let model = Classifier::new(&vs.root(), spec, 1000, 0.0);
     let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
     params.sort_by(|x, y| x.0.cmp(&y.0));
-    let mut opt = Optimizer::new(Rule::named(&a.optim, 0.9, [0.9, 0.999])?, 1e-4, params);
+    let mut opt = Optimizer::new(Rule::new(a.optim, 0.9, [0.9, 0.999]), 1e-4, params);
     let x = Tensor::randn([a.batch_size, 3, a.image_size, a.image_size], (tch::Kind::Float, device));
     let y = Tensor::randint(1000, [a.batch_size], (tch::Kind::Int64, device));
     let amp = a.autocast && device.is_cuda();
@@ -681,9 +681,9 @@ pub fn bench_method(a: MethodStepArgs) -> Result<()> {
         masks: None,
         indices: (0..b).collect(),
     };
-    let dev = device(&config.device)?;
+    let dev = device(config.device)?;
     let amp = config.enable_autocast && dev.is_cuda();
-    let mut opt = Optimizer::new(Rule::named(&config.optim, config.momentum, config.betas)?, config.wd, m.trainable());
+    let mut opt = Optimizer::new(Rule::new(config.optim, config.momentum, config.betas), config.wd, m.trainable());
     let mut scale = LossScale::default();
     let total = a.warmup + a.steps;
     let mut update = |u: usize| -> Result<()> {

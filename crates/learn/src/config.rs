@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use patchtcga_model::vit::{PosResample, VitConfig};
-use patchtcga_model::{Arch, Spec};
+use patchtcga_model::{Arch, SegHead, Spec};
 use serde::{Deserialize, Serialize};
 
+pub use crate::choices::{ClipMode, DeviceChoice, DistBackend, ImageStats, OnNonFinite, Optim, SelfSupervised};
+use crate::choices::empty_as_none;
 use crate::LearnError;
 
 /// Everything a run needs, in one file. Keys are the release's; ours are marked.
@@ -25,7 +27,7 @@ pub struct Config {
     pub reset_bn: bool,
     /// `none` for supervised training, or a self-supervised method: simclr, byol, mocov2, dino,
     /// mae.
-    pub self_supervised: String,
+    pub self_supervised: SelfSupervised,
     /// Freeze the backbone and train only the head.
     pub fine_tune: bool,
     /// Mixed precision (bf16 autocast) on CUDA.
@@ -33,15 +35,17 @@ pub struct Config {
     pub image_size: i64,
     pub val_image_size: i64,
     /// `imagenet`, `ptcga`, or six numbers `m0,m1,m2,s0,s1,s2`.
-    pub image_stats: String,
+    pub image_stats: ImageStats,
     pub seed: u64,
     pub epochs: usize,
     /// Stop after this many updates (0 = no limit); a checkpoint is written there.
     pub stop_num_updates: usize,
-    /// A checkpoint folder to resume from ("" = none).
-    pub checkpoint: String,
-    /// Initial weights, a `.pth` / `.safetensors` of the backbone ("" = random).
-    pub pretrained: String,
+    /// A checkpoint folder to resume from (absent or "" = none).
+    #[serde(deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<PathBuf>,
+    /// Initial weights, a `.pth` / `.safetensors` of the backbone (absent or "" = random).
+    #[serde(deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PathBuf>,
     /// Resume from `<run>/checkpoints/epoch_<N>` (0 = start afresh).
     pub resume_epoch: usize,
     /// Samples per process per micro-batch.
@@ -56,7 +60,7 @@ pub struct Config {
     pub n_fold: usize,
     pub lr: f64,
     /// adam, adamw, sgd, lars.
-    pub optim: String,
+    pub optim: Optim,
     /// SGD / LARS momentum (ours).
     pub momentum: f64,
     /// Adam / AdamW betas (ours).
@@ -76,7 +80,10 @@ pub struct Config {
     pub clip_norm: f64,
     /// `global` (one norm over all gradients, `clip_grad_norm_`) or `per_parameter` (each
     /// parameter's own, DINO's `clip_gradients`) (ours).
-    pub clip_mode: String,
+    pub clip_mode: ClipMode,
+    /// What to do when an update's loss or gradients are not finite: `stop` (an error naming the
+    /// update and the last good checkpoint) or `skip` (drop the update and count it) (ours).
+    pub on_nonfinite: OnNonFinite,
     pub dataset_dir: String,
     /// Where run folders go.
     pub root_dir: String,
@@ -89,7 +96,7 @@ pub struct Config {
     /// Validate every this many updates (and at each epoch's end) (ours; the release used 200).
     pub val_every: usize,
     /// `cpu`, `cuda` or `cuda:N` (ours).
-    pub device: String,
+    pub device: DeviceChoice,
     /// Contrastive temperature (SimCLR NT-Xent 0.1, MoCo v2 InfoNCE 0.2) (ours).
     pub temperature: f64,
     /// Projector hidden and output widths (SimCLR/MoCo 2048 → 128, BYOL 4096 → 256) (ours).
@@ -131,8 +138,10 @@ pub struct Config {
     pub decoder_embed_dim: i64,
     pub decoder_depth: i64,
     pub decoder_num_heads: i64,
-    /// Segmentation head: "" (classification), `fcn` (the release's) or `deeplabv3` (ours).
-    pub seg_head: String,
+    /// Segmentation head: absent or "" (classification), `fcn` (the release's) or `deeplabv3`
+    /// (ours).
+    #[serde(deserialize_with = "empty_as_none", skip_serializing_if = "Option::is_none")]
+    pub seg_head: Option<SegHead>,
     /// Mask value that does not count in the segmentation loss and metrics (ours).
     pub ignore_index: i64,
     /// The release's multi-node launch: nodes, their host names (this machine's name picks its
@@ -142,7 +151,7 @@ pub struct Config {
     pub dist_url: String,
     /// c10d backend for GPU tensors: `auto` (NCCL on a GPU where the build has it, else Gloo),
     /// `nccl` or `gloo` (the release: NCCL); CPU tensors always go through Gloo.
-    pub dist_backend: String,
+    pub dist_backend: DistBackend,
     /// Batch norm statistics over every rank's batch in a distributed run, so that N processes
     /// of batch b train as one of batch N·b (ours; PyTorch's `SyncBatchNorm`).
     pub sync_batch_norm: bool,
@@ -156,17 +165,17 @@ impl Default for Config {
             num_classes: 20,
             dropout_p: 0.4,
             reset_bn: false,
-            self_supervised: "none".into(),
+            self_supervised: SelfSupervised::None,
             fine_tune: false,
             enable_autocast: false,
             image_size: 224,
             val_image_size: 224,
-            image_stats: "imagenet".into(),
+            image_stats: ImageStats::default(),
             seed: 0,
             epochs: 10,
             stop_num_updates: 0,
-            checkpoint: String::new(),
-            pretrained: String::new(),
+            checkpoint: None,
+            pretrained: None,
             resume_epoch: 0,
             batch_size: 128,
             num_workers: 8,
@@ -174,7 +183,7 @@ impl Default for Config {
             num_accum: 1,
             n_fold: 3,
             lr: 1e-4,
-            optim: "adam".into(),
+            optim: Optim::Adam,
             momentum: 0.9,
             betas: [0.9, 0.999],
             cold_epochs: 0.0,
@@ -183,13 +192,14 @@ impl Default for Config {
             wd: 5e-5,
             wd_end: None,
             clip_norm: 1.0,
-            clip_mode: "global".into(),
+            clip_mode: ClipMode::Global,
+            on_nonfinite: OnNonFinite::Stop,
             dataset_dir: "data/PTCGA200".into(),
             root_dir: "runs".into(),
             split: String::new(),
             trial: 0,
             val_every: 200,
-            device: "cpu".into(),
+            device: DeviceChoice::Cpu,
             temperature: 0.1,
             proj_hidden_dim: 2048,
             proj_dim: 128,
@@ -212,33 +222,15 @@ impl Default for Config {
             decoder_embed_dim: 512,
             decoder_depth: 8,
             decoder_num_heads: 16,
-            seg_head: String::new(),
+            seg_head: None,
             ignore_index: 255,
             nnode: 1,
             hosts: Vec::new(),
             dist_url: String::new(),
-            dist_backend: "auto".into(),
+            dist_backend: DistBackend::Auto,
             sync_batch_norm: true,
         }
     }
-}
-
-const IMAGENET: [f32; 6] = [0.485, 0.456, 0.406, 0.229, 0.224, 0.225];
-const PTCGA: [f32; 6] = [0.7184, 0.5076, 0.6476, 0.0380, 0.0527, 0.0352];
-
-/// Parses normalisation statistics: `imagenet`, `ptcga`, or `m0,m1,m2,s0,s1,s2`.
-pub fn image_stats(s: &str) -> Result<([f32; 3], [f32; 3]), LearnError> {
-    let v: Vec<f32> = match s {
-        "imagenet" => IMAGENET.to_vec(),
-        "ptcga" | "ptcga200" => PTCGA.to_vec(),
-        other => other.split(',').map(|x| x.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|_| {
-            LearnError::Config(format!("image_stats {other:?}: expected imagenet, ptcga or six numbers"))
-        })?,
-    };
-    if v.len() != 6 || v[3..].iter().any(|&s| s <= 0.0) {
-        return Err(LearnError::Config(format!("image_stats {s:?}: expected three means and three positive stds")));
-    }
-    Ok(([v[0], v[1], v[2]], [v[3], v[4], v[5]]))
 }
 
 impl Config {
@@ -265,8 +257,9 @@ impl Config {
             table.insert(key.to_owned(), parsed);
         }
         let config: Config = table.try_into().map_err(|e: toml::de::Error| {
+            // toml names the key on a line of its own ("in `optim`").
             let place = path.map(|p| format!("{}: ", p.display())).unwrap_or_default();
-            LearnError::Config(format!("{place}{}", e.message()))
+            LearnError::Config(format!("{place}{}", e.to_string().trim().replace('\n', " ")))
         })?;
         config.check()?;
         Ok(config)
@@ -277,20 +270,8 @@ impl Config {
         if self.batch_size == 0 || self.num_accum == 0 || self.base_batch_size == 0 {
             return bad("batch_size, num_accum and base_batch_size must be at least 1".into());
         }
-        if !["adam", "adamw", "sgd", "lars"].contains(&self.optim.as_str()) {
-            return bad(format!("optim {:?}: one of adam, adamw, sgd, lars", self.optim));
-        }
         if !(0.0..1.0).contains(&self.dropout_p) {
             return bad(format!("dropout_p {} is not in [0, 1)", self.dropout_p));
-        }
-        if !["none", "simclr", "byol", "mocov2", "dino", "mae"].contains(&self.self_supervised.as_str()) {
-            return bad(format!("self_supervised {:?}: none, simclr, byol, mocov2, dino or mae", self.self_supervised));
-        }
-        if !["", "fcn", "deeplabv3"].contains(&self.seg_head.as_str()) {
-            return bad(format!("seg_head {:?}: fcn or deeplabv3 (or empty for classification)", self.seg_head));
-        }
-        if !["global", "per_parameter"].contains(&self.clip_mode.as_str()) {
-            return bad(format!("clip_mode {:?}: global or per_parameter", self.clip_mode));
         }
         if !(0.0..1.0).contains(&self.mask_ratio) {
             return bad(format!("mask_ratio {} is not in [0, 1)", self.mask_ratio));
@@ -298,7 +279,6 @@ impl Config {
         if !(0.0..1.0).contains(&self.drop_path) {
             return bad(format!("drop_path {} is not in [0, 1)", self.drop_path));
         }
-        image_stats(&self.image_stats)?;
         Ok(())
     }
 
@@ -308,7 +288,7 @@ impl Config {
             Spec::Vit(v) => Spec::Vit(VitConfig {
                 drop_path: self.drop_path,
                 // DINO's local crops see the position embedding as DINO's own ViT resamples it.
-                pos_resample: if self.self_supervised == "dino" { PosResample::Dino } else { PosResample::Timm },
+                pos_resample: if self.self_supervised == SelfSupervised::Dino { PosResample::Dino } else { PosResample::Timm },
                 ..v
             }),
             other => other,

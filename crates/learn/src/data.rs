@@ -7,7 +7,6 @@ use patchtcga_augment::Recipe;
 use patchtcga_dataset::{split, DatasetKind, Index, SPLITS};
 use patchtcga_loader::{pcam_has_split, pcam_samples, samples, Loader, LoaderConfig, OnBadInput, Sample, PCAM_SPLITS};
 
-use crate::config::image_stats;
 use crate::{Config, LearnError};
 
 /// Train, validation and test loaders.
@@ -40,7 +39,7 @@ fn no_images(index: &Index) -> String {
 }
 
 fn loader_config(config: &Config, shuffle: bool) -> Result<LoaderConfig, LearnError> {
-    let (mean, std) = image_stats(&config.image_stats)?;
+    let (mean, std) = (config.image_stats.mean, config.image_stats.std);
     Ok(LoaderConfig {
         batch_size: config.batch_size,
         shuffle,

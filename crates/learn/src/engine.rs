@@ -14,6 +14,7 @@ use tch::{nn, Device, Tensor};
 
 use crate::optim::{LossScale, Optimizer, Rule};
 use crate::schedule::{cosine, Schedule};
+use crate::config::{ClipMode, DeviceChoice};
 use crate::{plot, Config, LearnError};
 
 /// What a method computes for one micro-batch.
@@ -82,19 +83,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LearnError> {
 /// Clips gradients as `clip_norm` and `clip_mode` say; the norm before clipping (the largest
 /// parameter's with `per_parameter`), NaN when clipping is off.
 pub fn clip_gradients(opt: &mut Optimizer, config: &Config) -> f64 {
-    match (config.clip_norm > 0.0, config.clip_mode.as_str()) {
+    match (config.clip_norm > 0.0, config.clip_mode) {
         (false, _) => f64::NAN,
-        (true, "per_parameter") => opt.clip_each_grad_norm(config.clip_norm),
-        (true, _) => opt.clip_grad_norm(config.clip_norm),
+        (true, ClipMode::PerParameter) => opt.clip_each_grad_norm(config.clip_norm),
+        (true, ClipMode::Global) => opt.clip_grad_norm(config.clip_norm),
     }
 }
 
-/// The device a config names.
-pub fn device(name: &str) -> Result<Device, LearnError> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
+/// The device a config names, checked against the GPUs this process sees.
+pub fn device(choice: DeviceChoice) -> Result<Device, LearnError> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
         // A distributed run's process drives the GPU of its local rank.
-        "cuda" | "gpu" => {
+        DeviceChoice::Cuda => {
             let visible = tch::Cuda::device_count().max(0) as usize;
             let local = std::env::var("LOCAL_RANK").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
             match visible {
@@ -106,10 +107,8 @@ pub fn device(name: &str) -> Result<Device, LearnError> {
                 _ => Ok(Device::Cuda(local)),
             }
         }
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) if (n as i64) < tch::Cuda::device_count() => Ok(Device::Cuda(n)),
-            _ => Err(LearnError::Config(format!("device {other:?}: cpu, cuda or cuda:N with a visible GPU"))),
-        },
+        DeviceChoice::CudaIndex(n) if (n as i64) < tch::Cuda::device_count() => Ok(Device::Cuda(n)),
+        other => Err(LearnError::Config(format!("device \"{other}\": cpu, cuda or cuda:N with a visible GPU"))),
     }
 }
 
@@ -169,8 +168,8 @@ pub fn load_variables(vs: &nn::VarStore, path: &Path) -> Result<(), LearnError> 
 /// The checkpoint a run resumes from: `--resume` (the latest), `checkpoint`, or `resume_epoch`.
 pub fn resume_point(config: &Config, resume_latest: bool) -> Result<Option<PathBuf>, LearnError> {
     let ckpts = config.run_dir().join("checkpoints");
-    let dir = if !config.checkpoint.is_empty() {
-        PathBuf::from(&config.checkpoint)
+    let dir = if let Some(dir) = &config.checkpoint {
+        dir.clone()
     } else if config.resume_epoch > 0 {
         ckpts.join(format!("epoch_{:04}", config.resume_epoch))
     } else if resume_latest {
@@ -267,7 +266,7 @@ pub fn train(
         fs::create_dir_all(&ckpts).map_err(|e| LearnError::io(&ckpts, e))?;
         write_atomic(&run.join("config.toml"), config.to_toml().as_bytes())?;
     }
-    let device = device(&config.device)?;
+    let device = device(config.device)?;
     let amp = config.enable_autocast && device.is_cuda();
 
     let epoch_batches = train.batches_per_epoch();
@@ -286,7 +285,7 @@ pub fn train(
         total: config.epochs * per_epoch,
     };
     let mut opt =
-        Optimizer::new(Rule::named(&config.optim, config.momentum, config.betas)?, config.wd, method.trainable());
+        Optimizer::new(Rule::new(config.optim, config.momentum, config.betas), config.wd, method.trainable());
     let mut pos = Position { loss_scale: LossScale::default().scale, ..Default::default() };
     let resumed = resume_point(config, resume_latest)?;
     if let Some(dir) = &resumed {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tch::Tensor;
 
-use crate::config::image_stats;
+use crate::config::SelfSupervised;
 use crate::data::loaders;
 use crate::engine::{broadcast_variables, load_variables, train, write_atomic, Holdout, Method};
 use crate::segmentation::{overlays, Segmenter};
@@ -61,18 +61,18 @@ pub fn best_epoch(log: &Path, checkpoints: &Path, key: &str) -> Result<Option<us
 /// Trains as `config` says, selects the best validation epoch, reports it, and writes
 /// `results.json` and pictures (confusion matrices, or segmentation overlays) in the run folder.
 pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
-    if config.self_supervised != "none" {
+    if config.self_supervised != SelfSupervised::None {
         return Err(LearnError::Config(format!(
-            "fine-tuning trains the supervised method; self_supervised is {:?}",
+            "fine-tuning trains the supervised method; self_supervised is \"{}\"",
             config.self_supervised
         )));
     }
-    let segmentation = !config.seg_head.is_empty();
+    let segmentation = config.seg_head.is_some();
     let data = loaders(config, if segmentation { "segmentation" } else { "supervised" })?;
     let mut outcome = Outcome {
         run_dir: config.run_dir(),
         selected_epoch: 0,
-        init: if config.pretrained.is_empty() { "none".into() } else { config.pretrained.clone() },
+        init: config.pretrained.as_ref().map_or_else(|| "none".into(), |p| p.display().to_string()),
         fine_tune: config.fine_tune,
         task: if segmentation { "segmentation" } else { "classification" }.into(),
         val: None,
@@ -104,7 +104,7 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
         let mut model = Segmenter::new(config)?;
         let s = train(config, &mut model, &data.train, Holdout { val: data.val.as_ref(), test: None }, resume)?;
         outcome.selected_epoch = select(&model, "val_mean_iou", s.position.epoch)?;
-        let (mean, std) = image_stats(&config.image_stats)?;
+        let (mean, std) = (config.image_stats.mean, config.image_stats.std);
         let report = |loader: Option<&Loader>, set: &str| -> Result<Option<Report>, LearnError> {
             let Some(loader) = loader else { return Ok(None) };
             let (counts, _, samples) = model.predict(loader, 6)?;

@@ -2,6 +2,7 @@
 //! and schedules, checkpoints with exact resume, run logs and plots, and the methods that plug in
 //! (supervised organ classification; SimCLR, BYOL, MoCo v2, DINO and MAE).
 
+pub mod choices;
 pub mod config;
 pub mod data;
 pub mod engine;
@@ -20,20 +21,21 @@ pub mod target;
 
 use std::path::{Path, PathBuf};
 
-pub use config::Config;
+pub use config::{Config, SelfSupervised};
 pub use engine::{train, Holdout, Method, StepOutput, Summary};
 pub use supervised::Supervised;
 
 /// The method a config's `self_supervised` names, with the view recipe it trains on.
 pub fn method(config: &Config) -> Result<(Box<dyn Method>, &'static str), LearnError> {
-    Ok(match config.self_supervised.as_str() {
-        "simclr" => (Box::new(ssl::SimClr::new(config)?), "simclr"),
-        "byol" => (Box::new(ssl::Byol::new(config)?), "byol"),
-        "mocov2" => (Box::new(ssl::MocoV2::new(config)?), "simclr"),
-        "dino" => (Box::new(ssl::Dino::new(config)?), "dino"),
-        "mae" => (Box::new(ssl::Mae::new(config)?), "mae"),
-        _ => (Box::new(Supervised::new(config)?), "supervised"),
-    })
+    let method: Box<dyn Method> = match config.self_supervised {
+        SelfSupervised::None => Box::new(Supervised::new(config)?),
+        SelfSupervised::SimClr => Box::new(ssl::SimClr::new(config)?),
+        SelfSupervised::Byol => Box::new(ssl::Byol::new(config)?),
+        SelfSupervised::MocoV2 => Box::new(ssl::MocoV2::new(config)?),
+        SelfSupervised::Dino => Box::new(ssl::Dino::new(config)?),
+        SelfSupervised::Mae => Box::new(ssl::Mae::new(config)?),
+    };
+    Ok((method, config.self_supervised.recipe()))
 }
 
 /// Errors of training, each naming its file or setting.

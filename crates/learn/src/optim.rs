@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use tch::Tensor;
 
+use crate::config::Optim;
 use crate::LearnError;
 
 /// The update rule.
@@ -37,15 +38,14 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// The rule named by the config's `optim`.
-    pub fn named(name: &str, momentum: f64, betas: [f64; 2]) -> Result<Self, LearnError> {
-        Ok(match name {
-            "sgd" => Rule::Sgd { momentum, nesterov: false },
-            "adam" => Rule::Adam { betas, eps: 1e-8 },
-            "adamw" => Rule::AdamW { betas, eps: 1e-8 },
-            "lars" => Rule::Lars { momentum, trust: 0.001, eps: 1e-8 },
-            other => return Err(LearnError::Config(format!("optim {other:?}: one of adam, adamw, sgd, lars"))),
-        })
+    /// The rule the config's `optim` names, with its momentum or betas.
+    pub fn new(optim: Optim, momentum: f64, betas: [f64; 2]) -> Self {
+        match optim {
+            Optim::Sgd => Rule::Sgd { momentum, nesterov: false },
+            Optim::Adam => Rule::Adam { betas, eps: 1e-8 },
+            Optim::AdamW => Rule::AdamW { betas, eps: 1e-8 },
+            Optim::Lars => Rule::Lars { momentum, trust: 0.001, eps: 1e-8 },
+        }
     }
 }
 

@@ -35,21 +35,22 @@ impl Segmenter {
     /// The network of `config` (`seg_head`), with `pretrained` weights if given: the backbone's,
     /// and the head's where the checkpoint has one.
     pub fn new(config: &Config) -> Result<Self, LearnError> {
-        let device = device(&config.device)?;
+        let device = device(config.device)?;
         tch::manual_seed(config.seed as i64);
-        let head: SegHead = config.seg_head.parse()?;
+        let head: SegHead = config
+            .seg_head
+            .ok_or_else(|| LearnError::Config("a segmentation network needs seg_head (fcn or deeplabv3)".into()))?;
         let vs = nn::VarStore::new(device);
         let net = SegNet::new(&vs.root(), config.backbone_spec()?, head, config.num_classes)?;
-        if !config.pretrained.is_empty() {
-            let path = Path::new(&config.pretrained);
+        if let Some(path) = &config.pretrained {
             let r = load(&vs, path, "classifier", &ImportOptions::default())?;
-            eprintln!("loaded {} backbone tensors from {} (prefix {:?})", r.loaded, config.pretrained, r.prefix);
+            eprintln!("loaded {} backbone tensors from {} (prefix {:?})", r.loaded, path.display(), r.prefix);
             // A segmentation checkpoint (torchvision's COCO DeepLabv3 / FCN, or a segmentation run)
             // also gives its head, but for a class layer of another class count.
             let h = load_head(&vs, path)?;
             if !h.loaded.is_empty() {
                 let left = if h.left.is_empty() { String::new() } else { format!("; new: {}", h.left.join(", ")) };
-                eprintln!("loaded {} head tensors from {}{left}", h.loaded.len(), config.pretrained);
+                eprintln!("loaded {} head tensors from {}{left}", h.loaded.len(), path.display());
             }
         }
         if config.fine_tune {

@@ -45,19 +45,19 @@ struct Base {
 
 impl Base {
     fn new(config: &Config) -> Result<Self, LearnError> {
-        let device = device(&config.device)?;
+        let device = device(config.device)?;
         tch::manual_seed(config.seed as i64);
         let spec = config.backbone_spec()?;
         let vs = nn::VarStore::new(device);
         let backbone = Backbone::new(&vs.root(), spec);
-        if !config.pretrained.is_empty() {
+        if let Some(pretrained) = &config.pretrained {
             let r = patchtcga_model::load(
                 &vs,
-                std::path::Path::new(&config.pretrained),
+                pretrained,
                 spec.head_name(),
                 &patchtcga_model::ImportOptions::default(),
             )?;
-            eprintln!("loaded {} tensors from {} (prefix {:?})", r.loaded, config.pretrained, r.prefix);
+            eprintln!("loaded {} tensors from {} (prefix {:?})", r.loaded, pretrained.display(), r.prefix);
         }
         Ok(Self { vs, backbone, device, knn: (config.knn_k, config.knn_temperature) })
     }
@@ -444,7 +444,7 @@ impl Mae {
                 config.image_size, vit.patch
             )));
         }
-        if config.pretrained.is_empty() {
+        if config.pretrained.is_none() {
             // MAE's encoder position embedding is fixed; loaded weights keep theirs.
             let mut pos = base.vs.variables()["pos_embed"].shallow_clone();
             tch::no_grad(|| pos.copy_(&sincos_pos_embed(vit.dim, grid)));
@@ -459,7 +459,7 @@ impl Mae {
             patch: vit.patch,
         };
         let decoder = MaeDecoder::new(&base.vs.root(), spec);
-        if config.pretrained.is_empty() {
+        if config.pretrained.is_none() {
             mae_init(&base.vs);
         }
         Ok(Self { base, decoder, mask_ratio: config.mask_ratio, norm_pix: config.norm_pix_loss, patch: vit.patch })

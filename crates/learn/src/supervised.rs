@@ -1,6 +1,5 @@
 //! Supervised organ classification, the release's pretraining without self-supervision.
 
-use std::path::Path;
 
 use patchtcga_loader::{Batch, Loader};
 use patchtcga_model::{load, Classifier, ImportOptions};
@@ -43,15 +42,15 @@ pub struct Supervised {
 impl Supervised {
     /// The model of `config`, with `pretrained` weights loaded into the backbone if given.
     pub fn new(config: &Config) -> Result<Self, LearnError> {
-        let device = device(&config.device)?;
+        let device = device(config.device)?;
         tch::manual_seed(config.seed as i64);
         let spec = config.backbone_spec()?;
         let vs = nn::VarStore::new(device);
         let model = Classifier::new(&vs.root(), spec, config.num_classes, config.dropout_p);
         let head = spec.head_name();
-        if !config.pretrained.is_empty() {
-            let r = load(&vs, Path::new(&config.pretrained), head, &ImportOptions::default())?;
-            eprintln!("loaded {} tensors from {} (prefix {:?})", r.loaded, config.pretrained, r.prefix);
+        if let Some(pretrained) = &config.pretrained {
+            let r = load(&vs, pretrained, head, &ImportOptions::default())?;
+            eprintln!("loaded {} tensors from {} (prefix {:?})", r.loaded, pretrained.display(), r.prefix);
         }
         let is_head = |n: &str| n.starts_with(head) && n[head.len()..].starts_with('.');
         tch::no_grad(|| {

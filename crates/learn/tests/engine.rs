@@ -130,7 +130,7 @@ fn every_preset_in_configs_is_a_valid_config() {
         assert!(fits, "{stem} trains {}", c.self_supervised);
         // DINO's ViT resamples its position embedding for local crops as DINO's own code does.
         if let patchtcga_model::Spec::Vit(v) = c.backbone_spec().unwrap() {
-            let dino = c.self_supervised == "dino";
+            let dino = c.self_supervised == patchtcga_learn::SelfSupervised::Dino;
             assert_eq!(v.pos_resample == patchtcga_model::vit::PosResample::Dino, dino, "{stem}");
         }
         n += 1;
@@ -140,7 +140,9 @@ fn every_preset_in_configs_is_a_valid_config() {
 
 #[test]
 fn devices_are_named_as_in_pytorch_and_missing_gpus_refused() {
-    use patchtcga_learn::engine::device;
+    use patchtcga_learn::config::DeviceChoice;
+    // Named as in PyTorch, parsed once where the config or the command line is read.
+    let device = |name: &str| name.parse::<DeviceChoice>().and_then(patchtcga_learn::engine::device);
     assert_eq!(device("cpu").unwrap(), tch::Device::Cpu);
     assert!(device("tpu").unwrap_err().to_string().contains("cpu, cuda or cuda:N"));
     let visible = tch::Cuda::device_count();

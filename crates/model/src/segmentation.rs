@@ -17,7 +17,8 @@ use crate::norm::batch_norm;
 use crate::ModelError;
 
 /// Which head turns the feature map into class scores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SegHead {
     /// torchvision's `FCNHead`: 3×3 conv to C/4, BN, ReLU, dropout 0.1, 1×1 conv to classes.
     Fcn,
