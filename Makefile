@@ -27,7 +27,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: deps rust demo test bench bench-loader clean
+.PHONY: deps rust demo test lint bench bench-loader clean
 
 deps: $(LIBTORCH) $(CUDA_HEADERS)
 	$(call apt_install,$(APT_PACKAGES))
@@ -80,9 +80,22 @@ demo: $(BIN)
 	@echo "look at: $(DEMO)/report.html (every run: table, curves, confusion matrices), $(DEMO)/heatmap.png (the fine-tuned classifier over the slide),"
 	@echo "         $(DEMO)/PTCGA200/thumbnail_position_map/ (where patches came from), $(DEMO)/mosaic.png, $(DEMO)/probe.json"
 
-test: deps rust
+# TensorBoard's own event reader, for the test that reads our event files (pip --target, no venv).
+PYTOOLS := .pytools/tensorboard
+$(PYTOOLS):
+	$(call apt_install,python3-pip)
+	PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir --target .pytools tensorboard==2.20.0
+
+test: deps rust $(PYTOOLS)
 	$(call apt_install,$(TEST_PACKAGES))
 	PATH="$$HOME/.cargo/bin:$$PATH" PATCHTCGA_REQUIRE_CHROMIUM=1 cargo test --workspace
+
+# Formatting and lints, as CI checks them.
+lint: rust
+	@PATH="$$HOME/.cargo/bin:$$PATH"; cargo clippy --version >/dev/null 2>&1 && cargo fmt --version >/dev/null 2>&1 || \
+	  rustup component add clippy rustfmt
+	PATH="$$HOME/.cargo/bin:$$PATH" cargo fmt --all -- --check
+	PATH="$$HOME/.cargo/bin:$$PATH" cargo clippy --workspace --all-targets -- -D warnings
 
 bench: $(BIN)
 	$(call apt_install,$(BENCH_PACKAGES))

@@ -616,7 +616,11 @@ fn build(dataset: BuildDataset) -> Result<()> {
 fn verify_layout(dataset: &Path, kind: Option<DatasetKind>) -> Result<()> {
     let index = Index::scan_with(dataset, kind, UnknownFolders::Skip)?;
     for f in &index.skipped_folders {
-        println!("FOLDER  {}: not a class folder of the {} layout; its images are not read", f.display(), index.kind.name());
+        println!(
+            "FOLDER  {}: not a class folder of the {} layout; its images are not read",
+            f.display(),
+            index.kind.name()
+        );
     }
     for p in &index.problems {
         println!("FILE    {}: {}", p.path.display(), p.cause);

@@ -142,7 +142,10 @@ fn verify_layout_names_the_files_the_release_would_skip() {
     let out = patchtcga().arg("verify-layout").arg(dir.path()).output().unwrap();
     assert!(!out.status.success());
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("skin/TCGA-AA-0002-01Z-00-DX1.5e1d_0_0.png") && stdout.contains("`.5e1d_0_0.png`"), "{stdout}");
+    assert!(
+        stdout.contains("skin/TCGA-AA-0002-01Z-00-DX1.5e1d_0_0.png") && stdout.contains("`.5e1d_0_0.png`"),
+        "{stdout}"
+    );
     assert!(stdout.contains("1 image(s) listed"), "{stdout}");
     assert!(text(&out.stderr).contains("re-running the dataset's `patchtcga build`"), "{}", text(&out.stderr));
 

@@ -7,8 +7,8 @@ use patchtcga_model::vit::{PosResample, VitConfig};
 use patchtcga_model::{Arch, SegHead, Spec};
 use serde::{Deserialize, Serialize};
 
-pub use crate::choices::{ClipMode, DeviceChoice, DistBackend, ImageStats, OnNonFinite, Optim, SelfSupervised};
 use crate::choices::empty_as_none;
+pub use crate::choices::{ClipMode, DeviceChoice, DistBackend, ImageStats, OnNonFinite, Optim, SelfSupervised};
 use crate::LearnError;
 
 /// Everything a run needs, in one file. Keys are the release's; ours are marked.
@@ -288,7 +288,11 @@ impl Config {
             Spec::Vit(v) => Spec::Vit(VitConfig {
                 drop_path: self.drop_path,
                 // DINO's local crops see the position embedding as DINO's own ViT resamples it.
-                pos_resample: if self.self_supervised == SelfSupervised::Dino { PosResample::Dino } else { PosResample::Timm },
+                pos_resample: if self.self_supervised == SelfSupervised::Dino {
+                    PosResample::Dino
+                } else {
+                    PosResample::Timm
+                },
                 ..v
             }),
             other => other,

@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tch::{nn, Device, Tensor};
 
+use crate::config::{ClipMode, DeviceChoice, OnNonFinite};
 use crate::optim::{LossScale, Optimizer, Rule};
 use crate::schedule::{cosine, Schedule};
-use crate::config::{ClipMode, DeviceChoice};
+use crate::tensorboard::{self, EventWriter};
 use crate::{plot, Config, LearnError};
 
 /// What a method computes for one micro-batch.
@@ -61,6 +62,9 @@ pub struct Position {
     pub update: usize,
     pub loss_scale: f64,
     pub clean_updates: u32,
+    /// Updates dropped for a non-finite loss or gradient (`on_nonfinite = "skip"`).
+    #[serde(default)]
+    pub skipped_updates: usize,
 }
 
 /// How a run ended.
@@ -186,6 +190,7 @@ pub fn resume_point(config: &Config, resume_latest: bool) -> Result<Option<PathB
     Ok(Some(dir))
 }
 
+/// The JSON-lines metrics log.
 struct Log {
     path: PathBuf,
     file: fs::File,
@@ -218,6 +223,41 @@ impl Log {
 
     fn write(&mut self, entry: &Value) -> Result<(), LearnError> {
         writeln!(self.file, "{entry}").map_err(|e| LearnError::io(&self.path, e))
+    }
+}
+
+/// Where a run's metrics go: the JSON-lines log and a TensorBoard event file (rank 0 only), and
+/// the last value of each name (every rank).
+struct RunLog {
+    files: Option<(Log, EventWriter)>,
+    last: Map<String, Value>,
+}
+
+impl RunLog {
+    /// Opens the run's log files when `leader`; `resumed_at`: the update a resumed run restarts
+    /// from (later entries are dropped, and superseded in TensorBoard).
+    fn open(run: &Path, leader: bool, resumed_at: Option<usize>) -> Result<Self, LearnError> {
+        let files = if leader {
+            Some((Log::open(run.join("metrics.jsonl"), resumed_at)?, EventWriter::create(run, resumed_at)?))
+        } else {
+            None
+        };
+        Ok(Self { files, last: Map::new() })
+    }
+
+    /// Records one entry (an object with its `update`): in both files, and as the last values.
+    fn record(&mut self, entry: Value) -> Result<(), LearnError> {
+        let Value::Object(m) = &entry else { return Ok(()) };
+        for (k, v) in m {
+            self.last.insert(k.clone(), v.clone());
+        }
+        if let Some((log, events)) = &mut self.files {
+            log.write(&entry)?;
+            let scalars: Vec<(String, f64)> =
+                m.iter().filter_map(|(k, v)| Some((tensorboard::tag(k)?, v.as_f64()?))).collect();
+            events.scalars(m.get("update").and_then(Value::as_u64).unwrap_or(0) as usize, &scalars)?;
+        }
+        Ok(())
     }
 }
 
@@ -256,239 +296,422 @@ pub fn train(
     holdout: Holdout,
     resume_latest: bool,
 ) -> Result<Summary, LearnError> {
-    let run = config.run_dir();
-    let ckpts = run.join("checkpoints");
-    // In a distributed run every rank trains; rank 0 alone writes the run folder.
-    let group = patchtcga_dist::group();
-    let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world()));
-    let leader = rank == 0;
-    if leader {
-        fs::create_dir_all(&ckpts).map_err(|e| LearnError::io(&ckpts, e))?;
-        write_atomic(&run.join("config.toml"), config.to_toml().as_bytes())?;
-    }
-    let device = device(config.device)?;
-    let amp = config.enable_autocast && device.is_cuda();
-
-    let epoch_batches = train.batches_per_epoch();
-    let per_epoch = epoch_batches / config.num_accum;
-    if per_epoch == 0 {
-        return Err(LearnError::Config(format!(
-            "{epoch_batches} batches per epoch cannot make one update of {} accumulated batches",
-            config.num_accum
-        )));
-    }
-    let total_batch = config.batch_size * config.num_accum * world;
-    let schedule = Schedule {
-        peak: Schedule::peak_lr(config.lr, total_batch, config.base_batch_size),
-        cold: (config.cold_epochs * per_epoch as f64).round() as usize,
-        warmup: (config.warmup_epochs * per_epoch as f64).round() as usize,
-        total: config.epochs * per_epoch,
-    };
-    let mut opt =
-        Optimizer::new(Rule::new(config.optim, config.momentum, config.betas), config.wd, method.trainable());
-    let mut pos = Position { loss_scale: LossScale::default().scale, ..Default::default() };
-    let resumed = resume_point(config, resume_latest)?;
-    if let Some(dir) = &resumed {
-        pos = load_checkpoint(dir, method.var_store(), &mut opt)?;
-        eprintln!("resuming from {} (epoch {}, batch {}, update {})", dir.display(), pos.epoch, pos.batch, pos.update);
-    }
-    if let Some(g) = group {
-        patchtcga_dist::set_sync_batch_norm(config.sync_batch_norm);
-        broadcast_variables(g, method.var_store())?;
-    }
-    let mut scale = LossScale { scale: pos.loss_scale, clean: pos.clean_updates };
-    let mut buckets: Option<patchtcga_dist::GradientBuckets> = None;
-    let mut log =
-        if leader { Some(Log::open(run.join("metrics.jsonl"), resumed.as_ref().map(|_| pos.update))?) } else { None };
-    let mut last = Map::new();
-    let record = |log: &mut Option<Log>, last: &mut Map<String, Value>, entry: Value| -> Result<(), LearnError> {
-        if let Value::Object(m) = &entry {
-            for (k, v) in m {
-                last.insert(k.clone(), v.clone());
-            }
-        }
-        log.as_mut().map_or(Ok(()), |l| l.write(&entry))
-    };
-
-    let evaluate = |method: &mut dyn Method, loader: &Loader, set: &str, pos: &Position| -> Result<Value, LearnError> {
-        let mut e = json!({"update": pos.update, "epoch": pos.epoch});
-        for (k, v) in method.evaluate(loader)? {
-            e[format!("{set}_{k}")] = json!(v);
-        }
-        Ok(e)
-    };
-
+    let mut t = Trainer::new(config, method, train, resume_latest)?;
     let mut stopped_early = false;
-    let bar_style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
-        .expect("template")
-        .progress_chars("=> ");
     // The next epoch's batches start once this epoch's producer is done (only prefetched batches
     // left), so the workers go on through the epoch's tail, validation and checkpoint and the
     // next epoch does not start empty.
     let mut next_epoch: Option<Epoch> = None;
-    'epochs: while pos.epoch < config.epochs {
-        let bar = if leader {
-            ProgressBar::new(epoch_batches as u64).with_style(bar_style.clone())
-        } else {
-            ProgressBar::hidden()
+    while t.pos.epoch < config.epochs && !stopped_early {
+        let batches = next_epoch.take().unwrap_or_else(|| train.epoch_from(t.pos.epoch as u64, t.pos.batch));
+        stopped_early = t.epoch(method, train, batches, &holdout, &mut next_epoch)?;
+    }
+    t.finish(method, &holdout, stopped_early)
+}
+
+/// The micro-batches of the update under way.
+struct Pending {
+    micro: usize,
+    loss_sum: f64,
+    /// Seconds spent waiting for batches.
+    waited: f64,
+    images: usize,
+    clock: Instant,
+    /// The method's figures of the last micro-batch.
+    extra: Vec<(String, f64)>,
+    /// Batch-norm statistics before the update's forward passes, with the variables they
+    /// restore if the update is skipped (`on_nonfinite = "skip"`).
+    saved_stats: Vec<(Tensor, Tensor)>,
+}
+
+impl Pending {
+    fn new() -> Self {
+        let clock = Instant::now();
+        Self { micro: 0, loss_sum: 0.0, waited: 0.0, images: 0, clock, extra: Vec::new(), saved_stats: Vec::new() }
+    }
+}
+
+/// Copies of the batch-norm running statistics of `vs`, beside the variables themselves.
+fn running_stats(vs: &nn::VarStore) -> Vec<(Tensor, Tensor)> {
+    let stats = vs.variables().into_iter().filter(|(n, _)| n.ends_with("running_mean") || n.ends_with("running_var"));
+    stats.map(|(_, t)| (t.copy(), t)).collect()
+}
+
+/// One run's state between its steps: micro-step, update, log, validate, checkpoint.
+struct Trainer<'a> {
+    config: &'a Config,
+    run: PathBuf,
+    group: Option<&'static patchtcga_dist::ProcessGroup>,
+    rank: usize,
+    world: usize,
+    /// Rank 0, which alone writes the run folder.
+    leader: bool,
+    amp: bool,
+    epoch_batches: usize,
+    schedule: Schedule,
+    opt: Optimizer,
+    pos: Position,
+    scale: LossScale,
+    buckets: Option<patchtcga_dist::GradientBuckets<'static>>,
+    log: RunLog,
+    /// The last checkpoint written or resumed from (named when a run stops on a non-finite loss).
+    last_checkpoint: Option<PathBuf>,
+}
+
+impl<'a> Trainer<'a> {
+    /// Sets the run up: its folder, schedule and optimizer, the checkpoint it resumes from, and
+    /// in a distributed run every rank on rank 0's weights.
+    fn new(
+        config: &'a Config,
+        method: &mut dyn Method,
+        train: &Loader,
+        resume_latest: bool,
+    ) -> Result<Self, LearnError> {
+        let run = config.run_dir();
+        let group = patchtcga_dist::group();
+        let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world()));
+        let leader = rank == 0;
+        if leader {
+            let ckpts = run.join("checkpoints");
+            fs::create_dir_all(&ckpts).map_err(|e| LearnError::io(&ckpts, e))?;
+            write_atomic(&run.join("config.toml"), config.to_toml().as_bytes())?;
+        }
+        let amp = config.enable_autocast && device(config.device)?.is_cuda();
+        let epoch_batches = train.batches_per_epoch();
+        let per_epoch = epoch_batches / config.num_accum;
+        if per_epoch == 0 {
+            return Err(LearnError::Config(format!(
+                "{epoch_batches} batches per epoch cannot make one update of {} accumulated batches",
+                config.num_accum
+            )));
+        }
+        let schedule = Schedule {
+            peak: Schedule::peak_lr(config.lr, config.batch_size * config.num_accum * world, config.base_batch_size),
+            cold: (config.cold_epochs * per_epoch as f64).round() as usize,
+            warmup: (config.warmup_epochs * per_epoch as f64).round() as usize,
+            total: config.epochs * per_epoch,
         };
-        bar.set_prefix(format!("epoch {}/{}", pos.epoch + 1, config.epochs));
-        bar.set_position(pos.batch as u64);
-        let (mut micro, mut loss_sum) = (0usize, 0.0f64);
-        let (mut waited, mut clock, mut images) = (0.0f64, Instant::now(), 0usize);
-        let mut batches = match next_epoch.take() {
-            Some(started) => started,
-            None => train.epoch_from(pos.epoch as u64, pos.batch),
-        };
+        let mut opt =
+            Optimizer::new(Rule::new(config.optim, config.momentum, config.betas), config.wd, method.trainable());
+        let mut pos = Position { loss_scale: LossScale::default().scale, ..Default::default() };
+        let resumed = resume_point(config, resume_latest)?;
+        if let Some(dir) = &resumed {
+            pos = load_checkpoint(dir, method.var_store(), &mut opt)?;
+            eprintln!(
+                "resuming from {} (epoch {}, batch {}, update {})",
+                dir.display(),
+                pos.epoch,
+                pos.batch,
+                pos.update
+            );
+        }
+        if let Some(g) = group {
+            patchtcga_dist::set_sync_batch_norm(config.sync_batch_norm);
+            broadcast_variables(g, method.var_store())?;
+        }
+        let log = RunLog::open(&run, leader, resumed.as_ref().map(|_| pos.update))?;
+        Ok(Self {
+            config,
+            run,
+            group,
+            rank,
+            world,
+            leader,
+            amp,
+            epoch_batches,
+            schedule,
+            opt,
+            scale: LossScale { scale: pos.loss_scale, clean: pos.clean_updates },
+            pos,
+            buckets: None,
+            log,
+            last_checkpoint: resumed,
+        })
+    }
+
+    /// The run's progress in [0, 1], by updates.
+    fn progress(&self) -> f64 {
+        self.pos.update as f64 / self.schedule.total.max(1) as f64
+    }
+
+    /// One epoch (from where the run stands in it): micro-steps, updates, validation, the
+    /// epoch's checkpoint and plots. True when `stop_num_updates` stopped the run.
+    fn epoch(
+        &mut self,
+        method: &mut dyn Method,
+        train: &Loader,
+        mut batches: Epoch,
+        holdout: &Holdout,
+        next_epoch: &mut Option<Epoch>,
+    ) -> Result<bool, LearnError> {
+        let c = self.config;
+        let bar = self.progress_bar();
+        let mut pending = Pending::new();
         loop {
             let t0 = Instant::now();
             let Some(batch) = batches.next() else { break };
-            waited += t0.elapsed().as_secs_f64();
-            let batch = batch?;
-            if micro == 0 {
-                method.begin_update(pos.update as f64 / schedule.total.max(1) as f64);
-            }
-            tch::manual_seed(seed_for(
-                config.seed ^ (rank as u64).wrapping_mul(0xA24B_AED4_963E_E407),
-                pos.epoch,
-                pos.batch,
-            ));
-            let out = tch::autocast(amp, || method.step(&batch))?;
-            let factor = if amp { scale.scale } else { 1.0 } / config.num_accum as f64;
-            if let Some(b) = buckets.as_ref().filter(|_| micro + 1 == config.num_accum) {
-                b.arm(); // the last micro-batch: all-reduce gradients while backward runs
-            }
-            (&out.loss * factor).f_backward()?;
-            loss_sum += out.loss.double_value(&[]);
-            let extra = out.metrics;
-            images += batch.labels.len();
-            micro += 1;
-            pos.batch += 1;
+            pending.waited += t0.elapsed().as_secs_f64();
+            self.micro_step(method, &batch?, &mut pending)?;
             bar.inc(1);
-            if next_epoch.is_none() && pos.epoch + 1 < config.epochs && pos.batch + train.lookahead() >= epoch_batches {
-                next_epoch = Some(train.epoch(pos.epoch as u64 + 1));
+            if next_epoch.is_none()
+                && self.pos.epoch + 1 < c.epochs
+                && self.pos.batch + train.lookahead() >= self.epoch_batches
+            {
+                *next_epoch = Some(train.epoch(self.pos.epoch as u64 + 1));
             }
-            if micro < config.num_accum {
+            if pending.micro < c.num_accum {
                 continue;
             }
-            let (mut reduced_bytes, mut overlapped) = (0, 0);
-            if let Some(g) = group {
-                // Data parallelism: the mean of every rank's gradient. Buckets all-reduced during
-                // the backward pass once every gradient lives in the optimizer's flat buffers;
-                // before that (the first update), the buffers after it.
-                match &buckets {
-                    Some(b) => {
-                        b.finish()?;
-                        overlapped = b.len();
-                    }
-                    None => {
-                        for t in opt.flat_grads() {
-                            g.all_reduce_sum(&t)?;
-                        }
-                    }
-                }
-                for t in opt.flat_grads() {
-                    let _ = t.shallow_clone().g_mul_scalar_(1.0 / world as f64);
-                    reduced_bytes += t.numel() * t.kind().elt_size_in_bytes();
-                }
-                if buckets.is_none() {
-                    if let Some((flat, params)) = opt.gradient_layout() {
-                        buckets = Some(g.gradient_buckets(&flat, &params, BUCKET_BYTES)?);
-                    }
-                }
+            let loss = self.update(method, &pending)?;
+            bar.set_message(format!("loss {loss:.4} lr {:.2e}", self.schedule.lr(self.pos.update - 1)));
+            pending = Pending::new();
+            if let Some(val) = holdout.val.filter(|_| c.val_every > 0 && self.pos.update.is_multiple_of(c.val_every)) {
+                self.evaluate(method, val, "val")?;
             }
-            let finite = if amp { opt.unscale_grads(1.0 / scale.scale) } else { true };
-            let take = !amp || scale.update(finite);
-            let grad_norm = if take { clip_gradients(&mut opt, config) } else { f64::NAN };
-            let lr = schedule.lr(pos.update);
-            let wd = match config.wd_end {
-                Some(end) => cosine(config.wd, end, pos.update as f64 / schedule.total.max(1) as f64),
-                None => config.wd,
-            };
-            opt.set_weight_decay(wd);
-            if take {
-                opt.step(lr);
-            }
-            opt.zero_grad();
-            pos.update += 1;
-            method.after_update(pos.update as f64 / schedule.total.max(1) as f64);
-            let secs = clock.elapsed().as_secs_f64();
-            let loss = loss_sum / micro as f64;
-            let mut entry = json!({
-                "update": pos.update, "epoch": pos.epoch, "batch": pos.batch, "lr": lr, "loss": loss,
-                "images_per_s": images as f64 / secs.max(1e-9), "data_wait": waited / secs.max(1e-9),
-            });
-            if config.wd_end.is_some() {
-                entry["wd"] = json!(wd);
-            }
-            if world > 1 {
-                entry["world"] = json!(world);
-                entry["allreduce_mib"] = json!(reduced_bytes as f64 / (1 << 20) as f64);
-                // Buckets all-reduced during the backward pass (0: after it, a message per group).
-                entry["allreduce_buckets"] = json!(overlapped);
-            }
-            if grad_norm.is_finite() {
-                entry["grad_norm"] = json!(grad_norm);
-            }
-            if amp {
-                entry["loss_scale"] = json!(scale.scale);
-            }
-            for (k, v) in &extra {
-                entry[k.as_str()] = json!(v);
-            }
-            record(&mut log, &mut last, entry)?;
-            bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
-            (micro, loss_sum, waited, images, clock) = (0, 0.0, 0.0, 0, Instant::now());
-            if let Some(val) = holdout.val {
-                if config.val_every > 0 && pos.update.is_multiple_of(config.val_every) {
-                    let e = evaluate(method, val, "val", &pos)?;
-                    record(&mut log, &mut last, e)?;
-                }
-            }
-            if config.stop_num_updates > 0 && pos.update >= config.stop_num_updates {
-                (pos.loss_scale, pos.clean_updates) = (scale.scale, scale.clean);
-                if leader {
-                    save_checkpoint(&ckpts.join(format!("update_{:07}", pos.update)), method.var_store(), &opt, &pos)?;
-                }
-                bar.abandon_with_message(format!("stopped at update {} (stop_num_updates)", pos.update));
-                stopped_early = true;
-                break 'epochs;
+            if c.stop_num_updates > 0 && self.pos.update >= c.stop_num_updates {
+                self.checkpoint(method, format!("update_{:07}", self.pos.update))?;
+                bar.abandon_with_message(format!("stopped at update {} (stop_num_updates)", self.pos.update));
+                return Ok(true);
             }
         }
-        opt.zero_grad(); // a tail shorter than num_accum does not make an update
+        self.opt.zero_grad(); // a tail shorter than num_accum does not make an update
         bar.finish();
-        pos.epoch += 1;
-        pos.batch = 0;
+        self.pos.epoch += 1;
+        self.pos.batch = 0;
         if let Some(val) = holdout.val {
-            let e = evaluate(method, val, "val", &pos)?;
-            record(&mut log, &mut last, e)?;
+            self.evaluate(method, val, "val")?;
         }
-        if leader && (pos.epoch.is_multiple_of(config.snapshot_epoch.max(1)) || pos.epoch == config.epochs) {
-            (pos.loss_scale, pos.clean_updates) = (scale.scale, scale.clean);
-            save_checkpoint(&ckpts.join(format!("epoch_{:04}", pos.epoch)), method.var_store(), &opt, &pos)?;
+        if self.pos.epoch.is_multiple_of(c.snapshot_epoch.max(1)) || self.pos.epoch == c.epochs {
+            self.checkpoint(method, format!("epoch_{:04}", self.pos.epoch))?;
         }
-        if leader {
-            plot::curves(&run.join("metrics.jsonl"), &run.join("plots"))?;
+        self.plot()?;
+        Ok(false)
+    }
+
+    fn progress_bar(&self) -> ProgressBar {
+        if !self.leader {
+            return ProgressBar::hidden();
+        }
+        let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
+            .expect("template")
+            .progress_chars("=> ");
+        let bar = ProgressBar::new(self.epoch_batches as u64).with_style(style);
+        bar.set_prefix(format!("epoch {}/{}", self.pos.epoch + 1, self.config.epochs));
+        bar.set_position(self.pos.batch as u64);
+        bar
+    }
+
+    /// Forward and backward of one micro-batch, its gradient accumulated (scaled for autocast and
+    /// accumulation); the last of an update arms the overlapped all-reduce.
+    fn micro_step(&mut self, method: &mut dyn Method, batch: &Batch, p: &mut Pending) -> Result<(), LearnError> {
+        if p.micro == 0 {
+            method.begin_update(self.progress());
+            if self.config.on_nonfinite == OnNonFinite::Skip {
+                p.saved_stats = running_stats(method.var_store());
+            }
+        }
+        let rank_seed = self.config.seed ^ (self.rank as u64).wrapping_mul(0xA24B_AED4_963E_E407);
+        tch::manual_seed(seed_for(rank_seed, self.pos.epoch, self.pos.batch));
+        let out = tch::autocast(self.amp, || method.step(batch))?;
+        let factor = if self.amp { self.scale.scale } else { 1.0 } / self.config.num_accum as f64;
+        if let Some(b) = self.buckets.as_ref().filter(|_| p.micro + 1 == self.config.num_accum) {
+            b.arm(); // the last micro-batch: all-reduce gradients while backward runs
+        }
+        (&out.loss * factor).f_backward()?;
+        p.loss_sum += out.loss.double_value(&[]);
+        p.extra = out.metrics;
+        p.images += batch.labels.len();
+        p.micro += 1;
+        self.pos.batch += 1;
+        Ok(())
+    }
+
+    /// Data parallelism: every rank's gradient replaced by their mean. Buckets are all-reduced
+    /// during the backward pass once every gradient lives in the optimizer's flat buffers;
+    /// before that (the first update), the buffers after it. Returns the bytes reduced and the
+    /// buckets overlapped with the backward pass.
+    fn reduce_gradients(&mut self) -> Result<(usize, usize), LearnError> {
+        let Some(g) = self.group else { return Ok((0, 0)) };
+        let mut overlapped = 0;
+        match &self.buckets {
+            Some(b) => {
+                b.finish()?;
+                overlapped = b.len();
+            }
+            None => {
+                for t in self.opt.flat_grads() {
+                    g.all_reduce_sum(&t)?;
+                }
+            }
+        }
+        let mut bytes = 0;
+        for t in self.opt.flat_grads() {
+            let _ = t.shallow_clone().g_mul_scalar_(1.0 / self.world as f64);
+            bytes += t.numel() * t.kind().elt_size_in_bytes();
+        }
+        if self.buckets.is_none() {
+            if let Some((flat, params)) = self.opt.gradient_layout() {
+                self.buckets = Some(g.gradient_buckets(&flat, &params, BUCKET_BYTES)?);
+            }
+        }
+        Ok((bytes, overlapped))
+    }
+
+    /// Whether to take the update: float16 autocast keeps GradScaler's skip-and-rescale; otherwise
+    /// a non-finite loss or gradient (on any rank) stops the run or is skipped, as
+    /// `on_nonfinite` says.
+    fn take_update(&mut self, loss: f64, p: &Pending) -> Result<bool, LearnError> {
+        if self.amp {
+            let finite = self.opt.unscale_grads(1.0 / self.scale.scale);
+            return Ok(self.scale.update(finite));
+        }
+        let grads_finite = self.opt.grads_finite();
+        let mut bad = !loss.is_finite() || !grads_finite;
+        if let Some(g) = self.group {
+            let flag = Tensor::from_slice(&[f64::from(u8::from(bad))]);
+            g.all_reduce_sum(&flag)?;
+            bad = flag.double_value(&[0]) > 0.0;
+        }
+        if !bad {
+            return Ok(true);
+        }
+        match self.config.on_nonfinite {
+            OnNonFinite::Skip => {
+                // The skipped forward passes leave no trace in the batch-norm statistics either.
+                tch::no_grad(|| p.saved_stats.iter().for_each(|(saved, var)| var.shallow_clone().copy_(saved)));
+                self.pos.skipped_updates += 1;
+                Ok(false)
+            }
+            OnNonFinite::Stop => Err(self.diverged(loss, grads_finite)),
         }
     }
-    if !stopped_early {
-        if let Some(test) = holdout.test {
-            let e = evaluate(method, test, "test", &pos)?;
-            record(&mut log, &mut last, e)?;
+
+    /// The error of a run stopped on a non-finite loss: where, and what to do.
+    fn diverged(&self, loss: f64, grads_finite: bool) -> LearnError {
+        let what = if loss.is_finite() && !grads_finite {
+            format!("the gradients are not finite (loss {loss})")
+        } else if loss.is_finite() {
+            "the loss is not finite on another rank".to_string()
+        } else {
+            format!("the loss is {loss}")
+        };
+        let last = match &self.last_checkpoint {
+            Some(dir) => {
+                format!("the last good checkpoint, {}, is intact: resume from it with --resume", dir.display())
+            }
+            None => "no checkpoint was written before it".into(),
+        };
+        LearnError::Diverged(format!(
+            "{}: update {} (epoch {}, batch {}): {what}; training stopped (on_nonfinite = \"stop\") and no weights \
+             were written; {last} after lowering lr, or set on_nonfinite = \"skip\" to drop such updates",
+            self.run.display(),
+            self.pos.update + 1,
+            self.pos.epoch + 1,
+            self.pos.batch
+        ))
+    }
+
+    /// Reduces, checks, clips and applies the accumulated gradients at the schedule's learning
+    /// rate and weight decay, then logs the update. Returns its mean loss.
+    fn update(&mut self, method: &mut dyn Method, p: &Pending) -> Result<f64, LearnError> {
+        let c = self.config;
+        let (reduced_bytes, overlapped) = self.reduce_gradients()?;
+        let loss = p.loss_sum / p.micro as f64;
+        let take = self.take_update(loss, p)?;
+        let grad_norm = if take { clip_gradients(&mut self.opt, c) } else { f64::NAN };
+        let lr = self.schedule.lr(self.pos.update);
+        let wd = match c.wd_end {
+            Some(end) => cosine(c.wd, end, self.progress()),
+            None => c.wd,
+        };
+        self.opt.set_weight_decay(wd);
+        if take {
+            self.opt.step(lr);
         }
+        self.opt.zero_grad();
+        self.pos.update += 1;
+        method.after_update(self.progress());
+        let secs = p.clock.elapsed().as_secs_f64().max(1e-9);
+        let mut entry = json!({
+            "update": self.pos.update, "epoch": self.pos.epoch, "batch": self.pos.batch, "lr": lr, "loss": loss,
+            "images_per_s": p.images as f64 / secs, "data_wait": p.waited / secs,
+        });
+        if c.wd_end.is_some() {
+            entry["wd"] = json!(wd);
+        }
+        if self.world > 1 {
+            entry["world"] = json!(self.world);
+            entry["allreduce_mib"] = json!(reduced_bytes as f64 / (1 << 20) as f64);
+            // Buckets all-reduced during the backward pass (0: after it, a message per group).
+            entry["allreduce_buckets"] = json!(overlapped);
+        }
+        if grad_norm.is_finite() {
+            entry["grad_norm"] = json!(grad_norm);
+        }
+        if self.amp {
+            entry["loss_scale"] = json!(self.scale.scale);
+        }
+        if self.pos.skipped_updates > 0 {
+            entry["skipped_updates"] = json!(self.pos.skipped_updates);
+        }
+        for (k, v) in &p.extra {
+            entry[k.as_str()] = json!(v);
+        }
+        self.log.record(entry)?;
+        Ok(loss)
     }
-    if !stopped_early && leader {
-        let mut vars: Vec<(String, Tensor)> = cpu_copy(method.var_store().variables().into_iter().collect());
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        Tensor::write_safetensors(&vars, run.join(".model.safetensors.tmp"))?;
-        fs::rename(run.join(".model.safetensors.tmp"), run.join("model.safetensors"))
-            .map_err(|e| LearnError::io(&run, e))?;
+
+    /// Metrics of `loader` (every rank its share), logged as `<set>_<name>`.
+    fn evaluate(&mut self, method: &mut dyn Method, loader: &Loader, set: &str) -> Result<(), LearnError> {
+        let mut e = json!({"update": self.pos.update, "epoch": self.pos.epoch});
+        for (k, v) in method.evaluate(loader)? {
+            e[format!("{set}_{k}")] = json!(v);
+        }
+        self.log.record(e)
     }
-    if leader {
-        plot::curves(&run.join("metrics.jsonl"), &run.join("plots"))?;
+
+    /// Writes checkpoint `name` (rank 0) with the run's position.
+    fn checkpoint(&mut self, method: &dyn Method, name: String) -> Result<(), LearnError> {
+        (self.pos.loss_scale, self.pos.clean_updates) = (self.scale.scale, self.scale.clean);
+        let dir = self.run.join("checkpoints").join(name);
+        if self.leader {
+            save_checkpoint(&dir, method.var_store(), &self.opt, &self.pos)?;
+        }
+        self.last_checkpoint = Some(dir);
+        Ok(())
     }
-    if let Some(g) = group {
-        g.barrier()?; // the others wait for rank 0's last writes
+
+    fn plot(&self) -> Result<(), LearnError> {
+        if self.leader {
+            plot::curves(&self.run.join("metrics.jsonl"), &self.run.join("plots"))?;
+        }
+        Ok(())
     }
-    Ok(Summary { position: pos, stopped_early, last, run_dir: run })
+
+    /// The end of a run: the test report and the final weights (unless stopped early), plots,
+    /// and the others waiting for rank 0's writes.
+    fn finish(
+        mut self,
+        method: &mut dyn Method,
+        holdout: &Holdout,
+        stopped_early: bool,
+    ) -> Result<Summary, LearnError> {
+        if !stopped_early {
+            if let Some(test) = holdout.test {
+                self.evaluate(method, test, "test")?;
+            }
+            if self.leader {
+                let mut vars: Vec<(String, Tensor)> = cpu_copy(method.var_store().variables().into_iter().collect());
+                vars.sort_by(|a, b| a.0.cmp(&b.0));
+                let tmp = self.run.join(".model.safetensors.tmp");
+                Tensor::write_safetensors(&vars, &tmp)?;
+                fs::rename(&tmp, self.run.join("model.safetensors")).map_err(|e| LearnError::io(&self.run, e))?;
+            }
+        }
+        self.plot()?;
+        if let Some(g) = self.group {
+            g.barrier()?; // the others wait for rank 0's last writes
+        }
+        Ok(Summary { position: self.pos, stopped_early, last: self.log.last, run_dir: self.run })
+    }
 }

@@ -18,6 +18,7 @@ pub mod shards;
 pub mod ssl;
 pub mod supervised;
 pub mod target;
+pub mod tensorboard;
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +58,9 @@ pub enum LearnError {
     Torch(#[from] tch::TchError),
     #[error(transparent)]
     Dist(#[from] patchtcga_dist::DistError),
+    /// A run stopped on a non-finite loss or gradient.
+    #[error("{0}")]
+    Diverged(String),
 }
 
 impl LearnError {

@@ -242,6 +242,12 @@ impl Optimizer {
         })
     }
 
+    /// Whether every accumulated gradient is finite.
+    pub fn grads_finite(&mut self) -> bool {
+        self.bind();
+        tch::no_grad(|| self.groups.iter().all(|g| g.grad.isfinite().all().int64_value(&[]) != 0))
+    }
+
     /// One update at learning rate `lr`.
     pub fn step(&mut self, lr: f64) {
         self.bind();

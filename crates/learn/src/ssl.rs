@@ -51,12 +51,8 @@ impl Base {
         let vs = nn::VarStore::new(device);
         let backbone = Backbone::new(&vs.root(), spec);
         if let Some(pretrained) = &config.pretrained {
-            let r = patchtcga_model::load(
-                &vs,
-                pretrained,
-                spec.head_name(),
-                &patchtcga_model::ImportOptions::default(),
-            )?;
+            let r =
+                patchtcga_model::load(&vs, pretrained, spec.head_name(), &patchtcga_model::ImportOptions::default())?;
             eprintln!("loaded {} tensors from {} (prefix {:?})", r.loaded, pretrained.display(), r.prefix);
         }
         Ok(Self { vs, backbone, device, knn: (config.knn_k, config.knn_temperature) })

@@ -1,6 +1,5 @@
 //! Supervised organ classification, the release's pretraining without self-supervision.
 
-
 use patchtcga_loader::{Batch, Loader};
 use patchtcga_model::{load, Classifier, ImportOptions};
 use tch::kind::FLOAT_CPU;

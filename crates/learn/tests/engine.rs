@@ -153,3 +153,103 @@ fn devices_are_named_as_in_pytorch_and_missing_gpus_refused() {
         _ => assert_eq!(device("cuda").unwrap(), tch::Device::Cuda(0), "no LOCAL_RANK: the first GPU"),
     }
 }
+
+/// Loss by update in a run's `metrics.jsonl` (null for a skipped update's).
+fn logged_losses(run: &Path) -> Vec<(u64, Option<f64>)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e.get("loss").is_some())
+        .map(|e| (e["update"].as_u64().unwrap(), e["loss"].as_f64()))
+        .collect()
+}
+
+#[test]
+fn a_diverging_run_stops_naming_the_update_and_keeps_its_last_checkpoint() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("PTCGA200");
+    dataset(&data);
+    let mut c = config(&data, &dir.path().join("runs"), "diverge");
+    c.warmup_epochs = 0.0;
+    c.stop_num_updates = 2;
+    let first = run(&c, false);
+    assert!(first.stopped_early);
+    // Resumed at a learning rate no network survives.
+    c.stop_num_updates = 0;
+    c.lr = 1e30;
+    tch::set_num_threads(1);
+    let l = loaders(&c, "supervised").unwrap();
+    let mut m = Supervised::new(&c).unwrap();
+    let e = train(&c, &mut m, &l.train, Holdout::default(), true).unwrap_err();
+    assert!(matches!(e, patchtcga_learn::LearnError::Diverged(_)), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("(epoch 1, batch") && (msg.contains("not finite") || msg.contains("loss is")), "{msg}");
+    assert!(msg.contains("checkpoints/update_0000002") && msg.contains("--resume"), "{msg}");
+    let run_dir = c.run_dir();
+    assert!(!run_dir.join("model.safetensors").exists(), "no weights of a diverged run");
+    assert!(run_dir.join("checkpoints/update_0000002/position.json").is_file(), "the last good checkpoint stays");
+    assert_eq!(logged_losses(&run_dir).iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2], "nothing logged past it");
+}
+
+#[test]
+fn skipped_non_finite_updates_are_counted_and_never_reach_the_weights() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("PTCGA200");
+    dataset(&data);
+    let mut c = config(&data, &dir.path().join("runs"), "skip");
+    c.warmup_epochs = 0.0;
+    c.epochs = 2;
+    c.lr = 1e30;
+    c.on_nonfinite = patchtcga_learn::config::OnNonFinite::Skip;
+    let s = run(&c, false);
+    assert_eq!(s.position.update, 8);
+    let skipped = s.position.skipped_updates;
+    assert!(skipped > 0, "lr 1e30 makes some update non-finite");
+    assert_eq!(s.last["skipped_updates"].as_u64(), Some(skipped as u64));
+    let nulls = logged_losses(&s.run_dir).iter().filter(|x| x.1.is_none()).count();
+    assert!(nulls > 0 && nulls <= skipped, "{nulls} non-finite losses logged, {skipped} updates skipped");
+    for (n, t) in weights(&s.run_dir) {
+        if t.is_floating_point() {
+            assert!(t.isfinite().all().int64_value(&[]) == 1, "{n} is not finite");
+        }
+    }
+}
+
+#[test]
+fn tensorboard_reads_the_scalars_of_the_metrics_log() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("PTCGA200");
+    dataset(&data);
+    let mut c = config(&data, &dir.path().join("runs"), "tb");
+    c.epochs = 2;
+    c.stop_num_updates = 3;
+    run(&c, false);
+    c.stop_num_updates = 0;
+    let s = run(&c, true); // resumed: update 4 onwards written again into a second event file
+    let root = patchtcga_testkit::repo_root();
+    let out = std::process::Command::new("python3")
+        .env("PYTHONPATH", root.join(".pytools"))
+        .arg(root.join("tools/read_tensorboard.py"))
+        .arg(&s.run_dir)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "TensorBoard's reader failed (make test installs it into .pytools): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tb: std::collections::BTreeMap<String, Vec<(u64, f64)>> = serde_json::from_slice(&out.stdout).unwrap();
+    let want: Vec<(u64, f64)> = logged_losses(&s.run_dir).into_iter().map(|(u, l)| (u, l.unwrap())).collect();
+    let got = &tb["train/loss"];
+    assert_eq!(got.iter().map(|x| x.0).collect::<Vec<_>>(), want.iter().map(|x| x.0).collect::<Vec<_>>());
+    for ((_, a), (_, b)) in got.iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    for tag in ["train/lr", "perf/images_per_s", "perf/data_wait", "val/accuracy", "val/loss"] {
+        assert!(tb.contains_key(tag), "{tag} missing from {:?}", tb.keys().collect::<Vec<_>>());
+    }
+}

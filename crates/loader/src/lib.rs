@@ -126,8 +126,11 @@ pub fn pcam_samples(dir: &Path, split: &str) -> Result<Vec<Sample>> {
         .ok_or_else(|| bad(dir, format!("no PatchCamelyon {split} images: looked for {}", looked_for(&x_names))))?;
     let yp = pcam_file(dir, &y_names)
         .ok_or_else(|| bad(&xp, format!("no labels beside it: looked for {}", looked_for(&y_names))))?;
-    let gzipped: Vec<String> =
-        [&xp, &yp].iter().filter(|p| p.extension().is_some_and(|e| e == "gz")).map(|p| p.display().to_string()).collect();
+    let gzipped: Vec<String> = [&xp, &yp]
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "gz"))
+        .map(|p| p.display().to_string())
+        .collect();
     if let Some(first) = gzipped.first() {
         return Err(bad(
             Path::new(first),

@@ -231,7 +231,8 @@ fn the_official_pcam_download_names_load_and_gzipped_files_get_the_command_to_un
     assert!(pcam_has_split(dir.path(), "test"));
     let e = pcam_samples(dir.path(), "test").unwrap_err().to_string();
     assert!(
-        e.contains("gunzip -k") && e.contains("camelyonpatch_level_2_split_test_x.h5.gz")
+        e.contains("gunzip -k")
+            && e.contains("camelyonpatch_level_2_split_test_x.h5.gz")
             && e.contains("camelyonpatch_level_2_split_test_y.h5.gz"),
         "{e}"
     );
