@@ -9,7 +9,7 @@ use patchtcga_augment::Recipe;
 use patchtcga_dataset::{IMAGE_EXTENSIONS, POSITION_MAP_DIR};
 use patchtcga_learn::config::{DeviceChoice, ImageStats, Optim};
 use patchtcga_learn::data::loaders;
-use patchtcga_learn::engine::{clip_gradients, device};
+use patchtcga_learn::engine::{device, time_updates};
 use patchtcga_learn::optim::{LossScale, Optimizer, Rule};
 use patchtcga_learn::supervised::images;
 use patchtcga_learn::{method, train, Config, Holdout};
@@ -657,8 +657,8 @@ pub struct MethodStepArgs {
     threads: Option<i32>,
 }
 
-/// Times a method's update as the engine makes it (begin, step under autocast, backward, loss
-/// scale, clipping, optimizer, momentum targets) on one synthetic batch of its recipe's views,
+/// Times a method's update through the engine's own steps (begin, step under autocast, backward,
+/// loss scale, clipping, optimizer, momentum targets) on one synthetic batch of its recipe's views,
 /// held on the host and copied to the device each step as loader batches are.
 pub fn bench_method(a: MethodStepArgs) -> Result<()> {
     if let Some(t) = a.threads {
@@ -683,39 +683,8 @@ pub fn bench_method(a: MethodStepArgs) -> Result<()> {
     };
     let dev = device(config.device)?;
     let amp = config.enable_autocast && dev.is_cuda();
-    let mut opt = Optimizer::new(Rule::new(config.optim, config.momentum, config.betas), config.wd, m.trainable());
-    let mut scale = LossScale::default();
-    let total = a.warmup + a.steps;
-    let mut update = |u: usize| -> Result<()> {
-        m.begin_update(u as f64 / total as f64);
-        let out = tch::autocast(amp, || m.step(&batch))?;
-        (&out.loss * if amp { scale.scale } else { 1.0 }).f_backward()?;
-        out.loss.double_value(&[]);
-        let take = !amp || scale.update(opt.unscale_grads(1.0 / scale.scale));
-        if take {
-            clip_gradients(&mut opt, &config);
-        }
-        if take {
-            opt.step(config.lr);
-        }
-        opt.zero_grad();
-        m.after_update((u + 1) as f64 / total as f64);
-        Ok(())
-    };
-    for u in 0..a.warmup {
-        update(u)?;
-    }
-    if let tch::Device::Cuda(i) = dev {
-        tch::Cuda::synchronize(i as i64);
-    }
-    let t0 = std::time::Instant::now();
-    for u in a.warmup..total {
-        update(u)?;
-    }
-    if let tch::Device::Cuda(i) = dev {
-        tch::Cuda::synchronize(i as i64);
-    }
-    let secs = t0.elapsed().as_secs_f64();
+    let secs = time_updates(&config, m.as_mut(), &batch, a.warmup, a.steps)?;
+    let images = b * config.num_accum;
     println!(
         "patchtcga {} {} batch {} ({} views) on {:?}{}: {:.1} images/s ({:.1} ms/step), peak host memory {:.0} MiB",
         config.self_supervised,
@@ -724,8 +693,8 @@ pub fn bench_method(a: MethodStepArgs) -> Result<()> {
         views.len(),
         dev,
         if amp { " (autocast fp16)" } else { "" },
-        (a.steps * b) as f64 / secs,
-        1000.0 * secs / a.steps as f64,
+        images as f64 / secs,
+        1000.0 * secs,
         peak_rss_mib()
     );
     Ok(())

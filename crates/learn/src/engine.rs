@@ -309,6 +309,38 @@ pub fn train(
     t.finish(method, &holdout, stopped_early)
 }
 
+/// Times `steps` updates of `method` on one fixed `batch` after `warmup` untimed ones, through the
+/// very steps of training (micro-steps under autocast, loss scale or non-finite check, clipping,
+/// the optimizer, momentum targets) but writing nothing: seconds per update.
+pub fn time_updates(
+    config: &Config,
+    method: &mut dyn Method,
+    batch: &Batch,
+    warmup: usize,
+    steps: usize,
+) -> Result<f64, LearnError> {
+    let mut t = Trainer::bare(config, method, (warmup + steps).max(1) * config.num_accum)?;
+    let sync = || {
+        if let Ok(Device::Cuda(i)) = device(config.device) {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let mut start = Instant::now();
+    for u in 0..warmup + steps {
+        if u == warmup {
+            sync();
+            start = Instant::now();
+        }
+        let mut pending = Pending::new();
+        while pending.micro < config.num_accum {
+            t.micro_step(method, batch, &mut pending)?;
+        }
+        t.update(method, &pending)?;
+    }
+    sync();
+    Ok(start.elapsed().as_secs_f64() / steps.max(1) as f64)
+}
+
 /// The micro-batches of the update under way.
 struct Pending {
     micro: usize,
@@ -367,17 +399,33 @@ impl<'a> Trainer<'a> {
         train: &Loader,
         resume_latest: bool,
     ) -> Result<Self, LearnError> {
-        let run = config.run_dir();
+        let mut t = Self::bare(config, method, train.batches_per_epoch())?;
+        if t.leader {
+            let ckpts = t.run.join("checkpoints");
+            fs::create_dir_all(&ckpts).map_err(|e| LearnError::io(&ckpts, e))?;
+            write_atomic(&t.run.join("config.toml"), config.to_toml().as_bytes())?;
+        }
+        let resumed = resume_point(config, resume_latest)?;
+        if let Some(dir) = &resumed {
+            t.pos = load_checkpoint(dir, method.var_store(), &mut t.opt)?;
+            t.scale = LossScale { scale: t.pos.loss_scale, clean: t.pos.clean_updates };
+            let p = &t.pos;
+            eprintln!("resuming from {} (epoch {}, batch {}, update {})", dir.display(), p.epoch, p.batch, p.update);
+        }
+        if let Some(g) = t.group {
+            patchtcga_dist::set_sync_batch_norm(config.sync_batch_norm);
+            broadcast_variables(g, method.var_store())?;
+        }
+        t.log = RunLog::open(&t.run, t.leader, resumed.as_ref().map(|_| t.pos.update))?;
+        t.last_checkpoint = resumed;
+        Ok(t)
+    }
+
+    /// A trainer of `epoch_batches` batches an epoch that writes nothing: schedule, optimizer,
+    /// position at the start, metrics kept in memory.
+    fn bare(config: &'a Config, method: &dyn Method, epoch_batches: usize) -> Result<Self, LearnError> {
         let group = patchtcga_dist::group();
         let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world()));
-        let leader = rank == 0;
-        if leader {
-            let ckpts = run.join("checkpoints");
-            fs::create_dir_all(&ckpts).map_err(|e| LearnError::io(&ckpts, e))?;
-            write_atomic(&run.join("config.toml"), config.to_toml().as_bytes())?;
-        }
-        let amp = config.enable_autocast && device(config.device)?.is_cuda();
-        let epoch_batches = train.batches_per_epoch();
         let per_epoch = epoch_batches / config.num_accum;
         if per_epoch == 0 {
             return Err(LearnError::Config(format!(
@@ -385,47 +433,30 @@ impl<'a> Trainer<'a> {
                 config.num_accum
             )));
         }
+        let total_batch = config.batch_size * config.num_accum * world;
         let schedule = Schedule {
-            peak: Schedule::peak_lr(config.lr, config.batch_size * config.num_accum * world, config.base_batch_size),
+            peak: Schedule::peak_lr(config.lr, total_batch, config.base_batch_size),
             cold: (config.cold_epochs * per_epoch as f64).round() as usize,
             warmup: (config.warmup_epochs * per_epoch as f64).round() as usize,
             total: config.epochs * per_epoch,
         };
-        let mut opt =
-            Optimizer::new(Rule::new(config.optim, config.momentum, config.betas), config.wd, method.trainable());
-        let mut pos = Position { loss_scale: LossScale::default().scale, ..Default::default() };
-        let resumed = resume_point(config, resume_latest)?;
-        if let Some(dir) = &resumed {
-            pos = load_checkpoint(dir, method.var_store(), &mut opt)?;
-            eprintln!(
-                "resuming from {} (epoch {}, batch {}, update {})",
-                dir.display(),
-                pos.epoch,
-                pos.batch,
-                pos.update
-            );
-        }
-        if let Some(g) = group {
-            patchtcga_dist::set_sync_batch_norm(config.sync_batch_norm);
-            broadcast_variables(g, method.var_store())?;
-        }
-        let log = RunLog::open(&run, leader, resumed.as_ref().map(|_| pos.update))?;
+        let rule = Rule::new(config.optim, config.momentum, config.betas);
         Ok(Self {
             config,
-            run,
+            run: config.run_dir(),
             group,
             rank,
             world,
-            leader,
-            amp,
+            leader: rank == 0,
+            amp: config.enable_autocast && device(config.device)?.is_cuda(),
             epoch_batches,
             schedule,
-            opt,
-            scale: LossScale { scale: pos.loss_scale, clean: pos.clean_updates },
-            pos,
+            opt: Optimizer::new(rule, config.wd, method.trainable()),
+            pos: Position { loss_scale: LossScale::default().scale, ..Default::default() },
+            scale: LossScale::default(),
             buckets: None,
-            log,
-            last_checkpoint: resumed,
+            log: RunLog { files: None, last: Map::new() },
+            last_checkpoint: None,
         })
     }
 
