@@ -120,48 +120,7 @@ impl DistArgs {
             return Ok(false);
         }
         backend(config)?;
-        let exe = std::env::current_exe()?;
-        // As torchrun: the node's cores shared among its processes, unless told otherwise.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = std::env::var("OMP_NUM_THREADS").unwrap_or_else(|_| (cores / launches.len()).max(1).to_string());
-        let mut children = Vec::new();
-        for l in &launches {
-            let child = std::process::Command::new(&exe)
-                .args(std::env::args_os().skip(1))
-                .envs(l.env())
-                .env("OMP_NUM_THREADS", &threads)
-                .spawn()
-                .with_context(|| format!("cannot start rank {}", l.rank))?;
-            children.push((l.rank, child));
-        }
-        // As torchrun: once a process fails the others are stopped (a rank lost before the
-        // rendezvous would otherwise keep its peers waiting for the whole timeout).
-        let mut failed = Vec::new();
-        while !children.is_empty() && failed.is_empty() {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            let mut running = Vec::new();
-            for (rank, mut c) in children {
-                match c.try_wait()? {
-                    Some(status) if !status.success() => failed.push(format!("rank {rank} ({status})")),
-                    Some(_) => {}
-                    None => running.push((rank, c)),
-                }
-            }
-            children = running;
-        }
-        if !failed.is_empty() {
-            let stopped: Vec<String> = children
-                .iter_mut()
-                .map(|(rank, c)| {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    rank.to_string()
-                })
-                .collect();
-            let stopped =
-                if stopped.is_empty() { String::new() } else { format!("; stopped rank {}", stopped.join(", ")) };
-            bail!("distributed run failed: {}{stopped}", failed.join(", "));
-        }
+        patchtcga_dist::run_node(&launches)?;
         Ok(true)
     }
 

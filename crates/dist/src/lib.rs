@@ -60,8 +60,59 @@ extern "C" {
 pub enum DistError {
     #[error("distributed launch: {0}")]
     Launch(String),
+    /// A process of the node failed (the others were stopped).
+    #[error("distributed run failed: {0}")]
+    Failed(String),
     #[error("rank {rank} of {world}: {what} failed (a peer stopped, or none answered within {timeout_s} s): {cause}")]
     Collective { rank: usize, world: usize, what: &'static str, timeout_s: u64, cause: String },
+}
+
+/// Starts this node's processes — this program again, with the arguments it was given and each
+/// launch's torchrun environment — and waits for them. As torchrun: the node's cores are shared
+/// among them (`OMP_NUM_THREADS`, unless set), and once one fails the others are stopped (a rank
+/// lost before the rendezvous would otherwise keep its peers waiting for the whole timeout).
+pub fn run_node(launches: &[Launch]) -> Result<(), DistError> {
+    let launch_err = |what: String| DistError::Launch(what);
+    let exe = std::env::current_exe().map_err(|e| launch_err(format!("cannot find this program: {e}")))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads =
+        std::env::var("OMP_NUM_THREADS").unwrap_or_else(|_| (cores / launches.len().max(1)).max(1).to_string());
+    let mut children = Vec::new();
+    for l in launches {
+        let child = std::process::Command::new(&exe)
+            .args(std::env::args_os().skip(1))
+            .envs(l.env())
+            .env("OMP_NUM_THREADS", &threads)
+            .spawn()
+            .map_err(|e| launch_err(format!("cannot start rank {}: {e}", l.rank)))?;
+        children.push((l.rank, child));
+    }
+    let mut failed = Vec::new();
+    while !children.is_empty() && failed.is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut running = Vec::new();
+        for (rank, mut c) in children {
+            match c.try_wait().map_err(|e| launch_err(format!("rank {rank}: {e}")))? {
+                Some(status) if !status.success() => failed.push(format!("rank {rank} ({status})")),
+                Some(_) => {}
+                None => running.push((rank, c)),
+            }
+        }
+        children = running;
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let stopped: Vec<String> = children
+        .iter_mut()
+        .map(|(rank, c)| {
+            let _ = c.kill();
+            let _ = c.wait();
+            rank.to_string()
+        })
+        .collect();
+    let stopped = if stopped.is_empty() { String::new() } else { format!("; stopped rank {}", stopped.join(", ")) };
+    Err(DistError::Failed(format!("{}{stopped}", failed.join(", "))))
 }
 
 /// Where this process sits in a run: rank, number of processes, and the rendezvous.
