@@ -136,7 +136,7 @@ pub fn infer(a: InferArgs) -> Result<()> {
     // Per cell: summed probabilities (one channel, or every class of a segmentation) and windows.
     let mut sums: Vec<f32> = Vec::new();
     let mut seen = vec![0u32; mrows * mcols];
-    let bar = crate::bar("tiles");
+    let bar = super::bar("tiles");
     bar.set_length(tiles.len() as u64);
     for chunk in tiles.chunks(a.batch_size.max(1)) {
         let patches: Vec<RgbImage> = chunk

@@ -1,0 +1,46 @@
+//! `patchtcga export`: a backbone's weights for PyTorch.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use patchtcga_model::{with_bn_counters, write_pth};
+use tch::Tensor;
+
+use super::backbone::BackboneArgs;
+
+/// Options of `patchtcga export`.
+#[derive(Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    backbone: BackboneArgs,
+    /// ViT input side the exported position embedding is made for.
+    #[arg(long, default_value_t = 224)]
+    image_size: i64,
+    /// Output: `.pth` (torch.save format) or `.safetensors`.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Writes the backbone of `--weights` with torchvision / timm names, for PyTorch.
+pub fn export(a: ExportArgs) -> Result<()> {
+    let (vs, backbone) = a.backbone.load(a.image_size, tch::Device::Cpu)?;
+    let tensors = with_bn_counters(vs.variables().into_iter().collect());
+    match a.out.extension().and_then(|e| e.to_str()) {
+        Some("pth") | Some("pt") => write_pth(&a.out, &tensors)?,
+        Some("safetensors") => {
+            let tmp = a.out.with_extension("safetensors.tmp");
+            Tensor::write_safetensors(&tensors, &tmp).with_context(|| format!("{}: cannot write", a.out.display()))?;
+            std::fs::rename(&tmp, &a.out).with_context(|| format!("{}: cannot write", a.out.display()))?;
+        }
+        _ => bail!("{}: the output must end in .pth, .pt or .safetensors", a.out.display()),
+    }
+    println!(
+        "{} tensors of {} → {}; in PyTorch, set model.{} = nn.Identity() and load_state_dict",
+        tensors.len(),
+        a.backbone.arch,
+        a.out.display(),
+        backbone.spec().head_name()
+    );
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! `patchtcga report`: the report page of a set of runs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+/// Options of `patchtcga report`.
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Run folders, or folders of run folders (e.g. `runs`).
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// `.html` (self-contained) or `.md`.
+    #[arg(long, default_value = "report.html")]
+    pub out: PathBuf,
+}
+
+/// Writes the report of `paths` (run folders, or folders holding them) to `out`.
+pub fn report(a: ReportArgs) -> Result<()> {
+    let (paths, out) = (&a.runs, a.out.as_path());
+    let mut dirs = Vec::new();
+    for p in paths {
+        if p.join("config.toml").exists() {
+            dirs.push(p.clone());
+            continue;
+        }
+        let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("{}: cannot read", p.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|d| d.join("config.toml").exists())
+            .collect();
+        if inside.is_empty() {
+            bail!("{}: neither a run folder (config.toml) nor a folder of runs", p.display());
+        }
+        inside.sort();
+        dirs.extend(inside);
+    }
+    let runs = dirs.iter().map(|d| patchtcga_report::Run::read(d)).collect::<Result<Vec<_>, _>>()?;
+    let text = match out.extension().and_then(|e| e.to_str()) {
+        Some("md") => patchtcga_report::markdown(
+            &runs,
+            out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")),
+        ),
+        Some("html" | "htm") => patchtcga_report::html(&runs)?,
+        _ => bail!("--out {}: .html or .md", out.display()),
+    };
+    let tmp = out.with_file_name(format!(".{}.tmp", out.file_name().and_then(|n| n.to_str()).unwrap_or("report")));
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, out))
+        .with_context(|| format!("{}: cannot write", out.display()))?;
+    println!("{} runs → {}", runs.len(), out.display());
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! `patchtcga run`: what every training command shares: config, overrides, resume, and the spread over processes.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use patchtcga_learn::engine::device;
+use patchtcga_learn::Config;
+
+/// What every training command takes: its config, overrides, resume, and how it spreads over
+/// processes.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run config (TOML with the release's keys), e.g. configs/supervised_resnet50_ptcga200.toml
+    /// or configs/pcam200_resnet50.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a key: `--set epochs=1 --set lr=0.1` (values as in TOML); `--set fine_tune=true`
+    /// for a linear probe.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Continue from the run folder's latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub dist: DistArgs,
+}
+
+impl RunArgs {
+    /// The run's config (the user's overrides, then `extra`), with this process in its place in
+    /// a distributed run; `None` when this process started the node's ranks and they are done
+    /// (it then says where the run folder is, holding `contents`).
+    pub fn start(&self, extra: &[String], contents: &str) -> Result<Option<Config>> {
+        let config = Config::load(Some(&self.config), &[self.set.as_slice(), extra].concat())?;
+        if self.dist.spawn(&config)? {
+            println!("run folder: {} ({contents})", config.run_dir().display());
+            return Ok(None);
+        }
+        self.dist.join(&config)?;
+        Ok(Some(config))
+    }
+}
+
+/// How a training spreads over processes (torchrun's options; a process started with torchrun's
+/// environment — `RANK`, `WORLD_SIZE`, … — joins that run instead).
+#[derive(Args)]
+pub struct DistArgs {
+    /// Processes on this node (one per GPU); more than 1 starts them and waits.
+    #[arg(long, default_value_t = 1)]
+    pub nproc_per_node: usize,
+    /// Nodes of the run.
+    #[arg(long, default_value_t = 1)]
+    pub nnodes: usize,
+    /// This node's index.
+    #[arg(long, default_value_t = 0)]
+    pub node_rank: usize,
+    /// Rendezvous address (node 0).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub master_addr: String,
+    #[arg(long, default_value_t = 29500)]
+    pub master_port: u16,
+    /// Seconds to wait for peers at the rendezvous and in each collective.
+    #[arg(long, default_value_t = 1800)]
+    pub dist_timeout: u64,
+}
+
+impl DistArgs {
+    /// The launches of this node's processes: from the options, or from the config's `hosts`
+    /// and `dist_url` (the release's way: this machine's name picks its index in `hosts`).
+    pub fn launches(&self, config: &Config) -> Result<Vec<patchtcga_dist::Launch>> {
+        use patchtcga_dist::Launch;
+        let per_node = self.nproc_per_node.max(1);
+        if !config.hosts.is_empty() && self.nnodes == 1 {
+            let me = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_owned();
+            let node =
+                config.hosts.iter().position(|h| h == &me || h.split('.').next() == Some(me.as_str())).with_context(
+                    || format!("this machine ({me:?}) is not in the config's hosts {:?}", config.hosts),
+                )?;
+            return (0..per_node)
+                .map(|l| Launch::from_hosts(&config.hosts, node, per_node, l, &config.dist_url).map_err(Into::into))
+                .collect();
+        }
+        Ok((0..per_node)
+            .map(|l| Launch {
+                rank: self.node_rank * per_node + l,
+                world: self.nnodes * per_node,
+                local_rank: l,
+                master_addr: self.master_addr.clone(),
+                master_port: self.master_port,
+            })
+            .collect())
+    }
+
+    /// Starts this node's processes (this program again, with torchrun's environment) and waits
+    /// for them; `false` when this process is to train itself.
+    pub fn spawn(&self, config: &Config) -> Result<bool> {
+        if std::env::var_os("WORLD_SIZE").is_some() {
+            return Ok(false);
+        }
+        let launches = self.launches(config)?;
+        if launches.len() == 1 && launches[0].world == 1 {
+            return Ok(false);
+        }
+        backend(config)?;
+        patchtcga_dist::run_node(&launches)?;
+        Ok(true)
+    }
+
+    /// Joins the run this process belongs to, if any.
+    pub fn join(&self, config: &Config) -> Result<()> {
+        if std::env::var_os("WORLD_SIZE").is_some() {
+            patchtcga_dist::init_from_env(std::time::Duration::from_secs(self.dist_timeout), backend(config)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The config's `dist_backend` for the GPU its device gives this process.
+pub fn backend(config: &Config) -> Result<patchtcga_dist::Backend> {
+    let gpu = match device(config.device)? {
+        tch::Device::Cuda(i) => Some(i),
+        _ => None,
+    };
+    Ok(patchtcga_dist::Backend::choose(config.dist_backend.as_str(), gpu)?)
+}
