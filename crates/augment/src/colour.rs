@@ -1,3 +1,5 @@
+//! Colour operations with torchvision's definitions (brightness, contrast, saturation, hue, greyscale, solarize, Gaussian blur), HED stain jitter, normalisation and its statistics.
+
 use image::{Rgb, RgbImage};
 
 use crate::{AugmentError, Result};

@@ -1,3 +1,5 @@
+//! Geometric operations: flips, 90° rotations, crops and resizing with torchvision's rounding.
+
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{imageops, GrayImage, ImageBuffer, Pixel, RgbImage};
 

@@ -1,3 +1,5 @@
+//! View recipes: the crops, flips, colour and stain jitter, blur and grey of each method's views (the release's and the upstream methods' presets).
+
 use image::{GrayImage, RgbImage};
 use rand::{seq::SliceRandom, Rng};
 

@@ -1,3 +1,5 @@
+//! Camelyon / ASAP XML annotations: tumour and exclusion polygons, and how much of a region they cover.
+
 use std::path::{Path, PathBuf};
 
 use geo::{BoundingRect, Contains, Coord, Intersects, LineString, Polygon, Rect};

@@ -1,3 +1,5 @@
+//! The errors of slide work, each naming the file and the cause.
+
 use std::path::PathBuf;
 
 /// Everything that can go wrong with a slide, each naming the file and the cause.

@@ -1,3 +1,5 @@
+//! Patch geometry: size and µm/px, and the field of view they fix.
+
 use crate::{Result, SlideError};
 
 /// Default target resolution of the PatchTCGA datasets, µm per pixel.

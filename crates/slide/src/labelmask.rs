@@ -1,3 +1,5 @@
+//! PANDA label masks: the segPANDA200 classes and the Radboud / Karolinska schemes that map mask values to them.
+
 use image::GrayImage;
 
 /// The six segPANDA200 classes (the Radboud label scheme).

@@ -1,3 +1,5 @@
+//! Patch quality: background (glass or black) fraction and sharpness (variance of the Laplacian).
+
 use image::RgbImage;
 
 /// Rejects patches that are mostly glass or too blurred to be useful.

@@ -1,3 +1,5 @@
+//! Candidate patch positions: a grid over the slide or random positions over tissue, in a seeded order.
+
 use rand::{seq::SliceRandom, Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

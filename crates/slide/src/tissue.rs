@@ -1,3 +1,5 @@
+//! The tissue mask: HSV saturation, median filter, Otsu threshold, closing, small pieces dropped and holes filled, as CLAM segments tissue.
+
 use image::{GrayImage, Luma, RgbImage};
 use imageproc::{
     contrast::otsu_level,

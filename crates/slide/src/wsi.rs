@@ -1,3 +1,5 @@
+//! A whole-slide image through OpenSlide: µm/px and where it came from, levels, patches at a target resolution, the overview.
+
 use std::path::{Path, PathBuf};
 
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
