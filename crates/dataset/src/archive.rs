@@ -240,14 +240,14 @@ pub fn extract(
         match kind {
             tar::EntryType::Directory => std::fs::create_dir_all(&dest).map_err(DatasetError::io(&dest))?,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let parent = dest.parent().unwrap_or(out);
-                std::fs::create_dir_all(parent).map_err(DatasetError::io(parent))?;
-                let tmp = parent.join(format!(".{}.partial", dest.file_name().unwrap_or_default().to_string_lossy()));
-                let mut f = std::fs::File::create(&tmp).map_err(DatasetError::io(&tmp))?;
-                let n =
-                    std::io::copy(&mut entry, &mut f).map_err(|e| bad(format!("reading {}: {e}", name.display())))?;
-                f.flush().map_err(DatasetError::io(&tmp))?;
-                std::fs::rename(&tmp, &dest).map_err(DatasetError::io(&dest))?;
+                let mut n = 0;
+                let copy = |tmp: &Path| {
+                    let mut f = std::fs::File::create(tmp).map_err(DatasetError::io(tmp))?;
+                    n = std::io::copy(&mut entry, &mut f)
+                        .map_err(|e| bad(format!("reading {}: {e}", name.display())))?;
+                    f.flush().map_err(DatasetError::io(tmp))
+                };
+                patchtcga_atomic::write_with(&dest, copy, DatasetError::io(&dest))?;
                 report.files += 1;
                 report.bytes += n;
             }

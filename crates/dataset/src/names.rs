@@ -28,12 +28,13 @@ pub fn release_mask_name(image: &str) -> String {
 }
 
 /// Whether a file name looks like an image by its last extension (what a user means to be one,
-/// whatever the release's rule makes of it).
+/// whatever the release's rule makes of it); hidden files (a write in progress) do not.
 pub fn looks_like_image(name: &str) -> bool {
-    Path::new(name)
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| ["jpg", "jpeg", "png", "tif", "tiff"].contains(&e.to_ascii_lowercase().as_str()))
+    !name.starts_with('.')
+        && Path::new(name)
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| ["jpg", "jpeg", "png", "tif", "tiff"].contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// Why the release's loader for `kind` leaves out an image-like file, for messages.

@@ -80,8 +80,7 @@ pub struct Summary {
 
 /// Writes `bytes` to `path` through a hidden temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LearnError> {
-    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
-    fs::write(&tmp, bytes).and_then(|_| fs::rename(&tmp, path)).map_err(|e| LearnError::io(path, e))
+    patchtcga_atomic::write(path, bytes).map_err(|e| LearnError::io(path, e))
 }
 
 /// Clips gradients as `clip_norm` and `clip_mode` say; the norm before clipping (the largest
@@ -734,9 +733,9 @@ impl<'a> Trainer<'a> {
             if self.leader {
                 let mut vars: Vec<(String, Tensor)> = cpu_copy(method.var_store().variables().into_iter().collect());
                 vars.sort_by(|a, b| a.0.cmp(&b.0));
-                let tmp = self.run.join(".model.safetensors.tmp");
-                Tensor::write_safetensors(&vars, &tmp)?;
-                fs::rename(&tmp, self.run.join("model.safetensors")).map_err(|e| LearnError::io(&self.run, e))?;
+                let path = self.run.join("model.safetensors");
+                let write = |tmp: &Path| Ok(Tensor::write_safetensors(&vars, tmp)?);
+                patchtcga_atomic::write_with(&path, write, |e| LearnError::io(&path, e))?;
             }
         }
         self.plot()?;

@@ -72,9 +72,8 @@ pub fn confusion(path: &Path, title: &str, counts: &[Vec<u64>], names: &[String]
     let k = counts.len();
     let cell = (480 / k.max(1)).clamp(24, 120) as i32;
     let side = cell * k as i32;
-    let tmp = path.with_extension("png.tmp.png");
-    {
-        let root = BitMapBackend::new(&tmp, ((side + 200) as u32, (side + 160) as u32)).into_drawing_area();
+    let draw = |tmp: &Path| -> Result<(), LearnError> {
+        let root = BitMapBackend::new(tmp, ((side + 200) as u32, (side + 160) as u32)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
         let text = |s: &str, at: (i32, i32), size: i32| -> Result<(), LearnError> {
             root.draw(&Text::new(s.to_owned(), at, ("sans-serif", size).into_font())).map_err(|e| err(e.to_string()))
@@ -101,8 +100,9 @@ pub fn confusion(path: &Path, title: &str, counts: &[Vec<u64>], names: &[String]
             text(name, (x0 + p as i32 * cell + 2, y0 + side + 6), 12)?;
         }
         root.present().map_err(|e| err(e.to_string()))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| LearnError::io(path, e))
+        Ok(())
+    };
+    patchtcga_atomic::write_with(path, draw, |e| LearnError::io(path, e))
 }
 
 /// One line chart (points where a series has a single value) with a legend.
@@ -113,9 +113,8 @@ pub fn chart(path: &Path, title: &str, series: &[Series]) -> Result<(), LearnErr
     let (x0, x1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
     let (y0, y1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
     let pad = ((y1 - y0) * 0.05).max(1e-9);
-    let tmp = path.with_extension("png.tmp.png");
-    {
-        let root = BitMapBackend::new(&tmp, (800, 480)).into_drawing_area();
+    let draw = |tmp: &Path| -> Result<(), LearnError> {
+        let root = BitMapBackend::new(tmp, (800, 480)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
         let mut c = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 24))
@@ -148,6 +147,7 @@ pub fn chart(path: &Path, title: &str, series: &[Series]) -> Result<(), LearnErr
             .draw()
             .map_err(|e| err(e.to_string()))?;
         root.present().map_err(|e| err(e.to_string()))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| LearnError::io(path, e))
+        Ok(())
+    };
+    patchtcga_atomic::write_with(path, draw, |e| LearnError::io(path, e))
 }

@@ -201,7 +201,7 @@ pub fn overlays(path: &Path, samples: &[Sample], mean: [f32; 3], std: [f32; 3]) 
             }
         }
     }
-    let tmp = path.with_extension("png.tmp.png");
-    out.save(&tmp).map_err(|e| LearnError::Config(format!("{}: cannot write: {e}", path.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| LearnError::io(path, e))
+    let save =
+        |tmp: &Path| out.save(tmp).map_err(|e| LearnError::Config(format!("{}: cannot write: {e}", path.display())));
+    patchtcga_atomic::write_with(path, save, |e| LearnError::io(path, e))
 }

@@ -111,22 +111,25 @@ pub fn write_pth(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), ModelE
     }
     p.op(b'u');
     p.op(b'.');
-    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("export")));
-    let file = File::create(&tmp).map_err(|e| bad(&tmp, e))?;
-    let mut zip = zip::ZipWriter::new(file);
-    let opts = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
-    let mut put = |name: String, data: &[u8]| -> Result<(), ModelError> {
-        zip.start_file_aligned(name, opts, 64).map_err(|e| bad(path, e))?;
-        zip.write_all(data).map_err(|e| bad(path, e))
+    let write = |tmp: &Path| {
+        let file = File::create(tmp).map_err(|e| bad(tmp, e))?;
+        let mut zip = zip::ZipWriter::new(file);
+        let opts =
+            zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
+        let mut put = |name: String, data: &[u8]| -> Result<(), ModelError> {
+            zip.start_file_aligned(name, opts, 64).map_err(|e| bad(path, e))?;
+            zip.write_all(data).map_err(|e| bad(path, e))
+        };
+        put(format!("{root}/data.pkl"), &p.0)?;
+        put(format!("{root}/byteorder"), b"little")?;
+        for (i, r) in records.iter().enumerate() {
+            put(format!("{root}/data/{i}"), r)?;
+        }
+        put(format!("{root}/version"), b"3\n")?;
+        zip.finish().map_err(|e| bad(path, e))?;
+        Ok(())
     };
-    put(format!("{root}/data.pkl"), &p.0)?;
-    put(format!("{root}/byteorder"), b"little")?;
-    for (i, r) in records.iter().enumerate() {
-        put(format!("{root}/data/{i}"), r)?;
-    }
-    put(format!("{root}/version"), b"3\n")?;
-    zip.finish().map_err(|e| bad(path, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| bad(path, e))
+    patchtcga_atomic::write_with(path, write, |e| bad(path, e))
 }
 
 /// Weights with torchvision's bookkeeping: every batch norm (`…running_mean`) also gets the

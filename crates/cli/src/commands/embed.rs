@@ -110,9 +110,7 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     }
     bar.finish();
     let feats = Tensor::cat(&chunks, 0).to_kind(tch::Kind::Float).contiguous();
-    let tmp = a.out.with_file_name(format!(".{}.tmp.npy", a.out.file_name().and_then(|n| n.to_str()).unwrap_or("out")));
-    feats.write_npy(&tmp).with_context(|| format!("{}: cannot write", a.out.display()))?;
-    std::fs::rename(&tmp, &a.out).with_context(|| format!("{}: cannot write", a.out.display()))?;
+    super::write_file(&a.out, |tmp| Ok(feats.write_npy(tmp)?))?;
     let csv = a.out.with_extension("csv");
     let mut text = b"row,image\n".to_vec();
     for (i, f) in files.iter().enumerate() {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use patchtcga_model::{with_bn_counters, write_pth};
 use tch::Tensor;
@@ -29,9 +29,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
     match a.out.extension().and_then(|e| e.to_str()) {
         Some("pth") | Some("pt") => write_pth(&a.out, &tensors)?,
         Some("safetensors") => {
-            let tmp = a.out.with_extension("safetensors.tmp");
-            Tensor::write_safetensors(&tensors, &tmp).with_context(|| format!("{}: cannot write", a.out.display()))?;
-            std::fs::rename(&tmp, &a.out).with_context(|| format!("{}: cannot write", a.out.display()))?;
+            super::write_file(&a.out, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?))?;
         }
         _ => bail!("{}: the output must end in .pth, .pt or .safetensors", a.out.display()),
     }

@@ -191,14 +191,12 @@ pub fn infer(a: InferArgs) -> Result<()> {
         .collect();
 
     let npy = a.out.with_extension("npy");
-    let tmp = npy.with_file_name(format!(".{}.tmp.npy", npy.file_stem().and_then(|s| s.to_str()).unwrap_or("map")));
-    Tensor::from_slice(&map).reshape([mrows as i64, mcols as i64]).write_npy(&tmp)?;
-    std::fs::rename(&tmp, &npy).with_context(|| format!("{}: cannot write", npy.display()))?;
+    super::write_file(&npy, |tmp| {
+        Ok(Tensor::from_slice(&map).reshape([mrows as i64, mcols as i64]).write_npy(tmp)?)
+    })?;
     let cell = (fw / g as f64, fh / g as f64);
     let picture = draw(&slide, &map, mrows, mcols, cell, (cells == 1).then_some(a.class))?;
-    let tmp = a.out.with_file_name(format!(".{}.tmp.png", a.out.file_stem().and_then(|s| s.to_str()).unwrap_or("map")));
-    picture.save(&tmp).with_context(|| format!("{}: cannot write", a.out.display()))?;
-    std::fs::rename(&tmp, &a.out).with_context(|| format!("{}: cannot write", a.out.display()))?;
+    super::write_file(&a.out, |tmp| Ok(picture.save(tmp)?))?;
 
     let scored: Vec<f32> = map.iter().copied().filter(|v| v.is_finite()).collect();
     let what = if cells == 1 {

@@ -19,6 +19,8 @@ pub mod stats;
 pub mod verify;
 pub mod verify_layout;
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -60,4 +62,11 @@ pub fn bytes_bar() -> ProgressBar {
     let t = "{spinner} [{elapsed_precise}] {bar:40} {bytes}/{total_bytes} {bytes_per_sec} (eta {eta})";
     pb.set_style(ProgressStyle::with_template(t).expect("valid template"));
     pb
+}
+
+/// Writes `path` atomically: `write` makes the file at a temporary path beside it, which is then
+/// renamed over it.
+pub fn write_file(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    patchtcga_atomic::write_with(path, write, anyhow::Error::from)
+        .with_context(|| format!("{}: cannot write", path.display()))
 }

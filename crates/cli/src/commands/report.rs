@@ -45,10 +45,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
         Some("html" | "htm") => patchtcga_report::html(&runs)?,
         _ => bail!("--out {}: .html or .md", out.display()),
     };
-    let tmp = out.with_file_name(format!(".{}.tmp", out.file_name().and_then(|n| n.to_str()).unwrap_or("report")));
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, out))
-        .with_context(|| format!("{}: cannot write", out.display()))?;
+    super::write_file(out, |tmp| Ok(std::fs::write(tmp, text)?))?;
     println!("{} runs → {}", runs.len(), out.display());
     Ok(())
 }
