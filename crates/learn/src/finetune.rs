@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use patchtcga_loader::Loader;
-use patchtcga_metrics::{ClassificationReport, SegmentationReport};
+use patchtcga_metrics::run::{Task, RESULTS_FILE};
+use patchtcga_metrics::ClassificationReport;
 use serde::Serialize;
 use serde_json::Value;
 use tch::Tensor;
@@ -17,27 +18,10 @@ use crate::engine::{broadcast_variables, load_variables, train, write_atomic, Ho
 use crate::segmentation::{overlays, Segmenter};
 use crate::{plot, Config, LearnError, Supervised};
 
-/// A set's report: classification or segmentation metrics.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum Report {
-    Classification(ClassificationReport),
-    Segmentation(SegmentationReport),
-}
-
 /// What a fine-tuning run gives: written to `<run>/results.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    pub run_dir: PathBuf,
-    /// The checkpoint epoch evaluated (best validation accuracy; the last without validation).
-    pub selected_epoch: usize,
-    pub init: String,
-    pub fine_tune: bool,
-    /// `classification` or `segmentation`.
-    pub task: String,
-    pub val: Option<Report>,
-    pub test: Option<Report>,
-}
+pub use patchtcga_metrics::run::RunResults as Outcome;
+/// A set's report, as `results.json` holds it (the report crate reads the same type).
+pub use patchtcga_metrics::run::SetReport as Report;
 
 /// The checkpointed epoch with the highest validation `key` (`val_accuracy`, `val_mean_iou`;
 /// the earliest of equals), from a run's metrics log; the last checkpointed epoch when no
@@ -74,7 +58,7 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
         selected_epoch: 0,
         init: config.pretrained.as_ref().map_or_else(|| "none".into(), |p| p.display().to_string()),
         fine_tune: config.fine_tune,
-        task: if segmentation { "segmentation" } else { "classification" }.into(),
+        task: if segmentation { Task::Segmentation } else { Task::Classification },
         val: None,
         test: None,
     };
@@ -136,8 +120,7 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
         outcome.test = report(data.test.as_ref(), "test")?;
     }
     if leader {
-        let json = serde_json::to_vec_pretty(&outcome).expect("results serialise");
-        write_atomic(&outcome.run_dir.join("results.json"), &json)?;
+        write_atomic(&outcome.run_dir.join(RESULTS_FILE), &outcome.to_json())?;
     }
     Ok(outcome)
 }

@@ -38,7 +38,7 @@ fn fcn_segmentation_learns_and_reports_the_best_validation_miou() {
     let dir = tempfile::tempdir().unwrap();
     segpanda200(&dir.path().join("segPANDA200"));
     let o = finetune(&config(dir.path(), &["name=\"seg\""]), false).unwrap();
-    assert_eq!(o.task, "segmentation");
+    assert_eq!(o.task, patchtcga_metrics::run::Task::Segmentation);
     let log: Vec<serde_json::Value> = std::fs::read_to_string(o.run_dir.join("metrics.jsonl"))
         .unwrap()
         .lines()

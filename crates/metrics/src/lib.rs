@@ -4,10 +4,12 @@
 //! and macro IoU and Dice and mean pixel accuracy.
 
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+pub mod run;
 
 /// Counts of (true class, predicted class) pairs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confusion {
     /// `counts[truth][predicted]`.
     pub counts: Vec<Vec<u64>>,
@@ -138,17 +140,23 @@ pub fn predicted(probs: &[f32], classes: usize) -> Vec<usize> {
     probs.chunks(classes).map(|row| (0..classes).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap_or(0)).collect()
 }
 
-/// Everything a classification benchmark reports on one set.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Everything a classification benchmark reports on one set. Read back, only `accuracy` is
+/// required (what an earlier version left out reads as zero or empty).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassificationReport {
+    #[serde(default)]
     pub samples: usize,
     pub accuracy: f64,
     /// 95 % bootstrap interval of accuracy (1,000 resamples).
+    #[serde(default)]
     pub accuracy_ci: [f64; 2],
+    #[serde(default)]
     pub balanced_accuracy: f64,
     /// `None` when the set lacks a class.
     pub roc_auc: Option<f64>,
+    #[serde(default)]
     pub f1: f64,
+    #[serde(default)]
     pub confusion: Confusion,
 }
 
@@ -179,20 +187,25 @@ pub struct SegmentationCounts {
     pub fn_: Vec<u64>,
 }
 
-/// The original's segmentation metrics.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The original's segmentation metrics. Read back, only `mean_iou` is required.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentationReport {
     /// ΣTP / Σ(TP + FP + FN) over classes.
+    #[serde(default)]
     pub micro_iou: f64,
     /// 2ΣTP / (2ΣTP + ΣFP + ΣFN).
+    #[serde(default)]
     pub micro_dice: f64,
     /// Mean over classes of TP / (TP + FP + FN).
     pub mean_iou: f64,
     /// Mean over classes of 2TP / (2TP + FP + FN).
+    #[serde(default)]
     pub mean_dice: f64,
     /// Mean over classes of TP / (TP + FN).
+    #[serde(default)]
     pub mean_pixel_accuracy: f64,
     /// TP / (TP + FP + FN) of each class (`None` for a class absent from truth and prediction).
+    #[serde(default)]
     pub per_class_iou: Vec<Option<f64>>,
 }
 

@@ -8,6 +8,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use patchtcga_metrics::run::{RunResults, SetReport, Task};
 use serde_json::Value;
 
 /// Errors naming the run folder or file.
@@ -33,15 +34,6 @@ pub struct Run {
     pub metrics: Vec<(String, String)>,
     /// PNGs of the run, in display order.
     pub pictures: Vec<PathBuf>,
-}
-
-fn read_json(path: &Path) -> Result<Option<Value>, ReportError> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| ReportError::Run { path: path.to_path_buf(), cause: format!("not JSON: {e}") }),
-        Err(_) => Ok(None),
-    }
 }
 
 fn file_name(p: &str) -> String {
@@ -71,79 +63,25 @@ impl Run {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
-        let results = read_json(&dir.join("results.json"))?;
+        let results = RunResults::read(dir).map_err(|e| ReportError::Run { path: dir.to_path_buf(), cause: e })?;
         let method = get("self_supervised");
         let fine_tune = config.get("fine_tune").and_then(|v| v.as_bool()).unwrap_or(false);
-        let mut metrics = Vec::new();
-        let (task, init) = match &results {
+        let (task, init, metrics) = match &results {
             Some(r) => {
-                let init = r["init"].as_str().map(file_name_of_run).unwrap_or_default();
-                let test = &r["test"];
-                if r["task"] == "segmentation" {
-                    for (key, col) in [
-                        ("mean_iou", "test mIoU %"),
-                        ("micro_iou", "test micro IoU %"),
-                        ("mean_dice", "test mean Dice %"),
-                        ("mean_pixel_accuracy", "test mean pixel accuracy %"),
-                    ] {
-                        if let Some(v) = test[key].as_f64() {
-                            metrics.push((col.into(), percent(v)));
-                        }
-                    }
-                    if let Some(v) = r["val"]["mean_iou"].as_f64() {
-                        metrics.push(("val mIoU %".into(), percent(v)));
-                    }
-                } else {
-                    if let (Some(acc), Some(ci)) = (test["accuracy"].as_f64(), test["accuracy_ci"].as_array()) {
-                        let ci: Vec<f64> = ci.iter().filter_map(Value::as_f64).collect();
-                        let interval = if ci.len() == 2 {
-                            format!(" ({}–{})", percent(ci[0]), percent(ci[1]))
-                        } else {
-                            String::new()
-                        };
-                        metrics.push(("test accuracy % (95 % CI)".into(), format!("{}{interval}", percent(acc))));
-                    }
-                    for (key, col) in
-                        [("balanced_accuracy", "balanced accuracy %"), ("f1", "F1"), ("roc_auc", "ROC-AUC")]
-                    {
-                        if let Some(v) = test[key].as_f64() {
-                            let shown = if key == "balanced_accuracy" { percent(v) } else { format!("{v:.4}") };
-                            metrics.push((col.into(), shown));
-                        }
-                    }
-                    if let Some(v) = r["val"]["accuracy"].as_f64() {
-                        metrics.push(("val accuracy %".into(), percent(v)));
-                    }
-                }
-                if let Some(e) = r["selected_epoch"].as_u64() {
-                    metrics.push(("selected epoch".into(), e.to_string()));
-                }
-                let task = if r["task"] == "segmentation" {
-                    format!("segmentation ({})", get("seg_head"))
-                } else if fine_tune {
-                    "linear probe".to_owned()
-                } else {
-                    "fine-tuning".to_owned()
+                let task = match r.task {
+                    Task::Segmentation => format!("segmentation ({})", get("seg_head")),
+                    Task::Classification if fine_tune => "linear probe".to_owned(),
+                    Task::Classification => "fine-tuning".to_owned(),
                 };
-                (task, init)
+                (task, file_name_of_run(&r.init), benchmark_metrics(r))
             }
             None => {
-                for (key, col) in
-                    [("loss", "last loss"), ("val_knn_accuracy", "k-NN accuracy %"), ("val_accuracy", "val accuracy %")]
-                {
-                    if let Some(v) = last(&log, key) {
-                        metrics.push((col.into(), if key == "loss" { format!("{v:.4}") } else { percent(v) }));
-                    }
-                }
-                if let Some(u) = last(&log, "update") {
-                    metrics.push(("updates".into(), format!("{u:.0}")));
-                }
                 let task = if method.is_empty() || method == "none" {
                     "pretraining (supervised)".to_owned()
                 } else {
                     format!("pretraining ({method})")
                 };
-                (task, get("pretrained"))
+                (task, get("pretrained"), pretraining_metrics(&log))
             }
         };
         let mut pictures: Vec<PathBuf> = std::fs::read_dir(dir.join("plots"))
@@ -165,6 +103,54 @@ impl Run {
             pictures,
         })
     }
+}
+
+/// The table columns of a benchmark run, from its `results.json`.
+fn benchmark_metrics(r: &RunResults) -> Vec<(String, String)> {
+    let mut metrics = Vec::new();
+    let mut push = |col: &str, v: String| metrics.push((col.to_owned(), v));
+    match (&r.test, &r.val) {
+        (Some(SetReport::Segmentation(t)), val) => {
+            push("test mIoU %", percent(t.mean_iou));
+            push("test micro IoU %", percent(t.micro_iou));
+            push("test mean Dice %", percent(t.mean_dice));
+            push("test mean pixel accuracy %", percent(t.mean_pixel_accuracy));
+            if let Some(SetReport::Segmentation(v)) = val {
+                push("val mIoU %", percent(v.mean_iou));
+            }
+        }
+        (Some(SetReport::Classification(t)), val) => {
+            let [lo, hi] = t.accuracy_ci;
+            push("test accuracy % (95 % CI)", format!("{} ({}–{})", percent(t.accuracy), percent(lo), percent(hi)));
+            push("balanced accuracy %", percent(t.balanced_accuracy));
+            push("F1", format!("{:.4}", t.f1));
+            if let Some(auc) = t.roc_auc {
+                push("ROC-AUC", format!("{auc:.4}"));
+            }
+            if let Some(SetReport::Classification(v)) = val {
+                push("val accuracy %", percent(v.accuracy));
+            }
+        }
+        (None, _) => {}
+    }
+    push("selected epoch", r.selected_epoch.to_string());
+    metrics
+}
+
+/// The table columns of a pretraining run, from its metrics log.
+fn pretraining_metrics(log: &[Value]) -> Vec<(String, String)> {
+    let mut metrics = Vec::new();
+    for (key, col) in
+        [("loss", "last loss"), ("val_knn_accuracy", "k-NN accuracy %"), ("val_accuracy", "val accuracy %")]
+    {
+        if let Some(v) = last(log, key) {
+            metrics.push((col.into(), if key == "loss" { format!("{v:.4}") } else { percent(v) }));
+        }
+    }
+    if let Some(u) = last(log, "update") {
+        metrics.push(("updates".into(), format!("{u:.0}")));
+    }
+    metrics
 }
 
 /// A short name for weights: the run folder for a run's `model.safetensors`, else the file name.

@@ -140,3 +140,44 @@ fn a_segmentation_run_reports_its_iou() {
     }
     assert!(!page.contains("test accuracy"), "no classification columns for a segmentation run");
 }
+
+#[test]
+fn results_written_with_the_shared_types_read_back_into_the_table() {
+    use patchtcga_metrics::run::{RunResults, SetReport, Task};
+    use patchtcga_metrics::{ClassificationReport, SegmentationCounts};
+    let d = tempfile::tempdir().unwrap();
+    // A classification run, its report computed as fine-tuning computes it.
+    let probs = [0.9f32, 0.1, 0.2, 0.8, 0.6, 0.4, 0.3, 0.7];
+    let report = ClassificationReport::new(&probs, &[0, 1, 1, 1], 2);
+    let r = RunResults {
+        selected_epoch: 4,
+        init: "none".into(),
+        test: Some(SetReport::Classification(report.clone())),
+        val: Some(SetReport::Classification(report.clone())),
+        ..Default::default()
+    };
+    let dir = d.path().join("cls");
+    run(&dir, "name = \"cls\"\nmodel_name = \"resnet18\"\n", "", None, "confusion_test.png");
+    std::fs::write(dir.join("results.json"), r.to_json()).unwrap();
+    assert_eq!(RunResults::read(&dir).unwrap().unwrap(), r, "results.json round-trips through the shared types");
+    let run_cls = Run::read(&dir).unwrap();
+    let col = |run: &Run, c: &str| run.metrics.iter().find(|(k, _)| k == c).map(|(_, v)| v.clone());
+    assert_eq!(col(&run_cls, "test accuracy % (95 % CI)").unwrap().split(' ').next(), Some("75.00"));
+    assert_eq!(col(&run_cls, "selected epoch").as_deref(), Some("4"));
+    // A segmentation run.
+    let mut counts = SegmentationCounts::new(2);
+    counts.add(&[0, 1, 1, 0], &[0, 1, 0, 0], None);
+    let r = RunResults {
+        task: Task::Segmentation,
+        test: Some(SetReport::Segmentation(counts.report())),
+        ..Default::default()
+    };
+    let dir = d.path().join("seg");
+    run(&dir, "name = \"seg\"\nseg_head = \"fcn\"\n", "", None, "overlay_test.png");
+    std::fs::write(dir.join("results.json"), r.to_json()).unwrap();
+    assert_eq!(RunResults::read(&dir).unwrap().unwrap(), r);
+    let run_seg = Run::read(&dir).unwrap();
+    assert_eq!(run_seg.task, "segmentation (fcn)");
+    let miou = 100.0 * (2.0 / 3.0 + 1.0 / 2.0) / 2.0;
+    assert_eq!(col(&run_seg, "test mIoU %"), Some(format!("{miou:.2}")));
+}

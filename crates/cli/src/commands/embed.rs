@@ -118,7 +118,7 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         let quoted = if rel.contains([',', '"']) { format!("\"{}\"", rel.replace('"', "\"\"")) } else { rel };
         writeln!(text, "{i},{quoted}")?;
     }
-    std::fs::write(&csv, text).with_context(|| format!("{}: cannot write", csv.display()))?;
+    super::write_file(&csv, |tmp| Ok(std::fs::write(tmp, text)?))?;
     println!(
         "{} × {} features → {} (rows named in {})",
         feats.size()[0],

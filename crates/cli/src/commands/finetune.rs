@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use clap::Args;
+use patchtcga_metrics::run::Task;
 
 use super::run::RunArgs;
 
@@ -38,7 +39,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
     if patchtcga_dist::group().is_some_and(|g| g.rank() != 0) {
         return Ok(());
     }
-    let by = if o.task == "segmentation" { "mean IoU" } else { "accuracy" };
+    let by = if o.task == Task::Segmentation { "mean IoU" } else { "accuracy" };
     println!("selected epoch {} (best validation {by})", o.selected_epoch);
     for (set, r) in [("val", &o.val), ("test", &o.test)] {
         match r {
