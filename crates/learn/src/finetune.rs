@@ -3,12 +3,11 @@
 //! segmentation (segPANDA200, with `seg_head`); the epoch with the best validation accuracy or
 //! mean IoU selected, and its report on validation and test.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use patchtcga_loader::Loader;
 use patchtcga_metrics::run::{Task, RESULTS_FILE};
 use patchtcga_metrics::ClassificationReport;
-use serde::Serialize;
 use serde_json::Value;
 use tch::Tensor;
 
