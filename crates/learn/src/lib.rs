@@ -15,6 +15,7 @@ pub mod probe;
 pub mod schedule;
 pub mod segmentation;
 pub mod shards;
+pub mod slide_map;
 pub mod ssl;
 pub mod supervised;
 pub mod target;
@@ -52,6 +53,8 @@ pub enum LearnError {
     Loader(#[from] patchtcga_loader::LoaderError),
     #[error(transparent)]
     Dataset(#[from] patchtcga_dataset::DatasetError),
+    #[error(transparent)]
+    Slide(#[from] patchtcga_slide::SlideError),
     #[error(transparent)]
     Augment(#[from] patchtcga_augment::AugmentError),
     #[error(transparent)]
