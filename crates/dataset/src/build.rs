@@ -152,7 +152,7 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
                         Ok(()) => Outcome::Built(rows.len()),
                         Err(e) => Outcome::Failed(e.to_string()),
                     },
-                    Ok(Err(e)) => Outcome::Failed(e),
+                    Ok(Err(e)) => Outcome::Failed(e.to_string()),
                     Err(_) => {
                         Outcome::Failed(format!("{}: internal error while tiling (please report)", row.slide.display()))
                     }
@@ -363,6 +363,8 @@ struct Encoded {
     mask: Option<Vec<u8>>,
 }
 
+/// Tiles one slide: its labelling rule, tissue, candidates, the patches accepted in candidate
+/// order and written, and its thumbnail map.
 fn tile_slide(
     task: &Task,
     row: &SlideRow,
@@ -370,110 +372,124 @@ fn tile_slide(
     split: &str,
     opts: &BuildOptions,
     on_patches: &(dyn Fn(usize) + Sync),
-) -> std::result::Result<Vec<ManifestRow>, String> {
-    let at_line = |msg: String| format!("{msg} (slide list line {})", row.line);
-    let slide = Slide::open(&row.slide, opts.mpp_override).map_err(|e| e.to_string())?;
-    let labeller = match task {
+) -> Result<Vec<ManifestRow>> {
+    let slide = Slide::open(&row.slide, opts.mpp_override)?;
+    let labeller = labeller(task, row, &slide)?;
+    // One low-resolution read serves the tissue mask and the thumbnail map.
+    let (w, h) = slide.dimensions();
+    let map_downsample = (w.max(h) as f64 / MAP_SIDE as f64).max(1.0);
+    let mask_downsample = (opts.tissue.mask_mpp / slide.mpp().x).max(1.0);
+    let (overview, overview_ds) = slide.overview(map_downsample.min(mask_downsample))?;
+    let tissue = TissueMask::from_overview(&overview, overview_ds, slide.mpp(), &opts.tissue);
+    if tissue.tissue_fraction() == 0.0 {
+        let cause = format!("no tissue found (saturation threshold {})", tissue.threshold());
+        return Err(DatasetError::invalid(&row.slide, cause));
+    }
+    let footprint = slide.footprint(&opts.geometry);
+    let candidates = opts.sampler.candidates(&row.id, slide.dimensions(), footprint, &tissue, opts.per_slide)?;
+    let labelled: Vec<(Candidate, String)> =
+        candidates.into_iter().filter_map(|c| labeller.label(&c, footprint).map(|l| (c, l))).collect();
+    let level = slide.level_for_downsample(footprint.0.min(footprint.1) / opts.geometry.size as f64);
+    let writer = PatchWriter { task, row, name_id, split, opts, level };
+    let (manifest, kept) = accept_in_order(&slide, &labeller, &labelled, &writer, on_patches)?;
+    let map = position_map(overview, overview_ds, &tissue, footprint, &kept).map_err(|e| image_error(&row.slide, e))?;
+    atomic::write(&opts.out.join(POSITION_MAP_DIR).join(format!("{}.png", row.id)), &map)?;
+    Ok(manifest)
+}
+
+fn image_error(path: &Path, e: image::ImageError) -> DatasetError {
+    DatasetError::invalid(path, e.to_string())
+}
+
+/// How `task` labels the patches of `row`'s slide, checked against the slide list's columns.
+fn labeller(task: &Task, row: &SlideRow, slide: &Slide) -> Result<Labeller> {
+    let bad = |cause: String| DatasetError::invalid(&row.slide, format!("{cause} (slide list line {})", row.line));
+    Ok(match task {
         Task::Ptcga200 => {
-            let organ = row.organ.clone().ok_or_else(|| at_line(format!("{}: no organ given", row.slide.display())))?;
+            let organ = row.organ.clone().ok_or_else(|| bad("no organ given".into()))?;
             if organ_class(&organ).is_none() {
                 let known: Vec<&str> = ORGANS.iter().map(|o| o.0).collect();
-                return Err(at_line(format!(
-                    "{}: unknown organ {organ:?} (PTCGA200 organs: {})",
-                    row.slide.display(),
-                    known.join(", ")
-                )));
+                return Err(bad(format!("unknown organ {organ:?} (PTCGA200 organs: {})", known.join(", "))));
             }
             Labeller::Organ(organ)
         }
         Task::Pcam200 { groups, tumor_threshold, centre } => {
             let annotations = match &row.annotation {
-                Some(p) => Annotations::load(p, groups).map_err(|e| e.to_string())?,
+                Some(p) => Annotations::load(p, groups)?,
                 None => Annotations::none(),
             };
             Labeller::Tumour { annotations, threshold: *tumor_threshold, centre: *centre }
         }
         Task::SegPanda200 => {
-            let mask_path =
-                row.mask.as_ref().ok_or_else(|| at_line(format!("{}: no label mask given", row.slide.display())))?;
-            let scheme = LabelScheme::parse(row.provider.as_deref().unwrap_or(""), row.gleason_score.as_deref())
-                .map_err(|e| at_line(format!("{}: {e}", row.slide.display())))?;
-            let grade =
-                row.grade.clone().ok_or_else(|| at_line(format!("{}: no isup_grade given", row.slide.display())))?;
+            let mask_path = row.mask.as_ref().ok_or_else(|| bad("no label mask given".into()))?;
+            let gleason = row.gleason_score.as_deref();
+            let scheme = LabelScheme::parse(row.provider.as_deref().unwrap_or(""), gleason).map_err(|e| bad(e))?;
+            let grade = row.grade.clone().ok_or_else(|| bad("no isup_grade given".into()))?;
             // The mask shares the slide's pixel grid, so it shares its resolution.
-            let mask = Slide::open(mask_path, Some(slide.mpp().x)).map_err(|e| e.to_string())?;
+            let mask = Slide::open(mask_path, Some(slide.mpp().x))?;
             if mask.dimensions() != slide.dimensions() {
-                return Err(format!(
-                    "{}: label mask is {:?} px but its slide {} is {:?} px",
-                    mask_path.display(),
+                let cause = format!(
+                    "label mask is {:?} px but its slide {} is {:?} px",
                     mask.dimensions(),
                     row.slide.display(),
                     slide.dimensions()
-                ));
+                );
+                return Err(DatasetError::invalid(mask_path, cause));
             }
             Labeller::Mask { mask: Box::new(mask), scheme, grade }
         }
-    };
+    })
+}
 
-    // One low-resolution read serves the tissue mask and the thumbnail map.
-    let (w, h) = slide.dimensions();
-    let map_downsample = (w.max(h) as f64 / MAP_SIDE as f64).max(1.0);
-    let mask_downsample = (opts.tissue.mask_mpp / slide.mpp().x).max(1.0);
-    let (overview, overview_ds) = slide.overview(map_downsample.min(mask_downsample)).map_err(|e| e.to_string())?;
-    let tissue = TissueMask::from_overview(&overview, overview_ds, slide.mpp(), &opts.tissue);
-    if tissue.tissue_fraction() == 0.0 {
-        return Err(format!("{}: no tissue found (saturation threshold {})", row.slide.display(), tissue.threshold()));
-    }
-    let footprint = slide.footprint(&opts.geometry);
-    let level = slide.level_for_downsample(footprint.0.min(footprint.1) / opts.geometry.size as f64);
-    let candidates = opts
-        .sampler
-        .candidates(&row.id, slide.dimensions(), footprint, &tissue, opts.per_slide)
-        .map_err(|e| e.to_string())?;
-    let labelled: Vec<(Candidate, String)> = candidates
-        .into_iter()
-        .filter_map(|c| {
-            let label = match &labeller {
-                Labeller::Organ(o) => o.clone(),
-                Labeller::Mask { grade, .. } => grade.clone(),
-                Labeller::Tumour { annotations, threshold, centre } => {
-                    let (fw, fh) = footprint;
-                    let (cw, ch) = (fw * centre, fh * centre);
-                    let (cx, cy) = (c.x as f64 + (fw - cw) / 2.0, c.y as f64 + (fh - ch) / 2.0);
-                    if annotations.tumor_fraction(cx, cy, cw, ch, 16) >= *threshold {
-                        "tumor".to_string()
-                    } else if !annotations.touches_tumor(c.x as f64, c.y as f64, fw, fh) {
-                        "normal".to_string()
-                    } else {
-                        return None; // near a tumour border: neither clearly tumour nor normal
-                    }
+impl Labeller {
+    /// The label of a candidate of footprint `(fw, fh)`, or `None` for a PCam200 candidate near
+    /// a tumour border (neither clearly tumour nor normal).
+    fn label(&self, c: &Candidate, (fw, fh): (f64, f64)) -> Option<String> {
+        match self {
+            Labeller::Organ(o) => Some(o.clone()),
+            Labeller::Mask { grade, .. } => Some(grade.clone()),
+            Labeller::Tumour { annotations, threshold, centre } => {
+                let (cw, ch) = (fw * centre, fh * centre);
+                let (cx, cy) = (c.x as f64 + (fw - cw) / 2.0, c.y as f64 + (fh - ch) / 2.0);
+                if annotations.tumor_fraction(cx, cy, cw, ch, 16) >= *threshold {
+                    Some("tumor".to_string())
+                } else if !annotations.touches_tumor(c.x as f64, c.y as f64, fw, fh) {
+                    Some("normal".to_string())
+                } else {
+                    None
                 }
-            };
-            Some((c, label))
-        })
-        .collect();
-
-    let mut remaining: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, l) in &labelled {
-        remaining.entry(l.clone()).or_insert(opts.per_slide.unwrap_or(usize::MAX));
+            }
+        }
     }
-    let dir = match task {
-        Task::Ptcga200 => PathBuf::new(),
-        _ => PathBuf::from(split),
-    };
-    let ext = opts.format.extension();
-    let write = |e: &Encoded| -> std::result::Result<ManifestRow, String> {
-        let mut rel = dir.join(&e.label);
-        if *task != Task::Ptcga200 {
+}
+
+/// Where and under which names a slide's patches are written.
+struct PatchWriter<'a> {
+    task: &'a Task,
+    row: &'a SlideRow,
+    name_id: &'a str,
+    split: &'a str,
+    opts: &'a BuildOptions,
+    /// Pyramid level read.
+    level: u32,
+}
+
+impl PatchWriter<'_> {
+    /// Writes a patch (and its mask) atomically under the release-readable name; its manifest row.
+    fn write(&self, e: &Encoded) -> Result<ManifestRow> {
+        let (row, opts) = (self.row, self.opts);
+        let mut rel = if *self.task == Task::Ptcga200 { PathBuf::new() } else { PathBuf::from(self.split) };
+        rel.push(&e.label);
+        if *self.task != Task::Ptcga200 {
             rel.push(&row.case);
         }
-        let stem = format!("{name_id}_{}_{}", e.candidate.x, e.candidate.y);
-        let file = rel.join(format!("{stem}.{ext}"));
-        atomic::write(&opts.out.join(&file), &e.image).map_err(|err| err.to_string())?;
+        let stem = format!("{}_{}_{}", self.name_id, e.candidate.x, e.candidate.y);
+        let file = rel.join(format!("{stem}.{}", opts.format.extension()));
+        atomic::write(&opts.out.join(&file), &e.image)?;
         let (mask, mask_md5) = match &e.mask {
             Some(bytes) => {
                 let m = rel.join(format!("{stem}_mask.png"));
-                atomic::write(&opts.out.join(&m), bytes).map_err(|err| err.to_string())?;
+                atomic::write(&opts.out.join(&m), bytes)?;
                 (m.to_string_lossy().into_owned(), md5_hex(bytes))
             }
             None => (String::new(), String::new()),
@@ -483,23 +499,35 @@ fn tile_slide(
             slide: row.id.clone(),
             slide_file: row.slide.file_name().unwrap_or_default().to_string_lossy().into_owned(),
             case: row.case.clone(),
-            split: split.to_string(),
+            split: self.split.to_string(),
             label: e.label.clone(),
             x: e.candidate.x,
             y: e.candidate.y,
-            level,
+            level: self.level,
             mpp: opts.geometry.mpp,
             tissue: (e.candidate.tissue * 1e4).round() / 1e4,
             mask,
             md5: md5_hex(&e.image),
             mask_md5,
         })
-    };
+    }
+}
 
-    // Candidates are read in chunks in parallel and accepted in candidate order, so the patches
-    // kept never depend on the number of workers; each chunk's patches are written at once.
-    let mut manifest = Vec::new();
-    let mut kept: Vec<(Candidate, String)> = Vec::new();
+/// Reads candidates in chunks in parallel and accepts them in candidate order up to
+/// `per_slide` per label, so the patches kept never depend on the number of workers; each
+/// chunk's patches are written at once. The manifest rows and the kept (candidate, label).
+fn accept_in_order(
+    slide: &Slide,
+    labeller: &Labeller,
+    labelled: &[(Candidate, String)],
+    writer: &PatchWriter,
+    on_patches: &(dyn Fn(usize) + Sync),
+) -> Result<(Vec<ManifestRow>, Vec<(Candidate, String)>)> {
+    let mut remaining: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, l) in labelled {
+        remaining.entry(l.clone()).or_insert(writer.opts.per_slide.unwrap_or(usize::MAX));
+    }
+    let (mut manifest, mut kept) = (Vec::new(), Vec::new());
     let mut next = 0;
     while next < labelled.len() && remaining.values().any(|&n| n > 0) {
         let want: usize = remaining.values().map(|&n| n.min(256)).sum();
@@ -510,8 +538,8 @@ fn tile_slide(
             }
             next += 1;
         }
-        let results: Vec<std::result::Result<Option<Encoded>, String>> =
-            chunk.par_iter().map(|(c, label)| read_and_encode(&slide, &labeller, c, label, opts)).collect();
+        let results: Vec<Result<Option<Encoded>>> =
+            chunk.par_iter().map(|(c, label)| read_and_encode(slide, labeller, c, label, writer.opts)).collect();
         let mut accepted = Vec::new();
         for r in results {
             if let Some(e) = r? {
@@ -522,14 +550,12 @@ fn tile_slide(
                 }
             }
         }
-        let rows: Vec<ManifestRow> = accepted.par_iter().map(write).collect::<std::result::Result<_, String>>()?;
+        let rows: Vec<ManifestRow> = accepted.par_iter().map(|e| writer.write(e)).collect::<Result<_>>()?;
         on_patches(rows.len());
         manifest.extend(rows);
         kept.extend(accepted.into_iter().map(|e| (e.candidate, e.label)));
     }
-    let map = position_map(overview, overview_ds, &tissue, footprint, &kept).map_err(|e| e.to_string())?;
-    atomic::write(&opts.out.join(POSITION_MAP_DIR).join(format!("{}.png", row.id)), &map).map_err(|e| e.to_string())?;
-    Ok(manifest)
+    Ok((manifest, kept))
 }
 
 fn read_and_encode(
@@ -538,24 +564,28 @@ fn read_and_encode(
     c: &Candidate,
     label: &str,
     opts: &BuildOptions,
-) -> std::result::Result<Option<Encoded>, String> {
-    let patch = slide.read_patch(&opts.geometry, c.x, c.y).map_err(|e| e.to_string())?;
+) -> Result<Option<Encoded>> {
+    let patch = slide.read_patch(&opts.geometry, c.x, c.y)?;
     if opts.quality.judge(&patch) != QualityVerdict::Keep {
         return Ok(None);
     }
     let mask = match labeller {
         Labeller::Mask { mask, scheme, .. } => {
-            let mut labels = mask.read_label_patch(&opts.geometry, c.x, c.y).map_err(|e| e.to_string())?;
-            scheme.apply(&mut labels).map_err(|e| format!("{}: at ({}, {}): {e}", mask.path().display(), c.x, c.y))?;
+            let mut labels = mask.read_label_patch(&opts.geometry, c.x, c.y)?;
+            scheme
+                .apply(&mut labels)
+                .map_err(|e| DatasetError::invalid(mask.path(), format!("at ({}, {}): {e}", c.x, c.y)))?;
             let rgb =
                 RgbImage::from_fn(labels.width(), labels.height(), |x, y| Rgb([labels.get_pixel(x, y).0[0], 0, 0]));
-            Some(encode_png(&rgb).map_err(|e| e.to_string())?)
+            Some(encode_png(&rgb).map_err(|e| image_error(mask.path(), e))?)
         }
         _ => None,
     };
     let image = match opts.format {
-        ImageFormat::Jpeg { quality } => encode_jpeg(&patch, quality)?,
-        ImageFormat::Png => encode_png(&patch).map_err(|e| e.to_string())?,
+        ImageFormat::Jpeg { quality } => {
+            encode_jpeg(&patch, quality).map_err(|e| DatasetError::invalid(slide.path(), e))?
+        }
+        ImageFormat::Png => encode_png(&patch).map_err(|e| image_error(slide.path(), e))?,
     };
     Ok(Some(Encoded { candidate: *c, label: label.to_string(), image, mask }))
 }
