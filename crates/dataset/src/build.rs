@@ -423,7 +423,7 @@ fn labeller(task: &Task, row: &SlideRow, slide: &Slide) -> Result<Labeller> {
         Task::SegPanda200 => {
             let mask_path = row.mask.as_ref().ok_or_else(|| bad("no label mask given".into()))?;
             let gleason = row.gleason_score.as_deref();
-            let scheme = LabelScheme::parse(row.provider.as_deref().unwrap_or(""), gleason).map_err(|e| bad(e))?;
+            let scheme = LabelScheme::parse(row.provider.as_deref().unwrap_or(""), gleason).map_err(&bad)?;
             let grade = row.grade.clone().ok_or_else(|| bad("no isup_grade given".into()))?;
             // The mask shares the slide's pixel grid, so it shares its resolution.
             let mask = Slide::open(mask_path, Some(slide.mpp().x))?;
@@ -513,16 +513,19 @@ impl PatchWriter<'_> {
     }
 }
 
+/// A candidate position and its label.
+type Labelled = (Candidate, String);
+
 /// Reads candidates in chunks in parallel and accepts them in candidate order up to
 /// `per_slide` per label, so the patches kept never depend on the number of workers; each
 /// chunk's patches are written at once. The manifest rows and the kept (candidate, label).
 fn accept_in_order(
     slide: &Slide,
     labeller: &Labeller,
-    labelled: &[(Candidate, String)],
+    labelled: &[Labelled],
     writer: &PatchWriter,
     on_patches: &(dyn Fn(usize) + Sync),
-) -> Result<(Vec<ManifestRow>, Vec<(Candidate, String)>)> {
+) -> Result<(Vec<ManifestRow>, Vec<Labelled>)> {
     let mut remaining: BTreeMap<String, usize> = BTreeMap::new();
     for (_, l) in labelled {
         remaining.entry(l.clone()).or_insert(writer.opts.per_slide.unwrap_or(usize::MAX));
