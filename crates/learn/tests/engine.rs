@@ -254,3 +254,22 @@ fn tensorboard_reads_the_scalars_of_the_metrics_log() {
         assert!(tb.contains_key(tag), "{tag} missing from {:?}", tb.keys().collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn config_choices_are_typed_when_the_config_loads() {
+    let load = |sets: &[&str]| Config::load(None, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let e = load(&["optim=\"adamx\""]).unwrap_err().to_string();
+    assert!(e.contains("`adamx`") && e.contains("`adamw`") && e.contains("in `optim`"), "{e}");
+    let e = load(&["self_supervised=\"simclrr\""]).unwrap_err().to_string();
+    assert!(e.contains("in `self_supervised`") && e.contains("`mocov2`"), "{e}");
+    assert!(load(&["device=\"tpu\""]).unwrap_err().to_string().contains("cpu, cuda or cuda:N"));
+    assert!(load(&["image_stats=\"1,2,3\""]).unwrap_err().to_string().contains("three positive stds"));
+    let c = load(&["pretrained=\"\"", "seg_head=\"\"", "device=\"cuda:1\"", "image_stats=\"ptcga\""]).unwrap();
+    assert_eq!((c.pretrained, c.seg_head), (None, None), "empty paths and heads read as none");
+    assert_eq!(c.device, patchtcga_learn::config::DeviceChoice::CudaIndex(1));
+    assert_eq!(c.image_stats.mean, [0.7184, 0.5076, 0.6476]);
+    // The resolved config round-trips through its TOML (what a run folder keeps).
+    let again = Config::load(None, &[]).unwrap();
+    let text = again.to_toml();
+    assert!(!text.contains("pretrained") && text.contains("optim = \"adam\""), "{text}");
+}
