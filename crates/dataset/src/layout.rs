@@ -329,6 +329,31 @@ impl Index {
     }
 }
 
+/// Every image under `root`, at any depth, in path order: names with an image extension
+/// (`.jpg .JPG .JPEG .png`, read from the last `.`), label masks (`*_mask.png`), hidden files and
+/// folders and the thumbnail maps left out. For folders of patches in any arrangement (`embed`).
+pub fn images_under(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for (name, is_dir) in sorted_dir(&dir)? {
+            let p = dir.join(&name);
+            if is_dir {
+                if name != POSITION_MAP_DIR {
+                    stack.push(p);
+                }
+            } else if !name.starts_with('.')
+                && !name.ends_with("_mask.png")
+                && Path::new(&name).extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn detect(root: &Path) -> Result<DatasetKind> {
     let splits: Vec<PathBuf> = SPLITS.iter().map(|s| root.join(s)).filter(|p| p.is_dir()).collect();
     if splits.is_empty() {

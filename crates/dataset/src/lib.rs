@@ -17,7 +17,8 @@ pub mod stats;
 pub use build::{build, BuildOptions, BuildReport, ImageFormat, Task};
 pub use error::DatasetError;
 pub use layout::{
-    organ_class, DatasetKind, Entry, Index, Problem, UnknownFolders, IMAGE_EXTENSIONS, ORGANS, POSITION_MAP_DIR, SPLITS,
+    images_under, organ_class, DatasetKind, Entry, Index, Problem, UnknownFolders, IMAGE_EXTENSIONS, ORGANS,
+    POSITION_MAP_DIR, SPLITS,
 };
 pub use manifest::{md5_hex, ManifestRow};
 pub use slides_csv::{read_slides_csv, SlideRow};

@@ -2,12 +2,60 @@
 //! benchmark's splits (from `patchtcga embed`), then a logistic-regression probe and a k-NN
 //! classifier on them — seconds per checkpoint instead of a fine-tuning run.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use patchtcga_dataset::Index;
+use patchtcga_metrics::predicted;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use patchtcga_metrics::predicted;
-
+use crate::data::set_indices;
 use crate::loss::l2_normalize;
+use crate::LearnError;
+
+/// The embedded train, val and test sets of a dataset (`None` for an empty one): the rows of
+/// `features` (an `.npy` from `patchtcga embed`, its rows named by the `.csv` beside it) picked in
+/// the order of the split's sets (`split` file and `trial`, as training takes them), each with
+/// its image's class. An image of a set without a row is an error naming it.
+pub fn embedded_sets(
+    index: &Index,
+    features: &Path,
+    split: &str,
+    trial: usize,
+) -> Result<[Option<Features>; 3], LearnError> {
+    let bad = |path: &Path, cause: String| LearnError::Config(format!("{}: {cause}", path.display()));
+    let feats = Tensor::read_npy(features).map_err(|e| bad(features, format!("cannot read features: {e}")))?;
+    let csv_path = features.with_extension("csv");
+    let mut reader = csv::Reader::from_path(&csv_path).map_err(|e| bad(&csv_path, e.to_string()))?;
+    let rows: Vec<PathBuf> = reader
+        .records()
+        .map(|r| r.map(|r| PathBuf::from(r.get(1).unwrap_or_default())))
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(&csv_path, e.to_string()))?;
+    if rows.len() as i64 != feats.size()[0] {
+        return Err(bad(&csv_path, format!("{} rows for {} feature vectors", rows.len(), feats.size()[0])));
+    }
+    let row_of: HashMap<&Path, i64> = rows.iter().enumerate().map(|(i, p)| (p.as_path(), i as i64)).collect();
+    let sets = set_indices(index, split, trial)?;
+    let names = ["train", "val", "test"];
+    let mut out: [Option<Features>; 3] = [None, None, None];
+    for (k, set) in sets.iter().enumerate() {
+        let Some(idx) = set else { continue };
+        let (mut pick, mut labels) = (Vec::with_capacity(idx.len()), Vec::with_capacity(idx.len()));
+        for &i in idx {
+            let e = &index.entries[i as usize];
+            let row = row_of.get(e.path.as_path()).ok_or_else(|| {
+                let cause = format!("no features for {} ({} set); embed the whole dataset", e.path.display(), names[k]);
+                bad(features, cause)
+            })?;
+            pick.push(*row);
+            labels.push(e.label as usize);
+        }
+        out[k] = Some(Features { x: feats.index_select(0, &Tensor::from_slice(&pick)), labels });
+    }
+    Ok(out)
+}
 
 /// Features (N, D) of one set and their class ids.
 pub struct Features {

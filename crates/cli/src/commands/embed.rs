@@ -1,12 +1,11 @@
 //! `patchtcga embed`: backbone features of a folder of patches.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use patchtcga_augment::Recipe;
-use patchtcga_dataset::{IMAGE_EXTENSIONS, POSITION_MAP_DIR};
 use patchtcga_learn::config::{DeviceChoice, ImageStats};
 use patchtcga_learn::engine::device;
 use patchtcga_learn::supervised::images;
@@ -47,29 +46,6 @@ pub struct EmbedArgs {
     device: DeviceChoice,
 }
 
-pub fn image_files(root: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("{}: cannot list", dir.display()))? {
-            let p = entry?.path();
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if p.is_dir() {
-                if name != POSITION_MAP_DIR && !name.starts_with('.') {
-                    stack.push(p);
-                }
-            } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e))
-                && !name.ends_with("_mask.png")
-                && !name.starts_with('.')
-            {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// Writes backbone features of every image under `--images` to `--out`.
 pub fn embed(a: EmbedArgs) -> Result<()> {
     if !matches!(a.preprocess.as_str(), "eval" | "none") {
@@ -77,7 +53,7 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     }
     a.backbone.arch.parse::<Arch>()?;
     let device = device(a.device)?;
-    let files = image_files(&a.images)?;
+    let files = patchtcga_dataset::images_under(&a.images)?;
     if files.is_empty() {
         bail!("{}: no images (.jpg, .JPG, .JPEG, .png)", a.images.display());
     }

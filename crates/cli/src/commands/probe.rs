@@ -1,10 +1,9 @@
 //! `patchtcga probe`: linear and k-NN probes on embedded splits.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use tch::Tensor;
 
 /// Options of `patchtcga probe`.
 #[derive(Args)]
@@ -32,47 +31,14 @@ pub struct ProbeArgs {
 
 /// A logistic-regression probe and a k-NN classifier on embedded splits.
 pub fn probe(a: ProbeArgs) -> Result<()> {
-    use patchtcga_learn::probe::{knn_probs, Features, LinearProbe};
+    use patchtcga_learn::probe::{embedded_sets, knn_probs, LinearProbe};
     use patchtcga_metrics::ClassificationReport;
 
-    let feats =
-        Tensor::read_npy(&a.features).with_context(|| format!("{}: cannot read features", a.features.display()))?;
-    let csv_path = a.features.with_extension("csv");
-    let mut rows = Vec::new();
-    let mut reader =
-        csv::Reader::from_path(&csv_path).with_context(|| format!("{}: cannot read", csv_path.display()))?;
-    for r in reader.records() {
-        let r = r.with_context(|| format!("{}: bad row", csv_path.display()))?;
-        rows.push(PathBuf::from(r.get(1).unwrap_or_default()));
-    }
-    if rows.len() as i64 != feats.size()[0] {
-        bail!("{}: {} rows for {} feature vectors", csv_path.display(), rows.len(), feats.size()[0]);
-    }
     let index = patchtcga_dataset::Index::scan(&a.dataset, None)?;
-    let row_of: std::collections::HashMap<&Path, i64> =
-        rows.iter().enumerate().map(|(i, p)| (p.as_path(), i as i64)).collect();
-    let sets = patchtcga_learn::data::set_indices(&index, &a.split, a.trial)?;
     let classes = index.entries.iter().map(|e| e.label as usize).max().unwrap_or(0) + 1;
-    let features = |set: &Option<Vec<u64>>, name: &str| -> Result<Option<Features>> {
-        let Some(idx) = set else { return Ok(None) };
-        let mut pick = Vec::with_capacity(idx.len());
-        let mut labels = Vec::with_capacity(idx.len());
-        for &i in idx {
-            let e = &index.entries[i as usize];
-            let row = row_of.get(e.path.as_path()).with_context(|| {
-                format!(
-                    "{}: no features for {} ({name} set); embed the whole dataset",
-                    a.features.display(),
-                    e.path.display()
-                )
-            })?;
-            pick.push(*row);
-            labels.push(e.label as usize);
-        }
-        Ok(Some(Features { x: feats.index_select(0, &Tensor::from_slice(&pick)), labels }))
-    };
-    let train = features(&sets[0], "train")?.context("the split's train set is empty")?;
-    let (val, test) = (features(&sets[1], "val")?, features(&sets[2], "test")?);
+    let [train, val, test] = embedded_sets(&index, &a.features, &a.split, a.trial)?;
+    let train = train.context("the split's train set is empty")?;
+
     let linear = LinearProbe::select(&train, val.as_ref(), classes);
     let mut json = serde_json::json!({"features": a.features, "classes": classes, "train": train.labels.len(),
         "linear": {"weight_decay": linear.weight_decay}, "knn": {"k": a.k, "temperature": a.temperature}});
