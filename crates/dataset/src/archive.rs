@@ -176,46 +176,7 @@ pub fn extract(
     let total: u64 =
         parts.iter().map(|p| p.metadata().map(|m| m.len()).map_err(DatasetError::io(p))).sum::<Result<u64>>()?;
     if let Some((list, joined_name)) = checksums {
-        let sums: HashMap<String, String> = read_md5_list(list)?
-            .into_iter()
-            .map(|c| {
-                (Path::new(&c.file).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(c.file), c.md5)
-            })
-            .collect();
-        let mut checked = 0;
-        for p in parts {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if let Some(want) = sums.get(&name) {
-                progress.set_length(p.metadata().map(|m| m.len()).unwrap_or(0));
-                progress.set_position(0);
-                let got = md5_file(p, progress)?;
-                if got != *want {
-                    return Err(DatasetError::invalid(
-                        p,
-                        format!("MD5 {got} but {} lists {want}: download it again", list.display()),
-                    ));
-                }
-                checked += 1;
-            }
-        }
-        if let Some(want) = sums.get(joined_name) {
-            progress.set_length(total);
-            progress.set_position(0);
-            let mut h = Md5::new();
-            let mut r = Joined { parts: parts.iter(), current: None, progress };
-            std::io::copy(&mut r, &mut HashWriter(&mut h)).map_err(DatasetError::io(&parts[0]))?;
-            let got = format!("{:x}", h.finalize());
-            if got != *want {
-                return Err(DatasetError::invalid(
-                    &parts[0],
-                    format!("the joined parts have MD5 {got} but {} lists {want} for {joined_name}", list.display()),
-                ));
-            }
-            checked += 1;
-        }
-        if checked == 0 {
-            return Err(DatasetError::invalid(list, format!("lists none of the parts nor {joined_name}")));
-        }
+        check_parts(parts, list, joined_name, total, progress)?;
     }
 
     progress.set_length(total);
@@ -256,32 +217,88 @@ pub fn extract(
                     .link_name()
                     .map_err(|e| bad(e.to_string()))?
                     .ok_or_else(|| bad(format!("{}: link without a target", name.display())))?;
-                // Symlink targets resolve from the link's folder; hard-link targets are archive paths.
-                let base = if kind == tar::EntryType::Symlink {
-                    rel.parent().unwrap_or(Path::new("")).to_path_buf()
-                } else {
-                    PathBuf::new()
-                };
-                let resolved = safe_relative(&base.join(&target)).ok_or_else(|| {
-                    bad(format!(
+                make_link(out, &rel, &target, kind == tar::EntryType::Symlink).map_err(|e| match e {
+                    LinkError::Outside => bad(format!(
                         "refusing link {} -> {}: it points outside the target folder",
                         name.display(),
                         target.display()
-                    ))
+                    )),
+                    LinkError::Io(e) => e,
                 })?;
-                let parent = dest.parent().unwrap_or(out);
-                std::fs::create_dir_all(parent).map_err(DatasetError::io(parent))?;
-                let _ = std::fs::remove_file(&dest);
-                if kind == tar::EntryType::Symlink {
-                    std::os::unix::fs::symlink(&target, &dest).map_err(DatasetError::io(&dest))?;
-                } else {
-                    std::fs::hard_link(out.join(resolved), &dest).map_err(DatasetError::io(&dest))?;
-                }
             }
             other => return Err(bad(format!("refusing entry {}: unsupported type {other:?}", name.display()))),
         }
     }
     Ok(report)
+}
+
+/// Checks each part that `list` names (by file name), and the joined parts when it names
+/// `joined_name`; a mismatch, or a list naming none of them, is an error.
+fn check_parts(parts: &[PathBuf], list: &Path, joined_name: &str, total: u64, progress: &ProgressBar) -> Result<()> {
+    let sums: HashMap<String, String> = read_md5_list(list)?
+        .into_iter()
+        .map(|c| (Path::new(&c.file).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(c.file), c.md5))
+        .collect();
+    let mut checked = 0;
+    for p in parts {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(want) = sums.get(&name) {
+            progress.set_length(p.metadata().map(|m| m.len()).unwrap_or(0));
+            progress.set_position(0);
+            let got = md5_file(p, progress)?;
+            if got != *want {
+                return Err(DatasetError::invalid(
+                    p,
+                    format!("MD5 {got} but {} lists {want}: download it again", list.display()),
+                ));
+            }
+            checked += 1;
+        }
+    }
+    if let Some(want) = sums.get(joined_name) {
+        progress.set_length(total);
+        progress.set_position(0);
+        let mut h = Md5::new();
+        let mut r = Joined { parts: parts.iter(), current: None, progress };
+        std::io::copy(&mut r, &mut HashWriter(&mut h)).map_err(DatasetError::io(&parts[0]))?;
+        let got = format!("{:x}", h.finalize());
+        if got != *want {
+            return Err(DatasetError::invalid(
+                &parts[0],
+                format!("the joined parts have MD5 {got} but {} lists {want} for {joined_name}", list.display()),
+            ));
+        }
+        checked += 1;
+    }
+    if checked == 0 {
+        return Err(DatasetError::invalid(list, format!("lists none of the parts nor {joined_name}")));
+    }
+    Ok(())
+}
+
+/// Why a link entry is refused.
+enum LinkError {
+    /// It points outside the target folder.
+    Outside,
+    Io(DatasetError),
+}
+
+/// Makes the link entry `rel` of the archive unpacked in `out`: a symbolic link to `target`
+/// (resolved from the link's folder), or a hard link to the archive path `target`; either must
+/// stay inside `out`.
+fn make_link(out: &Path, rel: &Path, target: &Path, symbolic: bool) -> std::result::Result<(), LinkError> {
+    let base = if symbolic { rel.parent().unwrap_or(Path::new("")).to_path_buf() } else { PathBuf::new() };
+    let resolved = safe_relative(&base.join(target)).ok_or(LinkError::Outside)?;
+    let dest = out.join(rel);
+    let parent = dest.parent().unwrap_or(out);
+    std::fs::create_dir_all(parent).map_err(|e| LinkError::Io(DatasetError::io(parent)(e)))?;
+    let _ = std::fs::remove_file(&dest);
+    let made = if symbolic {
+        std::os::unix::fs::symlink(target, &dest)
+    } else {
+        std::fs::hard_link(out.join(resolved), &dest)
+    };
+    made.map_err(|e| LinkError::Io(DatasetError::io(&dest)(e)))
 }
 
 struct HashWriter<'a>(&'a mut Md5);

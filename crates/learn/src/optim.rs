@@ -249,6 +249,8 @@ impl Optimizer {
     }
 
     /// One update at learning rate `lr`.
+    // One arm per update rule, each a few fused in-place kernels over a group, kept together so
+    // the rules read side by side as PyTorch documents them.
     pub fn step(&mut self, lr: f64) {
         self.bind();
         self.steps += 1;

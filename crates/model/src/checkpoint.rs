@@ -223,6 +223,8 @@ fn list(items: &[String]) -> String {
 /// `teacher.backbone.`, `model.`, …, or [`ImportOptions::prefix`]). `num_batches_tracked` is
 /// ignored; a `pos_embed` of another grid is resampled. Unknown, missing and mis-shaped names
 /// fail the import with a list, unless [`ImportOptions::allow_partial`].
+// Matching, resampling and the mismatch report share the name maps built at the top; kept as one
+// pass so the report lists every mismatch of the file at once.
 pub fn load(vs: &nn::VarStore, path: &Path, head: &str, opts: &ImportOptions) -> Result<ImportReport, ModelError> {
     let tensors = read_tensors(path)?;
     let vars = vs.variables();

@@ -118,6 +118,8 @@ fn long(bytes: &[u8]) -> Option<i64> {
 }
 
 /// Decodes one pickle.
+// One function on purpose: the pickle machine is one loop over opcodes, an arm each, sharing
+// the stack, the mark list and the memo; split up, each arm would take all three.
 pub fn parse(data: &[u8]) -> Result<Value> {
     let mut r = Reader { data, pos: 0 };
     let mut stack: Vec<Item> = Vec::new();

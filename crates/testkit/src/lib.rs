@@ -19,6 +19,8 @@ pub fn sample_slide() -> PathBuf {
 /// Writes `image` as a single-level, uncompressed, 256×256-tiled RGB TIFF (OpenSlide's
 /// generic-tiff format). With `mpp`, the resolution tags say that many µm per pixel (in
 /// pixels per centimetre, ResolutionUnit 3); without, the file carries no resolution.
+// The whole file layout in one place: the offsets computed for the header, extra data and IFD
+// are the ones the tiles are written at.
 pub fn write_tiled_tiff(path: &Path, image: &RgbImage, mpp: Option<f64>) -> std::io::Result<()> {
     const TILE: u32 = 256;
     let (w, h) = image.dimensions();

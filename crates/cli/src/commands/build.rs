@@ -114,6 +114,7 @@ pub enum FormatArg {
     Png,
 }
 
+/// Tiles the slides of the list into the layout `dataset` names, and reports.
 pub fn build(dataset: BuildDataset) -> Result<()> {
     let (task, a) = match dataset {
         BuildDataset::Ptcga200 { common } => (Task::Ptcga200, common),
@@ -127,42 +128,7 @@ pub fn build(dataset: BuildDataset) -> Result<()> {
         BuildDataset::Segpanda200 { common } => (Task::SegPanda200, common),
     };
     super::workers(a.workers)?;
-    for (flag, v) in [
-        ("--min-tissue", a.min_tissue),
-        ("--max-background", a.max_background),
-        ("--val-fraction", a.val_fraction),
-        ("--test-fraction", a.test_fraction),
-    ] {
-        if !(0.0..=1.0).contains(&v) {
-            bail!("{flag} must be in [0, 1], got {v}");
-        }
-    }
-    let opts = BuildOptions {
-        out: a.out.clone(),
-        geometry: PatchGeometry::resolve(a.mpp, a.size, a.field_um)?,
-        tissue: TissueParams {
-            mask_mpp: a.tissue_mpp,
-            saturation_threshold: a.saturation_threshold,
-            ..TissueParams::default()
-        },
-        quality: QualityCheck { max_background: a.max_background, min_sharpness: a.min_sharpness },
-        sampler: Sampler {
-            sampling: match a.sampling {
-                SamplingArg::Grid => Sampling::Grid,
-                SamplingArg::Random => Sampling::Random,
-            },
-            min_tissue: a.min_tissue,
-            seed: a.seed,
-        },
-        per_slide: a.per_slide,
-        format: match a.format {
-            FormatArg::Jpg => ImageFormat::Jpeg { quality: a.jpeg_quality },
-            FormatArg::Png => ImageFormat::Png,
-        },
-        mpp_override: a.mpp_override,
-        val_fraction: a.val_fraction,
-        test_fraction: a.test_fraction,
-    };
+    let opts = options(&a)?;
     let rows = patchtcga_dataset::read_slides_csv(&a.slides)?;
     println!(
         "{}: {} slide(s) → {} ({} px at {} µm/px, {:.1} µm field)",
@@ -202,4 +168,44 @@ pub fn build(dataset: BuildDataset) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The builder's options from the flags, each fraction checked.
+fn options(a: &BuildArgs) -> Result<BuildOptions> {
+    for (flag, v) in [
+        ("--min-tissue", a.min_tissue),
+        ("--max-background", a.max_background),
+        ("--val-fraction", a.val_fraction),
+        ("--test-fraction", a.test_fraction),
+    ] {
+        if !(0.0..=1.0).contains(&v) {
+            bail!("{flag} must be in [0, 1], got {v}");
+        }
+    }
+    Ok(BuildOptions {
+        out: a.out.clone(),
+        geometry: PatchGeometry::resolve(a.mpp, a.size, a.field_um)?,
+        tissue: TissueParams {
+            mask_mpp: a.tissue_mpp,
+            saturation_threshold: a.saturation_threshold,
+            ..TissueParams::default()
+        },
+        quality: QualityCheck { max_background: a.max_background, min_sharpness: a.min_sharpness },
+        sampler: Sampler {
+            sampling: match a.sampling {
+                SamplingArg::Grid => Sampling::Grid,
+                SamplingArg::Random => Sampling::Random,
+            },
+            min_tissue: a.min_tissue,
+            seed: a.seed,
+        },
+        per_slide: a.per_slide,
+        format: match a.format {
+            FormatArg::Jpg => ImageFormat::Jpeg { quality: a.jpeg_quality },
+            FormatArg::Png => ImageFormat::Png,
+        },
+        mpp_override: a.mpp_override,
+        val_fraction: a.val_fraction,
+        test_fraction: a.test_fraction,
+    })
 }
