@@ -5,7 +5,6 @@
 //! nothing here moves bytes itself.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -532,7 +531,6 @@ impl Drop for ProcessGroup {
 }
 
 static GROUP: OnceLock<ProcessGroup> = OnceLock::new();
-static SYNC_BATCH_NORM: AtomicBool = AtomicBool::new(false);
 
 /// Joins the run this process was launched into (torchrun's environment), once; `None` for a
 /// single process.
@@ -548,15 +546,4 @@ pub fn init_from_env(timeout: Duration, backend: Backend) -> Result<Option<&'sta
 /// The group this process joined, if any (the default group, as in `torch.distributed`).
 pub fn group() -> Option<&'static ProcessGroup> {
     GROUP.get()
-}
-
-/// Makes every batch norm in training mode synchronise its statistics over the group
-/// (`SyncBatchNorm.convert_sync_batchnorm`), or stop doing so.
-pub fn set_sync_batch_norm(on: bool) {
-    SYNC_BATCH_NORM.store(on, Ordering::Relaxed);
-}
-
-/// The group batch norms synchronise over: the default group when synchronisation is on.
-pub fn batch_norm_group() -> Option<&'static ProcessGroup> {
-    group().filter(|_| SYNC_BATCH_NORM.load(Ordering::Relaxed))
 }

@@ -412,7 +412,6 @@ impl<'a> Trainer<'a> {
             eprintln!("resuming from {} (epoch {}, batch {}, update {})", dir.display(), p.epoch, p.batch, p.update);
         }
         if let Some(g) = t.group {
-            patchtcga_dist::set_sync_batch_norm(config.sync_batch_norm);
             broadcast_variables(g, method.var_store())?;
         }
         t.log = RunLog::open(&t.run, t.leader, resumed.as_ref().map(|_| t.pos.update))?;
@@ -542,7 +541,8 @@ impl<'a> Trainer<'a> {
         }
         let rank_seed = self.config.seed ^ (self.rank as u64).wrapping_mul(0xA24B_AED4_963E_E407);
         tch::manual_seed(seed_for(rank_seed, self.pos.epoch, self.pos.batch));
-        let out = tch::autocast(self.amp, || method.step(batch))?;
+        let sync = self.group.filter(|_| self.config.sync_batch_norm);
+        let out = patchtcga_model::norm::synchronised(sync, || tch::autocast(self.amp, || method.step(batch)))??;
         let factor = if self.amp { self.scale.scale } else { 1.0 } / self.config.num_accum as f64;
         if let Some(b) = self.buckets.as_ref().filter(|_| p.micro + 1 == self.config.num_accum) {
             b.arm(); // the last micro-batch: all-reduce gradients while backward runs

@@ -51,8 +51,8 @@ fn two_halves_with_synchronised_batch_norm_have_the_whole_batch_gradients() {
         let whole = median_error(&exact, &gradients(arch, 0, 8, Kind::Float));
         let lo = 4 * g.rank() as i64;
         let summed = |sync: bool| {
-            patchtcga_dist::set_sync_batch_norm(sync);
-            let half = gradients(arch, lo, lo + 4, Kind::Float);
+            let group = sync.then_some(g);
+            let half = patchtcga_model::norm::synchronised(group, || gradients(arch, lo, lo + 4, Kind::Float)).unwrap();
             for t in &half {
                 g.all_reduce_sum(t).unwrap();
             }
@@ -72,4 +72,24 @@ fn two_halves_with_synchronised_batch_norm_have_the_whole_batch_gradients() {
         let text = String::from_utf8_lossy(&outputs[0].stdout);
         eprintln!("{}", text.lines().find(|l| l.contains("float32 whole")).unwrap_or(""));
     }
+}
+
+#[test]
+fn a_failed_batch_norm_collective_is_an_error_not_a_panic() {
+    // A one-process group on loopback, shut down so that every collective fails.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let launch =
+        patchtcga_dist::Launch { rank: 0, world: 1, local_rank: 0, master_addr: "127.0.0.1".into(), master_port: port };
+    let g = patchtcga_dist::ProcessGroup::new(&launch, Duration::from_secs(30), patchtcga_dist::Backend::Gloo).unwrap();
+    g.shutdown().unwrap();
+    let g: &'static patchtcga_dist::ProcessGroup = Box::leak(Box::new(g));
+    let vs = nn::VarStore::new(Device::Cpu);
+    let bn = nn::batch_norm2d(vs.root(), 3, Default::default());
+    let x = Tensor::randn([4, 3, 5, 5], (Kind::Float, Device::Cpu));
+    let norm = |train| patchtcga_model::norm::batch_norm(&x, &bn, train);
+    let e = patchtcga_model::norm::synchronised(Some(g), || norm(true)).unwrap_err().to_string();
+    assert!(e.contains("synchronised batch norm") && e.contains("shut down"), "{e}");
+    // Outside a synchronised scope, and in evaluation mode, batch norm is per process as before.
+    assert!(patchtcga_model::norm::synchronised(None, || norm(true)).is_ok());
+    assert!(patchtcga_model::norm::synchronised(Some(g), || norm(false)).is_ok(), "evaluation mode needs no group");
 }
