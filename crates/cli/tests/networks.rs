@@ -617,3 +617,69 @@ fn a_rank_lost_at_the_start_stops_the_whole_run_long_before_the_timeout() {
     assert!(!out.status.success() && err.contains("distributed run failed: rank 1 (signal: 9"), "{err}");
     assert!(start.elapsed() < Duration::from_secs(60), "took {:?}: {err}", start.elapsed());
 }
+
+#[test]
+fn embed_slides_writes_one_clam_layout_h5_per_slide_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("resnet18.safetensors");
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _b = patchtcga_model::Backbone::new(&vs.root(), patchtcga_model::Arch::ResNet18.spec(64));
+    vs.save(&weights).unwrap();
+    let csv = dir.path().join("slides.csv");
+    std::fs::write(&csv, format!("slide,id\n{},cmu1\nmissing.svs,gone\n", sample_slide().display())).unwrap();
+    let feats = dir.path().join("feats");
+    let embed = || {
+        patchtcga()
+            .args(["embed", "--arch", "resnet18", "--image-size", "64", "--mpp", "1.0", "--weights"])
+            .arg(&weights)
+            .arg("--slides")
+            .arg(&csv)
+            .arg("--out")
+            .arg(&feats)
+            .output()
+            .unwrap()
+    };
+    let out = embed();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success() && stderr.contains("missing.svs") && stderr.contains("1 of 2 slide(s) failed"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("1 embedded, 0 already done, 1 failed"), "{stdout}");
+    assert!(!feats.join("gone.h5").exists(), "nothing half-written for the failed slide");
+
+    let h5 = hdf5_metno::File::open(feats.join("cmu1.h5")).unwrap();
+    let f = h5.dataset("features").unwrap();
+    let c = h5.dataset("coords").unwrap();
+    let (n, d) = (f.shape()[0], f.shape()[1]);
+    assert!(n > 20 && d == 512, "{n} × {d}");
+    assert_eq!(c.shape(), [n, 2]);
+    let coords: Vec<i64> = c.read_raw().unwrap();
+    // 64 px at 1 µm/px on a 0.499 µm/px scan: 128.3 level-0 px cells inside the 2220 × 2967 slide.
+    for xy in coords.chunks(2) {
+        assert!(xy[0] >= 0 && xy[0] + 128 <= 2220 && xy[1] >= 0 && xy[1] + 128 <= 2967, "{xy:?}");
+    }
+    let x: Vec<f32> = f.read_raw().unwrap();
+    assert!(x.iter().all(|v| v.is_finite()) && x.iter().any(|&v| v != 0.0));
+    let attr_i = |o: &hdf5_metno::Location, k: &str| o.attr(k).unwrap().read_scalar::<i64>().unwrap();
+    assert_eq!(attr_i(&c, "patch_size"), 64);
+    assert_eq!(attr_i(&h5, "patch_size"), 64);
+    assert_eq!(h5.attr("mpp").unwrap().read_scalar::<f64>().unwrap(), 1.0);
+    let text = |k: &str| h5.attr(k).unwrap().read_scalar::<hdf5_metno::types::VarLenUnicode>().unwrap().to_string();
+    assert_eq!(text("model"), "resnet18");
+    let md5 = patchtcga_dataset_md5(&weights);
+    assert_eq!(text("weights_md5"), md5);
+    assert!(text("preprocessing").contains("imagenet"));
+
+    // A re-run skips the finished slide and retries the failed one only.
+    let before = std::fs::metadata(feats.join("cmu1.h5")).unwrap().modified().unwrap();
+    let again = embed();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 embedded, 1 already done, 1 failed"));
+    assert_eq!(std::fs::metadata(feats.join("cmu1.h5")).unwrap().modified().unwrap(), before);
+}
+
+/// MD5 of a file, as `md5sum` prints it.
+fn patchtcga_dataset_md5(path: &Path) -> String {
+    let out = std::process::Command::new("md5sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+}

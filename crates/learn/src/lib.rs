@@ -15,6 +15,7 @@ pub mod probe;
 pub mod schedule;
 pub mod segmentation;
 pub mod shards;
+pub mod slide_features;
 pub mod slide_map;
 pub mod ssl;
 pub mod supervised;

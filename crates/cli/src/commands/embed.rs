@@ -8,9 +8,11 @@ use clap::Args;
 use patchtcga_augment::Recipe;
 use patchtcga_learn::config::{DeviceChoice, ImageStats};
 use patchtcga_learn::engine::device;
+use patchtcga_learn::slide_features::{embed_slide, write_h5, Provenance, SlideEmbedding};
 use patchtcga_learn::supervised::images;
 use patchtcga_loader::{ImageSource, Loader, LoaderConfig, OnBadInput, Sample};
 use patchtcga_model::Arch;
+use patchtcga_slide::{PatchGeometry, Slide};
 use tch::nn::ModuleT;
 use tch::Tensor;
 
@@ -22,11 +24,23 @@ pub struct EmbedArgs {
     #[command(flatten)]
     backbone: BackboneArgs,
     /// A folder of patches (searched recursively) or a dataset root.
+    #[arg(long, required_unless_present = "slides", conflicts_with = "slides")]
+    images: Option<PathBuf>,
+    /// A slide list (CSV with a `slide` column, optional `id`): each slide's tissue grid is read
+    /// at `--mpp` in `--image-size` patches and embedded, patches never written, into
+    /// `<out>/<id>.h5` (CLAM / TRIDENT layout: `features`, `coords`, attributes).
     #[arg(long)]
-    images: PathBuf,
-    /// Output (N, D) float32 .npy; `<stem>.csv` beside it names each row's image.
+    slides: Option<PathBuf>,
+    /// With --images: the (N, D) float32 .npy (`<stem>.csv` beside it names each row's image).
+    /// With --slides: the folder of `.h5` files (slides already there are skipped).
     #[arg(long)]
     out: PathBuf,
+    /// With --slides: µm per pixel the patches are read at.
+    #[arg(long, default_value_t = 0.5)]
+    mpp: f64,
+    /// With --slides: least tissue fraction of a patch's footprint.
+    #[arg(long, default_value_t = 0.5)]
+    min_tissue: f64,
     /// `eval` (the release's CenterCrop 287 → Resize 224) or `none` (images already at model size).
     #[arg(long, default_value = "eval")]
     preprocess: String,
@@ -53,9 +67,10 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     }
     a.backbone.arch.parse::<Arch>()?;
     let device = device(a.device)?;
-    let files = patchtcga_dataset::images_under(&a.images)?;
+    let Some(folder) = &a.images else { return embed_slides(&a, device) };
+    let files = patchtcga_dataset::images_under(folder)?;
     if files.is_empty() {
-        bail!("{}: no images (.jpg, .JPG, .JPEG, .png)", a.images.display());
+        bail!("{}: no images (.jpg, .JPG, .JPEG, .png)", folder.display());
     }
     let (_vs, backbone) = a.backbone.load(a.image_size as i64, device)?;
     let (mean, std) = (a.stats.mean, a.stats.std);
@@ -90,7 +105,7 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     let csv = a.out.with_extension("csv");
     let mut text = b"row,image\n".to_vec();
     for (i, f) in files.iter().enumerate() {
-        let rel = f.strip_prefix(&a.images).unwrap_or(f).display().to_string();
+        let rel = f.strip_prefix(folder).unwrap_or(f).display().to_string();
         let quoted = if rel.contains([',', '"']) { format!("\"{}\"", rel.replace('"', "\"\"")) } else { rel };
         writeln!(text, "{i},{quoted}")?;
     }
@@ -102,5 +117,65 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         a.out.display(),
         csv.display()
     );
+    Ok(())
+}
+
+/// `--slides`: one `.h5` of features per slide of the list; slides already done are skipped, a
+/// slide that fails is reported and the others still complete.
+fn embed_slides(a: &EmbedArgs, device: tch::Device) -> Result<()> {
+    let list = a.slides.as_ref().expect("--slides or --images");
+    let rows = patchtcga_dataset::read_slides_csv(list)?;
+    let (_vs, backbone) = a.backbone.load(a.image_size as i64, device)?;
+    let weights = std::fs::read(&a.backbone.weights)?;
+    let provenance = Provenance {
+        model: a.backbone.arch.clone(),
+        weights_md5: patchtcga_dataset::md5_hex(&weights),
+        preprocessing: format!(
+            "{} normalisation, {} px at {} µm/px",
+            String::from(a.stats.clone()),
+            a.image_size,
+            a.mpp
+        ),
+    };
+    let options = SlideEmbedding {
+        geometry: PatchGeometry { mpp: a.mpp, size: a.image_size },
+        min_tissue: a.min_tissue,
+        mean: a.stats.mean,
+        std: a.stats.std,
+        batch_size: a.batch_size,
+        device,
+    };
+    let (mut done, mut skipped, mut failed) = (0, 0, Vec::new());
+    for row in &rows {
+        let out = a.out.join(format!("{}.h5", row.id));
+        if out.is_file() {
+            skipped += 1;
+            continue;
+        }
+        let bar = super::bar("patches");
+        bar.set_prefix(row.id.clone());
+        let made = Slide::open(&row.slide, None)
+            .map_err(anyhow::Error::from)
+            .and_then(|slide| Ok(embed_slide(&slide, &backbone, &options, &bar)?))
+            .and_then(|f| Ok(write_h5(&out, &f, &options, &provenance).map(|()| f.coords.len())?));
+        match made {
+            Ok(n) => {
+                println!("{}: {n} patches → {}", row.slide.display(), out.display());
+                done += 1;
+            }
+            Err(e) => {
+                eprintln!("failed: {e:#}");
+                failed.push(row.slide.display().to_string());
+            }
+        }
+    }
+    println!("{} slide(s): {done} embedded, {skipped} already done, {} failed", rows.len(), failed.len());
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} slide(s) failed (the others are complete; re-run to retry only those)",
+            failed.len(),
+            rows.len()
+        );
+    }
     Ok(())
 }

@@ -1,0 +1,123 @@
+//! Patch features straight from slides: the tissue grid of a slide read at a resolution, embedded
+//! in batches (patches never written), saved as one `.h5` per slide in the layout CLAM and TRIDENT
+//! write (`features` N × D, `coords` N × 2 level-0 x, y, attributes), which MIL code reads as is.
+
+use std::path::Path;
+
+use image::RgbImage;
+use patchtcga_model::Backbone;
+use patchtcga_slide::{Candidate, PatchGeometry, Sampler, Sampling, Slide, TissueMask, TissueParams};
+use rayon::prelude::*;
+use tch::nn::ModuleT;
+use tch::{Device, Kind, Tensor};
+
+use crate::LearnError;
+
+/// How a slide's patches are made and embedded.
+#[derive(Debug, Clone)]
+pub struct SlideEmbedding {
+    /// Patch side (the network's input) and resolution.
+    pub geometry: PatchGeometry,
+    /// Least tissue fraction of a patch's footprint.
+    pub min_tissue: f64,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub batch_size: usize,
+    pub device: Device,
+}
+
+/// What the `.h5` records about how its features were made (its attributes).
+#[derive(Debug, Clone)]
+pub struct Provenance {
+    /// Backbone name.
+    pub model: String,
+    /// MD5 of the weights file.
+    pub weights_md5: String,
+    /// Normalisation and input, e.g. `imagenet, 224 px`.
+    pub preprocessing: String,
+}
+
+/// The features of one slide.
+pub struct SlideFeatures {
+    /// (N, D) on the CPU.
+    pub features: Tensor,
+    /// Level-0 top-left corner of each patch.
+    pub coords: Vec<[i64; 2]>,
+    /// Pyramid level read.
+    pub level: u32,
+}
+
+/// Embeds every tissue patch of `slide` on its grid.
+pub fn embed_slide(
+    slide: &Slide,
+    backbone: &Backbone,
+    o: &SlideEmbedding,
+    progress: &indicatif::ProgressBar,
+) -> Result<SlideFeatures, LearnError> {
+    let tissue = TissueMask::detect(slide, &TissueParams::default())?;
+    let footprint = slide.footprint(&o.geometry);
+    let sampler = Sampler { sampling: Sampling::Grid, min_tissue: o.min_tissue, seed: 0 };
+    let mut grid = sampler.candidates("", slide.dimensions(), footprint, &tissue, None)?;
+    // Row-major order, as CLAM's coordinates are written (the sampler draws its own order).
+    grid.sort_by_key(|c| (c.y, c.x));
+    let level = slide.level_for_downsample(footprint.0.min(footprint.1) / o.geometry.size as f64);
+    progress.set_length(grid.len() as u64);
+    let mut chunks = Vec::new();
+    for chunk in grid.chunks(o.batch_size.max(1)) {
+        let x = patch_batch(slide, chunk, o)?;
+        let f = tch::no_grad(|| backbone.forward_t(&x, false)).to_device(Device::Cpu);
+        chunks.push(f.to_kind(Kind::Float));
+        progress.inc(chunk.len() as u64);
+    }
+    let features =
+        if chunks.is_empty() { Tensor::zeros([0, 0], (Kind::Float, Device::Cpu)) } else { Tensor::cat(&chunks, 0) };
+    let coords = grid.iter().map(|c| [c.x as i64, c.y as i64]).collect();
+    Ok(SlideFeatures { features, coords, level })
+}
+
+/// The normalised (N, 3, s, s) batch of the patches at `chunk`, read in parallel.
+fn patch_batch(slide: &Slide, chunk: &[Candidate], o: &SlideEmbedding) -> Result<Tensor, LearnError> {
+    let patches: Vec<RgbImage> =
+        chunk.par_iter().map(|c| slide.read_patch(&o.geometry, c.x, c.y)).collect::<Result<_, _>>()?;
+    let s = o.geometry.size as usize;
+    let mut data = Vec::with_capacity(patches.len() * 3 * s * s);
+    for p in &patches {
+        for ch in 0..3 {
+            data.extend(p.pixels().map(|px| (px.0[ch] as f32 / 255.0 - o.mean[ch]) / o.std[ch]));
+        }
+    }
+    Ok(Tensor::from_slice(&data).reshape([patches.len() as i64, 3, s as i64, s as i64]).to_device(o.device))
+}
+
+/// Writes `path` (atomically: a slide is done only when its file is whole): datasets
+/// `features` and `coords` (with CLAM's `patch_size` and `patch_level` attributes on it), and
+/// the file's attributes `mpp`, `patch_size`, `level`, `model`, `weights_md5`, `preprocessing`.
+pub fn write_h5(path: &Path, f: &SlideFeatures, o: &SlideEmbedding, p: &Provenance) -> Result<(), LearnError> {
+    let bad = |e: hdf5_metno::Error| LearnError::Config(format!("{}: cannot write: {e}", path.display()));
+    let write = |tmp: &Path| -> Result<(), LearnError> {
+        let file = hdf5_metno::File::create(tmp).map_err(bad)?;
+        let n = f.coords.len();
+        let d = if n == 0 { 0 } else { f.features.size()[1] as usize };
+        let v = Vec::<f32>::try_from(f.features.reshape([-1]))?;
+        let a = ndarray::Array2::from_shape_vec((n, d), v).expect("N × D values");
+        file.new_dataset_builder().with_data(&a).create("features").map_err(bad)?;
+        let c = ndarray::Array2::from_shape_vec((n, 2), f.coords.concat()).expect("N × 2 values");
+        let coords = file.new_dataset_builder().with_data(&c).create("coords").map_err(bad)?;
+        let size = o.geometry.size as i64;
+        coords.new_attr::<i64>().create("patch_size").and_then(|a| a.write_scalar(&size)).map_err(bad)?;
+        coords.new_attr::<i64>().create("patch_level").and_then(|a| a.write_scalar(&(f.level as i64))).map_err(bad)?;
+        file.new_attr::<f64>().create("mpp").and_then(|a| a.write_scalar(&o.geometry.mpp)).map_err(bad)?;
+        file.new_attr::<i64>().create("patch_size").and_then(|a| a.write_scalar(&size)).map_err(bad)?;
+        file.new_attr::<i64>().create("level").and_then(|a| a.write_scalar(&(f.level as i64))).map_err(bad)?;
+        for (name, value) in [("model", &p.model), ("weights_md5", &p.weights_md5), ("preprocessing", &p.preprocessing)]
+        {
+            let v: hdf5_metno::types::VarLenUnicode = value.parse().map_err(|e| LearnError::Config(format!("{e}")))?;
+            file.new_attr::<hdf5_metno::types::VarLenUnicode>()
+                .create(name)
+                .and_then(|a| a.write_scalar(&v))
+                .map_err(bad)?;
+        }
+        Ok(())
+    };
+    patchtcga_atomic::write_with(path, write, |e| LearnError::io(path, e))
+}
