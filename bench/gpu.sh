@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements in the README, as run on a lent machine with PyTorch 2.11 (CUDA 13) and no
+# The GPU measurements in docs/benchmarks.md and docs/distributed.md, as run on a lent machine with PyTorch 2.11 (CUDA 13) and no
 # Rust: the patchtcga binary is built elsewhere against that torch (tch 0.24) and unpacked with
 # the shared libraries it needs into $G; LibTorch comes from the machine's own torch.
 # lightly (for the pretraining reference) is carried too, in $G/py.

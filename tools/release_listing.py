@@ -1,6 +1,6 @@
 """List a dataset as the PatchTCGA release's loaders do, and check a patchtcga build against it.
 
-Written from the rule documented in the README ("How a patch is made"), not from the release's
+Written from the rule documented in docs/datasets.md ("How a patch is made", *Names*), not from the release's
 code: each folder's names sorted by code point; a file kept only when the text from its first
 '.' is one of .jpg .JPG .JPEG .png; PTCGA200 walks the root's folders (sorted) but
 thumbnail_position_map; PCam200 and segPANDA200 walk <split>/<label or grade>/<case>/;
