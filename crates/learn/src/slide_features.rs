@@ -62,20 +62,34 @@ pub fn embed_slide(
     grid.sort_by_key(|c| (c.y, c.x));
     let level = slide.level_for_downsample(footprint.0.min(footprint.1) / o.geometry.size as f64);
     progress.set_length(grid.len() as u64);
-    let mut chunks = Vec::new();
-    for chunk in grid.chunks(o.batch_size.max(1)) {
-        let x = patch_batch(slide, chunk, o)?;
-        let f = tch::no_grad(|| backbone.forward_t(&x, false)).to_device(Device::Cpu);
-        chunks.push(f.to_kind(Kind::Float));
-        progress.inc(chunk.len() as u64);
-    }
+    // The next batches are read and decoded while the network runs on this one.
+    let batch = o.batch_size.max(1);
+    let chunks = std::thread::scope(|scope| -> Result<Vec<Tensor>, LearnError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let grid = &grid;
+        scope.spawn(move || {
+            for chunk in grid.chunks(batch) {
+                if tx.send(patch_batch(slide, chunk, o)).is_err() {
+                    break; // the network side stopped on an error
+                }
+            }
+        });
+        let mut chunks = Vec::new();
+        for x in rx {
+            let x = x?.to_device(o.device);
+            let f = tch::no_grad(|| backbone.forward_t(&x, false)).to_device(Device::Cpu);
+            progress.inc(f.size()[0] as u64);
+            chunks.push(f.to_kind(Kind::Float));
+        }
+        Ok(chunks)
+    })?;
     let features =
         if chunks.is_empty() { Tensor::zeros([0, 0], (Kind::Float, Device::Cpu)) } else { Tensor::cat(&chunks, 0) };
     let coords = grid.iter().map(|c| [c.x as i64, c.y as i64]).collect();
     Ok(SlideFeatures { features, coords, level })
 }
 
-/// The normalised (N, 3, s, s) batch of the patches at `chunk`, read in parallel.
+/// The normalised (N, 3, s, s) batch of the patches at `chunk` on the CPU, read in parallel.
 fn patch_batch(slide: &Slide, chunk: &[Candidate], o: &SlideEmbedding) -> Result<Tensor, LearnError> {
     let patches: Vec<RgbImage> =
         chunk.par_iter().map(|c| slide.read_patch(&o.geometry, c.x, c.y)).collect::<Result<_, _>>()?;
@@ -86,7 +100,7 @@ fn patch_batch(slide: &Slide, chunk: &[Candidate], o: &SlideEmbedding) -> Result
             data.extend(p.pixels().map(|px| (px.0[ch] as f32 / 255.0 - o.mean[ch]) / o.std[ch]));
         }
     }
-    Ok(Tensor::from_slice(&data).reshape([patches.len() as i64, 3, s as i64, s as i64]).to_device(o.device))
+    Ok(Tensor::from_slice(&data).reshape([patches.len() as i64, 3, s as i64, s as i64]))
 }
 
 /// Writes `path` (atomically: a slide is done only when its file is whole): datasets
