@@ -6,7 +6,7 @@ use std::path::Path;
 
 use image::RgbImage;
 use patchtcga_model::Backbone;
-use patchtcga_slide::{Candidate, PatchGeometry, Sampler, Sampling, Slide, TissueMask, TissueParams};
+use patchtcga_slide::{PatchGeometry, Sampler, Sampling, Slide, TissueMask, TissueParams};
 use rayon::prelude::*;
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
@@ -69,7 +69,8 @@ pub fn embed_slide(
         let grid = &grid;
         scope.spawn(move || {
             for chunk in grid.chunks(batch) {
-                if tx.send(patch_batch(slide, chunk, o)).is_err() {
+                let at: Vec<(u32, u32)> = chunk.iter().map(|c| (c.x, c.y)).collect();
+                if tx.send(patch_batch(slide, &o.geometry, &at, o.mean, o.std)).is_err() {
                     break; // the network side stopped on an error
                 }
             }
@@ -89,15 +90,22 @@ pub fn embed_slide(
     Ok(SlideFeatures { features, coords, level })
 }
 
-/// The normalised (N, 3, s, s) batch of the patches at `chunk` on the CPU, read in parallel.
-fn patch_batch(slide: &Slide, chunk: &[Candidate], o: &SlideEmbedding) -> Result<Tensor, LearnError> {
+/// The normalised (N, 3, s, s) batch, on the CPU, of the patches of `geometry` at the level-0
+/// corners `at`, read in parallel (the slide-level commands' input).
+pub fn patch_batch(
+    slide: &Slide,
+    geometry: &PatchGeometry,
+    at: &[(u32, u32)],
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Result<Tensor, LearnError> {
     let patches: Vec<RgbImage> =
-        chunk.par_iter().map(|c| slide.read_patch(&o.geometry, c.x, c.y)).collect::<Result<_, _>>()?;
-    let s = o.geometry.size as usize;
+        at.par_iter().map(|&(x, y)| slide.read_patch(geometry, x, y)).collect::<Result<_, _>>()?;
+    let s = geometry.size as usize;
     let mut data = Vec::with_capacity(patches.len() * 3 * s * s);
     for p in &patches {
         for ch in 0..3 {
-            data.extend(p.pixels().map(|px| (px.0[ch] as f32 / 255.0 - o.mean[ch]) / o.std[ch]));
+            data.extend(p.pixels().map(|px| (px.0[ch] as f32 / 255.0 - mean[ch]) / std[ch]));
         }
     }
     Ok(Tensor::from_slice(&data).reshape([patches.len() as i64, 3, s as i64, s as i64]))

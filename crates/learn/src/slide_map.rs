@@ -5,11 +5,11 @@
 use image::{Rgb, RgbImage};
 use patchtcga_model::{Classifier, SegNet};
 use patchtcga_slide::{PatchGeometry, Slide, TissueMask, TissueParams};
-use rayon::prelude::*;
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
 use crate::segmentation::COLOURS;
+use crate::slide_features::patch_batch;
 use crate::LearnError;
 
 /// A network's reading of windows, on a grid of cells per window side.
@@ -188,7 +188,11 @@ pub fn slide_map(
     let (mut sums, mut seen): (Vec<f32>, Vec<u32>) = (Vec::new(), vec![0; mrows * mcols]);
     progress.set_length(windows.len() as u64);
     for chunk in windows.chunks(o.batch_size.max(1)) {
-        let x = window_batch(slide, &geometry, &grid, chunk, o)?;
+        let at: Vec<(u32, u32)> = chunk
+            .iter()
+            .map(|&(r, c)| ((c as f64 * grid.stride.0) as u32, (r as f64 * grid.stride.1) as u32))
+            .collect();
+        let x = patch_batch(slide, &geometry, &at, o.mean, o.std)?.to_device(o.device);
         let v = model.values(&x, grid.g as i64);
         let channels = v.size()[1] as usize;
         sums.resize(channels * mrows * mcols, 0.0);
@@ -215,28 +219,6 @@ pub fn slide_map(
         .collect();
     let cell = (fw / grid.g as f64, fh / grid.g as f64);
     Ok(SlideMap { values, rows: mrows, cols: mcols, cell, windows: windows.len(), grid_windows: grid.rows * grid.cols })
-}
-
-/// The normalised (N, 3, s, s) batch of the windows `chunk` (row, column), read in parallel.
-fn window_batch(
-    slide: &Slide,
-    geometry: &PatchGeometry,
-    grid: &Grid,
-    chunk: &[(usize, usize)],
-    o: &MapOptions,
-) -> Result<Tensor, LearnError> {
-    let patches: Vec<RgbImage> = chunk
-        .par_iter()
-        .map(|&(r, c)| slide.read_patch(geometry, (c as f64 * grid.stride.0) as u32, (r as f64 * grid.stride.1) as u32))
-        .collect::<Result<_, _>>()?;
-    let s = o.image_size as usize;
-    let mut data = Vec::with_capacity(patches.len() * 3 * s * s);
-    for p in &patches {
-        for ch in 0..3 {
-            data.extend(p.pixels().map(|px| (px.0[ch] as f32 / 255.0 - o.mean[ch]) / o.std[ch]));
-        }
-    }
-    Ok(Tensor::from_slice(&data).reshape([patches.len() as i64, 3, s as i64, s as i64]).to_device(o.device))
 }
 
 /// Blue (0) → red (1), through white.
