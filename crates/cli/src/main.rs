@@ -1,16 +1,16 @@
 //! `patchtcga`: build pathology patch datasets from whole-slide images in the PatchTCGA
-//! release's layouts, split them by slide, check downloads, summarise datasets, train backbones
-//! and embed patches. One file per command under `commands/`, each parsing its arguments and
-//! calling the crate that does the work.
+//! release's layouts, split them by slide, check downloads, summarise datasets, look at slides.
+//! The commands that run a network (train, fine-tune, embed, probe, infer, export, their
+//! benchmarks) are served by `patchtcga-nn` beside this binary, the one that links LibTorch:
+//! this one never loads it, so the data commands start at once and stay small.
 
-mod commands;
-
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
-
-use commands::*;
+use clap::{Args, Parser, Subcommand};
+use patchtcga_cli::commands::*;
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +21,13 @@ use commands::*;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The arguments of a network command, handed to `patchtcga-nn` as they are.
+#[derive(Args)]
+struct Network {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
 }
 
 #[derive(Subcommand)]
@@ -42,59 +49,61 @@ enum Command {
     Extract(extract::ExtractArgs),
     /// Patch and slide counts per class, channel mean/std for `image_stats`, and a mosaic.
     Stats(stats::StatsArgs),
-    /// Measure throughput: `patchtcga bench loader …` (data nodes), `patchtcga bench step …`
-    /// (training steps), `patchtcga bench pretrain …` (a method's whole update).
-    Bench {
-        #[command(subcommand)]
-        what: bench::BenchWhat,
-    },
-    /// Train a backbone as a run config says (supervised organ classification, SimCLR, BYOL,
-    /// MoCo v2, DINO, MAE).
-    Pretrain(pretrain::PretrainArgs),
-    /// Fine-tune on a benchmark (PCam200): full or linear probe, best validation epoch, test
-    /// report with accuracy interval, balanced accuracy, ROC-AUC, F1 and confusion matrix.
-    Finetune(finetune::FinetuneArgs),
-    /// Logistic-regression probe and k-NN classifier on embedded splits (from `embed`): a
-    /// checkpoint compared in seconds.
-    Probe(probe::ProbeArgs),
-    /// Slide a fine-tuned classifier over a whole slide's tissue: a probability heat map over the
-    /// thumbnail, and the raw map.
-    Infer(infer::InferArgs),
+    /// Show a slide's size, levels, resolution, reader and tissue.
+    Info(info::InfoArgs),
     /// One page of runs: a table of pretraining and benchmark results with intervals, curves and
     /// confusion matrices (`--out report.html`, pictures embedded, or `report.md`).
     Report(report::ReportArgs),
-    /// Backbone features of a folder of patches, from any backbone and PyTorch weights, as .npy.
-    Embed(embed::EmbedArgs),
+    /// Measure throughput: `bench regions …` (a slide reader), `bench loader …` (data nodes),
+    /// `bench step …` (training steps), `bench pretrain …` (a method's whole update).
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+    /// Train a backbone as a run config says (supervised organ classification, SimCLR, BYOL,
+    /// MoCo v2, DINO, MAE).
+    #[command(disable_help_flag = true)]
+    Pretrain(Network),
+    /// Fine-tune on a benchmark (PCam200): full or linear probe, best validation epoch, test
+    /// report with accuracy interval, balanced accuracy, ROC-AUC, F1 and confusion matrix.
+    #[command(disable_help_flag = true)]
+    Finetune(Network),
+    /// Logistic-regression probe and k-NN classifier on embedded splits (from `embed`): a
+    /// checkpoint compared in seconds.
+    #[command(disable_help_flag = true)]
+    Probe(Network),
+    /// Slide a fine-tuned classifier over a whole slide's tissue: a probability heat map over the
+    /// thumbnail, and the raw map.
+    #[command(disable_help_flag = true)]
+    Infer(Network),
+    /// Backbone features of a folder of patches (.npy), or of slides' tissue grids (one .h5 per
+    /// slide, CLAM / TRIDENT layout), from any backbone and PyTorch weights.
+    #[command(disable_help_flag = true)]
+    Embed(Network),
     /// Write a backbone's weights for PyTorch (.pth or .safetensors, torchvision / timm names).
-    Export(export::ExportArgs),
-    /// Show a slide's size, levels, resolution and tissue.
-    Info(info::InfoArgs),
+    #[command(disable_help_flag = true)]
+    Export(Network),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Read square level-0 regions of a slide on a grid, in one thread, with the reader asked
+    /// for; prints regions/s and peak memory.
+    Regions(regions::RegionArgs),
+    /// Decode + augment + batch images of a dataset with a view recipe; prints images/s.
+    #[command(disable_help_flag = true)]
+    Loader(Network),
+    /// Time training steps (forward, backward, update) on synthetic images; prints images/s.
+    #[command(disable_help_flag = true)]
+    Step(Network),
+    /// Time a pretraining method's update on synthetic views of its recipe; prints images/s.
+    #[command(disable_help_flag = true)]
+    Pretrain(Network),
 }
 
 fn main() -> ExitCode {
-    // LibTorch reports failures inside a network's passes (out of memory, a peer lost during a
-    // synchronised batch norm) as panics: print them as one error line, not a crash report.
-    std::panic::set_hook(Box::new(|info| {
-        let p = info.payload();
-        let msg = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied());
-        eprintln!("error: {}", msg.unwrap_or("internal failure"));
-    }));
-    // As destroy_process_group: the run's process group, if this process joined one, ends here.
-    let done = run(Cli::parse()).and_then(|()| patchtcga_dist::group().map_or(Ok(()), |g| Ok(g.shutdown()?)));
-    match done {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // The context chain, without repeating a cause a message already quotes.
-            let mut msg = e.to_string();
-            for cause in e.chain().skip(1).map(ToString::to_string) {
-                if !msg.contains(&cause) {
-                    msg = format!("{msg}: {cause}");
-                }
-            }
-            eprintln!("error: {msg}");
-            ExitCode::FAILURE
-        }
-    }
+    start();
+    exit_status(run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -105,16 +114,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::VerifyLayout(a) => verify_layout::verify_layout(a),
         Command::Extract(a) => extract::extract(a),
         Command::Stats(a) => stats::stats(a),
-        Command::Bench { what: bench::BenchWhat::Step(a) } => bench::bench_step(a),
-        Command::Bench { what: bench::BenchWhat::Pretrain(a) } => bench::bench_method(a),
-        Command::Bench { what: bench::BenchWhat::Loader(a) } => bench::bench_loader(a),
-        Command::Pretrain(a) => pretrain::pretrain(a),
-        Command::Finetune(a) => finetune::finetune(a),
-        Command::Probe(a) => probe::probe(a),
-        Command::Infer(a) => infer::infer(a),
-        Command::Report(a) => report::report(a),
-        Command::Embed(a) => embed::embed(a),
-        Command::Export(a) => export::export(a),
         Command::Info(a) => info::info(a),
+        Command::Report(a) => report::report(a),
+        Command::Bench { what: Bench::Regions(a) } => regions::bench_regions(a),
+        Command::Bench { what: Bench::Loader(_) | Bench::Step(_) | Bench::Pretrain(_) }
+        | Command::Pretrain(_)
+        | Command::Finetune(_)
+        | Command::Probe(_)
+        | Command::Infer(_)
+        | Command::Embed(_)
+        | Command::Export(_) => network(),
     }
+}
+
+/// Replaces this process with `patchtcga-nn` (beside this binary) on the same arguments.
+fn network() -> Result<()> {
+    let nn = std::env::current_exe()?.with_file_name("patchtcga-nn");
+    let e = std::process::Command::new(&nn).args(std::env::args_os().skip(1)).exec();
+    anyhow::bail!(
+        "{}: cannot start the network commands' binary ({e}); build it with `cargo build -p patchtcga-cli`",
+        nn.display()
+    )
 }

@@ -77,7 +77,10 @@ fn info_and_bad_arguments_get_one_clear_line() {
     let info = patchtcga().arg("info").arg(sample_slide()).output().unwrap();
     assert!(info.status.success());
     let s = text(&info.stdout);
-    assert!(s.contains("2220 × 2967 px") && s.contains("0.4990") && s.contains("OpenSlide"), "{s}");
+    assert!(s.contains("2220 × 2967 px") && s.contains("0.4990 × 0.4990 µm/px (Vendor)"), "{s}");
+    assert!(s.contains("read by: native reader (Aperio SVS)"), "{s}");
+    let info = patchtcga().arg("info").arg(sample_slide()).args(["--reader", "openslide"]).output().unwrap();
+    assert!(text(&info.stdout).contains("read by: OpenSlide"), "{}", text(&info.stdout));
 
     let bad = patchtcga().args(["info", "nowhere.svs"]).output().unwrap();
     assert!(!bad.status.success());
@@ -152,4 +155,86 @@ fn verify_layout_names_the_files_the_release_would_skip() {
     std::fs::remove_file(skin.join("TCGA-AA-0002-01Z-00-DX1.5e1d_0_0.png")).unwrap();
     let out = patchtcga().arg("verify-layout").arg(dir.path()).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// The `NEEDED` entries of a binary's dynamic section.
+fn needed_libraries(bin: &str) -> String {
+    let out = std::process::Command::new("readelf").arg("-d").arg(bin).output().expect("readelf (binutils)");
+    text(&out.stdout).lines().filter(|l| l.contains("(NEEDED)")).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn the_data_commands_binary_never_loads_libtorch() {
+    let thin = needed_libraries(env!("CARGO_BIN_EXE_patchtcga"));
+    assert!(thin.contains("libopenslide") && !thin.contains("torch"), "{thin}");
+    assert!(needed_libraries(env!("CARGO_BIN_EXE_patchtcga-nn")).contains("libtorch"));
+    // A network command's help comes from patchtcga-nn, through patchtcga.
+    let help = patchtcga().args(["export", "--help"]).output().unwrap();
+    assert!(help.status.success() && text(&help.stdout).contains("Usage: patchtcga export"), "{}", text(&help.stdout));
+}
+
+/// Every file under `root` (build bookkeeping aside) with a digest of its bytes.
+fn tree(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            if rel.starts_with(".patchtcga") {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((rel, format!("{:x}", digest(&p))));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Enough to tell files apart in a test: the bytes' length and a polynomial rolling hash.
+fn digest(p: &Path) -> u128 {
+    let b = std::fs::read(p).unwrap();
+    b.iter().fold(b.len() as u128, |h, &x| h.wrapping_mul(1_000_003).wrapping_add(x as u128))
+}
+
+#[test]
+fn a_build_over_two_processes_writes_what_one_process_writes_and_survives_a_lost_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("slides.csv");
+    let slide = sample_slide();
+    let rows: String = (1..=4).map(|i| format!("{},{},s{i}\n", slide.display(), ["skin", "lung"][i % 2])).collect();
+    std::fs::write(&csv, format!("slide,organ,id\n{rows}")).unwrap();
+    let build = |out: &Path, extra: &[&str], env: &[(&str, &str)]| {
+        let run = patchtcga()
+            .args(["build", "ptcga200", "--per-slide", "4", "--slides"])
+            .arg(&csv)
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        text(&run.stdout)
+    };
+    let one = dir.path().join("one");
+    build(&one, &["--workers", "1"], &[]);
+    let two = dir.path().join("two");
+    let said = build(&two, &["--nproc-per-node", "2"], &[]);
+    assert!(said.contains("2 rank(s) done"), "{said}");
+    assert_eq!(tree(&one), tree(&two));
+    assert!(tree(&one).iter().any(|(f, _)| f == "MD5SUMS") && tree(&one).len() > 10);
+
+    // Rank 1 of 2 never runs (killed before it started): rank 0 leaves the manifest to it.
+    let lost = dir.path().join("lost");
+    let said = build(&lost, &[], &[("RANK", "0"), ("WORLD_SIZE", "2")]);
+    assert!(said.contains("rank 0 of 2") && said.contains("2 slide(s) of other ranks still pending"), "{said}");
+    assert!(!lost.join("manifest.csv").exists());
+    let said = build(&lost, &["--nproc-per-node", "2"], &[]);
+    assert!(said.contains("2 rank(s) done"), "{said}");
+    assert_eq!(tree(&one), tree(&lost));
 }

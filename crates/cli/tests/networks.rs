@@ -388,7 +388,7 @@ fn infer_maps_a_classifier_over_the_slide_tissue() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The raw map tiles the slide: 100 µm tiles over its level-0 extent, NaN off tissue.
-    let slide = patchtcga_slide::Slide::open(sample_slide(), None).unwrap();
+    let slide = patchtcga_slide::Slide::open(sample_slide(), &patchtcga_slide::SlideOptions::default()).unwrap();
     let (w, h) = slide.dimensions();
     let tile_px = 100.0 / slide.mpp().x;
     let map = tch::Tensor::read_npy(dir.path().join("heat.npy")).unwrap();

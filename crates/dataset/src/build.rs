@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageEncoder, Rgb, RgbImage};
 use indicatif::ProgressBar;
 use patchtcga_slide::{
     AnnotationGroups, Annotations, Candidate, LabelScheme, PatchGeometry, QualityCheck, QualityVerdict, Sampler, Slide,
-    TissueMask, TissueParams,
+    SlideOptions, TissueMask, TissueParams,
 };
 use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -87,12 +88,40 @@ pub struct BuildOptions {
     pub per_slide: Option<usize>,
     /// Patch image encoding.
     pub format: ImageFormat,
-    /// µm/px to use instead of the slides' metadata.
-    pub mpp_override: Option<f64>,
+    /// How slides are opened: µm/px override, reader, tile cache.
+    pub slide: SlideOptions,
     /// Fraction of cases sent to `val` when the CSV gives no split (PCam200, segPANDA200).
     pub val_fraction: f64,
     /// Fraction of cases sent to `test` when the CSV gives no split.
     pub test_fraction: f64,
+    /// This process's share of the slide list when several build into one folder.
+    pub share: Share,
+}
+
+/// One process's part of a build run as several processes (ranks, on one machine or many over a
+/// shared filesystem) writing into one folder: rank `rank` of `world` tiles slides `rank`,
+/// `rank + world`, … of the list. They coordinate through the folder alone: each slide's
+/// record is written when its patches are, and whichever rank finds every slide settled
+/// (recorded, or failed) when it finishes writes `manifest.csv` and `MD5SUMS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// This process's rank, below `world`.
+    pub rank: usize,
+    /// Processes sharing the list.
+    pub world: usize,
+}
+
+impl Default for Share {
+    fn default() -> Self {
+        Self { rank: 0, world: 1 }
+    }
+}
+
+impl Share {
+    /// Whether the slide at `index` of the list is this process's.
+    fn takes(&self, index: usize) -> bool {
+        index % self.world == self.rank
+    }
 }
 
 /// The outcome of a build.
@@ -112,34 +141,43 @@ pub struct BuildReport {
     pub total_patches: usize,
     /// Patches of an earlier build renamed to the names the release's loaders read (and masks).
     pub renamed: usize,
+    /// Slides of the list that other ranks have yet to settle; while any are, `manifest.csv`
+    /// and `MD5SUMS` are left to the rank that settles the last.
+    pub pending: usize,
 }
 
 /// The folder of build bookkeeping inside the dataset root (hidden from loaders).
 const STATE_DIR: &str = ".patchtcga";
 
-/// Tiles every slide of `rows` into `opts.out` in `task`'s layout, in parallel, writing each
-/// patch atomically, a thumbnail map per slide, and at the end `manifest.csv` and `MD5SUMS`.
-/// Resumable: slides completed by an earlier run with the same settings are skipped. A slide
-/// that fails is reported and the others still complete.
+/// Tiles every slide of `rows` (this process's [`Share`] of them) into `opts.out` in `task`'s
+/// layout, in parallel, writing each patch atomically, a thumbnail map per slide, and at the
+/// end `manifest.csv` and `MD5SUMS`. Resumable: slides completed by an earlier run with the
+/// same settings are skipped. A slide that fails is reported (and marked, so other ranks know
+/// it settled) and the others still complete.
 pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &ProgressBar) -> Result<BuildReport> {
     let state = opts.out.join(STATE_DIR);
     let records = state.join("slides");
     std::fs::create_dir_all(&records).map_err(DatasetError::io(&records))?;
+    let failed = state.join("failed");
+    std::fs::create_dir_all(&failed).map_err(DatasetError::io(&failed))?;
     check_settings(&state.join("settings.txt"), task, opts)?;
     let name_ids = name_ids(task.kind(), rows, &records)?;
-    let renamed = upgrade_records(&opts.out, &records, rows, &name_ids)?;
+    // An earlier build's files are renamed by one rank only.
+    let renamed = if opts.share.rank == 0 { upgrade_records(&opts.out, &records, rows, &name_ids)? } else { 0 };
     let splits = assign_splits(task, rows, opts)?;
+    let mine: Vec<&SlideRow> = rows.iter().enumerate().filter(|(i, _)| opts.share.takes(*i)).map(|(_, r)| r).collect();
 
-    progress.set_length(rows.len() as u64);
+    progress.set_length(mine.len() as u64);
     let written = std::sync::atomic::AtomicUsize::new(0);
     let on_patches = |n: usize| {
         let total = written.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
         progress.set_message(format!("{total} patches"));
     };
-    let outcomes: Vec<Outcome> = rows
+    let outcomes: Vec<Outcome> = mine
         .par_iter()
         .map(|row| {
             let record = records.join(format!("{}.json", row.id));
+            let failure = failed.join(format!("{}.txt", row.id));
             let outcome = if record.is_file() {
                 Outcome::Skipped
             } else {
@@ -158,15 +196,23 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
                     }
                 }
             };
-            if let Outcome::Failed(msg) = &outcome {
-                progress.println(format!("failed: {msg}"));
+            match &outcome {
+                Outcome::Failed(msg) => {
+                    progress.println(format!("failed: {msg}"));
+                    if let Err(e) = atomic::write(&failure, msg.as_bytes()) {
+                        progress.println(format!("failed: {e}"));
+                    }
+                }
+                _ => {
+                    let _ = std::fs::remove_file(&failure);
+                }
             }
             progress.inc(1);
             outcome
         })
         .collect();
 
-    let mut report = BuildReport { slides: rows.len(), renamed, ..Default::default() };
+    let mut report = BuildReport { slides: mine.len(), renamed, ..Default::default() };
     for o in outcomes {
         match o {
             Outcome::Built(n) => {
@@ -176,6 +222,15 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
             Outcome::Skipped => report.skipped += 1,
             Outcome::Failed(msg) => report.failures.push(msg),
         }
+    }
+    report.pending = rows
+        .iter()
+        .filter(|r| {
+            !records.join(format!("{}.json", r.id)).is_file() && !failed.join(format!("{}.txt", r.id)).is_file()
+        })
+        .count();
+    if report.pending > 0 {
+        return Ok(report);
     }
     let mut all = Vec::new();
     for e in std::fs::read_dir(&records).map_err(DatasetError::io(&records))? {
@@ -295,7 +350,7 @@ fn check_settings(path: &Path, task: &Task, opts: &BuildOptions) -> Result<()> {
         opts.sampler,
         opts.per_slide,
         opts.format,
-        opts.mpp_override,
+        opts.slide.mpp_override,
         opts.val_fraction,
         opts.test_fraction
     );
@@ -373,8 +428,8 @@ fn tile_slide(
     opts: &BuildOptions,
     on_patches: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<ManifestRow>> {
-    let slide = Slide::open(&row.slide, opts.mpp_override)?;
-    let labeller = labeller(task, row, &slide)?;
+    let slide = Slide::open(&row.slide, &opts.slide)?;
+    let labeller = labeller(task, row, &slide, &opts.slide)?;
     // One low-resolution read serves the tissue mask and the thumbnail map.
     let (w, h) = slide.dimensions();
     let map_downsample = (w.max(h) as f64 / MAP_SIDE as f64).max(1.0);
@@ -402,7 +457,7 @@ fn image_error(path: &Path, e: image::ImageError) -> DatasetError {
 }
 
 /// How `task` labels the patches of `row`'s slide, checked against the slide list's columns.
-fn labeller(task: &Task, row: &SlideRow, slide: &Slide) -> Result<Labeller> {
+fn labeller(task: &Task, row: &SlideRow, slide: &Slide, open: &SlideOptions) -> Result<Labeller> {
     let bad = |cause: String| DatasetError::invalid(&row.slide, format!("{cause} (slide list line {})", row.line));
     Ok(match task {
         Task::Ptcga200 => {
@@ -426,7 +481,7 @@ fn labeller(task: &Task, row: &SlideRow, slide: &Slide) -> Result<Labeller> {
             let scheme = LabelScheme::parse(row.provider.as_deref().unwrap_or(""), gleason).map_err(&bad)?;
             let grade = row.grade.clone().ok_or_else(|| bad("no isup_grade given".into()))?;
             // The mask shares the slide's pixel grid, so it shares its resolution.
-            let mask = Slide::open(mask_path, Some(slide.mpp().x))?;
+            let mask = Slide::open(mask_path, &SlideOptions { mpp_override: Some(slide.mpp().x), ..*open })?;
             if mask.dimensions() != slide.dimensions() {
                 let cause = format!(
                     "label mask is {:?} px but its slide {} is {:?} px",
@@ -541,10 +596,17 @@ fn accept_in_order(
             }
             next += 1;
         }
-        let results: Vec<Result<Option<Encoded>>> =
-            chunk.par_iter().map(|(c, label)| read_and_encode(slide, labeller, c, label, writer.opts)).collect();
+        // Read in raster order, so the patches one thread reads in turn share the slide's tiles
+        // (decoded once, from the reader's cache); accepted in candidate order.
+        let mut raster: Vec<usize> = (0..chunk.len()).collect();
+        raster.sort_by_key(|&i| (chunk[i].0.y, chunk[i].0.x));
+        let mut results: Vec<(usize, Result<Option<Encoded>>)> = raster
+            .par_iter()
+            .map(|&i| (i, read_and_encode(slide, labeller, &chunk[i].0, &chunk[i].1, writer.opts)))
+            .collect();
+        results.sort_by_key(|(i, _)| *i);
         let mut accepted = Vec::new();
-        for r in results {
+        for (_, r) in results {
             if let Some(e) = r? {
                 let left = remaining.get_mut(&e.label).expect("label registered above");
                 if *left > 0 {
@@ -634,7 +696,10 @@ fn position_map(
     let shrink = (ow.max(oh) as f64 / MAP_SIDE as f64).max(1.0);
     let mut thumb = if shrink > 1.0 {
         let (w, h) = (((ow as f64 / shrink) as u32).max(1), ((oh as f64 / shrink) as u32).max(1));
-        image::imageops::thumbnail(&overview, w, h)
+        let mut small = RgbImage::new(w, h);
+        let area = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box));
+        Resizer::new().resize(&overview, &mut small, &area).expect("RGB to RGB resize of a non-empty image");
+        small
     } else {
         overview
     };

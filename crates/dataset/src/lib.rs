@@ -14,7 +14,7 @@ pub mod archive;
 pub mod split;
 pub mod stats;
 
-pub use build::{build, BuildOptions, BuildReport, ImageFormat, Task};
+pub use build::{build, BuildOptions, BuildReport, ImageFormat, Share, Task};
 pub use error::DatasetError;
 pub use layout::{
     images_under, organ_class, DatasetKind, Entry, Index, Problem, UnknownFolders, IMAGE_EXTENSIONS, ORGANS,

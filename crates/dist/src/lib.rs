@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tch::Tensor;
 
+pub use patchtcga_launch::{run_node, Launch, LaunchError, OnFailure};
+
 extern "C" {
     fn ptcga_free_error(err: *mut c_char);
     fn ptcga_has_nccl() -> c_int;
@@ -66,131 +68,12 @@ pub enum DistError {
     Collective { rank: usize, world: usize, what: &'static str, timeout_s: u64, cause: String },
 }
 
-/// Starts this node's processes — this program again, with the arguments it was given and each
-/// launch's torchrun environment — and waits for them. As torchrun: the node's cores are shared
-/// among them (`OMP_NUM_THREADS`, unless set), and once one fails the others are stopped (a rank
-/// lost before the rendezvous would otherwise keep its peers waiting for the whole timeout).
-pub fn run_node(launches: &[Launch]) -> Result<(), DistError> {
-    let launch_err = |what: String| DistError::Launch(what);
-    let exe = std::env::current_exe().map_err(|e| launch_err(format!("cannot find this program: {e}")))?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads =
-        std::env::var("OMP_NUM_THREADS").unwrap_or_else(|_| (cores / launches.len().max(1)).max(1).to_string());
-    let mut children = Vec::new();
-    for l in launches {
-        let child = std::process::Command::new(&exe)
-            .args(std::env::args_os().skip(1))
-            .envs(l.env())
-            .env("OMP_NUM_THREADS", &threads)
-            .spawn()
-            .map_err(|e| launch_err(format!("cannot start rank {}: {e}", l.rank)))?;
-        children.push((l.rank, child));
-    }
-    let mut failed = Vec::new();
-    while !children.is_empty() && failed.is_empty() {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let mut running = Vec::new();
-        for (rank, mut c) in children {
-            match c.try_wait().map_err(|e| launch_err(format!("rank {rank}: {e}")))? {
-                Some(status) if !status.success() => failed.push(format!("rank {rank} ({status})")),
-                Some(_) => {}
-                None => running.push((rank, c)),
-            }
+impl From<LaunchError> for DistError {
+    fn from(e: LaunchError) -> Self {
+        match e {
+            LaunchError::Launch(m) => Self::Launch(m),
+            LaunchError::Failed(m) => Self::Failed(m),
         }
-        children = running;
-    }
-    if failed.is_empty() {
-        return Ok(());
-    }
-    let stopped: Vec<String> = children
-        .iter_mut()
-        .map(|(rank, c)| {
-            let _ = c.kill();
-            let _ = c.wait();
-            rank.to_string()
-        })
-        .collect();
-    let stopped = if stopped.is_empty() { String::new() } else { format!("; stopped rank {}", stopped.join(", ")) };
-    Err(DistError::Failed(format!("{}{stopped}", failed.join(", "))))
-}
-
-/// Where this process sits in a run: rank, number of processes, and the rendezvous.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Launch {
-    pub rank: usize,
-    pub world: usize,
-    /// Rank within this node (which GPU it drives).
-    pub local_rank: usize,
-    pub master_addr: String,
-    pub master_port: u16,
-}
-
-impl Launch {
-    /// From torchrun's environment: `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
-    /// `MASTER_PORT`; `None` when `WORLD_SIZE` is absent or 1.
-    pub fn from_env() -> Result<Option<Self>, DistError> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let Some(world) = var("WORLD_SIZE") else { return Ok(None) };
-        let num =
-            |k: &str, v: &str| v.parse::<usize>().map_err(|_| DistError::Launch(format!("{k}={v:?} is not a number")));
-        let world = num("WORLD_SIZE", &world)?;
-        if world <= 1 {
-            return Ok(None);
-        }
-        let rank =
-            num("RANK", &var("RANK").ok_or_else(|| DistError::Launch("WORLD_SIZE is set but RANK is not".into()))?)?;
-        let local_rank = var("LOCAL_RANK").map(|v| num("LOCAL_RANK", &v)).transpose()?.unwrap_or(rank);
-        let master_addr = var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
-        let port = var("MASTER_PORT").unwrap_or_else(|| "29500".into());
-        let master_port = port.parse().map_err(|_| DistError::Launch(format!("MASTER_PORT={port:?} is not a port")))?;
-        Self::checked(Self { rank, world, local_rank, master_addr, master_port }).map(Some)
-    }
-
-    /// From the release's config keys: `hosts` (one per node), this node's index in it, processes
-    /// per node, and `dist_url` (`tcp://host:port`): rank = per node × node index + local rank.
-    pub fn from_hosts(
-        hosts: &[String],
-        node: usize,
-        per_node: usize,
-        local_rank: usize,
-        dist_url: &str,
-    ) -> Result<Self, DistError> {
-        let rest = dist_url
-            .strip_prefix("tcp://")
-            .ok_or_else(|| DistError::Launch(format!("dist_url {dist_url:?}: expected tcp://host:port")))?;
-        let (addr, port) = rest
-            .rsplit_once(':')
-            .ok_or_else(|| DistError::Launch(format!("dist_url {dist_url:?}: expected tcp://host:port")))?;
-        let master_port = port.parse().map_err(|_| DistError::Launch(format!("dist_url {dist_url:?}: bad port")))?;
-        if node >= hosts.len() {
-            return Err(DistError::Launch(format!("node {node} is not in hosts ({} listed)", hosts.len())));
-        }
-        let world = hosts.len() * per_node;
-        Self::checked(Self {
-            rank: per_node * node + local_rank,
-            world,
-            local_rank,
-            master_addr: addr.into(),
-            master_port,
-        })
-    }
-
-    fn checked(self) -> Result<Self, DistError> {
-        if self.rank >= self.world {
-            return Err(DistError::Launch(format!("rank {} is not below the world size {}", self.rank, self.world)));
-        }
-        Ok(self)
-    }
-
-    /// The environment a child process of this launch gets (what torchrun sets).
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("RANK", self.rank.to_string()),
-            ("WORLD_SIZE", self.world.to_string()),
-            ("LOCAL_RANK", self.local_rank.to_string()),
-            ("MASTER_ADDR", self.master_addr.clone()),
-            ("MASTER_PORT", self.master_port.to_string()),
-        ]
     }
 }
 

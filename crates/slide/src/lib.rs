@@ -1,6 +1,7 @@
 //! Whole-slide image access for patch datasets.
 //!
-//! A [`Slide`] opens anything OpenSlide reads, knows its µm/px, and reads patches at a target
+//! A [`Slide`] opens anything OpenSlide reads (tiled TIFF and Aperio SVS through patchtcga's
+//! own reader, `patchtcga-tiff`, unless told otherwise), knows its µm/px, and reads patches at a target
 //! resolution ([`PatchGeometry`]) with antialiased resampling. Around it: tissue detection on a
 //! low-resolution view ([`TissueMask`]), candidate patch positions ([`Sampler`]), patch quality
 //! checks ([`QualityCheck`]), Camelyon/ASAP polygon annotations ([`Annotations`]) and PANDA label
@@ -22,7 +23,7 @@ pub use labelmask::{LabelScheme, SEGPANDA_CLASSES};
 pub use quality::{background_fraction, sharpness, QualityCheck, QualityVerdict};
 pub use sampling::{Candidate, Sampler, Sampling};
 pub use tissue::{TissueMask, TissueParams};
-pub use wsi::{Mpp, MppSource, Slide};
+pub use wsi::{Mpp, MppSource, Reader, ServedBy, Slide, SlideOptions, DEFAULT_TILE_CACHE_MB};
 
 /// Result type of this crate.
 pub type Result<T> = std::result::Result<T, SlideError>;

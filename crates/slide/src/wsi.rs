@@ -1,18 +1,21 @@
-//! A whole-slide image through OpenSlide: µm/px and where it came from, levels, patches at a target resolution, the overview.
+//! A whole-slide image: µm/px and where it came from, levels, patches at a target resolution, the overview, read natively or through OpenSlide.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{GrayImage, RgbImage};
 use openslide_rs::{Address, OpenSlide, Region, Size};
+use patchtcga_tiff::{Flavour, TiffError, TiffSlide};
 
 use crate::{PatchGeometry, Result, SlideError};
 
 /// Where a slide's µm/px came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MppSource {
-    /// `openslide.mpp-x` / `openslide.mpp-y`.
-    OpenSlide,
+    /// The scanner's own metadata (OpenSlide's `openslide.mpp-x` / `-y`; Aperio's `MPP`).
+    Vendor,
     /// `tiff.XResolution` / `tiff.YResolution` with `tiff.ResolutionUnit`.
     TiffResolution,
     /// Given by the user (`--mpp-override`).
@@ -33,32 +36,146 @@ pub struct Mpp {
 /// Resolutions outside this range (µm/px) are metadata defaults such as 72 dpi, not scans.
 const PLAUSIBLE_MPP: std::ops::RangeInclusive<f64> = 0.01..=50.0;
 
+/// Which code reads a slide's pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reader {
+    /// The native reader where it serves the file (Aperio SVS, generic and OME tiled TIFF with
+    /// JPEG, LZW, Deflate or stored tiles), OpenSlide for everything else.
+    #[default]
+    Auto,
+    /// The native reader only; a file it does not serve is an error.
+    Native,
+    /// OpenSlide only.
+    OpenSlide,
+}
+
+impl FromStr for Reader {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "native" => Ok(Self::Native),
+            "openslide" => Ok(Self::OpenSlide),
+            other => Err(format!("unknown reader {other:?} (auto, native or openslide)")),
+        }
+    }
+}
+
+impl fmt::Display for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::OpenSlide => "openslide",
+        })
+    }
+}
+
+/// How to open a slide.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlideOptions {
+    /// µm/px to use instead of the slide's own.
+    pub mpp_override: Option<f64>,
+    /// Which reader serves the slide.
+    pub reader: Reader,
+    /// Decoded tiles the native reader keeps per open slide, in MiB.
+    pub tile_cache_mb: u64,
+}
+
+/// Tile cache per open slide unless told otherwise: a band of ~1,400 tiles of 240 px, enough
+/// for neighbouring grid patches (and the row below) to share their tiles.
+pub const DEFAULT_TILE_CACHE_MB: u64 = 256;
+
+impl Default for SlideOptions {
+    fn default() -> Self {
+        Self { mpp_override: None, reader: Reader::Auto, tile_cache_mb: DEFAULT_TILE_CACHE_MB }
+    }
+}
+
+impl SlideOptions {
+    /// The defaults with a µm/px override.
+    pub fn with_mpp(mpp_override: Option<f64>) -> Self {
+        Self { mpp_override, ..Self::default() }
+    }
+}
+
+/// The reader serving an open slide, as `info` prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServedBy {
+    /// patchtcga's own reader.
+    Native(Flavour),
+    /// OpenSlide.
+    OpenSlide,
+}
+
+impl fmt::Display for ServedBy {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Self::Native(Flavour::Aperio) => f.write_str("native reader (Aperio SVS)"),
+            Self::Native(Flavour::Generic) => f.write_str("native reader (tiled TIFF)"),
+            Self::OpenSlide => f.write_str("OpenSlide"),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Backend {
+    Native(TiffSlide),
+    OpenSlide(OpenSlide),
+}
+
+/// Size and downsample of one level.
+#[derive(Debug, Clone, Copy)]
+struct LevelInfo {
+    width: u32,
+    height: u32,
+    downsample: f64,
+}
+
+/// A region read from a level (decoded at a scale) and where its top-left pixel lies in
+/// that scaled level's pixel coordinates.
+struct LevelRegion {
+    image: RgbImage,
+    origin: (f64, f64),
+}
+
+/// What to put where a read leaves the scanned area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outside {
+    /// The slide's background colour (white).
+    Background,
+    /// Zeros (label masks).
+    Zero,
+}
+
 /// An open whole-slide image with a known resolution.
 #[derive(Debug)]
 pub struct Slide {
-    inner: OpenSlide,
+    backend: Backend,
     path: PathBuf,
     mpp: Mpp,
+    levels: Vec<LevelInfo>,
 }
 
 impl Slide {
-    /// Opens `path` with OpenSlide and resolves its µm/px: `openslide.mpp-x/y`, else the TIFF
-    /// resolution tags, else `mpp_override`, which when given takes precedence over both.
-    pub fn open(path: impl AsRef<Path>, mpp_override: Option<f64>) -> Result<Self> {
+    /// Opens `path` with the reader `options` choose and resolves its µm/px: the scanner's
+    /// own, else the TIFF resolution tags; `mpp_override`, when given, takes precedence.
+    pub fn open(path: impl AsRef<Path>, options: &SlideOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if !path.is_file() {
             return Err(SlideError::Missing { path });
         }
-        let inner =
-            OpenSlide::new(&path).map_err(|e| SlideError::Unreadable { path: path.clone(), cause: e.to_string() })?;
-        let mpp = match mpp_override {
+        let backend = open_backend(&path, options)?;
+        let levels = level_infos(&backend);
+        let mpp = match options.mpp_override {
             Some(m) if PLAUSIBLE_MPP.contains(&m) => Mpp { x: m, y: m, source: MppSource::Override },
             Some(m) => {
                 return Err(SlideError::Parameter(format!("--mpp-override {m} is outside {:?} µm/px", PLAUSIBLE_MPP)))
             }
-            None => resolve_mpp(&inner).ok_or_else(|| SlideError::NoMpp { path: path.clone() })?,
+            None => resolve_mpp(&backend).ok_or_else(|| SlideError::NoMpp { path: path.clone() })?,
         };
-        let slide = Self { inner, path, mpp };
+        let slide = Self { backend, path, mpp, levels };
         // A truncated file can open (the header is intact) and fail on the first pixel read.
         slide.read_rgb(slide.level_count() - 1, 0, 0, 1, 1)?;
         Ok(slide)
@@ -67,6 +184,14 @@ impl Slide {
     /// The file this slide was opened from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Which reader serves this slide.
+    pub fn served_by(&self) -> ServedBy {
+        match &self.backend {
+            Backend::Native(t) => ServedBy::Native(t.flavour()),
+            Backend::OpenSlide(_) => ServedBy::OpenSlide,
+        }
     }
 
     /// Level-0 resolution.
@@ -81,66 +206,106 @@ impl Slide {
 
     /// Number of pyramid levels.
     pub fn level_count(&self) -> u32 {
-        self.inner.level_count()
+        self.levels.len() as u32
     }
 
     /// Width and height of `level` in pixels.
     pub fn level_dimensions(&self, level: u32) -> (u32, u32) {
-        let s = self.inner.all_level_dimensions()[level as usize];
-        (s.w, s.h)
+        let l = self.levels[level as usize];
+        (l.width, l.height)
     }
 
     /// Level-0 pixels per pixel of `level`.
     pub fn level_downsample(&self, level: u32) -> f64 {
-        self.inner.all_level_downsamples()[level as usize]
+        self.levels[level as usize].downsample
     }
 
     /// The coarsest level whose downsample does not exceed `downsample` (level-0 pixels per
     /// output pixel): the level just finer than the target, so resampling only ever reduces.
     pub fn level_for_downsample(&self, downsample: f64) -> u32 {
-        let ds = self.inner.all_level_downsamples();
-        (0..ds.len() as u32)
-            .filter(|&l| ds[l as usize] <= downsample * (1.0 + 1e-6))
-            .max_by(|&a, &b| ds[a as usize].total_cmp(&ds[b as usize]))
+        (0..self.level_count())
+            .filter(|&l| self.level_downsample(l) <= downsample * (1.0 + 1e-6))
+            .max_by(|&a, &b| self.level_downsample(a).total_cmp(&self.level_downsample(b)))
             .unwrap_or(0)
+    }
+
+    /// The level and DCT scale (1, 2, 4, 8) to read for `downsample` level-0 pixels per output
+    /// pixel, keeping at least `oversample` source pixels per output pixel: the native reader
+    /// decodes JPEG tiles at 1/2–1/8 size when the level holds more pixels than that.
+    fn source_for_downsample(&self, downsample: f64, oversample: f64) -> (u32, u32) {
+        let level = self.level_for_downsample(downsample);
+        let Backend::Native(t) = &self.backend else { return (level, 1) };
+        let room = downsample / (self.level_downsample(level) * oversample) * (1.0 + 1e-6);
+        let scale = t.levels()[level as usize].scales().iter().copied().filter(|&s| s as f64 <= room).max();
+        (level, scale.unwrap_or(1))
     }
 
     /// Reads `w`×`h` pixels of `level` whose top-left corner is at level-0 (`x`, `y`), as RGB
     /// with transparent areas on the slide's background colour.
     pub fn read_rgb(&self, level: u32, x: u32, y: u32, w: u32, h: u32) -> Result<RgbImage> {
-        let region = Region { address: Address { x, y }, level, size: Size { w, h } };
-        self.inner.read_image_rgb(&region).map_err(|e| self.region_error(level, x, y, e))
+        let ds = self.level_downsample(level);
+        let (lx, ly) = ((x as f64 / ds).round() as i64, (y as f64 / ds).round() as i64);
+        Ok(self.read_level(level, 1, lx, ly, w, h, Outside::Background)?.image)
     }
 
-    /// Like [`read_rgb`](Self::read_rgb), but areas outside the scanned region come back as
-    /// zeros rather than the background colour (for label masks, where 0 is background).
-    fn read_rgb_zero_outside(&self, level: u32, x: u32, y: u32, w: u32, h: u32) -> Result<RgbImage> {
-        let region = Region { address: Address { x, y }, level, size: Size { w, h } };
-        let rgba = self.inner.read_image_rgba(&region).map_err(|e| self.region_error(level, x, y, e))?;
-        Ok(RgbImage::from_fn(w, h, |x, y| {
-            let [r, g, b, a] = rgba.get_pixel(x, y).0;
-            image::Rgb(if a == 0 { [0, 0, 0] } else { [r, g, b] })
-        }))
+    /// Reads `w`×`h` pixels of `level` decoded at 1/`scale`, from (`lx`, `ly`) in that scaled
+    /// level's pixels. OpenSlide addresses regions in level-0 pixels, so its regions start at
+    /// the level-0 pixel nearest the asked corner; the origin returned says where exactly.
+    #[allow(clippy::too_many_arguments)] // a region: level, scale, corner, size, fill
+    fn read_level(
+        &self,
+        level: u32,
+        scale: u32,
+        lx: i64,
+        ly: i64,
+        w: u32,
+        h: u32,
+        outside: Outside,
+    ) -> Result<LevelRegion> {
+        match &self.backend {
+            Backend::Native(t) => {
+                let fill = if outside == Outside::Zero { [0; 3] } else { [255; 3] };
+                let image = t
+                    .read(level as usize, scale, lx, ly, w, h, fill)
+                    .map_err(|e| self.region_error(level, lx, ly, e))?;
+                Ok(LevelRegion { image, origin: (lx as f64, ly as f64) })
+            }
+            Backend::OpenSlide(o) => {
+                debug_assert_eq!(scale, 1, "OpenSlide decodes at full scale");
+                let ds = self.level_downsample(level);
+                let (ax, ay) = ((lx.max(0) as f64 * ds).round() as u32, (ly.max(0) as f64 * ds).round() as u32);
+                let region = Region { address: Address { x: ax, y: ay }, level, size: Size { w, h } };
+                let image = match outside {
+                    Outside::Background => o.read_image_rgb(&region),
+                    Outside::Zero => o.read_image_rgba(&region).map(|rgba| {
+                        RgbImage::from_fn(w, h, |x, y| {
+                            let [r, g, b, a] = rgba.get_pixel(x, y).0;
+                            image::Rgb(if a == 0 { [0, 0, 0] } else { [r, g, b] })
+                        })
+                    }),
+                }
+                .map_err(|e| self.region_error(level, ax.into(), ay.into(), e))?;
+                Ok(LevelRegion { image, origin: (ax as f64 / ds, ay as f64 / ds) })
+            }
+        }
     }
 
-    fn region_error(&self, level: u32, x: u32, y: u32, e: impl ToString) -> SlideError {
-        SlideError::Region { path: self.path.clone(), level, x: x.into(), y: y.into(), cause: e.to_string() }
+    fn region_error(&self, level: u32, x: i64, y: i64, e: impl ToString) -> SlideError {
+        SlideError::Region { path: self.path.clone(), level, x, y, cause: e.to_string() }
     }
 
     /// Reads the patch of `geometry` whose top-left corner is at level-0 (`x`, `y`): the level
     /// just finer than the target resolution, resampled with a Lanczos-3 filter over the exact
     /// (fractional) footprint.
     pub fn read_patch(&self, geometry: &PatchGeometry, x: u32, y: u32) -> Result<RgbImage> {
-        let src = |level, x, y, w, h| self.read_rgb(level, x, y, w, h);
-        self.read_resampled(geometry, x, y, ResizeAlg::Convolution(FilterType::Lanczos3), src)
+        self.read_resampled(geometry, x, y, ResizeAlg::Convolution(FilterType::Lanczos3), Outside::Background)
     }
 
     /// Reads a label-mask patch: like [`read_patch`](Self::read_patch) but nearest-neighbour
     /// resampled (labels are never interpolated), returning the first channel; outside the
     /// scanned region the label is 0.
     pub fn read_label_patch(&self, geometry: &PatchGeometry, x: u32, y: u32) -> Result<GrayImage> {
-        let src = |level, x, y, w, h| self.read_rgb_zero_outside(level, x, y, w, h);
-        let rgb = self.read_resampled(geometry, x, y, ResizeAlg::Nearest, src)?;
+        let rgb = self.read_resampled(geometry, x, y, ResizeAlg::Nearest, Outside::Zero)?;
         let (w, h) = rgb.dimensions();
         let first: Vec<u8> = rgb.pixels().map(|p| p.0[0]).collect();
         Ok(GrayImage::from_raw(w, h, first).expect("buffer sized from the image"))
@@ -152,19 +317,25 @@ impl Slide {
         (s / self.mpp.x, s / self.mpp.y)
     }
 
+    /// Source pixels per output pixel kept when patches come from DCT-scaled tiles: enough
+    /// that Lanczos, not the scaled IDCT, shapes the result.
+    const PATCH_OVERSAMPLE: f64 = 2.0;
+
     fn read_resampled(
         &self,
         geometry: &PatchGeometry,
         x: u32,
         y: u32,
         alg: ResizeAlg,
-        read: impl Fn(u32, u32, u32, u32, u32) -> Result<RgbImage>,
+        outside: Outside,
     ) -> Result<RgbImage> {
         let (fx, fy) = self.footprint(geometry);
         let size = geometry.size as f64;
-        let level = self.level_for_downsample(fx.min(fy) / size);
-        let ds = self.level_downsample(level);
-        // Footprint in this level's pixels, and a margin covering the filter's support so the
+        // Labels are never read through scaled decoding (it blends classes).
+        let oversample = if outside == Outside::Zero { f64::INFINITY } else { Self::PATCH_OVERSAMPLE };
+        let (level, scale) = self.source_for_downsample(fx.min(fy) / size, oversample);
+        let ds = self.level_downsample(level) * scale as f64;
+        // Footprint in this source's pixels, and a margin covering the filter's support so the
         // border pixels see real neighbours rather than the edge of the read.
         let (lx, ly, lw, lh) = (x as f64 / ds, y as f64 / ds, fx / ds, fy / ds);
         let margin = (3.0 * (lw / size).max(1.0)).ceil() as i64 + 1;
@@ -172,23 +343,26 @@ impl Slide {
         let ry0 = (ly.floor() as i64 - margin).max(0);
         let rw = ((lx + lw).ceil() as i64 + margin - rx0) as u32;
         let rh = ((ly + lh).ceil() as i64 + margin - ry0) as u32;
-        let (ax, ay) = ((rx0 as f64 * ds).round() as u32, (ry0 as f64 * ds).round() as u32);
-        let src = read(level, ax, ay, rw, rh)?;
+        let src = self.read_level(level, scale, rx0, ry0, rw, rh, outside)?;
         let mut dst = RgbImage::new(geometry.size, geometry.size);
-        let options = ResizeOptions::new().resize_alg(alg).crop(lx - ax as f64 / ds, ly - ay as f64 / ds, lw, lh);
-        Resizer::new().resize(&src, &mut dst, &options).map_err(|e| self.region_error(level, x, y, e))?;
+        let options = ResizeOptions::new().resize_alg(alg).crop(lx - src.origin.0, ly - src.origin.1, lw, lh);
+        Resizer::new()
+            .resize(&src.image, &mut dst, &options)
+            .map_err(|e| self.region_error(level, x.into(), y.into(), e))?;
         Ok(dst)
     }
 
     /// A low-resolution view of the whole slide with about `downsample` level-0 pixels per
     /// pixel (never finer than asked). Read tile by tile from the level just finer than the
-    /// target and area-averaged by an integer factor, so no level is ever held whole in memory.
-    /// Returns the image and its exact downsample.
+    /// target (natively, JPEG tiles decoded at up to 1/8 scale) and area-averaged by an
+    /// integer factor, so no level is ever held whole in memory. Returns the image and its
+    /// exact downsample.
     pub fn overview(&self, downsample: f64) -> Result<(RgbImage, f64)> {
-        let level = self.level_for_downsample(downsample);
-        let level_ds = self.level_downsample(level);
-        let factor = ((downsample / level_ds).floor() as u32).max(1);
+        let (level, scale) = self.source_for_downsample(downsample, 1.0);
+        let source_ds = self.level_downsample(level) * scale as f64;
+        let factor = ((downsample / source_ds).floor() as u32).max(1);
         let (lw, lh) = self.level_dimensions(level);
+        let (lw, lh) = (lw.div_ceil(scale), lh.div_ceil(scale));
         let (ow, oh) = ((lw / factor).max(1), (lh / factor).max(1));
         let tile = factor * 2048u32.div_ceil(factor).max(1);
         let mut out = RgbImage::new(ow, oh);
@@ -198,13 +372,14 @@ impl Slide {
             for tx in (0..ow * factor).step_by(tile as usize) {
                 let tw = tile.min(ow * factor - tx);
                 let th = tile.min(oh * factor - ty);
-                let (ax, ay) = ((tx as f64 * level_ds).round() as u32, (ty as f64 * level_ds).round() as u32);
-                let src = self.read_rgb(level, ax, ay, tw, th)?;
+                let src = self.read_level(level, scale, tx.into(), ty.into(), tw, th, Outside::Background)?.image;
                 let dst = if factor == 1 {
                     src
                 } else {
                     let mut dst = RgbImage::new(tw / factor, th / factor);
-                    resizer.resize(&src, &mut dst, &options).map_err(|e| self.region_error(level, ax, ay, e))?;
+                    resizer
+                        .resize(&src, &mut dst, &options)
+                        .map_err(|e| self.region_error(level, tx.into(), ty.into(), e))?;
                     dst
                 };
                 image::imageops::replace(&mut out, &dst, (tx / factor).into(), (ty / factor).into());
@@ -215,24 +390,83 @@ impl Slide {
     }
 }
 
-fn resolve_mpp(slide: &OpenSlide) -> Option<Mpp> {
-    let prop = |name: &str| slide.property_value(name).ok();
-    let num = |name: &str| prop(name).and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite() && *v > 0.0);
-    if let (Some(x), Some(y)) = (num("openslide.mpp-x"), num("openslide.mpp-y")) {
-        if PLAUSIBLE_MPP.contains(&x) && PLAUSIBLE_MPP.contains(&y) {
-            return Some(Mpp { x, y, source: MppSource::OpenSlide });
+/// Opens the reader `options` ask for; `auto` takes the native reader for the files it
+/// serves (Aperio and generic TIFF, as OpenSlide would name their vendor) and OpenSlide for
+/// the rest. A file the native reader finds damaged is not handed on: its error is clearer.
+fn open_backend(path: &Path, options: &SlideOptions) -> Result<Backend> {
+    let native = || TiffSlide::open(path, options.tile_cache_mb << 20).map(Backend::Native);
+    let unreadable = |cause: String| SlideError::Unreadable { path: path.to_path_buf(), cause };
+    match options.reader {
+        Reader::OpenSlide => open_openslide(path),
+        Reader::Native => native().map_err(|e| unreadable(e.to_string())),
+        Reader::Auto => {
+            let vendor = OpenSlide::detect_vendor(path).ok();
+            if vendor.as_deref().is_some_and(|v| v != "aperio" && v != "generic-tiff") {
+                return open_openslide(path);
+            }
+            match native() {
+                Ok(b) => Ok(b),
+                Err(TiffError::NotTiff | TiffError::Unsupported(_)) => open_openslide(path),
+                Err(e) => Err(unreadable(format!("{e} (--reader openslide tries OpenSlide)"))),
+            }
         }
     }
-    let um_per_unit = match prop("tiff.ResolutionUnit")?.trim() {
-        "centimeter" => 1e4,
-        "inch" => 25_400.0,
-        _ => return None,
+}
+
+fn open_openslide(path: &Path) -> Result<Backend> {
+    OpenSlide::new(path)
+        .map(Backend::OpenSlide)
+        .map_err(|e| SlideError::Unreadable { path: path.to_path_buf(), cause: e.to_string() })
+}
+
+fn level_infos(backend: &Backend) -> Vec<LevelInfo> {
+    match backend {
+        Backend::Native(t) => (0..t.levels().len())
+            .map(|i| {
+                let l = &t.levels()[i];
+                LevelInfo { width: l.width, height: l.height, downsample: t.downsample(i) }
+            })
+            .collect(),
+        Backend::OpenSlide(o) => o
+            .all_level_dimensions()
+            .iter()
+            .zip(o.all_level_downsamples())
+            .map(|(s, &downsample)| LevelInfo { width: s.w, height: s.h, downsample })
+            .collect(),
+    }
+}
+
+/// The µm/px in the slide's metadata: the scanner's own, else the TIFF resolution tags.
+fn resolve_mpp(backend: &Backend) -> Option<Mpp> {
+    let plausible = |x: f64, y: f64| PLAUSIBLE_MPP.contains(&x) && PLAUSIBLE_MPP.contains(&y);
+    let (vendor, resolution) = match backend {
+        Backend::Native(t) => (
+            t.aperio_mpp().map(|m| (m, m)),
+            t.resolution().map(|r| (r.um_per_unit / r.x, r.y.map_or(r.um_per_unit / r.x, |y| r.um_per_unit / y))),
+        ),
+        Backend::OpenSlide(o) => openslide_mpp(o),
     };
-    let x = um_per_unit / num("tiff.XResolution")?;
-    let y = num("tiff.YResolution").map_or(x, |r| um_per_unit / r);
-    (PLAUSIBLE_MPP.contains(&x) && PLAUSIBLE_MPP.contains(&y)).then_some(Mpp {
-        x,
-        y,
-        source: MppSource::TiffResolution,
-    })
+    if let Some((x, y)) = vendor.filter(|&(x, y)| plausible(x, y)) {
+        return Some(Mpp { x, y, source: MppSource::Vendor });
+    }
+    let (x, y) = resolution.filter(|&(x, y)| plausible(x, y))?;
+    Some(Mpp { x, y, source: MppSource::TiffResolution })
+}
+
+/// OpenSlide's `openslide.mpp-x/y`, and µm/px from its `tiff.*Resolution` properties.
+#[allow(clippy::type_complexity)] // two optional (x, y) pairs
+fn openslide_mpp(slide: &OpenSlide) -> (Option<(f64, f64)>, Option<(f64, f64)>) {
+    let prop = |name: &str| slide.property_value(name).ok();
+    let num = |name: &str| prop(name).and_then(|v| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite() && *v > 0.0);
+    let vendor = num("openslide.mpp-x").zip(num("openslide.mpp-y"));
+    let um_per_unit = match prop("tiff.ResolutionUnit").as_deref().map(str::trim) {
+        Some("centimeter") => Some(1e4),
+        Some("inch") => Some(25_400.0),
+        _ => None,
+    };
+    let resolution = um_per_unit.and_then(|u| {
+        let x = u / num("tiff.XResolution")?;
+        Some((x, num("tiff.YResolution").map_or(x, |r| u / r)))
+    });
+    (vendor, resolution)
 }

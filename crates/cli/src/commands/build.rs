@@ -4,8 +4,56 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use patchtcga_dataset::{BuildOptions, ImageFormat, Task};
+use patchtcga_dataset::{BuildOptions, ImageFormat, Share, Task};
+use patchtcga_launch::{run_node, Launch, OnFailure};
 use patchtcga_slide::{AnnotationGroups, PatchGeometry, QualityCheck, Sampler, Sampling, TissueParams};
+
+use super::SlideArgs;
+
+/// How a build spreads over processes: the training's launch options and environment. Every
+/// rank tiles its share of the slide list into the same folder (a shared filesystem across
+/// nodes); no network connects them.
+#[derive(Args)]
+pub struct LaunchArgs {
+    /// Processes on this node; more than 1 starts them and waits.
+    #[arg(long, default_value_t = 1)]
+    pub nproc_per_node: usize,
+    /// Nodes building into the folder.
+    #[arg(long, default_value_t = 1)]
+    pub nnodes: usize,
+    /// This node's index.
+    #[arg(long, default_value_t = 0)]
+    pub node_rank: usize,
+}
+
+impl LaunchArgs {
+    /// This process's share, from torchrun's or `srun`'s environment when it has one; `None`
+    /// when this process has started this node's ranks and they are done.
+    fn share(&self) -> Result<Option<Share>> {
+        if let Some(l) = Launch::from_env()? {
+            return Ok(Some(Share { rank: l.rank, world: l.world }));
+        }
+        let per_node = self.nproc_per_node.max(1);
+        let world = self.nnodes.max(1) * per_node;
+        if self.node_rank >= self.nnodes.max(1) {
+            bail!("--node-rank {} is not below --nnodes {}", self.node_rank, self.nnodes);
+        }
+        if per_node == 1 {
+            return Ok(Some(Share { rank: self.node_rank, world }));
+        }
+        let launches: Vec<Launch> = (0..per_node)
+            .map(|l| Launch {
+                rank: self.node_rank * per_node + l,
+                world,
+                local_rank: l,
+                master_addr: "127.0.0.1".into(),
+                master_port: 0,
+            })
+            .collect();
+        run_node(&launches, OnFailure::LetFinish)?;
+        Ok(None)
+    }
+}
 
 #[derive(Subcommand)]
 pub enum BuildDataset {
@@ -67,9 +115,11 @@ pub struct BuildArgs {
     /// Seed for sampling and split assignment.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores, shared among this node's processes).
     #[arg(long)]
     pub workers: Option<usize>,
+    #[command(flatten)]
+    pub launch: LaunchArgs,
     /// Minimum tissue fraction of a patch's footprint (by the tissue mask).
     #[arg(long, default_value_t = 0.5)]
     pub min_tissue: f64,
@@ -85,9 +135,8 @@ pub struct BuildArgs {
     /// Reject patches whose variance of the Laplacian is below this (out of focus).
     #[arg(long, default_value_t = 15.0)]
     pub min_sharpness: f64,
-    /// Level-0 µm/px for slides whose metadata has none (or is wrong).
-    #[arg(long)]
-    pub mpp_override: Option<f64>,
+    #[command(flatten)]
+    pub open: SlideArgs,
     /// Patch image format.
     #[arg(long, value_enum, default_value_t = FormatArg::Jpg)]
     pub format: FormatArg,
@@ -127,11 +176,19 @@ pub fn build(dataset: BuildDataset) -> Result<()> {
         }
         BuildDataset::Segpanda200 { common } => (Task::SegPanda200, common),
     };
-    super::workers(a.workers)?;
-    let opts = options(&a)?;
+    let Some(share) = a.launch.share()? else {
+        println!("{} rank(s) done: {}", a.launch.nproc_per_node, a.out.display());
+        return Ok(());
+    };
+    // A rank started with others on this node takes its part of the cores (OMP_NUM_THREADS).
+    let threads = std::env::var("OMP_NUM_THREADS").ok().and_then(|t| t.parse().ok());
+    super::workers(a.workers.or(threads.filter(|_| share.world > 1)))?;
+    let mut opts = options(&a)?;
+    opts.share = share;
     let rows = patchtcga_dataset::read_slides_csv(&a.slides)?;
+    let rank = if share.world > 1 { format!("rank {} of {}: ", share.rank, share.world) } else { String::new() };
     println!(
-        "{}: {} slide(s) → {} ({} px at {} µm/px, {:.1} µm field)",
+        "{rank}{}: {} slide(s) → {} ({} px at {} µm/px, {:.1} µm field)",
         task.kind().name(),
         rows.len(),
         a.out.display(),
@@ -147,16 +204,22 @@ pub fn build(dataset: BuildDataset) -> Result<()> {
             report.renamed
         );
     }
-    println!(
-        "{} slide(s): {} tiled, {} already complete, {} failed; {} new patches, {} in {}",
+    let counts = format!(
+        "{rank}{} slide(s): {} tiled, {} already complete, {} failed; {} new patches",
         report.slides,
         report.built,
         report.skipped,
         report.failures.len(),
-        report.new_patches,
-        report.total_patches,
-        a.out.join("manifest.csv").display()
+        report.new_patches
     );
+    if report.pending == 0 {
+        println!("{counts}, {} in {}", report.total_patches, a.out.join("manifest.csv").display());
+    } else {
+        println!(
+            "{counts}; {} slide(s) of other ranks still pending: the rank that settles the last writes manifest.csv and MD5SUMS",
+            report.pending
+        );
+    }
     if !report.failures.is_empty() {
         for f in &report.failures {
             eprintln!("  {f}");
@@ -204,8 +267,9 @@ fn options(a: &BuildArgs) -> Result<BuildOptions> {
             FormatArg::Jpg => ImageFormat::Jpeg { quality: a.jpeg_quality },
             FormatArg::Png => ImageFormat::Png,
         },
-        mpp_override: a.mpp_override,
+        slide: a.open.options(),
         val_fraction: a.val_fraction,
         test_fraction: a.test_fraction,
+        share: Share::default(),
     })
 }

@@ -6,22 +6,24 @@ use anyhow::Result;
 use clap::Args;
 use patchtcga_slide::{PatchGeometry, Slide, TissueMask, TissueParams};
 
+use super::SlideArgs;
+
 /// Options of `patchtcga info`.
 #[derive(Args)]
 pub struct InfoArgs {
     /// Slide file.
     pub slide: PathBuf,
-    /// µm/px to use when the slide has none.
-    #[arg(long)]
-    pub mpp_override: Option<f64>,
+    #[command(flatten)]
+    pub open: SlideArgs,
 }
 
-/// Prints what OpenSlide and the tiler make of a slide.
+/// Prints what the reader and the tiler make of a slide.
 pub fn info(a: InfoArgs) -> Result<()> {
-    let s = Slide::open(&a.slide, a.mpp_override)?;
+    let s = Slide::open(&a.slide, &a.open.options())?;
     let (w, h) = s.dimensions();
     let mpp = s.mpp();
     println!("{}: {w} × {h} px, {:.4} × {:.4} µm/px ({:?})", a.slide.display(), mpp.x, mpp.y, mpp.source);
+    println!("read by: {}", s.served_by());
     for l in 0..s.level_count() {
         let (lw, lh) = s.level_dimensions(l);
         println!("  level {l}: {lw} × {lh} px, downsample {:.3}", s.level_downsample(l));

@@ -1,30 +1,47 @@
-//! The commands of `patchtcga`, one file each, and what they share: worker threads, progress
-//! bars, the dataset layout option.
+//! The commands that run no network, one file each, and what every command shares: worker
+//! threads, progress bars, the dataset layout option, how slides are opened, atomic writes,
+//! the error line.
 
-pub mod backbone;
-pub mod bench;
 pub mod build;
-pub mod embed;
-pub mod export;
 pub mod extract;
-pub mod finetune;
-pub mod infer;
 pub mod info;
-pub mod pretrain;
-pub mod probe;
+pub mod regions;
 pub mod report;
-pub mod run;
 pub mod split;
 pub mod stats;
 pub mod verify;
 pub mod verify_layout;
 
 use std::path::Path;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use patchtcga_dataset::DatasetKind;
+use patchtcga_slide::{Reader, SlideOptions, DEFAULT_TILE_CACHE_MB};
+
+/// How the commands that read slides open them.
+#[derive(Args, Clone, Copy)]
+pub struct SlideArgs {
+    /// Level-0 µm/px for slides whose metadata has none (or is wrong).
+    #[arg(long)]
+    pub mpp_override: Option<f64>,
+    /// Which reader serves the slides: auto (patchtcga's own for Aperio SVS and tiled TIFF,
+    /// OpenSlide for the rest), native or openslide.
+    #[arg(long, default_value_t = Reader::Auto)]
+    pub reader: Reader,
+    /// Decoded tiles the native reader keeps per open slide, in MiB.
+    #[arg(long, default_value_t = DEFAULT_TILE_CACHE_MB)]
+    pub tile_cache_mb: u64,
+}
+
+impl SlideArgs {
+    /// The slide crate's options.
+    pub fn options(&self) -> SlideOptions {
+        SlideOptions { mpp_override: self.mpp_override, reader: self.reader, tile_cache_mb: self.tile_cache_mb }
+    }
+}
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Layout {
@@ -69,4 +86,47 @@ pub fn bytes_bar() -> ProgressBar {
 pub fn write_file(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     patchtcga_atomic::write_with(path, write, anyhow::Error::from)
         .with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// This process's peak resident memory in MiB (`VmHWM`).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// What every `patchtcga` binary does first: a closed output pipe ends the process quietly, as
+/// it does `head` and `grep`; and a panic (LibTorch reports failures inside a network's passes,
+/// out of memory or a peer lost, as panics) is printed as one error line, not a crash report.
+pub fn start() {
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let p = info.payload();
+        let msg = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied());
+        eprintln!("error: {}", msg.unwrap_or("internal failure"));
+    }));
+}
+
+/// The exit status of a command; an error is printed as one line, its context chain without
+/// repeating a cause a message already quotes.
+pub fn exit_status(done: Result<()>) -> ExitCode {
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1).map(ToString::to_string) {
+                if !msg.contains(&cause) {
+                    msg = format!("{msg}: {cause}");
+                }
+            }
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
 }

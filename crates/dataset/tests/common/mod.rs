@@ -2,8 +2,8 @@
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
-use patchtcga_dataset::{build, read_slides_csv, BuildOptions, BuildReport, ImageFormat, Task};
-use patchtcga_slide::{PatchGeometry, QualityCheck, Sampler, Sampling, TissueParams};
+use patchtcga_dataset::{build, read_slides_csv, BuildOptions, BuildReport, ImageFormat, Share, Task};
+use patchtcga_slide::{PatchGeometry, QualityCheck, Sampler, Sampling, SlideOptions, TissueParams};
 
 pub use patchtcga_testkit::{sample_slide, write_tiled_tiff};
 
@@ -16,9 +16,10 @@ pub fn options(out: &Path) -> BuildOptions {
         sampler: Sampler { sampling: Sampling::Grid, min_tissue: 0.5, seed: 7 },
         per_slide: None,
         format: ImageFormat::Jpeg { quality: 90 },
-        mpp_override: None,
+        slide: SlideOptions::default(),
         val_fraction: 0.1,
         test_fraction: 0.2,
+        share: Share::default(),
     }
 }
 

@@ -5,7 +5,7 @@ use clap::Args;
 use patchtcga_learn::data::loaders;
 use patchtcga_learn::{method, train, Holdout};
 
-use super::run::RunArgs;
+use crate::run::RunArgs;
 
 /// Options of `patchtcga pretrain`.
 #[derive(Args)]

@@ -42,7 +42,8 @@ impl RunArgs {
 }
 
 /// How a training spreads over processes (torchrun's options; a process started with torchrun's
-/// environment — `RANK`, `WORLD_SIZE`, … — joins that run instead).
+/// environment — `RANK`, `WORLD_SIZE`, … — or by `srun` as a task of a SLURM job step joins that
+/// run instead).
 #[derive(Args)]
 pub struct DistArgs {
     /// Processes on this node (one per GPU); more than 1 starts them and waits.
@@ -94,7 +95,7 @@ impl DistArgs {
     /// Starts this node's processes (this program again, with torchrun's environment) and waits
     /// for them; `false` when this process is to train itself.
     pub fn spawn(&self, config: &Config) -> Result<bool> {
-        if std::env::var_os("WORLD_SIZE").is_some() {
+        if patchtcga_dist::Launch::from_env()?.is_some() {
             return Ok(false);
         }
         let launches = self.launches(config)?;
@@ -102,13 +103,13 @@ impl DistArgs {
             return Ok(false);
         }
         backend(config)?;
-        patchtcga_dist::run_node(&launches)?;
+        patchtcga_dist::run_node(&launches, patchtcga_dist::OnFailure::StopOthers)?;
         Ok(true)
     }
 
     /// Joins the run this process belongs to, if any.
     pub fn join(&self, config: &Config) -> Result<()> {
-        if std::env::var_os("WORLD_SIZE").is_some() {
+        if patchtcga_dist::Launch::from_env()?.is_some() {
             patchtcga_dist::init_from_env(std::time::Duration::from_secs(self.dist_timeout), backend(config)?)?;
         }
         Ok(())

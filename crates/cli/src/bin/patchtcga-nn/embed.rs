@@ -16,7 +16,8 @@ use patchtcga_slide::{PatchGeometry, Slide};
 use tch::nn::ModuleT;
 use tch::Tensor;
 
-use super::backbone::BackboneArgs;
+use crate::backbone::BackboneArgs;
+use patchtcga_cli::commands::SlideArgs;
 
 /// Options of `patchtcga embed`.
 #[derive(Args)]
@@ -38,6 +39,8 @@ pub struct EmbedArgs {
     /// With --slides: µm per pixel the patches are read at.
     #[arg(long, default_value_t = 0.5)]
     mpp: f64,
+    #[command(flatten)]
+    open: SlideArgs,
     /// With --slides: least tissue fraction of a patch's footprint.
     #[arg(long, default_value_t = 0.5)]
     min_tissue: f64,
@@ -90,7 +93,7 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         on_bad_input: OnBadInput::Fail,
     };
     let loader = Loader::new(samples, Recipe::preset(&a.preprocess, a.image_size, 0)?, config)?;
-    let bar = super::bar("images");
+    let bar = patchtcga_cli::commands::bar("images");
     bar.set_length(files.len() as u64);
     let mut chunks = Vec::new();
     for batch in loader.epoch(0) {
@@ -101,7 +104,7 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     }
     bar.finish();
     let feats = Tensor::cat(&chunks, 0).to_kind(tch::Kind::Float).contiguous();
-    super::write_file(&a.out, |tmp| Ok(feats.write_npy(tmp)?))?;
+    patchtcga_cli::commands::write_file(&a.out, |tmp| Ok(feats.write_npy(tmp)?))?;
     let csv = a.out.with_extension("csv");
     let mut text = b"row,image\n".to_vec();
     for (i, f) in files.iter().enumerate() {
@@ -109,7 +112,7 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         let quoted = if rel.contains([',', '"']) { format!("\"{}\"", rel.replace('"', "\"\"")) } else { rel };
         writeln!(text, "{i},{quoted}")?;
     }
-    super::write_file(&csv, |tmp| Ok(std::fs::write(tmp, text)?))?;
+    patchtcga_cli::commands::write_file(&csv, |tmp| Ok(std::fs::write(tmp, text)?))?;
     println!(
         "{} × {} features → {} (rows named in {})",
         feats.size()[0],
@@ -152,9 +155,9 @@ fn embed_slides(a: &EmbedArgs, device: tch::Device) -> Result<()> {
             skipped += 1;
             continue;
         }
-        let bar = super::bar("patches");
+        let bar = patchtcga_cli::commands::bar("patches");
         bar.set_prefix(row.id.clone());
-        let made = Slide::open(&row.slide, None)
+        let made = Slide::open(&row.slide, &a.open.options())
             .map_err(anyhow::Error::from)
             .and_then(|slide| Ok(embed_slide(&slide, &backbone, &options, &bar)?))
             .and_then(|f| Ok(write_h5(&out, &f, &options, &provenance).map(|()| f.coords.len())?));

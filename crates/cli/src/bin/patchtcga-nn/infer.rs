@@ -15,6 +15,8 @@ use patchtcga_slide::Slide;
 use tch::nn;
 use tch::Tensor;
 
+use patchtcga_cli::commands::SlideArgs;
+
 /// Options of `patchtcga infer`.
 #[derive(Args)]
 pub struct InferArgs {
@@ -58,9 +60,8 @@ pub struct InferArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
-    /// µm/px to use when the slide has none.
-    #[arg(long)]
-    mpp_override: Option<f64>,
+    #[command(flatten)]
+    open: SlideArgs,
 }
 
 /// The number of classes of the head stored in a checkpoint (`name`: its last layer's weight).
@@ -103,7 +104,7 @@ pub fn infer(a: InferArgs) -> Result<()> {
     let dev = device(a.device)?;
     let vs = nn::VarStore::new(dev);
     let model = window_model(&a, &vs)?;
-    let slide = Slide::open(&a.slide, a.mpp_override)?;
+    let slide = Slide::open(&a.slide, &a.open.options())?;
     let options = MapOptions {
         field_um: a.field_um,
         image_size: a.image_size,
@@ -114,12 +115,14 @@ pub fn infer(a: InferArgs) -> Result<()> {
         batch_size: a.batch_size,
         device: dev,
     };
-    let map = slide_map(&slide, model.as_ref(), &options, &super::bar("tiles"))?;
+    let map = slide_map(&slide, model.as_ref(), &options, &patchtcga_cli::commands::bar("tiles"))?;
     let npy = a.out.with_extension("npy");
     let shape = [map.rows as i64, map.cols as i64];
-    super::write_file(&npy, |tmp| Ok(Tensor::from_slice(&map.values).reshape(shape).write_npy(tmp)?))?;
+    patchtcga_cli::commands::write_file(&npy, |tmp| {
+        Ok(Tensor::from_slice(&map.values).reshape(shape).write_npy(tmp)?)
+    })?;
     let picture = draw(&slide, &map, model.class())?;
-    super::write_file(&a.out, |tmp| Ok(picture.save(tmp)?))?;
+    patchtcga_cli::commands::write_file(&a.out, |tmp| Ok(picture.save(tmp)?))?;
     let scored: Vec<f32> = map.values.iter().copied().filter(|v| v.is_finite()).collect();
     println!(
         "{}: {} of {} tiles on tissue ({:.0} µm each), {}, in {:.1} s",

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use patchtcga_metrics::run::Task;
 
-use super::run::RunArgs;
+use crate::run::RunArgs;
 
 /// Options of `patchtcga finetune`.
 #[derive(Args)]

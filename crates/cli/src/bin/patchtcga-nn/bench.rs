@@ -80,15 +80,6 @@ pub struct StepArgs {
     threads: Option<i32>,
 }
 
-pub fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 /// Times the engine's training step on one fixed synthetic batch (1000 classes, as torchvision).
 pub fn bench_step(a: StepArgs) -> Result<()> {
     if let Some(t) = a.threads {
@@ -142,7 +133,7 @@ pub fn bench_step(a: StepArgs) -> Result<()> {
         if amp { " (autocast fp16)" } else { "" },
         rate,
         1000.0 * secs / a.steps as f64,
-        peak_rss_mib()
+        patchtcga_cli::commands::peak_rss_mib()
     );
     Ok(())
 }
@@ -204,7 +195,7 @@ pub fn bench_method(a: MethodStepArgs) -> Result<()> {
         if amp { " (autocast fp16)" } else { "" },
         images as f64 / secs,
         1000.0 * secs,
-        peak_rss_mib()
+        patchtcga_cli::commands::peak_rss_mib()
     );
     Ok(())
 }

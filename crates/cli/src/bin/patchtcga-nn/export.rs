@@ -7,7 +7,7 @@ use clap::Args;
 use patchtcga_model::{with_bn_counters, write_pth};
 use tch::Tensor;
 
-use super::backbone::BackboneArgs;
+use crate::backbone::BackboneArgs;
 
 /// Options of `patchtcga export`.
 #[derive(Args)]
@@ -29,7 +29,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
     match a.out.extension().and_then(|e| e.to_str()) {
         Some("pth") | Some("pt") => write_pth(&a.out, &tensors)?,
         Some("safetensors") => {
-            super::write_file(&a.out, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?))?;
+            patchtcga_cli::commands::write_file(&a.out, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?))?;
         }
         _ => bail!("{}: the output must end in .pth, .pt or .safetensors", a.out.display()),
     }
