@@ -122,7 +122,7 @@ impl fmt::Display for ServedBy {
 #[derive(Debug)]
 enum Backend {
     Native(TiffSlide),
-    OpenSlide(OpenSlide),
+    OpenSlide(Box<OpenSlide>),
 }
 
 /// Size and downsample of one level.
@@ -415,7 +415,7 @@ fn open_backend(path: &Path, options: &SlideOptions) -> Result<Backend> {
 
 fn open_openslide(path: &Path) -> Result<Backend> {
     OpenSlide::new(path)
-        .map(Backend::OpenSlide)
+        .map(|o| Backend::OpenSlide(Box::new(o)))
         .map_err(|e| SlideError::Unreadable { path: path.to_path_buf(), cause: e.to_string() })
 }
 

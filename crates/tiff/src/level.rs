@@ -76,7 +76,7 @@ impl Level {
     /// The DCT scalings this level can be decoded at (1/1 always; 1/2, 1/4, 1/8 for JPEG tiles
     /// whose sides 8 divides).
     pub fn scales(&self) -> &'static [u32] {
-        let whole = self.tile_width % 8 == 0 && self.tile_height % 8 == 0;
+        let whole = self.tile_width.is_multiple_of(8) && self.tile_height.is_multiple_of(8);
         if self.compression == Compression::Jpeg && whole {
             &[1, 2, 4, 8]
         } else {

@@ -219,7 +219,7 @@ fn levels(dirs: &[(Ifd, bool)], flavour: Flavour) -> Result<Vec<Level>> {
         }
     }
     if flavour == Flavour::Generic {
-        levels.sort_by(|a, b| b.width.cmp(&a.width));
+        levels.sort_by_key(|l| std::cmp::Reverse(l.width));
     }
     Ok(levels)
 }
