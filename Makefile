@@ -8,8 +8,9 @@ SHELL := /bin/bash
 APT_PACKAGES := libopenslide-dev libturbojpeg0-dev libhdf5-dev libclang-dev libgloo-dev pkg-config python3 ca-certificates curl build-essential
 # Headless Chromium renders the HTML report in its test.
 TEST_PACKAGES := chromium
-# Extra packages for the side-by-side benchmark against the Python tools.
-BENCH_PACKAGES := python3-openslide python3-numpy python3-pil
+# Extra packages for the side-by-side benchmarks against the Python tools (libvips and tiffset make
+# the 40× bench slide).
+BENCH_PACKAGES := python3-openslide python3-numpy python3-pil libvips-tools libtiff-tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # LibTorch for the networks: the PyPI torch wheel (CPU + CUDA 13), unpacked into .libtorch/ with
 # pip --target (no virtualenv). .cargo/config.toml points tch at it and sets the binaries' rpath.
@@ -99,7 +100,7 @@ lint: rust
 
 bench: $(BIN)
 	$(call apt_install,$(BENCH_PACKAGES))
-	bash bench/tiling.sh
+	bash bench/tiling.sh 4
 
 clean:
 	rm -rf target out bench/out runs
