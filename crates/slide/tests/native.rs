@@ -103,6 +103,19 @@ fn derived_tiffs_in_every_encoding_read_the_same() {
         ),
         ("lzw.tiff", TiffSpec { coding: Coding::Lzw, levels: 2, mpp: Some(0.25), ..TiffSpec::default() }),
         ("raw.tiff", TiffSpec { mpp: Some(0.25), ..TiffSpec::default() }),
+        // BigTIFF, as scanners write files over 4 GB (Aperio GT450 SVS).
+        ("svs_bigtiff.svs", TiffSpec { big_tiff: true, ..svs }),
+        (
+            "deflate_bigtiff.tiff",
+            TiffSpec {
+                big_tiff: true,
+                coding: Coding::Deflate { predictor: false },
+                tile: 128,
+                levels: 3,
+                mpp: Some(0.25),
+                ..TiffSpec::default()
+            },
+        ),
     ];
     for (name, spec) in specs {
         let p = dir.path().join(name);

@@ -39,6 +39,8 @@ pub struct TiffSpec {
     /// Levels after the first as sub-directories of the first (`SubIFDs`, OME-TIFF's pyramid)
     /// instead of the main chain.
     pub sub_ifds: bool,
+    /// BigTIFF (64-bit offsets, as scanners write files over 4 GB).
+    pub big_tiff: bool,
 }
 
 impl Default for TiffSpec {
@@ -51,6 +53,7 @@ impl Default for TiffSpec {
             aperio_mpp: None,
             big_endian: false,
             sub_ifds: false,
+            big_tiff: false,
         }
     }
 }
@@ -58,16 +61,21 @@ impl Default for TiffSpec {
 impl TiffSpec {
     /// Writes `image` at `path` as this spec says; returns the file's bytes too.
     pub fn write(&self, path: &Path, image: &RgbImage) -> std::io::Result<Vec<u8>> {
-        let mut file = Builder { out: b"II*\0\0\0\0\0".to_vec(), big: self.big_endian };
-        if self.big_endian {
-            file.out = b"MM\0*\0\0\0\0".to_vec();
+        let mut file = Builder { out: Vec::new(), big: self.big_endian, big_tiff: self.big_tiff };
+        file.out.extend(if self.big_endian { b"MM" } else { b"II" });
+        if self.big_tiff {
+            file.out.extend(file.u16s(&[43, 8, 0]));
+            file.out.extend([0; 8]);
+        } else {
+            file.out.extend(file.u16s(&[42]));
+            file.out.extend([0; 4]);
         }
         let mut levels = vec![image.clone()];
         for _ in 1..self.levels {
             let l = levels.last().expect("one level at least");
             levels.push(image::imageops::resize(l, l.width() / 2, l.height() / 2, image::imageops::Triangle));
         }
-        let mut link = 4; // where the offset of the next directory goes
+        let mut link = if self.big_tiff { 8 } else { 4 }; // where the next directory's offset goes
         if self.sub_ifds {
             let mut subs = Vec::new();
             for l in &levels[1..] {
@@ -75,14 +83,14 @@ impl TiffSpec {
                 subs.push(file.directory(ifd).0);
             }
             let mut first = file.level(self, &levels[0], true);
-            first.push((330, 4, subs.len() as u32, file.u32s(&subs)));
+            first.push(file.offsets(330, &subs));
             let (at, _) = file.directory(first);
-            file.set32(link, at);
+            file.set_offset(link, at);
         } else {
             for (i, l) in levels.iter().enumerate() {
                 let ifd = file.level(self, l, i == 0);
                 let (at, next) = file.directory(ifd);
-                file.set32(link, at);
+                file.set_offset(link, at);
                 link = next;
             }
         }
@@ -102,7 +110,10 @@ type Entry = (u16, u16, u32, Vec<u8>);
 
 struct Builder {
     out: Vec<u8>,
+    /// Motorola byte order.
     big: bool,
+    /// 64-bit offsets.
+    big_tiff: bool,
 }
 
 impl Builder {
@@ -114,9 +125,31 @@ impl Builder {
         v.iter().flat_map(|x| if self.big { x.to_be_bytes() } else { x.to_le_bytes() }).collect()
     }
 
-    fn set32(&mut self, at: usize, v: u32) {
-        let b = self.u32s(&[v]);
-        self.out[at..at + 4].copy_from_slice(&b);
+    fn u64s(&self, v: &[u64]) -> Vec<u8> {
+        v.iter().flat_map(|x| if self.big { x.to_be_bytes() } else { x.to_le_bytes() }).collect()
+    }
+
+    /// Bytes of an offset field: 4 in TIFF, 8 in BigTIFF.
+    fn offset_bytes(&self, v: u64) -> Vec<u8> {
+        if self.big_tiff {
+            self.u64s(&[v])
+        } else {
+            self.u32s(&[v as u32])
+        }
+    }
+
+    fn set_offset(&mut self, at: usize, v: u64) {
+        let b = self.offset_bytes(v);
+        self.out[at..at + b.len()].copy_from_slice(&b);
+    }
+
+    /// A tag of offsets: LONG in TIFF, LONG8 in BigTIFF.
+    fn offsets(&self, tag: u16, v: &[u64]) -> Entry {
+        if self.big_tiff {
+            (tag, 16, v.len() as u32, self.u64s(v))
+        } else {
+            (tag, 4, v.len() as u32, self.u32s(&v.iter().map(|&o| o as u32).collect::<Vec<_>>()))
+        }
     }
 
     /// Appends one level's tiles and returns its directory's entries.
@@ -133,7 +166,7 @@ impl Builder {
                 });
                 let (data, tab) = encode(&tile, spec.coding);
                 tables = tables.or(tab);
-                offsets.push(self.out.len() as u32);
+                offsets.push(self.out.len() as u64);
                 counts.push(data.len() as u32);
                 self.out.extend(data);
             }
@@ -154,7 +187,7 @@ impl Builder {
             (284, 3, 1, self.u16s(&[1])),
             (322, 4, 1, self.u32s(&[t])),
             (323, 4, 1, self.u32s(&[t])),
-            (324, 4, offsets.len() as u32, self.u32s(&offsets)),
+            self.offsets(324, &offsets),
             (325, 4, counts.len() as u32, self.u32s(&counts)),
         ];
         if let Some(tab) = tables {
@@ -184,12 +217,13 @@ impl Builder {
 
     /// Appends a directory (values that do not fit inline first) and returns where it starts
     /// and where its next-directory offset lies.
-    fn directory(&mut self, mut entries: Vec<Entry>) -> (u32, usize) {
+    fn directory(&mut self, mut entries: Vec<Entry>) -> (u64, usize) {
         entries.sort_by_key(|e| e.0);
+        let inline = if self.big_tiff { 8 } else { 4 };
         let mut fields = Vec::new();
         for (_, _, _, bytes) in &entries {
-            if bytes.len() > 4 {
-                fields.push(self.out.len() as u32);
+            if bytes.len() > inline {
+                fields.push(self.out.len() as u64);
                 self.out.extend(bytes);
                 if self.out.len() % 2 == 1 {
                     self.out.push(0);
@@ -201,21 +235,24 @@ impl Builder {
         if self.out.len() % 2 == 1 {
             self.out.push(0); // directories start on a word boundary
         }
-        let at = self.out.len() as u32;
-        self.out.extend(self.u16s(&[entries.len() as u16]));
+        let at = self.out.len() as u64;
+        let n = entries.len() as u64;
+        let count = if self.big_tiff { self.u64s(&[n]) } else { self.u16s(&[n as u16]) };
+        self.out.extend(count);
         for ((tag, kind, count, bytes), field) in entries.iter().zip(fields) {
             self.out.extend(self.u16s(&[*tag, *kind]));
-            self.out.extend(self.u32s(&[*count]));
-            if bytes.len() > 4 {
-                self.out.extend(self.u32s(&[field]));
+            let count = if self.big_tiff { self.u64s(&[u64::from(*count)]) } else { self.u32s(&[*count]) };
+            self.out.extend(count);
+            if bytes.len() > inline {
+                self.out.extend(self.offset_bytes(field));
             } else {
-                let mut inline = bytes.clone();
-                inline.resize(4, 0);
-                self.out.extend(inline);
+                let mut value = bytes.clone();
+                value.resize(inline, 0);
+                self.out.extend(value);
             }
         }
         let link = self.out.len();
-        self.out.extend([0; 4]);
+        self.out.extend(vec![0; inline]);
         (at, link)
     }
 }
