@@ -676,6 +676,38 @@ fn embed_slides_writes_one_clam_layout_h5_per_slide_and_resumes() {
     let again = embed();
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 embedded, 1 already done, 1 failed"));
     assert_eq!(std::fs::metadata(feats.join("cmu1.h5")).unwrap().modified().unwrap(), before);
+
+    // Two processes share a list of two slides (one each), writing float16 features: the
+    // float32 values, rounded.
+    let two = dir.path().join("two.csv");
+    std::fs::write(&two, format!("slide,id\n{0},a\n{0},b\n", sample_slide().display())).unwrap();
+    let feats16 = dir.path().join("feats16");
+    let out = patchtcga()
+        .args(["embed", "--arch", "resnet18", "--image-size", "64", "--mpp", "1.0", "--float16", "--weights"])
+        .arg(&weights)
+        .arg("--slides")
+        .arg(&two)
+        .arg("--out")
+        .arg(&feats16)
+        .args(["--nproc-per-node", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("2 rank(s) done"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("1 embedded, 0 already done, 0 failed").count(), 2, "{stdout}");
+    for id in ["a", "b"] {
+        let h = hdf5_metno::File::open(feats16.join(format!("{id}.h5"))).unwrap();
+        let half: Vec<half::f16> = h.dataset("features").unwrap().read_raw().unwrap();
+        assert_eq!(half.len(), x.len());
+        // float16 keeps 11 significant bits (relative rounding ≤ 2⁻¹¹); the ranks' other thread
+        // counts may move the float32 values in their last bits.
+        let off = half.iter().zip(&x).filter(|(h, &f)| (h.to_f32() - f).abs() > 1e-3 * f.abs() + 1e-4).count();
+        assert_eq!(off, 0, "{id}: {off} features are not the float32 ones rounded");
+    }
 }
 
 /// MD5 of a file, as `md5sum` prints it.

@@ -24,6 +24,8 @@ pub struct SlideEmbedding {
     pub std: [f32; 3],
     pub batch_size: usize,
     pub device: Device,
+    /// Store the features as float16 (half the disk; h5py reads them as numpy float16).
+    pub float16: bool,
 }
 
 /// What the `.h5` records about how its features were made (its attributes).
@@ -121,8 +123,11 @@ pub fn write_h5(path: &Path, f: &SlideFeatures, o: &SlideEmbedding, p: &Provenan
         let n = f.coords.len();
         let d = if n == 0 { 0 } else { f.features.size()[1] as usize };
         let v = Vec::<f32>::try_from(f.features.reshape([-1]))?;
-        let a = ndarray::Array2::from_shape_vec((n, d), v).expect("N × D values");
-        file.new_dataset_builder().with_data(&a).create("features").map_err(bad)?;
+        if o.float16 {
+            features(&file, (n, d), v.iter().map(|&x| half::f16::from_f32(x)).collect()).map_err(bad)?;
+        } else {
+            features(&file, (n, d), v).map_err(bad)?;
+        }
         let c = ndarray::Array2::from_shape_vec((n, 2), f.coords.concat()).expect("N × 2 values");
         let coords = file.new_dataset_builder().with_data(&c).create("coords").map_err(bad)?;
         let size = o.geometry.size as i64;
@@ -142,4 +147,14 @@ pub fn write_h5(path: &Path, f: &SlideFeatures, o: &SlideEmbedding, p: &Provenan
         Ok(())
     };
     patchtcga_atomic::write_with(path, write, |e| LearnError::io(path, e))
+}
+
+/// The `features` dataset, N × D values of one HDF5 type.
+fn features<T: hdf5_metno::H5Type>(
+    file: &hdf5_metno::File,
+    shape: (usize, usize),
+    values: Vec<T>,
+) -> hdf5_metno::Result<()> {
+    let a = ndarray::Array2::from_shape_vec(shape, values).expect("N × D values");
+    file.new_dataset_builder().with_data(&a).create("features").map(drop)
 }

@@ -5,55 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use patchtcga_dataset::{BuildOptions, ImageFormat, Share, Task};
-use patchtcga_launch::{run_node, Launch, OnFailure};
 use patchtcga_slide::{AnnotationGroups, PatchGeometry, QualityCheck, Sampler, Sampling, TissueParams};
 
-use super::SlideArgs;
-
-/// How a build spreads over processes: the training's launch options and environment. Every
-/// rank tiles its share of the slide list into the same folder (a shared filesystem across
-/// nodes); no network connects them.
-#[derive(Args)]
-pub struct LaunchArgs {
-    /// Processes on this node; more than 1 starts them and waits.
-    #[arg(long, default_value_t = 1)]
-    pub nproc_per_node: usize,
-    /// Nodes building into the folder.
-    #[arg(long, default_value_t = 1)]
-    pub nnodes: usize,
-    /// This node's index.
-    #[arg(long, default_value_t = 0)]
-    pub node_rank: usize,
-}
-
-impl LaunchArgs {
-    /// This process's share, from torchrun's or `srun`'s environment when it has one; `None`
-    /// when this process has started this node's ranks and they are done.
-    fn share(&self) -> Result<Option<Share>> {
-        if let Some(l) = Launch::from_env()? {
-            return Ok(Some(Share { rank: l.rank, world: l.world }));
-        }
-        let per_node = self.nproc_per_node.max(1);
-        let world = self.nnodes.max(1) * per_node;
-        if self.node_rank >= self.nnodes.max(1) {
-            bail!("--node-rank {} is not below --nnodes {}", self.node_rank, self.nnodes);
-        }
-        if per_node == 1 {
-            return Ok(Some(Share { rank: self.node_rank, world }));
-        }
-        let launches: Vec<Launch> = (0..per_node)
-            .map(|l| Launch {
-                rank: self.node_rank * per_node + l,
-                world,
-                local_rank: l,
-                master_addr: "127.0.0.1".into(),
-                master_port: 0,
-            })
-            .collect();
-        run_node(&launches, OnFailure::LetFinish)?;
-        Ok(None)
-    }
-}
+use super::{LaunchArgs, SlideArgs};
 
 #[derive(Subcommand)]
 pub enum BuildDataset {

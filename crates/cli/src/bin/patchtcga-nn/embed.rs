@@ -17,7 +17,7 @@ use tch::nn::ModuleT;
 use tch::Tensor;
 
 use crate::backbone::BackboneArgs;
-use patchtcga_cli::commands::SlideArgs;
+use patchtcga_cli::commands::{LaunchArgs, SlideArgs};
 
 /// Options of `patchtcga embed`.
 #[derive(Args)]
@@ -41,6 +41,12 @@ pub struct EmbedArgs {
     mpp: f64,
     #[command(flatten)]
     open: SlideArgs,
+    /// With --slides: store features as float16 (half the disk; h5py reads numpy float16).
+    #[arg(long)]
+    float16: bool,
+    /// With --slides: processes sharing the slide list (rank r embeds slides r, r + world, …).
+    #[command(flatten)]
+    launch: LaunchArgs,
     /// With --slides: least tissue fraction of a patch's footprint.
     #[arg(long, default_value_t = 0.5)]
     min_tissue: f64,
@@ -69,8 +75,8 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         bail!("--preprocess {:?}: eval or none", a.preprocess);
     }
     a.backbone.arch.parse::<Arch>()?;
+    let Some(folder) = &a.images else { return embed_slides(&a) };
     let device = device(a.device)?;
-    let Some(folder) = &a.images else { return embed_slides(&a, device) };
     let files = patchtcga_dataset::images_under(folder)?;
     if files.is_empty() {
         bail!("{}: no images (.jpg, .JPG, .JPEG, .png)", folder.display());
@@ -123,11 +129,21 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--slides`: one `.h5` of features per slide of the list; slides already done are skipped, a
-/// slide that fails is reported and the others still complete.
-fn embed_slides(a: &EmbedArgs, device: tch::Device) -> Result<()> {
+/// `--slides`: one `.h5` of features per slide of the list (this process's share of it); slides
+/// already done are skipped, a slide that fails is reported and the others still complete.
+fn embed_slides(a: &EmbedArgs) -> Result<()> {
     let list = a.slides.as_ref().expect("--slides or --images");
-    let rows = patchtcga_dataset::read_slides_csv(list)?;
+    let Some(share) = a.launch.share()? else {
+        println!("{} rank(s) done: {}", a.launch.nproc_per_node, a.out.display());
+        return Ok(());
+    };
+    let device = device(a.device)?;
+    let rows: Vec<_> = patchtcga_dataset::read_slides_csv(list)?
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % share.world == share.rank)
+        .map(|(_, r)| r)
+        .collect();
     let (_vs, backbone) = a.backbone.load(a.image_size as i64, device)?;
     let weights = std::fs::read(&a.backbone.weights)?;
     let provenance = Provenance {
@@ -147,6 +163,7 @@ fn embed_slides(a: &EmbedArgs, device: tch::Device) -> Result<()> {
         std: a.stats.std,
         batch_size: a.batch_size,
         device,
+        float16: a.float16,
     };
     let (mut done, mut skipped, mut failed) = (0, 0, Vec::new());
     for row in &rows {
