@@ -44,15 +44,16 @@ impl SlideArgs {
     }
 }
 
-/// How a job over a slide list (`build`, `embed --slides`) spreads over processes: the
-/// training's launch options and environment. Every rank takes its share of the list and
-/// writes into the same folder (a shared filesystem across nodes); no network connects them.
+/// Where a job's processes run, as torchrun's options say it: processes on this node, nodes,
+/// this node's index. Training adds its rendezvous to them; a job over a slide list (`build`,
+/// `embed --slides`) needs none: every rank takes its [`share`](Self::share) of the list and
+/// writes into the same folder (a shared filesystem across nodes).
 #[derive(Args)]
 pub struct LaunchArgs {
-    /// Processes on this node; more than 1 starts them and waits.
+    /// Processes on this node (one per GPU for networks); more than 1 starts them and waits.
     #[arg(long, default_value_t = 1)]
     pub nproc_per_node: usize,
-    /// Nodes building into the folder.
+    /// Nodes of the job.
     #[arg(long, default_value_t = 1)]
     pub nnodes: usize,
     /// This node's index.

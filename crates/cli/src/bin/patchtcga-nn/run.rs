@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use patchtcga_cli::commands::LaunchArgs;
 use patchtcga_learn::engine::device;
 use patchtcga_learn::Config;
 
@@ -46,15 +47,9 @@ impl RunArgs {
 /// run instead).
 #[derive(Args)]
 pub struct DistArgs {
-    /// Processes on this node (one per GPU); more than 1 starts them and waits.
-    #[arg(long, default_value_t = 1)]
-    pub nproc_per_node: usize,
-    /// Nodes of the run.
-    #[arg(long, default_value_t = 1)]
-    pub nnodes: usize,
-    /// This node's index.
-    #[arg(long, default_value_t = 0)]
-    pub node_rank: usize,
+    /// Processes per node (one per GPU), nodes, this node's index.
+    #[command(flatten)]
+    pub node: LaunchArgs,
     /// Rendezvous address (node 0).
     #[arg(long, default_value = "127.0.0.1")]
     pub master_addr: String,
@@ -70,8 +65,8 @@ impl DistArgs {
     /// and `dist_url` (the release's way: this machine's name picks its index in `hosts`).
     pub fn launches(&self, config: &Config) -> Result<Vec<patchtcga_dist::Launch>> {
         use patchtcga_dist::Launch;
-        let per_node = self.nproc_per_node.max(1);
-        if !config.hosts.is_empty() && self.nnodes == 1 {
+        let per_node = self.node.nproc_per_node.max(1);
+        if !config.hosts.is_empty() && self.node.nnodes == 1 {
             let me = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_owned();
             let node =
                 config.hosts.iter().position(|h| h == &me || h.split('.').next() == Some(me.as_str())).with_context(
@@ -83,8 +78,8 @@ impl DistArgs {
         }
         Ok((0..per_node)
             .map(|l| Launch {
-                rank: self.node_rank * per_node + l,
-                world: self.nnodes * per_node,
+                rank: self.node.node_rank * per_node + l,
+                world: self.node.nnodes * per_node,
                 local_rank: l,
                 master_addr: self.master_addr.clone(),
                 master_port: self.master_port,
