@@ -97,10 +97,11 @@ pub fn clip_gradients(opt: &mut Optimizer, config: &Config) -> f64 {
 pub fn device(choice: DeviceChoice) -> Result<Device, LearnError> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
-        // A distributed run's process drives the GPU of its local rank.
+        // A distributed run's process drives the GPU of its local rank (torchrun's LOCAL_RANK,
+        // or SLURM_LOCALID in an srun step).
         DeviceChoice::Cuda => {
             let visible = tch::Cuda::device_count().max(0) as usize;
-            let local = std::env::var("LOCAL_RANK").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let local = patchtcga_dist::Launch::from_env().ok().flatten().map_or(0, |l| l.local_rank);
             match visible {
                 0 => Err(LearnError::Config("device cuda: no CUDA device is visible".into())),
                 n if local >= n => Err(LearnError::Config(format!(
