@@ -6,11 +6,13 @@ use std::str::FromStr;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+use crate::foundation::Foundation;
 use crate::resnet::{ResNet, ResNetConfig};
 use crate::vit::{Vit, VitConfig};
 use crate::ModelError;
 
-/// The backbones of the release, named as its `model_name` config key names them.
+/// The backbones of the release, named as its `model_name` config key names them, and the
+/// foundation-model presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
     ResNet18,
@@ -19,12 +21,20 @@ pub enum Arch {
     VitB16,
     VitB32,
     VitL16,
+    Foundation(Foundation),
 }
 
 impl Arch {
-    pub const ALL: [Arch; 6] = [Arch::ResNet18, Arch::ResNet50, Arch::VitS16, Arch::VitB16, Arch::VitB32, Arch::VitL16];
+    pub const RELEASE: [Arch; 6] =
+        [Arch::ResNet18, Arch::ResNet50, Arch::VitS16, Arch::VitB16, Arch::VitB32, Arch::VitL16];
 
-    /// The backbone's shape for `image_size`-pixel inputs.
+    /// Every architecture and preset.
+    pub fn all() -> impl Iterator<Item = Arch> {
+        Self::RELEASE.into_iter().chain(Foundation::ALL.map(Arch::Foundation))
+    }
+
+    /// The backbone's shape for `image_size`-pixel inputs. A preset keeps its checkpoint's position
+    /// embedding and resamples it to other inputs as its family does.
     pub fn spec(self, image_size: i64) -> Spec {
         let vit = |c: VitConfig| Spec::Vit(VitConfig { img_size: image_size, ..c });
         match self {
@@ -34,6 +44,15 @@ impl Arch {
             Arch::VitB16 => vit(VitConfig::B16),
             Arch::VitB32 => vit(VitConfig::B32),
             Arch::VitL16 => vit(VitConfig::L16),
+            Arch::Foundation(f) => Spec::Vit(f.config()),
+        }
+    }
+
+    /// The normalisation the weights expect, where the architecture fixes one (presets).
+    pub fn stats(self) -> Option<([f32; 3], [f32; 3])> {
+        match self {
+            Arch::Foundation(f) => Some(f.stats()),
+            _ => None,
         }
     }
 
@@ -46,6 +65,7 @@ impl Arch {
             Arch::VitB16 => "vit-b16",
             Arch::VitB32 => "vit-b32",
             Arch::VitL16 => "vit-l16",
+            Arch::Foundation(f) => f.name(),
         }
     }
 }
@@ -70,8 +90,9 @@ impl FromStr for Arch {
             "incv3" | "eff-b3" => {
                 return Err(ModelError::Arch(format!("{s}: the release's {s} is not available in patchtcga yet")))
             }
+            other if Foundation::parse(other).is_some() => Arch::Foundation(Foundation::parse(other).expect("matched")),
             _ => {
-                let names: Vec<_> = Arch::ALL.iter().map(|a| a.name()).collect();
+                let names: Vec<_> = Arch::all().map(|a| a.name()).collect();
                 return Err(ModelError::Arch(format!("unknown model_name {s:?}; one of {}", names.join(", "))));
             }
         })
@@ -90,7 +111,7 @@ impl Spec {
     pub fn feature_dim(&self) -> i64 {
         match self {
             Spec::ResNet(c) => c.feature_dim(),
-            Spec::Vit(c) => c.dim,
+            Spec::Vit(c) => c.feature_dim(),
         }
     }
 

@@ -1,148 +1,15 @@
-//! Reading PyTorch checkpoints (`torch.save` zip archives and safetensors) and loading them into
-//! a model by name, whatever wrapper the training code put around the weights.
+//! Loading PyTorch checkpoints into a model by name, whatever wrapper the training code put around
+//! the weights and whichever ViT codebase named them, one tensor at a time.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
-use crate::pickle::{self, TensorRef, Value};
+use crate::naming::{self, Planned};
+use crate::source::{bad, Checkpoint};
 use crate::vit::{resample_pos_embed, PosResample};
 use crate::ModelError;
-
-fn bad(path: &Path, cause: impl Into<String>) -> ModelError {
-    ModelError::Checkpoint { path: path.to_path_buf(), cause: cause.into() }
-}
-
-/// Every tensor in a checkpoint, named by its path through the nested dicts
-/// (`state_dict.module.encoder_q.conv1.weight`), in file order.
-pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, ModelError> {
-    let mut head = [0u8; 16];
-    let n = File::open(path).and_then(|mut f| f.read(&mut head)).map_err(|e| bad(path, e.to_string()))?;
-    let head = &head[..n];
-    if head.starts_with(b"PK\x03\x04") {
-        read_pth(path)
-    } else if head.len() >= 9 && head[8] == b'{' {
-        Tensor::read_safetensors(path).map_err(|e| bad(path, format!("not a readable safetensors file: {e}")))
-    } else if head.starts_with(&[0x80, 0x02, 0x8a]) {
-        Err(bad(
-            path,
-            "a legacy (PyTorch < 1.6) torch.save file; re-save it with torch.save(obj, path) in a recent PyTorch",
-        ))
-    } else {
-        Err(bad(path, "neither a PyTorch zip checkpoint (.pth/.pt) nor safetensors"))
-    }
-}
-
-fn kind_of(storage: &str) -> Option<Kind> {
-    Some(match storage {
-        "FloatStorage" => Kind::Float,
-        "DoubleStorage" => Kind::Double,
-        "HalfStorage" => Kind::Half,
-        "BFloat16Storage" => Kind::BFloat16,
-        "LongStorage" => Kind::Int64,
-        "IntStorage" => Kind::Int,
-        "ShortStorage" => Kind::Int16,
-        "CharStorage" => Kind::Int8,
-        "ByteStorage" => Kind::Uint8,
-        "BoolStorage" => Kind::Bool,
-        _ => return None,
-    })
-}
-
-fn read_pth(path: &Path) -> Result<Vec<(String, Tensor)>, ModelError> {
-    let file = File::open(path).map_err(|e| bad(path, e.to_string()))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(path, format!("broken zip archive: {e}")))?;
-    let pkl_name = zip
-        .file_names()
-        .find(|n| n.ends_with("data.pkl") && n.matches('/').count() == 1)
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            bad(path, "no data.pkl in the archive (a TorchScript file? use torch.save(model.state_dict()))")
-        })?;
-    let root = pkl_name.trim_end_matches("data.pkl").to_owned();
-    let mut entry = |name: &str| -> Result<Vec<u8>, ModelError> {
-        let mut f = zip.by_name(name).map_err(|e| bad(path, format!("{name}: {e}")))?;
-        let mut buf = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut buf).map_err(|e| bad(path, format!("{name}: {e} (truncated download?)")))?;
-        Ok(buf)
-    };
-    if let Ok(order) = entry(&format!("{root}byteorder")) {
-        if order != b"little" {
-            return Err(bad(path, "written on a big-endian machine; not supported"));
-        }
-    }
-    let value = pickle::parse(&entry(&pkl_name)?).map_err(|e| bad(path, format!("data.pkl: {}", e.0)))?;
-    let mut refs = Vec::new();
-    flatten(&value, String::new(), &mut refs);
-    if refs.is_empty() {
-        return Err(bad(path, "holds no tensors"));
-    }
-    let mut storages: HashMap<String, Tensor> = HashMap::new();
-    let mut out = Vec::with_capacity(refs.len());
-    for (name, t) in refs {
-        let s = &t.storage;
-        let kind =
-            kind_of(&s.dtype).ok_or_else(|| bad(path, format!("{name}: unsupported storage type {}", s.dtype)))?;
-        if !storages.contains_key(&s.key) {
-            let bytes = entry(&format!("{root}data/{}", s.key))?;
-            if bytes.len() as i64 != s.numel * kind.elt_size_in_bytes() as i64 {
-                return Err(bad(
-                    path,
-                    format!(
-                        "storage {} of {name} has {} bytes, expected {}",
-                        s.key,
-                        bytes.len(),
-                        s.numel * kind.elt_size_in_bytes() as i64
-                    ),
-                ));
-            }
-            let base = Tensor::f_from_data_size(&bytes, &[s.numel], kind).map_err(|e| bad(path, e.to_string()))?;
-            storages.insert(s.key.clone(), base);
-        }
-        let base = &storages[&s.key];
-        let last = t.offset + t.size.iter().zip(&t.stride).map(|(n, st)| (n - 1).max(0) * st).sum::<i64>();
-        if t.size.iter().all(|&n| n > 0) && (t.offset < 0 || last >= s.numel) {
-            return Err(bad(path, format!("{name} reaches past its storage")));
-        }
-        let view = base
-            .f_as_strided(t.size.as_slice(), t.stride.as_slice(), t.offset)
-            .map_err(|e| bad(path, e.to_string()))?;
-        out.push((name, view.contiguous()));
-    }
-    Ok(out)
-}
-
-fn key_name(k: &Value) -> Option<String> {
-    match k {
-        Value::Str(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
-fn flatten(v: &Value, prefix: String, out: &mut Vec<(String, TensorRef)>) {
-    let join = |k: &str| if prefix.is_empty() { k.to_owned() } else { format!("{prefix}.{k}") };
-    match v {
-        Value::Tensor(t) => out.push((prefix, t.clone())),
-        Value::Dict(items) => {
-            for (k, v) in items {
-                if let Some(k) = key_name(k) {
-                    flatten(v, join(&k), out);
-                }
-            }
-        }
-        Value::List(items) | Value::Tuple(items) => {
-            for (i, v) in items.iter().enumerate() {
-                flatten(v, join(&i.to_string()), out);
-            }
-        }
-        Value::Object { state: Some(state), .. } => flatten(state, prefix, out),
-        _ => {}
-    }
-}
 
 /// How to map a checkpoint onto a model.
 #[derive(Debug, Clone, Default)]
@@ -175,7 +42,7 @@ pub struct ImportReport {
 /// Parts of a training network around the backbone (classifiers, projectors, MAE's decoder,
 /// patchtcga's momentum targets).
 fn is_training_part(name: &str) -> bool {
-    ["head.", "fc.", "decoder", "mask_token", "projector.", "predictor.", "projection_head.", "classifier.", "target."]
+    ["head.", "fc.", "decoder", "mask_token", "projector.", "predictor.", "projection_head.", "classifier.", "target.", "pooler."]
         .iter()
         .any(|p| name.starts_with(p))
         // Training state beside a momentum network: DINO's centre, MoCo's queue.
@@ -217,97 +84,164 @@ fn list(items: &[String]) -> String {
     format!("{}{more}", shown.join(", "))
 }
 
+/// The prefix count (class and register tokens) and grid side of a position embedding of `tokens`
+/// entries: the grid is the largest square that fits, the prefix what is left (always fewer than
+/// 2·side + 1 tokens).
+fn pos_layout(tokens: i64) -> (i64, i64) {
+    let g = (tokens.max(0) as f64).sqrt().floor() as i64;
+    (tokens - g * g, g)
+}
+
+/// What the mapping of checkpoint names onto the model found, before any tensor is read.
+struct Matching<'a> {
+    take: Vec<(&'a Planned, Option<(i64, i64)>)>,
+    /// Names and their description, the model-wide ones (embeddings, norms) first.
+    mismatched: Vec<(String, String)>,
+    unexpected: Vec<String>,
+}
+
 /// Loads a checkpoint into `vs` by name; `head` is the model's classifier name (`fc` / `head`).
 ///
 /// Names are matched after stripping the wrapper's prefix (`module.`, `module.encoder_q.`,
-/// `teacher.backbone.`, `model.`, …, or [`ImportOptions::prefix`]). `num_batches_tracked` is
-/// ignored; a `pos_embed` of another grid is resampled. Unknown, missing and mis-shaped names
-/// fail the import with a list, unless [`ImportOptions::allow_partial`].
-// Matching, resampling and the mismatch report share the name maps built at the top; kept as one
-// pass so the report lists every mismatch of the file at once.
+/// `teacher.backbone.`, `model.`, …, or [`ImportOptions::prefix`]) and turning Hugging Face
+/// `ViTModel` and DINOv2 names into timm's. `num_batches_tracked` is ignored; a `pos_embed` of
+/// another grid is resampled (timm's rule). Unknown, missing and mis-shaped names fail the import
+/// with a list, before any weight is read, unless [`ImportOptions::allow_partial`]. Tensors are
+/// read and copied one at a time, so memory holds the model plus one tensor.
 pub fn load(vs: &nn::VarStore, path: &Path, head: &str, opts: &ImportOptions) -> Result<ImportReport, ModelError> {
-    let tensors = read_tensors(path)?;
+    let ckpt = Checkpoint::open(path)?;
+    let planned = naming::plan(ckpt.tensors());
     let vars = vs.variables();
     let is_head = |n: &str| n.starts_with(head) && n[head.len()..].starts_with('.');
     let wanted: BTreeMap<String, Vec<i64>> =
         vars.iter().filter(|(n, _)| opts.with_head || !is_head(n)).map(|(n, t)| (n.clone(), t.size())).collect();
     let names: Vec<&str> =
-        tensors.iter().map(|(n, _)| n.as_str()).filter(|n| !n.ends_with("num_batches_tracked")).collect();
+        planned.iter().map(|p| p.name.as_str()).filter(|n| !n.ends_with("num_batches_tracked")).collect();
     let prefix = match &opts.prefix {
         Some(p) => p.clone(),
         None => find_prefix(&names, &wanted).ok_or_else(|| {
-            bad(
-                path,
-                format!(
-                    "no tensor name matches the model's ({})",
-                    list(&wanted.keys().take(3).cloned().collect::<Vec<_>>())
-                ),
-            )
+            let some = list(&wanted.keys().take(3).cloned().collect::<Vec<_>>());
+            bad(path, format!("no tensor name matches the model's ({some})"))
         })?,
     };
     let mut report = ImportReport { prefix: prefix.clone(), ..Default::default() };
-    let (mut unexpected, mut mismatched) = (Vec::new(), Vec::new());
-    let mut loaded = std::collections::HashSet::new();
-    tch::no_grad(|| -> Result<(), ModelError> {
-        for (name, t) in &tensors {
-            let Some(short) = name.strip_prefix(prefix.as_str()) else {
-                report.outside_prefix += 1;
-                continue;
-            };
-            if short.ends_with("num_batches_tracked") {
-                continue;
-            }
-            if !opts.with_head && is_head(short) {
-                report.skipped_heads.push(short.to_owned());
-                continue;
-            }
-            let Some(mut var) = vars.get(short).map(Tensor::shallow_clone) else {
-                if is_head(short) || is_training_part(short) {
-                    report.skipped_heads.push(short.to_owned());
-                } else {
-                    unexpected.push(short.to_owned());
-                }
-                continue;
-            };
-            let mut src = t.shallow_clone();
-            if src.size() != var.size() && short == "pos_embed" && src.dim() == 3 && var.dim() == 3 {
-                let g = (((var.size()[1] - 1) as f64).sqrt()).round() as i64;
-                let sg = (((src.size()[1] - 1) as f64).sqrt()).round() as i64;
-                if sg * sg + 1 == src.size()[1] && src.size()[2] == var.size()[2] {
-                    src = resample_pos_embed(&src, g, g, PosResample::Timm);
-                    report.resized.push(format!("pos_embed {sg}×{sg} → {g}×{g}"));
-                }
-            }
-            if src.size() != var.size() {
-                mismatched.push(format!("{short} (checkpoint {:?}, model {:?})", src.size(), var.size()));
-                continue;
-            }
-            var.f_copy_(&src.to_kind(var.kind()).to_device(var.device())).map_err(|e| bad(path, e.to_string()))?;
-            loaded.insert(short.to_owned());
-        }
-        Ok(())
-    })?;
+    let m = match_names(&planned, &prefix, &vars, &is_head, opts.with_head, &mut report);
+    let loaded: std::collections::HashSet<String> = m
+        .take
+        .iter()
+        .filter(|(p, _)| !p.name.ends_with("num_batches_tracked"))
+        .map(|(p, _)| p.name[prefix.len()..].to_owned())
+        .collect();
     report.loaded = loaded.len();
-    let missing: Vec<String> = wanted.keys().filter(|k| !loaded.contains(*k)).cloned().collect();
+    let misfit: std::collections::HashSet<&str> = m.mismatched.iter().map(|(n, _)| n.as_str()).collect();
+    let missing: Vec<String> =
+        wanted.keys().filter(|k| !loaded.contains(*k) && !misfit.contains(k.as_str())).cloned().collect();
+    check_fit(path, &prefix, &m, &missing, opts.allow_partial, &mut report)?;
+    copy_in(&ckpt, &m.take, &prefix, &vars)?;
+    Ok(report)
+}
+
+/// Pairs each planned tensor with a model variable by name and shape (a `pos_embed` of another
+/// grid is paired for resampling).
+fn match_names<'a>(
+    planned: &'a [Planned],
+    prefix: &str,
+    vars: &HashMap<String, Tensor>,
+    is_head: &dyn Fn(&str) -> bool,
+    with_head: bool,
+    report: &mut ImportReport,
+) -> Matching<'a> {
+    let mut m = Matching { take: Vec::new(), mismatched: Vec::new(), unexpected: Vec::new() };
+    for p in planned {
+        let Some(short) = p.name.strip_prefix(prefix) else {
+            report.outside_prefix += 1;
+            continue;
+        };
+        if short.ends_with("num_batches_tracked") {
+            continue;
+        }
+        if !with_head && is_head(short) {
+            report.skipped_heads.push(short.to_owned());
+            continue;
+        }
+        let Some(var) = vars.get(short) else {
+            if is_head(short) || is_training_part(short) {
+                report.skipped_heads.push(short.to_owned());
+            } else {
+                m.unexpected.push(short.to_owned());
+            }
+            continue;
+        };
+        let want = var.size();
+        if p.shape == want {
+            m.take.push((p, None));
+            continue;
+        }
+        if short == "pos_embed" && p.shape.len() == 3 && want.len() == 3 && p.shape[2] == want[2] {
+            let ((k, g), (sk, sg)) = (pos_layout(want[1]), pos_layout(p.shape[1]));
+            if k == sk {
+                m.take.push((p, Some((k, g))));
+                report.resized.push(format!("pos_embed {sg}×{sg} → {g}×{g}"));
+                continue;
+            }
+        }
+        m.mismatched.push((short.to_owned(), format!("{short} (checkpoint {:?}, model {want:?})", p.shape)));
+    }
+    m.mismatched.sort_by_key(|(n, _)| n.contains("blocks.") || n.contains("layer"));
+    m
+}
+
+/// Fails the import on any mismatch, or records them as warnings under `allow_partial`.
+fn check_fit(
+    path: &Path,
+    prefix: &str,
+    m: &Matching,
+    missing: &[String],
+    allow_partial: bool,
+    report: &mut ImportReport,
+) -> Result<(), ModelError> {
     let mut problems = Vec::new();
-    if !mismatched.is_empty() {
-        problems.push(format!("{} with other shapes: {}", mismatched.len(), list(&mismatched)));
+    if !m.mismatched.is_empty() {
+        let described: Vec<String> = m.mismatched.iter().map(|(_, d)| d.clone()).collect();
+        problems.push(format!("{} with other shapes: {}", described.len(), list(&described)));
     }
     if !missing.is_empty() {
-        problems.push(format!("{} missing from the checkpoint: {}", missing.len(), list(&missing)));
+        problems.push(format!("{} missing from the checkpoint: {}", missing.len(), list(missing)));
     }
-    if !unexpected.is_empty() {
-        problems.push(format!("{} the model does not have: {}", unexpected.len(), list(&unexpected)));
+    if !m.unexpected.is_empty() {
+        problems.push(format!("{} the model does not have: {}", m.unexpected.len(), list(&m.unexpected)));
     }
-    if !problems.is_empty() {
-        let where_ = if prefix.is_empty() { String::new() } else { format!(" under prefix {prefix:?}") };
-        if !opts.allow_partial || report.loaded == 0 {
-            let hint = if opts.allow_partial { "" } else { " (--allow-partial loads what matches)" };
-            return Err(bad(path, format!("tensors{where_} do not fit the model — {}{hint}", problems.join("; "))));
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let where_ = if prefix.is_empty() { String::new() } else { format!(" under prefix {prefix:?}") };
+    if !allow_partial || report.loaded == 0 {
+        let hint = if allow_partial { "" } else { " (--allow-partial loads what matches)" };
+        return Err(bad(path, format!("tensors{where_} do not fit the model — {}{hint}", problems.join("; "))));
+    }
+    report.warnings = problems;
+    Ok(())
+}
+
+/// Reads each matched tensor and copies it into its variable, one at a time.
+fn copy_in(
+    ckpt: &Checkpoint,
+    take: &[(&Planned, Option<(i64, i64)>)],
+    prefix: &str,
+    vars: &HashMap<String, Tensor>,
+) -> Result<(), ModelError> {
+    let path = ckpt.path();
+    tch::no_grad(|| {
+        for (p, resample) in take {
+            let mut var = vars[&p.name[prefix.len()..]].shallow_clone();
+            let mut src = naming::read(ckpt, p)?;
+            if let Some((k, g)) = resample {
+                src = resample_pos_embed(&src, *k, *g, *g, PosResample::Timm);
+            }
+            var.f_copy_(&src.to_kind(var.kind()).to_device(var.device())).map_err(|e| bad(path, e.to_string()))?;
         }
-        report.warnings = problems;
-    }
-    Ok(report)
+        Ok(())
+    })
 }
 
 #[cfg(test)]

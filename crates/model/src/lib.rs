@@ -1,21 +1,27 @@
-//! Networks of patchtcga on LibTorch (`tch`): torchvision ResNets and timm ViTs with the reference
-//! parameter names, the release's classifier, and import and export of PyTorch checkpoints.
+//! Networks of patchtcga on LibTorch (`tch`): torchvision ResNets, timm ViTs and the foundation-model
+//! presets with the reference parameter names, the release's classifier, and import and export of
+//! PyTorch checkpoints.
 
 pub mod backbone;
 pub mod checkpoint;
 pub mod export;
+pub mod foundation;
+mod naming;
 pub mod norm;
 mod pickle;
 pub mod resnet;
 pub mod segmentation;
+pub mod source;
 pub mod vit;
 
 use std::path::PathBuf;
 
 pub use backbone::{Arch, Backbone, Classifier, Spec};
-pub use checkpoint::{load, read_tensors, ImportOptions, ImportReport};
+pub use checkpoint::{load, ImportOptions, ImportReport};
 pub use export::{with_bn_counters, write_pth};
+pub use foundation::Foundation;
 pub use segmentation::{load_head, HeadImport, SegHead, SegNet};
+pub use source::{read_tensors, Checkpoint};
 
 /// Errors of model construction and checkpoint import.
 #[derive(Debug, thiserror::Error)]

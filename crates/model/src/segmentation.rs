@@ -12,8 +12,8 @@ use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
 use crate::backbone::{Backbone, Spec};
-use crate::checkpoint::read_tensors;
 use crate::norm::batch_norm;
+use crate::source::read_tensors;
 use crate::ModelError;
 
 /// Which head turns the feature map into class scores.
@@ -90,7 +90,10 @@ impl SegNet {
             (SegHead::Fcn, s) => s,
         };
         let backbone = Backbone::new(p, spec);
-        let cin = spec.feature_dim();
+        let cin = match spec {
+            Spec::Vit(v) => v.dim,
+            other => other.feature_dim(),
+        };
         let c = p / "classifier";
         let head = match head {
             SegHead::Fcn => {
@@ -125,8 +128,9 @@ impl SegNet {
                 let t = m.tokens(x, train);
                 let (n, l, d) = t.size3().expect("tokens");
                 let (h, w) = (x.size()[2] / m.config().patch, x.size()[3] / m.config().patch);
-                debug_assert_eq!(l, h * w + 1);
-                t.narrow(1, 1, h * w).transpose(1, 2).reshape([n, d, h, w])
+                let skip = m.config().prefix_tokens();
+                debug_assert_eq!(l, h * w + skip);
+                t.narrow(1, skip, h * w).transpose(1, 2).reshape([n, d, h, w])
             }
         }
     }

@@ -1,6 +1,7 @@
-//! Vision Transformer as timm builds it (`vit_small_patch16_224` and kin), with timm's parameter
-//! names (`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.N.attn.qkv`, `blocks.N.mlp.fc1`,
-//! `norm`), so timm, DINO and MAE checkpoints load by name.
+//! Vision Transformer as timm builds it (`vit_small_patch16_224` and kin, and the DINOv2-style
+//! foundation models: patch 14, register tokens, LayerScale, packed SwiGLU), with timm's parameter
+//! names (`patch_embed.proj`, `cls_token`, `reg_token`, `pos_embed`, `blocks.N.attn.qkv`,
+//! `blocks.N.ls1.gamma`, `blocks.N.mlp.fc1`, `norm`), so timm, DINO and MAE checkpoints load by name.
 
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
@@ -10,9 +11,32 @@ use tch::{Kind, Tensor};
 pub enum PosResample {
     /// timm's `resample_abs_pos_embed`: bicubic to the grid size, antialiased.
     Timm,
-    /// DINO's `interpolate_pos_encoding`: bicubic by the scale factor (grid + 0.1) / g, without
-    /// antialiasing (how the release's DINO saw its local crops).
+    /// DINO's and DINOv2's `interpolate_pos_encoding`: bicubic by the scale factor (grid + 0.1) / g,
+    /// without antialiasing (how the release's DINO saw its local crops).
     Dino,
+    /// Hugging Face `ViTModel`'s `interpolate_pos_encoding`: bicubic to the grid size, without
+    /// antialiasing.
+    Plain,
+}
+
+/// The MLP of a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mlp {
+    /// `fc1` → GELU → `fc2` (timm's `Mlp`).
+    Gelu,
+    /// timm's `SwiGLUPacked`: `fc1` to twice the gate width, SiLU of its first half times the
+    /// second half, `fc2` (DINOv2's `w12`/`w3`).
+    SwiGlu,
+}
+
+/// The features a ViT hands on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pool {
+    /// The class token after the final norm (timm's `global_pool="token"`).
+    Cls,
+    /// The class token concatenated with the mean of the patch tokens, registers excluded
+    /// (Virchow's and Virchow2's embedding): twice the width.
+    ClsAndPatchMean,
 }
 
 /// Shape of a ViT.
@@ -29,10 +53,22 @@ pub struct VitConfig {
     pub drop_path: f64,
     /// Position-embedding resampling for inputs of another side.
     pub pos_resample: PosResample,
+    /// Register tokens after the class token (timm's `reg_tokens`).
+    pub reg_tokens: i64,
+    /// The position embedding covers the patches only (timm's `no_embed_class`); otherwise it
+    /// also covers the class and register tokens.
+    pub no_embed_class: bool,
+    /// LayerScale gammas on both residual branches (`ls1.gamma`, `ls2.gamma`).
+    pub layer_scale: bool,
+    pub mlp: Mlp,
+    /// LayerNorm epsilon (timm 1e-6; Hugging Face `ViTModel` 1e-12).
+    pub ln_eps: f64,
+    pub pool: Pool,
 }
 
 impl VitConfig {
-    const fn preset(patch: i64, dim: i64, depth: i64, heads: i64) -> Self {
+    /// A plain timm ViT at 224 px of this shape.
+    pub const fn preset(patch: i64, dim: i64, depth: i64, heads: i64) -> Self {
         Self {
             patch,
             dim,
@@ -42,6 +78,12 @@ impl VitConfig {
             img_size: 224,
             drop_path: 0.0,
             pos_resample: PosResample::Timm,
+            reg_tokens: 0,
+            no_embed_class: false,
+            layer_scale: false,
+            mlp: Mlp::Gelu,
+            ln_eps: 1e-6,
+            pool: Pool::Cls,
         }
     }
     pub const S16: Self = Self::preset(16, 384, 12, 6);
@@ -52,6 +94,33 @@ impl VitConfig {
     /// Patches per side at `img_size`.
     pub fn grid(&self) -> i64 {
         self.img_size / self.patch
+    }
+
+    /// Class and register tokens.
+    pub fn prefix_tokens(&self) -> i64 {
+        1 + self.reg_tokens
+    }
+
+    /// Tokens the position embedding covers before the grid.
+    pub fn pos_prefix(&self) -> i64 {
+        if self.no_embed_class {
+            0
+        } else {
+            self.prefix_tokens()
+        }
+    }
+
+    /// Hidden width of a block's MLP (timm's `int(dim · mlp_ratio)`).
+    pub fn mlp_hidden(&self) -> i64 {
+        (self.dim as f64 * self.mlp_ratio) as i64
+    }
+
+    /// Width of the features [`Vit::features`] returns.
+    pub fn feature_dim(&self) -> i64 {
+        match self.pool {
+            Pool::Cls => self.dim,
+            Pool::ClsAndPatchMean => 2 * self.dim,
+        }
     }
 }
 
@@ -67,7 +136,23 @@ pub fn linear(p: nn::Path, i: i64, o: i64) -> nn::Linear {
 
 /// A LayerNorm with timm's ViT epsilon (1e-6).
 pub fn layer_norm(p: nn::Path, d: i64) -> nn::LayerNorm {
-    nn::layer_norm(p, vec![d], nn::LayerNormConfig { eps: 1e-6, ..Default::default() })
+    layer_norm_eps(p, d, 1e-6)
+}
+
+fn layer_norm_eps(p: nn::Path, d: i64, eps: f64) -> nn::LayerNorm {
+    nn::layer_norm(p, vec![d], nn::LayerNormConfig { eps, ..Default::default() })
+}
+
+/// A LayerScale gamma (`…/gamma`, timm's `init_values` 1e-5), or none.
+fn layer_scale(p: nn::Path, d: i64, on: bool) -> Option<Tensor> {
+    on.then(|| p.var("gamma", &[d], Init::Const(1e-5)))
+}
+
+fn scaled(x: Tensor, gamma: &Option<Tensor>) -> Tensor {
+    match gamma {
+        Some(g) => x * g,
+        None => x,
+    }
 }
 
 /// Drops whole residual branches per sample while training (timm's `DropPath`).
@@ -82,32 +167,48 @@ fn drop_path(x: Tensor, rate: f64, train: bool) -> Tensor {
     x * mask / keep
 }
 
-/// A pre-norm transformer block (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`,
-/// `mlp.fc2`), also the MAE decoder's.
+/// A pre-norm transformer block (`norm1`, `attn.qkv`, `attn.proj`, `ls1`, `norm2`, `mlp.fc1`,
+/// `mlp.fc2`, `ls2`), also the MAE decoder's.
 pub struct Block {
     norm1: nn::LayerNorm,
     qkv: nn::Linear,
     proj: nn::Linear,
+    ls1: Option<Tensor>,
     norm2: nn::LayerNorm,
     fc1: nn::Linear,
     fc2: nn::Linear,
+    ls2: Option<Tensor>,
+    mlp: Mlp,
     heads: i64,
     drop_path: f64,
 }
 
 impl Block {
-    /// A block of width `dim` with `heads` attention heads and an MLP of `mlp_ratio`·`dim`.
+    /// A plain block of width `dim` with `heads` attention heads and a GELU MLP of
+    /// `mlp_ratio`·`dim` (the MAE decoder's).
     pub fn new(p: &nn::Path, dim: i64, heads: i64, mlp_ratio: f64, drop_path: f64) -> Self {
-        let d = dim;
-        let hidden = (d as f64 * mlp_ratio) as i64;
+        let c = VitConfig { dim, heads, mlp_ratio, ..VitConfig::S16 };
+        Self::of(p, &c, drop_path)
+    }
+
+    /// A block of a ViT of config `c`.
+    fn of(p: &nn::Path, c: &VitConfig, drop_path: f64) -> Self {
+        let (d, hidden) = (c.dim, c.mlp_hidden());
+        let fc2_in = match c.mlp {
+            Mlp::Gelu => hidden,
+            Mlp::SwiGlu => hidden / 2,
+        };
         Self {
-            norm1: layer_norm(p / "norm1", d),
+            norm1: layer_norm_eps(p / "norm1", d, c.ln_eps),
             qkv: linear(p / "attn" / "qkv", d, 3 * d),
             proj: linear(p / "attn" / "proj", d, d),
-            norm2: layer_norm(p / "norm2", d),
+            ls1: layer_scale(p / "ls1", d, c.layer_scale),
+            norm2: layer_norm_eps(p / "norm2", d, c.ln_eps),
             fc1: linear(p / "mlp" / "fc1", d, hidden),
-            fc2: linear(p / "mlp" / "fc2", hidden, d),
-            heads,
+            fc2: linear(p / "mlp" / "fc2", fc2_in, d),
+            ls2: layer_scale(p / "ls2", d, c.layer_scale),
+            mlp: c.mlp,
+            heads: c.heads,
             drop_path,
         }
     }
@@ -120,18 +221,32 @@ impl Block {
         y.transpose(1, 2).reshape([b, n, d]).apply(&self.proj)
     }
 
+    fn feed_forward(&self, x: &Tensor) -> Tensor {
+        let h = x.apply(&self.fc1);
+        let h = match self.mlp {
+            Mlp::Gelu => h.gelu("none"),
+            Mlp::SwiGlu => {
+                let half = h.size()[h.dim() - 1] / 2;
+                h.narrow(-1, 0, half).silu() * h.narrow(-1, half, half)
+            }
+        };
+        h.apply(&self.fc2)
+    }
+
     /// Tokens (N, T, D) → tokens.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let x = x + drop_path(self.attention(&x.apply(&self.norm1)), self.drop_path, train);
-        let mlp = x.apply(&self.norm2).apply(&self.fc1).gelu("none").apply(&self.fc2);
+        let attn = scaled(self.attention(&x.apply(&self.norm1)), &self.ls1);
+        let x = x + drop_path(attn, self.drop_path, train);
+        let mlp = scaled(self.feed_forward(&x.apply(&self.norm2)), &self.ls2);
         &x + drop_path(mlp, self.drop_path, train)
     }
 }
 
-/// A timm ViT without its `head`: images (N, 3, H, W) → class token after the final norm (N, D).
+/// A timm ViT without its `head`: images (N, 3, H, W) → pooled features after the final norm.
 pub struct Vit {
     proj: nn::Conv2D,
     cls_token: Tensor,
+    reg_token: Option<Tensor>,
     pos_embed: Tensor,
     blocks: Vec<Block>,
     norm: nn::LayerNorm,
@@ -150,23 +265,28 @@ impl Vit {
             nn::ConvConfig { stride: config.patch, ..Default::default() },
         );
         let cls_token = p.var("cls_token", &[1, 1, d], Init::Randn { mean: 0.0, stdev: 1e-6 });
-        let tokens = config.grid() * config.grid() + 1;
+        let reg_token = (config.reg_tokens > 0)
+            .then(|| p.var("reg_token", &[1, config.reg_tokens, d], Init::Randn { mean: 0.0, stdev: 1e-6 }));
+        let tokens = config.grid() * config.grid() + config.pos_prefix();
         let pos_embed = p.var("pos_embed", &[1, tokens, d], Init::Randn { mean: 0.0, stdev: 0.02 });
         let blocks = (0..config.depth)
             .map(|i| {
                 let rate = if config.depth > 1 { config.drop_path * i as f64 / (config.depth - 1) as f64 } else { 0.0 };
-                Block::new(&(p / "blocks" / i), config.dim, config.heads, config.mlp_ratio, rate)
+                Block::of(&(p / "blocks" / i), &config, rate)
             })
             .collect();
-        let norm = layer_norm(p / "norm", d);
-        Self { proj, cls_token, pos_embed, blocks, norm, config }
+        let norm = layer_norm_eps(p / "norm", d, config.ln_eps);
+        Self { proj, cls_token, reg_token, pos_embed, blocks, norm, config }
     }
 
-    /// Patch tokens with the class token prepended and position embeddings added (N, 1+h·w, D).
+    /// Class, register and patch tokens with position embeddings added (N, 1+r+h·w, D), in timm's
+    /// order.
     pub fn embed(&self, x: &Tensor) -> Tensor {
         let patches = self.patch_tokens(x);
         let (n, _, d) = patches.size3().expect("tokens");
-        Tensor::cat(&[self.class_token().expand([n, 1, d], true), patches], 1)
+        let prefix = self.prefix_tokens();
+        let r = prefix.size()[1];
+        Tensor::cat(&[prefix.expand([n, r, d], true), patches], 1)
     }
 
     /// Patch tokens with their position embeddings, without the class token (N, h·w, D), in
@@ -174,17 +294,31 @@ impl Vit {
     pub fn patch_tokens(&self, x: &Tensor) -> Tensor {
         let y = x.apply(&self.proj);
         let (_, _, h, w) = y.size4().expect("patch grid");
-        y.flatten(2, 3).transpose(1, 2) + self.pos_embed_for(h, w).narrow(1, 1, h * w)
+        let skip = self.config.pos_prefix();
+        y.flatten(2, 3).transpose(1, 2) + self.pos_embed_for(h, w).narrow(1, skip, h * w)
     }
 
     /// The class token with its position embedding (1, 1, D).
     pub fn class_token(&self) -> Tensor {
-        &self.cls_token + self.pos_embed.narrow(1, 0, 1)
+        self.prefix_tokens().narrow(1, 0, 1)
+    }
+
+    /// The class and register tokens with their position embeddings where the embedding covers
+    /// them (1, 1+r, D).
+    fn prefix_tokens(&self) -> Tensor {
+        let tokens = match &self.reg_token {
+            Some(r) => Tensor::cat(&[&self.cls_token, r], 1),
+            None => self.cls_token.shallow_clone(),
+        };
+        match self.config.pos_prefix() {
+            0 => tokens,
+            k => tokens + self.pos_embed.narrow(1, 0, k),
+        }
     }
 
     /// The position embedding resampled to an h×w patch grid (the config's `pos_resample`).
     pub fn pos_embed_for(&self, h: i64, w: i64) -> Tensor {
-        resample_pos_embed(&self.pos_embed, h, w, self.config.pos_resample)
+        resample_pos_embed(&self.pos_embed, self.config.pos_prefix(), h, w, self.config.pos_resample)
     }
 
     /// Runs the blocks and the final norm on tokens (N, T, D).
@@ -196,14 +330,24 @@ impl Vit {
         y.apply(&self.norm)
     }
 
-    /// All tokens after the final norm (N, 1+h·w, D).
+    /// All tokens after the final norm (N, 1+r+h·w, D).
     pub fn tokens(&self, x: &Tensor, train: bool) -> Tensor {
         self.encode(&self.embed(x), train)
     }
 
-    /// The class token after the final norm (N, D): timm's `forward_head(…, pre_logits=True)`.
+    /// The pooled features (N, [`VitConfig::feature_dim`]): the class token after the final norm
+    /// (timm's `forward_head(…, pre_logits=True)`), or with the patch-token mean beside it.
     pub fn features(&self, x: &Tensor, train: bool) -> Tensor {
-        self.tokens(x, train).select(1, 0)
+        let t = self.tokens(x, train);
+        let cls = t.select(1, 0);
+        match self.config.pool {
+            Pool::Cls => cls,
+            Pool::ClsAndPatchMean => {
+                let skip = self.config.prefix_tokens();
+                let patches = t.narrow(1, skip, t.size()[1] - skip);
+                Tensor::cat(&[cls, patches.mean_dim(1, false, None)], 1)
+            }
+        }
     }
 
     pub fn config(&self) -> &VitConfig {
@@ -211,29 +355,34 @@ impl Vit {
     }
 }
 
-/// Resamples a (1, 1+g·g, D) position embedding to an h×w grid, keeping the class token's entry
-/// (bicubic, corners not aligned; see [`PosResample`]).
-pub fn resample_pos_embed(pos_embed: &Tensor, h: i64, w: i64, how: PosResample) -> Tensor {
+/// Resamples a (1, k+g·g, D) position embedding to an h×w grid, keeping its first `k` entries (the
+/// class and register tokens'; bicubic, corners not aligned; see [`PosResample`]).
+pub fn resample_pos_embed(pos_embed: &Tensor, k: i64, h: i64, w: i64, how: PosResample) -> Tensor {
     let (_, tokens, d) = pos_embed.size3().expect("pos_embed is (1, tokens, dim)");
-    let g = ((tokens - 1) as f64).sqrt().round() as i64;
-    if g * g + 1 != tokens {
-        panic!("pos_embed with {tokens} tokens is not a class token plus a square grid");
-    }
+    let g =
+        grid_side(tokens - k).unwrap_or_else(|| panic!("pos_embed with {tokens} tokens is not {k} + a square grid"));
     if g == h && g == w {
         return pos_embed.shallow_clone();
     }
     let kind = pos_embed.kind();
-    let prefix = pos_embed.narrow(1, 0, 1);
-    let grid = pos_embed.narrow(1, 1, g * g).to_kind(Kind::Float).reshape([1, g, g, d]).permute([0, 3, 1, 2]);
+    let prefix = pos_embed.narrow(1, 0, k);
+    let grid = pos_embed.narrow(1, k, g * g).to_kind(Kind::Float).reshape([1, g, g, d]).permute([0, 3, 1, 2]);
     let grid = match how {
         PosResample::Timm => grid.internal_upsample_bicubic2d_aa([h, w], false, None, None),
         PosResample::Dino => {
             let scale = |n: i64| Some((n as f64 + 0.1) / g as f64);
             grid.upsample_bicubic2d([h, w], false, scale(h), scale(w))
         }
+        PosResample::Plain => grid.upsample_bicubic2d([h, w], false, None, None),
     };
     let grid = grid.permute([0, 2, 3, 1]).reshape([1, h * w, d]).to_kind(kind);
     Tensor::cat(&[prefix, grid], 1)
+}
+
+/// The side of a square grid of `n` patches, if `n` is a square.
+pub fn grid_side(n: i64) -> Option<i64> {
+    let g = (n.max(0) as f64).sqrt().round() as i64;
+    (g * g == n).then_some(g)
 }
 
 /// MAE's fixed 2-D sine-cosine position embedding for a `grid`×`grid` patch grid with a zero

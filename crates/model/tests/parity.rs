@@ -1,68 +1,13 @@
 //! Forward parity with torchvision / timm (goldens from tools/make_model_goldens.py).
 
-use std::path::PathBuf;
-
 use patchtcga_model::resnet::{Block, ResNetConfig};
 use patchtcga_model::vit::{resample_pos_embed, PosResample, VitConfig};
 use patchtcga_model::{load, Arch, Classifier, ImportOptions, SegHead, SegNet, Spec};
-use serde_json::Value;
 use tch::nn::{self, ModuleT};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-fn json(name: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(fixture(name)).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
-}
-
-fn fnv1a(s: &str) -> u32 {
-    s.bytes().fold(0x811C_9DC5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
-}
-
-/// The deterministic weights of `det` in tools/make_model_goldens.py (0.7071 is the rule's own
-/// step, not 1/√2).
-#[allow(clippy::approx_constant)]
-fn det(name: &str, shape: &[i64]) -> Tensor {
-    let n: i64 = shape.iter().product();
-    let phase = fnv1a(name) as f64 / 2f64.powi(32) * 2.0 * std::f64::consts::PI;
-    let leaf = name.rsplit('.').next().unwrap();
-    let fan_in = if shape.is_empty() { 1 } else { n / shape[0] };
-    let v: Vec<f32> = (0..n)
-        .map(|i| {
-            let s = (i as f64 * 0.7071 + phase).sin();
-            let v = match leaf {
-                "running_var" => 1.0 + 0.5 * s.abs(),
-                "running_mean" => 0.1 * s,
-                "weight" if shape.len() == 1 => 1.0 + 0.1 * s,
-                "bias" => 0.05 * s,
-                "cls_token" | "pos_embed" => 0.02 * s,
-                _ => s * (1.0 / fan_in as f64).sqrt(),
-            };
-            v as f32
-        })
-        .collect();
-    Tensor::from_slice(&v).reshape(shape)
-}
-
-fn det_input(shape: &[i64]) -> Tensor {
-    let n: i64 = shape.iter().product();
-    let v: Vec<f32> =
-        (0..n).map(|i| (0.5 * (i as f64 * 0.013).sin() + 0.3 * (i as f64 * 0.0071).cos()) as f32).collect();
-    Tensor::from_slice(&v).reshape(shape)
-}
-
-/// Largest absolute difference relative to the largest reference magnitude.
-fn rel_err(ours: &Tensor, reference: &[f32]) -> f64 {
-    let r = Tensor::from_slice(reference).reshape(ours.size());
-    let diff = (ours.to_kind(Kind::Float) - &r).abs().max().double_value(&[]);
-    diff / r.abs().max().double_value(&[]).max(1e-12)
-}
+mod common;
+use common::{det, det_input, fixture, floats, json, rel_err};
 
 fn check_reference(key: &str, spec: Spec) {
     tch::set_num_threads(2);
@@ -233,11 +178,11 @@ fn dino_resamples_position_embeddings_as_dino_does() {
     let g = json("dino_pos_embed.json");
     let pos = det("pos_embed", &[1, 1 + 14 * 14, 8]);
     for (key, h, w) in [("6x6", 6, 6), ("5x7", 5, 7)] {
-        let dino = resample_pos_embed(&pos, h, w, PosResample::Dino);
+        let dino = resample_pos_embed(&pos, 1, h, w, PosResample::Dino);
         let e = rel_err(&dino, &floats(&g[key]));
         assert!(e <= 1e-5, "{key}: rel. error {e:.2e}");
         // timm's antialiased resampling is another rule: the check can tell them apart.
-        let timm = rel_err(&resample_pos_embed(&pos, h, w, PosResample::Timm), &floats(&g[key]));
+        let timm = rel_err(&resample_pos_embed(&pos, 1, h, w, PosResample::Timm), &floats(&g[key]));
         assert!(timm > 1e-2, "{key}: timm's differs by {timm:.2e}");
     }
 }

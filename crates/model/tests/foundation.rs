@@ -1,0 +1,140 @@
+//! The foundation-model presets against timm, transformers and DINOv2's naming (goldens from
+//! tools/make_foundation_goldens.py: 2 blocks at full width, 224 and 112 px).
+
+use patchtcga_model::vit::{Pool, VitConfig};
+use patchtcga_model::{load, Arch, Backbone, Foundation, ImportOptions, Spec};
+use serde_json::Value;
+use tch::nn::{self, ModuleT};
+use tch::{Device, Tensor};
+
+mod common;
+use common::{det, det_input, floats, json, rel_err};
+
+/// The preset at the goldens' depth.
+fn reduced(f: Foundation, depth: i64) -> VitConfig {
+    VitConfig { depth, ..f.config() }
+}
+
+fn golden() -> Value {
+    json("foundation.json")
+}
+
+fn check(f: Foundation, model: &Backbone, g: &Value) {
+    for side in [224, 112] {
+        let key = format!("{f}@{side}");
+        let x = det_input(&[1, 3, side, side]);
+        let y = tch::no_grad(|| model.forward_t(&x, false));
+        let shape: Vec<i64> =
+            g[&key]["features_shape"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        assert_eq!(y.size(), shape, "{key}");
+        let e = rel_err(&y, &floats(&g[&key]["features"]));
+        assert!(e <= 1e-4, "{key}: features rel. error {e:.2e}");
+    }
+}
+
+/// Fills the model with the goldens' deterministic weights under timm's names.
+fn timm_filled(f: Foundation, depth: i64) -> (nn::VarStore, Backbone) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Backbone::new(&vs.root(), Spec::Vit(reduced(f, depth)));
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            t.copy_(&det(&name, &t.size()));
+        }
+    });
+    (vs, model)
+}
+
+#[test]
+fn timm_presets_match_timm_at_the_native_size_and_another() {
+    tch::set_num_threads(2);
+    let g = golden();
+    let depth = g["depth"].as_i64().unwrap();
+    for f in [
+        Foundation::Uni,
+        Foundation::Uni2H,
+        Foundation::Virchow,
+        Foundation::Virchow2,
+        Foundation::HOptimus0,
+        Foundation::GigaPath,
+    ] {
+        let (_vs, model) = timm_filled(f, depth);
+        check(f, &model, &g);
+    }
+}
+
+/// Writes the golden's checkpoint with `det` values under the names of `field` (aligned with
+/// `checkpoint`, whose names the values are made from) with `prefix` before them, as safetensors.
+fn checkpoint_file(g: &Value, key: &str, field: &str, prefix: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let entries = |f: &str| g[key][f].as_array().unwrap().clone();
+    let tensors: Vec<(String, Tensor)> = entries("checkpoint")
+        .iter()
+        .zip(entries(field))
+        .map(|(made, named)| {
+            let shape: Vec<i64> = made[1].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+            (format!("{prefix}{}", named[0].as_str().unwrap()), det(made[0].as_str().unwrap(), &shape))
+        })
+        .collect();
+    let path = dir.join(format!("{key}-{field}.safetensors"));
+    Tensor::write_safetensors(&tensors, &path).unwrap();
+    path
+}
+
+/// Phikon's Hugging Face names (transformers 5, and 4 as on the Hub, under a `vit.` wrapper too) and
+/// DINOv2's own load without options and match the reference.
+#[test]
+fn hugging_face_and_dinov2_names_load_and_match() {
+    tch::set_num_threads(2);
+    let g = golden();
+    let depth = g["depth"].as_i64().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (Foundation::Phikon, "checkpoint", ""),
+        (Foundation::Phikon, "checkpoint_transformers4", ""),
+        (Foundation::Phikon, "checkpoint_transformers4", "vit."),
+        (Foundation::Dinov2S14, "checkpoint", ""),
+        (Foundation::Dinov2G14, "checkpoint", "teacher.backbone."),
+    ];
+    for (f, field, prefix) in cases {
+        let file = checkpoint_file(&g, &format!("{f}@224"), field, prefix, dir.path());
+        let vs = nn::VarStore::new(Device::Cpu);
+        let spec = Spec::Vit(reduced(f, depth));
+        let model = Backbone::new(&vs.root(), spec);
+        let r = load(&vs, &file, spec.head_name(), &ImportOptions::default()).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(r.loaded, vs.variables().len(), "{f}: every variable loaded");
+        assert!(r.resized.is_empty(), "{f}: the preset keeps the checkpoint's grid");
+        check(f, &model, &g);
+    }
+}
+
+#[test]
+fn presets_parse_by_name_and_report_their_widths() {
+    for f in Foundation::ALL {
+        let arch: Arch = f.name().to_uppercase().replace('-', "_").parse().unwrap();
+        assert_eq!(arch, Arch::Foundation(f));
+        assert_eq!(arch.to_string(), f.name());
+    }
+    let width = |f: Foundation| Arch::Foundation(f).spec(224).feature_dim();
+    assert_eq!(width(Foundation::Virchow2), 2560, "class token ⊕ patch mean");
+    assert_eq!(width(Foundation::Uni), 1024);
+    assert_eq!(width(Foundation::HOptimus0), 1536);
+    assert_eq!(Foundation::Virchow2.config().pool, Pool::ClsAndPatchMean);
+    assert_ne!(Foundation::HOptimus0.stats(), Foundation::Uni.stats());
+}
+
+/// A checkpoint of another preset is refused with one message naming the mismatched tensors.
+#[test]
+fn another_presets_checkpoint_is_refused_naming_the_mismatches() {
+    let g = golden();
+    let dir = tempfile::tempdir().unwrap();
+    let file = checkpoint_file(&g, "dinov2-s14@224", "checkpoint", "", dir.path());
+    let vs = nn::VarStore::new(Device::Cpu);
+    let spec = Spec::Vit(reduced(Foundation::Dinov2B14, 2));
+    let _model = Backbone::new(&vs.root(), spec);
+    let e = load(&vs, &file, "head", &ImportOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("dinov2-s14@224-checkpoint.safetensors"), "names the file: {e}");
+    assert!(
+        e.contains("with other shapes") && e.contains("cls_token (checkpoint [1, 1, 384], model [1, 1, 768])"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "one message: {e}");
+}
