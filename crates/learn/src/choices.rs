@@ -190,6 +190,19 @@ pub struct ImageStats {
 const IMAGENET: [f32; 6] = [0.485, 0.456, 0.406, 0.229, 0.224, 0.225];
 const PTCGA: [f32; 6] = [0.7184, 0.5076, 0.6476, 0.0380, 0.0527, 0.0352];
 
+impl ImageStats {
+    /// The normalisation `arch`'s weights expect: a foundation-model preset's own, else ImageNet's.
+    pub fn of(arch: patchtcga_model::Arch) -> Self {
+        match arch.stats() {
+            Some((m, s)) => {
+                let spec = format!("{},{},{},{},{},{}", m[0], m[1], m[2], s[0], s[1], s[2]);
+                Self { mean: m, std: s, spec }
+            }
+            None => Self::default(),
+        }
+    }
+}
+
 impl Default for ImageStats {
     fn default() -> Self {
         "imagenet".parse().expect("a known name")

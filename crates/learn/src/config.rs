@@ -34,7 +34,8 @@ pub struct Config {
     pub enable_autocast: bool,
     pub image_size: i64,
     pub val_image_size: i64,
-    /// `imagenet`, `ptcga`, or six numbers `m0,m1,m2,s0,s1,s2`.
+    /// `imagenet`, `ptcga`, or six numbers `m0,m1,m2,s0,s1,s2` (default: the preset's own for a
+    /// foundation model, ImageNet's otherwise).
     pub image_stats: ImageStats,
     pub seed: u64,
     pub epochs: usize,
@@ -256,11 +257,16 @@ impl Config {
                 .unwrap_or_else(|| toml::Value::String(value.to_owned()));
             table.insert(key.to_owned(), parsed);
         }
-        let config: Config = table.try_into().map_err(|e: toml::de::Error| {
+        let stats_given = table.contains_key("image_stats");
+        let mut config: Config = table.try_into().map_err(|e: toml::de::Error| {
             // toml names the key on a line of its own ("in `optim`").
             let place = path.map(|p| format!("{}: ", p.display())).unwrap_or_default();
             LearnError::Config(format!("{place}{}", e.to_string().trim().replace('\n', " ")))
         })?;
+        if !stats_given {
+            // A foundation-model preset brings the normalisation its weights were trained with.
+            config.image_stats = ImageStats::of(config.model_name.parse()?);
+        }
         config.check()?;
         Ok(config)
     }

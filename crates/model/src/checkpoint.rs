@@ -6,7 +6,7 @@ use std::path::Path;
 
 use tch::{nn, Tensor};
 
-use crate::naming::{self, Planned};
+use crate::naming::{self, Planned, Source};
 use crate::source::{bad, Checkpoint};
 use crate::vit::{resample_pos_embed, PosResample};
 use crate::ModelError;
@@ -223,7 +223,8 @@ fn check_fit(
     Ok(())
 }
 
-/// Reads each matched tensor and copies it into its variable, one at a time.
+/// Reads each matched tensor and copies it into its variable, one at a time (straight from the
+/// file's map where the tensor is stored as it is).
 fn copy_in(
     ckpt: &Checkpoint,
     take: &[(&Planned, Option<(i64, i64)>)],
@@ -231,14 +232,22 @@ fn copy_in(
     vars: &HashMap<String, Tensor>,
 ) -> Result<(), ModelError> {
     let path = ckpt.path();
+    let into = |var: &Tensor, src: &Tensor| {
+        var.shallow_clone().f_copy_(&src.to_kind(var.kind()).to_device(var.device())).map_err(|e| bad(path, e.to_string()))
+    };
     tch::no_grad(|| {
         for (p, resample) in take {
-            let mut var = vars[&p.name[prefix.len()..]].shallow_clone();
-            let mut src = naming::read(ckpt, p)?;
-            if let Some((k, g)) = resample {
-                src = resample_pos_embed(&src, *k, *g, *g, PosResample::Timm);
+            let var = &vars[&p.name[prefix.len()..]];
+            match (&p.source, resample) {
+                (Source::One(i), None) => ckpt.with_view(&ckpt.tensors()[*i], |src| into(var, src))??,
+                (_, resample) => {
+                    let mut src = naming::read(ckpt, p)?;
+                    if let Some((k, g)) = resample {
+                        src = resample_pos_embed(&src, *k, *g, *g, PosResample::Timm);
+                    }
+                    into(var, &src)?
+                }
             }
-            var.f_copy_(&src.to_kind(var.kind()).to_device(var.device())).map_err(|e| bad(path, e.to_string()))?;
         }
         Ok(())
     })

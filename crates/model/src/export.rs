@@ -7,7 +7,9 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::ModelError;
+use crate::naming::{self, Naming};
+use crate::vit::Mlp;
+use crate::{Arch, ModelError, Spec};
 
 fn bad(path: &Path, cause: impl std::fmt::Display) -> ModelError {
     ModelError::Checkpoint { path: path.to_path_buf(), cause: cause.to_string() }
@@ -143,4 +145,15 @@ pub fn with_bn_counters(mut tensors: Vec<(String, Tensor)>) -> Vec<(String, Tens
     tensors.extend(extra);
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     tensors
+}
+
+/// A backbone's tensors (patchtcga's, i.e. timm's or torchvision's names) under the names of the
+/// codebase `arch`'s weights are published in: Hugging Face for Phikon, DINOv2's for `dinov2-*`.
+pub fn reference_names(arch: Arch, tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
+    let naming = match arch {
+        Arch::Foundation(f) => f.naming(),
+        _ => Naming::Timm,
+    };
+    let swiglu = matches!(arch.spec(224), Spec::Vit(v) if v.mlp == Mlp::SwiGlu);
+    naming::to_reference(naming, swiglu, tensors)
 }

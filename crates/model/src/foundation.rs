@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::naming::Naming;
 use crate::vit::{Mlp, Pool, PosResample, VitConfig};
 
 /// A published ViT backbone whose weights the user has as a file.
@@ -82,6 +83,17 @@ impl Foundation {
             Foundation::Dinov2B14 => "dl.fbaipublicfiles.com dinov2_vitb14_pretrain.pth",
             Foundation::Dinov2L14 => "dl.fbaipublicfiles.com dinov2_vitl14_pretrain.pth",
             Foundation::Dinov2G14 => "dl.fbaipublicfiles.com dinov2_vitg14_pretrain.pth",
+        }
+    }
+
+    /// The names its published weights use (what `export` writes back).
+    pub fn naming(self) -> Naming {
+        match self {
+            Foundation::Phikon => Naming::HuggingFace,
+            Foundation::Dinov2S14 | Foundation::Dinov2B14 | Foundation::Dinov2L14 | Foundation::Dinov2G14 => {
+                Naming::Dinov2
+            }
+            _ => Naming::Timm,
         }
     }
 

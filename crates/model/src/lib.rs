@@ -6,7 +6,7 @@ pub mod backbone;
 pub mod checkpoint;
 pub mod export;
 pub mod foundation;
-mod naming;
+pub mod naming;
 pub mod norm;
 mod pickle;
 pub mod resnet;
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 pub use backbone::{Arch, Backbone, Classifier, Spec};
 pub use checkpoint::{load, ImportOptions, ImportReport};
-pub use export::{with_bn_counters, write_pth};
+pub use export::{reference_names, with_bn_counters, write_pth};
 pub use foundation::Foundation;
 pub use segmentation::{load_head, HeadImport, SegHead, SegNet};
 pub use source::{read_tensors, Checkpoint};

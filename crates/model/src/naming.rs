@@ -172,6 +172,76 @@ fn unchunk(name: &str) -> String {
     }
 }
 
+/// The codebase whose parameter names a checkpoint uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// timm's (and torchvision's): patchtcga's own.
+    Timm,
+    /// Hugging Face `ViTModel`, as transformers 4 writes it (the files on the Hub).
+    HuggingFace,
+    /// DINOv2's repository.
+    Dinov2,
+}
+
+/// timm-named backbone tensors renamed (and split) for `naming`, the inverse of the import; `swiglu`
+/// says whether the MLPs are DINOv2's `w12`/`w3`.
+pub(crate) fn to_reference(naming: Naming, swiglu: bool, tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
+    match naming {
+        Naming::Timm => tensors,
+        Naming::HuggingFace => tensors.into_iter().flat_map(|(n, t)| to_hf(&n, t)).collect(),
+        Naming::Dinov2 => {
+            let width = tensors.iter().find(|(n, _)| n == "cls_token").map(|(_, t)| t.size()[2]);
+            let rename = |n: String| match swiglu {
+                true => n.replace(".mlp.fc1.", ".mlp.w12.").replace(".mlp.fc2.", ".mlp.w3."),
+                false => n,
+            };
+            let mut out: Vec<_> = tensors.into_iter().map(|(n, t)| (rename(n), t)).collect();
+            // DINOv2's ViT has a mask token (used only in training); zeros keep its loader strict.
+            if let Some(d) = width {
+                out.push(("mask_token".to_owned(), Tensor::zeros([1, d], (tch::Kind::Float, tch::Device::Cpu))));
+            }
+            out
+        }
+    }
+}
+
+/// One timm tensor under transformers 4's `ViTModel` names (`qkv` split in three).
+fn to_hf(name: &str, t: Tensor) -> Vec<(String, Tensor)> {
+    let top = match name {
+        "cls_token" => Some("embeddings.cls_token".to_owned()),
+        "pos_embed" => Some("embeddings.position_embeddings".to_owned()),
+        n => n
+            .strip_prefix("patch_embed.proj.")
+            .map(|leaf| format!("embeddings.patch_embeddings.projection.{leaf}"))
+            .or_else(|| n.strip_prefix("norm.").map(|leaf| format!("layernorm.{leaf}"))),
+    };
+    if let Some(n) = top {
+        return vec![(n, t)];
+    }
+    let Some((block, part)) = name.strip_prefix("blocks.").and_then(|r| r.split_once('.')) else {
+        return vec![(name.to_owned(), t)];
+    };
+    let layer = format!("encoder.layer.{block}.");
+    if let Some(leaf) = part.strip_prefix("attn.qkv.") {
+        let third = t.size()[0] / 3;
+        return HF_QKV[0]
+            .iter()
+            .enumerate()
+            .map(|(k, hf)| (format!("{layer}{hf}{leaf}"), t.narrow(0, k as i64 * third, third).contiguous()))
+            .collect();
+    }
+    let hf = [
+        ("norm1.", "layernorm_before."),
+        ("attn.proj.", "attention.output.dense."),
+        ("norm2.", "layernorm_after."),
+        ("mlp.fc1.", "intermediate.dense."),
+        ("mlp.fc2.", "output.dense."),
+    ]
+    .iter()
+    .find_map(|(from, to)| part.strip_prefix(from).map(|leaf| format!("{layer}{to}{leaf}")));
+    vec![(hf.unwrap_or_else(|| name.to_owned()), t)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::unchunk;

@@ -100,19 +100,42 @@ impl Checkpoint {
     pub fn read(&self, t: &Listed) -> Result<Tensor, ModelError> {
         match &t.at {
             At::Pth(r) => self.read_pth(&t.name, r),
-            At::Safetensors { file, kind, start, end } => {
-                let (path, map) = &self.maps[*file];
-                let bytes = &map[*start..*end];
-                let out = Tensor::f_from_data_size(bytes, &t.shape, *kind).map_err(|e| bad(path, e.to_string()))?;
-                // The copy is made: give the file's pages back so resident memory holds one copy.
-                // SAFETY: the range lies inside the read-only private map and nothing borrows it past
-                // this point; DONTNEED on a file map only drops pages that are re-read on access.
-                unsafe {
-                    let _ = map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, *start, *end - *start);
-                }
-                Ok(out)
-            }
+            At::Safetensors { .. } => self.with_view(t, |view| view.copy()),
         }
+    }
+
+    /// Runs `f` on the tensor without copying it where the file allows (an aligned safetensors
+    /// tensor is handed over as a view of the map), then gives the file's pages back, so resident
+    /// memory holds one copy of the weights: the one `f` copies them into. `f` must not keep the
+    /// view (nor a shallow clone of it) past its return.
+    pub(crate) fn with_view<R>(&self, t: &Listed, f: impl FnOnce(&Tensor) -> R) -> Result<R, ModelError> {
+        let At::Safetensors { file, kind, start, end } = &t.at else {
+            return Ok(f(&self.read(t)?));
+        };
+        let (path, map) = &self.maps[*file];
+        let bytes = &map[*start..*end];
+        let numel: i64 = t.shape.iter().product();
+        if bytes.len() as i64 != numel * kind.elt_size_in_bytes() as i64 {
+            return Err(bad(path, format!("{}: {} bytes for shape {:?}", t.name, bytes.len(), t.shape)));
+        }
+        let out = if bytes.as_ptr() as usize % kind.elt_size_in_bytes() == 0 {
+            let strides = contiguous_strides(&t.shape);
+            // SAFETY: the bytes are in bounds (checked above), aligned for `kind`, and live in the
+            // map borrowed for this call; the view is dropped before the call returns (the caller
+            // keeps no alias, as documented).
+            let view = unsafe { Tensor::f_from_blob(bytes.as_ptr(), &t.shape, &strides, *kind, tch::Device::Cpu) }
+                .map_err(|e| bad(path, e.to_string()))?;
+            f(&view)
+        } else {
+            let copied = Tensor::f_from_data_size(bytes, &t.shape, *kind).map_err(|e| bad(path, e.to_string()))?;
+            f(&copied)
+        };
+        // SAFETY: the range lies inside the read-only private map and the view is gone; DONTNEED on
+        // a file map only drops pages, which are re-read from the file if touched again.
+        unsafe {
+            let _ = map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, *start, *end - *start);
+        }
+        Ok(out)
     }
 
     /// Every tensor, read.
@@ -235,6 +258,14 @@ impl Checkpoint {
 /// Every tensor in a checkpoint, named by its path through the nested dicts, in file order.
 pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, ModelError> {
     Checkpoint::open(path)?.read_all()
+}
+
+fn contiguous_strides(shape: &[i64]) -> Vec<i64> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1].max(1);
+    }
+    strides
 }
 
 fn entry(zip: &mut zip::ZipArchive<File>, path: &Path, name: &str) -> Result<Vec<u8>, ModelError> {

@@ -2,7 +2,7 @@
 //! tools/make_foundation_goldens.py: 2 blocks at full width, 224 and 112 px).
 
 use patchtcga_model::vit::{Pool, VitConfig};
-use patchtcga_model::{load, Arch, Backbone, Foundation, ImportOptions, Spec};
+use patchtcga_model::{load, reference_names, Arch, Backbone, Foundation, ImportOptions, Spec};
 use serde_json::Value;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Tensor};
@@ -137,4 +137,37 @@ fn another_presets_checkpoint_is_refused_naming_the_mismatches() {
         "{e}"
     );
     assert_eq!(e.lines().count(), 1, "one message: {e}");
+}
+
+/// `export`'s names are the published ones (Hugging Face's Hub names for Phikon, DINOv2's with its
+/// mask token), and the exported file loads back to the same features.
+#[test]
+fn export_writes_the_published_names_and_loads_back() {
+    tch::set_num_threads(2);
+    let g = golden();
+    let depth = g["depth"].as_i64().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (f, field) in [(Foundation::Phikon, "checkpoint_transformers4"), (Foundation::Dinov2G14, "checkpoint")] {
+        let (vs, model) = timm_filled(f, depth);
+        let tensors = reference_names(Arch::Foundation(f), vs.variables().into_iter().collect());
+        let mut ours: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
+        let mut published: Vec<&str> = g[format!("{f}@224")][field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[0].as_str().unwrap())
+            .filter(|n| !n.starts_with("pooler."))
+            .collect();
+        ours.sort_unstable();
+        published.sort_unstable();
+        assert_eq!(ours, published, "{f}");
+        let path = dir.path().join(format!("{f}.safetensors"));
+        Tensor::write_safetensors(&tensors, &path).unwrap();
+        let vs2 = nn::VarStore::new(Device::Cpu);
+        let back = Backbone::new(&vs2.root(), Spec::Vit(reduced(f, depth)));
+        load(&vs2, &path, "head", &ImportOptions::default()).unwrap();
+        let x = det_input(&[1, 3, 112, 112]);
+        let (a, b) = tch::no_grad(|| (model.forward_t(&x, false), back.forward_t(&x, false)));
+        assert!(a.equal(&b), "{f}: exported weights load back");
+    }
 }

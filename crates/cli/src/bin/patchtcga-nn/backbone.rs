@@ -10,11 +10,14 @@ use tch::nn::{self};
 /// A backbone and the weights to put in it (`embed`, `export`).
 #[derive(Args)]
 pub struct BackboneArgs {
-    /// Backbone: resnet18, resnet50, vit-s16, vit-b16, vit-b32, vit-l16.
+    /// Backbone: resnet18, resnet50, vit-s16, vit-b16, vit-b32, vit-l16, or a foundation-model
+    /// preset: uni, uni2-h, virchow, virchow2, h-optimus-0, gigapath, phikon, dinov2-s14, dinov2-b14,
+    /// dinov2-l14, dinov2-g14.
     #[arg(long)]
-    pub arch: String,
-    /// Weights: a .pth/.pt (torch.save) or .safetensors file in any upstream wrapper, or a run's
-    /// model.safetensors.
+    pub arch: Arch,
+    /// Weights: a .pth/.pt/.bin (torch.save) or .safetensors file in any upstream wrapper and in
+    /// timm's, DINOv2's or Hugging Face's names, a sharded `*.safetensors.index.json`, a Hugging Face
+    /// snapshot folder, or a run's model.safetensors.
     #[arg(long)]
     pub weights: PathBuf,
     /// Take the tensors under this prefix (default: found automatically).
@@ -28,7 +31,7 @@ pub struct BackboneArgs {
 impl BackboneArgs {
     /// The backbone for `image_size` inputs on `device`, its weights loaded and the import reported.
     pub fn load(&self, image_size: i64, device: tch::Device) -> Result<(nn::VarStore, Backbone)> {
-        let spec = self.arch.parse::<Arch>()?.spec(image_size);
+        let spec = self.arch.spec(image_size);
         let vs = nn::VarStore::new(device);
         let backbone = Backbone::new(&vs.root(), spec);
         let opts = ImportOptions { prefix: self.prefix.clone(), allow_partial: self.allow_partial, with_head: false };

@@ -56,7 +56,7 @@ pub struct LoaderArgs {
 pub struct StepArgs {
     /// Backbone: resnet18, resnet50, vit-s16, vit-b16, vit-b32, vit-l16.
     #[arg(long, default_value = "resnet50")]
-    arch: String,
+    arch: Arch,
     #[arg(long, default_value_t = 32)]
     batch_size: i64,
     #[arg(long, default_value_t = 224)]
@@ -87,7 +87,7 @@ pub fn bench_step(a: StepArgs) -> Result<()> {
     }
     let device = device(a.device)?;
     tch::manual_seed(0);
-    let arch: Arch = a.arch.parse()?;
+    let arch = a.arch;
     let spec = arch.spec(a.image_size);
     let vs = nn::VarStore::new(device);
     let model = Classifier::new(&vs.root(), spec, 1000, 0.0);

@@ -11,7 +11,6 @@ use patchtcga_learn::engine::device;
 use patchtcga_learn::slide_features::{embed_slide, write_h5, Provenance, SlideEmbedding};
 use patchtcga_learn::supervised::images;
 use patchtcga_loader::{ImageSource, Loader, LoaderConfig, OnBadInput, Sample};
-use patchtcga_model::Arch;
 use patchtcga_slide::{PatchGeometry, Slide};
 use tch::nn::ModuleT;
 use tch::Tensor;
@@ -56,9 +55,9 @@ pub struct EmbedArgs {
     /// Model input side.
     #[arg(long, default_value_t = 224)]
     image_size: u32,
-    /// Normalisation: imagenet, ptcga, or m0,m1,m2,s0,s1,s2.
-    #[arg(long, default_value = "imagenet")]
-    stats: ImageStats,
+    /// Normalisation: imagenet, ptcga, or m0,m1,m2,s0,s1,s2 (default: a preset's own, else imagenet).
+    #[arg(long)]
+    stats: Option<ImageStats>,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Decoding threads.
@@ -69,12 +68,18 @@ pub struct EmbedArgs {
     device: DeviceChoice,
 }
 
+impl EmbedArgs {
+    /// `--stats`, or the backbone's own normalisation.
+    fn stats(&self) -> ImageStats {
+        self.stats.clone().unwrap_or_else(|| ImageStats::of(self.backbone.arch))
+    }
+}
+
 /// Writes backbone features of every image under `--images` to `--out`.
 pub fn embed(a: EmbedArgs) -> Result<()> {
     if !matches!(a.preprocess.as_str(), "eval" | "none") {
         bail!("--preprocess {:?}: eval or none", a.preprocess);
     }
-    a.backbone.arch.parse::<Arch>()?;
     let Some(folder) = &a.images else { return embed_slides(&a) };
     let device = device(a.device)?;
     let files = patchtcga_dataset::images_under(folder)?;
@@ -82,7 +87,8 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         bail!("{}: no images (.jpg, .JPG, .JPEG, .png)", folder.display());
     }
     let (_vs, backbone) = a.backbone.load(a.image_size as i64, device)?;
-    let (mean, std) = (a.stats.mean, a.stats.std);
+    let stats = a.stats();
+    let (mean, std) = (stats.mean, stats.std);
     let samples: Vec<Sample> =
         files.iter().map(|f| Sample { image: ImageSource::File(f.clone()), label: 0, mask: None }).collect();
     let config = LoaderConfig {
@@ -146,12 +152,13 @@ fn embed_slides(a: &EmbedArgs) -> Result<()> {
         .collect();
     let (_vs, backbone) = a.backbone.load(a.image_size as i64, device)?;
     let weights = std::fs::read(&a.backbone.weights)?;
+    let stats = a.stats();
     let provenance = Provenance {
-        model: a.backbone.arch.clone(),
+        model: a.backbone.arch.to_string(),
         weights_md5: patchtcga_dataset::md5_hex(&weights),
         preprocessing: format!(
             "{} normalisation, {} px at {} µm/px",
-            String::from(a.stats.clone()),
+            String::from(stats.clone()),
             a.image_size,
             a.mpp
         ),
@@ -159,8 +166,8 @@ fn embed_slides(a: &EmbedArgs) -> Result<()> {
     let options = SlideEmbedding {
         geometry: PatchGeometry { mpp: a.mpp, size: a.image_size },
         min_tissue: a.min_tissue,
-        mean: a.stats.mean,
-        std: a.stats.std,
+        mean: stats.mean,
+        std: stats.std,
         batch_size: a.batch_size,
         device,
         float16: a.float16,

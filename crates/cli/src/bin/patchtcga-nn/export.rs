@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use patchtcga_model::{with_bn_counters, write_pth};
+use patchtcga_model::{reference_names, with_bn_counters, write_pth};
 use tch::Tensor;
 
 use crate::backbone::BackboneArgs;
@@ -22,10 +22,11 @@ pub struct ExportArgs {
     out: PathBuf,
 }
 
-/// Writes the backbone of `--weights` with torchvision / timm names, for PyTorch.
+/// Writes the backbone of `--weights` with its reference names (torchvision / timm; Hugging Face for
+/// phikon, DINOv2's for dinov2-*), for PyTorch.
 pub fn export(a: ExportArgs) -> Result<()> {
     let (vs, backbone) = a.backbone.load(a.image_size, tch::Device::Cpu)?;
-    let tensors = with_bn_counters(vs.variables().into_iter().collect());
+    let tensors = reference_names(a.backbone.arch, with_bn_counters(vs.variables().into_iter().collect()));
     match a.out.extension().and_then(|e| e.to_str()) {
         Some("pth") | Some("pt") => write_pth(&a.out, &tensors)?,
         Some("safetensors") => {

@@ -10,7 +10,7 @@ use clap::Args;
 use patchtcga_learn::config::{DeviceChoice, ImageStats};
 use patchtcga_learn::engine::device;
 use patchtcga_learn::slide_map::{draw, slide_map, ClassProbability, MapOptions, SegmentationClasses, WindowModel};
-use patchtcga_model::{load, read_tensors, Arch, Classifier, ImportOptions, SegHead, SegNet};
+use patchtcga_model::{load, Checkpoint, Arch, Classifier, ImportOptions, SegHead, SegNet};
 use patchtcga_slide::Slide;
 use tch::nn;
 use tch::Tensor;
@@ -22,7 +22,7 @@ use patchtcga_cli::commands::SlideArgs;
 pub struct InferArgs {
     /// Backbone of the classifier: resnet18, resnet50, vit-s16, ….
     #[arg(long)]
-    arch: String,
+    arch: Arch,
     /// A fine-tuned classifier with its head (`fc` / `head`): a run's model.safetensors or a .pth.
     #[arg(long)]
     weights: PathBuf,
@@ -52,9 +52,10 @@ pub struct InferArgs {
     /// Least tissue fraction for a tile to be classified.
     #[arg(long, default_value_t = 0.25)]
     min_tissue: f64,
-    /// Normalisation: imagenet, ptcga or six numbers (as in training).
-    #[arg(long, default_value = "imagenet")]
-    stats: ImageStats,
+    /// Normalisation: imagenet, ptcga or six numbers (as in training; default: a preset's own, else
+    /// imagenet).
+    #[arg(long)]
+    stats: Option<ImageStats>,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// cpu, cuda or cuda:N.
@@ -66,10 +67,11 @@ pub struct InferArgs {
 
 /// The number of classes of the head stored in a checkpoint (`name`: its last layer's weight).
 fn head_classes(weights: &std::path::Path, name: &str) -> Result<i64> {
-    read_tensors(weights)?
-        .into_iter()
-        .find(|(n, _)| n == name || n.ends_with(&format!(".{name}")))
-        .map(|(_, t)| t.size()[0])
+    Checkpoint::open(weights)?
+        .tensors()
+        .iter()
+        .find(|t| t.name == name || t.name.ends_with(&format!(".{name}")))
+        .map(|t| t.shape[0])
         .with_context(|| {
             format!("{}: no classification head ({name}); infer needs a fine-tuned network", weights.display())
         })
@@ -77,7 +79,7 @@ fn head_classes(weights: &std::path::Path, name: &str) -> Result<i64> {
 
 /// The network `a` names, as the reader of windows its head makes it.
 fn window_model(a: &InferArgs, vs: &nn::VarStore) -> Result<Box<dyn WindowModel>> {
-    let spec = a.arch.parse::<Arch>()?.spec(a.image_size as i64);
+    let spec = a.arch.spec(a.image_size as i64);
     let opts = ImportOptions { with_head: true, ..Default::default() };
     Ok(match a.seg_head {
         Some(head) => {
@@ -105,13 +107,14 @@ pub fn infer(a: InferArgs) -> Result<()> {
     let vs = nn::VarStore::new(dev);
     let model = window_model(&a, &vs)?;
     let slide = Slide::open(&a.slide, &a.open.options())?;
+    let stats = a.stats.clone().unwrap_or_else(|| ImageStats::of(a.arch));
     let options = MapOptions {
         field_um: a.field_um,
         image_size: a.image_size,
         overlap: a.overlap,
         min_tissue: a.min_tissue,
-        mean: a.stats.mean,
-        std: a.stats.std,
+        mean: stats.mean,
+        std: stats.std,
         batch_size: a.batch_size,
         device: dev,
     };
