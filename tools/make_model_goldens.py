@@ -9,6 +9,7 @@ Writes
   crates/model/tests/fixtures/reference.json   full-size backbones with deterministic weights
                                                (the rule `det` below, mirrored in the Rust tests)
   crates/model/tests/fixtures/dino_pos_embed.json  DINO's position-embedding interpolation
+  crates/model/tests/fixtures/cnn.json         Inception v3 and EfficientNet-B3 (torchvision), eval and train
   crates/model/tests/fixtures/*.pth|.safetensors + tiny.json   small real checkpoints, in the
                                                wrappers of the upstream repos, and their outputs
   crates/model/tests/fixtures/assorted.pth + assorted.json     dtypes, views, shared storages
@@ -129,6 +130,47 @@ def segmentation():
         y = m(det_input(shape))["out"]
     out = {"deeplabv3_resnet50@48": {"input": list(shape), "output_shape": list(y.shape), "output": flat(y)}}
     json.dump(out, open(os.path.join(MODEL, "segmentation.json"), "w"))
+
+
+def cnn():
+    """torchvision Inception v3 (transform_input, aux logits) and EfficientNet-B3 with deterministic
+    weights, 5 classes: evaluation-mode features and logits at the native side and another, and
+    training-mode logits (batch statistics; dropout and stochastic depth off) with Inception's
+    auxiliary logits."""
+    from torchvision.models import efficientnet_b3, inception_v3
+
+    out = {}
+    cases = [
+        ("incv3", lambda drop: inception_v3(num_classes=5, aux_logits=True, transform_input=True, init_weights=False, dropout=0.0), [(2, 3, 299, 299), (2, 3, 160, 160)], "fc"),
+        ("eff-b3", lambda drop: efficientnet_b3(num_classes=5, stochastic_depth_prob=drop, dropout=0.0), [(2, 3, 300, 300), (2, 3, 224, 224)], "classifier"),
+    ]
+    for name, make, shapes, head in cases:
+        m = make(0.2)
+        fill(m)
+        m.eval()
+        for shape in shapes:
+            x = det_input(shape)
+            with torch.no_grad():
+                logits = m(x)
+                kept = getattr(m, head)
+                setattr(m, head, torch.nn.Identity())
+                feats = m(x)
+                setattr(m, head, kept)
+            out[f"{name}@{shape[2]}"] = {"input": list(shape), "features": flat(feats), "logits": flat(logits)}
+        t = make(0.0)
+        fill(t)
+        t.train()
+        shape = shapes[0]
+        # Training mode normalises by batch statistics, which amplifies float32 rounding layer
+        # after layer (Inception's logits move by ~1e-2 between two float32 implementations of the
+        # same network): the training-mode golden is computed in float64.
+        t.double()
+        with torch.no_grad():
+            y = t(det_input(shape).double())
+        logits, aux = (y.logits, y.aux_logits) if name == "incv3" else (y, None)
+        out[f"{name}@{shape[2]}/train"] = {"input": list(shape), "logits": flat(logits), **({"aux_logits": flat(aux)} if aux is not None else {})}
+        print(name, "done")
+    json.dump(out, open(os.path.join(MODEL, "cnn.json"), "w"))
 
 
 def dino_pos():
@@ -366,6 +408,6 @@ if __name__ == "__main__":
     os.makedirs(MODEL, exist_ok=True)
     os.makedirs(LEARN, exist_ok=True)
     torch.set_num_threads(2)
-    parts = {"assorted": assorted, "tiny": tiny, "optim": optim, "losses": losses, "reference": reference, "segmentation": segmentation, "dino_pos": dino_pos}
+    parts = {"assorted": assorted, "tiny": tiny, "optim": optim, "losses": losses, "reference": reference, "segmentation": segmentation, "dino_pos": dino_pos, "cnn": cnn}
     for name in sys.argv[1:] or list(parts):
         parts[name]()

@@ -715,3 +715,48 @@ fn patchtcga_dataset_md5(path: &Path) -> String {
     let out = std::process::Command::new("md5sum").arg(path).output().unwrap();
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
 }
+
+/// `embed --arch dinov2-s14` reads a checkpoint in DINOv2's own names (as the repository publishes
+/// it, 518 px position embedding) at another input size; the same file with `--arch dinov2-b14` is
+/// refused with one message naming the mismatched tensors.
+#[test]
+fn a_foundation_preset_embeds_from_its_published_names_and_refuses_another_presets() {
+    use patchtcga_model::{reference_names, Arch, Backbone, Foundation};
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("dinov2_vits14_pretrain.safetensors");
+    {
+        let arch = Arch::Foundation(Foundation::Dinov2S14);
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let _net = Backbone::new(&vs.root(), arch.spec(224));
+        let tensors = reference_names(arch, vs.variables().into_iter().collect());
+        assert!(tensors.iter().any(|(n, _)| n == "mask_token"), "DINOv2's names");
+        tch::Tensor::write_safetensors(&tensors, &weights).unwrap();
+    }
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    for i in 0..3u8 {
+        image::RgbImage::from_pixel(56, 56, image::Rgb([200, 100 + 20 * i, 180])).save(images.join(format!("p{i}.png"))).unwrap();
+    }
+    let embed = |arch: &str| {
+        patchtcga()
+            .args(["embed", "--arch", arch, "--preprocess", "none", "--image-size", "56", "--weights"])
+            .arg(&weights)
+            .arg("--images")
+            .arg(&images)
+            .arg("--out")
+            .arg(dir.path().join(format!("{arch}.npy")))
+            .output()
+            .unwrap()
+    };
+    let ok = embed("dinov2-s14");
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(out.contains("3 × 384 features"), "{out}");
+    let refused = embed("dinov2-b14");
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("dinov2_vits14_pretrain.safetensors"), "{err}");
+    assert!(err.contains("cls_token (checkpoint [1, 1, 384], model [1, 1, 768])"), "{err}");
+    assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    assert!(!dir.path().join("dinov2-b14.npy").exists(), "nothing written");
+}

@@ -297,7 +297,7 @@ impl Config {
                 pos_resample: if self.self_supervised == SelfSupervised::Dino {
                     PosResample::Dino
                 } else {
-                    PosResample::Timm
+                    v.pos_resample
                 },
                 ..v
             }),

@@ -268,6 +268,13 @@ fn config_choices_are_typed_when_the_config_loads() {
     assert_eq!((c.pretrained, c.seg_head), (None, None), "empty paths and heads read as none");
     assert_eq!(c.device, patchtcga_learn::config::DeviceChoice::CudaIndex(1));
     assert_eq!(c.image_stats.mean, [0.7184, 0.5076, 0.6476]);
+    // A foundation-model preset brings its own normalisation unless the config names one.
+    let h = load(&["model_name=\"h-optimus-0\""]).unwrap();
+    assert_eq!(h.image_stats.mean, [0.707223, 0.578729, 0.703617]);
+    assert_eq!(h.backbone_spec().unwrap().feature_dim(), 1536);
+    let given = load(&["model_name=\"h-optimus-0\"", "image_stats=\"imagenet\""]).unwrap();
+    assert_eq!(given.image_stats.mean, [0.485, 0.456, 0.406]);
+    assert!(load(&["model_name=\"uni3\""]).unwrap_err().to_string().contains("uni2-h"), "names the presets");
     // The resolved config round-trips through its TOML (what a run folder keeps).
     let again = Config::load(None, &[]).unwrap();
     let text = again.to_toml();

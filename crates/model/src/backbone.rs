@@ -6,7 +6,9 @@ use std::str::FromStr;
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+use crate::efficientnet::{EfficientNet, EfficientNetConfig};
 use crate::foundation::Foundation;
+use crate::inception::{AuxHead, Inception3, InceptionConfig};
 use crate::resnet::{ResNet, ResNetConfig};
 use crate::vit::{Vit, VitConfig};
 use crate::ModelError;
@@ -17,6 +19,8 @@ use crate::ModelError;
 pub enum Arch {
     ResNet18,
     ResNet50,
+    IncV3,
+    EffB3,
     VitS16,
     VitB16,
     VitB32,
@@ -40,6 +44,8 @@ impl Arch {
         match self {
             Arch::ResNet18 => Spec::ResNet(ResNetConfig::RESNET18),
             Arch::ResNet50 => Spec::ResNet(ResNetConfig::RESNET50),
+            Arch::IncV3 => Spec::Inception(InceptionConfig::V3),
+            Arch::EffB3 => Spec::EfficientNet(EfficientNetConfig::B3),
             Arch::VitS16 => vit(VitConfig::S16),
             Arch::VitB16 => vit(VitConfig::B16),
             Arch::VitB32 => vit(VitConfig::B32),
@@ -61,6 +67,8 @@ impl Arch {
         match self {
             Arch::ResNet18 => "resnet18",
             Arch::ResNet50 => "resnet50",
+            Arch::IncV3 => "incv3",
+            Arch::EffB3 => "eff-b3",
             Arch::VitS16 => "vit-s16",
             Arch::VitB16 => "vit-b16",
             Arch::VitB32 => "vit-b32",
@@ -87,9 +95,8 @@ impl FromStr for Arch {
             "vit-b16" | "vit-base-patch16-224" => Arch::VitB16,
             "vit-b32" | "vit-base-patch32-224" => Arch::VitB32,
             "vit-l16" | "vit-large-patch16-224" => Arch::VitL16,
-            "incv3" | "eff-b3" => {
-                return Err(ModelError::Arch(format!("{s}: the release's {s} is not available in patchtcga yet")))
-            }
+            "incv3" | "inception-v3" => Arch::IncV3,
+            "eff-b3" | "efficientnet-b3" => Arch::EffB3,
             other if Foundation::parse(other).is_some() => Arch::Foundation(Foundation::parse(other).expect("matched")),
             _ => {
                 let names: Vec<_> = Arch::all().map(|a| a.name()).collect();
@@ -103,6 +110,8 @@ impl FromStr for Arch {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Spec {
     ResNet(ResNetConfig),
+    Inception(InceptionConfig),
+    EfficientNet(EfficientNetConfig),
     Vit(VitConfig),
 }
 
@@ -111,14 +120,18 @@ impl Spec {
     pub fn feature_dim(&self) -> i64 {
         match self {
             Spec::ResNet(c) => c.feature_dim(),
+            Spec::Inception(c) => c.feature_dim(),
+            Spec::EfficientNet(c) => c.feature_dim(),
             Spec::Vit(c) => c.feature_dim(),
         }
     }
 
-    /// Name of the classification layer in torchvision (`fc`) or timm (`head`).
+    /// Name of the classification layer in torchvision (`fc`, EfficientNet's `classifier.1`) or
+    /// timm (`head`).
     pub fn head_name(&self) -> &'static str {
         match self {
-            Spec::ResNet(_) => "fc",
+            Spec::ResNet(_) | Spec::Inception(_) => "fc",
+            Spec::EfficientNet(_) => "classifier.1",
             Spec::Vit(_) => "head",
         }
     }
@@ -127,6 +140,8 @@ impl Spec {
 /// A feature extractor: images (N, 3, H, W) → features (N, D).
 pub enum Backbone {
     ResNet(ResNet),
+    Inception(Inception3),
+    EfficientNet(EfficientNet),
     Vit(Vit),
 }
 
@@ -135,6 +150,8 @@ impl Backbone {
     pub fn new(p: &nn::Path, spec: Spec) -> Self {
         match spec {
             Spec::ResNet(c) => Backbone::ResNet(ResNet::new(p, c)),
+            Spec::Inception(c) => Backbone::Inception(Inception3::new(p, c)),
+            Spec::EfficientNet(c) => Backbone::EfficientNet(EfficientNet::new(p, c)),
             Spec::Vit(c) => Backbone::Vit(Vit::new(p, c)),
         }
     }
@@ -142,6 +159,8 @@ impl Backbone {
     pub fn spec(&self) -> Spec {
         match self {
             Backbone::ResNet(m) => Spec::ResNet(*m.config()),
+            Backbone::Inception(m) => Spec::Inception(*m.config()),
+            Backbone::EfficientNet(m) => Spec::EfficientNet(*m.config()),
             Backbone::Vit(m) => Spec::Vit(*m.config()),
         }
     }
@@ -151,6 +170,8 @@ impl ModuleT for Backbone {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         match self {
             Backbone::ResNet(m) => m.features(xs, train),
+            Backbone::Inception(m) => m.features(xs, train),
+            Backbone::EfficientNet(m) => m.features(xs, train),
             Backbone::Vit(m) => m.features(xs, train),
         }
     }
@@ -163,11 +184,13 @@ impl fmt::Debug for Backbone {
 }
 
 /// Backbone + dropout (`dropout_p`) + linear head, the release's classifier. The head is named as
-/// in torchvision (`fc`) or timm (`head`), so whole-model checkpoints load too.
+/// in torchvision (`fc`, `classifier.1`) or timm (`head`), so whole-model checkpoints load too;
+/// Inception v3 keeps torchvision's auxiliary classifier (`AuxLogits`) for training.
 #[derive(Debug)]
 pub struct Classifier {
     pub backbone: Backbone,
     head: nn::Linear,
+    aux: Option<AuxHead>,
     dropout_p: f64,
 }
 
@@ -175,15 +198,29 @@ impl Classifier {
     /// Creates backbone and head at the root of `p`.
     pub fn new(p: &nn::Path, spec: Spec, classes: i64, dropout_p: f64) -> Self {
         let backbone = Backbone::new(p, spec);
-        let head = nn::linear(p / spec.head_name(), spec.feature_dim(), classes, Default::default());
-        Self { backbone, head, dropout_p }
+        let head_path = spec.head_name().split('.').fold(p.clone(), |q, part| q / part);
+        let head = nn::linear(head_path, spec.feature_dim(), classes, Default::default());
+        let aux = matches!(spec, Spec::Inception(_)).then(|| AuxHead::new(&(p / "AuxLogits"), classes));
+        Self { backbone, head, aux, dropout_p }
     }
-}
 
-impl Classifier {
     /// Logits from backbone features: dropout (while training) then the linear head.
     pub fn head(&self, features: &Tensor, train: bool) -> Tensor {
         features.dropout(self.dropout_p, train).apply(&self.head)
+    }
+
+    /// Logits, and while training the auxiliary classifier's where the network has one (Inception
+    /// v3, as torchvision returns them in training mode). `backbone_train` runs the backbone in
+    /// training mode (off for a frozen backbone).
+    pub fn forward_with_aux(&self, xs: &Tensor, train: bool, backbone_train: bool) -> (Tensor, Option<Tensor>) {
+        match (&self.backbone, &self.aux) {
+            (Backbone::Inception(m), Some(aux)) if train && backbone_train => {
+                let (map, mixed_6e) = m.feature_maps(xs, true);
+                let feats = map.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+                (self.head(&feats, true), Some(aux.forward(&mixed_6e, true)))
+            }
+            _ => (self.head(&self.backbone.forward_t(xs, backbone_train), train), None),
+        }
     }
 }
 

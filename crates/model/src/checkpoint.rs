@@ -42,7 +42,7 @@ pub struct ImportReport {
 /// Parts of a training network around the backbone (classifiers, projectors, MAE's decoder,
 /// patchtcga's momentum targets).
 fn is_training_part(name: &str) -> bool {
-    ["head.", "fc.", "decoder", "mask_token", "projector.", "predictor.", "projection_head.", "classifier.", "target.", "pooler."]
+    ["head.", "fc.", "decoder", "mask_token", "projector.", "predictor.", "projection_head.", "classifier.", "target.", "pooler.", "AuxLogits."]
         .iter()
         .any(|p| name.starts_with(p))
         // Training state beside a momentum network: DINO's centre, MoCo's queue.

@@ -4,8 +4,10 @@
 
 pub mod backbone;
 pub mod checkpoint;
+pub mod efficientnet;
 pub mod export;
 pub mod foundation;
+pub mod inception;
 pub mod naming;
 pub mod norm;
 mod pickle;

@@ -8,7 +8,7 @@ use tch::{nn, Tensor};
 
 use crate::ModelError;
 
-/// PyTorch's defaults, which every batch norm here uses.
+/// PyTorch's defaults, which every batch norm here uses but Inception's (ε 1e-3).
 const MOMENTUM: f64 = 0.1;
 const EPS: f64 = 1e-5;
 
@@ -36,8 +36,13 @@ pub fn synchronised<T>(group: Option<&'static ProcessGroup>, passes: impl FnOnce
 /// `bn` applied to `x`: statistics of this batch in training mode (of every rank's batch inside
 /// [`synchronised`]), running statistics otherwise.
 pub fn batch_norm(x: &Tensor, bn: &nn::BatchNorm, train: bool) -> Tensor {
+    batch_norm_eps(x, bn, EPS, train)
+}
+
+/// [`batch_norm`] of a batch norm made with epsilon `eps` (tch keeps its config private).
+pub fn batch_norm_eps(x: &Tensor, bn: &nn::BatchNorm, eps: f64, train: bool) -> Tensor {
     let Some(group) = GROUP.get().filter(|_| train) else { return x.apply_t(bn, train) };
-    match group.batch_norm(x, bn.ws.as_ref(), bn.bs.as_ref(), &bn.running_mean, &bn.running_var, MOMENTUM, EPS) {
+    match group.batch_norm(x, bn.ws.as_ref(), bn.bs.as_ref(), &bn.running_mean, &bn.running_var, MOMENTUM, eps) {
         Ok(y) => y,
         Err(e) => {
             FAILURE.with(|f| {

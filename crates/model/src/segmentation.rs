@@ -119,11 +119,14 @@ impl SegNet {
         Ok(Self { backbone, head })
     }
 
-    /// The backbone's last feature map (N, C, h, w): a ResNet's last stage, or a ViT's patch
-    /// tokens after the final norm on their grid.
+    /// The backbone's last feature map (N, C, h, w): a ResNet's last stage, Inception's
+    /// `Mixed_7c`, EfficientNet's last convolution, or a ViT's patch tokens after the final norm on
+    /// their grid.
     pub fn feature_map(&self, x: &Tensor, train: bool) -> Tensor {
         match &self.backbone {
             Backbone::ResNet(m) => m.feature_map(x, train),
+            Backbone::Inception(m) => m.feature_maps(x, train).0,
+            Backbone::EfficientNet(m) => m.feature_map(x, train),
             Backbone::Vit(m) => {
                 let t = m.tokens(x, train);
                 let (n, l, d) = t.size3().expect("tokens");

@@ -156,7 +156,7 @@ fn scaled(x: Tensor, gamma: &Option<Tensor>) -> Tensor {
 }
 
 /// Drops whole residual branches per sample while training (timm's `DropPath`).
-fn drop_path(x: Tensor, rate: f64, train: bool) -> Tensor {
+pub(crate) fn drop_path(x: Tensor, rate: f64, train: bool) -> Tensor {
     if !train || rate <= 0.0 {
         return x;
     }

@@ -108,6 +108,7 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     let bar = patchtcga_cli::commands::bar("images");
     bar.set_length(files.len() as u64);
     let mut chunks = Vec::new();
+    let start = std::time::Instant::now();
     for batch in loader.epoch(0) {
         let batch = batch?;
         let x = images(&batch, 0, device);
@@ -115,6 +116,7 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         bar.inc(batch.labels.len() as u64);
     }
     bar.finish();
+    let seconds = start.elapsed().as_secs_f64();
     let feats = Tensor::cat(&chunks, 0).to_kind(tch::Kind::Float).contiguous();
     patchtcga_cli::commands::write_file(&a.out, |tmp| Ok(feats.write_npy(tmp)?))?;
     let csv = a.out.with_extension("csv");
@@ -125,13 +127,9 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
         writeln!(text, "{i},{quoted}")?;
     }
     patchtcga_cli::commands::write_file(&csv, |tmp| Ok(std::fs::write(tmp, text)?))?;
-    println!(
-        "{} × {} features → {} (rows named in {})",
-        feats.size()[0],
-        feats.size()[1],
-        a.out.display(),
-        csv.display()
-    );
+    let (n, d) = (feats.size()[0], feats.size()[1]);
+    println!("{n} × {d} features → {} (rows named in {})", a.out.display(), csv.display());
+    println!("embedded in {seconds:.1} s: {:.2} images/s", n as f64 / seconds);
     Ok(())
 }
 
