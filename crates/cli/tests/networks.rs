@@ -243,15 +243,14 @@ fn dino_and_mae_presets_train_through_the_cli_and_feed_embed() {
     }
 }
 
-#[test]
-fn finetune_from_the_preset_reports_val_and_test() {
-    let dir = tempfile::tempdir().unwrap();
-    // PCam200 layout: crops of the bundled slide's patches, tumour ones colour-inverted.
+/// A PCam200 layout of 24 crops (96 px) of the bundled slide's patches, tumour ones
+/// colour-inverted.
+fn pcam200(dir: &Path) -> PathBuf {
     let src =
         image::open(Path::new(env!("CARGO_MANIFEST_DIR")).join("../slide/tests/golden/cmu1_0.39_512_800_800.png"))
             .unwrap()
             .to_rgb8();
-    let data = dir.path().join("PCam200");
+    let data = dir.join("PCam200");
     for (i, (split, class)) in
         ["train", "val", "test"].iter().flat_map(|s| ["normal", "tumor"].map(|c| (*s, c))).cycle().take(24).enumerate()
     {
@@ -263,6 +262,13 @@ fn finetune_from_the_preset_reports_val_and_test() {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         crop.save(&p).unwrap();
     }
+    data
+}
+
+#[test]
+fn finetune_from_the_preset_reports_val_and_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pcam200(dir.path());
     let preset = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pcam200_resnet50.toml");
     let run_with = |init: &str, extra: &[&str]| {
         let mut cmd = patchtcga();
@@ -735,7 +741,9 @@ fn a_foundation_preset_embeds_from_its_published_names_and_refuses_another_prese
     let images = dir.path().join("images");
     std::fs::create_dir(&images).unwrap();
     for i in 0..3u8 {
-        image::RgbImage::from_pixel(56, 56, image::Rgb([200, 100 + 20 * i, 180])).save(images.join(format!("p{i}.png"))).unwrap();
+        image::RgbImage::from_pixel(56, 56, image::Rgb([200, 100 + 20 * i, 180]))
+            .save(images.join(format!("p{i}.png")))
+            .unwrap();
     }
     let embed = |arch: &str| {
         patchtcga()
@@ -759,4 +767,56 @@ fn a_foundation_preset_embeds_from_its_published_names_and_refuses_another_prese
     assert!(err.contains("cls_token (checkpoint [1, 1, 384], model [1, 1, 768])"), "{err}");
     assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
     assert!(!dir.path().join("dinov2-b14.npy").exists(), "nothing written");
+}
+
+/// The release's `incv3` (trained at 299 px, the least its auxiliary classifier takes; evaluated at
+/// 75 px, the least it takes) and
+/// `eff-b3` pretrain on PTCGA200 and fine-tune on PCam200 from that run through the CLI.
+#[test]
+fn the_release_incv3_and_eff_b3_pretrain_and_fine_tune() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let pcam = pcam200(dir.path());
+    let runs = dir.path().join("runs");
+    let finetune_preset = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/pcam200_resnet50.toml");
+    for (arch, size, val_size) in [("incv3", 299, 75), ("eff-b3", 64, 64)] {
+        let sets = |name: &str| {
+            [
+                format!("model_name={arch:?}"),
+                format!("image_size={size}"),
+                format!("val_image_size={val_size}"),
+                format!("name={name:?}"),
+                "batch_size=8".into(),
+                "epochs=1".into(),
+                "device=\"cpu\"".into(),
+                "enable_autocast=false".into(),
+                format!("root_dir={:?}", runs.display().to_string()),
+            ]
+            .into_iter()
+            .flat_map(|s| ["--set".to_owned(), s])
+            .collect::<Vec<_>>()
+        };
+        let pre = patchtcga()
+            .args(["pretrain", "--config"])
+            .arg(config(dir.path(), &data))
+            .args(sets(&format!("pre_{arch}")))
+            .output()
+            .unwrap();
+        assert!(pre.status.success(), "{arch}: {}", String::from_utf8_lossy(&pre.stderr));
+        let weights = runs.join(format!("pre_{arch}/model.safetensors"));
+        assert!(weights.exists(), "{arch}: the pretraining run's weights");
+        let fine = patchtcga()
+            .args(["finetune", "--config"])
+            .arg(&finetune_preset)
+            .arg("--init")
+            .arg(&weights)
+            .args(sets(&format!("fine_{arch}")))
+            .args(["--set", "num_workers=2", "--set"])
+            .arg(format!("dataset_dir={:?}", pcam.display().to_string()))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&fine.stdout);
+        assert!(fine.status.success(), "{arch}: {}", String::from_utf8_lossy(&fine.stderr));
+        assert!(text.contains("test: accuracy"), "{arch}: {text}");
+    }
 }

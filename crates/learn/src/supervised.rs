@@ -1,7 +1,7 @@
 //! Supervised organ classification, the release's pretraining without self-supervision.
 
 use patchtcga_loader::{Batch, Loader};
-use patchtcga_model::{load, Classifier, ImportOptions};
+use patchtcga_model::{load, Classifier, ImportOptions, Spec};
 use tch::kind::FLOAT_CPU;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
@@ -28,7 +28,11 @@ pub fn images(batch: &Batch, view: usize, device: Device) -> Tensor {
     host.to_device(device)
 }
 
-/// Backbone + dropout + linear head trained with cross-entropy.
+/// Weight of Inception v3's auxiliary classifier loss (torchvision's reference recipe).
+const AUX_LOSS_WEIGHT: f64 = 0.4;
+
+/// Backbone + dropout + linear head trained with cross-entropy (plus the auxiliary classifier's,
+/// weighted 0.4, for Inception v3).
 pub struct Supervised {
     vs: nn::VarStore,
     model: Classifier,
@@ -44,6 +48,15 @@ impl Supervised {
         let device = device(config.device)?;
         tch::manual_seed(config.seed as i64);
         let spec = config.backbone_spec()?;
+        if let Spec::Inception(c) = spec {
+            let (train, eval) = (c.min_side(!config.fine_tune), c.min_side(false));
+            if config.image_size < train || config.val_image_size < eval {
+                return Err(LearnError::Config(format!(
+                    "incv3 takes image_size ≥ {train} (its auxiliary classifier) and val_image_size ≥ {eval}, not {} and {}",
+                    config.image_size, config.val_image_size
+                )));
+            }
+        }
         let vs = nn::VarStore::new(device);
         let model = Classifier::new(&vs.root(), spec, config.num_classes, config.dropout_p);
         let head = spec.head_name();
@@ -116,8 +129,11 @@ impl Method for Supervised {
     fn step(&mut self, batch: &Batch) -> Result<StepOutput, LearnError> {
         let x = images(batch, 0, self.device);
         let y = Tensor::from_slice(&batch.labels).to_device(self.device);
-        let logits = self.logits(&x, true);
-        let loss = logits.to_kind(Kind::Float).cross_entropy_for_logits(&y);
+        let (logits, aux) = self.model.forward_with_aux(&x, true, !self.frozen);
+        let mut loss = logits.to_kind(Kind::Float).cross_entropy_for_logits(&y);
+        if let Some(aux) = aux {
+            loss = loss + aux.to_kind(Kind::Float).cross_entropy_for_logits(&y) * AUX_LOSS_WEIGHT;
+        }
         let acc = logits.argmax(-1, false).eq_tensor(&y).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
         Ok(StepOutput { loss, metrics: vec![("accuracy".into(), acc)] })
     }

@@ -49,6 +49,12 @@ fn is_training_part(name: &str) -> bool {
         || ["center", "queue", "queue_ptr"].contains(&name)
 }
 
+/// Inception v3's auxiliary classifier: loaded with the backbone where the checkpoint has it in the
+/// same shape (its convolutions; its `fc` is of the checkpoint's task), never required.
+fn is_auxiliary(name: &str) -> bool {
+    name.starts_with("AuxLogits.")
+}
+
 /// Scores a candidate prefix for ties: the network people evaluate wins over its twin.
 fn preference(prefix: &str) -> i32 {
     let mut s = 0;
@@ -113,8 +119,11 @@ pub fn load(vs: &nn::VarStore, path: &Path, head: &str, opts: &ImportOptions) ->
     let planned = naming::plan(ckpt.tensors());
     let vars = vs.variables();
     let is_head = |n: &str| n.starts_with(head) && n[head.len()..].starts_with('.');
-    let wanted: BTreeMap<String, Vec<i64>> =
-        vars.iter().filter(|(n, _)| opts.with_head || !is_head(n)).map(|(n, t)| (n.clone(), t.size())).collect();
+    let wanted: BTreeMap<String, Vec<i64>> = vars
+        .iter()
+        .filter(|(n, _)| opts.with_head || !(is_head(n) || is_auxiliary(n)))
+        .map(|(n, t)| (n.clone(), t.size()))
+        .collect();
     let names: Vec<&str> =
         planned.iter().map(|p| p.name.as_str()).filter(|n| !n.ends_with("num_batches_tracked")).collect();
     let prefix = match &opts.prefix {
@@ -177,6 +186,10 @@ fn match_names<'a>(
             m.take.push((p, None));
             continue;
         }
+        if !with_head && is_auxiliary(short) {
+            report.skipped_heads.push(short.to_owned());
+            continue;
+        }
         if short == "pos_embed" && p.shape.len() == 3 && want.len() == 3 && p.shape[2] == want[2] {
             let ((k, g), (sk, sg)) = (pos_layout(want[1]), pos_layout(p.shape[1]));
             if k == sk {
@@ -233,7 +246,9 @@ fn copy_in(
 ) -> Result<(), ModelError> {
     let path = ckpt.path();
     let into = |var: &Tensor, src: &Tensor| {
-        var.shallow_clone().f_copy_(&src.to_kind(var.kind()).to_device(var.device())).map_err(|e| bad(path, e.to_string()))
+        var.shallow_clone()
+            .f_copy_(&src.to_kind(var.kind()).to_device(var.device()))
+            .map_err(|e| bad(path, e.to_string()))
     };
     tch::no_grad(|| {
         for (p, resample) in take {

@@ -24,6 +24,16 @@ impl InceptionConfig {
     pub fn feature_dim(&self) -> i64 {
         2048
     }
+
+    /// The smallest input side: 75 px (torchvision's `min_size`), or 299 px for the auxiliary
+    /// classifier, whose 5×5 pooling and 5×5 convolution need `Mixed_6e` at least 17 wide.
+    pub fn min_side(&self, with_aux: bool) -> i64 {
+        if with_aux {
+            299
+        } else {
+            75
+        }
+    }
 }
 
 /// Convolution (no bias) → batch norm (ε 1e-3) → ReLU: torchvision's `BasicConv2d`.
@@ -83,7 +93,11 @@ impl Mixed {
         Mixed::A {
             b1: c("branch1x1", cin, 64, 1, 0),
             b5: vec![c("branch5x5_1", cin, 48, 1, 0), c("branch5x5_2", 48, 64, 5, 2)],
-            b3: vec![c("branch3x3dbl_1", cin, 64, 1, 0), c("branch3x3dbl_2", 64, 96, 3, 1), c("branch3x3dbl_3", 96, 96, 3, 1)],
+            b3: vec![
+                c("branch3x3dbl_1", cin, 64, 1, 0),
+                c("branch3x3dbl_2", 64, 96, 3, 1),
+                c("branch3x3dbl_3", 96, 96, 3, 1),
+            ],
             pool: c("branch_pool", cin, pool_features, 1, 0),
         }
     }
@@ -119,7 +133,10 @@ impl Mixed {
 
     fn d(p: &nn::Path, cin: i64) -> Self {
         Mixed::D {
-            b3: vec![ConvBn::square(p / "branch3x3_1", cin, 192, 1, 1, 0), ConvBn::square(p / "branch3x3_2", 192, 320, 3, 2, 0)],
+            b3: vec![
+                ConvBn::square(p / "branch3x3_1", cin, 192, 1, 1, 0),
+                ConvBn::square(p / "branch3x3_2", 192, 320, 3, 2, 0),
+            ],
             b7: vec![
                 ConvBn::square(p / "branch7x7x3_1", cin, 192, 1, 1, 0),
                 ConvBn::new(p / "branch7x7x3_2", 192, 192, [1, 7], 1, [0, 3]),
@@ -137,7 +154,10 @@ impl Mixed {
             b1: ConvBn::square(p / "branch1x1", cin, 320, 1, 1, 0),
             b3_1: ConvBn::square(p / "branch3x3_1", cin, 384, 1, 1, 0),
             b3_2: halves("branch3x3_2a", "branch3x3_2b", 384),
-            dbl_1: vec![ConvBn::square(p / "branch3x3dbl_1", cin, 448, 1, 1, 0), ConvBn::square(p / "branch3x3dbl_2", 448, 384, 3, 1, 1)],
+            dbl_1: vec![
+                ConvBn::square(p / "branch3x3dbl_1", cin, 448, 1, 1, 0),
+                ConvBn::square(p / "branch3x3dbl_2", 448, 384, 3, 1, 1),
+            ],
             dbl_2: halves("branch3x3dbl_3a", "branch3x3dbl_3b", 384),
             pool: ConvBn::square(p / "branch_pool", cin, 192, 1, 1, 0),
         }

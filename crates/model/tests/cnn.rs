@@ -72,12 +72,16 @@ fn efficientnet_b3_matches_torchvision_in_eval_and_training() {
     let spec = Arch::EffB3.spec(300);
     check_eval("eff-b3@300", spec);
     check_eval("eff-b3@224", spec);
-    check_train("eff-b3@300/train", Spec::EfficientNet(EfficientNetConfig { stochastic_depth: 0.0, ..EfficientNetConfig::B3 }));
+    check_train(
+        "eff-b3@300/train",
+        Spec::EfficientNet(EfficientNetConfig { stochastic_depth: 0.0, ..EfficientNetConfig::B3 }),
+    );
 }
 
 #[test]
 fn the_release_names_parse_and_report_their_widths() {
-    for (name, arch, width, head) in [("incv3", Arch::IncV3, 2048, "fc"), ("eff-b3", Arch::EffB3, 1536, "classifier.1")] {
+    for (name, arch, width, head) in [("incv3", Arch::IncV3, 2048, "fc"), ("eff-b3", Arch::EffB3, 1536, "classifier.1")]
+    {
         let parsed: Arch = name.parse().unwrap();
         assert_eq!(parsed, arch);
         assert_eq!(parsed.to_string(), name);

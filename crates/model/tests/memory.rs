@@ -35,7 +35,12 @@ fn a_giant_width_checkpoint_loads_with_little_more_than_the_model() {
     load(&vs, &file, "head", &ImportOptions::default()).unwrap();
     let extra = status_bytes("VmHWM:").saturating_sub(before);
     let mb = |b: u64| b as f64 / 1e6;
-    eprintln!("model {:.0} MB, largest tensor {:.0} MB, extra while loading {:.0} MB", mb(size), mb(largest), mb(extra));
+    eprintln!(
+        "model {:.0} MB, largest tensor {:.0} MB, extra while loading {:.0} MB",
+        mb(size),
+        mb(largest),
+        mb(extra)
+    );
     assert!(
         (extra as f64) < 0.3 * size as f64,
         "loading took {:.0} MB beyond the {:.0} MB model (a second copy would be {:.0} MB)",

@@ -154,12 +154,7 @@ fn embed_slides(a: &EmbedArgs) -> Result<()> {
     let provenance = Provenance {
         model: a.backbone.arch.to_string(),
         weights_md5: patchtcga_dataset::md5_hex(&weights),
-        preprocessing: format!(
-            "{} normalisation, {} px at {} µm/px",
-            String::from(stats.clone()),
-            a.image_size,
-            a.mpp
-        ),
+        preprocessing: format!("{} normalisation, {} px at {} µm/px", String::from(stats.clone()), a.image_size, a.mpp),
     };
     let options = SlideEmbedding {
         geometry: PatchGeometry { mpp: a.mpp, size: a.image_size },

@@ -10,7 +10,7 @@ use clap::Args;
 use patchtcga_learn::config::{DeviceChoice, ImageStats};
 use patchtcga_learn::engine::device;
 use patchtcga_learn::slide_map::{draw, slide_map, ClassProbability, MapOptions, SegmentationClasses, WindowModel};
-use patchtcga_model::{load, Checkpoint, Arch, Classifier, ImportOptions, SegHead, SegNet};
+use patchtcga_model::{load, Arch, Checkpoint, Classifier, ImportOptions, SegHead, SegNet};
 use patchtcga_slide::Slide;
 use tch::nn;
 use tch::Tensor;
