@@ -21,7 +21,7 @@ peak() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
 # A folder of n 224-px patches from the bundled slide.
 if [ ! -f "$out/slides.csv" ]; then
   { echo "slide,organ,id"; echo "$PWD/assets/cmu1_small_region.svs,lung,s1"; } > "$out/slides.csv"
-  "$bin" build ptcga200 --slides "$out/slides.csv" --out "$out/patches" --size 224 --field-um 87 --per-slide "$n" --sampling random > /dev/null
+  "$bin" build ptcga200 --slides "$out/slides.csv" --out "$out/patches" --size 224 --per-slide "$n" --sampling random > /dev/null
 fi
 one="$out/one"; mkdir -p "$one"; cp "$(find "$out/patches" -name '*.jpg' | head -1)" "$one/"
 

@@ -66,7 +66,9 @@ def pipeline(folder, preset, batch):
 
     tf = transforms.Compose([transforms.Resize(224), transforms.ToTensor(),
                              transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-    files = sorted(os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs if f.endswith((".jpg", ".png")))
+    # The patches patchtcga embed lists: not the thumbnail maps beside them.
+    files = sorted(os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs
+                   if f.endswith((".jpg", ".png")) and "thumbnail_position_map" not in r)
 
     class Folder(torch.utils.data.Dataset):
         def __len__(self):

@@ -3,7 +3,8 @@
 # (bench/train_step_torch.py: torchvision ResNet50, timm ViT-S/16) on the same machine, threads
 # and batch. PyTorch, torchvision and timm come from bench/.venv (made here with pip if missing;
 # the same torch version patchtcga links).
-# Usage: [BATCH=32] bash bench/train_step.sh [steps, default 5] [device, default cpu] [extra flags, e.g. --autocast]
+# Usage: [BATCH=32] [ARCHS="resnet50 vit-s16"] bash bench/train_step.sh [steps, default 5] [device, default cpu] [extra flags, e.g. --autocast]
+# (ARCHS may also name incv3 (299 px, with its auxiliary loss), eff-b3 (300 px) and uni.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-5}
@@ -16,8 +17,9 @@ if ! command -v "$py" > /dev/null; then python3 -m venv bench/.venv && bench/.ve
 threads=$(nproc)
 echo "| model | batch | device | PyTorch img/s | patchtcga img/s | ratio | peak host memory PyTorch / patchtcga |"
 echo "|---|---|---|---|---|---|---|"
-for arch in resnet50 vit-s16; do
-  args=(--arch "$arch" --batch-size "$batch" --image-size 224 --steps "$steps" --warmup 2 --optim sgd --device "$device" --threads "$threads" $extra)
+for arch in ${ARCHS:-resnet50 vit-s16}; do
+  size=224; case $arch in incv3) size=299;; eff-b3) size=300;; esac
+  args=(--arch "$arch" --batch-size "$batch" --image-size "$size" --steps "$steps" --warmup 2 --optim sgd --device "$device" --threads "$threads" $extra)
   t=$("$py" bench/train_step_torch.py "${args[@]}")
   r=$("$bin" bench step "${args[@]}")
   ti=$(sed -E 's/.*: ([0-9.]+) images\/s.*/\1/' <<<"$t"); ri=$(sed -E 's/.*: ([0-9.]+) images\/s.*/\1/' <<<"$r")

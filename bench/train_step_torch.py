@@ -32,6 +32,18 @@ if a.arch.startswith("resnet"):
     import torchvision
 
     model = getattr(torchvision.models, a.arch)(num_classes=1000)
+elif a.arch == "incv3":
+    import torchvision
+
+    model = torchvision.models.inception_v3(num_classes=1000, aux_logits=True, transform_input=True, init_weights=False)
+elif a.arch == "eff-b3":
+    import torchvision
+
+    model = torchvision.models.efficientnet_b3(num_classes=1000)
+elif a.arch == "uni":
+    from timm.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(img_size=a.image_size, patch_size=16, embed_dim=1024, depth=24, num_heads=16, init_values=1e-5, num_classes=1000)
 else:
     import timm
 
@@ -61,8 +73,12 @@ scaler = torch.amp.GradScaler("cuda", enabled=amp)
 def step():
     opt.zero_grad()
     with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=amp):
-        logits = model(x)
+        out = model(x)
+    # Inception v3 in training mode also returns its auxiliary logits (reference recipe: weight 0.4).
+    logits, aux = (out.logits, out.aux_logits) if hasattr(out, "aux_logits") else (out, None)
     loss = torch.nn.functional.cross_entropy(logits.float(), y)
+    if aux is not None:
+        loss = loss + 0.4 * torch.nn.functional.cross_entropy(aux.float(), y)
     scaler.scale(loss).backward()
     scaler.step(opt)
     scaler.update()

@@ -132,7 +132,7 @@ impl Method for Supervised {
         let (logits, aux) = self.model.forward_with_aux(&x, true, !self.frozen);
         let mut loss = logits.to_kind(Kind::Float).cross_entropy_for_logits(&y);
         if let Some(aux) = aux {
-            loss = loss + aux.to_kind(Kind::Float).cross_entropy_for_logits(&y) * AUX_LOSS_WEIGHT;
+            loss += aux.to_kind(Kind::Float).cross_entropy_for_logits(&y) * AUX_LOSS_WEIGHT;
         }
         let acc = logits.argmax(-1, false).eq_tensor(&y).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
         Ok(StepOutput { loss, metrics: vec![("accuracy".into(), acc)] })

@@ -140,8 +140,8 @@ impl Spec {
 /// A feature extractor: images (N, 3, H, W) → features (N, D).
 pub enum Backbone {
     ResNet(ResNet),
-    Inception(Inception3),
-    EfficientNet(EfficientNet),
+    Inception(Box<Inception3>),
+    EfficientNet(Box<EfficientNet>),
     Vit(Vit),
 }
 
@@ -150,8 +150,8 @@ impl Backbone {
     pub fn new(p: &nn::Path, spec: Spec) -> Self {
         match spec {
             Spec::ResNet(c) => Backbone::ResNet(ResNet::new(p, c)),
-            Spec::Inception(c) => Backbone::Inception(Inception3::new(p, c)),
-            Spec::EfficientNet(c) => Backbone::EfficientNet(EfficientNet::new(p, c)),
+            Spec::Inception(c) => Backbone::Inception(Box::new(Inception3::new(p, c))),
+            Spec::EfficientNet(c) => Backbone::EfficientNet(Box::new(EfficientNet::new(p, c))),
             Spec::Vit(c) => Backbone::Vit(Vit::new(p, c)),
         }
     }

@@ -74,6 +74,8 @@ fn max_3x3_s2(x: &Tensor) -> Tensor {
 }
 
 /// One of the `Mixed_*` blocks (torchvision's `InceptionA` … `InceptionE`).
+// Eleven of them per network: their sizes do not matter, and boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
 enum Mixed {
     /// `InceptionA`: 1×1, 5×5, double 3×3 and pooled branches.
     A { b1: ConvBn, b5: Vec<ConvBn>, b3: Vec<ConvBn>, pool: ConvBn },

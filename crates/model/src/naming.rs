@@ -38,7 +38,7 @@ pub(crate) struct Planned {
 pub(crate) fn plan(tensors: &[Listed]) -> Vec<Planned> {
     let hf = tensors.iter().find_map(|t| t.name.strip_suffix("embeddings.patch_embeddings.projection.weight"));
     match hf {
-        Some(prefix) => plan_hf(tensors, &prefix.to_owned()),
+        Some(prefix) => plan_hf(tensors, prefix),
         None => plan_dinov2(tensors),
     }
 }

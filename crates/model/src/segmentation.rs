@@ -214,9 +214,12 @@ mod tests {
     #[test]
     fn every_backbone_gives_scores_at_the_input_size() {
         let x = Tensor::randn([2, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu));
-        for (arch, head, map) in
-            [(Arch::ResNet18, SegHead::Fcn, [2, 512, 2, 2]), (Arch::VitS16, SegHead::Fcn, [2, 384, 4, 4])]
-        {
+        let cases = [
+            (Arch::ResNet18, SegHead::Fcn, [2, 512, 2, 2]),
+            (Arch::EffB3, SegHead::Fcn, [2, 1536, 2, 2]),
+            (Arch::VitS16, SegHead::Fcn, [2, 384, 4, 4]),
+        ];
+        for (arch, head, map) in cases {
             let vs = nn::VarStore::new(tch::Device::Cpu);
             let net = SegNet::new(&vs.root(), arch.spec(64), head, 6).unwrap();
             let y = tch::no_grad(|| net.forward_t(&x, false));
@@ -227,6 +230,12 @@ mod tests {
                 names.iter().any(|n| n == "classifier.4.bias") && names.iter().any(|n| n == "classifier.1.running_var")
             );
         }
+        // Inception's valid convolutions take 75 px at least: Mixed_7c is 1×1 there.
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let net = SegNet::new(&vs.root(), Arch::IncV3.spec(75), SegHead::Fcn, 6).unwrap();
+        let x = Tensor::randn([2, 3, 75, 75], (tch::Kind::Float, tch::Device::Cpu));
+        assert_eq!(tch::no_grad(|| net.forward_t(&x, false)).size(), [2, 6, 75, 75]);
+        assert_eq!(tch::no_grad(|| net.feature_map(&x, false)).size(), [2, 2048, 1, 1]);
         let vs = nn::VarStore::new(tch::Device::Cpu);
         assert!(SegNet::new(&vs.root(), Arch::VitS16.spec(64), SegHead::DeepLabV3, 6).is_err());
     }

@@ -118,7 +118,7 @@ impl Checkpoint {
         if bytes.len() as i64 != numel * kind.elt_size_in_bytes() as i64 {
             return Err(bad(path, format!("{}: {} bytes for shape {:?}", t.name, bytes.len(), t.shape)));
         }
-        let out = if bytes.as_ptr() as usize % kind.elt_size_in_bytes() == 0 {
+        let out = if (bytes.as_ptr() as usize).is_multiple_of(kind.elt_size_in_bytes()) {
             let strides = contiguous_strides(&t.shape);
             // SAFETY: the bytes are in bounds (checked above), aligned for `kind`, and live in the
             // map borrowed for this call; the view is dropped before the call returns (the caller

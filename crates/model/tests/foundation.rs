@@ -171,3 +171,44 @@ fn export_writes_the_published_names_and_loads_back() {
         assert!(a.equal(&b), "{f}: exported weights load back");
     }
 }
+
+/// The files weights come in: a sharded safetensors index, a Hugging Face snapshot folder (found
+/// by its file names), and `pytorch_model.bin` (a `torch.save` archive) load to the same model.
+#[test]
+fn sharded_safetensors_folders_and_torch_save_files_load_alike() {
+    use patchtcga_model::write_pth;
+    let dir = tempfile::tempdir().unwrap();
+    let f = Foundation::Dinov2S14;
+    let (vs, model) = timm_filled(f, 1);
+    let tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    let (first, second) = tensors.split_at(tensors.len() / 2);
+    let sharded = dir.path().join("sharded");
+    std::fs::create_dir(&sharded).unwrap();
+    let mut map = serde_json::Map::new();
+    for (file, part) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
+        Tensor::write_safetensors(part, sharded.join(file)).unwrap();
+        for (name, _) in part {
+            map.insert(name.clone(), Value::String(file.into()));
+        }
+    }
+    let index = serde_json::json!({ "metadata": { "total_size": 0 }, "weight_map": map });
+    std::fs::write(sharded.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    write_pth(&bin.join("pytorch_model.bin"), &tensors).unwrap();
+    let x = det_input(&[1, 3, 56, 56]);
+    let want = tch::no_grad(|| model.forward_t(&x, false));
+    for source in [sharded.join("model.safetensors.index.json"), sharded.clone(), bin.clone()] {
+        let vs2 = nn::VarStore::new(Device::Cpu);
+        let back = Backbone::new(&vs2.root(), Spec::Vit(reduced(f, 1)));
+        let r = load(&vs2, &source, "head", &ImportOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.loaded, tensors.len(), "{}", source.display());
+        assert!(tch::no_grad(|| back.forward_t(&x, false)).equal(&want), "{}", source.display());
+    }
+    // A shard the index names but the folder lacks: one message naming both.
+    std::fs::remove_file(sharded.join("model-00002-of-00002.safetensors")).unwrap();
+    let vs3 = nn::VarStore::new(Device::Cpu);
+    let _m = Backbone::new(&vs3.root(), Spec::Vit(reduced(f, 1)));
+    let e = load(&vs3, &sharded, "head", &ImportOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("model.safetensors.index.json") && e.contains("model-00002-of-00002.safetensors"), "{e}");
+}

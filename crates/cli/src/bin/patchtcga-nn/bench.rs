@@ -11,7 +11,7 @@ use patchtcga_learn::engine::{device, time_updates};
 use patchtcga_learn::optim::{LossScale, Optimizer, Rule};
 use patchtcga_learn::{method, Config};
 use patchtcga_model::{Arch, Classifier};
-use tch::nn::{self, ModuleT};
+use tch::nn;
 use tch::Tensor;
 
 #[derive(Subcommand)]
@@ -105,8 +105,11 @@ pub fn bench_step(a: StepArgs) -> Result<()> {
     };
     let mut step = || {
         opt.zero_grad();
-        let loss =
-            tch::autocast(amp, || model.forward_t(&x, true)).to_kind(tch::Kind::Float).cross_entropy_for_logits(&y);
+        let (logits, aux) = tch::autocast(amp, || model.forward_with_aux(&x, true, true));
+        let mut loss = logits.to_kind(tch::Kind::Float).cross_entropy_for_logits(&y);
+        if let Some(aux) = aux {
+            loss += aux.to_kind(tch::Kind::Float).cross_entropy_for_logits(&y) * 0.4;
+        }
         (&loss * if amp { scale.scale } else { 1.0 }).backward();
         let finite = !amp || opt.unscale_grads(1.0 / scale.scale);
         if !amp || scale.update(finite) {
