@@ -97,11 +97,6 @@ impl Foundation {
         }
     }
 
-    /// The input side the authors use (their position embedding's, except DINOv2's 518 px one).
-    pub fn image_size(self) -> i64 {
-        224
-    }
-
     /// Mean and standard deviation of the input normalisation.
     pub fn stats(self) -> ([f32; 3], [f32; 3]) {
         match self {

@@ -35,7 +35,10 @@ impl BackboneArgs {
         let vs = nn::VarStore::new(device);
         let backbone = Backbone::new(&vs.root(), spec);
         let opts = ImportOptions { prefix: self.prefix.clone(), allow_partial: self.allow_partial, with_head: false };
-        let r = load(&vs, &self.weights, spec.head_name(), &opts)?;
+        let r = load(&vs, &self.weights, spec.head_name(), &opts).map_err(|e| match self.arch {
+            Arch::Foundation(f) => anyhow::anyhow!("{e}\n{f} takes the weights published at {}", f.source()),
+            _ => e.into(),
+        })?;
         eprintln!(
             "{}: {} tensors loaded (prefix {:?}){}{}",
             self.weights.display(),
