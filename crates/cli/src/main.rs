@@ -83,6 +83,10 @@ enum Command {
     /// Write a backbone's weights for PyTorch (.pth or .safetensors, torchvision / timm names).
     #[command(disable_help_flag = true)]
     Export(Network),
+    /// Slide-level multiple-instance learning on patch features (`mil train`: ABMIL, k-fold
+    /// cross-validation by case).
+    #[command(disable_help_flag = true)]
+    Mil(Network),
 }
 
 #[derive(Subcommand)]
@@ -123,7 +127,8 @@ fn run(cli: Cli) -> Result<()> {
         | Command::Probe(_)
         | Command::Infer(_)
         | Command::Embed(_)
-        | Command::Export(_) => network(),
+        | Command::Export(_)
+        | Command::Mil(_) => network(),
     }
 }
 

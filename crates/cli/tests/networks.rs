@@ -168,11 +168,11 @@ fn bad_network_input_gets_one_clear_error() {
     assert!(!out.status.success() && err.contains("w.pth") && err.contains("neither a PyTorch"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     let out = patchtcga()
-        .args(["embed", "--arch", "incv3", "--weights", "x", "--images", "y", "--out", "z"])
+        .args(["embed", "--arch", "incv4", "--weights", "x", "--images", "y", "--out", "z"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("incv3") && err.contains("not available"), "{err}");
+    assert!(!out.status.success() && err.contains("incv4") && err.contains("incv3, eff-b3"), "{err}");
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "model_name = \"resnet18\"\nlearning_rate = 0.1\n").unwrap();
     let out = patchtcga().args(["pretrain", "--config"]).arg(&cfg).output().unwrap();
@@ -819,4 +819,62 @@ fn the_release_incv3_and_eff_b3_pretrain_and_fine_tune() {
         assert!(fine.status.success(), "{arch}: {}", String::from_utf8_lossy(&fine.stderr));
         assert!(text.contains("test: accuracy"), "{arch}: {text}");
     }
+}
+
+/// `patchtcga mil train` on `.h5` files as `embed --slides` writes them: three folds, their
+/// results and the summary in `mil_results.json`; a labels file naming a slide without features
+/// is refused in one message.
+#[test]
+fn mil_train_cross_validates_slide_features() {
+    use patchtcga_learn::slide_features::{write_h5, Provenance, SlideEmbedding, SlideFeatures};
+    let dir = tempfile::tempdir().unwrap();
+    let feats = dir.path().join("feats");
+    std::fs::create_dir(&feats).unwrap();
+    let mut csv = String::from("slide,label\n");
+    for i in 0..18i64 {
+        let x =
+            tch::Tensor::arange(10 * 8, (tch::Kind::Float, tch::Device::Cpu)).reshape([10, 8]).sin() + (i % 2) as f64;
+        let f = SlideFeatures { features: x, coords: (0..10).map(|j| [j * 224, 0]).collect(), level: 0 };
+        let o = SlideEmbedding {
+            geometry: patchtcga_slide::PatchGeometry { mpp: 0.5, size: 224 },
+            min_tissue: 0.5,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            batch_size: 4,
+            device: tch::Device::Cpu,
+            float16: false,
+        };
+        let p = Provenance { model: "test".into(), weights_md5: "-".into(), preprocessing: "-".into() };
+        write_h5(&feats.join(format!("s{i}.h5")), &f, &o, &p).unwrap();
+        csv += &format!("s{i},{}\n", if i % 2 == 1 { "tumor" } else { "normal" });
+    }
+    let labels = dir.path().join("labels.csv");
+    std::fs::write(&labels, &csv).unwrap();
+    let run = |labels: &Path| {
+        patchtcga()
+            .args(["mil", "train", "--folds", "3", "--epochs", "2", "--features"])
+            .arg(&feats)
+            .arg("--labels")
+            .arg(labels)
+            .arg("--out")
+            .arg(dir.path().join("run"))
+            .output()
+            .unwrap()
+    };
+    let out = run(&labels);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("18 slides, 2 classes (normal, tumor), 8-wide features") && text.contains("3 folds:"),
+        "{text}"
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("run/mil_results.json")).unwrap()).unwrap();
+    assert_eq!(results["folds"].as_array().unwrap().len(), 3);
+    let ghost = dir.path().join("ghost.csv");
+    std::fs::write(&ghost, csv + "ghost,tumor\n").unwrap();
+    let out = run(&ghost);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("ghost.csv") && err.contains("ghost") && err.contains("no features"), "{err}");
 }

@@ -1,6 +1,7 @@
 //! The training engine of patchtcga on LibTorch: run configs with the release's keys, optimizers
 //! and schedules, checkpoints with exact resume, run logs and plots, and the methods that plug in
-//! (supervised organ classification; SimCLR, BYOL, MoCo v2, DINO and MAE).
+//! (supervised organ classification; SimCLR, BYOL, MoCo v2, DINO and MAE); and slide-level
+//! multiple-instance learning on patch features.
 
 pub mod choices;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod engine;
 pub mod finetune;
 pub mod heads;
 pub mod loss;
+pub mod mil;
 pub mod optim;
 pub mod plot;
 pub mod probe;

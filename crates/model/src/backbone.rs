@@ -29,8 +29,16 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub const RELEASE: [Arch; 6] =
-        [Arch::ResNet18, Arch::ResNet50, Arch::VitS16, Arch::VitB16, Arch::VitB32, Arch::VitL16];
+    pub const RELEASE: [Arch; 8] = [
+        Arch::ResNet18,
+        Arch::ResNet50,
+        Arch::IncV3,
+        Arch::EffB3,
+        Arch::VitS16,
+        Arch::VitB16,
+        Arch::VitB32,
+        Arch::VitL16,
+    ];
 
     /// Every architecture and preset.
     pub fn all() -> impl Iterator<Item = Arch> {

@@ -9,6 +9,7 @@ mod embed;
 mod export;
 mod finetune;
 mod infer;
+mod mil;
 mod pretrain;
 mod probe;
 mod run;
@@ -50,6 +51,11 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Write a backbone's weights for PyTorch (.pth or .safetensors, torchvision / timm names).
     Export(export::ExportArgs),
+    /// Slide-level multiple-instance learning on patch features: `mil train …`.
+    Mil {
+        #[command(subcommand)]
+        what: mil::MilWhat,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,5 +75,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Infer(a) => infer::infer(a),
         Command::Embed(a) => embed::embed(a),
         Command::Export(a) => export::export(a),
+        Command::Mil { what } => mil::mil(what),
     }
 }

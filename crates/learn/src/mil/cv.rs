@@ -1,0 +1,276 @@
+//! k-fold cross-validation of ABMIL by case: folds stratified by label, each fold the test set once
+//! with the next one as validation, the epoch of best validation loss selected, and slide-level
+//! accuracy, balanced accuracy, ROC-AUC, quadratic-weighted kappa per fold and as mean ± sd.
+
+use std::collections::BTreeMap;
+
+use patchtcga_metrics::ClassificationReport;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use tch::nn;
+use tch::{Device, Kind, Tensor};
+
+use super::bags::{Bag, Bags};
+use super::model::{Abmil, AbmilConfig};
+use crate::config::Optim;
+use crate::optim::{Optimizer, Rule};
+use crate::LearnError;
+
+/// How a cross-validation trains.
+#[derive(Debug, Clone)]
+pub struct MilOptions {
+    pub folds: usize,
+    pub epochs: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Weigh each class's loss by the inverse of its share of the training slides.
+    pub class_weights: bool,
+    pub device: Device,
+}
+
+/// One fold's outcome on its test slides.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FoldResult {
+    pub fold: usize,
+    /// The epoch (from 1) whose validation loss was lowest.
+    pub selected_epoch: usize,
+    pub val_loss: f64,
+    pub test: ClassificationReport,
+    /// Quadratic-weighted Cohen's kappa (labels taken in class order, as for ISUP grades).
+    pub test_kappa: f64,
+    pub test_slides: Vec<String>,
+}
+
+/// Mean and standard deviation over folds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct MeanSd {
+    pub mean: f64,
+    pub sd: f64,
+}
+
+/// A cross-validation's results (`mil_results.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CrossValidation {
+    pub classes: Vec<String>,
+    pub folds: Vec<FoldResult>,
+    pub accuracy: MeanSd,
+    pub balanced_accuracy: MeanSd,
+    pub roc_auc: MeanSd,
+    pub kappa: MeanSd,
+}
+
+/// Assigns cases to `k` folds, stratified by label: each class's cases shuffled (seeded) and dealt
+/// round-robin, continuing where the previous class stopped. A class with fewer cases than folds
+/// is refused.
+pub fn assign_folds(bags: &[Bag], classes: &[String], k: usize, seed: u64) -> Result<Vec<usize>, LearnError> {
+    let mut case_label: BTreeMap<&str, usize> = BTreeMap::new();
+    for b in bags {
+        let l = *case_label.entry(&b.case).or_insert(b.label);
+        if l != b.label {
+            return Err(LearnError::Config(format!(
+                "case {} has slides of two labels ({} and {}); cross-validation splits by case",
+                b.case, classes[l], classes[b.label]
+            )));
+        }
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut fold_of: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut next = 0;
+    for (c, name) in classes.iter().enumerate() {
+        let mut cases: Vec<&str> = case_label.iter().filter(|(_, &l)| l == c).map(|(k, _)| *k).collect();
+        if cases.len() < k {
+            return Err(LearnError::Config(format!(
+                "class {name:?} has {} case(s), fewer than the {k} folds (use --folds {} or label more cases)",
+                cases.len(),
+                cases.len().max(2)
+            )));
+        }
+        cases.shuffle(&mut rng);
+        for case in cases {
+            fold_of.insert(case, next % k);
+            next += 1;
+        }
+    }
+    Ok(bags.iter().map(|b| fold_of[b.case.as_str()]).collect())
+}
+
+/// Quadratic-weighted Cohen's kappa of predicted against true class indices.
+pub fn quadratic_kappa(truth: &[usize], predicted: &[usize], classes: usize) -> f64 {
+    let n = truth.len() as f64;
+    if n == 0.0 || classes < 2 {
+        return 0.0;
+    }
+    let mut observed = vec![vec![0.0; classes]; classes];
+    let (mut rows, mut cols) = (vec![0.0; classes], vec![0.0; classes]);
+    for (&t, &p) in truth.iter().zip(predicted) {
+        observed[t][p] += 1.0;
+        rows[t] += 1.0;
+        cols[p] += 1.0;
+    }
+    let w = |i: usize, j: usize| ((i as f64 - j as f64) / (classes as f64 - 1.0)).powi(2);
+    let (mut num, mut den) = (0.0, 0.0);
+    for i in 0..classes {
+        for j in 0..classes {
+            num += w(i, j) * observed[i][j];
+            den += w(i, j) * rows[i] * cols[j] / n;
+        }
+    }
+    if den == 0.0 {
+        1.0
+    } else {
+        1.0 - num / den
+    }
+}
+
+fn mean_sd(v: &[f64]) -> MeanSd {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    MeanSd { mean, sd: var.sqrt() }
+}
+
+/// Class probabilities (N × C, row-major) and mean loss of a model over bags (evaluation mode,
+/// every instance: bags are never subsampled here).
+fn predict(model: &Abmil, bags: &[&Bag], weights: &Tensor, device: Device) -> (Vec<f32>, f64) {
+    tch::no_grad(|| {
+        let (mut probs, mut loss) = (Vec::new(), 0.0);
+        for b in bags {
+            let out = model.forward(&b.features.to_device(device), false);
+            let y = Tensor::from_slice(&[b.label as i64]).to_device(device);
+            loss += bag_loss(&out.logits, &y, weights).double_value(&[]);
+            probs.extend(
+                Vec::<f32>::try_from(out.logits.softmax(-1, Kind::Float).reshape([-1]).to_device(Device::Cpu))
+                    .unwrap_or_default(),
+            );
+        }
+        (probs, loss / bags.len().max(1) as f64)
+    })
+}
+
+/// A bag's cross-entropy times its class's weight (one bag per step: PyTorch's weighted mean
+/// would divide the weight out again).
+fn bag_loss(logits: &Tensor, y: &Tensor, weights: &Tensor) -> Tensor {
+    logits.cross_entropy_for_logits(y) * weights.index_select(0, y).squeeze()
+}
+
+/// Inverse-frequency class weights over the training bags (ones when off).
+fn class_weights(train: &[&Bag], classes: usize, on: bool) -> Tensor {
+    let mut counts = vec![0.0f32; classes];
+    for b in train {
+        counts[b.label] += 1.0;
+    }
+    let total: f32 = counts.iter().sum();
+    let w: Vec<f32> = counts.iter().map(|&c| if on && c > 0.0 { total / (classes as f32 * c) } else { 1.0 }).collect();
+    Tensor::from_slice(&w)
+}
+
+/// Trains ABMIL on `train` (one fold; `fold` varies the seed): Adam over `epochs` passes of the
+/// training bags (one bag per step, shuffled), keeping the weights of the epoch of lowest loss
+/// on `val`. Returns the model, its parameters, the epoch kept and its validation loss.
+pub fn fit(
+    data: &Bags,
+    train: &[&Bag],
+    val: &[&Bag],
+    o: &MilOptions,
+    fold: usize,
+) -> Result<(Abmil, nn::VarStore, usize, f64), LearnError> {
+    tch::manual_seed(o.seed.wrapping_add(fold as u64 * 1000 + 17) as i64);
+    let classes = data.classes.len();
+    let vs = nn::VarStore::new(o.device);
+    let model = Abmil::new(&vs.root(), AbmilConfig::small(data.width, classes as i64));
+    let mut opt =
+        Optimizer::new(Rule::new(Optim::Adam, 0.9, [0.9, 0.999]), o.weight_decay, vs.variables().into_iter().collect());
+    let weights = class_weights(train, classes, o.class_weights).to_device(o.device);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(o.seed ^ ((fold as u64 + 1) * 0x9E37_79B9));
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let (mut best, mut best_loss) = (None::<(usize, Vec<(String, Tensor)>)>, f64::INFINITY);
+    for epoch in 1..=o.epochs {
+        order.shuffle(&mut rng);
+        for &i in &order {
+            let b = train[i];
+            let out = model.forward(&b.features.to_device(o.device), true);
+            let y = Tensor::from_slice(&[b.label as i64]).to_device(o.device);
+            let loss = bag_loss(&out.logits, &y, &weights);
+            opt.zero_grad();
+            loss.backward();
+            opt.step(o.lr);
+        }
+        let (_, val_loss) = predict(&model, val, &weights, o.device);
+        if val_loss < best_loss {
+            best_loss = val_loss;
+            let snapshot = vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+            best = Some((epoch, snapshot));
+        }
+    }
+    let (epoch, snapshot) = best.ok_or_else(|| LearnError::Config("epochs must be at least 1".into()))?;
+    tch::no_grad(|| {
+        let vars = vs.variables();
+        for (n, t) in &snapshot {
+            vars[n].shallow_clone().copy_(t);
+        }
+    });
+    Ok((model, vs, epoch, best_loss))
+}
+
+/// Runs the k-fold cross-validation; `progress` is told each finished fold.
+pub fn cross_validate(
+    data: &Bags,
+    o: &MilOptions,
+    mut progress: impl FnMut(&FoldResult),
+) -> Result<CrossValidation, LearnError> {
+    if o.folds < 3 {
+        return Err(LearnError::Config(format!("--folds {}: at least 3 (train, validation and test folds)", o.folds)));
+    }
+    let fold_of = assign_folds(&data.bags, &data.classes, o.folds, o.seed)?;
+    let classes = data.classes.len();
+    let mut folds = Vec::with_capacity(o.folds);
+    for k in 0..o.folds {
+        let v = (k + 1) % o.folds;
+        let pick = |f: &dyn Fn(usize) -> bool| -> Vec<&Bag> {
+            data.bags.iter().zip(&fold_of).filter(|(_, &g)| f(g)).map(|(b, _)| b).collect()
+        };
+        let (test, val, train) = (pick(&|g| g == k), pick(&|g| g == v), pick(&|g| g != k && g != v));
+        let (model, _vs, selected_epoch, val_loss) = fit(data, &train, &val, o, k)?;
+        let ones = Tensor::ones([classes as i64], (Kind::Float, o.device));
+        let (probs, _) = predict(&model, &test, &ones, o.device);
+        let labels: Vec<usize> = test.iter().map(|b| b.label).collect();
+        let report = ClassificationReport::new(&probs, &labels, classes);
+        let predicted = patchtcga_metrics::predicted(&probs, classes);
+        let result = FoldResult {
+            fold: k,
+            selected_epoch,
+            val_loss,
+            test_kappa: quadratic_kappa(&labels, &predicted, classes),
+            test: report,
+            test_slides: test.iter().map(|b| b.slide.clone()).collect(),
+        };
+        progress(&result);
+        folds.push(result);
+    }
+    let of = |f: &dyn Fn(&FoldResult) -> Option<f64>| mean_sd(&folds.iter().filter_map(f).collect::<Vec<_>>());
+    Ok(CrossValidation {
+        classes: data.classes.clone(),
+        accuracy: of(&|r| Some(r.test.accuracy)),
+        balanced_accuracy: of(&|r| Some(r.test.balanced_accuracy)),
+        roc_auc: of(&|r| r.test.roc_auc),
+        kappa: of(&|r| Some(r.test_kappa)),
+        folds,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quadratic_kappa;
+
+    #[test]
+    fn quadratic_kappa_is_one_when_exact_and_penalises_far_misses_more() {
+        assert_eq!(quadratic_kappa(&[0, 1, 2, 3], &[0, 1, 2, 3], 4), 1.0);
+        let near = quadratic_kappa(&[0, 1, 2, 3], &[1, 1, 2, 3], 4);
+        let far = quadratic_kappa(&[0, 1, 2, 3], &[3, 1, 2, 3], 4);
+        assert!(near > far && near < 1.0, "{near} {far}");
+        // sklearn's cohen_kappa_score(…, weights="quadratic") formula, computed in NumPy: 0.875.
+        assert!((near - 0.875).abs() < 1e-12, "{near}");
+    }
+}
