@@ -871,6 +871,36 @@ fn mil_train_cross_validates_slide_features() {
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("run/mil_results.json")).unwrap()).unwrap();
     assert_eq!(results["folds"].as_array().unwrap().len(), 3);
+    for k in 0..3 {
+        assert!(dir.path().join(format!("run/fold_{k}.safetensors")).exists(), "fold {k}'s model");
+    }
+    // The run's attention over a slide: a heat map on the bundled slide's thumbnail (the
+    // synthetic patches lie along its top row) and the raw attention, one value per patch.
+    let heat = dir.path().join("heat.png");
+    let out = patchtcga()
+        .args(["mil", "heatmap", "--run"])
+        .arg(dir.path().join("run"))
+        .arg("--features")
+        .arg(feats.join("s1.h5"))
+        .arg("--slide")
+        .arg(sample_slide())
+        .arg("--out")
+        .arg(&heat)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("mean of 3 folds' models") && text.contains("tumor 0."), "{text}");
+    let picture = image::open(&heat).unwrap().to_rgb8();
+    let bar = picture.height() - 64 + 12;
+    let (low, high) = (picture.get_pixel(1, bar).0, picture.get_pixel(picture.width() - 2, bar).0);
+    assert!(
+        low[2] > 200 && low[0] < 60 && high[0] > 200 && high[2] < 60,
+        "the attention colour bar: {low:?} → {high:?}"
+    );
+    let attention = tch::Tensor::read_npy(heat.with_extension("npy")).unwrap();
+    assert_eq!(attention.size(), [10]);
+    assert!((attention.sum(tch::Kind::Double).double_value(&[]) - 1.0).abs() < 1e-5, "a softmax per fold, averaged");
     let ghost = dir.path().join("ghost.csv");
     std::fs::write(&ghost, csv + "ghost,tumor\n").unwrap();
     let out = run(&ghost);

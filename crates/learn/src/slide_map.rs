@@ -233,10 +233,28 @@ fn colour(p: f32) -> [f32; 3] {
     }
 }
 
-/// The slide's thumbnail (about 1,600 px on its long side) with each cell tinted by the
-/// probability of `class` (and a labelled colour bar), or, without a class, by its segmentation
-/// class (and a legend).
-pub fn draw(slide: &Slide, map: &SlideMap, class: Option<i64>) -> Result<RgbImage, LearnError> {
+/// What a map's values are, for its colours and legend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Legend {
+    /// A class's probability in [0, 1].
+    Probability(i64),
+    /// Segmentation classes (0 = background, untinted).
+    Classes,
+    /// A MIL model's attention as a percentile in [0, 1].
+    Attention,
+}
+
+impl Legend {
+    /// The legend of a window model's map.
+    pub fn of(model: &dyn WindowModel) -> Self {
+        model.class().map_or(Legend::Classes, Legend::Probability)
+    }
+}
+
+/// The slide's thumbnail (about 1,600 px on its long side) with each cell tinted by its value
+/// (blue → white → red for a probability or attention, with a labelled colour bar; one colour per
+/// class for a class map, with a legend).
+pub fn draw(slide: &Slide, map: &SlideMap, legend: Legend) -> Result<RgbImage, LearnError> {
     let (w, h) = slide.dimensions();
     let (thumb, ds) = slide.overview((w.max(h) as f64 / 1600.0).max(1.0))?;
     let (tw, th) = thumb.dimensions();
@@ -244,10 +262,11 @@ pub fn draw(slide: &Slide, map: &SlideMap, class: Option<i64>) -> Result<RgbImag
     for (x, y, px) in thumb.enumerate_pixels() {
         let (c, r) = ((x as f64 * ds / map.cell.0) as usize, (y as f64 * ds / map.cell.1) as usize);
         let v = if r < map.rows && c < map.cols { map.values[r * map.cols + c] } else { f32::NAN };
-        let p = if v.is_finite() && (class.is_some() || v > 0.0) {
-            let k = match class {
-                Some(_) => colour(v),
-                None => COLOURS[(v as usize).min(COLOURS.len() - 1)].map(|c| c as f32 / 255.0),
+        let continuous = legend != Legend::Classes;
+        let p = if v.is_finite() && (continuous || v > 0.0) {
+            let k = match legend {
+                Legend::Classes => COLOURS[(v as usize).min(COLOURS.len() - 1)].map(|c| c as f32 / 255.0),
+                _ => colour(v),
             };
             Rgb([0, 1, 2].map(|i| (0.45 * px.0[i] as f32 + 0.55 * 255.0 * k[i]) as u8))
         } else {
@@ -255,31 +274,20 @@ pub fn draw(slide: &Slide, map: &SlideMap, class: Option<i64>) -> Result<RgbImag
         };
         out.put_pixel(x, y, p);
     }
-    let texts = legend(&mut out, th, class);
+    let texts = draw_legend(&mut out, th, legend);
     let (ow, oh) = out.dimensions();
     crate::plot::label(&mut out, ow, oh, &texts)?;
     Ok(out)
 }
 
 /// Draws the colour bar or the class legend under the thumbnail (`th` high); returns its labels.
-fn legend(out: &mut RgbImage, th: u32, class: Option<i64>) -> Vec<(String, (i32, i32), u32)> {
+fn draw_legend(out: &mut RgbImage, th: u32, legend: Legend) -> Vec<(String, (i32, i32), u32)> {
     let tw = out.width();
     let y = th as i32 + 36;
-    match class {
-        Some(class) => {
-            for x in 0..tw {
-                let k = colour(x as f32 / (tw - 1).max(1) as f32);
-                for y in th + 6..th + 30 {
-                    out.put_pixel(x, y, Rgb(k.map(|v| (v * 255.0) as u8)));
-                }
-            }
-            vec![
-                ("0".to_owned(), (2, y), 18),
-                (format!("class {class} probability"), (tw as i32 / 2 - 90, y), 18),
-                ("1".to_owned(), (tw as i32 - 14, y), 18),
-            ]
-        }
-        None => {
+    let title = match legend {
+        Legend::Probability(class) => format!("class {class} probability"),
+        Legend::Attention => "attention (percentile)".to_owned(),
+        Legend::Classes => {
             let step = (tw / COLOURS.len() as u32).max(1);
             for (c, k) in COLOURS.iter().enumerate().skip(1) {
                 for x in c as u32 * step..(c as u32 * step + 24).min(tw) {
@@ -288,7 +296,14 @@ fn legend(out: &mut RgbImage, th: u32, class: Option<i64>) -> Vec<(String, (i32,
                     }
                 }
             }
-            (1..COLOURS.len()).map(|c| (format!("class {c}"), (c as i32 * step as i32, y), 18)).collect()
+            return (1..COLOURS.len()).map(|c| (format!("class {c}"), (c as i32 * step as i32, y), 18)).collect();
+        }
+    };
+    for x in 0..tw {
+        let k = colour(x as f32 / (tw - 1).max(1) as f32);
+        for y in th + 6..th + 30 {
+            out.put_pixel(x, y, Rgb(k.map(|v| (v * 255.0) as u8)));
         }
     }
+    vec![("0".to_owned(), (2, y), 18), (title, (tw as i32 / 2 - 90, y), 18), ("1".to_owned(), (tw as i32 - 14, y), 18)]
 }

@@ -122,7 +122,11 @@ fn abmil_learns_a_planted_signal_and_attends_to_it() {
         (120, vec!["normal".to_string(), "tumor".into()], 16)
     );
     let mut seen = 0;
-    let cv = mil::cross_validate(&data, &options(), |_| seen += 1).unwrap();
+    let cv = mil::cross_validate(&data, &options(), |_, _| {
+        seen += 1;
+        Ok(())
+    })
+    .unwrap();
     assert_eq!((seen, cv.folds.len()), (5, 5));
     let tested: usize = cv.folds.iter().map(|f| f.test.samples).sum();
     assert_eq!(tested, 120, "every slide is tested once");
@@ -168,7 +172,7 @@ fn bad_input_gets_one_message_naming_the_file() {
     // A class with fewer cases than folds.
     let (feats, labels) = synthetic(&dir.path().join("again"));
     let data = mil::load(&feats, &labels, false).unwrap();
-    let e = match mil::cross_validate(&data, &MilOptions { folds: 40, ..options() }, |_| {}) {
+    let e = match mil::cross_validate(&data, &MilOptions { folds: 40, ..options() }, |_, _| Ok(())) {
         Ok(_) => panic!("accepted"),
         Err(e) => e.to_string(),
     };

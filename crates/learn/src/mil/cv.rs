@@ -54,6 +54,8 @@ pub struct MeanSd {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CrossValidation {
     pub classes: Vec<String>,
+    /// Feature width the models take.
+    pub width: i64,
     pub folds: Vec<FoldResult>,
     pub accuracy: MeanSd,
     pub balanced_accuracy: MeanSd,
@@ -214,11 +216,12 @@ pub fn fit(
     Ok((model, vs, epoch, best_loss))
 }
 
-/// Runs the k-fold cross-validation; `progress` is told each finished fold.
+/// Runs the k-fold cross-validation; `on_fold` is handed each finished fold with its model's
+/// parameters (to report and save them).
 pub fn cross_validate(
     data: &Bags,
     o: &MilOptions,
-    mut progress: impl FnMut(&FoldResult),
+    mut on_fold: impl FnMut(&FoldResult, &nn::VarStore) -> Result<(), LearnError>,
 ) -> Result<CrossValidation, LearnError> {
     if o.folds < 3 {
         return Err(LearnError::Config(format!("--folds {}: at least 3 (train, validation and test folds)", o.folds)));
@@ -232,7 +235,7 @@ pub fn cross_validate(
             data.bags.iter().zip(&fold_of).filter(|(_, &g)| f(g)).map(|(b, _)| b).collect()
         };
         let (test, val, train) = (pick(&|g| g == k), pick(&|g| g == v), pick(&|g| g != k && g != v));
-        let (model, _vs, selected_epoch, val_loss) = fit(data, &train, &val, o, k)?;
+        let (model, vs, selected_epoch, val_loss) = fit(data, &train, &val, o, k)?;
         let ones = Tensor::ones([classes as i64], (Kind::Float, o.device));
         let (probs, _) = predict(&model, &test, &ones, o.device);
         let labels: Vec<usize> = test.iter().map(|b| b.label).collect();
@@ -246,12 +249,13 @@ pub fn cross_validate(
             test: report,
             test_slides: test.iter().map(|b| b.slide.clone()).collect(),
         };
-        progress(&result);
+        on_fold(&result, &vs)?;
         folds.push(result);
     }
     let of = |f: &dyn Fn(&FoldResult) -> Option<f64>| mean_sd(&folds.iter().filter_map(f).collect::<Vec<_>>());
     Ok(CrossValidation {
         classes: data.classes.clone(),
+        width: data.width,
         accuracy: of(&|r| Some(r.test.accuracy)),
         balanced_accuracy: of(&|r| Some(r.test.balanced_accuracy)),
         roc_auc: of(&|r| r.test.roc_auc),

@@ -9,7 +9,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use patchtcga_learn::config::{DeviceChoice, ImageStats};
 use patchtcga_learn::engine::device;
-use patchtcga_learn::slide_map::{draw, slide_map, ClassProbability, MapOptions, SegmentationClasses, WindowModel};
+use patchtcga_learn::slide_map::{
+    draw, slide_map, ClassProbability, Legend, MapOptions, SegmentationClasses, WindowModel,
+};
 use patchtcga_model::{load, Arch, Checkpoint, Classifier, ImportOptions, SegHead, SegNet};
 use patchtcga_slide::Slide;
 use tch::nn;
@@ -124,7 +126,7 @@ pub fn infer(a: InferArgs) -> Result<()> {
     patchtcga_cli::commands::write_file(&npy, |tmp| {
         Ok(Tensor::from_slice(&map.values).reshape(shape).write_npy(tmp)?)
     })?;
-    let picture = draw(&slide, &map, model.class())?;
+    let picture = draw(&slide, &map, Legend::of(model.as_ref()))?;
     patchtcga_cli::commands::write_file(&a.out, |tmp| Ok(picture.save(tmp)?))?;
     let scored: Vec<f32> = map.values.iter().copied().filter(|v| v.is_finite()).collect();
     println!(

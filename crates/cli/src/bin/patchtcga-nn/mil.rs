@@ -4,9 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use patchtcga_cli::commands::SlideArgs;
 use patchtcga_learn::config::DeviceChoice;
 use patchtcga_learn::engine::device;
-use patchtcga_learn::mil::{self, FoldResult, MilOptions};
+use patchtcga_learn::mil::{self, Abmil, AbmilConfig, CrossValidation, FoldResult, MilOptions};
+use patchtcga_learn::slide_map::{draw, Legend};
+use patchtcga_slide::Slide;
+use tch::{nn, Kind, Tensor};
 
 /// `patchtcga mil …`.
 #[derive(Subcommand)]
@@ -14,6 +18,28 @@ pub enum MilWhat {
     /// k-fold cross-validation of ABMIL (gated attention) by case: per-fold and mean ± sd
     /// slide-level accuracy, balanced accuracy, ROC-AUC and quadratic-weighted kappa.
     Train(TrainArgs),
+    /// A slide's prediction by a `mil train` run (its folds' models averaged) and their attention
+    /// over the slide's patches as a heat map on its thumbnail (the raw attention beside it, .npy).
+    Heatmap(HeatmapArgs),
+}
+
+/// Options of `patchtcga mil heatmap`.
+#[derive(Args)]
+pub struct HeatmapArgs {
+    /// The `mil train` run folder (`mil_results.json`, `fold_<k>.safetensors`).
+    #[arg(long)]
+    run: PathBuf,
+    /// The slide's `.h5` of patch features.
+    #[arg(long)]
+    features: PathBuf,
+    /// The slide itself (for the thumbnail and the patch footprint).
+    #[arg(long)]
+    slide: PathBuf,
+    /// Heat map PNG; the attention (one value per patch, in the `.h5`'s order) goes beside it as .npy.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    open: SlideArgs,
 }
 
 /// Options of `patchtcga mil train`.
@@ -53,7 +79,13 @@ pub struct TrainArgs {
 
 /// Runs `patchtcga mil …`.
 pub fn mil(what: MilWhat) -> Result<()> {
-    let MilWhat::Train(a) = what;
+    match what {
+        MilWhat::Train(a) => train(a),
+        MilWhat::Heatmap(a) => heatmap(a),
+    }
+}
+
+fn train(a: TrainArgs) -> Result<()> {
     let data = mil::load(&a.features, &a.labels, a.allow_unlabelled)?;
     println!(
         "{} slides, {} classes ({}), {}-wide features",
@@ -71,7 +103,9 @@ pub fn mil(what: MilWhat) -> Result<()> {
         class_weights: !a.no_class_weights,
         device: device(a.device)?,
     };
-    let show = |r: &FoldResult| {
+    std::fs::create_dir_all(&a.out)?;
+    let out = a.out.clone();
+    let show = |r: &FoldResult, vs: &nn::VarStore| {
         let auc = r.test.roc_auc.map_or("n/a".into(), |v| format!("{v:.3}"));
         println!(
             "fold {}: epoch {} selected (val loss {:.4}); test on {} slides: accuracy {:.3}, balanced accuracy {:.3}, ROC-AUC {auc}, kappa {:.3}",
@@ -83,9 +117,10 @@ pub fn mil(what: MilWhat) -> Result<()> {
             r.test.balanced_accuracy,
             r.test_kappa
         );
+        let path = out.join(format!("fold_{}.safetensors", r.fold));
+        patchtcga_learn::mil::save(vs, &path)
     };
     let cv = mil::cross_validate(&data, &options, show)?;
-    std::fs::create_dir_all(&a.out)?;
     let path = a.out.join("mil_results.json");
     let text = serde_json::to_vec_pretty(&cv)?;
     patchtcga_cli::commands::write_file(&path, |tmp| Ok(std::fs::write(tmp, &text)?))?;
@@ -98,6 +133,60 @@ pub fn mil(what: MilWhat) -> Result<()> {
         m(cv.roc_auc),
         m(cv.kappa),
         path.display()
+    );
+    Ok(())
+}
+
+/// Paints the run's attention over the slide and prints its prediction.
+fn heatmap(a: HeatmapArgs) -> Result<()> {
+    let results = a.run.join("mil_results.json");
+    let cv: CrossValidation = serde_json::from_slice(
+        &std::fs::read(&results)
+            .map_err(|e| anyhow::anyhow!("{}: {e} (a `patchtcga mil train` run folder?)", results.display()))?,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", results.display()))?;
+    let features = mil::bags::read_features(&a.features)?;
+    if features.size()[1] != cv.width {
+        anyhow::bail!(
+            "{}: {}-wide features; the run's models take {}",
+            a.features.display(),
+            features.size()[1],
+            cv.width
+        );
+    }
+    let (mut probs, mut attention) = (Vec::new(), Vec::new());
+    for k in 0..cv.folds.len() {
+        let mut vs = nn::VarStore::new(tch::Device::Cpu);
+        let model = Abmil::new(&vs.root(), AbmilConfig::small(cv.width, cv.classes.len() as i64));
+        vs.load(a.run.join(format!("fold_{k}.safetensors")))?;
+        let out = tch::no_grad(|| model.forward(&features, false));
+        probs.push(out.logits.softmax(-1, Kind::Float).squeeze_dim(0));
+        attention.push(out.attention);
+    }
+    let (probs, attention) =
+        (Tensor::stack(&probs, 0).mean_dim(0, false, None), Tensor::stack(&attention, 0).mean_dim(0, false, None));
+    let slide = Slide::open(&a.slide, &a.open.options())?;
+    let grid = mil::heatmap::read_grid(&a.features, &slide)?;
+    if grid.coords.len() as i64 != features.size()[0] {
+        anyhow::bail!("{}: {} coords for {} feature rows", a.features.display(), grid.coords.len(), features.size()[0]);
+    }
+    let values = Vec::<f32>::try_from(&attention)?;
+    let map = mil::heatmap::attention_map(&slide, &grid, &values);
+    let picture = draw(&slide, &map, Legend::Attention)?;
+    patchtcga_cli::commands::write_file(&a.out, |tmp| Ok(picture.save_with_format(tmp, image::ImageFormat::Png)?))?;
+    let npy = a.out.with_extension("npy");
+    patchtcga_cli::commands::write_file(&npy, |tmp| Ok(attention.write_npy(tmp)?))?;
+    let p = Vec::<f32>::try_from(&probs)?;
+    let best = (0..p.len()).max_by(|&i, &j| p[i].total_cmp(&p[j])).unwrap_or(0);
+    let shown: Vec<String> = cv.classes.iter().zip(&p).map(|(c, v)| format!("{c} {v:.3}")).collect();
+    println!(
+        "{}: {} ({}; mean of {} folds' models) → {} and {}",
+        a.slide.display(),
+        cv.classes[best],
+        shown.join(", "),
+        cv.folds.len(),
+        a.out.display(),
+        npy.display()
     );
     Ok(())
 }

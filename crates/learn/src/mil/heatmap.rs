@@ -1,0 +1,86 @@
+//! Attention heat maps as CLAM draws them: a MIL model's attention over a slide's patches (from the
+//! slide's `.h5`), as percentiles, painted over the slide's thumbnail.
+
+use std::path::Path;
+
+use patchtcga_slide::Slide;
+
+use crate::slide_map::SlideMap;
+use crate::LearnError;
+
+/// A slide's patches as an `.h5` lists them: level-0 top-left corners and the patch's level-0 side.
+pub struct PatchGrid {
+    pub coords: Vec<[i64; 2]>,
+    pub footprint: f64,
+}
+
+/// Reads `coords` and the patch footprint from `path`: from the file's `mpp` and `patch_size`
+/// (`patchtcga embed --slides`), or from `coords`' `patch_size` and `patch_level` (CLAM).
+pub fn read_grid(path: &Path, slide: &Slide) -> Result<PatchGrid, LearnError> {
+    let bad = |what: String| LearnError::Config(format!("{}: {what}", path.display()));
+    let file = hdf5_metno::File::open(path).map_err(|e| bad(format!("not a readable HDF5 file ({e})")))?;
+    let ds = file.dataset("coords").map_err(|_| bad("no `coords` dataset".into()))?;
+    let flat: Vec<i64> = ds.read_raw().map_err(|e| bad(format!("`coords`: {e}")))?;
+    let coords: Vec<[i64; 2]> = flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+    let scalar_f = |attr: hdf5_metno::Result<hdf5_metno::Attribute>| attr.and_then(|a| a.read_scalar::<f64>()).ok();
+    let scalar_i = |attr: hdf5_metno::Result<hdf5_metno::Attribute>| attr.and_then(|a| a.read_scalar::<i64>()).ok();
+    let footprint = match (scalar_f(file.attr("mpp")), scalar_i(file.attr("patch_size"))) {
+        (Some(mpp), Some(size)) => size as f64 * mpp / slide.mpp().x,
+        _ => match (scalar_i(ds.attr("patch_size")), scalar_i(ds.attr("patch_level"))) {
+            (Some(size), Some(level)) => size as f64 * slide.level_downsample(level as u32),
+            _ => {
+                return Err(bad(
+                    "no patch size: neither `mpp` + `patch_size` nor coords' `patch_size` + `patch_level`".into()
+                ))
+            }
+        },
+    };
+    Ok(PatchGrid { coords, footprint })
+}
+
+/// Each value's percentile among `values` (0 for the lowest, 1 for the highest), as CLAM shows
+/// attention.
+pub fn percentiles(values: &[f32]) -> Vec<f32> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let top = (values.len().max(2) - 1) as f32;
+    let mut out = vec![0.0; values.len()];
+    for (rank, i) in order.into_iter().enumerate() {
+        out[i] = rank as f32 / top;
+    }
+    out
+}
+
+/// A map with one cell per patch footprint: each patch's attention percentile, NaN elsewhere.
+pub fn attention_map(slide: &Slide, grid: &PatchGrid, attention: &[f32]) -> SlideMap {
+    let (w, h) = slide.dimensions();
+    let cols = (w as f64 / grid.footprint).ceil() as usize;
+    let rows = (h as f64 / grid.footprint).ceil() as usize;
+    let mut values = vec![f32::NAN; rows * cols];
+    for (c, p) in grid.coords.iter().zip(percentiles(attention)) {
+        let (col, row) =
+            ((c[0] as f64 / grid.footprint).round() as usize, (c[1] as f64 / grid.footprint).round() as usize);
+        if row < rows && col < cols {
+            values[row * cols + col] = p;
+        }
+    }
+    SlideMap {
+        values,
+        rows,
+        cols,
+        cell: (grid.footprint, grid.footprint),
+        windows: grid.coords.len(),
+        grid_windows: rows * cols,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentiles;
+
+    #[test]
+    fn percentiles_rank_from_zero_to_one() {
+        assert_eq!(percentiles(&[0.5, 0.1, 0.9]), vec![0.5, 0.0, 1.0]);
+        assert_eq!(percentiles(&[0.3]), vec![0.0]);
+    }
+}
