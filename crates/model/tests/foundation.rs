@@ -1,6 +1,7 @@
 //! The foundation-model presets against timm, transformers and DINOv2's naming (goldens from
 //! tools/make_foundation_goldens.py: 2 blocks at full width, 224 and 112 px).
 
+use patchtcga_model::naming::Naming;
 use patchtcga_model::vit::{Pool, VitConfig};
 use patchtcga_model::{load, reference_names, Arch, Backbone, Foundation, ImportOptions, Spec};
 use serde_json::Value;
@@ -49,14 +50,9 @@ fn timm_presets_match_timm_at_the_native_size_and_another() {
     tch::set_num_threads(2);
     let g = golden();
     let depth = g["depth"].as_i64().unwrap();
-    for f in [
-        Foundation::Uni,
-        Foundation::Uni2H,
-        Foundation::Virchow,
-        Foundation::Virchow2,
-        Foundation::HOptimus0,
-        Foundation::GigaPath,
-    ] {
+    let timm_named = Foundation::ALL.into_iter().filter(|f| f.naming() == Naming::Timm).collect::<Vec<_>>();
+    assert_eq!(timm_named.len(), 6, "uni, uni2-h, virchow, virchow2, h-optimus-0, gigapath");
+    for f in timm_named {
         let (_vs, model) = timm_filled(f, depth);
         check(f, &model, &g);
     }
