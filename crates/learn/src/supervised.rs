@@ -29,7 +29,7 @@ pub fn images(batch: &Batch, view: usize, device: Device) -> Tensor {
 }
 
 /// Weight of Inception v3's auxiliary classifier loss (torchvision's reference recipe).
-const AUX_LOSS_WEIGHT: f64 = 0.4;
+pub const AUX_LOSS_WEIGHT: f64 = 0.4;
 
 /// Backbone + dropout + linear head trained with cross-entropy (plus the auxiliary classifier's,
 /// weighted 0.4, for Inception v3).

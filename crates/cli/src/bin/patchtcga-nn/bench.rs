@@ -108,7 +108,8 @@ pub fn bench_step(a: StepArgs) -> Result<()> {
         let (logits, aux) = tch::autocast(amp, || model.forward_with_aux(&x, true, true));
         let mut loss = logits.to_kind(tch::Kind::Float).cross_entropy_for_logits(&y);
         if let Some(aux) = aux {
-            loss += aux.to_kind(tch::Kind::Float).cross_entropy_for_logits(&y) * 0.4;
+            loss += aux.to_kind(tch::Kind::Float).cross_entropy_for_logits(&y)
+                * patchtcga_learn::supervised::AUX_LOSS_WEIGHT;
         }
         (&loss * if amp { scale.scale } else { 1.0 }).backward();
         let finite = !amp || opt.unscale_grads(1.0 / scale.scale);
