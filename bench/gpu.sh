@@ -3,11 +3,15 @@
 # Rust: the patchtcga binary is built elsewhere against that torch (tch 0.24) and unpacked with
 # the shared libraries it needs into $G; LibTorch comes from the machine's own torch.
 # lightly (for the pretraining reference) is carried too, in $G/py.
-# Usage: G=/tmp/g bash bench/gpu.sh [out folder] [parts: step epoch embed pretrain wait dist nccl; default all]
+# Usage: G=/tmp/g bash bench/gpu.sh [out folder] [parts: step epoch embed pretrain wait dist nccl slides
+#        foundation; default all]
+# `slides` embeds copies of a 40× slide (SLIDE, default bench/out/gpu/cmu1_40x_2x1.svs, made by
+# `TILES=2x1 bash bench/make_40x.sh` where libvips is) with uni against openslide-python + timm,
+# float32 and float16 autocast; openslide-python and openslide-bin are carried into $G/py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp}
-parts=${2:-step epoch embed pretrain wait dist nccl}
+parts=${2:-step epoch embed pretrain wait dist nccl slides foundation}
 export LD_LIBRARY_PATH="$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')/lib:$G/lib"
 export PATCHTCGA=$G/patchtcga PYTHON=python3 TORCH_CPP_LOG_LEVEL=ERROR PYTHONPATH=$G/py
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -40,4 +44,13 @@ if has nccl; then
   # c10d's NCCL group on this GPU (one process: NCCL takes one GPU per rank), the check of
   # crates/dist/tests/collectives.rs, its test binary carried as $G/dist_collectives.
   "$G/dist_collectives" --exact nccl_on_a_gpu_or_a_clear_refusal_without_one --nocapture 2>&1 | tee "$out/nccl.txt"
+fi
+if has slides; then
+  export SLIDE=${SLIDE:-bench/out/gpu/cmu1_40x_2x1.svs}
+  bash bench/embed_slides.sh 64 64 cuda uni 8 | tee "$out/embed_slides.md"
+  READ=0 bash bench/embed_slides.sh 64 64 cuda uni 8 amp | tee "$out/embed_slides_amp.md"
+fi
+if has foundation; then
+  # The release's last backbones and a foundation-model ViT-L, one training step each.
+  ARCHS="incv3 eff-b3 uni" BATCH=32 bash bench/train_step.sh 10 cuda --autocast | tee "$out/step_foundation.md"
 fi

@@ -5,14 +5,15 @@
 # 240 px JPEG tiles (shared tables, YCbCr, as libtiff writes them), an Aperio description with
 # MPP = 0.2495 so OpenSlide and patchtcga read it as Aperio SVS (and resolution tags saying the
 # same, which cuCIM reads).
-# Usage: bash bench/make_40x.sh OUT.svs
+# Usage: [TILES=3x3] bash bench/make_40x.sh OUT.svs   (TILES: copies across × down)
 set -euo pipefail
 out=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 vips extract_band assets/cmu1_small_region.svs "$tmp/rgb.v" 0 --n 3
 vips resize "$tmp/rgb.v" "$tmp/up.v" 2 --kernel lanczos3
-vips arrayjoin "$(printf "$tmp/up.v %.0s" 1 2 3 4 5 6 7 8 9)" "$tmp/big.v" --across 3
+across=${TILES:-3x3}; down=${across#*x}; across=${across%x*}
+vips arrayjoin "$(printf "$tmp/up.v %.0s" $(seq 1 $((across * down))))" "$tmp/big.v" --across "$across"
 vips tiffsave "$tmp/big.v" "$out" --compression jpeg --Q 90 --tile --tile-width 240 --tile-height 240 --pyramid --resunit cm --xres 4008.016 --yres 4008.016
 read -r w h < <(vipsheader -f width "$tmp/big.v" | tr '\n' ' '; vipsheader -f height "$tmp/big.v")
 tiffset -s 270 "Aperio Image Library vbench

@@ -1,5 +1,7 @@
-"""Goldens for crates/learn's ABMIL (tests/mil.rs): gated-attention MIL written out from the paper
-(Ilse et al. 2018, eq. 9) in plain PyTorch, in CLAM's sizes and parameter names, with the
+"""Goldens for crates/learn's ABMIL and CLAM-SB (tests/mil.rs): gated-attention MIL written out
+from the paper (Ilse et al. 2018, eq. 9) in plain PyTorch, in CLAM's sizes and parameter names,
+and CLAM-SB's instance-clustering loss written from the CLAM paper (Lu et al. 2021: the k most
+and least attended instances, a 2-way classifier per class, CE, bag weight 0.7), with the
 deterministic weights of make_model_goldens.py (`det`, by name) on a deterministic bag.
 
 Regenerate: PYTHONPATH=/tmp/gpy:.libtorch python3 tools/make_mil_goldens.py
@@ -22,10 +24,32 @@ SHAPES = {
     "attention_net.3.attention_c.weight": (1, ATT), "attention_net.3.attention_c.bias": (1,),
     "classifiers.weight": (CLASSES, HIDDEN), "classifiers.bias": (CLASSES,),
 }
+INSTANCE = {f"instance_classifiers.{c}.{p}": s for c in range(CLASSES) for p, s in [("weight", (2, HIDDEN)), ("bias", (2,))]}
+K, BAG_WEIGHT = 8, 0.7
+
+
+def instance_loss(w, h, attention, label, subtyping):
+    """Sum over classes (averaged when subtyping) of the instance classifiers' cross-entropy: for the
+    bag's class its top-k attended instances as positives and bottom-k as negatives; for the
+    others (when subtyping) their top-k as negatives."""
+    a = attention[0]
+    k = min(K, a.numel())
+    top, bottom = torch.topk(a, k).indices, torch.topk(-a, k).indices
+    total = torch.zeros((), dtype=torch.float64)
+    for c in range(CLASSES):
+        lin = lambda x: x @ w[f"instance_classifiers.{c}.weight"].T + w[f"instance_classifiers.{c}.bias"]
+        if c == label:
+            x, y = h[torch.cat([top, bottom])], torch.cat([torch.ones(k), torch.zeros(k)]).long()
+        elif subtyping:
+            x, y = h[top], torch.zeros(k).long()
+        else:
+            continue
+        total = total + torch.nn.functional.cross_entropy(lin(x), y)
+    return total / CLASSES if subtyping else total
 
 
 def main():
-    w = {k: torch.from_numpy(det(k, s)).double() for k, s in SHAPES.items()}
+    w = {k: torch.from_numpy(det(k, s)).double() for k, s in {**SHAPES, **INSTANCE}.items()}
     # det's fan-in scaling leaves the attention nearly uniform; a steeper scorer tests it.
     w["attention_net.3.attention_c.weight"] *= ATT_SCALE
     lin = lambda x, n: x @ w[f"{n}.weight"].T + w[f"{n}.bias"]
@@ -42,7 +66,14 @@ def main():
         "loss": float(torch.nn.functional.cross_entropy(logits, y)),
         "class_weights": flat(class_weights),
         "weighted_loss": float(torch.nn.functional.cross_entropy(logits, y, weight=class_weights)),
+        "k": K, "bag_weight": BAG_WEIGHT,
     }
+    for subtyping in (True, False):
+        inst = instance_loss(w, h, attention, LABEL, subtyping)
+        bag = torch.nn.functional.cross_entropy(logits, y) * class_weights[LABEL]
+        key = "subtyping" if subtyping else "binary"
+        out[f"instance_loss_{key}"] = float(inst)
+        out[f"clam_sb_loss_{key}"] = float(BAG_WEIGHT * bag + (1 - BAG_WEIGHT) * inst)
     path = os.path.join(ROOT, "crates/learn/tests/fixtures/mil.json")
     with open(path, "w") as f:
         json.dump(out, f)

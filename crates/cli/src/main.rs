@@ -54,7 +54,8 @@ enum Command {
     /// One page of runs: a table of pretraining and benchmark results with intervals, curves and
     /// confusion matrices (`--out report.html`, pictures embedded, or `report.md`).
     Report(report::ReportArgs),
-    /// Measure throughput: `bench regions …` (a slide reader), `bench loader …` (data nodes),
+    /// Measure throughput: `bench regions …` (a slide reader), `bench slide-patches …`
+    /// (`embed --slides` without the network), `bench loader …` (data nodes),
     /// `bench step …` (training steps), `bench pretrain …` (a method's whole update).
     Bench {
         #[command(subcommand)]
@@ -94,6 +95,9 @@ enum Bench {
     /// Read square level-0 regions of a slide on a grid, in one thread, with the reader asked
     /// for; prints regions/s and peak memory.
     Regions(regions::RegionArgs),
+    /// Read slides' tissue-grid patches into normalised batches as `embed --slides` does, without
+    /// the network; prints patches/s and peak memory.
+    SlidePatches(slide_patches::SlidePatchArgs),
     /// Decode + augment + batch images of a dataset with a view recipe; prints images/s.
     #[command(disable_help_flag = true)]
     Loader(Network),
@@ -121,6 +125,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info(a) => info::info(a),
         Command::Report(a) => report::report(a),
         Command::Bench { what: Bench::Regions(a) } => regions::bench_regions(a),
+        Command::Bench { what: Bench::SlidePatches(a) } => slide_patches::bench_slide_patches(a),
         Command::Bench { what: Bench::Loader(_) | Bench::Step(_) | Bench::Pretrain(_) }
         | Command::Pretrain(_)
         | Command::Finetune(_)

@@ -717,6 +717,106 @@ fn embed_slides_writes_one_clam_layout_h5_per_slide_and_resumes() {
 }
 
 /// MD5 of a file, as `md5sum` prints it.
+/// A slide's `features` (as float32) and `coords`.
+fn h5_bag(path: &Path) -> (Vec<f32>, Vec<i64>) {
+    let h = hdf5_metno::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (h.dataset("features").unwrap().read_raw().unwrap(), h.dataset("coords").unwrap().read_raw().unwrap())
+}
+
+/// Batches run across slide boundaries (a batch size dividing no slide's patches), a coordinates
+/// file stands in for the tissue grid, and a run killed mid-list then re-run writes exactly the
+/// features an uninterrupted run does.
+#[test]
+fn embed_slides_across_slide_boundaries_from_coords_and_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("resnet18.safetensors");
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _b = patchtcga_model::Backbone::new(&vs.root(), patchtcga_model::Arch::ResNet18.spec(64));
+    vs.save(&weights).unwrap();
+    let list = |name: &str, ids: &[&str]| {
+        let csv = dir.path().join(name);
+        let rows: String = ids.iter().map(|id| format!("{},{id}\n", sample_slide().display())).collect();
+        std::fs::write(&csv, format!("slide,id\n{rows}")).unwrap();
+        csv
+    };
+    let embed = |csv: &Path, out: &Path, extra: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_patchtcga"));
+        c.args(["embed", "--arch", "resnet18", "--image-size", "64", "--mpp", "1.0", "--weights"])
+            .arg(&weights)
+            .arg("--slides")
+            .arg(csv)
+            .arg("--out")
+            .arg(out)
+            .args(extra);
+        c
+    };
+    let run = |c: &mut std::process::Command| {
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let one = dir.path().join("one");
+    run(&mut embed(&list("one.csv", &["a"]), &one, &["--batch-size", "64"]));
+    let (reference, coords) = h5_bag(&one.join("a.h5"));
+    let n = coords.len() / 2;
+    assert!(n > 20 && !n.is_multiple_of(7), "{n} patches");
+
+    // Batches of 7 over three slides: most batches hold the end of one slide and the start of
+    // the next, yet each slide gets its own rows.
+    let ids = ["s1", "s2", "s3"];
+    let three = dir.path().join("three");
+    run(&mut embed(&list("three.csv", &ids), &three, &["--batch-size", "7"]));
+    for id in ids {
+        let (f, c) = h5_bag(&three.join(format!("{id}.h5")));
+        assert_eq!(c, coords, "{id}: the grid");
+        let worst = f.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(f.len() == reference.len() && worst < 1e-4, "{id}: features differ by {worst}");
+    }
+
+    // A coordinates file (CLAM's patching output, here the first 5 grid patches) replaces the grid.
+    let given = dir.path().join("coords");
+    std::fs::create_dir(&given).unwrap();
+    let h = hdf5_metno::File::create(given.join("a.h5")).unwrap();
+    let five = ndarray::Array2::from_shape_vec((5, 2), coords[..10].to_vec()).unwrap();
+    h.new_dataset_builder().with_data(&five).create("coords").unwrap();
+    drop(h);
+    let from_coords = dir.path().join("from_coords");
+    run(embed(&list("one.csv", &["a"]), &from_coords, &[]).arg("--coords").arg(&given));
+    let (f, c) = h5_bag(&from_coords.join("a.h5"));
+    assert_eq!(c, coords[..10]);
+    let d = reference.len() / n;
+    let worst = f.iter().zip(&reference[..5 * d]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-4, "features from given coordinates differ by {worst}");
+
+    // Killed as soon as its first slide is written, then re-run: the files of an uninterrupted run.
+    let many: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let csv = list("many.csv", &many);
+    let killed = dir.path().join("killed");
+    let mut child =
+        embed(&csv, &killed, &["--batch-size", "5"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    while !killed.join("k0.h5").exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let written = many.iter().filter(|id| killed.join(format!("{id}.h5")).exists()).count();
+    assert!((1..many.len()).contains(&written), "killed after {written} of {} slides", many.len());
+    run(&mut embed(&csv, &killed, &["--batch-size", "5"]));
+    for id in &many {
+        let (f, c) = h5_bag(&killed.join(format!("{id}.h5")));
+        assert_eq!(c, coords, "{id}");
+        let worst = f.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-4, "{id}: features differ by {worst} after the kill and re-run");
+    }
+    let visible: Vec<_> = std::fs::read_dir(&killed)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    assert_eq!(visible.len(), many.len(), "only whole slide files are visible: {visible:?}");
+}
+
 fn patchtcga_dataset_md5(path: &Path) -> String {
     let out = std::process::Command::new("md5sum").arg(path).output().unwrap();
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
@@ -822,7 +922,8 @@ fn the_release_incv3_and_eff_b3_pretrain_and_fine_tune() {
 }
 
 /// `patchtcga mil train` on `.h5` files as `embed --slides` writes them: three folds, their
-/// results and the summary in `mil_results.json`; a labels file naming a slide without features
+/// results and the summary in `mil_results.json` (CLAM-SB, its instance classifiers saved and
+/// used again by the heat map); a labels file naming a slide without features
 /// is refused in one message.
 #[test]
 fn mil_train_cross_validates_slide_features() {
@@ -837,12 +938,9 @@ fn mil_train_cross_validates_slide_features() {
         let f = SlideFeatures { features: x, coords: (0..10).map(|j| [j * 224, 0]).collect(), level: 0 };
         let o = SlideEmbedding {
             geometry: patchtcga_slide::PatchGeometry { mpp: 0.5, size: 224 },
-            min_tissue: 0.5,
-            mean: [0.5; 3],
-            std: [0.5; 3],
-            batch_size: 4,
             device: tch::Device::Cpu,
             float16: false,
+            autocast: false,
         };
         let p = Provenance { model: "test".into(), weights_md5: "-".into(), preprocessing: "-".into() };
         write_h5(&feats.join(format!("s{i}.h5")), &f, &o, &p).unwrap();
@@ -852,7 +950,7 @@ fn mil_train_cross_validates_slide_features() {
     std::fs::write(&labels, &csv).unwrap();
     let run = |labels: &Path| {
         patchtcga()
-            .args(["mil", "train", "--folds", "3", "--epochs", "2", "--features"])
+            .args(["mil", "train", "--model", "clam-sb", "--folds", "3", "--epochs", "2", "--features"])
             .arg(&feats)
             .arg("--labels")
             .arg(labels)
@@ -871,8 +969,14 @@ fn mil_train_cross_validates_slide_features() {
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("run/mil_results.json")).unwrap()).unwrap();
     assert_eq!(results["folds"].as_array().unwrap().len(), 3);
+    assert_eq!(results["arch"], "clam-sb");
     for k in 0..3 {
-        assert!(dir.path().join(format!("run/fold_{k}.safetensors")).exists(), "fold {k}'s model");
+        let names: Vec<String> = tch::Tensor::read_safetensors(dir.path().join(format!("run/fold_{k}.safetensors")))
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(names.iter().any(|n| n == "instance_classifiers.1.weight"), "fold {k}'s CLAM-SB model: {names:?}");
     }
     // The run's attention over a slide: a heat map on the bundled slide's thumbnail (the
     // synthetic patches lie along its top row) and the raw attention, one value per patch.

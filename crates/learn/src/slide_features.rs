@@ -2,30 +2,30 @@
 //! in batches (patches never written), saved as one `.h5` per slide in the layout CLAM and TRIDENT
 //! write (`features` N × D, `coords` N × 2 level-0 x, y, attributes), which MIL code reads as is.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use image::RgbImage;
+use patchtcga_loader::slides::{SlideBatches, SlideEvent};
 use patchtcga_model::Backbone;
-use patchtcga_slide::{PatchGeometry, Sampler, Sampling, Slide, TissueMask, TissueParams};
+use patchtcga_slide::{PatchGeometry, Slide};
 use rayon::prelude::*;
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
 use crate::LearnError;
 
-/// How a slide's patches are made and embedded.
+/// How patches are embedded and their features stored.
 #[derive(Debug, Clone)]
 pub struct SlideEmbedding {
     /// Patch side (the network's input) and resolution.
     pub geometry: PatchGeometry,
-    /// Least tissue fraction of a patch's footprint.
-    pub min_tissue: f64,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-    pub batch_size: usize,
+    /// Where the network runs.
     pub device: Device,
     /// Store the features as float16 (half the disk; h5py reads them as numpy float16).
     pub float16: bool,
+    /// Run the network under float16 autocast (CUDA).
+    pub autocast: bool,
 }
 
 /// What the `.h5` records about how its features were made (its attributes).
@@ -49,47 +49,137 @@ pub struct SlideFeatures {
     pub level: u32,
 }
 
-/// Embeds every tissue patch of `slide` on its grid.
-pub fn embed_slide(
-    slide: &Slide,
+/// Embeds the patches of every slide that `batches` reads, the next batch read and staged while
+/// the network runs on this one. Each
+/// slide's features (or why it failed) go to `done` with its position in the job list, on a
+/// thread of their own (it writes files while the network goes on).
+pub fn embed_slides(
+    batches: SlideBatches,
     backbone: &Backbone,
     o: &SlideEmbedding,
     progress: &indicatif::ProgressBar,
-) -> Result<SlideFeatures, LearnError> {
-    let tissue = TissueMask::detect(slide, &TissueParams::default())?;
-    let footprint = slide.footprint(&o.geometry);
-    let sampler = Sampler { sampling: Sampling::Grid, min_tissue: o.min_tissue, seed: 0 };
-    let mut grid = sampler.candidates("", slide.dimensions(), footprint, &tissue, None)?;
-    // Row-major order, as CLAM's coordinates are written (the sampler draws its own order).
-    grid.sort_by_key(|c| (c.y, c.x));
-    let level = slide.level_for_downsample(footprint.0.min(footprint.1) / o.geometry.size as f64);
-    progress.set_length(grid.len() as u64);
-    // The next batches are read and decoded while the network runs on this one.
-    let batch = o.batch_size.max(1);
-    let chunks = std::thread::scope(|scope| -> Result<Vec<Tensor>, LearnError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(2);
-        let grid = &grid;
-        scope.spawn(move || {
-            for chunk in grid.chunks(batch) {
-                let at: Vec<(u32, u32)> = chunk.iter().map(|c| (c.x, c.y)).collect();
-                if tx.send(patch_batch(slide, &o.geometry, &at, o.mean, o.std)).is_err() {
-                    break; // the network side stopped on an error
-                }
+    done: impl FnMut(usize, Result<SlideFeatures, LearnError>) + Send,
+) -> Result<(), LearnError> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<SlideFeatures, LearnError>)>();
+        let mut done = done;
+        let writer = scope.spawn(move || rx.into_iter().for_each(|(i, r)| done(i, r)));
+        let mut run = Run { backbone, o, progress, tx, open: HashMap::new(), in_flight: None, ends: Vec::new() };
+        let mut result = Ok(());
+        for event in batches {
+            if let Err(e) = run.event(event) {
+                result = Err(e);
+                break;
             }
-        });
-        let mut chunks = Vec::new();
-        for x in rx {
-            let x = x?.to_device(o.device);
-            let f = tch::no_grad(|| backbone.forward_t(&x, false)).to_device(Device::Cpu);
-            progress.inc(f.size()[0] as u64);
-            chunks.push(f.to_kind(Kind::Float));
         }
-        Ok(chunks)
-    })?;
-    let features =
-        if chunks.is_empty() { Tensor::zeros([0, 0], (Kind::Float, Device::Cpu)) } else { Tensor::cat(&chunks, 0) };
-    let coords = grid.iter().map(|c| [c.x as i64, c.y as i64]).collect();
-    Ok(SlideFeatures { features, coords, level })
+        result = result.and_then(|()| run.settle());
+        drop(run);
+        writer.join().map_err(|_| LearnError::Config("the feature-writing thread panicked".into()))?;
+        result
+    })
+}
+
+/// A slide whose patches are being embedded.
+struct Open {
+    coords: Vec<[i64; 2]>,
+    level: u32,
+    chunks: Vec<Tensor>,
+}
+
+/// The network side of [`embed_slides`].
+struct Run<'a> {
+    backbone: &'a Backbone,
+    o: &'a SlideEmbedding,
+    progress: &'a indicatif::ProgressBar,
+    tx: std::sync::mpsc::Sender<(usize, Result<SlideFeatures, LearnError>)>,
+    open: HashMap<usize, Open>,
+    /// Features of the last batch, still on the device, and whose rows they are.
+    in_flight: Option<(Tensor, Vec<(usize, usize)>)>,
+    /// Slides that end once the batch in flight is back.
+    ends: Vec<usize>,
+}
+
+impl Run<'_> {
+    fn event(&mut self, event: SlideEvent) -> Result<(), LearnError> {
+        match event {
+            SlideEvent::Begin { slide, corners, level } => {
+                self.progress.inc_length(corners.len() as u64);
+                let coords = corners.iter().map(|&(x, y)| [x as i64, y as i64]).collect();
+                self.open.insert(slide, Open { coords, level, chunks: Vec::new() });
+            }
+            SlideEvent::Batch { values, rows } => {
+                // The batch is staged while the device still runs the previous one, whose
+                // features then come back, and the device gets this one at once.
+                let staged = self.stage(&values);
+                self.settle()?;
+                self.in_flight = Some((self.forward(&staged), rows));
+            }
+            SlideEvent::End { slide } => match &self.in_flight {
+                Some((_, rows)) if rows.iter().any(|r| r.0 == slide) => self.ends.push(slide),
+                _ => self.finish(slide),
+            },
+            SlideEvent::Failed { slide, error } => {
+                self.open.remove(&slide);
+                self.report(slide, Err(error.into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch as a host tensor: in pinned memory for a GPU (copied without blocking).
+    fn stage(&self, values: &[f32]) -> Tensor {
+        let s = self.o.geometry.size as i64;
+        let shape = [values.len() as i64 / (3 * s * s), 3, s, s];
+        if !self.o.device.is_cuda() {
+            return Tensor::from_slice(values).reshape(shape);
+        }
+        let strides = [3 * s * s, s * s, s, 1];
+        // SAFETY: the tensor borrows `values` only for the copy into pinned memory on the next
+        // line, which is synchronous.
+        let host = unsafe { Tensor::from_blob(values.as_ptr().cast(), &shape, &strides, Kind::Float, Device::Cpu) };
+        host.pin_memory(self.o.device)
+    }
+
+    /// Starts the network on a staged batch; the features stay on the device.
+    fn forward(&self, staged: &Tensor) -> Tensor {
+        let x = staged.to_device_(self.o.device, Kind::Float, true, false);
+        tch::no_grad(|| tch::autocast(self.o.autocast, || self.backbone.forward_t(&x, false)))
+    }
+
+    /// Brings the batch in flight back and hands its rows to their slides; ends the slides
+    /// that were waiting for it.
+    fn settle(&mut self) -> Result<(), LearnError> {
+        if let Some((f, rows)) = self.in_flight.take() {
+            let f = f.to_device(Device::Cpu).to_kind(Kind::Float);
+            let mut start = 0;
+            for (slide, n) in rows {
+                if let Some(open) = self.open.get_mut(&slide) {
+                    open.chunks.push(f.narrow(0, start, n as i64));
+                }
+                start += n as i64;
+            }
+            self.progress.inc(start as u64);
+        }
+        for slide in std::mem::take(&mut self.ends) {
+            self.finish(slide);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, slide: usize) {
+        let Some(open) = self.open.remove(&slide) else { return };
+        let features = if open.chunks.is_empty() {
+            Tensor::zeros([0, 0], (Kind::Float, Device::Cpu))
+        } else {
+            Tensor::cat(&open.chunks, 0)
+        };
+        self.report(slide, Ok(SlideFeatures { features, coords: open.coords, level: open.level }));
+    }
+
+    fn report(&self, slide: usize, r: Result<SlideFeatures, LearnError>) {
+        // The writer ends only after this run is dropped.
+        let _ = self.tx.send((slide, r));
+    }
 }
 
 /// The normalised (N, 3, s, s) batch, on the CPU, of the patches of `geometry` at the level-0
@@ -157,4 +247,22 @@ fn features<T: hdf5_metno::H5Type>(
 ) -> hdf5_metno::Result<()> {
     let a = ndarray::Array2::from_shape_vec(shape, values).expect("N × D values");
     file.new_dataset_builder().with_data(&a).create("features").map(drop)
+}
+
+/// The level-0 patch corners in the `coords` dataset (N × 2: x, y) of an `.h5` file (CLAM's
+/// patching output, or a feature file).
+pub fn read_coords(path: &Path) -> Result<Vec<(u32, u32)>, LearnError> {
+    let bad = |what: String| LearnError::Config(format!("{}: {what}", path.display()));
+    let file = hdf5_metno::File::open(path).map_err(|e| bad(format!("not a readable HDF5 file ({e})")))?;
+    let ds = file.dataset("coords").map_err(|_| bad("no `coords` dataset".into()))?;
+    if ds.ndim() != 2 || ds.shape()[1] != 2 {
+        return Err(bad(format!("`coords` is {:?}, not N × 2", ds.shape())));
+    }
+    let flat: Vec<i64> = ds.read_raw().map_err(|e| bad(format!("`coords`: {e}")))?;
+    flat.chunks_exact(2)
+        .map(|c| match (u32::try_from(c[0]), u32::try_from(c[1])) {
+            (Ok(x), Ok(y)) => Ok((x, y)),
+            _ => Err(bad(format!("`coords` holds ({}, {}), outside any slide", c[0], c[1]))),
+        })
+        .collect()
 }

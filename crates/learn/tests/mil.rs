@@ -1,9 +1,10 @@
-//! Slide-level MIL: ABMIL against a PyTorch reference written from the paper (tools/make_mil_goldens.py),
-//! a synthetic task it must learn with attention on the planted instances, and bad input.
+//! Slide-level MIL: ABMIL and CLAM-SB against a PyTorch reference written from the papers
+//! (tools/make_mil_goldens.py), a synthetic task they must learn with attention on the planted
+//! instances, and bad input.
 
 use std::path::{Path, PathBuf};
 
-use patchtcga_learn::mil::{self, Abmil, AbmilConfig, MilOptions};
+use patchtcga_learn::mil::{self, Abmil, AbmilConfig, InstanceLoss, MilArch, MilOptions};
 use patchtcga_learn::slide_features::{write_h5, Provenance, SlideEmbedding, SlideFeatures};
 use patchtcga_slide::PatchGeometry;
 use patchtcga_testkit::det_values;
@@ -31,7 +32,7 @@ fn abmil_forward_and_loss_match_the_pytorch_reference() {
     let g = golden();
     let (d, n, c) = (g["input"].as_i64().unwrap(), g["instances"].as_i64().unwrap(), g["classes"].as_i64().unwrap());
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = Abmil::new(&vs.root(), AbmilConfig::small(d, c));
+    let model = Abmil::new(&vs.root(), AbmilConfig::small(MilArch::Abmil, d, c));
     tch::no_grad(|| {
         for (name, mut t) in vs.variables() {
             let mut v = Tensor::from_slice(&det_values(&name, &t.size())).reshape(t.size());
@@ -55,6 +56,42 @@ fn abmil_forward_and_loss_match_the_pytorch_reference() {
     assert!((weighted - g["weighted_loss"].as_f64().unwrap()).abs() < 1e-5, "weighted loss {weighted}");
 }
 
+#[test]
+fn clam_sb_instance_and_total_loss_match_the_pytorch_reference() {
+    let g = golden();
+    let (d, n, c) = (g["input"].as_i64().unwrap(), g["instances"].as_i64().unwrap(), g["classes"].as_i64().unwrap());
+    let label = g["label"].as_i64().unwrap();
+    let weight = Tensor::from_slice(&floats(&g["class_weights"])).get(label);
+    for (key, subtyping) in [("subtyping", true), ("binary", false)] {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let instance =
+            InstanceLoss { k: g["k"].as_i64().unwrap(), bag_weight: g["bag_weight"].as_f64().unwrap(), subtyping };
+        let config = AbmilConfig { instance: Some(instance), ..AbmilConfig::small(MilArch::ClamSb, d, c) };
+        let model = Abmil::new(&vs.root(), config);
+        tch::no_grad(|| {
+            for (name, mut t) in vs.variables() {
+                let mut v = Tensor::from_slice(&det_values(&name, &t.size())).reshape(t.size());
+                if name == "attention_net.3.attention_c.weight" {
+                    v *= g["attention_c_scale"].as_f64().unwrap();
+                }
+                t.copy_(&v);
+            }
+        });
+        assert_eq!(vs.variables().len(), 16, "CLAM-SB's ten tensors and two per instance classifier");
+        let bag = Tensor::from_slice(&det_values("bag", &[n, d])).reshape([n, d]) * 30.0;
+        let out = tch::no_grad(|| model.forward(&bag, false));
+        let inst = model.instance_loss(&out, label, instance).double_value(&[]);
+        let total = model.loss(&out, label, &weight).double_value(&[]);
+        let want = |k: &str| g[format!("{k}_{key}")].as_f64().unwrap();
+        assert!(
+            (inst - want("instance_loss")).abs() < 1e-5,
+            "{key}: instance loss {inst} vs {}",
+            want("instance_loss")
+        );
+        assert!((total - want("clam_sb_loss")).abs() < 1e-5, "{key}: loss {total} vs {}", want("clam_sb_loss"));
+    }
+}
+
 /// Writes `<dir>/<slide>.h5` as `patchtcga embed --slides` does.
 fn write_bag(dir: &Path, slide: &str, features: &Tensor) {
     let n = features.size()[0];
@@ -62,12 +99,9 @@ fn write_bag(dir: &Path, slide: &str, features: &Tensor) {
         SlideFeatures { features: features.shallow_clone(), coords: (0..n).map(|i| [i * 224, 0]).collect(), level: 0 };
     let o = SlideEmbedding {
         geometry: PatchGeometry { mpp: 0.5, size: 224 },
-        min_tissue: 0.5,
-        mean: [0.5; 3],
-        std: [0.5; 3],
-        batch_size: 8,
         device: Device::Cpu,
         float16: slide.ends_with('7'),
+        autocast: false,
     };
     let p = Provenance { model: "synthetic".into(), weights_md5: "-".into(), preprocessing: "-".into() };
     write_h5(&dir.join(format!("{slide}.h5")), &f, &o, &p).unwrap();
@@ -108,11 +142,20 @@ fn synthetic(dir: &Path) -> (PathBuf, PathBuf) {
 /// instead of finding the planted signal (held-out AUC 0.5 there); with 72 training bags every
 /// fold finds it.
 fn options() -> MilOptions {
-    MilOptions { folds: 5, epochs: 20, lr: 1e-3, weight_decay: 1e-5, seed: 3, class_weights: true, device: Device::Cpu }
+    MilOptions {
+        arch: MilArch::Abmil,
+        folds: 5,
+        epochs: 20,
+        lr: 1e-3,
+        weight_decay: 1e-5,
+        seed: 3,
+        class_weights: true,
+        device: Device::Cpu,
+    }
 }
 
 #[test]
-fn abmil_learns_a_planted_signal_and_attends_to_it() {
+fn abmil_and_clam_sb_learn_a_planted_signal_and_attend_to_it() {
     tch::set_num_threads(2);
     let dir = tempfile::tempdir().unwrap();
     let (feats, labels) = synthetic(dir.path());
@@ -134,11 +177,13 @@ fn abmil_learns_a_planted_signal_and_attends_to_it() {
     // Attention: trained on the first 60 slides, highest on a planted instance of each held-out
     // tumour slide.
     let (train, held): (Vec<_>, Vec<_>) = data.bags.iter().partition(|b| b.slide.as_str() < "slide060");
-    let (model, _vs, _, _) = mil::cv::fit(&data, &train, &held, &options(), 0).unwrap();
-    for b in held.iter().filter(|b| b.label == 1) {
-        let i: usize = b.slide["slide".len()..].parse().unwrap();
-        let top = tch::no_grad(|| model.forward(&b.features, false)).attention.argmax(0, false).int64_value(&[]);
-        assert!(top < (3 + i % 3) as i64, "{}: attention peaks on instance {top}", b.slide);
+    for arch in [MilArch::Abmil, MilArch::ClamSb] {
+        let (model, _vs, _, _) = mil::cv::fit(&data, &train, &held, &MilOptions { arch, ..options() }, 0).unwrap();
+        for b in held.iter().filter(|b| b.label == 1) {
+            let i: usize = b.slide["slide".len()..].parse().unwrap();
+            let top = tch::no_grad(|| model.forward(&b.features, false)).attention.argmax(0, false).int64_value(&[]);
+            assert!(top < (3 + i % 3) as i64, "{arch}: {}: attention peaks on instance {top}", b.slide);
+        }
     }
 }
 

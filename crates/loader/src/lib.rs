@@ -22,6 +22,8 @@ use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+pub mod slides;
+
 /// Loader errors, naming the file and the cause.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum LoaderError {

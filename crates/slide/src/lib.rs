@@ -21,7 +21,7 @@ pub use error::SlideError;
 pub use geometry::{PatchGeometry, DEFAULT_MPP, DEFAULT_PATCH_SIZE};
 pub use labelmask::{LabelScheme, SEGPANDA_CLASSES};
 pub use quality::{background_fraction, sharpness, QualityCheck, QualityVerdict};
-pub use sampling::{Candidate, Sampler, Sampling};
+pub use sampling::{Candidate, Sampler, Sampling, TissueGrid};
 pub use tissue::{TissueMask, TissueParams};
 pub use wsi::{Mpp, MppSource, Reader, ServedBy, Slide, SlideOptions, DEFAULT_TILE_CACHE_MB};
 

@@ -102,3 +102,32 @@ impl Sampler {
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
+
+/// A slide's tissue grid at a patch geometry: the level-0 corners of the non-overlapping
+/// patches whose footprint holds at least `min_tissue` tissue, row by row (the order CLAM
+/// writes `coords` in), and the pyramid level they are read from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TissueGrid {
+    /// Level-0 top-left corners, row by row.
+    pub corners: Vec<(u32, u32)>,
+    /// The level patches of this geometry are resampled from.
+    pub level: u32,
+}
+
+impl TissueGrid {
+    /// Finds the tissue of `slide` (default parameters) and lays the grid over it.
+    pub fn of(slide: &crate::Slide, geometry: &crate::PatchGeometry, min_tissue: f64) -> Result<Self> {
+        let tissue = TissueMask::detect(slide, &crate::TissueParams::default())?;
+        let footprint = slide.footprint(geometry);
+        let sampler = Sampler { sampling: Sampling::Grid, min_tissue, seed: 0 };
+        let mut grid = sampler.candidates("", slide.dimensions(), footprint, &tissue, None)?;
+        grid.sort_by_key(|c| (c.y, c.x));
+        Ok(Self { corners: grid.iter().map(|c| (c.x, c.y)).collect(), level: Self::level(slide, geometry) })
+    }
+
+    /// The level patches of `geometry` are resampled from (the one just finer than its µm/px).
+    pub fn level(slide: &crate::Slide, geometry: &crate::PatchGeometry) -> u32 {
+        let footprint = slide.footprint(geometry);
+        slide.level_for_downsample(footprint.0.min(footprint.1) / geometry.size as f64)
+    }
+}

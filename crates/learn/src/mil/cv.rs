@@ -1,4 +1,4 @@
-//! k-fold cross-validation of ABMIL by case: folds stratified by label, each fold the test set once
+//! k-fold cross-validation of ABMIL or CLAM-SB by case: folds stratified by label, each fold the test set once
 //! with the next one as validation, the epoch of best validation loss selected, and slide-level
 //! accuracy, balanced accuracy, ROC-AUC, quadratic-weighted kappa per fold and as mean ± sd.
 
@@ -12,7 +12,7 @@ use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 use super::bags::{Bag, Bags};
-use super::model::{Abmil, AbmilConfig};
+use super::model::{Abmil, AbmilConfig, MilArch};
 use crate::config::Optim;
 use crate::optim::{Optimizer, Rule};
 use crate::LearnError;
@@ -20,6 +20,8 @@ use crate::LearnError;
 /// How a cross-validation trains.
 #[derive(Debug, Clone)]
 pub struct MilOptions {
+    /// The network (ABMIL or CLAM-SB).
+    pub arch: MilArch,
     pub folds: usize,
     pub epochs: usize,
     pub lr: f64,
@@ -53,6 +55,9 @@ pub struct MeanSd {
 /// A cross-validation's results (`mil_results.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CrossValidation {
+    /// The network the folds' models are (runs from before CLAM-SB are ABMIL).
+    #[serde(default)]
+    pub arch: MilArch,
     pub classes: Vec<String>,
     /// Feature width the models take.
     pub width: i64,
@@ -140,8 +145,7 @@ fn predict(model: &Abmil, bags: &[&Bag], weights: &Tensor, device: Device) -> (V
         let (mut probs, mut loss) = (Vec::new(), 0.0);
         for b in bags {
             let out = model.forward(&b.features.to_device(device), false);
-            let y = Tensor::from_slice(&[b.label as i64]).to_device(device);
-            loss += bag_loss(&out.logits, &y, weights).double_value(&[]);
+            loss += Abmil::bag_loss(&out, b.label as i64, &weights.get(b.label as i64)).double_value(&[]);
             probs.extend(
                 Vec::<f32>::try_from(out.logits.softmax(-1, Kind::Float).reshape([-1]).to_device(Device::Cpu))
                     .unwrap_or_default(),
@@ -149,12 +153,6 @@ fn predict(model: &Abmil, bags: &[&Bag], weights: &Tensor, device: Device) -> (V
         }
         (probs, loss / bags.len().max(1) as f64)
     })
-}
-
-/// A bag's cross-entropy times its class's weight (one bag per step: PyTorch's weighted mean
-/// would divide the weight out again).
-fn bag_loss(logits: &Tensor, y: &Tensor, weights: &Tensor) -> Tensor {
-    logits.cross_entropy_for_logits(y) * weights.index_select(0, y).squeeze()
 }
 
 /// Inverse-frequency class weights over the training bags (ones when off).
@@ -168,7 +166,7 @@ fn class_weights(train: &[&Bag], classes: usize, on: bool) -> Tensor {
     Tensor::from_slice(&w)
 }
 
-/// Trains ABMIL on `train` (one fold; `fold` varies the seed): Adam over `epochs` passes of the
+/// Trains the network on `train` (one fold; `fold` varies the seed): Adam over `epochs` passes of the
 /// training bags (one bag per step, shuffled), keeping the weights of the epoch of lowest loss
 /// on `val`. Returns the model, its parameters, the epoch kept and its validation loss.
 pub fn fit(
@@ -181,7 +179,7 @@ pub fn fit(
     tch::manual_seed(o.seed.wrapping_add(fold as u64 * 1000 + 17) as i64);
     let classes = data.classes.len();
     let vs = nn::VarStore::new(o.device);
-    let model = Abmil::new(&vs.root(), AbmilConfig::small(data.width, classes as i64));
+    let model = Abmil::new(&vs.root(), AbmilConfig::small(o.arch, data.width, classes as i64));
     let mut opt =
         Optimizer::new(Rule::new(Optim::Adam, 0.9, [0.9, 0.999]), o.weight_decay, vs.variables().into_iter().collect());
     let weights = class_weights(train, classes, o.class_weights).to_device(o.device);
@@ -193,8 +191,7 @@ pub fn fit(
         for &i in &order {
             let b = train[i];
             let out = model.forward(&b.features.to_device(o.device), true);
-            let y = Tensor::from_slice(&[b.label as i64]).to_device(o.device);
-            let loss = bag_loss(&out.logits, &y, &weights);
+            let loss = model.loss(&out, b.label as i64, &weights.get(b.label as i64));
             opt.zero_grad();
             loss.backward();
             opt.step(o.lr);
@@ -254,6 +251,7 @@ pub fn cross_validate(
     }
     let of = |f: &dyn Fn(&FoldResult) -> Option<f64>| mean_sd(&folds.iter().filter_map(f).collect::<Vec<_>>());
     Ok(CrossValidation {
+        arch: o.arch,
         classes: data.classes.clone(),
         width: data.width,
         accuracy: of(&|r| Some(r.test.accuracy)),

@@ -20,8 +20,7 @@ pub fn read_grid(path: &Path, slide: &Slide) -> Result<PatchGrid, LearnError> {
     let bad = |what: String| LearnError::Config(format!("{}: {what}", path.display()));
     let file = hdf5_metno::File::open(path).map_err(|e| bad(format!("not a readable HDF5 file ({e})")))?;
     let ds = file.dataset("coords").map_err(|_| bad("no `coords` dataset".into()))?;
-    let flat: Vec<i64> = ds.read_raw().map_err(|e| bad(format!("`coords`: {e}")))?;
-    let coords: Vec<[i64; 2]> = flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+    let coords = crate::slide_features::read_coords(path)?.into_iter().map(|(x, y)| [x as i64, y as i64]).collect();
     let scalar_f = |attr: hdf5_metno::Result<hdf5_metno::Attribute>| attr.and_then(|a| a.read_scalar::<f64>()).ok();
     let scalar_i = |attr: hdf5_metno::Result<hdf5_metno::Attribute>| attr.and_then(|a| a.read_scalar::<i64>()).ok();
     let footprint = match (scalar_f(file.attr("mpp")), scalar_i(file.attr("patch_size"))) {

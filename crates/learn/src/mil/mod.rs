@@ -1,5 +1,5 @@
 //! Slide-level learning from patch features: bags read from `.h5` files, ABMIL (gated
-//! attention), k-fold cross-validation by case, and attention heat maps.
+//! attention) and CLAM-SB, k-fold cross-validation by case, and attention heat maps.
 
 pub mod bags;
 pub mod cv;
@@ -8,7 +8,7 @@ pub mod model;
 
 pub use bags::{load, Bag, Bags};
 pub use cv::{cross_validate, CrossValidation, FoldResult, MilOptions};
-pub use model::{Abmil, AbmilConfig, BagOutput};
+pub use model::{Abmil, AbmilConfig, BagOutput, InstanceLoss, MilArch};
 
 /// Writes a fold's model parameters (safetensors, CLAM's names), atomically.
 pub fn save(vs: &tch::nn::VarStore, path: &std::path::Path) -> Result<(), crate::LearnError> {

@@ -1,10 +1,58 @@
 //! ABMIL: attention-based multiple-instance learning with gated attention (Ilse et al., 2018), in
 //! the sizes CLAM uses (`fc` D → 512, attention 512 → 256 → 1, dropout 0.25), with CLAM's
 //! parameter names (`attention_net.0`, `attention_a.0`, `attention_b.0`, `attention_c`,
-//! `classifiers`).
+//! `classifiers`); and CLAM-SB (Lu et al., 2021): the same network plus one instance classifier
+//! per class (`instance_classifiers.<c>`) trained on the most and least attended instances.
 
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
+
+/// Which attention-MIL network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MilArch {
+    /// Gated attention, bag loss only.
+    #[default]
+    Abmil,
+    /// CLAM single-branch: ABMIL plus the instance-clustering loss.
+    ClamSb,
+}
+
+impl std::str::FromStr for MilArch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "abmil" => Ok(Self::Abmil),
+            "clam-sb" => Ok(Self::ClamSb),
+            _ => Err(format!("{s:?}: abmil or clam-sb")),
+        }
+    }
+}
+
+impl std::fmt::Display for MilArch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Abmil => "abmil",
+            Self::ClamSb => "clam-sb",
+        })
+    }
+}
+
+/// CLAM's instance-clustering loss: per class, the `k` most attended instances are that class's
+/// positives (for the bag's class) or negatives (for the others, when `subtyping`), the `k` least
+/// attended the bag class's negatives; cross-entropy of a 2-way instance classifier on them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InstanceLoss {
+    /// Instances taken from each end of the attention (CLAM's `k_sample`, 8; at most the bag's).
+    pub k: i64,
+    /// The bag loss's share of the total (CLAM's `bag_weight`, 0.7).
+    pub bag_weight: f64,
+    /// Classes are mutually exclusive subtypes: out-of-class instance losses too, averaged over
+    /// classes (CLAM's `subtyping`; taken for more than two classes).
+    pub subtyping: bool,
+}
 
 /// Widths of an ABMIL network.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -18,19 +66,26 @@ pub struct AbmilConfig {
     pub classes: i64,
     /// Dropout after the embedding and inside the attention branches while training (0.25).
     pub dropout: f64,
+    /// CLAM-SB's instance branch, or none (ABMIL).
+    pub instance: Option<InstanceLoss>,
 }
 
 impl AbmilConfig {
-    /// CLAM's "small" sizes for `input`-wide features and `classes` classes.
-    pub fn small(input: i64, classes: i64) -> Self {
-        Self { input, hidden: 512, attention: 256, classes, dropout: 0.25 }
+    /// CLAM's "small" sizes for `input`-wide features and `classes` classes, and for CLAM-SB
+    /// its instance loss (k 8, bag weight 0.7, subtyping for more than two classes).
+    pub fn small(arch: MilArch, input: i64, classes: i64) -> Self {
+        let instance =
+            (arch == MilArch::ClamSb).then_some(InstanceLoss { k: 8, bag_weight: 0.7, subtyping: classes > 2 });
+        Self { input, hidden: 512, attention: 256, classes, dropout: 0.25, instance }
     }
 }
 
-/// A bag's prediction: logits (1, C) and the softmax attention over its instances (N).
+/// A bag's prediction: logits (1, C), the softmax attention over its instances (N), and the
+/// embedded instances (N, hidden) the attention weighs.
 pub struct BagOutput {
     pub logits: Tensor,
     pub attention: Tensor,
+    pub embeddings: Tensor,
 }
 
 /// Gated-attention MIL: instances (N, D) → embedded H (N, 512); attention a = softmax_N(w ·
@@ -41,6 +96,8 @@ pub struct Abmil {
     attention_b: nn::Linear,
     attention_c: nn::Linear,
     classifier: nn::Linear,
+    /// CLAM-SB's 2-way instance classifiers, one per class (none for ABMIL).
+    instance_classifiers: Vec<nn::Linear>,
     config: AbmilConfig,
 }
 
@@ -55,6 +112,12 @@ impl Abmil {
             attention_b: nn::linear(&net / 3 / "attention_b" / 0, c.hidden, c.attention, Default::default()),
             attention_c: nn::linear(&net / 3 / "attention_c", c.attention, 1, Default::default()),
             classifier: nn::linear(p / "classifiers", c.hidden, c.classes, Default::default()),
+            instance_classifiers: match c.instance {
+                Some(_) => (0..c.classes)
+                    .map(|i| nn::linear(p / "instance_classifiers" / i, c.hidden, 2, Default::default()))
+                    .collect(),
+                None => Vec::new(),
+            },
             config,
         }
     }
@@ -68,7 +131,56 @@ impl Abmil {
         let scores = self.attention_c.forward(&(a * b)).squeeze_dim(1);
         let attention = scores.softmax(0, Kind::Float);
         let pooled = attention.unsqueeze(0).matmul(&h);
-        BagOutput { logits: self.classifier.forward(&pooled), attention }
+        BagOutput { logits: self.classifier.forward(&pooled), attention, embeddings: h }
+    }
+
+    /// The training loss of a bag of class `label`: its cross-entropy times `weight`, and for
+    /// CLAM-SB `bag_weight` of that plus the rest of the instance loss.
+    pub fn loss(&self, out: &BagOutput, label: i64, weight: &Tensor) -> Tensor {
+        let bag = Self::bag_loss(out, label, weight);
+        match self.config.instance {
+            Some(i) => bag * i.bag_weight + self.instance_loss(out, label, i) * (1.0 - i.bag_weight),
+            None => bag,
+        }
+    }
+
+    /// A bag's cross-entropy times its class's `weight` (one bag per step: PyTorch's weighted
+    /// mean would divide the weight out again); the validation loss.
+    pub fn bag_loss(out: &BagOutput, label: i64, weight: &Tensor) -> Tensor {
+        let y = Tensor::from_slice(&[label]).to_device(out.logits.device());
+        out.logits.cross_entropy_for_logits(&y) * weight
+    }
+
+    /// CLAM's instance-clustering loss of a bag of class `label`.
+    pub fn instance_loss(&self, out: &BagOutput, label: i64, i: InstanceLoss) -> Tensor {
+        let n = out.attention.size()[0];
+        let k = i.k.min(n);
+        let device = out.attention.device();
+        let (_, top) = out.attention.topk(k, 0, true, true);
+        let (_, bottom) = out.attention.topk(k, 0, false, true);
+        let targets = |v: i64| Tensor::full([k], v, (Kind::Int64, device));
+        let losses: Vec<Tensor> = self
+            .instance_classifiers
+            .iter()
+            .enumerate()
+            .filter_map(|(c, classifier)| {
+                let (instances, y) = if c as i64 == label {
+                    let both = Tensor::cat(&[&top, &bottom], 0);
+                    (out.embeddings.index_select(0, &both), Tensor::cat(&[targets(1), targets(0)], 0))
+                } else if i.subtyping {
+                    (out.embeddings.index_select(0, &top), targets(0))
+                } else {
+                    return None;
+                };
+                Some(classifier.forward(&instances).cross_entropy_for_logits(&y))
+            })
+            .collect();
+        let total = Tensor::stack(&losses, 0).sum(Kind::Float);
+        if i.subtyping {
+            total / self.instance_classifiers.len() as f64
+        } else {
+            total
+        }
     }
 
     pub fn config(&self) -> &AbmilConfig {

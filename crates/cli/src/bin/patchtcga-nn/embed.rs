@@ -8,10 +8,11 @@ use clap::Args;
 use patchtcga_augment::Recipe;
 use patchtcga_learn::config::{DeviceChoice, ImageStats};
 use patchtcga_learn::engine::device;
-use patchtcga_learn::slide_features::{embed_slide, write_h5, Provenance, SlideEmbedding};
+use patchtcga_learn::slide_features::{embed_slides, read_coords, write_h5, Provenance, SlideEmbedding};
 use patchtcga_learn::supervised::images;
+use patchtcga_loader::slides::{SlideBatchConfig, SlideBatches, SlideJob};
 use patchtcga_loader::{ImageSource, Loader, LoaderConfig, OnBadInput, Sample};
-use patchtcga_slide::{PatchGeometry, Slide};
+use patchtcga_slide::PatchGeometry;
 use tch::nn::ModuleT;
 use tch::Tensor;
 
@@ -40,6 +41,14 @@ pub struct EmbedArgs {
     mpp: f64,
     #[command(flatten)]
     open: SlideArgs,
+    /// With --slides: a folder of `<id>.h5` files whose `coords` (N × 2, level-0 x, y; CLAM's
+    /// patching output) give each slide's patches instead of the tissue grid.
+    #[arg(long, requires = "slides")]
+    coords: Option<PathBuf>,
+    /// Run the network under float16 autocast (CUDA; features are stored as float32 unless
+    /// --float16).
+    #[arg(long)]
+    autocast: bool,
     /// With --slides: store features as float16 (half the disk; h5py reads numpy float16).
     #[arg(long)]
     float16: bool,
@@ -80,7 +89,7 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     if !matches!(a.preprocess.as_str(), "eval" | "none") {
         bail!("--preprocess {:?}: eval or none", a.preprocess);
     }
-    let Some(folder) = &a.images else { return embed_slides(&a) };
+    let Some(folder) = &a.images else { return embed_slide_list(&a) };
     let device = device(a.device)?;
     let files = patchtcga_dataset::images_under(folder)?;
     if files.is_empty() {
@@ -135,7 +144,7 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
 
 /// `--slides`: one `.h5` of features per slide of the list (this process's share of it); slides
 /// already done are skipped, a slide that fails is reported and the others still complete.
-fn embed_slides(a: &EmbedArgs) -> Result<()> {
+fn embed_slide_list(a: &EmbedArgs) -> Result<()> {
     let list = a.slides.as_ref().expect("--slides or --images");
     let Some(share) = a.launch.share()? else {
         println!("{} rank(s) done: {}", a.launch.nproc_per_node, a.out.display());
@@ -149,46 +158,69 @@ fn embed_slides(a: &EmbedArgs) -> Result<()> {
         .map(|(_, r)| r)
         .collect();
     let (_vs, backbone) = a.backbone.load(a.image_size as i64, device)?;
-    let weights = std::fs::read(&a.backbone.weights)?;
+    let w = &a.backbone.weights;
     let stats = a.stats();
     let provenance = Provenance {
         model: a.backbone.arch.to_string(),
-        weights_md5: patchtcga_dataset::md5_hex(&weights),
+        // A folder (sharded or snapshot weights) is named rather than hashed.
+        weights_md5: if w.is_file() {
+            patchtcga_dataset::archive::md5_file(w, &indicatif::ProgressBar::hidden())?
+        } else {
+            format!("folder {}", w.display())
+        },
         preprocessing: format!("{} normalisation, {} px at {} µm/px", String::from(stats.clone()), a.image_size, a.mpp),
     };
-    let options = SlideEmbedding {
-        geometry: PatchGeometry { mpp: a.mpp, size: a.image_size },
+    let geometry = PatchGeometry { mpp: a.mpp, size: a.image_size };
+    let options = SlideEmbedding { geometry, device, float16: a.float16, autocast: a.autocast && device.is_cuda() };
+    let todo: Vec<_> = rows.iter().filter(|r| !a.out.join(format!("{}.h5", r.id)).is_file()).collect();
+    let skipped = rows.len() - todo.len();
+    let jobs = todo
+        .iter()
+        .map(|r| {
+            let corners = match &a.coords {
+                Some(dir) => Some(read_coords(&dir.join(format!("{}.h5", r.id)))?),
+                None => None,
+            };
+            Ok(SlideJob { path: r.slide.clone(), corners })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let reading = SlideBatchConfig {
+        geometry,
         min_tissue: a.min_tissue,
+        open: a.open.options(),
         mean: stats.mean,
         std: stats.std,
         batch_size: a.batch_size,
-        device,
-        float16: a.float16,
+        workers: a.workers,
+        prefetch: 4,
     };
-    let (mut done, mut skipped, mut failed) = (0, 0, Vec::new());
-    for row in &rows {
+    std::fs::create_dir_all(&a.out)?;
+    let bar = patchtcga_cli::commands::bar("patches");
+    let (mut done, mut failed) = (0, Vec::new());
+    let start = std::time::Instant::now();
+    embed_slides(SlideBatches::start(jobs, reading)?, &backbone, &options, &bar, |i, made| {
+        let row = todo[i];
         let out = a.out.join(format!("{}.h5", row.id));
-        if out.is_file() {
-            skipped += 1;
-            continue;
-        }
-        let bar = patchtcga_cli::commands::bar("patches");
-        bar.set_prefix(row.id.clone());
-        let made = Slide::open(&row.slide, &a.open.options())
-            .map_err(anyhow::Error::from)
-            .and_then(|slide| Ok(embed_slide(&slide, &backbone, &options, &bar)?))
-            .and_then(|f| Ok(write_h5(&out, &f, &options, &provenance).map(|()| f.coords.len())?));
-        match made {
+        match made.and_then(|f| write_h5(&out, &f, &options, &provenance).map(|()| f.coords.len())) {
             Ok(n) => {
-                println!("{}: {n} patches → {}", row.slide.display(), out.display());
+                bar.suspend(|| println!("{}: {n} patches → {}", row.slide.display(), out.display()));
                 done += 1;
             }
             Err(e) => {
-                eprintln!("failed: {e:#}");
+                bar.suspend(|| eprintln!("failed: {}: {e:#}", row.slide.display()));
                 failed.push(row.slide.display().to_string());
             }
         }
-    }
+    })?;
+    bar.finish();
+    let seconds = start.elapsed().as_secs_f64();
+    let patches = bar.position();
+    println!(
+        "embedded {patches} patches of {} slide(s) in {seconds:.1} s: {:.2} patches/s, {:.3} slides/s",
+        todo.len(),
+        patches as f64 / seconds,
+        todo.len() as f64 / seconds
+    );
     println!("{} slide(s): {done} embedded, {skipped} already done, {} failed", rows.len(), failed.len());
     if !failed.is_empty() {
         bail!(

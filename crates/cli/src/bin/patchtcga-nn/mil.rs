@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use patchtcga_cli::commands::SlideArgs;
 use patchtcga_learn::config::DeviceChoice;
 use patchtcga_learn::engine::device;
-use patchtcga_learn::mil::{self, Abmil, AbmilConfig, CrossValidation, FoldResult, MilOptions};
+use patchtcga_learn::mil::{self, Abmil, AbmilConfig, CrossValidation, FoldResult, MilArch, MilOptions};
 use patchtcga_learn::slide_map::{draw, Legend};
 use patchtcga_slide::Slide;
 use tch::{nn, Kind, Tensor};
@@ -15,7 +15,7 @@ use tch::{nn, Kind, Tensor};
 /// `patchtcga mil …`.
 #[derive(Subcommand)]
 pub enum MilWhat {
-    /// k-fold cross-validation of ABMIL (gated attention) by case: per-fold and mean ± sd
+    /// k-fold cross-validation of ABMIL (gated attention) or CLAM-SB by case: per-fold and mean ± sd
     /// slide-level accuracy, balanced accuracy, ROC-AUC and quadratic-weighted kappa.
     Train(TrainArgs),
     /// A slide's prediction by a `mil train` run (its folds' models averaged) and their attention
@@ -55,6 +55,10 @@ pub struct TrainArgs {
     /// Run folder: `mil_results.json` goes there.
     #[arg(long)]
     out: PathBuf,
+    /// The network: abmil (gated attention) or clam-sb (plus CLAM's instance-clustering loss:
+    /// k 8, bag weight 0.7, subtyping for more than two classes).
+    #[arg(long, default_value_t = MilArch::Abmil)]
+    model: MilArch,
     #[arg(long, default_value_t = 5)]
     folds: usize,
     #[arg(long, default_value_t = 20)]
@@ -95,6 +99,7 @@ fn train(a: TrainArgs) -> Result<()> {
         data.width
     );
     let options = MilOptions {
+        arch: a.model,
         folds: a.folds,
         epochs: a.epochs,
         lr: a.lr,
@@ -157,7 +162,7 @@ fn heatmap(a: HeatmapArgs) -> Result<()> {
     let (mut probs, mut attention) = (Vec::new(), Vec::new());
     for k in 0..cv.folds.len() {
         let mut vs = nn::VarStore::new(tch::Device::Cpu);
-        let model = Abmil::new(&vs.root(), AbmilConfig::small(cv.width, cv.classes.len() as i64));
+        let model = Abmil::new(&vs.root(), AbmilConfig::small(cv.arch, cv.width, cv.classes.len() as i64));
         vs.load(a.run.join(format!("fold_{k}.safetensors")))?;
         let out = tch::no_grad(|| model.forward(&features, false));
         probs.push(out.logits.softmax(-1, Kind::Float).squeeze_dim(0));

@@ -1,0 +1,325 @@
+//! Batches of slides' tissue-grid patches, read ahead on a thread of their own across slide
+//! boundaries: while a network runs on one batch, the next ones are read, the next slide is
+//! opened and its tissue found, so it never waits between slides. A batch may hold the end of
+//! one slide and the start of the next; events say which rows belong to which slide.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+use patchtcga_augment::normalize;
+use patchtcga_slide::{PatchGeometry, Slide, SlideError, SlideOptions, TissueGrid};
+use rayon::prelude::*;
+
+/// One slide to read: its file, and the level-0 corners of its patches when they are given
+/// (a coordinates file) rather than found on its tissue grid.
+#[derive(Debug, Clone)]
+pub struct SlideJob {
+    /// The slide file.
+    pub path: PathBuf,
+    /// Given patch corners (level 0), or `None` for the tissue grid.
+    pub corners: Option<Vec<(u32, u32)>>,
+}
+
+/// How the patches are made.
+#[derive(Debug, Clone)]
+pub struct SlideBatchConfig {
+    /// Patch side and resolution.
+    pub geometry: PatchGeometry,
+    /// Least tissue fraction of a grid patch's footprint.
+    pub min_tissue: f64,
+    /// How slides are opened.
+    pub open: SlideOptions,
+    /// Channel means for normalisation ([0, 1] scale).
+    pub mean: [f32; 3],
+    /// Channel standard deviations.
+    pub std: [f32; 3],
+    /// Patches per batch (the last batch may hold fewer).
+    pub batch_size: usize,
+    /// Decoding threads.
+    pub workers: usize,
+    /// Batches prepared ahead of the consumer.
+    pub prefetch: usize,
+}
+
+/// What the reading thread reports, in order.
+#[derive(Debug)]
+pub enum SlideEvent {
+    /// Slide `slide` (its position in the job list) is open; its patches, at these level-0
+    /// corners, come in the following batches, in this order.
+    Begin { slide: usize, corners: Vec<(u32, u32)>, level: u32 },
+    /// Normalised patches (N × 3 × size × size, NCHW); `rows` says, in order, how many of
+    /// them belong to which slide.
+    Batch { values: Vec<f32>, rows: Vec<(usize, usize)> },
+    /// Every patch of the slide was in the batches sent so far.
+    End { slide: usize },
+    /// The slide cannot be read: no more of its patches come, and rows of it sent before this
+    /// are to be dropped.
+    Failed { slide: usize, error: SlideError },
+}
+
+/// The events of a job list, read ahead on a thread; dropping it stops the reading.
+pub struct SlideBatches {
+    rx: Option<Receiver<SlideEvent>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SlideBatches {
+    /// Starts reading `jobs` in order.
+    pub fn start(jobs: Vec<SlideJob>, config: SlideBatchConfig) -> crate::Result<Self> {
+        if config.batch_size == 0 {
+            return Err(crate::LoaderError::Config("batch size must be at least 1".into()));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.workers.max(1))
+            .thread_name(|i| format!("slide-read-{i}"))
+            .build()
+            .map_err(|e| crate::LoaderError::Config(format!("cannot start decoding threads: {e}")))?;
+        let pool = std::sync::Arc::new(pool);
+        // Slides are opened and their grids found ahead, a few at a time, on the same threads.
+        let (slides_tx, slides_rx) = sync_channel(OPEN_AHEAD);
+        let (opening, open_pool) = (config.clone(), pool.clone());
+        let opener = std::thread::Builder::new()
+            .name("slide-open".into())
+            .spawn(move || open_slides(jobs, &opening, &open_pool, &slides_tx))
+            .map_err(|e| crate::LoaderError::Config(format!("cannot start the slide-opening thread: {e}")))?;
+        let (tx, rx) = sync_channel(config.prefetch.max(1));
+        let thread = std::thread::Builder::new()
+            .name("slide-batches".into())
+            .spawn(move || {
+                Reader { config, pool, tx, pending: Batch::default() }.run(slides_rx);
+                let _ = opener.join();
+            })
+            .map_err(|e| crate::LoaderError::Config(format!("cannot start the reading thread: {e}")))?;
+        Ok(Self { rx: Some(rx), thread: Some(thread) })
+    }
+}
+
+impl Iterator for SlideBatches {
+    type Item = SlideEvent;
+
+    fn next(&mut self) -> Option<SlideEvent> {
+        self.rx.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for SlideBatches {
+    fn drop(&mut self) {
+        self.rx.take(); // the reader's next send fails and it stops
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Slides opened (and their grids found) ahead of the one being read, in parallel.
+const OPEN_AHEAD: usize = 4;
+
+/// A slide ready to read, or why it cannot be.
+type Opened = Result<(Slide, TissueGrid), SlideError>;
+
+/// Opens the slides and finds their grids, `OPEN_AHEAD` at a time in parallel, and sends them in
+/// order; stops when the reader hangs up.
+fn open_slides(jobs: Vec<SlideJob>, c: &SlideBatchConfig, pool: &rayon::ThreadPool, tx: &SyncSender<Opened>) {
+    let open = |job: SlideJob| -> Opened {
+        let slide = Slide::open(&job.path, &c.open)?;
+        let grid = match job.corners {
+            Some(corners) => TissueGrid { level: TissueGrid::level(&slide, &c.geometry), corners },
+            None => TissueGrid::of(&slide, &c.geometry, c.min_tissue)?,
+        };
+        Ok((slide, grid))
+    };
+    let mut jobs = jobs.into_iter().peekable();
+    while jobs.peek().is_some() {
+        let chunk: Vec<SlideJob> = jobs.by_ref().take(OPEN_AHEAD).collect();
+        let opened: Vec<Opened> = pool.install(|| chunk.into_par_iter().map(open).collect());
+        for o in opened {
+            if tx.send(o).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The batch being filled: values, and per-slide row counts in order.
+#[derive(Default)]
+struct Batch {
+    values: Vec<f32>,
+    rows: Vec<(usize, usize)>,
+    /// Slides whose last patch is in this batch.
+    ending: Vec<usize>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.rows.iter().map(|r| r.1).sum()
+    }
+}
+
+/// Patches read in one parallel section per decoding thread.
+const PATCHES_PER_THREAD: usize = 16;
+
+/// An open slide whose patches are being read.
+struct Queued {
+    /// Its position in the job list.
+    index: usize,
+    slide: Slide,
+    corners: Vec<(u32, u32)>,
+    /// The first corner not yet read.
+    next: usize,
+}
+
+impl Queued {
+    fn left(&self) -> usize {
+        self.corners.len() - self.next
+    }
+}
+
+/// The reading thread's state.
+struct Reader {
+    config: SlideBatchConfig,
+    /// The decoding threads (shared with the slide opener; only parallel sections run there).
+    pool: std::sync::Arc<rayon::ThreadPool>,
+    tx: SyncSender<SlideEvent>,
+    pending: Batch,
+}
+
+/// The consumer hung up.
+struct Stopped;
+
+impl Reader {
+    /// Reads windows of patches running across slides (one parallel section each, so the
+    /// decoding threads stay busy across slide and batch boundaries) into batches.
+    fn run(mut self, slides: Receiver<Opened>) {
+        let _ = self.read_all(slides);
+        let _ = self.flush();
+    }
+
+    fn read_all(&mut self, slides: Receiver<Opened>) -> Result<(), Stopped> {
+        let mut incoming = slides.into_iter().enumerate();
+        let mut queue: VecDeque<Queued> = VecDeque::new();
+        let window = self.config.batch_size.max(PATCHES_PER_THREAD * self.pool.current_num_threads());
+        loop {
+            while queue.iter().map(Queued::left).sum::<usize>() < window {
+                let Some((i, opened)) = incoming.next() else { break };
+                self.admit(i, opened, &mut queue)?;
+            }
+            if queue.is_empty() {
+                return Ok(());
+            }
+            self.read_window(&mut queue, window)?;
+        }
+    }
+
+    fn send(&self, e: SlideEvent) -> Result<(), Stopped> {
+        self.tx.send(e).map_err(|_| Stopped)
+    }
+
+    /// Announces slide `i` (or its failure) and queues its patches.
+    fn admit(&mut self, i: usize, opened: Opened, queue: &mut VecDeque<Queued>) -> Result<(), Stopped> {
+        let (slide, grid) = match opened {
+            Ok(o) => o,
+            Err(error) => return self.send(SlideEvent::Failed { slide: i, error }),
+        };
+        self.send(SlideEvent::Begin { slide: i, corners: grid.corners.clone(), level: grid.level })?;
+        if grid.corners.is_empty() {
+            self.pending.ending.push(i);
+            if self.pending.rows.is_empty() {
+                self.flush()?;
+            }
+        } else {
+            queue.push_back(Queued { index: i, slide, corners: grid.corners, next: 0 });
+        }
+        Ok(())
+    }
+
+    /// Reads the next `window` queued patches in parallel and adds them to batches; a slide with
+    /// a patch that cannot be read fails whole.
+    fn read_window(&mut self, queue: &mut VecDeque<Queued>, window: usize) -> Result<(), Stopped> {
+        let mut tasks: Vec<(usize, (u32, u32))> = Vec::with_capacity(window);
+        for (q, s) in queue.iter_mut().enumerate() {
+            let take = (window - tasks.len()).min(s.left());
+            tasks.extend(s.corners[s.next..s.next + take].iter().map(|&c| (q, c)));
+            s.next += take;
+            if tasks.len() == window {
+                break;
+            }
+        }
+        let c = &self.config;
+        let plane = 3 * (c.geometry.size as usize).pow(2);
+        let mut values = vec![0f32; tasks.len() * plane];
+        let read: Vec<Result<(), SlideError>> = self.pool.install(|| {
+            values
+                .par_chunks_mut(plane)
+                .zip(&tasks)
+                .map(|(out, &(q, (x, y)))| {
+                    let p = queue[q].slide.read_patch(&c.geometry, x, y)?;
+                    normalize(&p, c.mean, c.std, out).map_err(|e| SlideError::Parameter(e.to_string()))
+                })
+                .collect()
+        });
+        let mut failed: Vec<Option<SlideError>> = (0..queue.len()).map(|_| None).collect();
+        for (r, &(q, _)) in read.into_iter().zip(&tasks) {
+            if let (Err(e), None) = (r, &failed[q]) {
+                failed[q] = Some(e);
+            }
+        }
+        for (k, &(q, _)) in tasks.iter().enumerate() {
+            if failed[q].is_none() {
+                self.push_row(queue[q].index, &values[k * plane..(k + 1) * plane])?;
+            }
+        }
+        let mut kept = VecDeque::with_capacity(queue.len());
+        for (s, error) in queue.drain(..).zip(failed) {
+            match error {
+                Some(error) => {
+                    self.drop_rows(s.index);
+                    self.send(SlideEvent::Failed { slide: s.index, error })?;
+                }
+                None if s.left() == 0 => self.pending.ending.push(s.index),
+                None => kept.push_back(s),
+            }
+        }
+        *queue = kept;
+        if self.pending.len() == self.config.batch_size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Adds one patch of slide `i` to the batch, sending the batch when it is full.
+    fn push_row(&mut self, i: usize, values: &[f32]) -> Result<(), Stopped> {
+        if self.pending.len() == self.config.batch_size {
+            self.flush()?;
+        }
+        self.pending.values.extend_from_slice(values);
+        match self.pending.rows.last_mut() {
+            Some((s, n)) if *s == i => *n += 1,
+            _ => self.pending.rows.push((i, 1)),
+        }
+        Ok(())
+    }
+
+    /// Takes slide `i`'s rows out of the batch being filled.
+    fn drop_rows(&mut self, i: usize) {
+        let plane = 3 * (self.config.geometry.size as usize).pow(2);
+        if let Some(pos) = self.pending.rows.iter().position(|r| r.0 == i) {
+            let before: usize = self.pending.rows[..pos].iter().map(|r| r.1).sum();
+            let (_, n) = self.pending.rows.remove(pos);
+            self.pending.values.drain(before * plane..(before + n) * plane);
+        }
+    }
+
+    /// Sends the batch (if it holds rows), then the ends of the slides it completes.
+    fn flush(&mut self) -> Result<(), Stopped> {
+        let b = std::mem::take(&mut self.pending);
+        if !b.rows.is_empty() {
+            self.send(SlideEvent::Batch { values: b.values, rows: b.rows })?;
+        }
+        for slide in b.ending {
+            self.send(SlideEvent::End { slide })?;
+        }
+        Ok(())
+    }
+}
