@@ -157,9 +157,6 @@ impl Batch {
     }
 }
 
-/// Patches read in one parallel section per decoding thread.
-const PATCHES_PER_THREAD: usize = 16;
-
 /// An open slide whose patches are being read.
 struct Queued {
     /// Its position in the job list.
@@ -189,8 +186,8 @@ struct Reader {
 struct Stopped;
 
 impl Reader {
-    /// Reads windows of patches running across slides (one parallel section each, so the
-    /// decoding threads stay busy across slide and batch boundaries) into batches.
+    /// Reads each batch's patches, across slides, in one parallel section (no barrier at a
+    /// slide's end) into batches.
     fn run(mut self, slides: Receiver<Opened>) {
         let _ = self.read_all(slides);
         let _ = self.flush();
@@ -199,16 +196,16 @@ impl Reader {
     fn read_all(&mut self, slides: Receiver<Opened>) -> Result<(), Stopped> {
         let mut incoming = slides.into_iter().enumerate();
         let mut queue: VecDeque<Queued> = VecDeque::new();
-        let window = self.config.batch_size.max(PATCHES_PER_THREAD * self.pool.current_num_threads());
         loop {
-            while queue.iter().map(Queued::left).sum::<usize>() < window {
+            let room = self.config.batch_size - self.pending.len();
+            while queue.iter().map(Queued::left).sum::<usize>() < room {
                 let Some((i, opened)) = incoming.next() else { break };
                 self.admit(i, opened, &mut queue)?;
             }
             if queue.is_empty() {
                 return Ok(());
             }
-            self.read_window(&mut queue, window)?;
+            self.read_window(&mut queue)?;
         }
     }
 
@@ -234,23 +231,25 @@ impl Reader {
         Ok(())
     }
 
-    /// Reads the next `window` queued patches in parallel and adds them to batches; a slide with
-    /// a patch that cannot be read fails whole.
-    fn read_window(&mut self, queue: &mut VecDeque<Queued>, window: usize) -> Result<(), Stopped> {
-        let mut tasks: Vec<(usize, (u32, u32))> = Vec::with_capacity(window);
+    /// Reads the queued patches that fill the batch, across slides, in one parallel section
+    /// straight into it; a slide with a patch that cannot be read fails whole.
+    fn read_window(&mut self, queue: &mut VecDeque<Queued>) -> Result<(), Stopped> {
+        let room = self.config.batch_size - self.pending.len();
+        let mut tasks: Vec<(usize, (u32, u32))> = Vec::with_capacity(room);
         for (q, s) in queue.iter_mut().enumerate() {
-            let take = (window - tasks.len()).min(s.left());
+            let take = (room - tasks.len()).min(s.left());
             tasks.extend(s.corners[s.next..s.next + take].iter().map(|&c| (q, c)));
             s.next += take;
-            if tasks.len() == window {
+            if tasks.len() == room {
                 break;
             }
         }
-        let c = &self.config;
+        let Reader { config: c, pool, pending, .. } = self;
         let plane = 3 * (c.geometry.size as usize).pow(2);
-        let mut values = vec![0f32; tasks.len() * plane];
-        let read: Vec<Result<(), SlideError>> = self.pool.install(|| {
-            values
+        let start = pending.values.len();
+        pending.values.resize(start + tasks.len() * plane, 0.0);
+        let read: Vec<Result<(), SlideError>> = pool.install(|| {
+            pending.values[start..]
                 .par_chunks_mut(plane)
                 .zip(&tasks)
                 .map(|(out, &(q, (x, y)))| {
@@ -259,15 +258,17 @@ impl Reader {
                 })
                 .collect()
         });
+        for &(q, _) in &tasks {
+            let i = queue[q].index;
+            match pending.rows.last_mut() {
+                Some((s, n)) if *s == i => *n += 1,
+                _ => pending.rows.push((i, 1)),
+            }
+        }
         let mut failed: Vec<Option<SlideError>> = (0..queue.len()).map(|_| None).collect();
         for (r, &(q, _)) in read.into_iter().zip(&tasks) {
             if let (Err(e), None) = (r, &failed[q]) {
                 failed[q] = Some(e);
-            }
-        }
-        for (k, &(q, _)) in tasks.iter().enumerate() {
-            if failed[q].is_none() {
-                self.push_row(queue[q].index, &values[k * plane..(k + 1) * plane])?;
             }
         }
         let mut kept = VecDeque::with_capacity(queue.len());
@@ -284,19 +285,6 @@ impl Reader {
         *queue = kept;
         if self.pending.len() == self.config.batch_size {
             self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Adds one patch of slide `i` to the batch, sending the batch when it is full.
-    fn push_row(&mut self, i: usize, values: &[f32]) -> Result<(), Stopped> {
-        if self.pending.len() == self.config.batch_size {
-            self.flush()?;
-        }
-        self.pending.values.extend_from_slice(values);
-        match self.pending.rows.last_mut() {
-            Some((s, n)) if *s == i => *n += 1,
-            _ => self.pending.rows.push((i, 1)),
         }
         Ok(())
     }
