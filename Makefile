@@ -76,6 +76,7 @@ demo: $(BIN)
 	$(BIN) finetune --config configs/demo_pcam200_resnet18.toml --init none --set 'name="demo_pcam200_resnet18_scratch"'
 	$(BIN) embed --arch resnet18 --image-size 64 --weights $(DEMO)/runs/demo_simclr_resnet18/model.safetensors --images $(DEMO)/PCam200 --out $(DEMO)/pcam200_simclr.npy
 	$(BIN) probe --dataset $(DEMO)/PCam200 --features $(DEMO)/pcam200_simclr.npy --out $(DEMO)/probe.json
+	$(BIN) embed --slides assets/demo_slides.csv --arch resnet18 --image-size 64 --mpp 1.0 --weights $(DEMO)/runs/demo_simclr_resnet18/model.safetensors --out $(DEMO)/slide_features
 	$(BIN) infer --arch resnet18 --image-size 64 --field-um 64 --weights $(DEMO)/runs/demo_pcam200_resnet18/model.safetensors --slide assets/cmu1_small_region.svs --out $(DEMO)/heatmap.png
 	$(BIN) report $(DEMO)/runs --out $(DEMO)/report.html
 	@echo "look at: $(DEMO)/report.html (every run: table, curves, confusion matrices), $(DEMO)/heatmap.png (the fine-tuned classifier over the slide),"
