@@ -73,6 +73,7 @@ pub fn embed_slides(
             }
         }
         result = result.and_then(|()| run.settle());
+        run.abandon();
         drop(run);
         writer.join().map_err(|_| LearnError::Config("the feature-writing thread panicked".into()))?;
         result
@@ -174,6 +175,16 @@ impl Run<'_> {
             Tensor::cat(&open.chunks, 0)
         };
         self.report(slide, Ok(SlideFeatures { features, coords: open.coords, level: open.level }));
+    }
+
+    /// Fails the slides whose reading began but never ended (the reading stopped early).
+    fn abandon(&mut self) {
+        let mut left: Vec<usize> = self.open.keys().copied().collect();
+        left.sort_unstable();
+        for slide in left {
+            self.open.remove(&slide);
+            self.report(slide, Err(LearnError::Config("the reading stopped before the slide's end".into())));
+        }
     }
 
     fn report(&self, slide: usize, r: Result<SlideFeatures, LearnError>) {

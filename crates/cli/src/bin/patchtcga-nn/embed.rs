@@ -196,7 +196,7 @@ fn embed_slide_list(a: &EmbedArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&a.out)?;
     let bar = patchtcga_cli::commands::bar("patches");
-    let (mut done, mut failed) = (0, Vec::new());
+    let (mut done, mut failed) = (0, 0);
     let start = std::time::Instant::now();
     embed_slides(SlideBatches::start(jobs, reading)?, &backbone, &options, &bar, |i, made| {
         let row = todo[i];
@@ -208,11 +208,16 @@ fn embed_slide_list(a: &EmbedArgs) -> Result<()> {
             }
             Err(e) => {
                 bar.suspend(|| eprintln!("failed: {}: {e:#}", row.slide.display()));
-                failed.push(row.slide.display().to_string());
+                failed += 1;
             }
         }
     })?;
     bar.finish();
+    let unreached = todo.len() - done - failed;
+    if unreached > 0 {
+        eprintln!("failed: {unreached} slide(s) never read (the reading stopped early)");
+        failed += unreached;
+    }
     let seconds = start.elapsed().as_secs_f64();
     let patches = bar.position();
     println!(
@@ -221,13 +226,9 @@ fn embed_slide_list(a: &EmbedArgs) -> Result<()> {
         patches as f64 / seconds,
         todo.len() as f64 / seconds
     );
-    println!("{} slide(s): {done} embedded, {skipped} already done, {} failed", rows.len(), failed.len());
-    if !failed.is_empty() {
-        bail!(
-            "{} of {} slide(s) failed (the others are complete; re-run to retry only those)",
-            failed.len(),
-            rows.len()
-        );
+    println!("{} slide(s): {done} embedded, {skipped} already done, {failed} failed", rows.len());
+    if failed > 0 {
+        bail!("{failed} of {} slide(s) failed (the others are complete; re-run to retry only those)", rows.len());
     }
     Ok(())
 }
