@@ -1,10 +1,10 @@
-//! Slide-level MIL: ABMIL and CLAM-SB against a PyTorch reference written from the papers
+//! Slide-level MIL: ABMIL, CLAM-SB and TransMIL against PyTorch references written from the papers
 //! (tools/make_mil_goldens.py), a synthetic task they must learn with attention on the planted
 //! instances, and bad input.
 
 use std::path::{Path, PathBuf};
 
-use patchtcga_learn::mil::{self, Abmil, AbmilConfig, InstanceLoss, MilArch, MilOptions};
+use patchtcga_learn::mil::{self, Abmil, AbmilConfig, InstanceLoss, MilArch, MilNet, MilOptions};
 use patchtcga_learn::slide_features::{write_h5, Provenance, SlideEmbedding, SlideFeatures};
 use patchtcga_slide::PatchGeometry;
 use patchtcga_testkit::det_values;
@@ -92,6 +92,36 @@ fn clam_sb_instance_and_total_loss_match_the_pytorch_reference() {
     }
 }
 
+#[test]
+fn transmil_forward_matches_the_pytorch_reference() {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transmil.json");
+    let g: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    let (d, c) = (g["input"].as_i64().unwrap(), g["classes"].as_i64().unwrap());
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = MilNet::new(&vs.root(), MilArch::TransMil, d, c);
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            t.copy_(&Tensor::from_slice(&det_values(&name, &t.size())).reshape(t.size()));
+        }
+    });
+    assert_eq!(vs.variables().len(), 25, "TransMIL's tensors");
+    vs.double();
+    // A bag of 9 (a 3 × 3 square, one landmark per token) and of 300 (padded to 18 × 18, two
+    // tokens per landmark).
+    for b in g["bags"].as_array().unwrap() {
+        let n = b["instances"].as_i64().unwrap();
+        let bag =
+            Tensor::from_slice(&det_values(&format!("bag{n}"), &[n, d])).reshape([n, d]).to_kind(Kind::Double) * 30.0;
+        let (logits, attention) = tch::no_grad(|| model.predict(&bag, false));
+        assert!(attention.is_none());
+        let r = Tensor::from_slice(
+            &b["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>(),
+        );
+        let err = (logits.reshape([-1]) - &r).abs().max().double_value(&[]) / r.abs().max().double_value(&[]);
+        assert!(err <= 1e-9, "{n} instances: rel. error {err:.2e}");
+    }
+}
+
 /// Writes `<dir>/<slide>.h5` as `patchtcga embed --slides` does.
 fn write_bag(dir: &Path, slide: &str, features: &Tensor) {
     let n = features.size()[0];
@@ -155,7 +185,7 @@ fn options() -> MilOptions {
 }
 
 #[test]
-fn abmil_and_clam_sb_learn_a_planted_signal_and_attend_to_it() {
+fn abmil_clam_sb_and_transmil_learn_a_planted_signal() {
     tch::set_num_threads(2);
     let dir = tempfile::tempdir().unwrap();
     let (feats, labels) = synthetic(dir.path());
@@ -177,11 +207,21 @@ fn abmil_and_clam_sb_learn_a_planted_signal_and_attend_to_it() {
     // Attention: trained on the first 60 slides, highest on a planted instance of each held-out
     // tumour slide.
     let (train, held): (Vec<_>, Vec<_>) = data.bags.iter().partition(|b| b.slide.as_str() < "slide060");
+    // TransMIL pools no attention: its held-out predictions are checked instead.
+    let o = MilOptions { arch: MilArch::TransMil, epochs: 2, ..options() };
+    let (model, _vs, _, _) = mil::cv::fit(&data, &train, &held, &o, 0).unwrap();
+    let tumour = |b: &&mil::Bag| {
+        let (logits, _) = tch::no_grad(|| model.predict(&b.features, false));
+        logits.softmax(-1, Kind::Float).double_value(&[0, 1])
+    };
+    let right = held.iter().filter(|b| (tumour(b) > 0.5) == (b.label == 1)).count();
+    assert!(right as f64 >= 0.9 * held.len() as f64, "TransMIL: {right} of {} held-out slides right", held.len());
     for arch in [MilArch::Abmil, MilArch::ClamSb] {
         let (model, _vs, _, _) = mil::cv::fit(&data, &train, &held, &MilOptions { arch, ..options() }, 0).unwrap();
         for b in held.iter().filter(|b| b.label == 1) {
             let i: usize = b.slide["slide".len()..].parse().unwrap();
-            let top = tch::no_grad(|| model.forward(&b.features, false)).attention.argmax(0, false).int64_value(&[]);
+            let attention = tch::no_grad(|| model.predict(&b.features, false)).1.expect("attention pooling");
+            let top = attention.argmax(0, false).int64_value(&[]);
             assert!(top < (3 + i % 3) as i64, "{arch}: {}: attention peaks on instance {top}", b.slide);
         }
     }

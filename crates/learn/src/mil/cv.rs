@@ -1,4 +1,4 @@
-//! k-fold cross-validation of ABMIL or CLAM-SB by case: folds stratified by label, each fold the test set once
+//! k-fold cross-validation of ABMIL, CLAM-SB or TransMIL by case: folds stratified by label, each fold the test set once
 //! with the next one as validation, the epoch of best validation loss selected, and slide-level
 //! accuracy, balanced accuracy, ROC-AUC, quadratic-weighted kappa per fold and as mean ± sd.
 
@@ -12,7 +12,7 @@ use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 use super::bags::{Bag, Bags};
-use super::model::{Abmil, AbmilConfig, MilArch};
+use super::model::{bag_loss, MilArch, MilNet};
 use crate::config::Optim;
 use crate::optim::{Optimizer, Rule};
 use crate::LearnError;
@@ -20,7 +20,7 @@ use crate::LearnError;
 /// How a cross-validation trains.
 #[derive(Debug, Clone)]
 pub struct MilOptions {
-    /// The network (ABMIL or CLAM-SB).
+    /// The network (ABMIL, CLAM-SB or TransMIL).
     pub arch: MilArch,
     pub folds: usize,
     pub epochs: usize,
@@ -140,14 +140,14 @@ fn mean_sd(v: &[f64]) -> MeanSd {
 
 /// Class probabilities (N × C, row-major) and mean loss of a model over bags (evaluation mode,
 /// every instance: bags are never subsampled here).
-fn predict(model: &Abmil, bags: &[&Bag], weights: &Tensor, device: Device) -> (Vec<f32>, f64) {
+fn predict(model: &MilNet, bags: &[&Bag], weights: &Tensor, device: Device) -> (Vec<f32>, f64) {
     tch::no_grad(|| {
         let (mut probs, mut loss) = (Vec::new(), 0.0);
         for b in bags {
-            let out = model.forward(&b.features.to_device(device), false);
-            loss += Abmil::bag_loss(&out, b.label as i64, &weights.get(b.label as i64)).double_value(&[]);
+            let (logits, _) = model.predict(&b.features.to_device(device), false);
+            loss += bag_loss(&logits, b.label as i64, &weights.get(b.label as i64)).double_value(&[]);
             probs.extend(
-                Vec::<f32>::try_from(out.logits.softmax(-1, Kind::Float).reshape([-1]).to_device(Device::Cpu))
+                Vec::<f32>::try_from(logits.softmax(-1, Kind::Float).reshape([-1]).to_device(Device::Cpu))
                     .unwrap_or_default(),
             );
         }
@@ -175,11 +175,11 @@ pub fn fit(
     val: &[&Bag],
     o: &MilOptions,
     fold: usize,
-) -> Result<(Abmil, nn::VarStore, usize, f64), LearnError> {
+) -> Result<(MilNet, nn::VarStore, usize, f64), LearnError> {
     tch::manual_seed(o.seed.wrapping_add(fold as u64 * 1000 + 17) as i64);
     let classes = data.classes.len();
     let vs = nn::VarStore::new(o.device);
-    let model = Abmil::new(&vs.root(), AbmilConfig::small(o.arch, data.width, classes as i64));
+    let model = MilNet::new(&vs.root(), o.arch, data.width, classes as i64);
     let mut opt =
         Optimizer::new(Rule::new(Optim::Adam, 0.9, [0.9, 0.999]), o.weight_decay, vs.variables().into_iter().collect());
     let weights = class_weights(train, classes, o.class_weights).to_device(o.device);
@@ -190,8 +190,8 @@ pub fn fit(
         order.shuffle(&mut rng);
         for &i in &order {
             let b = train[i];
-            let out = model.forward(&b.features.to_device(o.device), true);
-            let loss = model.loss(&out, b.label as i64, &weights.get(b.label as i64));
+            let loss =
+                model.training_loss(&b.features.to_device(o.device), b.label as i64, &weights.get(b.label as i64));
             opt.zero_grad();
             loss.backward();
             opt.step(o.lr);

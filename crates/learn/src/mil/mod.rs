@@ -1,14 +1,15 @@
 //! Slide-level learning from patch features: bags read from `.h5` files, ABMIL (gated
-//! attention) and CLAM-SB, k-fold cross-validation by case, and attention heat maps.
+//! attention), CLAM-SB and TransMIL, k-fold cross-validation by case, and attention heat maps.
 
 pub mod bags;
 pub mod cv;
 pub mod heatmap;
 pub mod model;
+pub mod transmil;
 
 pub use bags::{load, Bag, Bags};
 pub use cv::{cross_validate, CrossValidation, FoldResult, MilOptions};
-pub use model::{Abmil, AbmilConfig, BagOutput, InstanceLoss, MilArch};
+pub use model::{bag_loss, Abmil, AbmilConfig, BagOutput, InstanceLoss, MilArch, MilNet};
 
 /// Writes a fold's model parameters (safetensors, CLAM's names), atomically.
 pub fn save(vs: &tch::nn::VarStore, path: &std::path::Path) -> Result<(), crate::LearnError> {

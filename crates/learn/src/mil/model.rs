@@ -17,6 +17,8 @@ pub enum MilArch {
     Abmil,
     /// CLAM single-branch: ABMIL plus the instance-clustering loss.
     ClamSb,
+    /// TransMIL: Nyström-attention Transformer over the bag with PPEG position encoding.
+    TransMil,
 }
 
 impl std::str::FromStr for MilArch {
@@ -26,7 +28,8 @@ impl std::str::FromStr for MilArch {
         match s {
             "abmil" => Ok(Self::Abmil),
             "clam-sb" => Ok(Self::ClamSb),
-            _ => Err(format!("{s:?}: abmil or clam-sb")),
+            "transmil" => Ok(Self::TransMil),
+            _ => Err(format!("{s:?}: abmil, clam-sb or transmil")),
         }
     }
 }
@@ -36,6 +39,7 @@ impl std::fmt::Display for MilArch {
         f.write_str(match self {
             Self::Abmil => "abmil",
             Self::ClamSb => "clam-sb",
+            Self::TransMil => "transmil",
         })
     }
 }
@@ -137,18 +141,11 @@ impl Abmil {
     /// The training loss of a bag of class `label`: its cross-entropy times `weight`, and for
     /// CLAM-SB `bag_weight` of that plus the rest of the instance loss.
     pub fn loss(&self, out: &BagOutput, label: i64, weight: &Tensor) -> Tensor {
-        let bag = Self::bag_loss(out, label, weight);
+        let bag = bag_loss(&out.logits, label, weight);
         match self.config.instance {
             Some(i) => bag * i.bag_weight + self.instance_loss(out, label, i) * (1.0 - i.bag_weight),
             None => bag,
         }
-    }
-
-    /// A bag's cross-entropy times its class's `weight` (one bag per step: PyTorch's weighted
-    /// mean would divide the weight out again); the validation loss.
-    pub fn bag_loss(out: &BagOutput, label: i64, weight: &Tensor) -> Tensor {
-        let y = Tensor::from_slice(&[label]).to_device(out.logits.device());
-        out.logits.cross_entropy_for_logits(&y) * weight
     }
 
     /// CLAM's instance-clustering loss of a bag of class `label`.
@@ -185,5 +182,49 @@ impl Abmil {
 
     pub fn config(&self) -> &AbmilConfig {
         &self.config
+    }
+}
+
+/// A bag's cross-entropy times its class's `weight` (one bag per step: PyTorch's weighted mean
+/// would divide the weight out again); the validation loss of every network.
+pub fn bag_loss(logits: &Tensor, label: i64, weight: &Tensor) -> Tensor {
+    let y = Tensor::from_slice(&[label]).to_device(logits.device());
+    logits.cross_entropy_for_logits(&y) * weight
+}
+
+/// A MIL network of any [`MilArch`].
+pub enum MilNet {
+    /// ABMIL or CLAM-SB.
+    Attention(Abmil),
+    TransMil(Box<super::transmil::TransMil>),
+}
+
+impl MilNet {
+    /// Creates `arch`'s parameters under `p` (CLAM's and TransMIL's sizes).
+    pub fn new(p: &nn::Path, arch: MilArch, input: i64, classes: i64) -> Self {
+        match arch {
+            MilArch::TransMil => Self::TransMil(Box::new(super::transmil::TransMil::new(p, input, classes))),
+            _ => Self::Attention(Abmil::new(p, AbmilConfig::small(arch, input, classes))),
+        }
+    }
+
+    /// A bag's (1, C) logits, and the attention over its instances where the network pools by
+    /// attention (not TransMIL).
+    pub fn predict(&self, bag: &Tensor, train: bool) -> (Tensor, Option<Tensor>) {
+        match self {
+            Self::Attention(m) => {
+                let out = m.forward(bag, train);
+                (out.logits, Some(out.attention))
+            }
+            Self::TransMil(m) => (m.forward(bag, train).0, None),
+        }
+    }
+
+    /// The training loss of a bag of class `label` (the forward included).
+    pub fn training_loss(&self, bag: &Tensor, label: i64, weight: &Tensor) -> Tensor {
+        match self {
+            Self::Attention(m) => m.loss(&m.forward(bag, true), label, weight),
+            Self::TransMil(m) => bag_loss(&m.forward(bag, true).0, label, weight),
+        }
     }
 }

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use patchtcga_cli::commands::SlideArgs;
 use patchtcga_learn::config::DeviceChoice;
 use patchtcga_learn::engine::device;
-use patchtcga_learn::mil::{self, Abmil, AbmilConfig, CrossValidation, FoldResult, MilArch, MilOptions};
+use patchtcga_learn::mil::{self, CrossValidation, FoldResult, MilArch, MilNet, MilOptions};
 use patchtcga_learn::slide_map::{draw, Legend};
 use patchtcga_slide::Slide;
 use tch::{nn, Kind, Tensor};
@@ -15,7 +15,7 @@ use tch::{nn, Kind, Tensor};
 /// `patchtcga mil …`.
 #[derive(Subcommand)]
 pub enum MilWhat {
-    /// k-fold cross-validation of ABMIL (gated attention) or CLAM-SB by case: per-fold and mean ± sd
+    /// k-fold cross-validation of ABMIL (gated attention), CLAM-SB or TransMIL by case: per-fold and mean ± sd
     /// slide-level accuracy, balanced accuracy, ROC-AUC and quadratic-weighted kappa.
     Train(TrainArgs),
     /// A slide's prediction by a `mil train` run (its folds' models averaged) and their attention
@@ -55,8 +55,9 @@ pub struct TrainArgs {
     /// Run folder: `mil_results.json` goes there.
     #[arg(long)]
     out: PathBuf,
-    /// The network: abmil (gated attention) or clam-sb (plus CLAM's instance-clustering loss:
-    /// k 8, bag weight 0.7, subtyping for more than two classes).
+    /// The network: abmil (gated attention), clam-sb (plus CLAM's instance-clustering loss: k 8,
+    /// bag weight 0.7, subtyping for more than two classes) or transmil (Nyström-attention
+    /// Transformer with PPEG).
     #[arg(long, default_value_t = MilArch::Abmil)]
     model: MilArch,
     #[arg(long, default_value_t = 5)]
@@ -162,11 +163,18 @@ fn heatmap(a: HeatmapArgs) -> Result<()> {
     let (mut probs, mut attention) = (Vec::new(), Vec::new());
     for k in 0..cv.folds.len() {
         let mut vs = nn::VarStore::new(tch::Device::Cpu);
-        let model = Abmil::new(&vs.root(), AbmilConfig::small(cv.arch, cv.width, cv.classes.len() as i64));
+        let model = MilNet::new(&vs.root(), cv.arch, cv.width, cv.classes.len() as i64);
         vs.load(a.run.join(format!("fold_{k}.safetensors")))?;
-        let out = tch::no_grad(|| model.forward(&features, false));
-        probs.push(out.logits.softmax(-1, Kind::Float).squeeze_dim(0));
-        attention.push(out.attention);
+        let (logits, weights) = tch::no_grad(|| model.predict(&features, false));
+        let Some(weights) = weights else {
+            anyhow::bail!(
+                "{}: a {} run; only attention-pooling networks (abmil, clam-sb) have attention to paint",
+                results.display(),
+                cv.arch
+            )
+        };
+        probs.push(logits.softmax(-1, Kind::Float).squeeze_dim(0));
+        attention.push(weights);
     }
     let (probs, attention) =
         (Tensor::stack(&probs, 0).mean_dim(0, false, None), Tensor::stack(&attention, 0).mean_dim(0, false, None));
