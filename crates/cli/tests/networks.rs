@@ -624,13 +624,19 @@ fn a_rank_lost_at_the_start_stops_the_whole_run_long_before_the_timeout() {
     assert!(start.elapsed() < Duration::from_secs(60), "took {:?}: {err}", start.elapsed());
 }
 
-#[test]
-fn embed_slides_writes_one_clam_layout_h5_per_slide_and_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let weights = dir.path().join("resnet18.safetensors");
+/// A randomly initialised ResNet18 backbone for 64 px inputs, saved as `dir/resnet18.safetensors`.
+fn resnet18_backbone(dir: &Path) -> PathBuf {
+    let weights = dir.join("resnet18.safetensors");
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _b = patchtcga_model::Backbone::new(&vs.root(), patchtcga_model::Arch::ResNet18.spec(64));
     vs.save(&weights).unwrap();
+    weights
+}
+
+#[test]
+fn embed_slides_writes_one_clam_layout_h5_per_slide_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = resnet18_backbone(dir.path());
     let csv = dir.path().join("slides.csv");
     std::fs::write(&csv, format!("slide,id\n{},cmu1\nmissing.svs,gone\n", sample_slide().display())).unwrap();
     let feats = dir.path().join("feats");
@@ -729,10 +735,7 @@ fn h5_bag(path: &Path) -> (Vec<f32>, Vec<i64>) {
 #[test]
 fn embed_slides_across_slide_boundaries_from_coords_and_after_a_kill() {
     let dir = tempfile::tempdir().unwrap();
-    let weights = dir.path().join("resnet18.safetensors");
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _b = patchtcga_model::Backbone::new(&vs.root(), patchtcga_model::Arch::ResNet18.spec(64));
-    vs.save(&weights).unwrap();
+    let weights = resnet18_backbone(dir.path());
     let list = |name: &str, ids: &[&str]| {
         let csv = dir.path().join(name);
         let rows: String = ids.iter().map(|id| format!("{},{id}\n", sample_slide().display())).collect();

@@ -27,21 +27,27 @@ fn close(ours: &Tensor, reference: &[f32], what: &str) {
     assert!(err <= 1e-5, "{what}: rel. error {err:.2e}");
 }
 
+/// Every parameter set to the goldens' deterministic values by name, the attention scorer's
+/// weight (ABMIL, CLAM-SB) steepened by `attention_scale` as the golden script does.
+fn fill_det(vs: &nn::VarStore, attention_scale: f64) {
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            let mut v = Tensor::from_slice(&det_values(&name, &t.size())).reshape(t.size());
+            if name == "attention_net.3.attention_c.weight" {
+                v *= attention_scale;
+            }
+            t.copy_(&v);
+        }
+    });
+}
+
 #[test]
 fn abmil_forward_and_loss_match_the_pytorch_reference() {
     let g = golden();
     let (d, n, c) = (g["input"].as_i64().unwrap(), g["instances"].as_i64().unwrap(), g["classes"].as_i64().unwrap());
     let vs = nn::VarStore::new(Device::Cpu);
     let model = Abmil::new(&vs.root(), AbmilConfig::small(MilArch::Abmil, d, c));
-    tch::no_grad(|| {
-        for (name, mut t) in vs.variables() {
-            let mut v = Tensor::from_slice(&det_values(&name, &t.size())).reshape(t.size());
-            if name == "attention_net.3.attention_c.weight" {
-                v *= g["attention_c_scale"].as_f64().unwrap();
-            }
-            t.copy_(&v);
-        }
-    });
+    fill_det(&vs, g["attention_c_scale"].as_f64().unwrap());
     assert_eq!(vs.variables().len(), 10, "CLAM's ten tensors");
     let bag = Tensor::from_slice(&det_values("bag", &[n, d])).reshape([n, d]) * 30.0;
     let out = tch::no_grad(|| model.forward(&bag, false));
@@ -68,15 +74,7 @@ fn clam_sb_instance_and_total_loss_match_the_pytorch_reference() {
             InstanceLoss { k: g["k"].as_i64().unwrap(), bag_weight: g["bag_weight"].as_f64().unwrap(), subtyping };
         let config = AbmilConfig { instance: Some(instance), ..AbmilConfig::small(MilArch::ClamSb, d, c) };
         let model = Abmil::new(&vs.root(), config);
-        tch::no_grad(|| {
-            for (name, mut t) in vs.variables() {
-                let mut v = Tensor::from_slice(&det_values(&name, &t.size())).reshape(t.size());
-                if name == "attention_net.3.attention_c.weight" {
-                    v *= g["attention_c_scale"].as_f64().unwrap();
-                }
-                t.copy_(&v);
-            }
-        });
+        fill_det(&vs, g["attention_c_scale"].as_f64().unwrap());
         assert_eq!(vs.variables().len(), 16, "CLAM-SB's ten tensors and two per instance classifier");
         let bag = Tensor::from_slice(&det_values("bag", &[n, d])).reshape([n, d]) * 30.0;
         let out = tch::no_grad(|| model.forward(&bag, false));
@@ -99,11 +97,7 @@ fn transmil_forward_matches_the_pytorch_reference() {
     let (d, c) = (g["input"].as_i64().unwrap(), g["classes"].as_i64().unwrap());
     let mut vs = nn::VarStore::new(Device::Cpu);
     let model = MilNet::new(&vs.root(), MilArch::TransMil, d, c);
-    tch::no_grad(|| {
-        for (name, mut t) in vs.variables() {
-            t.copy_(&Tensor::from_slice(&det_values(&name, &t.size())).reshape(t.size()));
-        }
-    });
+    fill_det(&vs, 1.0);
     assert_eq!(vs.variables().len(), 25, "TransMIL's tensors");
     vs.double();
     // A bag of 9 (a 3 × 3 square, one landmark per token) and of 300 (padded to 18 × 18, two
