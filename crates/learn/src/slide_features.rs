@@ -50,33 +50,25 @@ pub struct SlideFeatures {
 }
 
 /// Embeds the patches of every slide that `batches` reads, the next batch read and staged while
-/// the network runs on this one. Each
-/// slide's features (or why it failed) go to `done` with its position in the job list, on a
-/// thread of their own (it writes files while the network goes on).
+/// the network runs on this one. Each slide's features (or why it failed) go to `done` with its
+/// position in the job list, on a thread of their own (it writes files while the network goes
+/// on).
 pub fn embed_slides(
     batches: SlideBatches,
     backbone: &Backbone,
     o: &SlideEmbedding,
     progress: &indicatif::ProgressBar,
-    done: impl FnMut(usize, Result<SlideFeatures, LearnError>) + Send,
+    mut done: impl FnMut(usize, Result<SlideFeatures, LearnError>) + Send,
 ) -> Result<(), LearnError> {
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<SlideFeatures, LearnError>)>();
-        let mut done = done;
         let writer = scope.spawn(move || rx.into_iter().for_each(|(i, r)| done(i, r)));
         let mut run = Run { backbone, o, progress, tx, open: HashMap::new(), in_flight: None, ends: Vec::new() };
-        let mut result = Ok(());
-        for event in batches {
-            if let Err(e) = run.event(event) {
-                result = Err(e);
-                break;
-            }
-        }
-        result = result.and_then(|()| run.settle());
+        batches.for_each(|event| run.event(event));
+        run.settle();
         run.abandon();
         drop(run);
-        writer.join().map_err(|_| LearnError::Config("the feature-writing thread panicked".into()))?;
-        result
+        writer.join().map_err(|_| LearnError::Config("the feature-writing thread panicked".into()))
     })
 }
 
@@ -101,7 +93,7 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn event(&mut self, event: SlideEvent) -> Result<(), LearnError> {
+    fn event(&mut self, event: SlideEvent) {
         match event {
             SlideEvent::Begin { slide, corners, level } => {
                 self.progress.inc_length(corners.len() as u64);
@@ -112,7 +104,7 @@ impl Run<'_> {
                 // The batch is staged while the device still runs the previous one, whose
                 // features then come back, and the device gets this one at once.
                 let staged = self.stage(&values);
-                self.settle()?;
+                self.settle();
                 self.in_flight = Some((self.forward(&staged), rows));
             }
             SlideEvent::End { slide } => match &self.in_flight {
@@ -124,7 +116,6 @@ impl Run<'_> {
                 self.report(slide, Err(error.into()));
             }
         }
-        Ok(())
     }
 
     /// The batch as a host tensor: in pinned memory for a GPU (copied without blocking).
@@ -149,7 +140,7 @@ impl Run<'_> {
 
     /// Brings the batch in flight back and hands its rows to their slides; ends the slides
     /// that were waiting for it.
-    fn settle(&mut self) -> Result<(), LearnError> {
+    fn settle(&mut self) {
         if let Some((f, rows)) = self.in_flight.take() {
             let f = f.to_device(Device::Cpu).to_kind(Kind::Float);
             let mut start = 0;
@@ -164,7 +155,6 @@ impl Run<'_> {
         for slide in std::mem::take(&mut self.ends) {
             self.finish(slide);
         }
-        Ok(())
     }
 
     fn finish(&mut self, slide: usize) {
