@@ -20,7 +20,7 @@ for recipe in simclr dino; do
     t=$("$py" bench/loader_torchvision.py "$data" --recipe "$recipe" --workers "$w" --seconds "$secs")
     r=$("$bin" bench loader --dataset "$data" --recipe "$recipe" --workers "$w" --seconds "$secs")
     ti=$(sed -E 's/.*: ([0-9.]+) images\/s.*/\1/' <<<"$t"); ri=$(sed -E 's/.*: ([0-9.]+) images\/s.*/\1/' <<<"$r")
-    tm=$(sed -E 's/.*peak memory ~?([0-9]+) kB.*/\1/' <<<"$t"); rm=$(sed -E 's/.*peak memory ~?([0-9]+) kB.*/\1/' <<<"$r")
-    echo "| $recipe | $w | $ti | $ri | $(awk -v a="$ri" -v b="$ti" 'BEGIN{printf "%.1f", a/b}')× | $((tm / 1024)) MiB / $((rm / 1024)) MiB |"
+    tm=$(sed -E 's/.*peak memory ~?([0-9]+) kB.*/\1/' <<<"$t"); rm=$(sed -E 's/.*peak memory ([0-9]+) MiB.*/\1/' <<<"$r")
+    echo "| $recipe | $w | $ti | $ri | $(awk -v a="$ri" -v b="$ti" 'BEGIN{printf "%.1f", a/b}')× | $((tm / 1024)) MiB / $rm MiB |"
   done
 done

@@ -1015,3 +1015,36 @@ fn mil_train_cross_validates_slide_features() {
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("ghost.csv") && err.contains("ghost") && err.contains("no features"), "{err}");
 }
+
+/// The first number before `unit` in `text`.
+fn figure(text: &str, unit: &str) -> f64 {
+    let before = &text[..text.find(unit).unwrap_or_else(|| panic!("no {unit:?} in {text}"))];
+    before
+        .trim_end()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("no figure before {unit:?} in {text}"))
+}
+
+#[test]
+fn benches_time_the_training_update_and_the_loader() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let step = ["bench", "step", "--arch", "resnet18", "--image-size", "32", "--batch-size", "2", "--steps", "2"];
+    let out = patchtcga().args(step).args(["--warmup", "1"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("supervised resnet18 batch 2"), "{text}");
+    assert!(figure(&text, "images/s") > 0.0 && figure(&text, "MiB") > 100.0, "{text}");
+    let out = patchtcga()
+        .args(["bench", "loader", "--dataset"])
+        .arg(&data)
+        .args(["--recipe", "simclr", "--size", "32", "--batch-size", "4", "--seconds", "0.3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(figure(&text, "images/s") > 0.0 && figure(&text, "MiB") > 1.0, "{text}");
+}

@@ -161,3 +161,61 @@ impl Launch {
         ]
     }
 }
+
+/// A node of a job as torchrun's options say it: processes on this node, nodes, this node's index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node {
+    pub nproc_per_node: usize,
+    pub nnodes: usize,
+    pub node_rank: usize,
+}
+
+impl Node {
+    /// The launches of this node's processes, meeting at `master_addr:master_port`.
+    pub fn launches(&self, master_addr: &str, master_port: u16) -> Result<Vec<Launch>, LaunchError> {
+        let (per_node, nnodes) = (self.nproc_per_node.max(1), self.nnodes.max(1));
+        if self.node_rank >= nnodes {
+            return Err(LaunchError::Launch(format!(
+                "--node-rank {} is not below --nnodes {}",
+                self.node_rank, self.nnodes
+            )));
+        }
+        Ok((0..per_node)
+            .map(|l| Launch {
+                rank: self.node_rank * per_node + l,
+                world: nnodes * per_node,
+                local_rank: l,
+                master_addr: master_addr.into(),
+                master_port,
+            })
+            .collect())
+    }
+
+    /// This node's launches by the release's config keys: this machine's name (`/etc/hostname`,
+    /// or its first label) picks its index in `hosts`; `dist_url` is the rendezvous.
+    pub fn launches_from_hosts(&self, hosts: &[String], dist_url: &str) -> Result<Vec<Launch>, LaunchError> {
+        let me = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_owned();
+        let node =
+            hosts.iter().position(|h| h == &me || h.split('.').next() == Some(me.as_str())).ok_or_else(|| {
+                LaunchError::Launch(format!("this machine ({me:?}) is not in the config's hosts {hosts:?}"))
+            })?;
+        let per_node = self.nproc_per_node.max(1);
+        (0..per_node).map(|l| Launch::from_hosts(hosts, node, per_node, l, dist_url)).collect()
+    }
+
+    /// This process's (rank, world) in a job over a list that every rank takes its share of (no
+    /// rendezvous): from torchrun's or `srun`'s environment when it has one, or this node's place
+    /// when it runs one process; with several, they are started here (each with that
+    /// environment) and waited for, and `None` is returned.
+    pub fn share(&self) -> Result<Option<(usize, usize)>, LaunchError> {
+        if let Some(l) = Launch::from_env()? {
+            return Ok(Some((l.rank, l.world)));
+        }
+        let launches = self.launches("127.0.0.1", 0)?;
+        if let [one] = launches.as_slice() {
+            return Ok(Some((one.rank, one.world)));
+        }
+        run_node(&launches, OnFailure::LetFinish)?;
+        Ok(None)
+    }
+}

@@ -9,7 +9,9 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use patchtcga_loader::{Batch, Epoch, Loader};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+use patchtcga_metrics::run::{read_log, EvaluationRecord, LogEntry, UpdateRecord, LOG_FILE};
 use tch::{nn, Device, Tensor};
 
 use crate::config::{ClipMode, DeviceChoice, OnNonFinite};
@@ -73,8 +75,8 @@ pub struct Summary {
     pub position: Position,
     /// `stop_num_updates` was reached before the last epoch.
     pub stopped_early: bool,
-    /// Last metrics of each name (`val_accuracy`, `test_accuracy`, …).
-    pub last: Map<String, Value>,
+    /// Last value of each figure of the log (`val_accuracy`, `test_accuracy`, …).
+    pub last: BTreeMap<String, f64>,
     pub run_dir: PathBuf,
 }
 
@@ -199,18 +201,15 @@ struct Log {
 impl Log {
     /// Opens the metrics log, dropping entries after `update` (a resumed run rewrites them).
     fn open(path: PathBuf, keep_until: Option<usize>) -> Result<Self, LearnError> {
-        let kept: Vec<String> = match (keep_until, fs::read_to_string(&path)) {
-            (Some(u), Ok(text)) => text
-                .lines()
-                .filter(|l| {
-                    serde_json::from_str::<Value>(l)
-                        .ok()
-                        .and_then(|v| v["update"].as_u64())
-                        .is_some_and(|x| x as usize <= u)
-                })
-                .map(str::to_owned)
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let kept: Vec<String> = match keep_until {
+            Some(u) => read_log(dir)
+                .map_err(LearnError::Config)?
+                .iter()
+                .filter(|e| e.update() <= u)
+                .map(|e| serde_json::to_string(e).expect("log entries serialise"))
                 .collect(),
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         let mut text = kept.join("\n");
         if !text.is_empty() {
@@ -221,8 +220,9 @@ impl Log {
         Ok(Self { path, file })
     }
 
-    fn write(&mut self, entry: &Value) -> Result<(), LearnError> {
-        writeln!(self.file, "{entry}").map_err(|e| LearnError::io(&self.path, e))
+    fn write(&mut self, entry: &LogEntry) -> Result<(), LearnError> {
+        let line = serde_json::to_string(entry).expect("log entries serialise");
+        writeln!(self.file, "{line}").map_err(|e| LearnError::io(&self.path, e))
     }
 }
 
@@ -230,7 +230,7 @@ impl Log {
 /// the last value of each name (every rank).
 struct RunLog {
     files: Option<(Log, EventWriter)>,
-    last: Map<String, Value>,
+    last: BTreeMap<String, f64>,
 }
 
 impl RunLog {
@@ -238,24 +238,22 @@ impl RunLog {
     /// from (later entries are dropped, and superseded in TensorBoard).
     fn open(run: &Path, leader: bool, resumed_at: Option<usize>) -> Result<Self, LearnError> {
         let files = if leader {
-            Some((Log::open(run.join("metrics.jsonl"), resumed_at)?, EventWriter::create(run, resumed_at)?))
+            Some((Log::open(run.join(LOG_FILE), resumed_at)?, EventWriter::create(run, resumed_at)?))
         } else {
             None
         };
-        Ok(Self { files, last: Map::new() })
+        Ok(Self { files, last: BTreeMap::new() })
     }
 
-    /// Records one entry (an object with its `update`): in both files, and as the last values.
-    fn record(&mut self, entry: Value) -> Result<(), LearnError> {
-        let Value::Object(m) = &entry else { return Ok(()) };
-        for (k, v) in m {
-            self.last.insert(k.clone(), v.clone());
-        }
+    /// Records one entry: in both files, and as the last values.
+    fn record(&mut self, entry: LogEntry) -> Result<(), LearnError> {
+        let scalars = entry.scalars();
+        self.last.extend(scalars.iter().cloned());
         if let Some((log, events)) = &mut self.files {
             log.write(&entry)?;
-            let scalars: Vec<(String, f64)> =
-                m.iter().filter_map(|(k, v)| Some((tensorboard::tag(k)?, v.as_f64()?))).collect();
-            events.scalars(m.get("update").and_then(Value::as_u64).unwrap_or(0) as usize, &scalars)?;
+            let tagged: Vec<(String, f64)> =
+                scalars.into_iter().filter_map(|(k, v)| Some((tensorboard::tag(&k)?, v))).collect();
+            events.scalars(entry.update(), &tagged)?;
         }
         Ok(())
     }
@@ -454,7 +452,7 @@ impl<'a> Trainer<'a> {
             pos: Position { loss_scale: LossScale::default().scale, ..Default::default() },
             scale: LossScale::default(),
             buckets: None,
-            log: RunLog { files: None, last: Map::new() },
+            log: RunLog { files: None, last: BTreeMap::new() },
             last_checkpoint: None,
         })
     }
@@ -663,42 +661,35 @@ impl<'a> Trainer<'a> {
         self.pos.update += 1;
         method.after_update(self.progress());
         let secs = p.clock.elapsed().as_secs_f64().max(1e-9);
-        let mut entry = json!({
-            "update": self.pos.update, "epoch": self.pos.epoch, "batch": self.pos.batch, "lr": lr, "loss": loss,
-            "images_per_s": p.images as f64 / secs, "data_wait": p.waited / secs,
-        });
-        if c.wd_end.is_some() {
-            entry["wd"] = json!(wd);
-        }
-        if self.world > 1 {
-            entry["world"] = json!(self.world);
-            entry["allreduce_mib"] = json!(reduced_bytes as f64 / (1 << 20) as f64);
-            // Buckets all-reduced during the backward pass (0: after it, a message per group).
-            entry["allreduce_buckets"] = json!(overlapped);
-        }
-        if grad_norm.is_finite() {
-            entry["grad_norm"] = json!(grad_norm);
-        }
-        if self.amp {
-            entry["loss_scale"] = json!(self.scale.scale);
-        }
-        if self.pos.skipped_updates > 0 {
-            entry["skipped_updates"] = json!(self.pos.skipped_updates);
-        }
-        for (k, v) in &p.extra {
-            entry[k.as_str()] = json!(v);
-        }
-        self.log.record(entry)?;
+        let entry = UpdateRecord {
+            update: self.pos.update,
+            epoch: self.pos.epoch,
+            batch: self.pos.batch,
+            lr,
+            loss,
+            images_per_s: p.images as f64 / secs,
+            data_wait: p.waited / secs,
+            wd: c.wd_end.map(|_| wd),
+            world: (self.world > 1).then_some(self.world),
+            allreduce_mib: (self.world > 1).then(|| reduced_bytes as f64 / (1 << 20) as f64),
+            allreduce_buckets: (self.world > 1).then_some(overlapped),
+            grad_norm: grad_norm.is_finite().then_some(grad_norm),
+            loss_scale: self.amp.then_some(self.scale.scale),
+            skipped_updates: (self.pos.skipped_updates > 0).then_some(self.pos.skipped_updates),
+            method: p.extra.iter().map(|(k, v)| (k.clone(), Some(*v))).collect(),
+        };
+        self.log.record(LogEntry::Update(entry))?;
         Ok(loss)
     }
 
     /// Metrics of `loader` (every rank its share), logged as `<set>_<name>`.
     fn evaluate(&mut self, method: &mut dyn Method, loader: &Loader, set: &str) -> Result<(), LearnError> {
-        let mut e = json!({"update": self.pos.update, "epoch": self.pos.epoch});
-        for (k, v) in method.evaluate(loader)? {
-            e[format!("{set}_{k}")] = json!(v);
-        }
-        self.log.record(e)
+        let metrics = method.evaluate(loader)?.into_iter().map(|(k, v)| (format!("{set}_{k}"), Some(v))).collect();
+        self.log.record(LogEntry::Evaluation(EvaluationRecord {
+            update: self.pos.update,
+            epoch: self.pos.epoch,
+            metrics,
+        }))
     }
 
     /// Writes checkpoint `name` (rank 0) with the run's position.
@@ -714,7 +705,7 @@ impl<'a> Trainer<'a> {
 
     fn plot(&self) -> Result<(), LearnError> {
         if self.leader {
-            plot::curves(&self.run.join("metrics.jsonl"), &self.run.join("plots"))?;
+            plot::curves(&self.run, &self.run.join("plots"))?;
         }
         Ok(())
     }

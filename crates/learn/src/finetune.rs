@@ -6,9 +6,8 @@
 use std::path::Path;
 
 use patchtcga_loader::Loader;
-use patchtcga_metrics::run::{Task, RESULTS_FILE};
+use patchtcga_metrics::run::{read_log, LogEntry, Task, RESULTS_FILE};
 use patchtcga_metrics::ClassificationReport;
-use serde_json::Value;
 use tch::Tensor;
 
 use crate::config::SelfSupervised;
@@ -25,15 +24,13 @@ pub use patchtcga_metrics::run::SetReport as Report;
 /// The checkpointed epoch with the highest validation `key` (`val_accuracy`, `val_mean_iou`;
 /// the earliest of equals), from a run's metrics log; the last checkpointed epoch when no
 /// validation was logged.
-pub fn best_epoch(log: &Path, checkpoints: &Path, key: &str) -> Result<Option<usize>, LearnError> {
-    let text = std::fs::read_to_string(log).map_err(|e| LearnError::io(log, e))?;
-    let entries: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let saved: Vec<usize> = (1..=entries.iter().filter_map(|e| e["epoch"].as_u64()).max().unwrap_or(0) as usize)
+pub fn best_epoch(run: &Path, checkpoints: &Path, key: &str) -> Result<Option<usize>, LearnError> {
+    let entries = read_log(run).map_err(LearnError::Config)?;
+    let saved: Vec<usize> = (1..=entries.iter().map(LogEntry::epoch).max().unwrap_or(0))
         .filter(|e| checkpoints.join(format!("epoch_{e:04}")).join("model.safetensors").exists())
         .collect();
     // The epoch-end validation of epoch K is the first one logged with epoch = K.
-    let score =
-        |k: usize| entries.iter().filter(|e| e["epoch"].as_u64() == Some(k as u64)).find_map(|e| e[key].as_f64());
+    let score = |k: usize| entries.iter().filter(|e| e.epoch() == k).find_map(|e| e.get(key));
     let scored: Vec<(usize, f64)> = saved.iter().filter_map(|&k| score(k).map(|s| (k, s))).collect();
     Ok(match scored.iter().copied().reduce(|best, x| if x.1 > best.1 { x } else { best }) {
         Some((k, _)) => Some(k),
@@ -70,7 +67,7 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
         let mut selected = last_epoch;
         if leader {
             let ckpts = config.run_dir().join("checkpoints");
-            if let Some(k) = best_epoch(&config.run_dir().join("metrics.jsonl"), &ckpts, key)? {
+            if let Some(k) = best_epoch(&config.run_dir(), &ckpts, key)? {
                 load_variables(method.var_store(), &ckpts.join(format!("epoch_{k:04}")).join("model.safetensors"))?;
                 selected = k;
             }

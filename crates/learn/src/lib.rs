@@ -12,6 +12,7 @@ pub mod heads;
 pub mod loss;
 pub mod mil;
 pub mod optim;
+pub mod patch_features;
 pub mod plot;
 pub mod probe;
 pub mod schedule;

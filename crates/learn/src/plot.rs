@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Once;
 
+use patchtcga_metrics::run::read_log;
 use plotters::prelude::*;
-use serde_json::Value;
 
 use crate::LearnError;
 
@@ -13,16 +13,12 @@ static FONT: Once = Once::new();
 
 type Series = (String, Vec<(f64, f64)>);
 
-/// Redraws `loss.png`, `lr.png` and (when logged) `accuracy.png` in `out` from a metrics log.
-pub fn curves(log: &Path, out: &Path) -> Result<(), LearnError> {
-    let text = std::fs::read_to_string(log).map_err(|e| LearnError::io(log, e))?;
-    let entries: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+/// Redraws `loss.png`, `lr.png` and (when logged) `accuracy.png` in `out` from the metrics log of
+/// the run folder `run`.
+pub fn curves(run: &Path, out: &Path) -> Result<(), LearnError> {
+    let entries = read_log(run).map_err(LearnError::Config)?;
     let series = |key: &str| -> Series {
-        let pts = entries
-            .iter()
-            .filter_map(|e| Some((e["update"].as_f64()?, e[key].as_f64()?)))
-            .filter(|(_, y)| y.is_finite())
-            .collect();
+        let pts = entries.iter().filter_map(|e| Some((e.update() as f64, e.get(key)?))).collect();
         (key.to_owned(), pts)
     };
     std::fs::create_dir_all(out).map_err(|e| LearnError::io(out, e))?;

@@ -3,10 +3,11 @@
 //! write (`features` N × D, `coords` N × 2 level-0 x, y, attributes), which MIL code reads as is.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use image::RgbImage;
-use patchtcga_loader::slides::{SlideBatches, SlideEvent};
+use patchtcga_dataset::SlideRow;
+use patchtcga_loader::slides::{SlideBatchConfig, SlideBatches, SlideEvent, SlideJob};
 use patchtcga_model::Backbone;
 use patchtcga_slide::{PatchGeometry, Slide};
 use rayon::prelude::*;
@@ -266,4 +267,81 @@ pub fn read_coords(path: &Path) -> Result<Vec<(u32, u32)>, LearnError> {
             _ => Err(bad(format!("`coords` holds ({}, {}), outside any slide", c[0], c[1]))),
         })
         .collect()
+}
+
+/// A slide list to embed into a folder of `<id>.h5` files.
+pub struct SlideList<'a> {
+    /// This process's share of the list.
+    pub rows: &'a [SlideRow],
+    /// The folder of `.h5` files; slides with a file there are skipped.
+    pub out: &'a Path,
+    /// A folder of `<id>.h5` files whose `coords` give each slide's patches (else its tissue grid).
+    pub coords: Option<&'a Path>,
+    pub reading: SlideBatchConfig,
+    pub embedding: SlideEmbedding,
+    pub provenance: Provenance,
+}
+
+/// How a slide list's embedding went.
+pub struct SlideListReport {
+    /// Slides written this run, and slides skipped as already done.
+    pub done: usize,
+    pub skipped: usize,
+    /// Each failed slide and why.
+    pub failures: Vec<(PathBuf, String)>,
+    /// Slides never read because the reading stopped early (failed too).
+    pub unreached: usize,
+    /// Patches embedded and slides attempted this run, and the seconds it took.
+    pub patches: u64,
+    pub attempted: usize,
+    pub seconds: f64,
+}
+
+/// Embeds every slide of `list` without a finished file into `<out>/<id>.h5`, each written
+/// atomically as soon as its last batch is through; `on_slide` hears of each slide written (its
+/// file and patch count) or failed. One slide's failure leaves the others to finish.
+pub fn embed_slide_list(
+    list: SlideList,
+    backbone: &Backbone,
+    progress: &indicatif::ProgressBar,
+    mut on_slide: impl FnMut(&SlideRow, &Result<(PathBuf, usize), String>) + Send,
+) -> Result<SlideListReport, LearnError> {
+    let file = |row: &SlideRow, dir: &Path| dir.join(format!("{}.h5", row.id));
+    let todo: Vec<&SlideRow> = list.rows.iter().filter(|r| !file(r, list.out).is_file()).collect();
+    let jobs = todo
+        .iter()
+        .map(|r| {
+            Ok(SlideJob { path: r.slide.clone(), corners: list.coords.map(|d| read_coords(&file(r, d))).transpose()? })
+        })
+        .collect::<Result<Vec<_>, LearnError>>()?;
+    std::fs::create_dir_all(list.out).map_err(|e| LearnError::io(list.out, e))?;
+    let (mut done, mut failures) = (0, Vec::new());
+    let start = std::time::Instant::now();
+    let (o, p) = (&list.embedding, &list.provenance);
+    embed_slides(SlideBatches::start(jobs, list.reading)?, backbone, o, progress, |i, made| {
+        let (row, out) = (todo[i], file(todo[i], list.out));
+        let written = made.and_then(|f| write_h5(&out, &f, o, p).map(|()| f.coords.len()));
+        let outcome = written.map(|n| (out, n)).map_err(|e| e.to_string());
+        on_slide(row, &outcome);
+        match outcome {
+            Ok(_) => done += 1,
+            Err(e) => failures.push((row.slide.clone(), e)),
+        }
+    })?;
+    Ok(SlideListReport {
+        unreached: todo.len() - done - failures.len(),
+        done,
+        skipped: list.rows.len() - todo.len(),
+        failures,
+        patches: progress.position(),
+        attempted: todo.len(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+impl SlideListReport {
+    /// Slides that failed, unread ones included.
+    pub fn failed(&self) -> usize {
+        self.failures.len() + self.unreached
+    }
 }

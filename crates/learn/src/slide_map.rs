@@ -3,7 +3,9 @@
 //! the picture of either over the slide's thumbnail.
 
 use image::{Rgb, RgbImage};
-use patchtcga_model::{Classifier, SegNet};
+use std::path::Path;
+
+use patchtcga_model::{load, Arch, Checkpoint, Classifier, ImportOptions, SegHead, SegNet};
 use patchtcga_slide::{PatchGeometry, Slide, TissueMask, TissueParams};
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
@@ -25,6 +27,56 @@ pub trait WindowModel {
     fn summary(&self, scored: &[f32]) -> String;
     /// The class drawn as a probability, or `None` for a class map.
     fn class(&self) -> Option<i64>;
+}
+
+/// The network a fine-tuned checkpoint holds, as the reader of windows its head makes it: the
+/// classifier's probability of `class`, or a segmentation network's (`seg_head`) class map. The
+/// head's width is read from the checkpoint.
+pub fn load_window_model(
+    vs: &tch::nn::VarStore,
+    arch: Arch,
+    weights: &Path,
+    seg_head: Option<SegHead>,
+    class: i64,
+    image_size: i64,
+) -> Result<Box<dyn WindowModel>, LearnError> {
+    let spec = arch.spec(image_size);
+    let opts = ImportOptions { with_head: true, ..Default::default() };
+    Ok(match seg_head {
+        Some(head) => {
+            let classes = head_classes(weights, "classifier.4.weight")?;
+            let net = SegNet::new(&vs.root(), spec, head, classes)?;
+            load(vs, weights, "classifier", &opts)?;
+            Box::new(SegmentationClasses { net })
+        }
+        None => {
+            let classes = head_classes(weights, &format!("{}.weight", spec.head_name()))?;
+            if class < 0 || class >= classes {
+                return Err(LearnError::Config(format!(
+                    "--class {class}: the classifier in {} has {classes} classes",
+                    weights.display()
+                )));
+            }
+            let net = Classifier::new(&vs.root(), spec, classes, 0.0);
+            load(vs, weights, spec.head_name(), &opts)?;
+            Box::new(ClassProbability { net, class })
+        }
+    })
+}
+
+/// The number of classes of the head stored in a checkpoint (`name`: its last layer's weight).
+fn head_classes(weights: &Path, name: &str) -> Result<i64, LearnError> {
+    Checkpoint::open(weights)?
+        .tensors()
+        .iter()
+        .find(|t| t.name == name || t.name.ends_with(&format!(".{name}")))
+        .map(|t| t.shape[0])
+        .ok_or_else(|| {
+            LearnError::Config(format!(
+                "{}: no classification head ({name}); infer needs a fine-tuned network",
+                weights.display()
+            ))
+        })
 }
 
 /// A classifier's probability of one class per window.

@@ -97,7 +97,7 @@ fn supervised_training_lowers_the_loss_and_fills_the_run_folder() {
     let (l0, l1) = (before[0].1, after[0].1);
     assert!(l1 < l0 * 0.5, "evaluation loss {l0:.3} → {l1:.3}");
     assert!(after[1].1 >= 0.9, "accuracy after training: {}", after[1].1);
-    assert!(s.last["test_accuracy"].as_f64().unwrap() >= 0.9);
+    assert!(s.last["test_accuracy"] >= 0.9);
     for f in [
         "config.toml",
         "metrics.jsonl",
@@ -110,6 +110,7 @@ fn supervised_training_lowers_the_loss_and_fills_the_run_folder() {
         assert!(s.run_dir.join(f).is_file(), "{f} missing");
     }
     assert!(s.run_dir.join("checkpoints/epoch_0008/model.safetensors").is_file());
+    log_is_typed(&s.run_dir);
     let resolved = Config::load(Some(&s.run_dir.join("config.toml")), &[]).unwrap();
     assert_eq!(resolved, c, "the run folder's config reproduces the run");
 }
@@ -209,7 +210,7 @@ fn skipped_non_finite_updates_are_counted_and_never_reach_the_weights() {
     assert_eq!(s.position.update, 8);
     let skipped = s.position.skipped_updates;
     assert!(skipped > 0, "lr 1e30 makes some update non-finite");
-    assert_eq!(s.last["skipped_updates"].as_u64(), Some(skipped as u64));
+    assert_eq!(s.last.get("skipped_updates").copied(), Some(skipped as f64));
     let nulls = logged_losses(&s.run_dir).iter().filter(|x| x.1.is_none()).count();
     assert!(nulls > 0 && nulls <= skipped, "{nulls} non-finite losses logged, {skipped} updates skipped");
     for (n, t) in weights(&s.run_dir) {
@@ -279,4 +280,25 @@ fn config_choices_are_typed_when_the_config_loads() {
     let again = Config::load(None, &[]).unwrap();
     let text = again.to_toml();
     assert!(!text.contains("pretrained") && text.contains("optim = \"adam\""), "{text}");
+}
+
+/// Every line of a run's `metrics.jsonl` is a typed log entry (updates and evaluations both
+/// present) that writes back to the same JSON: the types `report` reads with are the log's.
+fn log_is_typed(run: &std::path::Path) {
+    use patchtcga_metrics::run::LogEntry;
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let (mut updates, mut evaluations) = (0, 0);
+    for line in text.lines() {
+        let entry: LogEntry = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        match &entry {
+            LogEntry::Update(u) => {
+                updates += 1;
+                assert!(u.loss.is_finite() && u.lr > 0.0 && u.images_per_s > 0.0, "{line}");
+            }
+            LogEntry::Evaluation(_) => evaluations += 1,
+        }
+        let written: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(serde_json::to_value(&entry).unwrap(), written, "{line}");
+    }
+    assert!(updates > 0 && evaluations > 0, "{updates} updates, {evaluations} evaluations");
 }

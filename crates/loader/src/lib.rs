@@ -210,6 +210,26 @@ pub struct LoaderConfig {
     pub on_bad_input: OnBadInput,
 }
 
+impl Default for LoaderConfig {
+    /// One rank reading in dataset order, 64 per batch, one worker, two batches ahead, ImageNet
+    /// normalisation, failing on an unreadable image.
+    fn default() -> Self {
+        Self {
+            batch_size: 64,
+            shuffle: false,
+            drop_last: false,
+            seed: 0,
+            rank: 0,
+            world_size: 1,
+            workers: 1,
+            prefetch: 2,
+            mean: patchtcga_augment::IMAGENET_MEAN,
+            std: patchtcga_augment::IMAGENET_STD,
+            on_bad_input: OnBadInput::Fail,
+        }
+    }
+}
+
 /// One view slot of a batch: `shape` = (N, 3, size, size), values in `data`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewBatch {
@@ -279,6 +299,27 @@ impl Loader {
     /// producer is done and the next epoch can start preparing.
     pub fn lookahead(&self) -> usize {
         self.config.prefetch.max(1)
+    }
+
+    /// Images delivered in batches over about `seconds` (epochs run back to back), and the
+    /// seconds taken: the clock starts once the first batch has arrived, as
+    /// `bench/loader_torchvision.py` times torchvision's loader.
+    pub fn throughput(&self, seconds: f64) -> Result<(usize, f64)> {
+        let (mut start, mut images, mut epoch) = (None::<std::time::Instant>, 0, 0);
+        loop {
+            for batch in self.epoch(epoch) {
+                let n = batch?.labels.len();
+                let Some(s) = start else {
+                    start = Some(std::time::Instant::now());
+                    continue;
+                };
+                images += n;
+                if s.elapsed().as_secs_f64() >= seconds {
+                    return Ok((images, s.elapsed().as_secs_f64()));
+                }
+            }
+            epoch += 1;
+        }
     }
 
     /// Starts producing `epoch`'s batches in the background.

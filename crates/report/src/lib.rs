@@ -8,8 +8,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use patchtcga_metrics::run::{RunResults, SetReport, Task};
-use serde_json::Value;
+use patchtcga_metrics::run::{read_log, LogEntry, RunResults, SetReport, Task};
 
 /// Errors naming the run folder or file.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +40,8 @@ fn file_name(p: &str) -> String {
 }
 
 /// The last value of `key` in a metrics log.
-fn last(log: &[Value], key: &str) -> Option<f64> {
-    log.iter().rev().find_map(|e| e[key].as_f64())
+fn last(log: &[LogEntry], key: &str) -> Option<f64> {
+    log.iter().rev().find_map(|e| e.get(key))
 }
 
 fn percent(v: f64) -> String {
@@ -58,11 +57,7 @@ impl Run {
             .map_err(|e| bad(format!("no config.toml ({e}): not a patchtcga run folder")))?;
         let config: toml::Table = text.parse().map_err(|e| bad(format!("config.toml: {e}")))?;
         let get = |k: &str| config.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-        let log: Vec<Value> = std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let log = read_log(dir).map_err(bad)?;
         let results = RunResults::read(dir).map_err(|e| ReportError::Run { path: dir.to_path_buf(), cause: e })?;
         let method = get("self_supervised");
         let fine_tune = config.get("fine_tune").and_then(|v| v.as_bool()).unwrap_or(false);
@@ -138,7 +133,7 @@ fn benchmark_metrics(r: &RunResults) -> Vec<(String, String)> {
 }
 
 /// The table columns of a pretraining run, from its metrics log.
-fn pretraining_metrics(log: &[Value]) -> Vec<(String, String)> {
+fn pretraining_metrics(log: &[LogEntry]) -> Vec<(String, String)> {
     let mut metrics = Vec::new();
     for (key, col) in
         [("loss", "last loss"), ("val_knn_accuracy", "k-NN accuracy %"), ("val_accuracy", "val accuracy %")]

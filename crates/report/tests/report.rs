@@ -32,7 +32,7 @@ fn a_pretraining_and_a_fine_tuning_run_in_one_page() {
     run(
         &pre,
         "name = \"simclr_r50\"\nself_supervised = \"simclr\"\nmodel_name = \"resnet50\"\ndataset_dir = \"data/PTCGA200\"\n",
-        "{\"update\":1,\"loss\":5.5}\n{\"update\":2,\"loss\":4.25}\n{\"update\":2,\"epoch\":1,\"val_knn_accuracy\":0.8125}\n",
+        "{\"update\":1,\"epoch\":1,\"batch\":1,\"lr\":0.1,\"loss\":5.5,\"images_per_s\":100.0,\"data_wait\":0.1}\n{\"update\":2,\"epoch\":1,\"batch\":2,\"lr\":0.1,\"loss\":4.25,\"images_per_s\":100.0,\"data_wait\":0.1}\n{\"update\":2,\"epoch\":1,\"val_knn_accuracy\":0.8125}\n",
         None,
         "loss.png",
     );
@@ -44,7 +44,7 @@ fn a_pretraining_and_a_fine_tuning_run_in_one_page() {
     run(
         &ft,
         "name = \"pcam_simclr\"\nself_supervised = \"none\"\nmodel_name = \"resnet50\"\ndataset_dir = \"data/PCam200\"\n",
-        "{\"update\":1,\"loss\":0.7}\n",
+        "{\"update\":1,\"epoch\":1,\"batch\":1,\"lr\":0.1,\"loss\":0.7,\"images_per_s\":100.0,\"data_wait\":0.1}\n",
         Some(&results),
         "confusion_test.png",
     );
@@ -111,7 +111,13 @@ fn rendered(page: &Path) -> Option<String> {
 fn the_page_renders_in_a_browser_with_every_picture() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("run");
-    run(&dir, "name = \"r\"\nmodel_name = \"resnet18\"\n", "{\"update\":1,\"loss\":1.0}\n", None, "loss.png");
+    run(
+        &dir,
+        "name = \"r\"\nmodel_name = \"resnet18\"\n",
+        "{\"update\":1,\"epoch\":1,\"batch\":1,\"lr\":0.1,\"loss\":1.0,\"images_per_s\":100.0,\"data_wait\":0.1}\n",
+        None,
+        "loss.png",
+    );
     std::fs::write(dir.join("plots/broken.png"), b"not a png").unwrap();
     let page = d.path().join("report.html");
     std::fs::write(&page, html(&[Run::read(&dir).unwrap()]).unwrap()).unwrap();
@@ -130,7 +136,7 @@ fn a_segmentation_run_reports_its_iou() {
     run(
         &dir,
         "name = \"seg\"\nmodel_name = \"resnet50\"\nseg_head = \"deeplabv3\"\ndataset_dir = \"data/segPANDA200\"\n",
-        "{\"update\":1,\"loss\":1.0}\n",
+        "{\"update\":1,\"epoch\":1,\"batch\":1,\"lr\":0.1,\"loss\":1.0,\"images_per_s\":100.0,\"data_wait\":0.1}\n",
         Some(results),
         "overlay_test.png",
     );

@@ -16,11 +16,11 @@ pub mod verify_layout;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use patchtcga_dataset::{DatasetKind, Share};
-use patchtcga_launch::{run_node, Launch, OnFailure};
+use patchtcga_launch::Node;
 use patchtcga_slide::{Reader, SlideOptions, DEFAULT_TILE_CACHE_MB};
 
 /// How the commands that read slides open them.
@@ -63,31 +63,14 @@ pub struct LaunchArgs {
 }
 
 impl LaunchArgs {
-    /// This process's share, from torchrun's or `srun`'s environment when it has one; `None`
-    /// when this process has started this node's ranks and they are done.
+    /// The launch crate's node.
+    pub fn node(&self) -> Node {
+        Node { nproc_per_node: self.nproc_per_node, nnodes: self.nnodes, node_rank: self.node_rank }
+    }
+
+    /// This process's share of a list ([`Node::share`]).
     pub fn share(&self) -> Result<Option<Share>> {
-        if let Some(l) = Launch::from_env()? {
-            return Ok(Some(Share { rank: l.rank, world: l.world }));
-        }
-        let per_node = self.nproc_per_node.max(1);
-        let world = self.nnodes.max(1) * per_node;
-        if self.node_rank >= self.nnodes.max(1) {
-            bail!("--node-rank {} is not below --nnodes {}", self.node_rank, self.nnodes);
-        }
-        if per_node == 1 {
-            return Ok(Some(Share { rank: self.node_rank, world }));
-        }
-        let launches: Vec<Launch> = (0..per_node)
-            .map(|l| Launch {
-                rank: self.node_rank * per_node + l,
-                world,
-                local_rank: l,
-                master_addr: "127.0.0.1".into(),
-                master_port: 0,
-            })
-            .collect();
-        run_node(&launches, OnFailure::LetFinish)?;
-        Ok(None)
+        Ok(self.node().share()?.map(|(rank, world)| Share { rank, world }))
     }
 }
 

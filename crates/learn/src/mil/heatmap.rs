@@ -1,11 +1,11 @@
 //! Attention heat maps as CLAM draws them: a MIL model's attention over a slide's patches (from the
 //! slide's `.h5`), as percentiles, painted over the slide's thumbnail.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use patchtcga_slide::Slide;
 
-use crate::slide_map::SlideMap;
+use crate::slide_map::{draw, Legend, SlideMap};
 use crate::LearnError;
 
 /// A slide's patches as an `.h5` lists them: level-0 top-left corners and the patch's level-0 side.
@@ -71,6 +71,36 @@ pub fn attention_map(slide: &Slide, grid: &PatchGrid, attention: &[f32]) -> Slid
         windows: grid.coords.len(),
         grid_windows: rows * cols,
     }
+}
+
+/// Paints `attention` (one value per patch of the slide's `.h5` at `features`, in its order) over
+/// the slide's thumbnail into the PNG `out`, and writes the raw values beside it (`.npy`, whose
+/// path is returned); both atomically.
+pub fn paint(slide: &Slide, features: &Path, attention: &[f32], out: &Path) -> Result<PathBuf, LearnError> {
+    let grid = read_grid(features, slide)?;
+    if grid.coords.len() != attention.len() {
+        return Err(LearnError::Config(format!(
+            "{}: {} coords for {} feature rows",
+            features.display(),
+            grid.coords.len(),
+            attention.len()
+        )));
+    }
+    let picture = draw(slide, &attention_map(slide, &grid, attention), Legend::Attention)?;
+    let failed = |path: &Path, e: String| LearnError::Config(format!("{}: cannot write ({e})", path.display()));
+    patchtcga_atomic::write_with(
+        out,
+        |tmp| picture.save_with_format(tmp, image::ImageFormat::Png).map_err(|e| failed(out, e.to_string())),
+        |e| LearnError::io(out, e),
+    )?;
+    let npy = out.with_extension("npy");
+    let values = tch::Tensor::from_slice(attention);
+    patchtcga_atomic::write_with(
+        &npy,
+        |tmp| values.write_npy(tmp).map_err(|e| failed(&npy, e.to_string())),
+        |e| LearnError::io(&npy, e),
+    )?;
+    Ok(npy)
 }
 
 #[cfg(test)]

@@ -5,11 +5,13 @@ pub mod bags;
 pub mod cv;
 pub mod heatmap;
 pub mod model;
+pub mod run;
 pub mod transmil;
 
 pub use bags::{load, Bag, Bags};
 pub use cv::{cross_validate, CrossValidation, FoldResult, MilOptions};
 pub use model::{bag_loss, Abmil, AbmilConfig, BagOutput, InstanceLoss, MilArch, MilNet};
+pub use run::{MilRun, SlidePrediction};
 
 /// Writes a fold's model parameters (safetensors, CLAM's names), atomically.
 pub fn save(vs: &tch::nn::VarStore, path: &std::path::Path) -> Result<(), crate::LearnError> {

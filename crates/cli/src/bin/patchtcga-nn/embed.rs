@@ -1,6 +1,5 @@
 //! `patchtcga embed`: backbone features of a folder of patches.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
@@ -8,13 +7,11 @@ use clap::Args;
 use patchtcga_augment::Recipe;
 use patchtcga_learn::config::{DeviceChoice, ImageStats};
 use patchtcga_learn::engine::device;
-use patchtcga_learn::slide_features::{embed_slides, read_coords, write_h5, Provenance, SlideEmbedding};
-use patchtcga_learn::supervised::images;
-use patchtcga_loader::slides::{SlideBatchConfig, SlideBatches, SlideJob};
-use patchtcga_loader::{ImageSource, Loader, LoaderConfig, OnBadInput, Sample};
+use patchtcga_learn::patch_features::{embed_images, write_features};
+use patchtcga_learn::slide_features::{embed_slide_list, Provenance, SlideEmbedding, SlideList};
+use patchtcga_loader::slides::SlideBatchConfig;
+use patchtcga_loader::LoaderConfig;
 use patchtcga_slide::PatchGeometry;
-use tch::nn::ModuleT;
-use tch::Tensor;
 
 use crate::backbone::BackboneArgs;
 use patchtcga_cli::commands::{LaunchArgs, SlideArgs};
@@ -89,7 +86,7 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     if !matches!(a.preprocess.as_str(), "eval" | "none") {
         bail!("--preprocess {:?}: eval or none", a.preprocess);
     }
-    let Some(folder) = &a.images else { return embed_slide_list(&a) };
+    let Some(folder) = &a.images else { return slides(&a) };
     let device = device(a.device)?;
     let files = patchtcga_dataset::images_under(folder)?;
     if files.is_empty() {
@@ -97,45 +94,21 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
     }
     let (_vs, backbone) = a.backbone.load(a.image_size as i64, device)?;
     let stats = a.stats();
-    let (mean, std) = (stats.mean, stats.std);
-    let samples: Vec<Sample> =
-        files.iter().map(|f| Sample { image: ImageSource::File(f.clone()), label: 0, mask: None }).collect();
     let config = LoaderConfig {
         batch_size: a.batch_size,
-        shuffle: false,
-        drop_last: false,
-        seed: 0,
-        rank: 0,
-        world_size: 1,
         workers: a.workers,
+        mean: stats.mean,
+        std: stats.std,
         prefetch: 4,
-        mean,
-        std,
-        on_bad_input: OnBadInput::Fail,
+        ..LoaderConfig::default()
     };
-    let loader = Loader::new(samples, Recipe::preset(&a.preprocess, a.image_size, 0)?, config)?;
+    let recipe = Recipe::preset(&a.preprocess, a.image_size, 0)?;
     let bar = patchtcga_cli::commands::bar("images");
-    bar.set_length(files.len() as u64);
-    let mut chunks = Vec::new();
     let start = std::time::Instant::now();
-    for batch in loader.epoch(0) {
-        let batch = batch?;
-        let x = images(&batch, 0, device);
-        chunks.push(tch::no_grad(|| backbone.forward_t(&x, false)).to_device(tch::Device::Cpu));
-        bar.inc(batch.labels.len() as u64);
-    }
+    let feats = embed_images(&files, &backbone, recipe, config, device, &bar)?;
     bar.finish();
     let seconds = start.elapsed().as_secs_f64();
-    let feats = Tensor::cat(&chunks, 0).to_kind(tch::Kind::Float).contiguous();
-    patchtcga_cli::commands::write_file(&a.out, |tmp| Ok(feats.write_npy(tmp)?))?;
-    let csv = a.out.with_extension("csv");
-    let mut text = b"row,image\n".to_vec();
-    for (i, f) in files.iter().enumerate() {
-        let rel = f.strip_prefix(folder).unwrap_or(f).display().to_string();
-        let quoted = if rel.contains([',', '"']) { format!("\"{}\"", rel.replace('"', "\"\"")) } else { rel };
-        writeln!(text, "{i},{quoted}")?;
-    }
-    patchtcga_cli::commands::write_file(&csv, |tmp| Ok(std::fs::write(tmp, text)?))?;
+    let csv = write_features(&a.out, &feats, &files, folder)?;
     let (n, d) = (feats.size()[0], feats.size()[1]);
     println!("{n} × {d} features → {} (rows named in {})", a.out.display(), csv.display());
     println!("embedded in {seconds:.1} s: {:.2} images/s", n as f64 / seconds);
@@ -144,7 +117,7 @@ pub fn embed(a: EmbedArgs) -> Result<()> {
 
 /// `--slides`: one `.h5` of features per slide of the list (this process's share of it); slides
 /// already done are skipped, a slide that fails is reported and the others still complete.
-fn embed_slide_list(a: &EmbedArgs) -> Result<()> {
+fn slides(a: &EmbedArgs) -> Result<()> {
     let list = a.slides.as_ref().expect("--slides or --images");
     let Some(share) = a.launch.share()? else {
         println!("{} rank(s) done: {}", a.launch.nproc_per_node, a.out.display());
@@ -171,64 +144,43 @@ fn embed_slide_list(a: &EmbedArgs) -> Result<()> {
         preprocessing: format!("{} normalisation, {} px at {} µm/px", String::from(stats.clone()), a.image_size, a.mpp),
     };
     let geometry = PatchGeometry { mpp: a.mpp, size: a.image_size };
-    let options = SlideEmbedding { geometry, device, float16: a.float16, autocast: a.autocast && device.is_cuda() };
-    let todo: Vec<_> = rows.iter().filter(|r| !a.out.join(format!("{}.h5", r.id)).is_file()).collect();
-    let skipped = rows.len() - todo.len();
-    let jobs = todo
-        .iter()
-        .map(|r| {
-            let corners = match &a.coords {
-                Some(dir) => Some(read_coords(&dir.join(format!("{}.h5", r.id)))?),
-                None => None,
-            };
-            Ok(SlideJob { path: r.slide.clone(), corners })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let reading = SlideBatchConfig {
-        geometry,
-        min_tissue: a.min_tissue,
-        open: a.open.options(),
-        mean: stats.mean,
-        std: stats.std,
-        batch_size: a.batch_size,
-        workers: a.workers,
-        prefetch: 4,
+    let list = SlideList {
+        rows: &rows,
+        out: &a.out,
+        coords: a.coords.as_deref(),
+        reading: SlideBatchConfig {
+            geometry,
+            min_tissue: a.min_tissue,
+            open: a.open.options(),
+            mean: stats.mean,
+            std: stats.std,
+            batch_size: a.batch_size,
+            workers: a.workers,
+            prefetch: 4,
+        },
+        embedding: SlideEmbedding { geometry, device, float16: a.float16, autocast: a.autocast && device.is_cuda() },
+        provenance,
     };
-    std::fs::create_dir_all(&a.out)?;
     let bar = patchtcga_cli::commands::bar("patches");
-    let (mut done, mut failed) = (0, 0);
-    let start = std::time::Instant::now();
-    embed_slides(SlideBatches::start(jobs, reading)?, &backbone, &options, &bar, |i, made| {
-        let row = todo[i];
-        let out = a.out.join(format!("{}.h5", row.id));
-        match made.and_then(|f| write_h5(&out, &f, &options, &provenance).map(|()| f.coords.len())) {
-            Ok(n) => {
-                bar.suspend(|| println!("{}: {n} patches → {}", row.slide.display(), out.display()));
-                done += 1;
-            }
-            Err(e) => {
-                bar.suspend(|| eprintln!("failed: {}: {e:#}", row.slide.display()));
-                failed += 1;
-            }
-        }
+    let r = embed_slide_list(list, &backbone, &bar, |row, outcome| match outcome {
+        Ok((file, n)) => bar.suspend(|| println!("{}: {n} patches → {}", row.slide.display(), file.display())),
+        Err(e) => bar.suspend(|| eprintln!("failed: {}: {e}", row.slide.display())),
     })?;
     bar.finish();
-    let unreached = todo.len() - done - failed;
-    if unreached > 0 {
-        eprintln!("failed: {unreached} slide(s) never read (the reading stopped early)");
-        failed += unreached;
+    if r.unreached > 0 {
+        eprintln!("failed: {} slide(s) never read (the reading stopped early)", r.unreached);
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let patches = bar.position();
     println!(
-        "embedded {patches} patches of {} slide(s) in {seconds:.1} s: {:.2} patches/s, {:.3} slides/s",
-        todo.len(),
-        patches as f64 / seconds,
-        todo.len() as f64 / seconds
+        "embedded {} patches of {} slide(s) in {:.1} s: {:.2} patches/s, {:.3} slides/s",
+        r.patches,
+        r.attempted,
+        r.seconds,
+        r.patches as f64 / r.seconds,
+        r.attempted as f64 / r.seconds
     );
-    println!("{} slide(s): {done} embedded, {skipped} already done, {failed} failed", rows.len());
-    if failed > 0 {
-        bail!("{failed} of {} slide(s) failed (the others are complete; re-run to retry only those)", rows.len());
+    println!("{} slide(s): {} embedded, {} already done, {} failed", rows.len(), r.done, r.skipped, r.failed());
+    if r.failed() > 0 {
+        bail!("{} of {} slide(s) failed (the others are complete; re-run to retry only those)", r.failed(), rows.len());
     }
     Ok(())
 }

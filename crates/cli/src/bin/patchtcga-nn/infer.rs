@@ -5,14 +5,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
 use patchtcga_learn::config::{DeviceChoice, ImageStats};
 use patchtcga_learn::engine::device;
-use patchtcga_learn::slide_map::{
-    draw, slide_map, ClassProbability, Legend, MapOptions, SegmentationClasses, WindowModel,
-};
-use patchtcga_model::{load, Arch, Checkpoint, Classifier, ImportOptions, SegHead, SegNet};
+use patchtcga_learn::slide_map::{draw, load_window_model, slide_map, Legend, MapOptions};
+use patchtcga_model::{Arch, SegHead};
 use patchtcga_slide::Slide;
 use tch::nn;
 use tch::Tensor;
@@ -67,47 +65,12 @@ pub struct InferArgs {
     open: SlideArgs,
 }
 
-/// The number of classes of the head stored in a checkpoint (`name`: its last layer's weight).
-fn head_classes(weights: &std::path::Path, name: &str) -> Result<i64> {
-    Checkpoint::open(weights)?
-        .tensors()
-        .iter()
-        .find(|t| t.name == name || t.name.ends_with(&format!(".{name}")))
-        .map(|t| t.shape[0])
-        .with_context(|| {
-            format!("{}: no classification head ({name}); infer needs a fine-tuned network", weights.display())
-        })
-}
-
-/// The network `a` names, as the reader of windows its head makes it.
-fn window_model(a: &InferArgs, vs: &nn::VarStore) -> Result<Box<dyn WindowModel>> {
-    let spec = a.arch.spec(a.image_size as i64);
-    let opts = ImportOptions { with_head: true, ..Default::default() };
-    Ok(match a.seg_head {
-        Some(head) => {
-            let classes = head_classes(&a.weights, "classifier.4.weight")?;
-            let net = SegNet::new(&vs.root(), spec, head, classes)?;
-            load(vs, &a.weights, "classifier", &opts)?;
-            Box::new(SegmentationClasses { net })
-        }
-        None => {
-            let classes = head_classes(&a.weights, &format!("{}.weight", spec.head_name()))?;
-            if a.class < 0 || a.class >= classes {
-                bail!("--class {}: the classifier in {} has {classes} classes", a.class, a.weights.display());
-            }
-            let net = Classifier::new(&vs.root(), spec, classes, 0.0);
-            load(vs, &a.weights, spec.head_name(), &opts)?;
-            Box::new(ClassProbability { net, class: a.class })
-        }
-    })
-}
-
 /// Reads every tissue window of the slide and writes the map's picture and the raw map.
 pub fn infer(a: InferArgs) -> Result<()> {
     let start = Instant::now();
     let dev = device(a.device)?;
     let vs = nn::VarStore::new(dev);
-    let model = window_model(&a, &vs)?;
+    let model = load_window_model(&vs, a.arch, &a.weights, a.seg_head, a.class, a.image_size as i64)?;
     let slide = Slide::open(&a.slide, &a.open.options())?;
     let stats = a.stats.clone().unwrap_or_else(|| ImageStats::of(a.arch));
     let options = MapOptions {

@@ -2,15 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use patchtcga_cli::commands::SlideArgs;
 use patchtcga_learn::config::DeviceChoice;
 use patchtcga_learn::engine::device;
-use patchtcga_learn::mil::{self, CrossValidation, FoldResult, MilArch, MilNet, MilOptions};
-use patchtcga_learn::slide_map::{draw, Legend};
+use patchtcga_learn::mil::{self, MilArch, MilOptions, MilRun};
 use patchtcga_slide::Slide;
-use tch::{nn, Kind, Tensor};
 
 /// `patchtcga mil …`.
 #[derive(Subcommand)]
@@ -109,27 +107,13 @@ fn train(a: TrainArgs) -> Result<()> {
         class_weights: !a.no_class_weights,
         device: device(a.device)?,
     };
-    std::fs::create_dir_all(&a.out)?;
-    let out = a.out.clone();
-    let show = |r: &FoldResult, vs: &nn::VarStore| {
+    let cv = mil::run::train(&data, &options, &a.out, |r| {
         let auc = r.test.roc_auc.map_or("n/a".into(), |v| format!("{v:.3}"));
         println!(
             "fold {}: epoch {} selected (val loss {:.4}); test on {} slides: accuracy {:.3}, balanced accuracy {:.3}, ROC-AUC {auc}, kappa {:.3}",
-            r.fold,
-            r.selected_epoch,
-            r.val_loss,
-            r.test.samples,
-            r.test.accuracy,
-            r.test.balanced_accuracy,
-            r.test_kappa
+            r.fold, r.selected_epoch, r.val_loss, r.test.samples, r.test.accuracy, r.test.balanced_accuracy, r.test_kappa
         );
-        let path = out.join(format!("fold_{}.safetensors", r.fold));
-        patchtcga_learn::mil::save(vs, &path)
-    };
-    let cv = mil::cross_validate(&data, &options, show)?;
-    let path = a.out.join("mil_results.json");
-    let text = serde_json::to_vec_pretty(&cv)?;
-    patchtcga_cli::commands::write_file(&path, |tmp| Ok(std::fs::write(tmp, &text)?))?;
+    })?;
     let m = |x: mil::cv::MeanSd| format!("{:.3} ± {:.3}", x.mean, x.sd);
     println!(
         "{} folds: accuracy {}, balanced accuracy {}, ROC-AUC {}, kappa {} → {}",
@@ -138,66 +122,33 @@ fn train(a: TrainArgs) -> Result<()> {
         m(cv.balanced_accuracy),
         m(cv.roc_auc),
         m(cv.kappa),
-        path.display()
+        a.out.join(mil::run::RESULTS).display()
     );
     Ok(())
 }
 
 /// Paints the run's attention over the slide and prints its prediction.
 fn heatmap(a: HeatmapArgs) -> Result<()> {
-    let results = a.run.join("mil_results.json");
-    let cv: CrossValidation = serde_json::from_slice(
-        &std::fs::read(&results)
-            .map_err(|e| anyhow::anyhow!("{}: {e} (a `patchtcga mil train` run folder?)", results.display()))?,
-    )
-    .map_err(|e| anyhow::anyhow!("{}: {e}", results.display()))?;
-    let features = mil::bags::read_features(&a.features)?;
-    if features.size()[1] != cv.width {
-        anyhow::bail!(
-            "{}: {}-wide features; the run's models take {}",
-            a.features.display(),
-            features.size()[1],
-            cv.width
-        );
-    }
-    let (mut probs, mut attention) = (Vec::new(), Vec::new());
-    for k in 0..cv.folds.len() {
-        let mut vs = nn::VarStore::new(tch::Device::Cpu);
-        let model = MilNet::new(&vs.root(), cv.arch, cv.width, cv.classes.len() as i64);
-        vs.load(a.run.join(format!("fold_{k}.safetensors")))?;
-        let (logits, weights) = tch::no_grad(|| model.predict(&features, false));
-        let Some(weights) = weights else {
-            anyhow::bail!(
-                "{}: a {} run; only attention-pooling networks (abmil, clam-sb) have attention to paint",
-                results.display(),
-                cv.arch
-            )
-        };
-        probs.push(logits.softmax(-1, Kind::Float).squeeze_dim(0));
-        attention.push(weights);
-    }
-    let (probs, attention) =
-        (Tensor::stack(&probs, 0).mean_dim(0, false, None), Tensor::stack(&attention, 0).mean_dim(0, false, None));
+    let run = MilRun::open(&a.run)?;
+    let prediction = run.predict(&mil::bags::read_features(&a.features)?, &a.features)?;
+    let Some(attention) = &prediction.attention else {
+        bail!(
+            "{}: a {} run; only attention-pooling networks (abmil, clam-sb) have attention to paint",
+            a.run.display(),
+            run.results.arch
+        )
+    };
     let slide = Slide::open(&a.slide, &a.open.options())?;
-    let grid = mil::heatmap::read_grid(&a.features, &slide)?;
-    if grid.coords.len() as i64 != features.size()[0] {
-        anyhow::bail!("{}: {} coords for {} feature rows", a.features.display(), grid.coords.len(), features.size()[0]);
-    }
-    let values = Vec::<f32>::try_from(&attention)?;
-    let map = mil::heatmap::attention_map(&slide, &grid, &values);
-    let picture = draw(&slide, &map, Legend::Attention)?;
-    patchtcga_cli::commands::write_file(&a.out, |tmp| Ok(picture.save_with_format(tmp, image::ImageFormat::Png)?))?;
-    let npy = a.out.with_extension("npy");
-    patchtcga_cli::commands::write_file(&npy, |tmp| Ok(attention.write_npy(tmp)?))?;
-    let p = Vec::<f32>::try_from(&probs)?;
-    let best = (0..p.len()).max_by(|&i, &j| p[i].total_cmp(&p[j])).unwrap_or(0);
-    let shown: Vec<String> = cv.classes.iter().zip(&p).map(|(c, v)| format!("{c} {v:.3}")).collect();
+    let npy = mil::heatmap::paint(&slide, &a.features, attention, &a.out)?;
+    let classes = &run.results.classes;
+    let shown: Vec<String> =
+        classes.iter().zip(&prediction.probabilities).map(|(c, v)| format!("{c} {v:.3}")).collect();
     println!(
         "{}: {} ({}; mean of {} folds' models) → {} and {}",
         a.slide.display(),
-        cv.classes[best],
+        classes[prediction.class()],
         shown.join(", "),
-        cv.folds.len(),
+        run.results.folds.len(),
         a.out.display(),
         npy.display()
     );

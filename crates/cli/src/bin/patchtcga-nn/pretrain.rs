@@ -31,7 +31,7 @@ pub fn pretrain(a: PretrainArgs) -> Result<()> {
         println!("stopped at update {} (stop_num_updates); continue with --resume", s.position.update);
     }
     for key in ["loss", "val_accuracy", "test_accuracy", "val_knn_accuracy", "test_knn_accuracy"] {
-        if let Some(v) = s.last.get(key).and_then(|v| v.as_f64()) {
+        if let Some(&v) = s.last.get(key) {
             println!("{key}: {v:.4}");
         }
     }

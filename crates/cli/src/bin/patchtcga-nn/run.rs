@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use patchtcga_cli::commands::LaunchArgs;
 use patchtcga_learn::engine::device;
@@ -62,29 +62,14 @@ pub struct DistArgs {
 
 impl DistArgs {
     /// The launches of this node's processes: from the options, or from the config's `hosts`
-    /// and `dist_url` (the release's way: this machine's name picks its index in `hosts`).
+    /// and `dist_url` (the release's way).
     pub fn launches(&self, config: &Config) -> Result<Vec<patchtcga_dist::Launch>> {
-        use patchtcga_dist::Launch;
-        let per_node = self.node.nproc_per_node.max(1);
-        if !config.hosts.is_empty() && self.node.nnodes == 1 {
-            let me = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_owned();
-            let node =
-                config.hosts.iter().position(|h| h == &me || h.split('.').next() == Some(me.as_str())).with_context(
-                    || format!("this machine ({me:?}) is not in the config's hosts {:?}", config.hosts),
-                )?;
-            return (0..per_node)
-                .map(|l| Launch::from_hosts(&config.hosts, node, per_node, l, &config.dist_url).map_err(Into::into))
-                .collect();
-        }
-        Ok((0..per_node)
-            .map(|l| Launch {
-                rank: self.node.node_rank * per_node + l,
-                world: self.node.nnodes * per_node,
-                local_rank: l,
-                master_addr: self.master_addr.clone(),
-                master_port: self.master_port,
-            })
-            .collect())
+        let node = self.node.node();
+        Ok(if !config.hosts.is_empty() && self.node.nnodes == 1 {
+            node.launches_from_hosts(&config.hosts, &config.dist_url)?
+        } else {
+            node.launches(&self.master_addr, self.master_port)?
+        })
     }
 
     /// Starts this node's processes (this program again, with torchrun's environment) and waits

@@ -1,0 +1,99 @@
+//! A `mil train` run folder: written as the folds finish (`fold_<k>.safetensors`, then
+//! `mil_results.json`), and read back as one predictor, the mean of its folds' models.
+
+use std::path::{Path, PathBuf};
+
+use tch::{nn, Kind, Tensor};
+
+use super::bags::Bags;
+use super::cv::{cross_validate, CrossValidation, FoldResult, MilOptions};
+use super::model::MilNet;
+use crate::LearnError;
+
+/// The results file of a run folder.
+pub const RESULTS: &str = "mil_results.json";
+
+/// Cross-validates `data` into the run folder `out`: each fold's parameters as it finishes
+/// (`on_fold` is told of it first), then `mil_results.json`, all written atomically.
+pub fn train(
+    data: &Bags,
+    options: &MilOptions,
+    out: &Path,
+    mut on_fold: impl FnMut(&FoldResult),
+) -> Result<CrossValidation, LearnError> {
+    std::fs::create_dir_all(out).map_err(|e| LearnError::io(out, e))?;
+    let cv = cross_validate(data, options, |r, vs| {
+        on_fold(r);
+        super::save(vs, &out.join(format!("fold_{}.safetensors", r.fold)))
+    })?;
+    let path = out.join(RESULTS);
+    let text = serde_json::to_vec_pretty(&cv).map_err(|e| LearnError::Config(format!("{}: {e}", path.display())))?;
+    crate::engine::write_atomic(&path, &text)?;
+    Ok(cv)
+}
+
+/// A slide's prediction by a run: the folds' class probabilities averaged, and their attention
+/// over the slide's patches averaged (for attention-pooling networks).
+pub struct SlidePrediction {
+    pub probabilities: Vec<f32>,
+    pub attention: Option<Vec<f32>>,
+}
+
+impl SlidePrediction {
+    /// The most probable class's index.
+    pub fn class(&self) -> usize {
+        let p = &self.probabilities;
+        (0..p.len()).max_by(|&i, &j| p[i].total_cmp(&p[j])).unwrap_or(0)
+    }
+}
+
+/// A run folder's results and its folds' models, on the CPU.
+pub struct MilRun {
+    pub dir: PathBuf,
+    pub results: CrossValidation,
+    folds: Vec<(nn::VarStore, MilNet)>,
+}
+
+impl MilRun {
+    /// Reads `dir/mil_results.json` and builds and loads every fold's model.
+    pub fn open(dir: &Path) -> Result<Self, LearnError> {
+        let path = dir.join(RESULTS);
+        let text = std::fs::read(&path).map_err(|e| {
+            LearnError::Config(format!("{}: {e} (a `patchtcga mil train` run folder?)", path.display()))
+        })?;
+        let results: CrossValidation =
+            serde_json::from_slice(&text).map_err(|e| LearnError::Config(format!("{}: {e}", path.display())))?;
+        let folds = (0..results.folds.len())
+            .map(|k| {
+                let mut vs = nn::VarStore::new(tch::Device::Cpu);
+                let net = MilNet::new(&vs.root(), results.arch, results.width, results.classes.len() as i64);
+                let file = dir.join(format!("fold_{k}.safetensors"));
+                vs.load(&file).map_err(|e| LearnError::Config(format!("{}: {e}", file.display())))?;
+                Ok((vs, net))
+            })
+            .collect::<Result<_, LearnError>>()?;
+        Ok(Self { dir: dir.to_path_buf(), results, folds })
+    }
+
+    /// Predicts the slide whose patch features (N × width, from `source`) are `features`.
+    pub fn predict(&self, features: &Tensor, source: &Path) -> Result<SlidePrediction, LearnError> {
+        let width = features.size()[1];
+        if width != self.results.width {
+            return Err(LearnError::Config(format!(
+                "{}: {width}-wide features; the run's models ({}) take {}",
+                source.display(),
+                self.dir.display(),
+                self.results.width
+            )));
+        }
+        let (mut probs, mut attention) = (Vec::new(), Vec::new());
+        for (_, net) in &self.folds {
+            let (logits, weights) = tch::no_grad(|| net.predict(features, false));
+            probs.push(logits.softmax(-1, Kind::Float).squeeze_dim(0));
+            attention.extend(weights);
+        }
+        let mean = |v: &[Tensor]| Vec::<f32>::try_from(Tensor::stack(v, 0).mean_dim(0, false, None));
+        let attention = if attention.len() == probs.len() { Some(mean(&attention)?) } else { None };
+        Ok(SlidePrediction { probabilities: mean(&probs)?, attention })
+    }
+}
