@@ -175,6 +175,28 @@ fn patches_through_dct_scaled_decoding_stay_within_40_db_of_full_decoding() {
             assert!(db >= 40.0, "{mpp} µm/px patch at ({x}, {y}): {db:.1} dB");
         }
     }
+    // A 40× scan (0.2495 µm/px, the crop upscaled 2×, YCbCr JPEG tiles of 240 px) read at
+    // 0.75 µm/px (3×: tiles decoded at 6/8, 2.25 source pixels per output pixel) and 1 µm/px
+    // (4×: at 4/8).
+    let dir = tempfile::tempdir().unwrap();
+    let svs = dir.path().join("40x.svs");
+    let img = crop();
+    let big = image::imageops::resize(&img, 2000, 1800, image::imageops::FilterType::Lanczos3);
+    let spec = TiffSpec {
+        tile: 240,
+        coding: Coding::Jpeg { ycbcr: true, shared_tables: true },
+        aperio_mpp: Some(0.2495),
+        ..TiffSpec::default()
+    };
+    spec.write(&svs, &big).unwrap();
+    let (n40, o40) = (open(&svs, Reader::Native), open(&svs, Reader::OpenSlide));
+    for (mpp, size) in [(0.75, 224), (1.0, 160)] {
+        let g = PatchGeometry { mpp, size };
+        for (x, y) in [(0, 0), (700, 900), (1100, 950)] {
+            let db = psnr(&n40.read_patch(&g, x, y).unwrap(), &o40.read_patch(&g, x, y).unwrap());
+            assert!(db >= 40.0, "40× slide, {mpp} µm/px patch at ({x}, {y}): {db:.1} dB");
+        }
+    }
     // The overview comes from 1/8-scale tiles: a grid within a pixel of OpenSlide's.
     let ((a, da), (b, db)) = (n.overview(16.0).unwrap(), o.overview(16.0).unwrap());
     assert!(a.width().abs_diff(b.width()) <= 1 && a.height().abs_diff(b.height()) <= 1);

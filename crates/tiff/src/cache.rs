@@ -9,7 +9,7 @@ use quick_cache::Weighter;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct TileKey {
     pub(crate) level: u16,
-    pub(crate) scale: u8,
+    pub(crate) eighths: u8,
     pub(crate) index: u32,
 }
 

@@ -70,13 +70,13 @@ impl Codec {
         }
     }
 
-    /// Decodes one stored `tw`×`th` tile to RGB at 1/`scale` of its size (`scale` 1, 2, 4 or
-    /// 8; above 1 only for JPEG tiles whose sides `scale` divides).
-    pub(crate) fn decode(&self, data: &[u8], tw: u32, th: u32, scale: u32) -> Result<Vec<u8>, String> {
+    /// Decodes one stored `tw`×`th` tile to RGB at `eighths`/8 of its size (below 8 only for
+    /// JPEG tiles whose sides 8 divides).
+    pub(crate) fn decode(&self, data: &[u8], tw: u32, th: u32, eighths: u32) -> Result<Vec<u8>, String> {
         if self.compression == Compression::Jpeg {
-            return self.decode_jpeg(data, tw, th, scale);
+            return self.decode_jpeg(data, tw, th, eighths);
         }
-        debug_assert_eq!(scale, 1, "scaled decoding is for JPEG tiles");
+        debug_assert_eq!(eighths, 8, "scaled decoding is for JPEG tiles");
         let spp = self.samples();
         let row = tw as usize * spp;
         let mut raw = vec![0u8; row * th as usize];
@@ -106,14 +106,14 @@ impl Codec {
         Ok(if spp == 1 { raw.iter().flat_map(|&g| [g, g, g]).collect() } else { raw })
     }
 
-    fn decode_jpeg(&self, data: &[u8], tw: u32, th: u32, scale: u32) -> Result<Vec<u8>, String> {
+    fn decode_jpeg(&self, data: &[u8], tw: u32, th: u32, eighths: u32) -> Result<Vec<u8>, String> {
         let stream = self.jpeg_stream(data)?;
         DECOMPRESSOR.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.is_none() {
                 *slot = Some(turbojpeg::Decompressor::new().map_err(|e| format!("libjpeg-turbo: {e}"))?);
             }
-            let decoded = decompress(slot.as_mut().expect("set above"), &stream, tw, th, scale);
+            let decoded = decompress(slot.as_mut().expect("set above"), &stream, tw, th, eighths);
             if decoded.is_err() {
                 // A failed decode can leave the handle mid-stream; the next tile gets a fresh one.
                 *slot = None;
@@ -155,13 +155,20 @@ impl Codec {
     }
 }
 
-/// Decodes one complete JPEG `stream` of a `tw`×`th` tile at 1/`scale` to RGB.
-fn decompress(d: &mut turbojpeg::Decompressor, stream: &[u8], tw: u32, th: u32, scale: u32) -> Result<Vec<u8>, String> {
+/// Decodes one complete JPEG `stream` of a `tw`×`th` tile at `eighths`/8 of its size to RGB
+/// (libjpeg-turbo picks the scaled IDCT whose output fits the buffer: exactly that size).
+fn decompress(
+    d: &mut turbojpeg::Decompressor,
+    stream: &[u8],
+    tw: u32,
+    th: u32,
+    eighths: u32,
+) -> Result<Vec<u8>, String> {
     let header = d.read_header(stream).map_err(|e| format!("JPEG header: {e}"))?;
     if (header.width, header.height) != (tw as usize, th as usize) {
         return Err(format!("the JPEG is {}×{}, the tile {tw}×{th}", header.width, header.height));
     }
-    let (w, h) = ((tw / scale) as usize, (th / scale) as usize);
+    let (w, h) = ((tw * eighths / 8) as usize, (th * eighths / 8) as usize);
     let mut pixels = vec![0u8; w * h * 3];
     let format = turbojpeg::PixelFormat::RGB;
     let image = turbojpeg::Image { pixels: pixels.as_mut_slice(), width: w, pitch: 3 * w, height: h, format };

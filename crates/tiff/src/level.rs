@@ -73,14 +73,14 @@ impl Level {
         Ok(Some(level))
     }
 
-    /// The DCT scalings this level can be decoded at (1/1 always; 1/2, 1/4, 1/8 for JPEG tiles
-    /// whose sides 8 divides).
+    /// The sizes this level's tiles can be decoded at, in eighths of their size: 8 (whole)
+    /// always; 1–7 (libjpeg-turbo's scaled IDCT) for JPEG tiles whose sides 8 divides.
     pub fn scales(&self) -> &'static [u32] {
         let whole = self.tile_width.is_multiple_of(8) && self.tile_height.is_multiple_of(8);
         if self.compression == Compression::Jpeg && whole {
-            &[1, 2, 4, 8]
+            &[1, 2, 3, 4, 5, 6, 7, 8]
         } else {
-            &[1]
+            &[8]
         }
     }
 }

@@ -129,21 +129,30 @@ impl TiffSlide {
         self.resolution
     }
 
-    /// Reads `w`×`h` pixels of `level` decoded at 1/`scale` (one of [`Level::scales`]) whose
-    /// top-left corner is (`x`, `y`) in that scaled level's pixels. Pixels outside the level
-    /// (and in tiles the file leaves empty) are `outside`.
+    /// Reads `w`×`h` pixels of `level` decoded at `eighths`/8 of its size (one of
+    /// [`Level::scales`]) whose top-left corner is (`x`, `y`) in that scaled level's pixels.
+    /// Pixels outside the level (and in tiles the file leaves empty) are `outside`.
     #[allow(clippy::too_many_arguments)] // a region: level, scale, corner, size, fill
-    pub fn read(&self, level: usize, scale: u32, x: i64, y: i64, w: u32, h: u32, outside: [u8; 3]) -> Result<RgbImage> {
+    pub fn read(
+        &self,
+        level: usize,
+        eighths: u32,
+        x: i64,
+        y: i64,
+        w: u32,
+        h: u32,
+        outside: [u8; 3],
+    ) -> Result<RgbImage> {
         let l = &self.levels[level];
-        assert!(l.scales().contains(&scale), "scale 1/{scale} is not one of level {level}'s");
-        let (tw, th) = ((l.tile_width / scale) as i64, (l.tile_height / scale) as i64);
-        let (lw, lh) = (l.width.div_ceil(scale) as i64, l.height.div_ceil(scale) as i64);
+        assert!(l.scales().contains(&eighths), "scale {eighths}/8 is not one of level {level}'s");
+        let (tw, th) = ((l.tile_width * eighths / 8) as i64, (l.tile_height * eighths / 8) as i64);
+        let (lw, lh) = ((l.width * eighths).div_ceil(8) as i64, (l.height * eighths).div_ceil(8) as i64);
         let mut out = RgbImage::from_pixel(w, h, image::Rgb(outside));
         let (x0, y0) = (x.max(0), y.max(0));
         let (x1, y1) = ((x + w as i64).min(lw), (y + h as i64).min(lh));
         for row in (y0 / th)..(y1 + th - 1) / th {
             for col in (x0 / tw)..(x1 + tw - 1) / tw {
-                let Some(tile) = self.tile(level, scale, col as u32, row as u32)? else { continue };
+                let Some(tile) = self.tile(level, eighths, col as u32, row as u32)? else { continue };
                 let (tx, ty) = (col * tw, row * th);
                 // The part of this tile inside both the level and the region.
                 let (ax, bx) = (tx.max(x0), (tx + tw).min(x1));
@@ -159,13 +168,13 @@ impl TiffSlide {
     }
 
     /// One decoded tile (from the cache when there), `None` when the file stores none.
-    fn tile(&self, level: usize, scale: u32, col: u32, row: u32) -> Result<Option<std::sync::Arc<Vec<u8>>>> {
+    fn tile(&self, level: usize, eighths: u32, col: u32, row: u32) -> Result<Option<std::sync::Arc<Vec<u8>>>> {
         let l = &self.levels[level];
         let index = (row * l.across + col) as usize;
         if l.counts[index] == 0 {
             return Ok(None);
         }
-        let key = TileKey { level: level as u16, scale: scale as u8, index: index as u32 };
+        let key = TileKey { level: level as u16, eighths: eighths as u8, index: index as u32 };
         let tile_error = |cause: String| TiffError::Tile { level, col, row, cause };
         self.cache
             .get_or_decode(key, || {
@@ -173,7 +182,7 @@ impl TiffSlide {
                     .src
                     .read(l.offsets[index], l.counts[index], || "its data".into())
                     .map_err(|e| tile_error(e.to_string()))?;
-                l.codec.decode(&data, l.tile_width, l.tile_height, scale).map_err(tile_error)
+                l.codec.decode(&data, l.tile_width, l.tile_height, eighths).map_err(tile_error)
             })
             .map(Some)
     }

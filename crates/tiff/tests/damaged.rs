@@ -42,7 +42,7 @@ fn open_and_read_all(dir: &Path, bytes: &[u8]) -> Result<(), TiffError> {
     std::fs::write(&p, bytes).unwrap();
     let slide = TiffSlide::open(&p, 1 << 20)?;
     for (i, l) in slide.levels().iter().enumerate() {
-        slide.read(i, 1, 0, 0, l.width, l.height, [255; 3])?;
+        slide.read(i, 8, 0, 0, l.width, l.height, [255; 3])?;
     }
     Ok(())
 }
