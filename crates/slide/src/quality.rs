@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn background_counts_glass_and_black_at_their_bounds_on_either_path() {
         // 37 pixels (past a vector width, with a remainder): 4 glass, 3 black, the rest tissue.
-        let mut px = vec![[120u8, 80, 150]; 37];
+        let mut px = [[120u8, 80, 150]; 37];
         px[0] = [215, 215, 215];
         px[5] = [255, 230, 216];
         px[17] = [250, 250, 250];
