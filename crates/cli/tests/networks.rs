@@ -1048,3 +1048,77 @@ fn benches_time_the_training_update_and_the_loader() {
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(figure(&text, "images/s") > 0.0 && figure(&text, "MiB") > 1.0, "{text}");
 }
+
+#[test]
+fn infer_mil_embeds_a_slide_as_the_runs_features_were_and_predicts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = resnet18_backbone(dir.path());
+    // Six "slides" (the sample slide under six ids), three per label: enough for 3 folds.
+    let (csv, labels) = (dir.path().join("slides.csv"), dir.path().join("labels.csv"));
+    let ids = ["a1", "a2", "a3", "b1", "b2", "b3"];
+    let rows: String = ids.iter().map(|id| format!("{},{id}\n", sample_slide().display())).collect();
+    std::fs::write(&csv, format!("slide,id\n{rows}")).unwrap();
+    let labelled: String = ids.iter().map(|id| format!("{id},{}\n", &id[..1])).collect();
+    std::fs::write(&labels, format!("slide,label\n{labelled}")).unwrap();
+    let feats = dir.path().join("feats");
+    let embed = ["embed", "--arch", "resnet18", "--image-size", "32", "--mpp", "4.0", "--weights"];
+    patchtcga().args(embed).arg(&weights).arg("--slides").arg(&csv).arg("--out").arg(&feats).assert().success();
+    let run = dir.path().join("run");
+    let train = ["mil", "train", "--folds", "3", "--epochs", "2", "--features"];
+    patchtcga().args(train).arg(&feats).arg("--labels").arg(&labels).arg("--out").arg(&run).assert().success();
+
+    let heat = dir.path().join("heat.png");
+    let infer = |weights: &Path, extra: &[&str]| {
+        patchtcga()
+            .args(["infer", "--mil"])
+            .arg(&run)
+            .arg("--slide")
+            .arg(sample_slide())
+            .arg("--weights")
+            .arg(weights)
+            .arg("--out")
+            .arg(&heat)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = infer(&weights, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("mean of 3 folds' models"), "{text}");
+    // The same prediction and attention as the run's models give the slide's embedded file.
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(heat.with_extension("json")).unwrap()).unwrap();
+    let probs: Vec<f64> = json["probabilities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(json["classes"], serde_json::json!(["a", "b"]));
+    let from_h5 = dir.path().join("from_h5.png");
+    let out = patchtcga()
+        .args(["mil", "heatmap", "--run"])
+        .arg(&run)
+        .arg("--features")
+        .arg(feats.join("a1.h5"))
+        .arg("--slide")
+        .arg(sample_slide())
+        .arg("--out")
+        .arg(&from_h5)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = format!("a {:.3}, b {:.3}", probs[0], probs[1]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&shown), "{shown} in {said}");
+    let (a, b) = (
+        tch::Tensor::read_npy(heat.with_extension("npy")).unwrap(),
+        tch::Tensor::read_npy(from_h5.with_extension("npy")).unwrap(),
+    );
+    assert_eq!(a.size(), b.size());
+    assert!((a - b).abs().max().double_value(&[]) < 1e-5);
+    assert!(heat.is_file());
+
+    // Other weights, or another normalisation, than the run's features were made with: refused.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let out = infer(&resnet18_backbone(&other), &[]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("weights (MD5)"));
+    let out = infer(&weights, &["--stats", "ptcga"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("preprocessing"));
+}

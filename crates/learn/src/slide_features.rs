@@ -11,10 +11,15 @@ use patchtcga_loader::slides::{SlideBatchConfig, SlideBatches, SlideEvent, Slide
 use patchtcga_model::Backbone;
 use patchtcga_slide::{PatchGeometry, Slide};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
+use crate::config::ImageStats;
 use crate::LearnError;
+
+/// The least tissue fraction of a patch's footprint for it to be embedded, unless told.
+pub const DEFAULT_MIN_TISSUE: f64 = 0.5;
 
 /// How patches are embedded and their features stored.
 #[derive(Debug, Clone)]
@@ -30,14 +35,60 @@ pub struct SlideEmbedding {
 }
 
 /// What the `.h5` records about how its features were made (its attributes).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
     /// Backbone name.
     pub model: String,
     /// MD5 of the weights file.
     pub weights_md5: String,
-    /// Normalisation and input, e.g. `imagenet, 224 px`.
+    /// Normalisation and input, e.g. `imagenet normalisation, 224 px at 0.5 µm/px`.
     pub preprocessing: String,
+}
+
+impl Provenance {
+    /// The provenance of features made by `model` with the weights at `weights` (a file is
+    /// hashed, streamed; a folder of sharded or snapshot weights is named), normalised by
+    /// `stats`, from patches of `geometry`.
+    pub fn of(model: &str, weights: &Path, stats: &ImageStats, geometry: &PatchGeometry) -> Result<Self, LearnError> {
+        let weights_md5 = if weights.is_file() {
+            patchtcga_dataset::archive::md5_file(weights, &indicatif::ProgressBar::hidden())?
+        } else {
+            format!("folder {}", weights.display())
+        };
+        let preprocessing =
+            format!("{} normalisation, {} px at {} µm/px", String::from(stats.clone()), geometry.size, geometry.mpp);
+        Ok(Self { model: model.to_owned(), weights_md5, preprocessing })
+    }
+}
+
+/// How a folder's features were made, as `patchtcga embed --slides` records it in each file:
+/// the provenance and the patches' geometry (what `infer --mil` repeats on a new slide).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSource {
+    #[serde(flatten)]
+    pub made_by: Provenance,
+    pub mpp: f64,
+    pub patch_size: u32,
+}
+
+/// The [`FeatureSource`] an `.h5` file records; `None` when it lacks the attributes (files of
+/// CLAM, TRIDENT or other tools).
+pub fn read_source(path: &Path) -> Result<Option<FeatureSource>, LearnError> {
+    let file = hdf5_metno::File::open(path)
+        .map_err(|e| LearnError::Config(format!("{}: not a readable HDF5 file ({e})", path.display())))?;
+    let text = |name: &str| {
+        file.attr(name).and_then(|a| a.read_scalar::<hdf5_metno::types::VarLenUnicode>()).ok().map(|v| v.to_string())
+    };
+    let mpp = file.attr("mpp").and_then(|a| a.read_scalar::<f64>()).ok();
+    let size = file.attr("patch_size").and_then(|a| a.read_scalar::<i64>()).ok();
+    Ok(match (text("model"), text("weights_md5"), text("preprocessing"), mpp, size) {
+        (Some(model), Some(weights_md5), Some(preprocessing), Some(mpp), Some(size)) => Some(FeatureSource {
+            made_by: Provenance { model, weights_md5, preprocessing },
+            mpp,
+            patch_size: size as u32,
+        }),
+        _ => None,
+    })
 }
 
 /// The features of one slide.
@@ -71,6 +122,19 @@ pub fn embed_slides(
         drop(run);
         writer.join().map_err(|_| LearnError::Config("the feature-writing thread panicked".into()))
     })
+}
+
+/// The features of one slide's patches (its tissue grid, or `corners`), held in memory.
+pub fn embed_slide(
+    job: SlideJob,
+    reading: SlideBatchConfig,
+    backbone: &Backbone,
+    o: &SlideEmbedding,
+    progress: &indicatif::ProgressBar,
+) -> Result<SlideFeatures, LearnError> {
+    let mut made = None;
+    embed_slides(SlideBatches::start(vec![job], reading)?, backbone, o, progress, |_, r| made = Some(r))?;
+    made.unwrap_or_else(|| Err(LearnError::Config("the slide was never read".into())))
 }
 
 /// A slide whose patches are being embedded.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
+use crate::slide_features::{read_source, FeatureSource};
 use crate::LearnError;
 
 /// One slide: its case, its label's index, and its features (N × D, float32, on the CPU).
@@ -17,11 +18,13 @@ pub struct Bag {
     pub features: Tensor,
 }
 
-/// Every labelled slide's bag, and the class names in index order.
+/// Every labelled slide's bag, the class names in index order, and how the features were made
+/// (when their files record it).
 pub struct Bags {
     pub bags: Vec<Bag>,
     pub classes: Vec<String>,
     pub width: i64,
+    pub source: Option<FeatureSource>,
 }
 
 fn config(msg: String) -> LearnError {
@@ -137,7 +140,31 @@ pub fn load(features: &Path, labels: &Path, allow_unlabelled: bool) -> Result<Ba
             shown(&other)
         )));
     }
-    Ok(Bags { bags, classes, width })
+    let source = one_source(features, &rows.iter().map(|r| r.slide.as_str()).collect::<Vec<_>>())?;
+    Ok(Bags { bags, classes, width, source })
+}
+
+/// The one way the named slides' features were made, if their files say; files made another
+/// way (another model, weights, normalisation or geometry) are refused, named.
+fn one_source(features: &Path, slides: &[&str]) -> Result<Option<FeatureSource>, LearnError> {
+    let mut sources = Vec::with_capacity(slides.len());
+    for s in slides {
+        sources.push((*s, read_source(&features.join(format!("{s}.h5")))?));
+    }
+    let Some((first, Some(source))) = sources.first().cloned() else { return Ok(None) };
+    let other: Vec<&str> = sources.iter().filter(|(_, s)| s.as_ref() != Some(&source)).map(|(n, _)| *n).collect();
+    if !other.is_empty() {
+        return Err(config(format!(
+            "{}: features made otherwise than {first}'s ({}, {}, {} px at {} µm/px): {} (one model's features per run)",
+            features.display(),
+            source.made_by.model,
+            source.made_by.weights_md5,
+            source.patch_size,
+            source.mpp,
+            shown(&other)
+        )));
+    }
+    Ok(Some(source))
 }
 
 fn shown<S: AsRef<str>>(items: &[S]) -> String {

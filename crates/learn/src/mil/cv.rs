@@ -15,6 +15,7 @@ use super::bags::{Bag, Bags};
 use super::model::{bag_loss, MilArch, MilNet};
 use crate::config::Optim;
 use crate::optim::{Optimizer, Rule};
+use crate::slide_features::FeatureSource;
 use crate::LearnError;
 
 /// How a cross-validation trains.
@@ -61,6 +62,10 @@ pub struct CrossValidation {
     pub classes: Vec<String>,
     /// Feature width the models take.
     pub width: i64,
+    /// How the features were made, when their files recorded it (`patchtcga embed --slides`):
+    /// what `infer --mil` repeats on a new slide.
+    #[serde(default)]
+    pub features: Option<FeatureSource>,
     pub folds: Vec<FoldResult>,
     pub accuracy: MeanSd,
     pub balanced_accuracy: MeanSd,
@@ -254,6 +259,7 @@ pub fn cross_validate(
         arch: o.arch,
         classes: data.classes.clone(),
         width: data.width,
+        features: data.source.clone(),
         accuracy: of(&|r| Some(r.test.accuracy)),
         balanced_accuracy: of(&|r| Some(r.test.balanced_accuracy)),
         roc_auc: of(&|r| r.test.roc_auc),

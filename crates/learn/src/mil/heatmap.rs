@@ -73,20 +73,19 @@ pub fn attention_map(slide: &Slide, grid: &PatchGrid, attention: &[f32]) -> Slid
     }
 }
 
-/// Paints `attention` (one value per patch of the slide's `.h5` at `features`, in its order) over
-/// the slide's thumbnail into the PNG `out`, and writes the raw values beside it (`.npy`, whose
-/// path is returned); both atomically.
-pub fn paint(slide: &Slide, features: &Path, attention: &[f32], out: &Path) -> Result<PathBuf, LearnError> {
-    let grid = read_grid(features, slide)?;
+/// Paints `attention` (one value per patch of `grid`, in its order) over the slide's thumbnail
+/// into the PNG `out`, and writes the raw values beside it (`.npy`, whose path is returned);
+/// both atomically.
+pub fn paint(slide: &Slide, grid: &PatchGrid, attention: &[f32], out: &Path) -> Result<PathBuf, LearnError> {
     if grid.coords.len() != attention.len() {
         return Err(LearnError::Config(format!(
-            "{}: {} coords for {} feature rows",
-            features.display(),
+            "{}: {} patches for {} attention values",
+            slide.path().display(),
             grid.coords.len(),
             attention.len()
         )));
     }
-    let picture = draw(slide, &attention_map(slide, &grid, attention), Legend::Attention)?;
+    let picture = draw(slide, &attention_map(slide, grid, attention), Legend::Attention)?;
     let failed = |path: &Path, e: String| LearnError::Config(format!("{}: cannot write ({e})", path.display()));
     patchtcga_atomic::write_with(
         out,

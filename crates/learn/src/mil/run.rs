@@ -45,6 +45,24 @@ impl SlidePrediction {
         let p = &self.probabilities;
         (0..p.len()).max_by(|&i, &j| p[i].total_cmp(&p[j])).unwrap_or(0)
     }
+
+    /// `tumor (normal 0.123, tumor 0.877)`: the class and every class's probability.
+    pub fn summary(&self, classes: &[String]) -> String {
+        let each: Vec<String> = classes.iter().zip(&self.probabilities).map(|(c, p)| format!("{c} {p:.3}")).collect();
+        format!("{} ({})", classes[self.class()], each.join(", "))
+    }
+
+    /// Writes the prediction of `slide` as JSON (`slide`, `prediction`, `classes`,
+    /// `probabilities`), atomically.
+    pub fn write_json(&self, path: &Path, slide: &Path, classes: &[String]) -> Result<(), LearnError> {
+        let json = serde_json::json!({
+            "slide": slide,
+            "prediction": classes[self.class()],
+            "classes": classes,
+            "probabilities": self.probabilities,
+        });
+        crate::engine::write_atomic(path, serde_json::to_string_pretty(&json).expect("JSON").as_bytes())
+    }
 }
 
 /// A run folder's results and its folds' models, on the CPU.

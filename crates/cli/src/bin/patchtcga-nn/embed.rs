@@ -8,7 +8,7 @@ use patchtcga_augment::Recipe;
 use patchtcga_learn::config::{DeviceChoice, ImageStats};
 use patchtcga_learn::engine::device;
 use patchtcga_learn::patch_features::{embed_images, write_features};
-use patchtcga_learn::slide_features::{embed_slide_list, Provenance, SlideEmbedding, SlideList};
+use patchtcga_learn::slide_features::{embed_slide_list, Provenance, SlideEmbedding, SlideList, DEFAULT_MIN_TISSUE};
 use patchtcga_loader::slides::SlideBatchConfig;
 use patchtcga_loader::LoaderConfig;
 use patchtcga_slide::PatchGeometry;
@@ -53,7 +53,7 @@ pub struct EmbedArgs {
     #[command(flatten)]
     launch: LaunchArgs,
     /// With --slides: least tissue fraction of a patch's footprint.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = DEFAULT_MIN_TISSUE)]
     min_tissue: f64,
     /// `eval` (the release's CenterCrop 287 → Resize 224) or `none` (images already at model size).
     #[arg(long, default_value = "eval")]
@@ -131,19 +131,9 @@ fn slides(a: &EmbedArgs) -> Result<()> {
         .map(|(_, r)| r)
         .collect();
     let (_vs, backbone) = a.backbone.load(a.image_size as i64, device)?;
-    let w = &a.backbone.weights;
     let stats = a.stats();
-    let provenance = Provenance {
-        model: a.backbone.arch.to_string(),
-        // A folder (sharded or snapshot weights) is named rather than hashed.
-        weights_md5: if w.is_file() {
-            patchtcga_dataset::archive::md5_file(w, &indicatif::ProgressBar::hidden())?
-        } else {
-            format!("folder {}", w.display())
-        },
-        preprocessing: format!("{} normalisation, {} px at {} µm/px", String::from(stats.clone()), a.image_size, a.mpp),
-    };
     let geometry = PatchGeometry { mpp: a.mpp, size: a.image_size };
+    let provenance = Provenance::of(&a.backbone.arch.to_string(), &a.backbone.weights, &stats, &geometry)?;
     let list = SlideList {
         rows: &rows,
         out: &a.out,

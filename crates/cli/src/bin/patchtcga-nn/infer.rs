@@ -2,16 +2,21 @@
 //! a whole slide at the training resolution, drawn as a class-probability heat map (or a class
 //! map) over the slide's thumbnail.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use patchtcga_learn::config::{DeviceChoice, ImageStats};
 use patchtcga_learn::engine::device;
+use patchtcga_learn::mil::{self, heatmap::PatchGrid, MilRun};
+use patchtcga_learn::slide_features::{embed_slide, Provenance, SlideEmbedding, DEFAULT_MIN_TISSUE};
 use patchtcga_learn::slide_map::{draw, load_window_model, slide_map, Legend, MapOptions};
+use patchtcga_loader::slides::{SlideBatchConfig, SlideJob};
 use patchtcga_model::{Arch, SegHead};
-use patchtcga_slide::Slide;
+use patchtcga_slide::{PatchGeometry, Slide};
+
+use crate::backbone::BackboneArgs;
 use tch::nn;
 use tch::Tensor;
 
@@ -20,12 +25,18 @@ use patchtcga_cli::commands::SlideArgs;
 /// Options of `patchtcga infer`.
 #[derive(Args)]
 pub struct InferArgs {
-    /// Backbone of the classifier: resnet18, resnet50, vit-s16, ….
-    #[arg(long)]
-    arch: Arch,
+    /// Backbone of the classifier: resnet18, resnet50, vit-s16, … (with --mil: the run's).
+    #[arg(long, required_unless_present = "mil")]
+    arch: Option<Arch>,
     /// A fine-tuned classifier with its head (`fc` / `head`): a run's model.safetensors or a .pth.
+    /// With --mil: the backbone weights the run's features were made with.
     #[arg(long)]
     weights: PathBuf,
+    /// A `patchtcga mil train` run: the slide's patches are embedded as its features were
+    /// (model, weights, normalisation, µm/px, size, all checked) and its folds' models predict
+    /// the slide; the heat map is their attention, and `<out>.json` holds the probabilities.
+    #[arg(long, conflicts_with_all = ["seg_head", "overlap"])]
+    mil: Option<PathBuf>,
     /// Whole-slide image.
     #[arg(long)]
     slide: PathBuf,
@@ -49,9 +60,10 @@ pub struct InferArgs {
     /// the arg max, which needs 1, 2, 4 or 8). The map's cells become a stride wide.
     #[arg(long, default_value_t = 1)]
     overlap: usize,
-    /// Least tissue fraction for a tile to be classified.
-    #[arg(long, default_value_t = 0.25)]
-    min_tissue: f64,
+    /// Least tissue fraction for a tile to be classified (default 0.25); with --mil, of a patch
+    /// to be embedded (default `embed --slides`'s, 0.5).
+    #[arg(long)]
+    min_tissue: Option<f64>,
     /// Normalisation: imagenet, ptcga or six numbers (as in training; default: a preset's own, else
     /// imagenet).
     #[arg(long)]
@@ -67,17 +79,21 @@ pub struct InferArgs {
 
 /// Reads every tissue window of the slide and writes the map's picture and the raw map.
 pub fn infer(a: InferArgs) -> Result<()> {
+    if let Some(run) = &a.mil {
+        return infer_mil(&a, run);
+    }
+    let arch = a.arch.expect("clap requires --arch without --mil");
     let start = Instant::now();
     let dev = device(a.device)?;
     let vs = nn::VarStore::new(dev);
-    let model = load_window_model(&vs, a.arch, &a.weights, a.seg_head, a.class, a.image_size as i64)?;
+    let model = load_window_model(&vs, arch, &a.weights, a.seg_head, a.class, a.image_size as i64)?;
     let slide = Slide::open(&a.slide, &a.open.options())?;
-    let stats = a.stats.clone().unwrap_or_else(|| ImageStats::of(a.arch));
+    let stats = a.stats.clone().unwrap_or_else(|| ImageStats::of(arch));
     let options = MapOptions {
         field_um: a.field_um,
         image_size: a.image_size,
         overlap: a.overlap,
-        min_tissue: a.min_tissue,
+        min_tissue: a.min_tissue.unwrap_or(0.25),
         mean: stats.mean,
         std: stats.std,
         batch_size: a.batch_size,
@@ -102,5 +118,75 @@ pub fn infer(a: InferArgs) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     println!("map → {} (raw {}×{} map → {})", a.out.display(), map.rows, map.cols, npy.display());
+    Ok(())
+}
+
+/// `--mil RUN`: the slide embedded as the run's features were, predicted by the run's folds, their
+/// attention painted over the thumbnail.
+fn infer_mil(a: &InferArgs, run_dir: &Path) -> Result<()> {
+    let start = Instant::now();
+    let run = MilRun::open(run_dir)?;
+    let Some(source) = &run.results.features else {
+        bail!(
+            "{}: the run's feature files did not record how they were made (not from `patchtcga embed --slides`); \
+             embed the slide as they were and use `patchtcga mil heatmap`",
+            run_dir.display()
+        );
+    };
+    let arch: Arch = source.made_by.model.parse().map_err(|e| anyhow::anyhow!("{}: model {e}", run_dir.display()))?;
+    if a.arch.is_some_and(|given| given != arch) {
+        bail!("--arch {}: the run's features were made by {arch}", a.arch.map_or(String::new(), |g| g.to_string()));
+    }
+    let geometry = PatchGeometry { mpp: source.mpp, size: source.patch_size };
+    let stats = a.stats.clone().unwrap_or_else(|| ImageStats::of(arch));
+    let made_by = Provenance::of(&source.made_by.model, &a.weights, &stats, &geometry)?;
+    for (what, now, then) in [
+        ("weights (MD5)", &made_by.weights_md5, &source.made_by.weights_md5),
+        ("preprocessing", &made_by.preprocessing, &source.made_by.preprocessing),
+    ] {
+        if now != then {
+            bail!("{}: {what} {now:?}, but the run's features were made with {then:?}", a.weights.display());
+        }
+    }
+    let device = device(a.device)?;
+    let backbone_args = BackboneArgs { arch, weights: a.weights.clone(), prefix: None, allow_partial: false };
+    let (_vs, backbone) = backbone_args.load(source.patch_size as i64, device)?;
+    let reading = SlideBatchConfig {
+        geometry,
+        min_tissue: a.min_tissue.unwrap_or(DEFAULT_MIN_TISSUE),
+        open: a.open.options(),
+        mean: stats.mean,
+        std: stats.std,
+        batch_size: a.batch_size,
+        workers: rayon::current_num_threads(),
+        prefetch: 4,
+    };
+    let embedding = SlideEmbedding { geometry, device, float16: false, autocast: false };
+    let bar = patchtcga_cli::commands::bar("patches");
+    let job = SlideJob { path: a.slide.clone(), corners: None };
+    let features = embed_slide(job, reading, &backbone, &embedding, &bar)?;
+    bar.finish();
+    let prediction = run.predict(&features.features, &a.slide)?;
+    let json = a.out.with_extension("json");
+    prediction.write_json(&json, &a.slide, &run.results.classes)?;
+    let pictured = match &prediction.attention {
+        Some(attention) => {
+            let slide = Slide::open(&a.slide, &a.open.options())?;
+            let footprint = geometry.size as f64 * geometry.mpp / slide.mpp().x;
+            let coords = features.coords.clone();
+            let npy = mil::heatmap::paint(&slide, &PatchGrid { coords, footprint }, attention, &a.out)?;
+            format!("{}, {} and ", a.out.display(), npy.display())
+        }
+        None => format!("(a {} run: no attention to paint) ", run.results.arch),
+    };
+    println!(
+        "{}: {}; mean of {} folds' models over {} patches, in {:.1} s → {pictured}{}",
+        a.slide.display(),
+        prediction.summary(&run.results.classes),
+        run.results.folds.len(),
+        features.coords.len(),
+        start.elapsed().as_secs_f64(),
+        json.display()
+    );
     Ok(())
 }

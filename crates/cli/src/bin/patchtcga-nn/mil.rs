@@ -139,15 +139,12 @@ fn heatmap(a: HeatmapArgs) -> Result<()> {
         )
     };
     let slide = Slide::open(&a.slide, &a.open.options())?;
-    let npy = mil::heatmap::paint(&slide, &a.features, attention, &a.out)?;
-    let classes = &run.results.classes;
-    let shown: Vec<String> =
-        classes.iter().zip(&prediction.probabilities).map(|(c, v)| format!("{c} {v:.3}")).collect();
+    let grid = mil::heatmap::read_grid(&a.features, &slide)?;
+    let npy = mil::heatmap::paint(&slide, &grid, attention, &a.out)?;
     println!(
-        "{}: {} ({}; mean of {} folds' models) → {} and {}",
+        "{}: {}; mean of {} folds' models → {} and {}",
         a.slide.display(),
-        classes[prediction.class()],
-        shown.join(", "),
+        prediction.summary(&run.results.classes),
         run.results.folds.len(),
         a.out.display(),
         npy.display()
