@@ -11,9 +11,10 @@ use patchtcga_loader::slides::{SlideBatchConfig, SlideBatches, SlideEvent, Slide
 use patchtcga_model::Backbone;
 use patchtcga_slide::{PatchGeometry, Slide};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
+
+pub use patchtcga_metrics::mil::{FeatureSource, Provenance};
 
 use crate::config::ImageStats;
 use crate::LearnError;
@@ -34,41 +35,23 @@ pub struct SlideEmbedding {
     pub autocast: bool,
 }
 
-/// What the `.h5` records about how its features were made (its attributes).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Provenance {
-    /// Backbone name.
-    pub model: String,
-    /// MD5 of the weights file.
-    pub weights_md5: String,
-    /// Normalisation and input, e.g. `imagenet normalisation, 224 px at 0.5 µm/px`.
-    pub preprocessing: String,
-}
-
-impl Provenance {
-    /// The provenance of features made by `model` with the weights at `weights` (a file is
-    /// hashed, streamed; a folder of sharded or snapshot weights is named), normalised by
-    /// `stats`, from patches of `geometry`.
-    pub fn of(model: &str, weights: &Path, stats: &ImageStats, geometry: &PatchGeometry) -> Result<Self, LearnError> {
-        let weights_md5 = if weights.is_file() {
-            patchtcga_dataset::archive::md5_file(weights, &indicatif::ProgressBar::hidden())?
-        } else {
-            format!("folder {}", weights.display())
-        };
-        let preprocessing =
-            format!("{} normalisation, {} px at {} µm/px", String::from(stats.clone()), geometry.size, geometry.mpp);
-        Ok(Self { model: model.to_owned(), weights_md5, preprocessing })
-    }
-}
-
-/// How a folder's features were made, as `patchtcga embed --slides` records it in each file:
-/// the provenance and the patches' geometry (what `infer --mil` repeats on a new slide).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FeatureSource {
-    #[serde(flatten)]
-    pub made_by: Provenance,
-    pub mpp: f64,
-    pub patch_size: u32,
+/// The provenance of features made by `model` with the weights at `weights` (a file is hashed,
+/// streamed; a folder of sharded or snapshot weights is named), normalised by `stats`, from
+/// patches of `geometry`.
+pub fn provenance(
+    model: &str,
+    weights: &Path,
+    stats: &ImageStats,
+    geometry: &PatchGeometry,
+) -> Result<Provenance, LearnError> {
+    let weights_md5 = if weights.is_file() {
+        patchtcga_dataset::archive::md5_file(weights, &indicatif::ProgressBar::hidden())?
+    } else {
+        format!("folder {}", weights.display())
+    };
+    let preprocessing =
+        format!("{} normalisation, {} px at {} µm/px", String::from(stats.clone()), geometry.size, geometry.mpp);
+    Ok(Provenance { model: model.to_owned(), weights_md5, preprocessing })
 }
 
 /// The [`FeatureSource`] an `.h5` file records; `None` when it lacks the attributes (files of

@@ -6,6 +6,7 @@
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+pub mod mil;
 pub mod run;
 
 /// Counts of (true class, predicted class) pairs.

@@ -8,6 +8,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use patchtcga_metrics::mil::{CrossValidation, MeanSd, MIL_RESULTS_FILE};
 use patchtcga_metrics::run::{read_log, LogEntry, RunResults, SetReport, Task};
 
 /// Errors naming the run folder or file.
@@ -52,6 +53,9 @@ impl Run {
     /// Reads a run folder: `config.toml`, `metrics.jsonl`, `results.json` (fine-tuning) and the
     /// PNGs under `plots/`.
     pub fn read(dir: &Path) -> Result<Self, ReportError> {
+        if dir.join(MIL_RESULTS_FILE).is_file() {
+            return Self::read_mil(dir);
+        }
         let bad = |cause: String| ReportError::Run { path: dir.to_path_buf(), cause };
         let text = std::fs::read_to_string(dir.join("config.toml"))
             .map_err(|e| bad(format!("no config.toml ({e}): not a patchtcga run folder")))?;
@@ -98,6 +102,62 @@ impl Run {
             pictures,
         })
     }
+}
+
+impl Run {
+    /// Reads a slide-level run folder (`mil train`'s `mil_results.json`): the network, the
+    /// features' model, the classes, and the folds' mean ± sd slide-level metrics.
+    fn read_mil(dir: &Path) -> Result<Self, ReportError> {
+        let path = dir.join(MIL_RESULTS_FILE);
+        let bad = |cause: String| ReportError::Run { path: path.clone(), cause };
+        let text = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
+        let cv: CrossValidation = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        let pm = |m: MeanSd| format!("{} ± {}", percent(m.mean), percent(m.sd));
+        let metrics = vec![
+            ("slide accuracy % (mean ± sd)".to_owned(), pm(cv.accuracy)),
+            ("slide balanced accuracy %".to_owned(), pm(cv.balanced_accuracy)),
+            ("slide ROC-AUC".to_owned(), format!("{:.4} ± {:.4}", cv.roc_auc.mean, cv.roc_auc.sd)),
+            ("slide kappa (quadratic)".to_owned(), format!("{:.4} ± {:.4}", cv.kappa.mean, cv.kappa.sd)),
+        ];
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            name: dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            task: format!("slide level ({}, {} folds)", cv.arch, cv.folds.len()),
+            backbone: cv
+                .features
+                .as_ref()
+                .map_or_else(|| format!("{}-wide features", cv.width), |f| f.made_by.model.clone()),
+            data: cv.classes.join(" / "),
+            init: "none".into(),
+            metrics,
+            pictures: Vec::new(),
+        })
+    }
+}
+
+/// The run folders `paths` name: each a run folder itself (`config.toml`, or a slide-level run's
+/// `mil_results.json`) or a folder of them (sorted).
+pub fn run_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReportError> {
+    let is_run = |d: &Path| d.join("config.toml").is_file() || d.join(MIL_RESULTS_FILE).is_file();
+    let mut dirs = Vec::new();
+    for p in paths {
+        if is_run(p) {
+            dirs.push(p.clone());
+            continue;
+        }
+        let bad = |cause: String| ReportError::Run { path: p.clone(), cause };
+        let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
+            .map_err(|e| bad(format!("cannot read ({e})")))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|d| is_run(d))
+            .collect();
+        if inside.is_empty() {
+            return Err(bad("neither a run folder (config.toml, mil_results.json) nor a folder of runs".into()));
+        }
+        inside.sort();
+        dirs.extend(inside);
+    }
+    Ok(dirs)
 }
 
 /// The table columns of a benchmark run, from its `results.json`.

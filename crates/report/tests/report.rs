@@ -187,3 +187,64 @@ fn results_written_with_the_shared_types_read_back_into_the_table() {
     let miou = 100.0 * (2.0 / 3.0 + 1.0 / 2.0) / 2.0;
     assert_eq!(col(&run_seg, "test mIoU %"), Some(format!("{miou:.2}")));
 }
+
+#[test]
+fn a_slide_level_run_joins_the_table_with_its_fold_means() {
+    use patchtcga_metrics::mil::{CrossValidation, FeatureSource, FoldResult, MeanSd, MilArch, Provenance};
+    let d = tempfile::tempdir().unwrap();
+    let runs = d.path().join("runs");
+    let pre = runs.join("simclr_r50");
+    let log =
+        "{\"update\":1,\"epoch\":1,\"batch\":1,\"lr\":0.1,\"loss\":1.0,\"images_per_s\":100.0,\"data_wait\":0.1}\n";
+    run(
+        &pre,
+        "name = \"simclr_r50\"\nself_supervised = \"simclr\"\nmodel_name = \"resnet50\"\n",
+        log,
+        None,
+        "loss.png",
+    );
+    let fold = |k: usize| FoldResult {
+        fold: k,
+        selected_epoch: 4,
+        val_loss: 0.3,
+        test: patchtcga_metrics::ClassificationReport::new(&[0.9, 0.1, 0.2, 0.8], &[0, 1], 2),
+        test_kappa: 1.0,
+        test_slides: vec!["a".into(), "b".into()],
+    };
+    let cv = CrossValidation {
+        arch: MilArch::ClamSb,
+        classes: vec!["normal".into(), "tumor".into()],
+        width: 2048,
+        features: Some(FeatureSource {
+            made_by: Provenance { model: "resnet50".into(), weights_md5: "0f".into(), preprocessing: "p".into() },
+            mpp: 0.5,
+            patch_size: 224,
+        }),
+        folds: (0..3).map(fold).collect(),
+        accuracy: MeanSd { mean: 0.8333, sd: 0.05 },
+        balanced_accuracy: MeanSd { mean: 0.8, sd: 0.1 },
+        roc_auc: MeanSd { mean: 0.9125, sd: 0.0312 },
+        kappa: MeanSd { mean: 0.6, sd: 0.2 },
+    };
+    std::fs::create_dir_all(runs.join("mil")).unwrap();
+    std::fs::write(runs.join("mil/mil_results.json"), serde_json::to_vec(&cv).unwrap()).unwrap();
+    std::fs::create_dir_all(runs.join("not_a_run")).unwrap();
+
+    let dirs = patchtcga_report::run_folders(std::slice::from_ref(&runs)).unwrap();
+    assert_eq!(dirs, [runs.join("mil"), pre.clone()]);
+    let table: Vec<Run> = dirs.iter().map(|d| Run::read(d).unwrap()).collect();
+    let page = html(&table).unwrap();
+    for want in [
+        "<td>slide level (clam-sb, 3 folds)</td>",
+        "<td>normal / tumor</td>",
+        "<th>slide accuracy % (mean ± sd)</th>",
+        "<td>83.33 ± 5.00</td>",
+        "<td>0.9125 ± 0.0312</td>",
+        "<td>0.6000 ± 0.2000</td>",
+    ] {
+        assert!(page.contains(want), "{want} missing");
+    }
+    assert!(page.find("pretraining (simclr)").unwrap() < page.find("slide level").unwrap());
+    let e = patchtcga_report::run_folders(&[runs.join("not_a_run")]).unwrap_err().to_string();
+    assert!(e.contains("not_a_run") && e.contains("mil_results.json"), "{e}");
+}

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 
 /// Options of `patchtcga report`.
@@ -19,23 +19,7 @@ pub struct ReportArgs {
 /// Writes the report of `paths` (run folders, or folders holding them) to `out`.
 pub fn report(a: ReportArgs) -> Result<()> {
     let (paths, out) = (&a.runs, a.out.as_path());
-    let mut dirs = Vec::new();
-    for p in paths {
-        if p.join("config.toml").exists() {
-            dirs.push(p.clone());
-            continue;
-        }
-        let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
-            .with_context(|| format!("{}: cannot read", p.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|d| d.join("config.toml").exists())
-            .collect();
-        if inside.is_empty() {
-            bail!("{}: neither a run folder (config.toml) nor a folder of runs", p.display());
-        }
-        inside.sort();
-        dirs.extend(inside);
-    }
+    let dirs = patchtcga_report::run_folders(paths)?;
     let runs = dirs.iter().map(|d| patchtcga_report::Run::read(d)).collect::<Result<Vec<_>, _>>()?;
     let text = match out.extension().and_then(|e| e.to_str()) {
         Some("md") => patchtcga_report::markdown(

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
+pub use patchtcga_metrics::mil::{CrossValidation, FoldResult, MeanSd};
 use patchtcga_metrics::ClassificationReport;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
@@ -15,7 +15,6 @@ use super::bags::{Bag, Bags};
 use super::model::{bag_loss, MilArch, MilNet};
 use crate::config::Optim;
 use crate::optim::{Optimizer, Rule};
-use crate::slide_features::FeatureSource;
 use crate::LearnError;
 
 /// How a cross-validation trains.
@@ -31,46 +30,6 @@ pub struct MilOptions {
     /// Weigh each class's loss by the inverse of its share of the training slides.
     pub class_weights: bool,
     pub device: Device,
-}
-
-/// One fold's outcome on its test slides.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FoldResult {
-    pub fold: usize,
-    /// The epoch (from 1) whose validation loss was lowest.
-    pub selected_epoch: usize,
-    pub val_loss: f64,
-    pub test: ClassificationReport,
-    /// Quadratic-weighted Cohen's kappa (labels taken in class order, as for ISUP grades).
-    pub test_kappa: f64,
-    pub test_slides: Vec<String>,
-}
-
-/// Mean and standard deviation over folds.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct MeanSd {
-    pub mean: f64,
-    pub sd: f64,
-}
-
-/// A cross-validation's results (`mil_results.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CrossValidation {
-    /// The network the folds' models are (runs from before CLAM-SB are ABMIL).
-    #[serde(default)]
-    pub arch: MilArch,
-    pub classes: Vec<String>,
-    /// Feature width the models take.
-    pub width: i64,
-    /// How the features were made, when their files recorded it (`patchtcga embed --slides`):
-    /// what `infer --mil` repeats on a new slide.
-    #[serde(default)]
-    pub features: Option<FeatureSource>,
-    pub folds: Vec<FoldResult>,
-    pub accuracy: MeanSd,
-    pub balanced_accuracy: MeanSd,
-    pub roc_auc: MeanSd,
-    pub kappa: MeanSd,
 }
 
 /// Assigns cases to `k` folds, stratified by label: each class's cases shuffled (seeded) and dealt

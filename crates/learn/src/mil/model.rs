@@ -4,45 +4,9 @@
 //! `classifiers`); and CLAM-SB (Lu et al., 2021): the same network plus one instance classifier
 //! per class (`instance_classifiers.<c>`) trained on the most and least attended instances.
 
-use serde::{Deserialize, Serialize};
+pub use patchtcga_metrics::mil::MilArch;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
-
-/// Which attention-MIL network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MilArch {
-    /// Gated attention, bag loss only.
-    #[default]
-    Abmil,
-    /// CLAM single-branch: ABMIL plus the instance-clustering loss.
-    ClamSb,
-    /// TransMIL: Nyström-attention Transformer over the bag with PPEG position encoding.
-    TransMil,
-}
-
-impl std::str::FromStr for MilArch {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "abmil" => Ok(Self::Abmil),
-            "clam-sb" => Ok(Self::ClamSb),
-            "transmil" => Ok(Self::TransMil),
-            _ => Err(format!("{s:?}: abmil, clam-sb or transmil")),
-        }
-    }
-}
-
-impl std::fmt::Display for MilArch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Abmil => "abmil",
-            Self::ClamSb => "clam-sb",
-            Self::TransMil => "transmil",
-        })
-    }
-}
 
 /// CLAM's instance-clustering loss: per class, the `k` most attended instances are that class's
 /// positives (for the bag's class) or negatives (for the others, when `subtyping`), the `k` least

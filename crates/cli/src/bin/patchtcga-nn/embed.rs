@@ -8,7 +8,7 @@ use patchtcga_augment::Recipe;
 use patchtcga_learn::config::{DeviceChoice, ImageStats};
 use patchtcga_learn::engine::device;
 use patchtcga_learn::patch_features::{embed_images, write_features};
-use patchtcga_learn::slide_features::{embed_slide_list, Provenance, SlideEmbedding, SlideList, DEFAULT_MIN_TISSUE};
+use patchtcga_learn::slide_features::{embed_slide_list, provenance, SlideEmbedding, SlideList, DEFAULT_MIN_TISSUE};
 use patchtcga_loader::slides::SlideBatchConfig;
 use patchtcga_loader::LoaderConfig;
 use patchtcga_slide::PatchGeometry;
@@ -133,7 +133,7 @@ fn slides(a: &EmbedArgs) -> Result<()> {
     let (_vs, backbone) = a.backbone.load(a.image_size as i64, device)?;
     let stats = a.stats();
     let geometry = PatchGeometry { mpp: a.mpp, size: a.image_size };
-    let provenance = Provenance::of(&a.backbone.arch.to_string(), &a.backbone.weights, &stats, &geometry)?;
+    let provenance = provenance(&a.backbone.arch.to_string(), &a.backbone.weights, &stats, &geometry)?;
     let list = SlideList {
         rows: &rows,
         out: &a.out,

@@ -10,7 +10,7 @@ use clap::Args;
 use patchtcga_learn::config::{DeviceChoice, ImageStats};
 use patchtcga_learn::engine::device;
 use patchtcga_learn::mil::{self, heatmap::PatchGrid, MilRun};
-use patchtcga_learn::slide_features::{embed_slide, Provenance, SlideEmbedding, DEFAULT_MIN_TISSUE};
+use patchtcga_learn::slide_features::{embed_slide, provenance, SlideEmbedding, DEFAULT_MIN_TISSUE};
 use patchtcga_learn::slide_map::{draw, load_window_model, slide_map, Legend, MapOptions};
 use patchtcga_loader::slides::{SlideBatchConfig, SlideJob};
 use patchtcga_model::{Arch, SegHead};
@@ -139,7 +139,7 @@ fn infer_mil(a: &InferArgs, run_dir: &Path) -> Result<()> {
     }
     let geometry = PatchGeometry { mpp: source.mpp, size: source.patch_size };
     let stats = a.stats.clone().unwrap_or_else(|| ImageStats::of(arch));
-    let made_by = Provenance::of(&source.made_by.model, &a.weights, &stats, &geometry)?;
+    let made_by = provenance(&source.made_by.model, &a.weights, &stats, &geometry)?;
     for (what, now, then) in [
         ("weights (MD5)", &made_by.weights_md5, &source.made_by.weights_md5),
         ("preprocessing", &made_by.preprocessing, &source.made_by.preprocessing),

@@ -1,0 +1,107 @@
+//! The records of a slide-level (MIL) run that one crate writes (learn, `mil_results.json`) and
+//! others read (report, `infer --mil`): the network, how the features were made, each fold's
+//! results and their mean ± sd.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ClassificationReport;
+
+/// The file a MIL run's results go to, in its run folder.
+pub const MIL_RESULTS_FILE: &str = "mil_results.json";
+
+/// Which attention-MIL network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MilArch {
+    /// Gated attention, bag loss only.
+    #[default]
+    Abmil,
+    /// CLAM single-branch: ABMIL plus the instance-clustering loss.
+    ClamSb,
+    /// TransMIL: Nyström-attention Transformer over the bag with PPEG position encoding.
+    TransMil,
+}
+
+impl std::str::FromStr for MilArch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "abmil" => Ok(Self::Abmil),
+            "clam-sb" => Ok(Self::ClamSb),
+            "transmil" => Ok(Self::TransMil),
+            _ => Err(format!("{s:?}: abmil, clam-sb or transmil")),
+        }
+    }
+}
+
+impl std::fmt::Display for MilArch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Abmil => "abmil",
+            Self::ClamSb => "clam-sb",
+            Self::TransMil => "transmil",
+        })
+    }
+}
+
+/// What the `.h5` records about how its features were made (its attributes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Backbone name.
+    pub model: String,
+    /// MD5 of the weights file.
+    pub weights_md5: String,
+    /// Normalisation and input, e.g. `imagenet normalisation, 224 px at 0.5 µm/px`.
+    pub preprocessing: String,
+}
+
+/// How a folder's features were made, as `patchtcga embed --slides` records it in each file:
+/// the provenance and the patches' geometry (what `infer --mil` repeats on a new slide).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSource {
+    #[serde(flatten)]
+    pub made_by: Provenance,
+    pub mpp: f64,
+    pub patch_size: u32,
+}
+
+/// One fold's outcome on its test slides.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FoldResult {
+    pub fold: usize,
+    /// The epoch (from 1) whose validation loss was lowest.
+    pub selected_epoch: usize,
+    pub val_loss: f64,
+    pub test: ClassificationReport,
+    /// Quadratic-weighted Cohen's kappa (labels taken in class order, as for ISUP grades).
+    pub test_kappa: f64,
+    pub test_slides: Vec<String>,
+}
+
+/// Mean and standard deviation over folds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct MeanSd {
+    pub mean: f64,
+    pub sd: f64,
+}
+
+/// A cross-validation's results (`mil_results.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CrossValidation {
+    /// The network the folds' models are (runs from before CLAM-SB are ABMIL).
+    #[serde(default)]
+    pub arch: MilArch,
+    pub classes: Vec<String>,
+    /// Feature width the models take.
+    pub width: i64,
+    /// How the features were made, when their files recorded it (`patchtcga embed --slides`):
+    /// what `infer --mil` repeats on a new slide.
+    #[serde(default)]
+    pub features: Option<FeatureSource>,
+    pub folds: Vec<FoldResult>,
+    pub accuracy: MeanSd,
+    pub balanced_accuracy: MeanSd,
+    pub roc_auc: MeanSd,
+    pub kappa: MeanSd,
+}
