@@ -78,9 +78,13 @@ demo: $(BIN)
 	$(BIN) probe --dataset $(DEMO)/PCam200 --features $(DEMO)/pcam200_simclr.npy --out $(DEMO)/probe.json
 	$(BIN) embed --slides assets/demo_slides.csv --arch resnet18 --image-size 64 --mpp 1.0 --weights $(DEMO)/runs/demo_simclr_resnet18/model.safetensors --out $(DEMO)/slide_features
 	$(BIN) infer --arch resnet18 --image-size 64 --field-um 64 --weights $(DEMO)/runs/demo_pcam200_resnet18/model.safetensors --slide assets/cmu1_small_region.svs --out $(DEMO)/heatmap.png
+	$(BIN) embed --slides assets/demo_bags/slides.csv --coords assets/demo_bags --arch resnet18 --image-size 64 --mpp 1.0 --weights $(DEMO)/runs/demo_simclr_resnet18/model.safetensors --out $(DEMO)/bag_features
+	$(BIN) mil train --features $(DEMO)/bag_features --labels assets/demo_bags/labels.csv --folds 3 --epochs 20 --out $(DEMO)/runs/demo_mil
+	$(BIN) infer --mil $(DEMO)/runs/demo_mil --weights $(DEMO)/runs/demo_simclr_resnet18/model.safetensors --slide assets/cmu1_small_region.svs --out $(DEMO)/mil_heatmap.png
 	$(BIN) report $(DEMO)/runs --out $(DEMO)/report.html
 	@echo "look at: $(DEMO)/report.html (every run: table, curves, confusion matrices), $(DEMO)/heatmap.png (the fine-tuned classifier over the slide),"
-	@echo "         $(DEMO)/PTCGA200/thumbnail_position_map/ (where patches came from), $(DEMO)/mosaic.png, $(DEMO)/probe.json"
+	@echo "         $(DEMO)/mil_heatmap.png (slide-level attention), $(DEMO)/PTCGA200/thumbnail_position_map/ (where patches came from),"
+	@echo "         $(DEMO)/mosaic.png, $(DEMO)/probe.json"
 
 # TensorBoard's own event reader, for the test that reads our event files (pip --target, no venv).
 PYTOOLS := .pytools/tensorboard

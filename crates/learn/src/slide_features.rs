@@ -298,9 +298,12 @@ fn features<T: hdf5_metno::H5Type>(
     file.new_dataset_builder().with_data(&a).create("features").map(drop)
 }
 
-/// The level-0 patch corners in the `coords` dataset (N × 2: x, y) of an `.h5` file (CLAM's
-/// patching output, or a feature file).
+/// The level-0 patch corners a coordinates file gives: the `coords` dataset (N × 2: x, y) of an
+/// `.h5` file (CLAM's patching output, or a feature file), or the `x` and `y` columns of a `.csv`.
 pub fn read_coords(path: &Path) -> Result<Vec<(u32, u32)>, LearnError> {
+    if path.extension().is_some_and(|e| e == "csv") {
+        return read_coords_csv(path);
+    }
     let bad = |what: String| LearnError::Config(format!("{}: {what}", path.display()));
     let file = hdf5_metno::File::open(path).map_err(|e| bad(format!("not a readable HDF5 file ({e})")))?;
     let ds = file.dataset("coords").map_err(|_| bad("no `coords` dataset".into()))?;
@@ -316,13 +319,44 @@ pub fn read_coords(path: &Path) -> Result<Vec<(u32, u32)>, LearnError> {
         .collect()
 }
 
+fn read_coords_csv(path: &Path) -> Result<Vec<(u32, u32)>, LearnError> {
+    let bad = |what: String| LearnError::Config(format!("{}: {what}", path.display()));
+    let mut reader = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
+    let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let col = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let (Some(x), Some(y)) = (col("x"), col("y")) else { return Err(bad("needs `x` and `y` columns".into())) };
+    reader
+        .records()
+        .enumerate()
+        .map(|(i, r)| {
+            let r = r.map_err(|e| bad(format!("row {}: {e}", i + 2)))?;
+            let at = |c: usize| r.get(c).unwrap_or("").trim().parse::<u32>();
+            match (at(x), at(y)) {
+                (Ok(x), Ok(y)) => Ok((x, y)),
+                _ => Err(bad(format!("row {}: x and y must be level-0 pixels (whole numbers ≥ 0)", i + 2))),
+            }
+        })
+        .collect()
+}
+
+/// The coordinates file of slide `id` in `dir`: `<id>.h5`, else `<id>.csv`.
+fn coords_file(dir: &Path, id: &str) -> PathBuf {
+    let h5 = dir.join(format!("{id}.h5"));
+    if h5.is_file() {
+        h5
+    } else {
+        dir.join(format!("{id}.csv"))
+    }
+}
+
 /// A slide list to embed into a folder of `<id>.h5` files.
 pub struct SlideList<'a> {
     /// This process's share of the list.
     pub rows: &'a [SlideRow],
     /// The folder of `.h5` files; slides with a file there are skipped.
     pub out: &'a Path,
-    /// A folder of `<id>.h5` files whose `coords` give each slide's patches (else its tissue grid).
+    /// A folder of `<id>.h5` (or `<id>.csv`) files whose coordinates give each slide's patches
+    /// (else its tissue grid).
     pub coords: Option<&'a Path>,
     pub reading: SlideBatchConfig,
     pub embedding: SlideEmbedding,
@@ -358,7 +392,10 @@ pub fn embed_slide_list(
     let jobs = todo
         .iter()
         .map(|r| {
-            Ok(SlideJob { path: r.slide.clone(), corners: list.coords.map(|d| read_coords(&file(r, d))).transpose()? })
+            Ok(SlideJob {
+                path: r.slide.clone(),
+                corners: list.coords.map(|d| read_coords(&coords_file(d, &r.id))).transpose()?,
+            })
         })
         .collect::<Result<Vec<_>, LearnError>>()?;
     std::fs::create_dir_all(list.out).map_err(|e| LearnError::io(list.out, e))?;
@@ -390,5 +427,23 @@ impl SlideListReport {
     /// Slides that failed, unread ones included.
     pub fn failed(&self) -> usize {
         self.failures.len() + self.unreached
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordinates_come_from_a_csv_beside_h5_files_and_bad_rows_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s1.csv"), "y,x,note\n300,100,a\n0,2048,b\n").unwrap();
+        let file = coords_file(dir.path(), "s1");
+        assert_eq!(read_coords(&file).unwrap(), [(100, 300), (2048, 0)]);
+        std::fs::write(dir.path().join("s2.csv"), "x,y\n5,6\n-1,3\n").unwrap();
+        let e = read_coords(&coords_file(dir.path(), "s2")).unwrap_err().to_string();
+        assert!(e.contains("s2.csv") && e.contains("row 3"), "{e}");
+        std::fs::write(dir.path().join("s3.csv"), "col,row\n1,2\n").unwrap();
+        assert!(read_coords(&dir.path().join("s3.csv")).unwrap_err().to_string().contains("`x` and `y`"));
     }
 }

@@ -39,7 +39,8 @@ pub struct EmbedArgs {
     #[command(flatten)]
     open: SlideArgs,
     /// With --slides: a folder of `<id>.h5` files whose `coords` (N × 2, level-0 x, y; CLAM's
-    /// patching output) give each slide's patches instead of the tissue grid.
+    /// patching output), or `<id>.csv` files with `x` and `y` columns, give each slide's patches
+    /// instead of the tissue grid.
     #[arg(long, requires = "slides")]
     coords: Option<PathBuf>,
     /// Run the network under float16 autocast (CUDA; features are stored as float32 unless
