@@ -3,11 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
+use patchtcga_model::Arch;
+use patchtcga_slide::PatchGeometry;
 use tch::{nn, Kind, Tensor};
 
 use super::bags::Bags;
 use super::cv::{cross_validate, CrossValidation, FoldResult, MilOptions};
 use super::model::MilNet;
+use crate::config::ImageStats;
+use crate::slide_features::provenance;
 use crate::LearnError;
 
 /// The results file of a run folder.
@@ -91,6 +95,44 @@ impl MilRun {
             })
             .collect::<Result<_, LearnError>>()?;
         Ok(Self { dir: dir.to_path_buf(), results, folds })
+    }
+
+    /// How a new slide is to be embedded for this run, as its features were: the backbone, the
+    /// patches' geometry and the normalisation (`stats`, or the backbone's own). Refused, in one
+    /// message, for a run whose features did not record how they were made, another `arch` than
+    /// theirs, other weights (by MD5) or another normalisation.
+    pub fn embedding(
+        &self,
+        arch: Option<Arch>,
+        weights: &Path,
+        stats: Option<ImageStats>,
+    ) -> Result<(Arch, PatchGeometry, ImageStats), LearnError> {
+        let dir = self.dir.display();
+        let Some(source) = &self.results.features else {
+            return Err(LearnError::Config(format!(
+                "{dir}: the run's feature files did not record how they were made (not from `patchtcga embed \
+                 --slides`); embed the slide as they were and use `patchtcga mil heatmap`"
+            )));
+        };
+        let made: Arch = source.made_by.model.parse().map_err(|e| LearnError::Config(format!("{dir}: model {e}")))?;
+        if let Some(given) = arch.filter(|&a| a != made) {
+            return Err(LearnError::Config(format!("--arch {given}: the run's features were made by {made}")));
+        }
+        let geometry = PatchGeometry { mpp: source.mpp, size: source.patch_size };
+        let stats = stats.unwrap_or_else(|| ImageStats::of(made));
+        let now = provenance(&source.made_by.model, weights, &stats, &geometry)?;
+        for (what, now, then) in [
+            ("weights (MD5)", &now.weights_md5, &source.made_by.weights_md5),
+            ("preprocessing", &now.preprocessing, &source.made_by.preprocessing),
+        ] {
+            if now != then {
+                return Err(LearnError::Config(format!(
+                    "{}: {what} {now:?}, but the run's features were made with {then:?}",
+                    weights.display()
+                )));
+            }
+        }
+        Ok((made, geometry, stats))
     }
 
     /// Predicts the slide whose patch features (N × width, from `source`) are `features`.

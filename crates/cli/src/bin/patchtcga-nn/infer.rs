@@ -5,16 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use patchtcga_learn::config::{DeviceChoice, ImageStats};
 use patchtcga_learn::engine::device;
 use patchtcga_learn::mil::{self, heatmap::PatchGrid, MilRun};
-use patchtcga_learn::slide_features::{embed_slide, provenance, SlideEmbedding, DEFAULT_MIN_TISSUE};
+use patchtcga_learn::slide_features::{embed_slide, SlideEmbedding, DEFAULT_MIN_TISSUE};
 use patchtcga_learn::slide_map::{draw, load_window_model, slide_map, Legend, MapOptions};
 use patchtcga_loader::slides::{SlideBatchConfig, SlideJob};
 use patchtcga_model::{Arch, SegHead};
-use patchtcga_slide::{PatchGeometry, Slide};
+use patchtcga_slide::Slide;
 
 use crate::backbone::BackboneArgs;
 use tch::nn;
@@ -126,31 +126,10 @@ pub fn infer(a: InferArgs) -> Result<()> {
 fn infer_mil(a: &InferArgs, run_dir: &Path) -> Result<()> {
     let start = Instant::now();
     let run = MilRun::open(run_dir)?;
-    let Some(source) = &run.results.features else {
-        bail!(
-            "{}: the run's feature files did not record how they were made (not from `patchtcga embed --slides`); \
-             embed the slide as they were and use `patchtcga mil heatmap`",
-            run_dir.display()
-        );
-    };
-    let arch: Arch = source.made_by.model.parse().map_err(|e| anyhow::anyhow!("{}: model {e}", run_dir.display()))?;
-    if a.arch.is_some_and(|given| given != arch) {
-        bail!("--arch {}: the run's features were made by {arch}", a.arch.map_or(String::new(), |g| g.to_string()));
-    }
-    let geometry = PatchGeometry { mpp: source.mpp, size: source.patch_size };
-    let stats = a.stats.clone().unwrap_or_else(|| ImageStats::of(arch));
-    let made_by = provenance(&source.made_by.model, &a.weights, &stats, &geometry)?;
-    for (what, now, then) in [
-        ("weights (MD5)", &made_by.weights_md5, &source.made_by.weights_md5),
-        ("preprocessing", &made_by.preprocessing, &source.made_by.preprocessing),
-    ] {
-        if now != then {
-            bail!("{}: {what} {now:?}, but the run's features were made with {then:?}", a.weights.display());
-        }
-    }
+    let (arch, geometry, stats) = run.embedding(a.arch, &a.weights, a.stats.clone())?;
     let device = device(a.device)?;
     let backbone_args = BackboneArgs { arch, weights: a.weights.clone(), prefix: None, allow_partial: false };
-    let (_vs, backbone) = backbone_args.load(source.patch_size as i64, device)?;
+    let (_vs, backbone) = backbone_args.load(geometry.size as i64, device)?;
     let reading = SlideBatchConfig {
         geometry,
         min_tissue: a.min_tissue.unwrap_or(DEFAULT_MIN_TISSUE),
