@@ -51,6 +51,9 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Show a slide's size, levels, resolution, reader and tissue.
     Info(info::InfoArgs),
+    /// A slide-level benchmark's slide list (for `embed --slides`) and labels (for `mil train`)
+    /// from your download: Camelyon16 with its official test set, or PANDA's ISUP grades.
+    SlideLabels(slide_labels::SlideLabelsArgs),
     /// One page of runs: a table of pretraining and benchmark results with intervals, curves and
     /// confusion matrices (`--out report.html`, pictures embedded, or `report.md`).
     Report(report::ReportArgs),
@@ -123,6 +126,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Extract(a) => extract::extract(a),
         Command::Stats(a) => stats::stats(a),
         Command::Info(a) => info::info(a),
+        Command::SlideLabels(a) => slide_labels::slide_labels(a),
         Command::Report(a) => report::report(a),
         Command::Bench { what: Bench::Regions(a) } => regions::bench_regions(a),
         Command::Bench { what: Bench::SlidePatches(a) } => slide_patches::bench_slide_patches(a),

@@ -238,3 +238,61 @@ fn a_build_over_two_processes_writes_what_one_process_writes_and_survives_a_lost
     assert!(said.contains("2 rank(s) done"), "{said}");
     assert_eq!(tree(&one), tree(&lost));
 }
+
+#[test]
+fn slide_labels_lays_out_camelyon16_with_its_test_set_and_panda_with_isup_grades() {
+    let dir = tempfile::tempdir().unwrap();
+    let c16 = dir.path().join("CAMELYON16");
+    for (sub, names) in [
+        ("training/normal", &["normal_001", "normal_002"][..]),
+        ("training/tumor", &["tumor_001"][..]),
+        ("testing/images", &["test_001", "test_002"][..]),
+    ] {
+        std::fs::create_dir_all(c16.join(sub)).unwrap();
+        for n in names {
+            std::fs::write(c16.join(sub).join(format!("{n}.tif")), b"").unwrap();
+        }
+    }
+    std::fs::write(c16.join("testing/reference.csv"), "test_001,Tumor,Macro,Yes\ntest_002,Normal,,\n").unwrap();
+    let out = dir.path().join("c16");
+    let run = |bench: &str, root: &Path| {
+        patchtcga().args(["slide-labels", bench, "--root"]).arg(root).arg("--out").arg(&out).output().unwrap()
+    };
+    let r = run("camelyon16", &c16);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    assert!(
+        text(&r.stdout).contains(
+            "5 slides (cross-validation normal: 2, cross-validation tumor: 1, test normal: 1, test tumor: 1)"
+        ),
+        "{}",
+        text(&r.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("labels.csv")).unwrap(),
+        "slide,label,case,split\nnormal_001,normal,normal_001,\nnormal_002,normal,normal_002,\n\
+         test_001,tumor,test_001,test\ntest_002,normal,test_002,test\ntumor_001,tumor,tumor_001,\n"
+    );
+    let slides = std::fs::read_to_string(out.join("slides.csv")).unwrap();
+    assert!(slides.starts_with("slide,id\n") && slides.contains("testing/images/test_001.tif,test_001\n"), "{slides}");
+    // A test image the reference does not label is named.
+    std::fs::write(c16.join("testing/images/test_003.tif"), b"").unwrap();
+    let r = run("camelyon16", &c16);
+    assert!(!r.status.success() && text(&r.stderr).contains("reference.csv") && text(&r.stderr).contains("test_003"));
+
+    let panda = dir.path().join("PANDA");
+    std::fs::create_dir_all(panda.join("train_images")).unwrap();
+    for id in ["aa01", "bb02"] {
+        std::fs::write(panda.join("train_images").join(format!("{id}.tiff")), b"").unwrap();
+    }
+    let csv = "image_id,data_provider,isup_grade,gleason_score\naa01,karolinska,0,0+0\nbb02,radboud,4,4+4\n";
+    std::fs::write(panda.join("train.csv"), csv).unwrap();
+    let r = run("panda", &panda);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    assert_eq!(
+        std::fs::read_to_string(out.join("labels.csv")).unwrap(),
+        "slide,label,case,split\naa01,0,aa01,\nbb02,4,bb02,\n"
+    );
+    std::fs::write(panda.join("train.csv"), format!("{csv}cc03,radboud,5,5+5\n")).unwrap();
+    let r = run("panda", &panda);
+    assert!(!r.status.success() && text(&r.stderr).contains("cc03"), "{}", text(&r.stderr));
+}

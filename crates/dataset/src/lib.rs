@@ -11,6 +11,7 @@ pub mod names;
 mod slides_csv;
 
 pub mod archive;
+pub mod slide_tasks;
 pub mod split;
 pub mod stats;
 

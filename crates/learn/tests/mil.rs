@@ -257,3 +257,33 @@ fn bad_input_gets_one_message_naming_the_file() {
     };
     assert!(e.contains("has 30 case(s), fewer than the 40 folds"), "{e}");
 }
+
+#[test]
+fn a_held_out_test_split_stays_out_of_the_folds_and_is_tested_by_every_fold() {
+    tch::set_num_threads(2);
+    let dir = tempfile::tempdir().unwrap();
+    let (feats, labels) = synthetic(dir.path());
+    // The last 20 slides (cases 58–59 and on) become the held-out test set.
+    let text = std::fs::read_to_string(&labels).unwrap();
+    let mut rows = String::from("slide,label,case,split\n");
+    for line in text.lines().skip(1) {
+        let held = line["slide".len()..line.find(',').unwrap()].parse::<usize>().unwrap() >= 100;
+        rows += &format!("{line},{}\n", if held { "test" } else { "train" });
+    }
+    std::fs::write(&labels, rows).unwrap();
+    let data = mil::load(&feats, &labels, false).unwrap();
+    assert_eq!(data.bags.iter().filter(|b| b.held_out).count(), 20);
+    let o = MilOptions { folds: 4, epochs: 10, ..options() };
+    let cv = mil::cross_validate(&data, &o, |_, _| Ok(())).unwrap();
+    let tested: usize = cv.folds.iter().map(|f| f.test.samples).sum();
+    assert_eq!(tested, 100, "the folds test only the other 100 slides");
+    assert!(cv.folds.iter().all(|f| f.test_slides.iter().all(|s| s.as_str() < "slide100")));
+    let h = cv.held_out.as_ref().expect("held-out results");
+    assert_eq!(h.slides.len(), 20);
+    assert!(cv.folds.iter().all(|f| f.held_out.as_ref().is_some_and(|r| r.report.samples == 20)));
+    assert_eq!(h.ensemble.samples, 20);
+    assert!(h.ensemble.roc_auc.unwrap() > 0.9, "held-out ensemble {:?}", h.ensemble.roc_auc);
+    // Written and read back through the shared types.
+    let back: mil::CrossValidation = serde_json::from_slice(&serde_json::to_vec(&cv).unwrap()).unwrap();
+    assert_eq!(back.held_out.unwrap().slides, h.slides);
+}

@@ -77,6 +77,29 @@ pub struct FoldResult {
     /// Quadratic-weighted Cohen's kappa (labels taken in class order, as for ISUP grades).
     pub test_kappa: f64,
     pub test_slides: Vec<String>,
+    /// The fold's model on the held-out test set (labels with `split` = `test`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<HeldOutFold>,
+}
+
+/// A fold's model on the held-out test slides.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldOutFold {
+    pub report: ClassificationReport,
+    pub kappa: f64,
+}
+
+/// The held-out test set (a benchmark's official one): each fold's model on it, as mean ± sd, and
+/// the folds' models together (their class probabilities averaged).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldOut {
+    pub slides: Vec<String>,
+    pub accuracy: MeanSd,
+    pub balanced_accuracy: MeanSd,
+    pub roc_auc: MeanSd,
+    pub kappa: MeanSd,
+    pub ensemble: ClassificationReport,
+    pub ensemble_kappa: f64,
 }
 
 /// Mean and standard deviation over folds.
@@ -104,4 +127,7 @@ pub struct CrossValidation {
     pub balanced_accuracy: MeanSd,
     pub roc_auc: MeanSd,
     pub kappa: MeanSd,
+    /// The held-out test set, when the labels named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<HeldOut>,
 }

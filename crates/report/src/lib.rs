@@ -113,12 +113,24 @@ impl Run {
         let text = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
         let cv: CrossValidation = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
         let pm = |m: MeanSd| format!("{} ± {}", percent(m.mean), percent(m.sd));
-        let metrics = vec![
+        let mut metrics = vec![
             ("slide accuracy % (mean ± sd)".to_owned(), pm(cv.accuracy)),
             ("slide balanced accuracy %".to_owned(), pm(cv.balanced_accuracy)),
             ("slide ROC-AUC".to_owned(), format!("{:.4} ± {:.4}", cv.roc_auc.mean, cv.roc_auc.sd)),
             ("slide kappa (quadratic)".to_owned(), format!("{:.4} ± {:.4}", cv.kappa.mean, cv.kappa.sd)),
         ];
+        if let Some(h) = &cv.held_out {
+            let [lo, hi] = h.ensemble.accuracy_ci;
+            let e = &h.ensemble;
+            metrics.push((
+                "held-out test accuracy % (folds' models together, 95 % CI)".to_owned(),
+                format!("{} ({}–{})", percent(e.accuracy), percent(lo), percent(hi)),
+            ));
+            if let Some(auc) = e.roc_auc {
+                metrics.push(("held-out test ROC-AUC".to_owned(), format!("{auc:.4}")));
+            }
+            metrics.push(("held-out test slides".to_owned(), h.slides.len().to_string()));
+        }
         Ok(Self {
             dir: dir.to_path_buf(),
             name: dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),

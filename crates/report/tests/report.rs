@@ -190,7 +190,7 @@ fn results_written_with_the_shared_types_read_back_into_the_table() {
 
 #[test]
 fn a_slide_level_run_joins_the_table_with_its_fold_means() {
-    use patchtcga_metrics::mil::{CrossValidation, FeatureSource, FoldResult, MeanSd, MilArch, Provenance};
+    use patchtcga_metrics::mil::{CrossValidation, FeatureSource, FoldResult, HeldOut, MeanSd, MilArch, Provenance};
     let d = tempfile::tempdir().unwrap();
     let runs = d.path().join("runs");
     let pre = runs.join("simclr_r50");
@@ -210,6 +210,7 @@ fn a_slide_level_run_joins_the_table_with_its_fold_means() {
         test: patchtcga_metrics::ClassificationReport::new(&[0.9, 0.1, 0.2, 0.8], &[0, 1], 2),
         test_kappa: 1.0,
         test_slides: vec!["a".into(), "b".into()],
+        held_out: None,
     };
     let cv = CrossValidation {
         arch: MilArch::ClamSb,
@@ -225,6 +226,15 @@ fn a_slide_level_run_joins_the_table_with_its_fold_means() {
         balanced_accuracy: MeanSd { mean: 0.8, sd: 0.1 },
         roc_auc: MeanSd { mean: 0.9125, sd: 0.0312 },
         kappa: MeanSd { mean: 0.6, sd: 0.2 },
+        held_out: Some(HeldOut {
+            slides: vec!["test_001".into(), "test_002".into()],
+            accuracy: MeanSd { mean: 0.5, sd: 0.0 },
+            balanced_accuracy: MeanSd { mean: 0.5, sd: 0.0 },
+            roc_auc: MeanSd { mean: 1.0, sd: 0.0 },
+            kappa: MeanSd { mean: 0.0, sd: 0.0 },
+            ensemble: patchtcga_metrics::ClassificationReport::new(&[0.9, 0.1, 0.2, 0.8], &[0, 1], 2),
+            ensemble_kappa: 1.0,
+        }),
     };
     std::fs::create_dir_all(runs.join("mil")).unwrap();
     std::fs::write(runs.join("mil/mil_results.json"), serde_json::to_vec(&cv).unwrap()).unwrap();
@@ -241,6 +251,8 @@ fn a_slide_level_run_joins_the_table_with_its_fold_means() {
         "<td>83.33 ± 5.00</td>",
         "<td>0.9125 ± 0.0312</td>",
         "<td>0.6000 ± 0.2000</td>",
+        "<th>held-out test accuracy % (folds' models together, 95 % CI)</th>",
+        "<td>100.00 (100.00–100.00)</td>",
     ] {
         assert!(page.contains(want), "{want} missing");
     }

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod info;
 pub mod regions;
 pub mod report;
+pub mod slide_labels;
 pub mod slide_patches;
 pub mod split;
 pub mod stats;

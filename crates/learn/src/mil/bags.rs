@@ -1,6 +1,7 @@
 //! Bags of a slide-level task: one `.h5` of patch features per slide (CLAM / TRIDENT layout:
 //! `features` N × D, float32 or float16; `coords` N × 2) and a labels CSV (`slide`, `label`, and
-//! optionally `case`), checked against each other before anything trains.
+//! optionally `case`, and `split` where `test` marks a held-out test set), checked against each
+//! other before anything trains.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -10,12 +11,14 @@ use tch::Tensor;
 use crate::slide_features::{read_source, FeatureSource};
 use crate::LearnError;
 
-/// One slide: its case, its label's index, and its features (N × D, float32, on the CPU).
+/// One slide: its case, its label's index, its features (N × D, float32, on the CPU), and
+/// whether it belongs to the held-out test set (`split` = `test` in the labels).
 pub struct Bag {
     pub slide: String,
     pub case: String,
     pub label: usize,
     pub features: Tensor,
+    pub held_out: bool,
 }
 
 /// Every labelled slide's bag, the class names in index order, and how the features were made
@@ -62,6 +65,7 @@ struct Row {
     slide: String,
     case: String,
     label: String,
+    held_out: bool,
 }
 
 fn read_labels(path: &Path) -> Result<Vec<Row>, LearnError> {
@@ -73,13 +77,15 @@ fn read_labels(path: &Path) -> Result<Vec<Row>, LearnError> {
         return Err(bad("needs a `slide` (or `slide_id`) and a `label` column".into()));
     };
     let case = col("case").or(col("case_id"));
+    let split = col("split");
     let mut rows = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let r = record.map_err(|e| bad(format!("row {}: {e}", i + 2)))?;
         let get = |c: usize| r.get(c).unwrap_or("").trim().to_owned();
         let slide = get(slide);
         let case = case.map(get).filter(|c| !c.is_empty()).unwrap_or_else(|| slide.clone());
-        rows.push(Row { slide, case, label: get(label) });
+        let held_out = split.is_some_and(|c| get(c) == "test");
+        rows.push(Row { slide, case, label: get(label), held_out });
     }
     Ok(rows)
 }
@@ -124,7 +130,8 @@ pub fn load(features: &Path, labels: &Path, allow_unlabelled: bool) -> Result<Ba
     for r in &rows {
         let path: PathBuf = features.join(format!("{}.h5", r.slide));
         let f = read_features(&path)?;
-        bags.push(Bag { slide: r.slide.clone(), case: r.case.clone(), label: index[r.label.as_str()], features: f });
+        let label = index[r.label.as_str()];
+        bags.push(Bag { slide: r.slide.clone(), case: r.case.clone(), label, features: f, held_out: r.held_out });
     }
     let width = bags[0].features.size()[1];
     let other: Vec<String> = bags

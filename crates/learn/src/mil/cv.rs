@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-pub use patchtcga_metrics::mil::{CrossValidation, FoldResult, MeanSd};
+pub use patchtcga_metrics::mil::{CrossValidation, FoldResult, HeldOut, HeldOutFold, MeanSd};
 use patchtcga_metrics::ClassificationReport;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -35,7 +35,7 @@ pub struct MilOptions {
 /// Assigns cases to `k` folds, stratified by label: each class's cases shuffled (seeded) and dealt
 /// round-robin, continuing where the previous class stopped. A class with fewer cases than folds
 /// is refused.
-pub fn assign_folds(bags: &[Bag], classes: &[String], k: usize, seed: u64) -> Result<Vec<usize>, LearnError> {
+pub fn assign_folds(bags: &[&Bag], classes: &[String], k: usize, seed: u64) -> Result<Vec<usize>, LearnError> {
     let mut case_label: BTreeMap<&str, usize> = BTreeMap::new();
     for b in bags {
         let l = *case_label.entry(&b.case).or_insert(b.label);
@@ -187,33 +187,55 @@ pub fn cross_validate(
     if o.folds < 3 {
         return Err(LearnError::Config(format!("--folds {}: at least 3 (train, validation and test folds)", o.folds)));
     }
-    let fold_of = assign_folds(&data.bags, &data.classes, o.folds, o.seed)?;
+    let (held, pool): (Vec<&Bag>, Vec<&Bag>) = data.bags.iter().partition(|b| b.held_out);
+    let fold_of = assign_folds(&pool, &data.classes, o.folds, o.seed)?;
     let classes = data.classes.len();
+    let ones = Tensor::ones([classes as i64], (Kind::Float, o.device));
     let mut folds = Vec::with_capacity(o.folds);
+    let mut held_probs = Vec::new();
     for k in 0..o.folds {
         let v = (k + 1) % o.folds;
         let pick = |f: &dyn Fn(usize) -> bool| -> Vec<&Bag> {
-            data.bags.iter().zip(&fold_of).filter(|(_, &g)| f(g)).map(|(b, _)| b).collect()
+            pool.iter().zip(&fold_of).filter(|(_, &g)| f(g)).map(|(b, _)| *b).collect()
         };
         let (test, val, train) = (pick(&|g| g == k), pick(&|g| g == v), pick(&|g| g != k && g != v));
         let (model, vs, selected_epoch, val_loss) = fit(data, &train, &val, o, k)?;
-        let ones = Tensor::ones([classes as i64], (Kind::Float, o.device));
-        let (probs, _) = predict(&model, &test, &ones, o.device);
-        let labels: Vec<usize> = test.iter().map(|b| b.label).collect();
-        let report = ClassificationReport::new(&probs, &labels, classes);
-        let predicted = patchtcga_metrics::predicted(&probs, classes);
+        let (report, test_kappa) = evaluate(&model, &test, &ones, o.device, classes, &mut Vec::new());
+        let held_out = (!held.is_empty()).then(|| {
+            let (report, kappa) = evaluate(&model, &held, &ones, o.device, classes, &mut held_probs);
+            HeldOutFold { report, kappa }
+        });
         let result = FoldResult {
             fold: k,
             selected_epoch,
             val_loss,
-            test_kappa: quadratic_kappa(&labels, &predicted, classes),
+            test_kappa,
             test: report,
             test_slides: test.iter().map(|b| b.slide.clone()).collect(),
+            held_out,
         };
         on_fold(&result, &vs)?;
         folds.push(result);
     }
     let of = |f: &dyn Fn(&FoldResult) -> Option<f64>| mean_sd(&folds.iter().filter_map(f).collect::<Vec<_>>());
+    let held_out = (!held.is_empty()).then(|| {
+        let held_of = |f: &dyn Fn(&HeldOutFold) -> Option<f64>| of(&|r| r.held_out.as_ref().and_then(f));
+        let labels: Vec<usize> = held.iter().map(|b| b.label).collect();
+        // The folds' probabilities, averaged slide by slide.
+        let mean: Vec<f32> = (0..labels.len() * classes)
+            .map(|i| (0..o.folds).map(|k| held_probs[k * labels.len() * classes + i]).sum::<f32>() / o.folds as f32)
+            .collect();
+        let predicted = patchtcga_metrics::predicted(&mean, classes);
+        HeldOut {
+            slides: held.iter().map(|b| b.slide.clone()).collect(),
+            accuracy: held_of(&|h| Some(h.report.accuracy)),
+            balanced_accuracy: held_of(&|h| Some(h.report.balanced_accuracy)),
+            roc_auc: held_of(&|h| h.report.roc_auc),
+            kappa: held_of(&|h| Some(h.kappa)),
+            ensemble: ClassificationReport::new(&mean, &labels, classes),
+            ensemble_kappa: quadratic_kappa(&labels, &predicted, classes),
+        }
+    });
     Ok(CrossValidation {
         arch: o.arch,
         classes: data.classes.clone(),
@@ -224,7 +246,26 @@ pub fn cross_validate(
         roc_auc: of(&|r| r.test.roc_auc),
         kappa: of(&|r| Some(r.test_kappa)),
         folds,
+        held_out,
     })
+}
+
+/// A model's report and quadratic kappa on `bags`; their class probabilities are appended to
+/// `probs`.
+fn evaluate(
+    model: &MilNet,
+    bags: &[&Bag],
+    weights: &Tensor,
+    device: Device,
+    classes: usize,
+    probs: &mut Vec<f32>,
+) -> (ClassificationReport, f64) {
+    let (p, _) = predict(model, bags, weights, device);
+    let labels: Vec<usize> = bags.iter().map(|b| b.label).collect();
+    let predicted = patchtcga_metrics::predicted(&p, classes);
+    let report = ClassificationReport::new(&p, &labels, classes);
+    probs.extend(p);
+    (report, quadratic_kappa(&labels, &predicted, classes))
 }
 
 #[cfg(test)]

@@ -14,8 +14,7 @@ use crate::config::ImageStats;
 use crate::slide_features::provenance;
 use crate::LearnError;
 
-/// The results file of a run folder.
-pub const RESULTS: &str = "mil_results.json";
+pub use patchtcga_metrics::mil::MIL_RESULTS_FILE;
 
 /// Cross-validates `data` into the run folder `out`: each fold's parameters as it finishes
 /// (`on_fold` is told of it first), then `mil_results.json`, all written atomically.
@@ -30,7 +29,7 @@ pub fn train(
         on_fold(r);
         super::save(vs, &out.join(format!("fold_{}.safetensors", r.fold)))
     })?;
-    let path = out.join(RESULTS);
+    let path = out.join(MIL_RESULTS_FILE);
     let text = serde_json::to_vec_pretty(&cv).map_err(|e| LearnError::Config(format!("{}: {e}", path.display())))?;
     crate::engine::write_atomic(&path, &text)?;
     Ok(cv)
@@ -79,7 +78,7 @@ pub struct MilRun {
 impl MilRun {
     /// Reads `dir/mil_results.json` and builds and loads every fold's model.
     pub fn open(dir: &Path) -> Result<Self, LearnError> {
-        let path = dir.join(RESULTS);
+        let path = dir.join(MIL_RESULTS_FILE);
         let text = std::fs::read(&path).map_err(|e| {
             LearnError::Config(format!("{}: {e} (a `patchtcga mil train` run folder?)", path.display()))
         })?;

@@ -46,8 +46,9 @@ pub struct TrainArgs {
     /// A folder of `<slide>.h5` feature files (`patchtcga embed --slides`, CLAM, TRIDENT).
     #[arg(long)]
     features: PathBuf,
-    /// CSV with `slide` (the .h5 stem) and `label` columns, and `case` to keep a patient's slides
-    /// in one fold.
+    /// CSV with `slide` (the .h5 stem) and `label` columns, `case` to keep a patient's slides in
+    /// one fold, and `split` whose `test` rows are held out of the folds and tested by every
+    /// fold's model (a benchmark's official test set; `patchtcga slide-labels` writes them).
     #[arg(long)]
     labels: PathBuf,
     /// Run folder: `mil_results.json` goes there.
@@ -122,8 +123,21 @@ fn train(a: TrainArgs) -> Result<()> {
         m(cv.balanced_accuracy),
         m(cv.roc_auc),
         m(cv.kappa),
-        a.out.join(mil::run::RESULTS).display()
+        a.out.join(mil::run::MIL_RESULTS_FILE).display()
     );
+    if let Some(h) = &cv.held_out {
+        let e = &h.ensemble;
+        let auc = e.roc_auc.map_or("n/a".into(), |v| format!("{v:.3}"));
+        println!(
+            "held-out test ({} slides): each fold's model accuracy {}, ROC-AUC {}; the folds' models together: accuracy {:.3}, balanced accuracy {:.3}, ROC-AUC {auc}, kappa {:.3}",
+            h.slides.len(),
+            m(h.accuracy),
+            m(h.roc_auc),
+            e.accuracy,
+            e.balanced_accuracy,
+            h.ensemble_kappa
+        );
+    }
     Ok(())
 }
 
