@@ -173,39 +173,13 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
         let total = written.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
         progress.set_message(format!("{total} patches"));
     };
+    let job = SlideTiling { task, opts, name_ids: &name_ids, splits: &splits, records: &records, failed: &failed };
     let outcomes: Vec<Outcome> = mine
         .par_iter()
         .map(|row| {
-            let record = records.join(format!("{}.json", row.id));
-            let failure = failed.join(format!("{}.txt", row.id));
-            let outcome = if record.is_file() {
-                Outcome::Skipped
-            } else {
-                let split = splits.get(&row.case).map(String::as_str).unwrap_or("");
-                let job = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    tile_slide(task, row, &name_ids[&row.id], split, opts, &on_patches)
-                }));
-                match job {
-                    Ok(Ok(rows)) => match write_record(&record, &rows) {
-                        Ok(()) => Outcome::Built(rows.len()),
-                        Err(e) => Outcome::Failed(e.to_string()),
-                    },
-                    Ok(Err(e)) => Outcome::Failed(e.to_string()),
-                    Err(_) => {
-                        Outcome::Failed(format!("{}: internal error while tiling (please report)", row.slide.display()))
-                    }
-                }
-            };
-            match &outcome {
-                Outcome::Failed(msg) => {
-                    progress.println(format!("failed: {msg}"));
-                    if let Err(e) = atomic::write(&failure, msg.as_bytes()) {
-                        progress.println(format!("failed: {e}"));
-                    }
-                }
-                _ => {
-                    let _ = std::fs::remove_file(&failure);
-                }
+            let outcome = job.settle(row, &on_patches);
+            if let Outcome::Failed(msg) = &outcome {
+                progress.println(format!("failed: {msg}"));
             }
             progress.inc(1);
             outcome
@@ -229,20 +203,70 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
             !records.join(format!("{}.json", r.id)).is_file() && !failed.join(format!("{}.txt", r.id)).is_file()
         })
         .count();
-    if report.pending > 0 {
-        return Ok(report);
+    if report.pending == 0 {
+        report.total_patches = write_dataset_manifest(&opts.out, &records)?;
     }
+    Ok(report)
+}
+
+/// What every slide of a build shares: the task, options, names, splits and bookkeeping folders.
+struct SlideTiling<'a> {
+    task: &'a Task,
+    opts: &'a BuildOptions,
+    name_ids: &'a HashMap<String, String>,
+    splits: &'a HashMap<String, String>,
+    records: &'a Path,
+    failed: &'a Path,
+}
+
+impl SlideTiling<'_> {
+    /// Tiles `row` unless an earlier run recorded it, then records it (or marks it failed, for
+    /// other ranks to see it settled).
+    fn settle(&self, row: &SlideRow, on_patches: &(dyn Fn(usize) + Sync)) -> Outcome {
+        let record = self.records.join(format!("{}.json", row.id));
+        let failure = self.failed.join(format!("{}.txt", row.id));
+        if record.is_file() {
+            let _ = std::fs::remove_file(&failure);
+            return Outcome::Skipped;
+        }
+        let split = self.splits.get(&row.case).map(String::as_str).unwrap_or("");
+        let job = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tile_slide(self.task, row, &self.name_ids[&row.id], split, self.opts, on_patches)
+        }));
+        let outcome = match job {
+            Ok(Ok(rows)) => match write_record(&record, &rows) {
+                Ok(()) => Outcome::Built(rows.len()),
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
+            Ok(Err(e)) => Outcome::Failed(e.to_string()),
+            Err(_) => Outcome::Failed(format!("{}: internal error while tiling (please report)", row.slide.display())),
+        };
+        match &outcome {
+            Outcome::Failed(msg) => {
+                if let Err(e) = atomic::write(&failure, msg.as_bytes()) {
+                    return Outcome::Failed(format!("{msg}; and {e}"));
+                }
+            }
+            _ => {
+                let _ = std::fs::remove_file(&failure);
+            }
+        }
+        outcome
+    }
+}
+
+/// Writes `manifest.csv` and `MD5SUMS` from every slide's record; returns the patch count.
+fn write_dataset_manifest(out: &Path, records: &Path) -> Result<usize> {
     let mut all = Vec::new();
-    for e in std::fs::read_dir(&records).map_err(DatasetError::io(&records))? {
-        let p = e.map_err(DatasetError::io(&records))?.path();
+    for e in std::fs::read_dir(records).map_err(DatasetError::io(records))? {
+        let p = e.map_err(DatasetError::io(records))?.path();
         if p.extension().is_some_and(|x| x == "json") {
             all.extend(read_manifest_json(&p)?);
         }
     }
     all.sort_by(|a, b| a.file.cmp(&b.file));
-    report.total_patches = all.len();
-    write_manifest(&opts.out, &all)?;
-    Ok(report)
+    write_manifest(out, &all)?;
+    Ok(all.len())
 }
 
 /// The id each slide's patch names carry ([`name_id`]), for the slides of the list and those an
