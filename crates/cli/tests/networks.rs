@@ -1064,7 +1064,8 @@ fn infer_mil_embeds_a_slide_as_the_runs_features_were_and_predicts_it() {
     let embed = ["embed", "--arch", "resnet18", "--image-size", "32", "--mpp", "4.0", "--weights"];
     patchtcga().args(embed).arg(&weights).arg("--slides").arg(&csv).arg("--out").arg(&feats).assert().success();
     let run = dir.path().join("run");
-    let train = ["mil", "train", "--folds", "3", "--epochs", "2", "--features"];
+    let train =
+        ["mil", "train", "--model", "clam-sb", "--inst-loss", "svm", "--folds", "3", "--epochs", "2", "--features"];
     patchtcga().args(train).arg(&feats).arg("--labels").arg(&labels).arg("--out").arg(&run).assert().success();
 
     let heat = dir.path().join("heat.png");

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use patchtcga_learn::mil::{self, Abmil, AbmilConfig, InstanceLoss, MilArch, MilNet, MilOptions};
+use patchtcga_learn::mil::{self, Abmil, AbmilConfig, InstanceCriterion, InstanceLoss, MilArch, MilNet, MilOptions};
 use patchtcga_learn::slide_features::{write_h5, Provenance, SlideEmbedding, SlideFeatures};
 use patchtcga_slide::PatchGeometry;
 use patchtcga_testkit::det_values;
@@ -68,10 +68,17 @@ fn clam_sb_instance_and_total_loss_match_the_pytorch_reference() {
     let (d, n, c) = (g["input"].as_i64().unwrap(), g["instances"].as_i64().unwrap(), g["classes"].as_i64().unwrap());
     let label = g["label"].as_i64().unwrap();
     let weight = Tensor::from_slice(&floats(&g["class_weights"])).get(label);
-    for (key, subtyping) in [("subtyping", true), ("binary", false)] {
+    let cases = [("", InstanceCriterion::CrossEntropy), ("_svm", InstanceCriterion::SmoothSvm)];
+    for ((key, subtyping), (loss, criterion)) in
+        [("subtyping", true), ("binary", false)].into_iter().flat_map(|k| cases.map(|c| (k, c)))
+    {
         let vs = nn::VarStore::new(Device::Cpu);
-        let instance =
-            InstanceLoss { k: g["k"].as_i64().unwrap(), bag_weight: g["bag_weight"].as_f64().unwrap(), subtyping };
+        let instance = InstanceLoss {
+            k: g["k"].as_i64().unwrap(),
+            bag_weight: g["bag_weight"].as_f64().unwrap(),
+            subtyping,
+            criterion,
+        };
         let config = AbmilConfig { instance: Some(instance), ..AbmilConfig::small(MilArch::ClamSb, d, c) };
         let model = Abmil::new(&vs.root(), config);
         fill_det(&vs, g["attention_c_scale"].as_f64().unwrap());
@@ -81,13 +88,15 @@ fn clam_sb_instance_and_total_loss_match_the_pytorch_reference() {
         let inst = model.instance_loss(&out, label, instance).double_value(&[]);
         let total = model.loss(&out, label, &weight).double_value(&[]);
         let want = |k: &str| g[format!("{k}_{key}")].as_f64().unwrap();
-        assert!(
-            (inst - want("instance_loss")).abs() < 1e-5,
-            "{key}: instance loss {inst} vs {}",
-            want("instance_loss")
-        );
-        assert!((total - want("clam_sb_loss")).abs() < 1e-5, "{key}: loss {total} vs {}", want("clam_sb_loss"));
+        let (want_inst, want_total) = (want(&format!("instance{loss}_loss")), want(&format!("clam_sb{loss}_loss")));
+        assert!((inst - want_inst).abs() < 1e-5, "{key}{loss}: instance loss {inst} vs {want_inst}");
+        assert!((total - want_total).abs() < 1e-5, "{key}{loss}: loss {total} vs {want_total}");
     }
+    // The SVM alone, on scores that take its smooth and its hard branch.
+    let scores = Tensor::from_slice(&floats(&g["svm_scores"])).reshape([-1, 2]).to_kind(Kind::Double);
+    let labels: Vec<i64> = g["svm_labels"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let svm = InstanceCriterion::SmoothSvm.loss(&scores, &Tensor::from_slice(&labels)).double_value(&[]);
+    assert!((svm - g["svm_loss"].as_f64().unwrap()).abs() < 1e-6, "SVM {svm} vs {}", g["svm_loss"]);
 }
 
 #[test]
@@ -168,6 +177,7 @@ fn synthetic(dir: &Path) -> (PathBuf, PathBuf) {
 fn options() -> MilOptions {
     MilOptions {
         arch: MilArch::Abmil,
+        instance_criterion: InstanceCriterion::CrossEntropy,
         folds: 5,
         epochs: 20,
         lr: 1e-3,

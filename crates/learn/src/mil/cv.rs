@@ -12,7 +12,7 @@ use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 use super::bags::{Bag, Bags};
-use super::model::{bag_loss, MilArch, MilNet};
+use super::model::{bag_loss, InstanceCriterion, MilArch, MilNet};
 use crate::config::Optim;
 use crate::optim::{Optimizer, Rule};
 use crate::LearnError;
@@ -22,6 +22,8 @@ use crate::LearnError;
 pub struct MilOptions {
     /// The network (ABMIL, CLAM-SB or TransMIL).
     pub arch: MilArch,
+    /// CLAM-SB's instance classifiers' loss.
+    pub instance_criterion: InstanceCriterion,
     pub folds: usize,
     pub epochs: usize,
     pub lr: f64,
@@ -143,7 +145,7 @@ pub fn fit(
     tch::manual_seed(o.seed.wrapping_add(fold as u64 * 1000 + 17) as i64);
     let classes = data.classes.len();
     let vs = nn::VarStore::new(o.device);
-    let model = MilNet::new(&vs.root(), o.arch, data.width, classes as i64);
+    let model = MilNet::new(&vs.root(), o.arch, data.width, classes as i64).instance_criterion(o.instance_criterion);
     let mut opt =
         Optimizer::new(Rule::new(Optim::Adam, 0.9, [0.9, 0.999]), o.weight_decay, vs.variables().into_iter().collect());
     let weights = class_weights(train, classes, o.class_weights).to_device(o.device);

@@ -10,7 +10,7 @@ pub mod transmil;
 
 pub use bags::{load, Bag, Bags};
 pub use cv::{cross_validate, CrossValidation, FoldResult, MilOptions};
-pub use model::{bag_loss, Abmil, AbmilConfig, BagOutput, InstanceLoss, MilArch, MilNet};
+pub use model::{bag_loss, Abmil, AbmilConfig, BagOutput, InstanceCriterion, InstanceLoss, MilArch, MilNet};
 pub use run::{MilRun, SlidePrediction};
 
 /// Writes a fold's model parameters (safetensors, CLAM's names), atomically.

@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 
 /// CLAM's instance-clustering loss: per class, the `k` most attended instances are that class's
 /// positives (for the bag's class) or negatives (for the others, when `subtyping`), the `k` least
-/// attended the bag class's negatives; cross-entropy of a 2-way instance classifier on them.
+/// attended the bag class's negatives; a 2-way instance classifier's loss on them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InstanceLoss {
     /// Instances taken from each end of the attention (CLAM's `k_sample`, 8; at most the bag's).
@@ -20,6 +20,65 @@ pub struct InstanceLoss {
     /// Classes are mutually exclusive subtypes: out-of-class instance losses too, averaged over
     /// classes (CLAM's `subtyping`; taken for more than two classes).
     pub subtyping: bool,
+    /// The instance classifiers' loss (CLAM's `--inst_loss`).
+    pub criterion: InstanceCriterion,
+}
+
+/// The loss of CLAM's instance classifiers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InstanceCriterion {
+    /// Cross-entropy (CLAM's default).
+    #[default]
+    CrossEntropy,
+    /// The smooth top-1 SVM (Berrada et al. 2018; CLAM's `--inst_loss svm`): margin 1,
+    /// temperature 1, mean over instances; an instance whose two best scores lie at least
+    /// log 1000 apart takes the hard top-1 SVM, the smooth loss's numerically safe limit.
+    SmoothSvm,
+}
+
+impl std::str::FromStr for InstanceCriterion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ce" => Ok(Self::CrossEntropy),
+            "svm" => Ok(Self::SmoothSvm),
+            _ => Err(format!("{s:?}: ce or svm")),
+        }
+    }
+}
+
+impl std::fmt::Display for InstanceCriterion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::CrossEntropy => "ce",
+            Self::SmoothSvm => "svm",
+        })
+    }
+}
+
+impl InstanceCriterion {
+    /// The mean loss of scores (N, C) for labels (N).
+    pub fn loss(self, scores: &Tensor, labels: &Tensor) -> Tensor {
+        match self {
+            Self::CrossEntropy => scores.cross_entropy_for_logits(labels),
+            Self::SmoothSvm => smooth_top1_svm(scores, labels),
+        }
+    }
+}
+
+/// The smooth top-1 SVM of [`InstanceCriterion::SmoothSvm`], margin and temperature 1.
+fn smooth_top1_svm(scores: &Tensor, labels: &Tensor) -> Tensor {
+    let (alpha, tau) = (1.0, 1.0);
+    let classes = scores.size()[1];
+    let (top2, _) = scores.topk(2, 1, true, true);
+    let hard = (top2.select(1, 0) - top2.select(1, 1)).ge(tau * 1000f64.ln());
+    let own = scores.gather(1, &labels.unsqueeze(1), false).squeeze_dim(1);
+    let margin = (labels.one_hot(classes).to_kind(scores.kind()) * -1.0 + 1.0) * alpha;
+    let shifted = scores + margin;
+    let smooth = (&shifted / tau).logsumexp([1], false) * tau - &own;
+    let (max, _) = shifted.max_dim(1, false);
+    (max - &own).where_self(&hard, &smooth).mean(scores.kind())
 }
 
 /// Widths of an ABMIL network.
@@ -42,8 +101,12 @@ impl AbmilConfig {
     /// CLAM's "small" sizes for `input`-wide features and `classes` classes, and for CLAM-SB
     /// its instance loss (k 8, bag weight 0.7, subtyping for more than two classes).
     pub fn small(arch: MilArch, input: i64, classes: i64) -> Self {
-        let instance =
-            (arch == MilArch::ClamSb).then_some(InstanceLoss { k: 8, bag_weight: 0.7, subtyping: classes > 2 });
+        let instance = (arch == MilArch::ClamSb).then_some(InstanceLoss {
+            k: 8,
+            bag_weight: 0.7,
+            subtyping: classes > 2,
+            criterion: InstanceCriterion::default(),
+        });
         Self { input, hidden: 512, attention: 256, classes, dropout: 0.25, instance }
     }
 }
@@ -133,7 +196,7 @@ impl Abmil {
                 } else {
                     return None;
                 };
-                Some(classifier.forward(&instances).cross_entropy_for_logits(&y))
+                Some(i.criterion.loss(&classifier.forward(&instances), &y))
             })
             .collect();
         let total = Tensor::stack(&losses, 0).sum(Kind::Float);
@@ -170,6 +233,17 @@ impl MilNet {
             MilArch::TransMil => Self::TransMil(Box::new(super::transmil::TransMil::new(p, input, classes))),
             _ => Self::Attention(Abmil::new(p, AbmilConfig::small(arch, input, classes))),
         }
+    }
+
+    /// The network with `criterion` as its instance classifiers' loss (CLAM-SB; the others have
+    /// none).
+    pub fn instance_criterion(mut self, criterion: InstanceCriterion) -> Self {
+        if let Self::Attention(m) = &mut self {
+            if let Some(i) = &mut m.config.instance {
+                i.criterion = criterion;
+            }
+        }
+        self
     }
 
     /// A bag's (1, C) logits, and the attention over its instances where the network pools by

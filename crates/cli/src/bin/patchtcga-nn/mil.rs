@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use patchtcga_cli::commands::SlideArgs;
 use patchtcga_learn::config::DeviceChoice;
 use patchtcga_learn::engine::device;
-use patchtcga_learn::mil::{self, MilArch, MilOptions, MilRun};
+use patchtcga_learn::mil::{self, InstanceCriterion, MilArch, MilOptions, MilRun};
 use patchtcga_slide::Slide;
 
 /// `patchtcga mil …`.
@@ -59,6 +59,10 @@ pub struct TrainArgs {
     /// Transformer with PPEG).
     #[arg(long, default_value_t = MilArch::Abmil)]
     model: MilArch,
+    /// CLAM-SB's instance classifiers' loss: ce (cross-entropy) or svm (the smooth top-1 SVM,
+    /// CLAM's `--inst_loss svm`).
+    #[arg(long, default_value_t = InstanceCriterion::CrossEntropy)]
+    inst_loss: InstanceCriterion,
     #[arg(long, default_value_t = 5)]
     folds: usize,
     #[arg(long, default_value_t = 20)]
@@ -100,6 +104,7 @@ fn train(a: TrainArgs) -> Result<()> {
     );
     let options = MilOptions {
         arch: a.model,
+        instance_criterion: a.inst_loss,
         folds: a.folds,
         epochs: a.epochs,
         lr: a.lr,
