@@ -12,6 +12,10 @@ use rand::{Rng, SeedableRng};
 use tch::nn;
 use tch::{Device, Kind, Tensor};
 
+/// LibTorch's random generator is process-wide: the tests that train take turns (a resumed run
+/// must end exactly as an uninterrupted one).
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn golden() -> serde_json::Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mil.json");
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
@@ -43,6 +47,7 @@ fn fill_det(vs: &nn::VarStore, attention_scale: f64) {
 
 #[test]
 fn abmil_forward_and_loss_match_the_pytorch_reference() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let g = golden();
     let (d, n, c) = (g["input"].as_i64().unwrap(), g["instances"].as_i64().unwrap(), g["classes"].as_i64().unwrap());
     let vs = nn::VarStore::new(Device::Cpu);
@@ -64,6 +69,7 @@ fn abmil_forward_and_loss_match_the_pytorch_reference() {
 
 #[test]
 fn clam_sb_instance_and_total_loss_match_the_pytorch_reference() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let g = golden();
     let (d, n, c) = (g["input"].as_i64().unwrap(), g["instances"].as_i64().unwrap(), g["classes"].as_i64().unwrap());
     let label = g["label"].as_i64().unwrap();
@@ -101,6 +107,7 @@ fn clam_sb_instance_and_total_loss_match_the_pytorch_reference() {
 
 #[test]
 fn transmil_forward_matches_the_pytorch_reference() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transmil.json");
     let g: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
     let (d, c) = (g["input"].as_i64().unwrap(), g["classes"].as_i64().unwrap());
@@ -190,6 +197,7 @@ fn options() -> MilOptions {
 
 #[test]
 fn abmil_clam_sb_and_transmil_learn_a_planted_signal() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(2);
     let dir = tempfile::tempdir().unwrap();
     let (feats, labels) = synthetic(dir.path());
@@ -199,10 +207,15 @@ fn abmil_clam_sb_and_transmil_learn_a_planted_signal() {
         (120, vec!["normal".to_string(), "tumor".into()], 16)
     );
     let mut seen = 0;
-    let cv = mil::cross_validate(&data, &options(), |_, _| {
-        seen += 1;
-        Ok(())
-    })
+    let cv = mil::cross_validate(
+        &data,
+        &options(),
+        |_| None,
+        |_, _| {
+            seen += 1;
+            Ok(())
+        },
+    )
     .unwrap();
     assert_eq!((seen, cv.folds.len()), (5, 5));
     let tested: usize = cv.folds.iter().map(|f| f.test.samples).sum();
@@ -233,6 +246,7 @@ fn abmil_clam_sb_and_transmil_learn_a_planted_signal() {
 
 #[test]
 fn bad_input_gets_one_message_naming_the_file() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (feats, labels) = synthetic(dir.path());
     let err = |feats: &Path, labels: &Path| match mil::load(feats, labels, false) {
@@ -261,7 +275,7 @@ fn bad_input_gets_one_message_naming_the_file() {
     // A class with fewer cases than folds.
     let (feats, labels) = synthetic(&dir.path().join("again"));
     let data = mil::load(&feats, &labels, false).unwrap();
-    let e = match mil::cross_validate(&data, &MilOptions { folds: 40, ..options() }, |_, _| Ok(())) {
+    let e = match mil::cross_validate(&data, &MilOptions { folds: 40, ..options() }, |_| None, |_, _| Ok(())) {
         Ok(_) => panic!("accepted"),
         Err(e) => e.to_string(),
     };
@@ -270,6 +284,7 @@ fn bad_input_gets_one_message_naming_the_file() {
 
 #[test]
 fn a_held_out_test_split_stays_out_of_the_folds_and_is_tested_by_every_fold() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(2);
     let dir = tempfile::tempdir().unwrap();
     let (feats, labels) = synthetic(dir.path());
@@ -284,7 +299,7 @@ fn a_held_out_test_split_stays_out_of_the_folds_and_is_tested_by_every_fold() {
     let data = mil::load(&feats, &labels, false).unwrap();
     assert_eq!(data.bags.iter().filter(|b| b.held_out).count(), 20);
     let o = MilOptions { folds: 4, epochs: 10, ..options() };
-    let cv = mil::cross_validate(&data, &o, |_, _| Ok(())).unwrap();
+    let cv = mil::cross_validate(&data, &o, |_| None, |_, _| Ok(())).unwrap();
     let tested: usize = cv.folds.iter().map(|f| f.test.samples).sum();
     assert_eq!(tested, 100, "the folds test only the other 100 slides");
     assert!(cv.folds.iter().all(|f| f.test_slides.iter().all(|s| s.as_str() < "slide100")));
@@ -296,4 +311,28 @@ fn a_held_out_test_split_stays_out_of_the_folds_and_is_tested_by_every_fold() {
     // Written and read back through the shared types.
     let back: mil::CrossValidation = serde_json::from_slice(&serde_json::to_vec(&cv).unwrap()).unwrap();
     assert_eq!(back.held_out.unwrap().slides, h.slides);
+}
+
+#[test]
+fn a_run_cut_after_some_folds_resumes_to_the_uninterrupted_result() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(2);
+    let dir = tempfile::tempdir().unwrap();
+    let (feats, labels) = synthetic(dir.path());
+    let data = mil::load(&feats, &labels, false).unwrap();
+    let o = MilOptions { folds: 3, epochs: 2, ..options() };
+    let (whole, cut) = (dir.path().join("whole"), dir.path().join("cut"));
+    mil::run::train(&data, &o, &whole, |_| {}).unwrap();
+    mil::run::train(&data, &o, &cut, |_| {}).unwrap();
+    // A run stopped during its last fold: that fold's result and the final results never written.
+    std::fs::remove_file(cut.join("fold_2.json")).unwrap();
+    std::fs::remove_file(cut.join("mil_results.json")).unwrap();
+    let mut trained = Vec::new();
+    mil::run::train(&data, &o, &cut, |r| trained.push(r.fold)).unwrap();
+    assert_eq!(trained, [2], "only the unfinished fold trains again");
+    let read = |d: &Path| std::fs::read_to_string(d.join("mil_results.json")).unwrap();
+    assert_eq!(read(&cut), read(&whole));
+    // Other settings into the same folder are refused, naming them.
+    let e = mil::run::train(&data, &MilOptions { epochs: 3, ..o.clone() }, &cut, |_| {}).unwrap_err().to_string();
+    assert!(e.contains("mil_settings.json") && e.contains("epochs"), "{e}");
 }

@@ -87,6 +87,9 @@ pub struct FoldResult {
 pub struct HeldOutFold {
     pub report: ClassificationReport,
     pub kappa: f64,
+    /// Class probabilities, slide by slide in the held-out order (N × C, row-major).
+    #[serde(default)]
+    pub probabilities: Vec<f32>,
 }
 
 /// The held-out test set (a benchmark's official one): each fold's model on it, as mean ± sd, and

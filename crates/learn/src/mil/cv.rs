@@ -180,10 +180,13 @@ pub fn fit(
 }
 
 /// Runs the k-fold cross-validation; `on_fold` is handed each finished fold with its model's
-/// parameters (to report and save them).
+/// parameters (to report and save them). `done` gives the result of a fold an earlier run
+/// finished, which is then taken as it is (folds are seeded apart, so a resumed run ends as an
+/// uninterrupted one).
 pub fn cross_validate(
     data: &Bags,
     o: &MilOptions,
+    done: impl Fn(usize) -> Option<FoldResult>,
     mut on_fold: impl FnMut(&FoldResult, &nn::VarStore) -> Result<(), LearnError>,
 ) -> Result<CrossValidation, LearnError> {
     if o.folds < 3 {
@@ -196,6 +199,11 @@ pub fn cross_validate(
     let mut folds = Vec::with_capacity(o.folds);
     let mut held_probs = Vec::new();
     for k in 0..o.folds {
+        if let Some(r) = done(k) {
+            held_probs.extend(r.held_out.iter().flat_map(|h| h.probabilities.iter().copied()));
+            folds.push(r);
+            continue;
+        }
         let v = (k + 1) % o.folds;
         let pick = |f: &dyn Fn(usize) -> bool| -> Vec<&Bag> {
             pool.iter().zip(&fold_of).filter(|(_, &g)| f(g)).map(|(b, _)| *b).collect()
@@ -204,8 +212,10 @@ pub fn cross_validate(
         let (model, vs, selected_epoch, val_loss) = fit(data, &train, &val, o, k)?;
         let (report, test_kappa) = evaluate(&model, &test, &ones, o.device, classes, &mut Vec::new());
         let held_out = (!held.is_empty()).then(|| {
-            let (report, kappa) = evaluate(&model, &held, &ones, o.device, classes, &mut held_probs);
-            HeldOutFold { report, kappa }
+            let mut probabilities = Vec::new();
+            let (report, kappa) = evaluate(&model, &held, &ones, o.device, classes, &mut probabilities);
+            held_probs.extend(&probabilities);
+            HeldOutFold { report, kappa, probabilities }
         });
         let result = FoldResult {
             fold: k,

@@ -16,8 +16,11 @@ use crate::LearnError;
 
 pub use patchtcga_metrics::mil::MIL_RESULTS_FILE;
 
-/// Cross-validates `data` into the run folder `out`: each fold's parameters as it finishes
-/// (`on_fold` is told of it first), then `mil_results.json`, all written atomically.
+/// Cross-validates `data` into the run folder `out`: each fold's parameters and result as it
+/// finishes (`fold_<k>.safetensors`, `fold_<k>.json`; `on_fold` is told of it first), then
+/// `mil_results.json`, all written atomically. Resumable: a run folder whose `mil_settings.json`
+/// records the same settings and slides keeps the folds it finished; one with other settings is
+/// refused.
 pub fn train(
     data: &Bags,
     options: &MilOptions,
@@ -25,14 +28,69 @@ pub fn train(
     mut on_fold: impl FnMut(&FoldResult),
 ) -> Result<CrossValidation, LearnError> {
     std::fs::create_dir_all(out).map_err(|e| LearnError::io(out, e))?;
-    let cv = cross_validate(data, options, |r, vs| {
+    check_settings(&out.join(SETTINGS), &settings(data, options))?;
+    let fold_file = |k: usize, ext: &str| out.join(format!("fold_{k}.{ext}"));
+    let done = |k: usize| {
+        let model = fold_file(k, "safetensors").is_file();
+        let result = std::fs::read(fold_file(k, "json")).ok()?;
+        serde_json::from_slice::<FoldResult>(&result).ok().filter(|_| model)
+    };
+    let cv = cross_validate(data, options, done, |r, vs| {
         on_fold(r);
-        super::save(vs, &out.join(format!("fold_{}.safetensors", r.fold)))
+        super::save(vs, &fold_file(r.fold, "safetensors"))?;
+        let text = serde_json::to_vec_pretty(r).map_err(|e| LearnError::Config(e.to_string()))?;
+        crate::engine::write_atomic(&fold_file(r.fold, "json"), &text)
     })?;
     let path = out.join(MIL_RESULTS_FILE);
     let text = serde_json::to_vec_pretty(&cv).map_err(|e| LearnError::Config(format!("{}: {e}", path.display())))?;
     crate::engine::write_atomic(&path, &text)?;
     Ok(cv)
+}
+
+/// The record of what a run trains on and how, which a resumed run must match.
+const SETTINGS: &str = "mil_settings.json";
+
+fn settings(data: &Bags, o: &MilOptions) -> serde_json::Value {
+    let slides: Vec<(&str, &str, &str, bool)> = data
+        .bags
+        .iter()
+        .map(|b| (b.slide.as_str(), b.case.as_str(), data.classes[b.label].as_str(), b.held_out))
+        .collect();
+    serde_json::json!({
+        "arch": o.arch.to_string(), "instance_loss": o.instance_criterion.to_string(), "folds": o.folds,
+        "epochs": o.epochs, "lr": o.lr, "weight_decay": o.weight_decay, "seed": o.seed,
+        "class_weights": o.class_weights, "width": data.width, "slides": slides,
+    })
+}
+
+/// Writes `path` with `settings`, or checks that the run already there has the same.
+fn check_settings(path: &Path, settings: &serde_json::Value) -> Result<(), LearnError> {
+    match std::fs::read(path) {
+        Ok(text) => {
+            let earlier: serde_json::Value =
+                serde_json::from_slice(&text).map_err(|e| LearnError::Config(format!("{}: {e}", path.display())))?;
+            let differ: Vec<&str> = settings
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, v)| earlier.get(k.as_str()) != Some(v))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            if differ.is_empty() {
+                Ok(())
+            } else {
+                Err(LearnError::Config(format!(
+                    "{}: the run folder holds a run with other {} (resume it with the same, or train into a new --out)",
+                    path.display(),
+                    differ.join(", ")
+                )))
+            }
+        }
+        Err(_) => {
+            let text = serde_json::to_vec_pretty(settings).map_err(|e| LearnError::Config(e.to_string()))?;
+            crate::engine::write_atomic(path, &text)
+        }
+    }
 }
 
 /// A slide's prediction by a run: the folds' class probabilities averaged, and their attention

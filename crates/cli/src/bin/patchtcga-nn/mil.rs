@@ -51,7 +51,8 @@ pub struct TrainArgs {
     /// fold's model (a benchmark's official test set; `patchtcga slide-labels` writes them).
     #[arg(long)]
     labels: PathBuf,
-    /// Run folder: `mil_results.json` goes there.
+    /// Run folder: `mil_results.json` goes there, each fold's model and result as it finishes; a
+    /// run stopped part-way resumes from its finished folds when run again with the same settings.
     #[arg(long)]
     out: PathBuf,
     /// The network: abmil (gated attention), clam-sb (plus CLAM's instance-clustering loss: k 8,
@@ -113,13 +114,18 @@ fn train(a: TrainArgs) -> Result<()> {
         class_weights: !a.no_class_weights,
         device: device(a.device)?,
     };
+    let mut trained = 0;
     let cv = mil::run::train(&data, &options, &a.out, |r| {
+        trained += 1;
         let auc = r.test.roc_auc.map_or("n/a".into(), |v| format!("{v:.3}"));
         println!(
             "fold {}: epoch {} selected (val loss {:.4}); test on {} slides: accuracy {:.3}, balanced accuracy {:.3}, ROC-AUC {auc}, kappa {:.3}",
             r.fold, r.selected_epoch, r.val_loss, r.test.samples, r.test.accuracy, r.test.balanced_accuracy, r.test_kappa
         );
     })?;
+    if trained < cv.folds.len() {
+        println!("{} fold(s) kept from an earlier run of the same settings", cv.folds.len() - trained);
+    }
     let m = |x: mil::cv::MeanSd| format!("{:.3} ± {:.3}", x.mean, x.sd);
     println!(
         "{} folds: accuracy {}, balanced accuracy {}, ROC-AUC {}, kappa {} → {}",
