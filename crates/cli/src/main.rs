@@ -77,7 +77,7 @@ enum Command {
     #[command(disable_help_flag = true)]
     Probe(Network),
     /// Slide a fine-tuned classifier over a whole slide's tissue: a probability heat map over the
-    /// thumbnail, and the raw map.
+    /// thumbnail, and the raw map; or (`--mil RUN`) a slide-level run's prediction and attention.
     #[command(disable_help_flag = true)]
     Infer(Network),
     /// Backbone features of a folder of patches (.npy), or of slides' tissue grids (one .h5 per
@@ -87,8 +87,8 @@ enum Command {
     /// Write a backbone's weights for PyTorch (.pth or .safetensors, torchvision / timm names).
     #[command(disable_help_flag = true)]
     Export(Network),
-    /// Slide-level multiple-instance learning on patch features (`mil train`: ABMIL, k-fold
-    /// cross-validation by case).
+    /// Slide-level multiple-instance learning on patch features: `mil train` (ABMIL, CLAM-SB or
+    /// TransMIL, k-fold cross-validation by case), `mil heatmap` (a slide's attention).
     #[command(disable_help_flag = true)]
     Mil(Network),
 }

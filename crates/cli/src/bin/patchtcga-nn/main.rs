@@ -44,14 +44,15 @@ enum Command {
     /// Logistic-regression probe and k-NN classifier on embedded splits (from `embed`).
     Probe(probe::ProbeArgs),
     /// Slide a fine-tuned classifier over a whole slide's tissue: a probability heat map over the
-    /// thumbnail, and the raw map.
+    /// thumbnail, and the raw map; or (`--mil RUN`) a slide-level run's prediction and attention.
     Infer(infer::InferArgs),
     /// Backbone features of a folder of patches (.npy), or of slides' tissue grids (one .h5 per
     /// slide, CLAM / TRIDENT layout).
     Embed(embed::EmbedArgs),
     /// Write a backbone's weights for PyTorch (.pth or .safetensors, torchvision / timm names).
     Export(export::ExportArgs),
-    /// Slide-level multiple-instance learning on patch features: `mil train …`.
+    /// Slide-level multiple-instance learning on patch features: `mil train` (ABMIL, CLAM-SB or
+    /// TransMIL, k-fold cross-validation by case), `mil heatmap` (a slide's attention).
     Mil {
         #[command(subcommand)]
         what: mil::MilWhat,
