@@ -30,7 +30,9 @@ pub fn best_epoch(run: &Path, checkpoints: &Path, key: &str) -> Result<Option<us
         .filter(|e| checkpoints.join(format!("epoch_{e:04}")).join("model.safetensors").exists())
         .collect();
     // The epoch-end validation of epoch K is the first one logged with epoch = K.
-    let score = |k: usize| entries.iter().filter(|e| e.epoch() == k).find_map(|e| e.get(key));
+    // The epoch and `key`'s value of each entry that has it, found once.
+    let scored_entries: Vec<(usize, f64)> = entries.iter().filter_map(|e| Some((e.epoch(), e.get(key)?))).collect();
+    let score = |k: usize| scored_entries.iter().find(|(e, _)| *e == k).map(|(_, v)| *v);
     let scored: Vec<(usize, f64)> = saved.iter().filter_map(|&k| score(k).map(|s| (k, s))).collect();
     Ok(match scored.iter().copied().reduce(|best, x| if x.1 > best.1 { x } else { best }) {
         Some((k, _)) => Some(k),

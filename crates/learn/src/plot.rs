@@ -1,6 +1,7 @@
 //! PNG pictures of a run: curves of its metrics log (loss, learning rate, accuracy against
 //! updates) and confusion matrices.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Once;
 
@@ -16,9 +17,14 @@ type Series = (String, Vec<(f64, f64)>);
 /// Redraws `loss.png`, `lr.png` and (when logged) `accuracy.png` in `out` from the metrics log of
 /// the run folder `run`.
 pub fn curves(run: &Path, out: &Path) -> Result<(), LearnError> {
-    let entries = read_log(run).map_err(LearnError::Config)?;
+    // Each entry's figures, found once.
+    let entries: Vec<(f64, BTreeMap<String, f64>)> = read_log(run)
+        .map_err(LearnError::Config)?
+        .iter()
+        .map(|e| (e.update() as f64, e.scalars().into_iter().collect()))
+        .collect();
     let series = |key: &str| -> Series {
-        let pts = entries.iter().filter_map(|e| Some((e.update() as f64, e.get(key)?))).collect();
+        let pts = entries.iter().filter_map(|(u, figures)| Some((*u, *figures.get(key)?))).collect();
         (key.to_owned(), pts)
     };
     std::fs::create_dir_all(out).map_err(|e| LearnError::io(out, e))?;
