@@ -147,7 +147,7 @@ impl TiffSlide {
         assert!(l.scales().contains(&eighths), "scale {eighths}/8 is not one of level {level}'s");
         let (tw, th) = ((l.tile_width * eighths / 8) as i64, (l.tile_height * eighths / 8) as i64);
         let (lw, lh) = ((l.width * eighths).div_ceil(8) as i64, (l.height * eighths).div_ceil(8) as i64);
-        let mut out = RgbImage::from_pixel(w, h, image::Rgb(outside));
+        let mut out = filled(w, h, outside);
         let (x0, y0) = (x.max(0), y.max(0));
         let (x1, y1) = ((x + w as i64).min(lw), (y + h as i64).min(lh));
         for row in (y0 / th)..(y1 + th - 1) / th {
@@ -185,6 +185,17 @@ impl TiffSlide {
                 l.codec.decode(&data, l.tile_width, l.tile_height, eighths).map_err(tile_error)
             })
             .map(Some)
+    }
+}
+
+/// A `w`×`h` image of one colour; grey (white, black: what regions are filled with) by one
+/// `memset` rather than pixel by pixel.
+fn filled(w: u32, h: u32, colour: [u8; 3]) -> RgbImage {
+    if colour[0] == colour[1] && colour[1] == colour[2] {
+        let raw = vec![colour[0]; w as usize * h as usize * 3];
+        RgbImage::from_raw(w, h, raw).expect("sized from the image")
+    } else {
+        RgbImage::from_pixel(w, h, image::Rgb(colour))
     }
 }
 
