@@ -122,8 +122,11 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    /// Takes the trainable parameters; decay follows [`decays`].
-    pub fn new(rule: Rule, weight_decay: f64, params: Vec<(String, Tensor)>) -> Self {
+    /// Takes the trainable parameters; decay follows [`decays`]. They are laid out in the flat
+    /// buffers in name order, so the state of a checkpoint fits a model built again in any order
+    /// (a `VarStore`'s variables come in hash order).
+    pub fn new(rule: Rule, weight_decay: f64, mut params: Vec<(String, Tensor)>) -> Self {
+        params.sort_by(|a, b| a.0.cmp(&b.0));
         let params = params
             .into_iter()
             .filter(|(_, t)| t.requires_grad())

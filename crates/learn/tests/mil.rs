@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use patchtcga_learn::mil::{self, Abmil, AbmilConfig, InstanceCriterion, InstanceLoss, MilArch, MilNet, MilOptions};
+use patchtcga_learn::mil::{
+    self, Abmil, AbmilConfig, FoldResult, FoldStore, InstanceCriterion, InstanceLoss, MilArch, MilNet, MilOptions,
+    Unkept,
+};
 use patchtcga_learn::slide_features::{write_h5, Provenance, SlideEmbedding, SlideFeatures};
 use patchtcga_slide::PatchGeometry;
 use patchtcga_testkit::det_values;
@@ -206,18 +209,8 @@ fn abmil_clam_sb_and_transmil_learn_a_planted_signal() {
         (data.bags.len(), data.classes.clone(), data.width),
         (120, vec!["normal".to_string(), "tumor".into()], 16)
     );
-    let mut seen = 0;
-    let cv = mil::cross_validate(
-        &data,
-        &options(),
-        |_| None,
-        |_, _| {
-            seen += 1;
-            Ok(())
-        },
-    )
-    .unwrap();
-    assert_eq!((seen, cv.folds.len()), (5, 5));
+    let cv = mil::cross_validate(&data, &options(), &mut Unkept).unwrap();
+    assert_eq!(cv.folds.len(), 5);
     let tested: usize = cv.folds.iter().map(|f| f.test.samples).sum();
     assert_eq!(tested, 120, "every slide is tested once");
     assert!(cv.roc_auc.mean > 0.9, "held-out ROC-AUC {:?}", cv.roc_auc);
@@ -226,7 +219,7 @@ fn abmil_clam_sb_and_transmil_learn_a_planted_signal() {
     let (train, held): (Vec<_>, Vec<_>) = data.bags.iter().partition(|b| b.slide.as_str() < "slide060");
     // TransMIL pools no attention: its held-out predictions are checked instead.
     let o = MilOptions { arch: MilArch::TransMil, epochs: 2, ..options() };
-    let (model, _vs, _, _) = mil::cv::fit(&data, &train, &held, &o, 0).unwrap();
+    let (model, _vs, _, _) = mil::cv::fit(&data, &train, &held, &o, 0, &mut Unkept).unwrap();
     let tumour = |b: &&mil::Bag| {
         let (logits, _) = tch::no_grad(|| model.predict(&b.features, false));
         logits.softmax(-1, Kind::Float).double_value(&[0, 1])
@@ -234,7 +227,8 @@ fn abmil_clam_sb_and_transmil_learn_a_planted_signal() {
     let right = held.iter().filter(|b| (tumour(b) > 0.5) == (b.label == 1)).count();
     assert!(right as f64 >= 0.9 * held.len() as f64, "TransMIL: {right} of {} held-out slides right", held.len());
     for arch in [MilArch::Abmil, MilArch::ClamSb] {
-        let (model, _vs, _, _) = mil::cv::fit(&data, &train, &held, &MilOptions { arch, ..options() }, 0).unwrap();
+        let (model, _vs, _, _) =
+            mil::cv::fit(&data, &train, &held, &MilOptions { arch, ..options() }, 0, &mut Unkept).unwrap();
         for b in held.iter().filter(|b| b.label == 1) {
             let i: usize = b.slide["slide".len()..].parse().unwrap();
             let attention = tch::no_grad(|| model.predict(&b.features, false)).1.expect("attention pooling");
@@ -275,7 +269,7 @@ fn bad_input_gets_one_message_naming_the_file() {
     // A class with fewer cases than folds.
     let (feats, labels) = synthetic(&dir.path().join("again"));
     let data = mil::load(&feats, &labels, false).unwrap();
-    let e = match mil::cross_validate(&data, &MilOptions { folds: 40, ..options() }, |_| None, |_, _| Ok(())) {
+    let e = match mil::cross_validate(&data, &MilOptions { folds: 40, ..options() }, &mut Unkept) {
         Ok(_) => panic!("accepted"),
         Err(e) => e.to_string(),
     };
@@ -299,7 +293,7 @@ fn a_held_out_test_split_stays_out_of_the_folds_and_is_tested_by_every_fold() {
     let data = mil::load(&feats, &labels, false).unwrap();
     assert_eq!(data.bags.iter().filter(|b| b.held_out).count(), 20);
     let o = MilOptions { folds: 4, epochs: 10, ..options() };
-    let cv = mil::cross_validate(&data, &o, |_| None, |_, _| Ok(())).unwrap();
+    let cv = mil::cross_validate(&data, &o, &mut Unkept).unwrap();
     let tested: usize = cv.folds.iter().map(|f| f.test.samples).sum();
     assert_eq!(tested, 100, "the folds test only the other 100 slides");
     assert!(cv.folds.iter().all(|f| f.test_slides.iter().all(|s| s.as_str() < "slide100")));
@@ -328,11 +322,87 @@ fn a_run_cut_after_some_folds_resumes_to_the_uninterrupted_result() {
     std::fs::remove_file(cut.join("fold_2.json")).unwrap();
     std::fs::remove_file(cut.join("mil_results.json")).unwrap();
     let mut trained = Vec::new();
-    mil::run::train(&data, &o, &cut, |r| trained.push(r.fold)).unwrap();
+    mil::run::train(&data, &o, &cut, |p| {
+        if let mil::run::Progress::Fold(r) = p {
+            trained.push(r.fold)
+        }
+    })
+    .unwrap();
     assert_eq!(trained, [2], "only the unfinished fold trains again");
+    let left: Vec<_> = std::fs::read_dir(&whole)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().to_string_lossy().contains("checkpoint"))
+        .collect();
+    assert!(left.is_empty(), "a finished run keeps no epoch checkpoints: {left:?}");
     let read = |d: &Path| std::fs::read_to_string(d.join("mil_results.json")).unwrap();
     assert_eq!(read(&cut), read(&whole));
     // Other settings into the same folder are refused, naming them.
     let e = mil::run::train(&data, &MilOptions { epochs: 3, ..o.clone() }, &cut, |_| {}).unwrap_err().to_string();
     assert!(e.contains("mil_settings.json") && e.contains("epochs"), "{e}");
+}
+
+/// Keeps finished folds in memory and checkpoints in a folder; stops the run after a given epoch
+/// of a given fold, as a killed process would stop.
+struct Interrupted {
+    dir: PathBuf,
+    finished: Vec<FoldResult>,
+    stop_after: Option<(usize, usize)>,
+    /// (fold, epoch, validation loss) of every epoch trained.
+    trained: Vec<(usize, usize, f64)>,
+}
+
+impl FoldStore for Interrupted {
+    fn finished(&self, k: usize) -> Option<FoldResult> {
+        self.finished.iter().find(|r| r.fold == k).cloned()
+    }
+    fn checkpoint(&self, k: usize) -> Option<PathBuf> {
+        Some(self.dir.join(format!("fold_{k}.checkpoint.safetensors")))
+    }
+    fn epoch_done(&mut self, k: usize, epoch: usize, val_loss: f64) -> Result<(), patchtcga_learn::LearnError> {
+        self.trained.push((k, epoch, val_loss));
+        match self.stop_after {
+            Some(at) if at == (k, epoch) => Err(patchtcga_learn::LearnError::Config("stopped".into())),
+            _ => Ok(()),
+        }
+    }
+    fn finish(&mut self, r: &FoldResult, _: &nn::VarStore) -> Result<(), patchtcga_learn::LearnError> {
+        self.finished.push(r.clone());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_fold_cut_between_epochs_resumes_from_its_checkpoint_to_the_uninterrupted_result() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(2);
+    let dir = tempfile::tempdir().unwrap();
+    let (feats, labels) = synthetic(dir.path());
+    let data = mil::load(&feats, &labels, false).unwrap();
+    for arch in [MilArch::Abmil, MilArch::ClamSb] {
+        let o = MilOptions { arch, folds: 3, epochs: 3, ..options() };
+        let store = |name: &str, stop_after| {
+            let dir = dir.path().join(format!("{name}_{arch}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            Interrupted { dir, finished: Vec::new(), stop_after, trained: Vec::new() }
+        };
+        let mut whole = store("whole", None);
+        let uninterrupted = mil::cross_validate(&data, &o, &mut whole).unwrap();
+        let mut cut = store("cut", Some((1, 2)));
+        let e = mil::cross_validate(&data, &o, &mut cut).unwrap_err();
+        assert_eq!(e.to_string(), "stopped");
+        assert_eq!(cut.finished.len(), 1, "fold 0 finished, fold 1 stopped after its epoch 2");
+        assert!(cut.dir.join("fold_1.checkpoint.safetensors").is_file());
+        cut.stop_after = None;
+        cut.trained.clear();
+        let resumed = mil::cross_validate(&data, &o, &mut cut).unwrap();
+        // Fold 1 goes on from its epoch 3, which ends where the uninterrupted one's did (the
+        // network, the optimizer's moments and the epoch's randomness restored).
+        assert_eq!(cut.trained, whole.trained[5..], "{arch}: the epochs trained after the cut");
+        assert_eq!(
+            serde_json::to_string(&resumed).unwrap(),
+            serde_json::to_string(&uninterrupted).unwrap(),
+            "{arch}: the resumed run ends as the uninterrupted one"
+        );
+    }
 }

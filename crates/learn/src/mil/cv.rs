@@ -3,6 +3,7 @@
 //! accuracy, balanced accuracy, ROC-AUC, quadratic-weighted kappa per fold and as mean ± sd.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 pub use patchtcga_metrics::mil::{CrossValidation, FoldResult, HeldOut, HeldOutFold, MeanSd};
 use patchtcga_metrics::ClassificationReport;
@@ -12,6 +13,7 @@ use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 use super::bags::{Bag, Bags};
+use super::checkpoint::{self, Best};
 use super::model::{bag_loss, InstanceCriterion, MilArch, MilNet};
 use crate::config::Optim;
 use crate::optim::{Optimizer, Rule};
@@ -132,17 +134,48 @@ fn class_weights(train: &[&Bag], classes: usize, on: bool) -> Tensor {
     Tensor::from_slice(&w)
 }
 
+/// What keeps a cross-validation's work between runs: the folds an earlier run finished, where a
+/// fold's training keeps its place after each epoch, and each fold's result as it finishes. The
+/// defaults keep nothing ([`Unkept`]).
+pub trait FoldStore {
+    /// The result of fold `k`, if an earlier run finished it (the fold is then not trained).
+    fn finished(&self, _k: usize) -> Option<FoldResult> {
+        None
+    }
+    /// Where fold `k` checkpoints after every epoch (and resumes from, when the file is there).
+    fn checkpoint(&self, _k: usize) -> Option<PathBuf> {
+        None
+    }
+    /// Fold `k` finished `epoch` (its checkpoint written); an error stops the run there.
+    fn epoch_done(&mut self, _k: usize, _epoch: usize, _val_loss: f64) -> Result<(), LearnError> {
+        Ok(())
+    }
+    /// A fold finished, with the parameters of its selected epoch.
+    fn finish(&mut self, _result: &FoldResult, _vs: &nn::VarStore) -> Result<(), LearnError> {
+        Ok(())
+    }
+}
+
+/// Keeps nothing: every fold trains from its start.
+pub struct Unkept;
+
+impl FoldStore for Unkept {}
+
 /// Trains the network on `train` (one fold; `fold` varies the seed): Adam over `epochs` passes of the
 /// training bags (one bag per step, shuffled), keeping the weights of the epoch of lowest loss
-/// on `val`. Returns the model, its parameters, the epoch kept and its validation loss.
+/// on `val`. Each epoch's randomness (dropout) is seeded by the fold and the epoch, so a fold
+/// resumed from its checkpoint trains on as it would have. Returns the model, its parameters,
+/// the epoch kept and its validation loss.
 pub fn fit(
     data: &Bags,
     train: &[&Bag],
     val: &[&Bag],
     o: &MilOptions,
     fold: usize,
+    store: &mut dyn FoldStore,
 ) -> Result<(MilNet, nn::VarStore, usize, f64), LearnError> {
-    tch::manual_seed(o.seed.wrapping_add(fold as u64 * 1000 + 17) as i64);
+    let seed = |epoch: usize| o.seed.wrapping_add(fold as u64 * 1000 + 17).wrapping_add(epoch as u64 * 7919) as i64;
+    tch::manual_seed(seed(0));
     let classes = data.classes.len();
     let vs = nn::VarStore::new(o.device);
     let model = MilNet::new(&vs.root(), o.arch, data.width, classes as i64).instance_criterion(o.instance_criterion);
@@ -151,8 +184,15 @@ pub fn fit(
     let weights = class_weights(train, classes, o.class_weights).to_device(o.device);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(o.seed ^ ((fold as u64 + 1) * 0x9E37_79B9));
     let mut order: Vec<usize> = (0..train.len()).collect();
-    let (mut best, mut best_loss) = (None::<(usize, Vec<(String, Tensor)>)>, f64::INFINITY);
-    for epoch in 1..=o.epochs {
+    let mut best = Best::none();
+    let path = store.checkpoint(fold);
+    let mut done = 0;
+    if let Some(path) = path.as_deref().filter(|p| p.is_file()) {
+        done = checkpoint::restore(path, &vs, &mut opt, &mut best)?;
+        (0..done).for_each(|_| order.shuffle(&mut rng));
+    }
+    for epoch in done + 1..=o.epochs {
+        tch::manual_seed(seed(epoch));
         order.shuffle(&mut rng);
         for &i in &order {
             let b = train[i];
@@ -163,32 +203,27 @@ pub fn fit(
             opt.step(o.lr);
         }
         let (_, val_loss) = predict(&model, val, &weights, o.device);
-        if val_loss < best_loss {
-            best_loss = val_loss;
-            let snapshot = vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
-            best = Some((epoch, snapshot));
+        best.offer(epoch, val_loss, &vs);
+        if let Some(path) = &path {
+            checkpoint::save(path, epoch, &vs, &opt, &best)?;
         }
+        store.epoch_done(fold, epoch, val_loss)?;
     }
-    let (epoch, snapshot) = best.ok_or_else(|| LearnError::Config("epochs must be at least 1".into()))?;
-    tch::no_grad(|| {
-        let vars = vs.variables();
-        for (n, t) in &snapshot {
-            vars[n].shallow_clone().copy_(t);
-        }
-    });
-    Ok((model, vs, epoch, best_loss))
+    if best.epoch == 0 {
+        return Err(LearnError::Config(format!(
+            "fold {fold}: no epoch gave a finite validation loss (epochs {}; lower --lr?)",
+            o.epochs
+        )));
+    }
+    checkpoint::copy_into(&vs, &best.parameters.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect())
+        .map_err(LearnError::Config)?;
+    Ok((model, vs, best.epoch, best.loss))
 }
 
-/// Runs the k-fold cross-validation; `on_fold` is handed each finished fold with its model's
-/// parameters (to report and save them). `done` gives the result of a fold an earlier run
-/// finished, which is then taken as it is (folds are seeded apart, so a resumed run ends as an
-/// uninterrupted one).
-pub fn cross_validate(
-    data: &Bags,
-    o: &MilOptions,
-    done: impl Fn(usize) -> Option<FoldResult>,
-    mut on_fold: impl FnMut(&FoldResult, &nn::VarStore) -> Result<(), LearnError>,
-) -> Result<CrossValidation, LearnError> {
+/// Runs the k-fold cross-validation, keeping its work in `store`: a fold an earlier run finished
+/// is taken as it is, one it checkpointed resumes (folds and epochs are seeded apart, so a
+/// resumed run ends as an uninterrupted one).
+pub fn cross_validate(data: &Bags, o: &MilOptions, store: &mut dyn FoldStore) -> Result<CrossValidation, LearnError> {
     if o.folds < 3 {
         return Err(LearnError::Config(format!("--folds {}: at least 3 (train, validation and test folds)", o.folds)));
     }
@@ -199,7 +234,7 @@ pub fn cross_validate(
     let mut folds = Vec::with_capacity(o.folds);
     let mut held_probs = Vec::new();
     for k in 0..o.folds {
-        if let Some(r) = done(k) {
+        if let Some(r) = store.finished(k) {
             held_probs.extend(r.held_out.iter().flat_map(|h| h.probabilities.iter().copied()));
             folds.push(r);
             continue;
@@ -209,7 +244,7 @@ pub fn cross_validate(
             pool.iter().zip(&fold_of).filter(|(_, &g)| f(g)).map(|(b, _)| *b).collect()
         };
         let (test, val, train) = (pick(&|g| g == k), pick(&|g| g == v), pick(&|g| g != k && g != v));
-        let (model, vs, selected_epoch, val_loss) = fit(data, &train, &val, o, k)?;
+        let (model, vs, selected_epoch, val_loss) = fit(data, &train, &val, o, k, store)?;
         let (report, test_kappa) = evaluate(&model, &test, &ones, o.device, classes, &mut Vec::new());
         let held_out = (!held.is_empty()).then(|| {
             let mut probabilities = Vec::new();
@@ -226,7 +261,7 @@ pub fn cross_validate(
             test_slides: test.iter().map(|b| b.slide.clone()).collect(),
             held_out,
         };
-        on_fold(&result, &vs)?;
+        store.finish(&result, &vs)?;
         folds.push(result);
     }
     let of = |f: &dyn Fn(&FoldResult) -> Option<f64>| mean_sd(&folds.iter().filter_map(f).collect::<Vec<_>>());

@@ -2,6 +2,7 @@
 //! attention), CLAM-SB and TransMIL, k-fold cross-validation by case, and attention heat maps.
 
 pub mod bags;
+pub mod checkpoint;
 pub mod cv;
 pub mod heatmap;
 pub mod model;
@@ -9,7 +10,7 @@ pub mod run;
 pub mod transmil;
 
 pub use bags::{load, Bag, Bags};
-pub use cv::{cross_validate, CrossValidation, FoldResult, MilOptions};
+pub use cv::{cross_validate, CrossValidation, FoldResult, FoldStore, MilOptions, Unkept};
 pub use model::{bag_loss, Abmil, AbmilConfig, BagOutput, InstanceCriterion, InstanceLoss, MilArch, MilNet};
 pub use run::{MilRun, SlidePrediction};
 

@@ -8,7 +8,7 @@ use patchtcga_slide::PatchGeometry;
 use tch::{nn, Kind, Tensor};
 
 use super::bags::Bags;
-use super::cv::{cross_validate, CrossValidation, FoldResult, MilOptions};
+use super::cv::{cross_validate, CrossValidation, FoldResult, FoldStore, MilOptions};
 use super::model::MilNet;
 use crate::config::ImageStats;
 use crate::slide_features::provenance;
@@ -16,35 +16,80 @@ use crate::LearnError;
 
 pub use patchtcga_metrics::mil::MIL_RESULTS_FILE;
 
-/// Cross-validates `data` into the run folder `out`: each fold's parameters and result as it
-/// finishes (`fold_<k>.safetensors`, `fold_<k>.json`; `on_fold` is told of it first), then
-/// `mil_results.json`, all written atomically. Resumable: a run folder whose `mil_settings.json`
-/// records the same settings and slides keeps the folds it finished; one with other settings is
-/// refused.
+/// What a run tells as it goes.
+pub enum Progress<'a> {
+    /// A fold finished an epoch (its checkpoint written).
+    Epoch { fold: usize, epoch: usize, val_loss: f64 },
+    /// A fold finished (its model and result written).
+    Fold(&'a FoldResult),
+}
+
+/// Cross-validates `data` into the run folder `out`: each fold's state after every epoch
+/// (`fold_<k>.checkpoint.safetensors`), its parameters and result as it finishes
+/// (`fold_<k>.safetensors`, `fold_<k>.json`), then `mil_results.json`, all written atomically;
+/// `tell` hears of each epoch and fold. Resumable: a run folder whose `mil_settings.json` records
+/// the same settings and slides keeps the folds it finished and resumes a fold at its last epoch;
+/// one with other settings is refused.
 pub fn train(
     data: &Bags,
     options: &MilOptions,
     out: &Path,
-    mut on_fold: impl FnMut(&FoldResult),
+    tell: impl FnMut(Progress),
 ) -> Result<CrossValidation, LearnError> {
     std::fs::create_dir_all(out).map_err(|e| LearnError::io(out, e))?;
     check_settings(&out.join(SETTINGS), &settings(data, options))?;
-    let fold_file = |k: usize, ext: &str| out.join(format!("fold_{k}.{ext}"));
-    let done = |k: usize| {
-        let model = fold_file(k, "safetensors").is_file();
-        let result = std::fs::read(fold_file(k, "json")).ok()?;
-        serde_json::from_slice::<FoldResult>(&result).ok().filter(|_| model)
-    };
-    let cv = cross_validate(data, options, done, |r, vs| {
-        on_fold(r);
-        super::save(vs, &fold_file(r.fold, "safetensors"))?;
-        let text = serde_json::to_vec_pretty(r).map_err(|e| LearnError::Config(e.to_string()))?;
-        crate::engine::write_atomic(&fold_file(r.fold, "json"), &text)
-    })?;
+    let cv = cross_validate(data, options, &mut RunFolder { out, tell })?;
     let path = out.join(MIL_RESULTS_FILE);
     let text = serde_json::to_vec_pretty(&cv).map_err(|e| LearnError::Config(format!("{}: {e}", path.display())))?;
     crate::engine::write_atomic(&path, &text)?;
     Ok(cv)
+}
+
+/// A run folder as the place a cross-validation keeps its work.
+struct RunFolder<'a, F> {
+    out: &'a Path,
+    tell: F,
+}
+
+impl<F> RunFolder<'_, F> {
+    fn file(&self, k: usize, ext: &str) -> PathBuf {
+        self.out.join(format!("fold_{k}.{ext}"))
+    }
+}
+
+impl<F: FnMut(Progress)> FoldStore for RunFolder<'_, F> {
+    fn finished(&self, k: usize) -> Option<FoldResult> {
+        let result = std::fs::read(self.file(k, "json")).ok()?;
+        serde_json::from_slice::<FoldResult>(&result).ok().filter(|_| self.file(k, "safetensors").is_file())
+    }
+
+    fn checkpoint(&self, k: usize) -> Option<PathBuf> {
+        Some(self.file(k, "checkpoint.safetensors"))
+    }
+
+    fn epoch_done(&mut self, fold: usize, epoch: usize, val_loss: f64) -> Result<(), LearnError> {
+        (self.tell)(Progress::Epoch { fold, epoch, val_loss });
+        Ok(())
+    }
+
+    fn finish(&mut self, r: &FoldResult, vs: &nn::VarStore) -> Result<(), LearnError> {
+        super::save(vs, &self.file(r.fold, "safetensors"))?;
+        let text = serde_json::to_vec_pretty(r).map_err(|e| LearnError::Config(e.to_string()))?;
+        crate::engine::write_atomic(&self.file(r.fold, "json"), &text)?;
+        let checkpoint = self.file(r.fold, "checkpoint.safetensors");
+        std::fs::remove_file(&checkpoint).or_else(absent).map_err(|e| LearnError::io(&checkpoint, e))?;
+        (self.tell)(Progress::Fold(r));
+        Ok(())
+    }
+}
+
+/// A file already gone is as good as removed.
+fn absent(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
 }
 
 /// The record of what a run trains on and how, which a resumed run must match.

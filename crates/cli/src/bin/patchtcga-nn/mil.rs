@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use patchtcga_cli::commands::SlideArgs;
 use patchtcga_learn::config::DeviceChoice;
 use patchtcga_learn::engine::device;
+use patchtcga_learn::mil::run::Progress;
 use patchtcga_learn::mil::{self, InstanceCriterion, MilArch, MilOptions, MilRun};
 use patchtcga_slide::Slide;
 
@@ -115,14 +116,23 @@ fn train(a: TrainArgs) -> Result<()> {
         device: device(a.device)?,
     };
     let mut trained = 0;
-    let cv = mil::run::train(&data, &options, &a.out, |r| {
-        trained += 1;
-        let auc = r.test.roc_auc.map_or("n/a".into(), |v| format!("{v:.3}"));
-        println!(
-            "fold {}: epoch {} selected (val loss {:.4}); test on {} slides: accuracy {:.3}, balanced accuracy {:.3}, ROC-AUC {auc}, kappa {:.3}",
-            r.fold, r.selected_epoch, r.val_loss, r.test.samples, r.test.accuracy, r.test.balanced_accuracy, r.test_kappa
-        );
+    let bar = patchtcga_cli::commands::bar("epochs");
+    bar.set_length((a.folds * a.epochs) as u64);
+    let cv = mil::run::train(&data, &options, &a.out, |p| match p {
+        Progress::Epoch { fold, epoch, val_loss } => {
+            bar.set_position((fold * a.epochs + epoch) as u64);
+            bar.set_message(format!("fold {fold}: val loss {val_loss:.4}"));
+        }
+        Progress::Fold(r) => {
+            trained += 1;
+            let auc = r.test.roc_auc.map_or("n/a".into(), |v| format!("{v:.3}"));
+            bar.suspend(|| println!(
+                "fold {}: epoch {} selected (val loss {:.4}); test on {} slides: accuracy {:.3}, balanced accuracy {:.3}, ROC-AUC {auc}, kappa {:.3}",
+                r.fold, r.selected_epoch, r.val_loss, r.test.samples, r.test.accuracy, r.test.balanced_accuracy, r.test_kappa
+            ));
+        }
     })?;
+    bar.finish_and_clear();
     if trained < cv.folds.len() {
         println!("{} fold(s) kept from an earlier run of the same settings", cv.folds.len() - trained);
     }

@@ -1,0 +1,82 @@
+//! A fold's place between epochs: its network, the optimizer's state, the best epoch so far and
+//! its parameters, in one safetensors file written atomically after every epoch, so that a run
+//! stopped mid-fold resumes at its last finished epoch and ends as an uninterrupted one.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use tch::{nn, Kind, Tensor};
+
+use crate::optim::Optimizer;
+use crate::LearnError;
+
+/// The epoch of lowest validation loss so far and a copy of its parameters.
+pub struct Best {
+    pub epoch: usize,
+    pub loss: f64,
+    pub parameters: Vec<(String, Tensor)>,
+}
+
+impl Best {
+    /// No epoch yet.
+    pub fn none() -> Self {
+        Self { epoch: 0, loss: f64::INFINITY, parameters: Vec::new() }
+    }
+
+    /// Keeps `vs`'s parameters if `loss` is the lowest so far.
+    pub fn offer(&mut self, epoch: usize, loss: f64, vs: &nn::VarStore) {
+        if loss < self.loss {
+            let parameters = vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+            *self = Self { epoch, loss, parameters };
+        }
+    }
+}
+
+/// Writes the fold's state after `epoch` to `path`.
+pub fn save(path: &Path, epoch: usize, vs: &nn::VarStore, opt: &Optimizer, best: &Best) -> Result<(), LearnError> {
+    let cpu = |prefix: &'static str, named: Vec<(String, Tensor)>| {
+        named.into_iter().map(move |(n, t)| (format!("{prefix}.{n}"), t.to_device(tch::Device::Cpu).contiguous()))
+    };
+    let position = Tensor::from_slice(&[epoch as f64, best.epoch as f64, best.loss]);
+    let tensors: Vec<(String, Tensor)> = cpu("model", vs.variables().into_iter().collect())
+        .chain(cpu("best", best.parameters.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect()))
+        .chain(cpu("optimizer", opt.state_tensors()))
+        .chain([("position".to_owned(), position)])
+        .collect();
+    patchtcga_atomic::write_with(path, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?), |e| LearnError::io(path, e))
+}
+
+/// Restores the state `path` holds into `vs`, `opt` and `best`; the epochs it had finished.
+pub fn restore(path: &Path, vs: &nn::VarStore, opt: &mut Optimizer, best: &mut Best) -> Result<usize, LearnError> {
+    let bad =
+        |cause: String| LearnError::Config(format!("{}: {cause} (delete it to train the fold afresh)", path.display()));
+    let mut saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+    let position = saved.remove("position").ok_or_else(|| bad("no position".into()))?;
+    let position = Vec::<f64>::try_from(position.to_kind(Kind::Double)).map_err(|e| bad(e.to_string()))?;
+    let [epoch, best_epoch, best_loss] = position[..] else { return Err(bad("a malformed position".into())) };
+    let mut part = |prefix: &str| -> Vec<(String, Tensor)> {
+        let keys: Vec<String> = saved.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        keys.into_iter().map(|k| (k[prefix.len()..].to_owned(), saved.remove(&k).expect("listed"))).collect()
+    };
+    let (model, parameters, optimizer) = (part("model."), part("best."), part("optimizer."));
+    copy_into(vs, &model.into_iter().collect()).map_err(bad)?;
+    opt.load_state(optimizer)?;
+    let device = vs.device();
+    let parameters = parameters.into_iter().map(|(n, t)| (n, t.to_device(device))).collect();
+    *best = Best { epoch: best_epoch as usize, loss: best_loss, parameters };
+    Ok(epoch as usize)
+}
+
+/// Copies every variable of `vs` from `saved` (same names and shapes).
+pub fn copy_into(vs: &nn::VarStore, saved: &HashMap<String, Tensor>) -> Result<(), String> {
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            let t = saved.get(&name).ok_or_else(|| format!("{name} is missing (another network?)"))?;
+            if t.size() != var.size() {
+                return Err(format!("{name} has shape {:?}, the network {:?}", t.size(), var.size()));
+            }
+            var.copy_(&t.to_device(var.device()));
+        }
+        Ok(())
+    })
+}
