@@ -45,12 +45,12 @@ impl QualityCheck {
 
 /// Fraction of pixels that are glass (all channels ≥ 215) or black (all channels ≤ 25).
 pub fn background_fraction(patch: &RgbImage) -> f64 {
-    let n = simd::dispatch(|| count_background(patch.as_raw()));
+    let n = count_background(patch.as_raw());
     n as f64 / (patch.width() as f64 * patch.height() as f64).max(1.0)
 }
 
 /// Background pixels of RGB bytes, counted without branches so that the loop vectorises.
-#[inline(always)]
+#[multiversion::multiversion(targets("x86_64+avx2"))]
 fn count_background(rgb: &[u8]) -> u32 {
     rgb.chunks_exact(3)
         .map(|p| {
@@ -67,11 +67,7 @@ pub fn sharpness(patch: &RgbImage) -> f64 {
     if w < 3 || h < 3 {
         return 0.0;
     }
-    // Inlined whole into the AVX2 build (a closure this size is otherwise called, not inlined).
-    let (s, s2) = simd::dispatch(
-        #[inline(always)]
-        || laplacian_sums(&luma(patch.as_raw()), w, h),
-    );
+    let (s, s2) = laplacian_sums(&patch.as_raw()[..w * h * 3], w, h);
     let n = ((w - 2) * (h - 2)) as f64;
     s2 as f64 / n - (s as f64 / n).powi(2)
 }
@@ -89,11 +85,12 @@ fn luma(rgb: &[u8]) -> Vec<i16> {
     luma
 }
 
-/// Sum and sum of squares of the Laplacian over the interior of a `w`×`h` luma image. Each row's
-/// sums fit `i32` (|v| ≤ 1020, v² ≤ 1,040,400, a row of up to 2,048 values), so the inner loop
-/// vectorises; rows add up in `i64`.
-#[inline(always)]
-fn laplacian_sums(luma: &[i16], w: usize, h: usize) -> (i64, i64) {
+/// Sum and sum of squares of the Laplacian of the luma of a `w`×`h` RGB image, over its
+/// interior. Each row's sums fit `i32` (|v| ≤ 1020, v² ≤ 1,040,400, a row of up to 2,048
+/// values), so the inner loop vectorises; rows add up in `i64`.
+#[multiversion::multiversion(targets("x86_64+avx2"))]
+fn laplacian_sums(rgb: &[u8], w: usize, h: usize) -> (i64, i64) {
+    let luma = luma(rgb);
     let (mut s, mut s2) = (0i64, 0i64);
     for y in 1..h - 1 {
         let (up, row, down) = (&luma[(y - 1) * w..y * w], &luma[y * w..(y + 1) * w], &luma[(y + 1) * w..(y + 2) * w]);
@@ -112,32 +109,12 @@ fn laplacian_sums(luma: &[i16], w: usize, h: usize) -> (i64, i64) {
     (s, s2)
 }
 
-/// Runs a loop compiled for AVX2 where the CPU has it (the build targets baseline x86-64).
-mod simd {
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn avx2<T>(f: impl FnOnce() -> T) -> T {
-        f()
-    }
-
-    /// `f()`, through the AVX2 build of it when this CPU has AVX2.
-    #[inline(always)]
-    pub fn dispatch<T>(f: impl FnOnce() -> T) -> T {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { avx2(f) };
-        }
-        f()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn background_counts_glass_and_black_at_their_bounds_on_either_path() {
+    fn background_counts_glass_and_black_at_their_bounds() {
         // 37 pixels (past a vector width, with a remainder): 4 glass, 3 black, the rest tissue.
         let mut px = [[120u8, 80, 150]; 37];
         px[0] = [215, 215, 215];
