@@ -953,7 +953,19 @@ fn mil_train_cross_validates_slide_features() {
     std::fs::write(&labels, &csv).unwrap();
     let run = |labels: &Path| {
         patchtcga()
-            .args(["mil", "train", "--model", "clam-sb", "--folds", "3", "--epochs", "2", "--features"])
+            .args([
+                "mil",
+                "train",
+                "--model",
+                "clam-sb",
+                "--folds",
+                "3",
+                "--epochs",
+                "2",
+                "--patience",
+                "5",
+                "--features",
+            ])
             .arg(&feats)
             .arg("--labels")
             .arg(labels)

@@ -194,6 +194,7 @@ fn options() -> MilOptions {
         weight_decay: 1e-5,
         seed: 3,
         class_weights: true,
+        patience: None,
         device: Device::Cpu,
     }
 }
@@ -405,4 +406,33 @@ fn a_fold_cut_between_epochs_resumes_from_its_checkpoint_to_the_uninterrupted_re
             "{arch}: the resumed run ends as the uninterrupted one"
         );
     }
+}
+
+#[test]
+fn patience_stops_a_fold_when_validation_stops_improving() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(2);
+    let dir = tempfile::tempdir().unwrap();
+    let (feats, labels) = synthetic(dir.path());
+    let data = mil::load(&feats, &labels, false).unwrap();
+    let o = MilOptions { folds: 3, epochs: 20, patience: Some(1), ..options() };
+    let mut store =
+        Interrupted { dir: dir.path().to_path_buf(), finished: Vec::new(), stop_after: None, trained: Vec::new() };
+    let cv = mil::cross_validate(&data, &o, &mut store).unwrap();
+    for f in &cv.folds {
+        let epochs: Vec<usize> = store.trained.iter().filter(|t| t.0 == f.fold).map(|t| t.1).collect();
+        let last = *epochs.last().unwrap();
+        assert_eq!(epochs, (1..=last).collect::<Vec<_>>());
+        assert!(
+            last == 20 || last == f.selected_epoch + 1,
+            "fold {}: stopped after {last}, best {}",
+            f.fold,
+            f.selected_epoch
+        );
+    }
+    assert!(
+        cv.folds.iter().any(|f| store.trained.iter().filter(|t| t.0 == f.fold).count() < 20),
+        "a fold stops early: {:?}",
+        store.trained
+    );
 }

@@ -33,6 +33,9 @@ pub struct MilOptions {
     pub seed: u64,
     /// Weigh each class's loss by the inverse of its share of the training slides.
     pub class_weights: bool,
+    /// Stop a fold once this many epochs in a row have not lowered the validation loss (CLAM's
+    /// early stopping); `None` trains every epoch.
+    pub patience: Option<usize>,
     pub device: Device,
 }
 
@@ -163,7 +166,7 @@ impl FoldStore for Unkept {}
 
 /// Trains the network on `train` (one fold; `fold` varies the seed): Adam over `epochs` passes of the
 /// training bags (one bag per step, shuffled), keeping the weights of the epoch of lowest loss
-/// on `val`. Each epoch's randomness (dropout) is seeded by the fold and the epoch, so a fold
+/// on `val` (and stopping early once `patience` epochs have not lowered it). Each epoch's randomness (dropout) is seeded by the fold and the epoch, so a fold
 /// resumed from its checkpoint trains on as it would have. Returns the model, its parameters,
 /// the epoch kept and its validation loss.
 pub fn fit(
@@ -192,6 +195,9 @@ pub fn fit(
         (0..done).for_each(|_| order.shuffle(&mut rng));
     }
     for epoch in done + 1..=o.epochs {
+        if o.patience.is_some_and(|p| best.epoch > 0 && epoch - 1 - best.epoch >= p) {
+            break;
+        }
         tch::manual_seed(seed(epoch));
         order.shuffle(&mut rng);
         for &i in &order {

@@ -104,7 +104,7 @@ fn settings(data: &Bags, o: &MilOptions) -> serde_json::Value {
     serde_json::json!({
         "arch": o.arch.to_string(), "instance_loss": o.instance_criterion.to_string(), "folds": o.folds,
         "epochs": o.epochs, "lr": o.lr, "weight_decay": o.weight_decay, "seed": o.seed,
-        "class_weights": o.class_weights, "width": data.width, "slides": slides,
+        "class_weights": o.class_weights, "patience": o.patience, "width": data.width, "slides": slides,
     })
 }
 

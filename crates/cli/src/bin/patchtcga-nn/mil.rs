@@ -79,6 +79,10 @@ pub struct TrainArgs {
     /// Do not weigh each class's loss by the inverse of its share of training slides.
     #[arg(long)]
     no_class_weights: bool,
+    /// Stop a fold once this many epochs in a row have not lowered its validation loss (CLAM's
+    /// early stopping uses 20); the epoch of lowest loss is kept either way.
+    #[arg(long)]
+    patience: Option<usize>,
     /// Leave out `.h5` files the labels do not name instead of failing.
     #[arg(long)]
     allow_unlabelled: bool,
@@ -113,6 +117,7 @@ fn train(a: TrainArgs) -> Result<()> {
         weight_decay: a.weight_decay,
         seed: a.seed,
         class_weights: !a.no_class_weights,
+        patience: a.patience,
         device: device(a.device)?,
     };
     let mut trained = 0;
