@@ -394,6 +394,14 @@ fn a_fold_cut_between_epochs_resumes_from_its_checkpoint_to_the_uninterrupted_re
         assert_eq!(e.to_string(), "stopped");
         assert_eq!(cut.finished.len(), 1, "fold 0 finished, fold 1 stopped after its epoch 2");
         assert!(cut.dir.join("fold_1.checkpoint.safetensors").is_file());
+        // A damaged checkpoint is refused, named, with what to do.
+        let file = cut.dir.join("fold_1.checkpoint.safetensors");
+        let good = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &good[..good.len() / 2]).unwrap();
+        cut.stop_after = None;
+        let e = mil::cross_validate(&data, &o, &mut cut).unwrap_err().to_string();
+        assert!(e.contains("fold_1.checkpoint.safetensors") && e.contains("delete it"), "{e}");
+        std::fs::write(&file, good).unwrap();
         cut.stop_after = None;
         cut.trained.clear();
         let resumed = mil::cross_validate(&data, &o, &mut cut).unwrap();

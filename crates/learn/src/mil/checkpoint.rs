@@ -50,7 +50,8 @@ pub fn save(path: &Path, epoch: usize, vs: &nn::VarStore, opt: &Optimizer, best:
 pub fn restore(path: &Path, vs: &nn::VarStore, opt: &mut Optimizer, best: &mut Best) -> Result<usize, LearnError> {
     let bad =
         |cause: String| LearnError::Config(format!("{}: {cause} (delete it to train the fold afresh)", path.display()));
-    let mut saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+    let mut saved: HashMap<String, Tensor> =
+        Tensor::read_safetensors(path).map_err(|e| bad(e.to_string()))?.into_iter().collect();
     let position = saved.remove("position").ok_or_else(|| bad("no position".into()))?;
     let position = Vec::<f64>::try_from(position.to_kind(Kind::Double)).map_err(|e| bad(e.to_string()))?;
     let [epoch, best_epoch, best_loss] = position[..] else { return Err(bad("a malformed position".into())) };
@@ -60,7 +61,7 @@ pub fn restore(path: &Path, vs: &nn::VarStore, opt: &mut Optimizer, best: &mut B
     };
     let (model, parameters, optimizer) = (part("model."), part("best."), part("optimizer."));
     copy_into(vs, &model.into_iter().collect()).map_err(bad)?;
-    opt.load_state(optimizer)?;
+    opt.load_state(optimizer).map_err(|e| bad(e.to_string()))?;
     let device = vs.device();
     let parameters = parameters.into_iter().map(|(n, t)| (n, t.to_device(device))).collect();
     *best = Best { epoch: best_epoch as usize, loss: best_loss, parameters };
