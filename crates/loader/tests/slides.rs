@@ -7,6 +7,7 @@ use image::RgbImage;
 use patchtcga_augment::normalize;
 use patchtcga_loader::slides::{SlideBatchConfig, SlideBatches, SlideEvent, SlideJob};
 use patchtcga_slide::{PatchGeometry, Slide, SlideOptions, TissueGrid};
+use patchtcga_testkit::tiff_bytes::tile_data;
 use patchtcga_testkit::{sample_slide, Coding, TiffSpec};
 
 fn config(batch_size: usize, geometry: PatchGeometry) -> SlideBatchConfig {
@@ -118,14 +119,7 @@ fn a_slide_failing_mid_read_is_dropped_alone() {
     };
     let damaged = dir.path().join("damaged.svs");
     let mut b = spec.write(&damaged, &img).unwrap();
-    let entry = |tag: u16| {
-        let ifd = u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize;
-        let n = u16::from_le_bytes([b[ifd], b[ifd + 1]]) as usize;
-        (0..n).map(|i| ifd + 2 + 12 * i).find(|&e| u16::from_le_bytes([b[e], b[e + 1]]) == tag).unwrap()
-    };
-    let offsets = u32::from_le_bytes(b[entry(324) + 8..entry(324) + 12].try_into().unwrap()) as usize;
-    let tile = offsets + 4 * 4; // 3 tiles a row: (1, 1) is the fifth
-    let at = u32::from_le_bytes(b[tile..tile + 4].try_into().unwrap()) as usize;
+    let at = tile_data(&b, 4); // 3 tiles a row: (1, 1) is the fifth
     b[at..at + 2].copy_from_slice(&[0x12, 0x34]);
     std::fs::write(&damaged, &b).unwrap();
 

@@ -2,6 +2,7 @@
 //! tiled TIFFs OpenSlide reads (generic or Aperio-like, with or without resolution tags).
 
 mod tiff;
+pub mod tiff_bytes;
 
 use std::path::{Path, PathBuf};
 

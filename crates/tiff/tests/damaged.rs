@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use image::RgbImage;
+use patchtcga_testkit::tiff_bytes::{array_value, entry, tile_data, u32_at};
 use patchtcga_testkit::{Coding, TiffSpec};
 use patchtcga_tiff::{TiffError, TiffSlide};
 use proptest::prelude::*;
@@ -18,22 +19,6 @@ fn svs_like(dir: &Path) -> Vec<u8> {
         ..TiffSpec::default()
     };
     spec.write(&dir.join("original.svs"), &img).unwrap()
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-/// Where the 12-byte entry of `tag` in the first directory starts.
-fn entry(b: &[u8], tag: u16) -> usize {
-    let ifd = u32_at(b, 4) as usize;
-    let n = u16::from_le_bytes([b[ifd], b[ifd + 1]]) as usize;
-    (0..n).map(|i| ifd + 2 + 12 * i).find(|&e| u16::from_le_bytes([b[e], b[e + 1]]) == tag).expect("tag present")
-}
-
-/// Where the first tile's data starts (its offset, kept out of line).
-fn first_tile(b: &[u8]) -> usize {
-    u32_at(b, u32_at(b, entry(b, 324) + 8) as usize) as usize
 }
 
 /// Opens `bytes` and reads every tile of every level; the first error, if any.
@@ -68,9 +53,9 @@ fn a_truncated_file_names_what_lies_past_its_end() {
 fn a_tile_offset_outside_the_file_names_the_level_and_tile() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = svs_like(dir.path());
-    let offsets = u32_at(&b, entry(&b, 324) + 8) as usize;
     let past = (b.len() - 10) as u32;
-    b[offsets + 4..offsets + 8].copy_from_slice(&past.to_le_bytes()); // tile (1, 0)
+    let at = array_value(&b, 324, 1); // tile (1, 0)
+    b[at..at + 4].copy_from_slice(&past.to_le_bytes());
     let e = open_and_read_all(dir.path(), &b).unwrap_err();
     assert!(matches!(e, TiffError::Tile { level: 0, col: 1, row: 0, .. }), "{e}");
     assert!(e.to_string().contains("past the end of the file"), "{e}");
@@ -80,14 +65,14 @@ fn a_tile_offset_outside_the_file_names_the_level_and_tile() {
 fn a_corrupt_jpeg_tile_names_the_level_and_tile() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = svs_like(dir.path());
-    let t = first_tile(&b);
+    let t = tile_data(&b, 0);
     b[t..t + 2].copy_from_slice(&[0x12, 0x34]); // no start-of-image marker
     let e = open_and_read_all(dir.path(), &b).unwrap_err().to_string();
     assert!(e.starts_with("level 0, tile (0, 0):") && e.contains("not a JPEG"), "{e}");
 
     let mut b = svs_like(dir.path());
-    let t = first_tile(&b);
-    let n = u32_at(&b, u32_at(&b, entry(&b, 325) + 8) as usize) as usize;
+    let t = tile_data(&b, 0);
+    let n = u32_at(&b, array_value(&b, 325, 0)) as usize;
     b[t + n / 2..t + n].fill(0xFF); // entropy-coded data destroyed
     let e = open_and_read_all(dir.path(), &b).unwrap_err().to_string();
     assert!(e.starts_with("level 0, tile (0, 0): JPEG"), "{e}");
@@ -144,8 +129,8 @@ fn a_failed_decode_leaves_this_thread_able_to_decode_the_next_file() {
     // next tile (it did: "Bogus DQT index" on every later tile of the thread).
     let dir = tempfile::tempdir().unwrap();
     let good = svs_like(dir.path());
-    let t = first_tile(&good);
-    let n = u32_at(&good, u32_at(&good, entry(&good, 325) + 8) as usize) as usize;
+    let t = tile_data(&good, 0);
+    let n = u32_at(&good, array_value(&good, 325, 0)) as usize;
     let mut bad: Vec<Vec<u8>> = [3, n / 3, n - 2]
         .iter()
         .map(|&cut| {
