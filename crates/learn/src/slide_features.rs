@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use image::RgbImage;
 use patchtcga_dataset::SlideRow;
 use patchtcga_loader::slides::{SlideBatchConfig, SlideBatches, SlideEvent, SlideJob};
 use patchtcga_model::Backbone;
@@ -232,7 +231,8 @@ impl Run<'_> {
 }
 
 /// The normalised (N, 3, s, s) batch, on the CPU, of the patches of `geometry` at the level-0
-/// corners `at`, read in parallel (the slide-level commands' input).
+/// corners `at`, each read and normalised (as training normalises) in parallel straight into the
+/// batch (the slide-level commands' input).
 pub fn patch_batch(
     slide: &Slide,
     geometry: &PatchGeometry,
@@ -240,16 +240,13 @@ pub fn patch_batch(
     mean: [f32; 3],
     std: [f32; 3],
 ) -> Result<Tensor, LearnError> {
-    let patches: Vec<RgbImage> =
-        at.par_iter().map(|&(x, y)| slide.read_patch(geometry, x, y)).collect::<Result<_, _>>()?;
     let s = geometry.size as usize;
-    let mut data = Vec::with_capacity(patches.len() * 3 * s * s);
-    for p in &patches {
-        for ch in 0..3 {
-            data.extend(p.pixels().map(|px| (px.0[ch] as f32 / 255.0 - mean[ch]) / std[ch]));
-        }
-    }
-    Ok(Tensor::from_slice(&data).reshape([patches.len() as i64, 3, s as i64, s as i64]))
+    let mut data = vec![0f32; at.len() * 3 * s * s];
+    data.par_chunks_mut(3 * s * s).zip(at).try_for_each(|(out, &(x, y))| -> Result<(), LearnError> {
+        let patch = slide.read_patch(geometry, x, y)?;
+        Ok(patchtcga_augment::normalize(&patch, mean, std, out)?)
+    })?;
+    Ok(Tensor::from_slice(&data).reshape([at.len() as i64, 3, s as i64, s as i64]))
 }
 
 /// Writes `path` (atomically: a slide is done only when its file is whole): datasets
