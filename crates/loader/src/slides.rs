@@ -64,10 +64,16 @@ pub enum SlideEvent {
 /// A batch's values. Dropped, the buffer goes back to the reader for a later batch: a batch of
 /// 64 patches of 224 px is 38 MB, and a fresh one each time is 9,000 page faults taken by the
 /// reading thread alone (and more than glibc recycles itself).
-#[derive(Debug)]
 pub struct BatchValues {
     values: Vec<f32>,
     spare: Arc<Spare>,
+}
+
+impl std::fmt::Debug for BatchValues {
+    /// The count, not the tens of millions of values.
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "BatchValues({} values)", self.values.len())
+    }
 }
 
 impl Deref for BatchValues {
@@ -85,7 +91,6 @@ impl Drop for BatchValues {
 }
 
 /// Buffers of batches the consumer is done with, at most as many as can be in flight.
-#[derive(Debug)]
 struct Spare {
     buffers: Mutex<Vec<Vec<f32>>>,
     keep: usize,
