@@ -158,12 +158,17 @@ pub fn load_checkpoint(dir: &Path, vs: &nn::VarStore, opt: &mut Optimizer) -> Re
 pub fn load_variables(vs: &nn::VarStore, path: &Path) -> Result<(), LearnError> {
     let bad = |cause: String| LearnError::Config(format!("{}: {cause}", path.display()));
     let saved: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+    copy_variables(vs, &saved).map_err(bad)
+}
+
+/// Copies every variable of `vs` from `saved` (same names and shapes); what is missing or
+/// misshapen, named.
+pub fn copy_variables(vs: &nn::VarStore, saved: &std::collections::HashMap<String, Tensor>) -> Result<(), String> {
     tch::no_grad(|| {
         for (name, mut var) in vs.variables() {
-            let t =
-                saved.get(&name).ok_or_else(|| bad(format!("{name} is missing (a checkpoint of another model?)")))?;
+            let t = saved.get(&name).ok_or_else(|| format!("{name} is missing (a checkpoint of another model?)"))?;
             if t.size() != var.size() {
-                return Err(bad(format!("{name} has shape {:?}, the model {:?}", t.size(), var.size())));
+                return Err(format!("{name} has shape {:?}, the model {:?}", t.size(), var.size()));
             }
             var.copy_(&t.to_device(var.device()));
         }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use tch::{nn, Kind, Tensor};
 
+use crate::engine::copy_variables;
 use crate::optim::Optimizer;
 use crate::LearnError;
 
@@ -14,13 +15,13 @@ use crate::LearnError;
 pub struct Best {
     pub epoch: usize,
     pub loss: f64,
-    pub parameters: Vec<(String, Tensor)>,
+    pub parameters: HashMap<String, Tensor>,
 }
 
 impl Best {
     /// No epoch yet.
     pub fn none() -> Self {
-        Self { epoch: 0, loss: f64::INFINITY, parameters: Vec::new() }
+        Self { epoch: 0, loss: f64::INFINITY, parameters: HashMap::new() }
     }
 
     /// Keeps `vs`'s parameters if `loss` is the lowest so far.
@@ -60,24 +61,10 @@ pub fn restore(path: &Path, vs: &nn::VarStore, opt: &mut Optimizer, best: &mut B
         keys.into_iter().map(|k| (k[prefix.len()..].to_owned(), saved.remove(&k).expect("listed"))).collect()
     };
     let (model, parameters, optimizer) = (part("model."), part("best."), part("optimizer."));
-    copy_into(vs, &model.into_iter().collect()).map_err(bad)?;
+    copy_variables(vs, &model.into_iter().collect()).map_err(bad)?;
     opt.load_state(optimizer).map_err(|e| bad(e.to_string()))?;
     let device = vs.device();
     let parameters = parameters.into_iter().map(|(n, t)| (n, t.to_device(device))).collect();
     *best = Best { epoch: best_epoch as usize, loss: best_loss, parameters };
     Ok(epoch as usize)
-}
-
-/// Copies every variable of `vs` from `saved` (same names and shapes).
-pub fn copy_into(vs: &nn::VarStore, saved: &HashMap<String, Tensor>) -> Result<(), String> {
-    tch::no_grad(|| {
-        for (name, mut var) in vs.variables() {
-            let t = saved.get(&name).ok_or_else(|| format!("{name} is missing (another network?)"))?;
-            if t.size() != var.size() {
-                return Err(format!("{name} has shape {:?}, the network {:?}", t.size(), var.size()));
-            }
-            var.copy_(&t.to_device(var.device()));
-        }
-        Ok(())
-    })
 }

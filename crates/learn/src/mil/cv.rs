@@ -221,8 +221,7 @@ pub fn fit(
             o.epochs
         )));
     }
-    checkpoint::copy_into(&vs, &best.parameters.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect())
-        .map_err(LearnError::Config)?;
+    crate::engine::copy_variables(&vs, &best.parameters).map_err(LearnError::Config)?;
     Ok((model, vs, best.epoch, best.loss))
 }
 
