@@ -19,6 +19,7 @@ use crate::layout::{organ_class, DatasetKind, ORGANS, POSITION_MAP_DIR};
 use crate::manifest::{md5_hex, read_manifest_json, write_manifest, ManifestRow};
 use crate::names::name_id;
 use crate::{atomic, DatasetError, Result, SlideRow};
+use patchtcga_launch::Share;
 
 /// What a build makes: the dataset layout and its labelling rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,34 +95,12 @@ pub struct BuildOptions {
     pub val_fraction: f64,
     /// Fraction of cases sent to `test` when the CSV gives no split.
     pub test_fraction: f64,
-    /// This process's share of the slide list when several build into one folder.
+    /// This process's share of the slide list when several build into one folder: rank `rank`
+    /// of `world` tiles slides `rank`, `rank + world`, … of the list. They coordinate through
+    /// the folder alone: each slide's record is written when its patches are, and whichever rank
+    /// finds every slide settled (recorded, or failed) when it finishes writes `manifest.csv`
+    /// and `MD5SUMS`.
     pub share: Share,
-}
-
-/// One process's part of a build run as several processes (ranks, on one machine or many over a
-/// shared filesystem) writing into one folder: rank `rank` of `world` tiles slides `rank`,
-/// `rank + world`, … of the list. They coordinate through the folder alone: each slide's
-/// record is written when its patches are, and whichever rank finds every slide settled
-/// (recorded, or failed) when it finishes writes `manifest.csv` and `MD5SUMS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Share {
-    /// This process's rank, below `world`.
-    pub rank: usize,
-    /// Processes sharing the list.
-    pub world: usize,
-}
-
-impl Default for Share {
-    fn default() -> Self {
-        Self { rank: 0, world: 1 }
-    }
-}
-
-impl Share {
-    /// Whether the slide at `index` of the list is this process's.
-    fn takes(&self, index: usize) -> bool {
-        index % self.world == self.rank
-    }
 }
 
 /// The outcome of a build.
@@ -155,6 +134,7 @@ const STATE_DIR: &str = ".patchtcga";
 /// same settings are skipped. A slide that fails is reported (and marked, so other ranks know
 /// it settled) and the others still complete.
 pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &ProgressBar) -> Result<BuildReport> {
+    check_options(task, opts)?;
     let state = opts.out.join(STATE_DIR);
     let records = state.join("slides");
     std::fs::create_dir_all(&records).map_err(DatasetError::io(&records))?;
@@ -207,6 +187,51 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
         report.total_patches = write_dataset_manifest(&opts.out, &records)?;
     }
     Ok(report)
+}
+
+/// Refuses a fraction outside [0, 1] (or a PCam200 centre region outside (0, 1]), naming its flag.
+fn check_options(task: &Task, opts: &BuildOptions) -> Result<()> {
+    let mut fractions = vec![
+        ("--min-tissue", opts.sampler.min_tissue),
+        ("--max-background", opts.quality.max_background),
+        ("--val-fraction", opts.val_fraction),
+        ("--test-fraction", opts.test_fraction),
+    ];
+    if let Task::Pcam200 { tumor_threshold, centre, .. } = task {
+        fractions.push(("--tumor-threshold", *tumor_threshold));
+        if *centre <= 0.0 {
+            return Err(DatasetError::Usage(format!("--centre must be in (0, 1], got {centre}")));
+        }
+        fractions.push(("--centre", *centre));
+    }
+    match fractions.into_iter().find(|(_, v)| !(0.0..=1.0).contains(v)) {
+        Some((flag, v)) => Err(DatasetError::Usage(format!("{flag} must be in [0, 1], got {v}"))),
+        None => Ok(()),
+    }
+}
+
+impl BuildReport {
+    /// What a run did, in a line: slides tiled, skipped and failed, patches written, and where the
+    /// manifest is (or how many slides other ranks still hold).
+    pub fn summary(&self, out: &Path) -> String {
+        let counts = format!(
+            "{} slide(s): {} tiled, {} already complete, {} failed; {} new patches",
+            self.slides,
+            self.built,
+            self.skipped,
+            self.failures.len(),
+            self.new_patches
+        );
+        if self.pending == 0 {
+            format!("{counts}, {} in {}", self.total_patches, out.join("manifest.csv").display())
+        } else {
+            format!(
+                "{counts}; {} slide(s) of other ranks still pending: the rank that settles the last writes \
+                 manifest.csv and MD5SUMS",
+                self.pending
+            )
+        }
+    }
 }
 
 /// What every slide of a build shares: the task, options, names, splits and bookkeeping folders.

@@ -46,13 +46,14 @@ pub const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "JPG", "JPEG", "png"];
 pub const POSITION_MAP_DIR: &str = "thumbnail_position_map";
 
 /// The three dataset layouts of the release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum DatasetKind {
     /// `<root>/<organ>/<img>`.
     Ptcga200,
     /// `<root>/{train,val,test}/{normal,tumor}/<case>/<img>`.
     Pcam200,
     /// `<root>/{train,val,test}/<grade>/<case>/<img>` with `<stem>_mask.png` beside each image.
+    #[value(name = "segpanda200")]
     SegPanda200,
 }
 

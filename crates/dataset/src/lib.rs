@@ -15,13 +15,14 @@ pub mod slide_tasks;
 pub mod split;
 pub mod stats;
 
-pub use build::{build, BuildOptions, BuildReport, ImageFormat, Share, Task};
+pub use build::{build, BuildOptions, BuildReport, ImageFormat, Task};
 pub use error::DatasetError;
 pub use layout::{
     images_under, organ_class, DatasetKind, Entry, Index, Problem, UnknownFolders, IMAGE_EXTENSIONS, ORGANS,
     POSITION_MAP_DIR, SPLITS,
 };
 pub use manifest::{md5_hex, ManifestRow};
+pub use patchtcga_launch::Share;
 pub use slides_csv::{read_slides_csv, SlideRow};
 
 /// Result type of this crate.

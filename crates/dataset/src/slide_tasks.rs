@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::{atomic, DatasetError, Result};
 
 /// A slide-level benchmark whose layout can be read from its download.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SlideBenchmark {
     /// `training/{normal,tumor}/*.tif`, `testing/images/*.tif`, `testing/reference.csv`.
     Camelyon16,
@@ -53,6 +53,17 @@ pub fn write_layout(slides: &[LabelledSlide], out: &Path) -> Result<()> {
     }
     atomic::write(&out.join("slides.csv"), list.as_bytes())?;
     atomic::write(&out.join("labels.csv"), labels.as_bytes())
+}
+
+/// The slides counted by split and label, as `patchtcga slide-labels` reports them:
+/// `cross-validation normal: 160, test tumor: 49, …`.
+pub fn count_by_split(slides: &[LabelledSlide]) -> String {
+    let mut counts: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+    for s in slides {
+        *counts.entry((if s.split.is_empty() { "cross-validation" } else { "test" }, &s.label)).or_default() += 1;
+    }
+    let shown: Vec<String> = counts.iter().map(|((split, label), n)| format!("{split} {label}: {n}")).collect();
+    shown.join(", ")
 }
 
 fn quoted(s: &str) -> String {

@@ -30,24 +30,29 @@ pub const SETS: [&str; 3] = ["train", "val", "test"];
 
 /// How to draw splits. The release's: 3 trials, 2% of each organ's slides (rounded up) to val
 /// and 1% to test, val and test sets disjoint across trials.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
 pub struct SplitParams {
     /// Number of trials.
+    #[arg(long, default_value_t = 3)]
     pub trials: usize,
-    /// Fraction of slides per class for validation (rounded up).
+    /// Fraction of each class's slides for validation (rounded up).
+    #[arg(long, default_value_t = 0.02)]
     pub val_fraction: f64,
-    /// Fraction of slides per class for test (rounded up).
+    /// Fraction of each class's slides for test (rounded up).
+    #[arg(long, default_value_t = 0.01)]
     pub test_fraction: f64,
     /// Seed of the draw.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Group every this many consecutive files of a class as one slide, for datasets whose
-    /// names do not carry the slide (the release's PTCGA200 has 500 per slide).
+    /// Treat every N consecutive files of a class as one slide, for datasets whose names do not
+    /// carry the slide (the release's PTCGA200 has 500 per slide).
+    #[arg(long)]
     pub patches_per_slide: Option<usize>,
 }
 
 impl Default for SplitParams {
     fn default() -> Self {
-        Self { trials: 3, val_fraction: 0.02, test_fraction: 0.01, seed: 0, patches_per_slide: None }
+        patchtcga_slide::flag_defaults()
     }
 }
 

@@ -44,6 +44,29 @@ pub struct Stats {
     pub mask_pixels: Option<[u64; 6]>,
 }
 
+/// The counts per class, the pixel statistics as `image_stats` takes them and the mask classes'
+/// shares, as `patchtcga stats` prints them.
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        writeln!(f, "{:<20} {:>5} {:>10} {:>8}", "class", "id", "patches", "slides")?;
+        for c in &self.classes {
+            writeln!(f, "{:<20} {:>5} {:>10} {:>8}", c.name, c.label, c.patches, c.slides)?;
+        }
+        let [m, s] = [self.mean, self.std];
+        writeln!(f, "pixels of {} image(s), RGB in [0, 1]:", self.measured)?;
+        writeln!(f, "image_stats mean = ({:.4}, {:.4}, {:.4})", m[0], m[1], m[2])?;
+        write!(f, "image_stats std  = ({:.4}, {:.4}, {:.4})", s[0], s[1], s[2])?;
+        if let Some(pixels) = self.mask_pixels {
+            let total = pixels.iter().sum::<u64>().max(1) as f64;
+            for (k, n) in pixels.iter().enumerate() {
+                let share = 100.0 * *n as f64 / total;
+                write!(f, "\nmask class {k} ({}): {share:.2}%", patchtcga_slide::SEGPANDA_CLASSES[k])?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Default, Clone, Copy)]
 struct Sums {
     n: u64,

@@ -163,11 +163,40 @@ impl Launch {
 }
 
 /// A node of a job as torchrun's options say it: processes on this node, nodes, this node's index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct Node {
+    /// Processes on this node (one per GPU for networks); more than 1 starts them and waits.
+    #[arg(long, default_value_t = 1)]
     pub nproc_per_node: usize,
+    /// Nodes of the job.
+    #[arg(long, default_value_t = 1)]
     pub nnodes: usize,
+    /// This node's index.
+    #[arg(long, default_value_t = 0)]
     pub node_rank: usize,
+}
+
+/// One process's part of a job over a list (slides to tile or embed): rank `rank` of `world`
+/// takes items `rank`, `rank + world`, … of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// This process's rank, below `world`.
+    pub rank: usize,
+    /// Processes sharing the list.
+    pub world: usize,
+}
+
+impl Default for Share {
+    fn default() -> Self {
+        Self { rank: 0, world: 1 }
+    }
+}
+
+impl Share {
+    /// Whether the item at `index` of the list is this process's.
+    pub fn takes(&self, index: usize) -> bool {
+        index % self.world == self.rank
+    }
 }
 
 impl Node {
@@ -207,13 +236,13 @@ impl Node {
     /// rendezvous): from torchrun's or `srun`'s environment when it has one, or this node's place
     /// when it runs one process; with several, they are started here (each with that
     /// environment) and waited for, and `None` is returned.
-    pub fn share(&self) -> Result<Option<(usize, usize)>, LaunchError> {
+    pub fn share(&self) -> Result<Option<Share>, LaunchError> {
         if let Some(l) = Launch::from_env()? {
-            return Ok(Some((l.rank, l.world)));
+            return Ok(Some(Share { rank: l.rank, world: l.world }));
         }
         let launches = self.launches("127.0.0.1", 0)?;
         if let [one] = launches.as_slice() {
-            return Ok(Some((one.rank, one.world)));
+            return Ok(Some(Share { rank: one.rank, world: one.world }));
         }
         run_node(&launches, OnFailure::LetFinish)?;
         Ok(None)

@@ -95,6 +95,11 @@ pub fn clip_gradients(opt: &mut Optimizer, config: &Config) -> f64 {
     }
 }
 
+/// The device a `--device` flag names (`cpu`, `cuda`, `cuda:N`), as [`device`] resolves it.
+pub fn parse_device(flag: &str) -> Result<Device, String> {
+    flag.parse().and_then(device).map_err(|e| e.to_string())
+}
+
 /// The device a config names, checked against the GPUs this process sees.
 pub fn device(choice: DeviceChoice) -> Result<Device, LearnError> {
     match choice {

@@ -3,12 +3,14 @@
 //! (supervised organ classification; SimCLR, BYOL, MoCo v2, DINO and MAE); and slide-level
 //! multiple-instance learning on patch features.
 
+pub mod bench;
 pub mod choices;
 pub mod config;
 pub mod data;
 pub mod engine;
 pub mod finetune;
 pub mod heads;
+pub mod launch;
 pub mod loss;
 pub mod mil;
 pub mod optim;
@@ -65,6 +67,8 @@ pub enum LearnError {
     Torch(#[from] tch::TchError),
     #[error(transparent)]
     Dist(#[from] patchtcga_dist::DistError),
+    #[error(transparent)]
+    Launch(#[from] patchtcga_launch::LaunchError),
     /// A run stopped on a non-finite loss or gradient.
     #[error("{0}")]
     Diverged(String),

@@ -3,7 +3,7 @@
 //! the picture of either over the slide's thumbnail.
 
 use image::{Rgb, RgbImage};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use patchtcga_model::{load, Arch, Checkpoint, Classifier, ImportOptions, SegHead, SegNet};
 use patchtcga_slide::{PatchGeometry, Slide, TissueMask, TissueParams};
@@ -218,6 +218,31 @@ impl Grid {
     fn cells(&self) -> (usize, usize) {
         ((self.rows - 1) * self.step + self.g, (self.cols - 1) * self.step + self.g)
     }
+}
+
+/// Writes `picture` to the PNG `out` and the raw `values` beside it (`.npy`, whose path is
+/// returned), both atomically.
+pub fn save_picture(picture: &RgbImage, values: &Tensor, out: &Path) -> Result<PathBuf, LearnError> {
+    let failed = |path: &Path, e: String| LearnError::Config(format!("{}: cannot write ({e})", path.display()));
+    patchtcga_atomic::write_with(
+        out,
+        |tmp| picture.save_with_format(tmp, image::ImageFormat::Png).map_err(|e| failed(out, e.to_string())),
+        |e| LearnError::io(out, e),
+    )?;
+    let npy = out.with_extension("npy");
+    patchtcga_atomic::write_with(
+        &npy,
+        |tmp| values.write_npy(tmp).map_err(|e| failed(&npy, e.to_string())),
+        |e| LearnError::io(&npy, e),
+    )?;
+    Ok(npy)
+}
+
+/// Draws `map` over the slide's thumbnail into the PNG `out`, the raw map (rows × columns, NaN
+/// off tissue) beside it as `.npy`, whose path is returned.
+pub fn save_map(slide: &Slide, map: &SlideMap, legend: Legend, out: &Path) -> Result<PathBuf, LearnError> {
+    let values = Tensor::from_slice(&map.values).reshape([map.rows as i64, map.cols as i64]);
+    save_picture(&draw(slide, map, legend)?, &values, out)
 }
 
 /// Slides `model` over the tissue of `slide` and averages the windows into a map.

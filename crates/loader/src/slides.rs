@@ -24,6 +24,54 @@ pub struct SlideJob {
     pub corners: Option<Vec<(u32, u32)>>,
 }
 
+/// Least tissue fraction of a grid patch's footprint unless told otherwise (CLAM's patching keeps
+/// a patch with any tissue; half keeps edges out).
+pub const DEFAULT_MIN_TISSUE: f64 = 0.5;
+
+/// How slides' patches are read, as the commands that read them straight from slides take it
+/// (`embed --slides`, `bench slide-patches`).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct SlideReading {
+    /// µm per pixel the slides' patches are read at (with --slides).
+    #[arg(long, default_value_t = 0.5)]
+    pub mpp: f64,
+    /// Patch (model input) side in pixels.
+    #[arg(long, default_value_t = 224)]
+    pub image_size: u32,
+    /// Least tissue fraction of a patch's footprint (with --slides).
+    #[arg(long, default_value_t = DEFAULT_MIN_TISSUE)]
+    pub min_tissue: f64,
+    /// Patches per batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Decoding threads.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    #[command(flatten)]
+    pub open: SlideOptions,
+}
+
+impl SlideReading {
+    /// The patches' geometry.
+    pub fn geometry(&self) -> PatchGeometry {
+        PatchGeometry { mpp: self.mpp, size: self.image_size }
+    }
+
+    /// The reader's configuration, normalising by `mean` and `std`, four batches read ahead.
+    pub fn config(&self, mean: [f32; 3], std: [f32; 3]) -> SlideBatchConfig {
+        SlideBatchConfig {
+            geometry: self.geometry(),
+            min_tissue: self.min_tissue,
+            open: self.open,
+            mean,
+            std,
+            batch_size: self.batch_size,
+            workers: self.workers,
+            prefetch: 4,
+        }
+    }
+}
+
 /// How the patches are made.
 #[derive(Debug, Clone)]
 pub struct SlideBatchConfig {

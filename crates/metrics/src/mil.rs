@@ -134,3 +134,60 @@ pub struct CrossValidation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_out: Option<HeldOut>,
 }
+
+impl std::fmt::Display for MeanSd {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{:.3} ± {:.3}", self.mean, self.sd)
+    }
+}
+
+/// `fold 2: epoch 7 selected (val loss 0.4123); test on 20 slides: accuracy 0.850, …`.
+impl std::fmt::Display for FoldResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let t = &self.test;
+        write!(
+            f,
+            "fold {}: epoch {} selected (val loss {:.4}); test on {} slides: accuracy {:.3}, balanced accuracy {:.3}, \
+             ROC-AUC {}, kappa {:.3}",
+            self.fold,
+            self.selected_epoch,
+            self.val_loss,
+            t.samples,
+            t.accuracy,
+            t.balanced_accuracy,
+            crate::optional(t.roc_auc, 3),
+            self.test_kappa
+        )
+    }
+}
+
+/// The folds' mean ± sd, and on a second line the held-out test set's, as `mil train` ends.
+impl std::fmt::Display for CrossValidation {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{} folds: accuracy {}, balanced accuracy {}, ROC-AUC {}, kappa {}",
+            self.folds.len(),
+            self.accuracy,
+            self.balanced_accuracy,
+            self.roc_auc,
+            self.kappa
+        )?;
+        if let Some(h) = &self.held_out {
+            let e = &h.ensemble;
+            write!(
+                f,
+                "\nheld-out test ({} slides): each fold's model accuracy {}, ROC-AUC {}; the folds' models together: \
+                 accuracy {:.3}, balanced accuracy {:.3}, ROC-AUC {}, kappa {:.3}",
+                h.slides.len(),
+                h.accuracy,
+                h.roc_auc,
+                e.accuracy,
+                e.balanced_accuracy,
+                crate::optional(e.roc_auc, 3),
+                h.ensemble_kappa
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -2,14 +2,14 @@
 //! the weights and whichever ViT codebase named them, one tensor at a time.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tch::{nn, Tensor};
 
 use crate::naming::{self, Planned, Source};
 use crate::source::{bad, Checkpoint};
 use crate::vit::{resample_pos_embed, PosResample};
-use crate::ModelError;
+use crate::{Arch, Backbone, ModelError};
 
 /// How to map a checkpoint onto a model.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +37,68 @@ pub struct ImportReport {
     pub outside_prefix: usize,
     /// Problems tolerated under `allow_partial`.
     pub warnings: Vec<String>,
+}
+
+/// `weights.pth: 320 tensors loaded (prefix "module.encoder_q."), 4 head tensors left out`, then a
+/// line per warning and per resized position embedding.
+impl std::fmt::Display for ImportReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{} tensors loaded (prefix {:?})", self.loaded, self.prefix)?;
+        if !self.skipped_heads.is_empty() {
+            write!(f, ", {} head tensors left out", self.skipped_heads.len())?;
+        }
+        if self.outside_prefix > 0 {
+            write!(f, ", {} tensors outside the prefix ignored", self.outside_prefix)?;
+        }
+        for w in &self.warnings {
+            write!(f, "\nwarning: {w}")?;
+        }
+        for r in &self.resized {
+            write!(f, "\nresized {r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A backbone and the weights to put in it, as the commands that embed, export or infer take them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackboneWeights {
+    /// Backbone: resnet18, resnet50, vit-s16, vit-b16, vit-b32, vit-l16, or a foundation-model
+    /// preset: uni, uni2-h, virchow, virchow2, h-optimus-0, gigapath, phikon, dinov2-s14, dinov2-b14,
+    /// dinov2-l14, dinov2-g14.
+    #[arg(long)]
+    pub arch: Arch,
+    /// Weights: a .pth/.pt/.bin (torch.save) or .safetensors file in any upstream wrapper and in
+    /// timm's, DINOv2's or Hugging Face's names, a sharded `*.safetensors.index.json`, a Hugging Face
+    /// snapshot folder, or a run's model.safetensors.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Take the tensors under this prefix (default: found automatically).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Load what matches and warn about the rest (PyTorch's strict=False).
+    #[arg(long)]
+    pub allow_partial: bool,
+}
+
+impl BackboneWeights {
+    /// The backbone for `image_size` inputs on `device` with its weights loaded, and what the
+    /// import did. A foundation model's error names where its weights are published.
+    pub fn load(
+        &self,
+        image_size: i64,
+        device: tch::Device,
+    ) -> Result<(nn::VarStore, Backbone, ImportReport), ModelError> {
+        let spec = self.arch.spec(image_size);
+        let vs = nn::VarStore::new(device);
+        let backbone = Backbone::new(&vs.root(), spec);
+        let opts = ImportOptions { prefix: self.prefix.clone(), allow_partial: self.allow_partial, with_head: false };
+        let report = load(&vs, &self.weights, spec.head_name(), &opts).map_err(|e| match self.arch {
+            Arch::Foundation(f) => ModelError::Arch(format!("{e}\n{f} takes the weights published at {}", f.source())),
+            _ => e,
+        })?;
+        Ok((vs, backbone, report))
+    }
 }
 
 /// Parts of a training network around the backbone (classifiers, projectors, MAE's decoder,

@@ -19,7 +19,7 @@ pub mod vit;
 use std::path::PathBuf;
 
 pub use backbone::{Arch, Backbone, Classifier, Spec};
-pub use checkpoint::{load, ImportOptions, ImportReport};
+pub use checkpoint::{load, BackboneWeights, ImportOptions, ImportReport};
 pub use export::{reference_names, with_bn_counters, write_pth};
 pub use foundation::Foundation;
 pub use segmentation::{load_head, HeadImport, SegHead, SegNet};

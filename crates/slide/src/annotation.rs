@@ -9,18 +9,20 @@ use crate::{Result, SlideError};
 
 /// Which `PartOfGroup` names of an ASAP/Camelyon XML file mark tumour and which mark exclusions
 /// (non-tumour areas cut out of tumour regions). Names compare case-insensitively.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct AnnotationGroups {
-    /// Tumour groups (Camelyon16: `Tumor`, `_0`, `_1`; Camelyon17: `metastases`).
+    /// Annotation groups that mark tumour, comma-separated (Camelyon16: `Tumor`, `_0`, `_1`;
+    /// Camelyon17: `metastases`).
+    #[arg(long = "tumor-groups", value_delimiter = ',', default_value = "Tumor,_0,_1,metastases")]
     pub tumor: Vec<String>,
-    /// Exclusion groups (Camelyon16: `_2`; also `Exclusion`).
+    /// Annotation groups cut out of tumour, comma-separated (Camelyon16: `_2`; also `Exclusion`).
+    #[arg(long = "exclusion-groups", value_delimiter = ',', default_value = "_2,Exclusion")]
     pub exclusion: Vec<String>,
 }
 
 impl Default for AnnotationGroups {
     fn default() -> Self {
-        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-        Self { tumor: s(&["Tumor", "_0", "_1", "metastases"]), exclusion: s(&["_2", "Exclusion"]) }
+        crate::flag_defaults()
     }
 }
 

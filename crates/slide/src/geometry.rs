@@ -22,6 +22,27 @@ impl Default for PatchGeometry {
     }
 }
 
+/// A patch's shape as the tiling commands take it: any two of µm/px, side and field of view.
+#[derive(Debug, Clone, Copy, PartialEq, Default, clap::Args)]
+pub struct GeometryFlags {
+    /// Target resolution, µm per pixel (default 0.39).
+    #[arg(long)]
+    pub mpp: Option<f64>,
+    /// Patch side in pixels (default 512).
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Field of view in µm (with --mpp or --size, fixes the other).
+    #[arg(long)]
+    pub field_um: Option<f64>,
+}
+
+impl GeometryFlags {
+    /// The geometry these fix ([`PatchGeometry::resolve`]).
+    pub fn resolve(&self) -> Result<PatchGeometry> {
+        PatchGeometry::resolve(self.mpp, self.size, self.field_um)
+    }
+}
+
 impl PatchGeometry {
     /// Resolves the geometry from any two of µm/px, pixels and field of view (µm); absent
     /// values take the defaults (0.39 µm/px, 512 px), and a field of view given alone keeps

@@ -3,17 +3,21 @@
 use image::RgbImage;
 
 /// Rejects patches that are mostly glass or too blurred to be useful.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
 pub struct QualityCheck {
-    /// Largest fraction of background pixels (near-white glass or near-black) allowed.
+    /// Reject patches with more than this fraction of background pixels (near-white glass or
+    /// near-black).
+    #[arg(long, default_value_t = 0.5)]
     pub max_background: f64,
-    /// Smallest variance of the Laplacian of the grey image allowed (focus measure).
+    /// Reject patches whose variance of the Laplacian of the grey image is below this (out of
+    /// focus).
+    #[arg(long, default_value_t = 15.0)]
     pub min_sharpness: f64,
 }
 
 impl Default for QualityCheck {
     fn default() -> Self {
-        Self { max_background: 0.5, min_sharpness: 15.0 }
+        crate::flag_defaults()
     }
 }
 

@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::{Result, SlideError, TissueMask};
 
 /// How candidate patch positions are laid over the tissue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Sampling {
     /// Non-overlapping cells of a regular grid anchored at the slide's origin.
     Grid,
@@ -15,13 +15,17 @@ pub enum Sampling {
 }
 
 /// Proposes patch positions for one slide, deterministically from a seed and the slide's name.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct Sampler {
-    /// Grid or random positions.
+    /// Candidate positions: non-overlapping grid cells, or random positions over tissue.
+    #[arg(long, value_enum, default_value_t = Sampling::Grid)]
     pub sampling: Sampling,
-    /// Minimum fraction of a patch's footprint that the tissue mask must cover.
+    /// Minimum tissue fraction of a patch's footprint (by the tissue mask).
+    #[arg(long, default_value_t = 0.5)]
     pub min_tissue: f64,
-    /// Run-wide seed; each slide's stream also depends on its name, not on the order of slides.
+    /// Seed of the sampling and the split assignment; each slide's stream also depends on its
+    /// name, not on the order of slides.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 

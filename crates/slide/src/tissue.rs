@@ -14,36 +14,36 @@ use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use crate::{Mpp, Result, Slide, SlideError};
 
 /// Settings of the tissue detector (HSV saturation → median → Otsu → close → area filters, as
-/// CLAM segments tissue).
-#[derive(Debug, Clone, PartialEq)]
+/// CLAM segments tissue); `--tissue-mpp` and `--saturation-threshold` are flags of the commands
+/// that tile.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct TissueParams {
-    /// Resolution of the mask in µm per pixel (coarser is faster; 8 µm/px ≈ 16× at 20×).
+    /// Resolution of the tissue mask in µm per pixel (coarser is faster; 8 µm/px ≈ 16× at 20×).
+    #[arg(long = "tissue-mpp", default_value_t = 8.0)]
     pub mask_mpp: f64,
     /// Median filter radius in mask pixels.
+    #[arg(skip = 3u32)]
     pub median_radius: u32,
     /// Morphological closing radius in mask pixels (bridges thin gaps in tissue).
+    #[arg(skip = 2u8)]
     pub close_radius: u8,
-    /// Fixed saturation threshold (0–255); `None` picks it by Otsu's method.
+    /// Fixed saturation threshold (0-255) instead of Otsu's.
+    #[arg(long)]
     pub saturation_threshold: Option<u8>,
     /// Lower bound on the Otsu threshold, so a blank slide's noise never becomes tissue.
+    #[arg(skip = 15u8)]
     pub min_saturation: u8,
     /// Tissue components smaller than this area (µm²) are dropped.
+    #[arg(skip = 20_000.0)]
     pub min_area_um2: f64,
     /// Holes inside tissue smaller than this area (µm²) are filled.
+    #[arg(skip = 10_000.0)]
     pub max_hole_um2: f64,
 }
 
 impl Default for TissueParams {
     fn default() -> Self {
-        Self {
-            mask_mpp: 8.0,
-            median_radius: 3,
-            close_radius: 2,
-            saturation_threshold: None,
-            min_saturation: 15,
-            min_area_um2: 20_000.0,
-            max_hole_um2: 10_000.0,
-        }
+        crate::flag_defaults()
     }
 }
 

@@ -72,14 +72,19 @@ impl fmt::Display for Reader {
     }
 }
 
-/// How to open a slide.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How to open a slide (the `--mpp-override`, `--reader` and `--tile-cache-mb` flags of every
+/// command that reads slides).
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
 pub struct SlideOptions {
-    /// µm/px to use instead of the slide's own.
+    /// Level-0 µm/px for slides whose metadata has none (or is wrong).
+    #[arg(long)]
     pub mpp_override: Option<f64>,
-    /// Which reader serves the slide.
+    /// Which reader serves the slides: auto (patchtcga's own for Aperio SVS and tiled TIFF,
+    /// OpenSlide for the rest), native or openslide.
+    #[arg(long, default_value_t = Reader::Auto)]
     pub reader: Reader,
     /// Decoded tiles the native reader keeps per open slide, in MiB.
+    #[arg(long, default_value_t = DEFAULT_TILE_CACHE_MB)]
     pub tile_cache_mb: u64,
 }
 
@@ -89,7 +94,7 @@ pub const DEFAULT_TILE_CACHE_MB: u64 = 256;
 
 impl Default for SlideOptions {
     fn default() -> Self {
-        Self { mpp_override: None, reader: Reader::Auto, tile_cache_mb: DEFAULT_TILE_CACHE_MB }
+        crate::flag_defaults()
     }
 }
 

@@ -4,10 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use patchtcga_dataset::{BuildOptions, ImageFormat, Share, Task};
-use patchtcga_slide::{AnnotationGroups, PatchGeometry, QualityCheck, Sampler, Sampling, TissueParams};
-
-use super::{LaunchArgs, SlideArgs};
+use patchtcga_dataset::{BuildOptions, ImageFormat, Task};
+use patchtcga_launch::Node;
+use patchtcga_slide::{AnnotationGroups, GeometryFlags, QualityCheck, Sampler, SlideOptions, TissueParams};
 
 #[derive(Subcommand)]
 pub enum BuildDataset {
@@ -27,12 +26,8 @@ pub enum BuildDataset {
         /// Side of the centre region, as a fraction of the patch side.
         #[arg(long, default_value_t = 0.5)]
         centre: f64,
-        /// Annotation groups that mark tumour (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "Tumor,_0,_1,metastases")]
-        tumor_groups: Vec<String>,
-        /// Annotation groups cut out of tumour (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "_2,Exclusion")]
-        exclusion_groups: Vec<String>,
+        #[command(flatten)]
+        groups: AnnotationGroups,
     },
     /// Patches with 6-class label masks from PANDA: <out>/{train,val,test}/<grade>/<case>/…
     /// and <stem>_mask.png beside each. CSV columns: slide, mask, data_provider, isup_grade
@@ -47,72 +42,44 @@ pub enum BuildDataset {
 pub struct BuildArgs {
     /// CSV of slides (header; paths relative to the CSV or absolute).
     #[arg(long)]
-    pub slides: PathBuf,
+    slides: PathBuf,
     /// Dataset folder to write (re-running resumes it).
     #[arg(long)]
-    pub out: PathBuf,
-    /// Target resolution, µm per pixel.
-    #[arg(long)]
-    pub mpp: Option<f64>,
-    /// Patch side in pixels.
-    #[arg(long)]
-    pub size: Option<u32>,
-    /// Field of view in µm (with --mpp or --size, fixes the other).
-    #[arg(long)]
-    pub field_um: Option<f64>,
+    out: PathBuf,
+    #[command(flatten)]
+    geometry: GeometryFlags,
     /// Most patches per slide (per class for pcam200); default: every accepted position.
     #[arg(long)]
-    pub per_slide: Option<usize>,
-    /// Candidate positions: non-overlapping grid cells, or random positions over tissue.
-    #[arg(long, value_enum, default_value_t = SamplingArg::Grid)]
-    pub sampling: SamplingArg,
-    /// Seed for sampling and split assignment.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    per_slide: Option<usize>,
+    #[command(flatten)]
+    sampler: Sampler,
     /// Worker threads (default: all cores, shared among this node's processes).
     #[arg(long)]
-    pub workers: Option<usize>,
+    workers: Option<usize>,
     #[command(flatten)]
-    pub launch: LaunchArgs,
-    /// Minimum tissue fraction of a patch's footprint (by the tissue mask).
-    #[arg(long, default_value_t = 0.5)]
-    pub min_tissue: f64,
-    /// Resolution of the tissue mask, µm per pixel.
-    #[arg(long, default_value_t = 8.0)]
-    pub tissue_mpp: f64,
-    /// Fixed saturation threshold (0-255) instead of Otsu's.
-    #[arg(long)]
-    pub saturation_threshold: Option<u8>,
-    /// Reject patches with more than this fraction of glass/black pixels.
-    #[arg(long, default_value_t = 0.5)]
-    pub max_background: f64,
-    /// Reject patches whose variance of the Laplacian is below this (out of focus).
-    #[arg(long, default_value_t = 15.0)]
-    pub min_sharpness: f64,
+    launch: Node,
     #[command(flatten)]
-    pub open: SlideArgs,
+    tissue: TissueParams,
+    #[command(flatten)]
+    quality: QualityCheck,
+    #[command(flatten)]
+    open: SlideOptions,
     /// Patch image format.
     #[arg(long, value_enum, default_value_t = FormatArg::Jpg)]
-    pub format: FormatArg,
+    format: FormatArg,
     /// JPEG quality (1-100).
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u8).range(1..=100))]
-    pub jpeg_quality: u8,
+    jpeg_quality: u8,
     /// Fraction of cases sent to val when the CSV has no split column (pcam200, segpanda200).
     #[arg(long, default_value_t = 0.1)]
-    pub val_fraction: f64,
+    val_fraction: f64,
     /// Fraction of cases sent to test when the CSV has no split column.
     #[arg(long, default_value_t = 0.2)]
-    pub test_fraction: f64,
+    test_fraction: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum SamplingArg {
-    Grid,
-    Random,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum FormatArg {
+enum FormatArg {
     Jpg,
     Png,
 }
@@ -121,11 +88,7 @@ pub enum FormatArg {
 pub fn build(dataset: BuildDataset) -> Result<()> {
     let (task, a) = match dataset {
         BuildDataset::Ptcga200 { common } => (Task::Ptcga200, common),
-        BuildDataset::Pcam200 { common, tumor_threshold, centre, tumor_groups, exclusion_groups } => {
-            if !(0.0..=1.0).contains(&tumor_threshold) || centre <= 0.0 || centre > 1.0 {
-                bail!("--tumor-threshold must be in [0, 1] and --centre in (0, 1]");
-            }
-            let groups = AnnotationGroups { tumor: tumor_groups, exclusion: exclusion_groups };
+        BuildDataset::Pcam200 { common, tumor_threshold, centre, groups } => {
             (Task::Pcam200 { groups, tumor_threshold, centre }, common)
         }
         BuildDataset::Segpanda200 { common } => (Task::SegPanda200, common),
@@ -137,18 +100,33 @@ pub fn build(dataset: BuildDataset) -> Result<()> {
     // A rank started with others on this node takes its part of the cores (OMP_NUM_THREADS).
     let threads = std::env::var("OMP_NUM_THREADS").ok().and_then(|t| t.parse().ok());
     super::workers(a.workers.or(threads.filter(|_| share.world > 1)))?;
-    let mut opts = options(&a)?;
-    opts.share = share;
+    let opts = BuildOptions {
+        geometry: a.geometry.resolve()?,
+        format: match a.format {
+            FormatArg::Jpg => ImageFormat::Jpeg { quality: a.jpeg_quality },
+            FormatArg::Png => ImageFormat::Png,
+        },
+        out: a.out,
+        tissue: a.tissue,
+        quality: a.quality,
+        sampler: a.sampler,
+        per_slide: a.per_slide,
+        slide: a.open,
+        val_fraction: a.val_fraction,
+        test_fraction: a.test_fraction,
+        share,
+    };
     let rows = patchtcga_dataset::read_slides_csv(&a.slides)?;
     let rank = if share.world > 1 { format!("rank {} of {}: ", share.rank, share.world) } else { String::new() };
+    let g = opts.geometry;
     println!(
         "{rank}{}: {} slide(s) → {} ({} px at {} µm/px, {:.1} µm field)",
         task.kind().name(),
         rows.len(),
-        a.out.display(),
-        opts.geometry.size,
-        opts.geometry.mpp,
-        opts.geometry.field_um()
+        opts.out.display(),
+        g.size,
+        g.mpp,
+        g.field_um()
     );
     let report = patchtcga_dataset::build(&task, &rows, &opts, &super::bar("slides"))?;
     if report.renamed > 0 {
@@ -158,26 +136,11 @@ pub fn build(dataset: BuildDataset) -> Result<()> {
             report.renamed
         );
     }
-    let counts = format!(
-        "{rank}{} slide(s): {} tiled, {} already complete, {} failed; {} new patches",
-        report.slides,
-        report.built,
-        report.skipped,
-        report.failures.len(),
-        report.new_patches
-    );
-    if report.pending == 0 {
-        println!("{counts}, {} in {}", report.total_patches, a.out.join("manifest.csv").display());
-    } else {
-        println!(
-            "{counts}; {} slide(s) of other ranks still pending: the rank that settles the last writes manifest.csv and MD5SUMS",
-            report.pending
-        );
+    println!("{rank}{}", report.summary(&opts.out));
+    for f in &report.failures {
+        eprintln!("  {f}");
     }
     if !report.failures.is_empty() {
-        for f in &report.failures {
-            eprintln!("  {f}");
-        }
         bail!(
             "{} of {} slide(s) failed (the others are complete; re-run to retry only the failed ones)",
             report.failures.len(),
@@ -185,45 +148,4 @@ pub fn build(dataset: BuildDataset) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The builder's options from the flags, each fraction checked.
-fn options(a: &BuildArgs) -> Result<BuildOptions> {
-    for (flag, v) in [
-        ("--min-tissue", a.min_tissue),
-        ("--max-background", a.max_background),
-        ("--val-fraction", a.val_fraction),
-        ("--test-fraction", a.test_fraction),
-    ] {
-        if !(0.0..=1.0).contains(&v) {
-            bail!("{flag} must be in [0, 1], got {v}");
-        }
-    }
-    Ok(BuildOptions {
-        out: a.out.clone(),
-        geometry: PatchGeometry::resolve(a.mpp, a.size, a.field_um)?,
-        tissue: TissueParams {
-            mask_mpp: a.tissue_mpp,
-            saturation_threshold: a.saturation_threshold,
-            ..TissueParams::default()
-        },
-        quality: QualityCheck { max_background: a.max_background, min_sharpness: a.min_sharpness },
-        sampler: Sampler {
-            sampling: match a.sampling {
-                SamplingArg::Grid => Sampling::Grid,
-                SamplingArg::Random => Sampling::Random,
-            },
-            min_tissue: a.min_tissue,
-            seed: a.seed,
-        },
-        per_slide: a.per_slide,
-        format: match a.format {
-            FormatArg::Jpg => ImageFormat::Jpeg { quality: a.jpeg_quality },
-            FormatArg::Png => ImageFormat::Png,
-        },
-        slide: a.open.options(),
-        val_fraction: a.val_fraction,
-        test_fraction: a.test_fraction,
-        share: Share::default(),
-    })
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use patchtcga_slide::{PatchGeometry, Slide, TissueMask, TissueParams};
 
-use super::SlideArgs;
+use patchtcga_slide::SlideOptions;
 
 /// Options of `patchtcga info`.
 #[derive(Args)]
@@ -14,12 +14,12 @@ pub struct InfoArgs {
     /// Slide file.
     pub slide: PathBuf,
     #[command(flatten)]
-    pub open: SlideArgs,
+    pub open: SlideOptions,
 }
 
 /// Prints what the reader and the tiler make of a slide.
 pub fn info(a: InfoArgs) -> Result<()> {
-    let s = Slide::open(&a.slide, &a.open.options())?;
+    let s = Slide::open(&a.slide, &a.open)?;
     let (w, h) = s.dimensions();
     let mpp = s.mpp();
     println!("{}: {w} × {h} px, {:.4} × {:.4} µm/px ({:?})", a.slide.display(), mpp.x, mpp.y, mpp.source);

@@ -1,6 +1,5 @@
 //! The commands that run no network, one file each, and what every command shares: worker
-//! threads, progress bars, the dataset layout option, how slides are opened, atomic writes,
-//! the error line.
+//! threads, progress bars, atomic writes, peak memory, the error line.
 
 pub mod build;
 pub mod extract;
@@ -18,80 +17,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use patchtcga_dataset::{DatasetKind, Share};
-use patchtcga_launch::Node;
-use patchtcga_slide::{Reader, SlideOptions, DEFAULT_TILE_CACHE_MB};
 
-/// How the commands that read slides open them.
-#[derive(Args, Clone, Copy)]
-pub struct SlideArgs {
-    /// Level-0 µm/px for slides whose metadata has none (or is wrong).
-    #[arg(long)]
-    pub mpp_override: Option<f64>,
-    /// Which reader serves the slides: auto (patchtcga's own for Aperio SVS and tiled TIFF,
-    /// OpenSlide for the rest), native or openslide.
-    #[arg(long, default_value_t = Reader::Auto)]
-    pub reader: Reader,
-    /// Decoded tiles the native reader keeps per open slide, in MiB.
-    #[arg(long, default_value_t = DEFAULT_TILE_CACHE_MB)]
-    pub tile_cache_mb: u64,
-}
-
-impl SlideArgs {
-    /// The slide crate's options.
-    pub fn options(&self) -> SlideOptions {
-        SlideOptions { mpp_override: self.mpp_override, reader: self.reader, tile_cache_mb: self.tile_cache_mb }
-    }
-}
-
-/// Where a job's processes run, as torchrun's options say it: processes on this node, nodes,
-/// this node's index. Training adds its rendezvous to them; a job over a slide list (`build`,
-/// `embed --slides`) needs none: every rank takes its [`share`](Self::share) of the list and
-/// writes into the same folder (a shared filesystem across nodes).
-#[derive(Args)]
-pub struct LaunchArgs {
-    /// Processes on this node (one per GPU for networks); more than 1 starts them and waits.
-    #[arg(long, default_value_t = 1)]
-    pub nproc_per_node: usize,
-    /// Nodes of the job.
-    #[arg(long, default_value_t = 1)]
-    pub nnodes: usize,
-    /// This node's index.
-    #[arg(long, default_value_t = 0)]
-    pub node_rank: usize,
-}
-
-impl LaunchArgs {
-    /// The launch crate's node.
-    pub fn node(&self) -> Node {
-        Node { nproc_per_node: self.nproc_per_node, nnodes: self.nnodes, node_rank: self.node_rank }
-    }
-
-    /// This process's share of a list ([`Node::share`]).
-    pub fn share(&self) -> Result<Option<Share>> {
-        Ok(self.node().share()?.map(|(rank, world)| Share { rank, world }))
-    }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Layout {
-    Ptcga200,
-    Pcam200,
-    Segpanda200,
-}
-
-impl Layout {
-    fn kind(self) -> DatasetKind {
-        match self {
-            Layout::Ptcga200 => DatasetKind::Ptcga200,
-            Layout::Pcam200 => DatasetKind::Pcam200,
-            Layout::Segpanda200 => DatasetKind::SegPanda200,
-        }
-    }
-}
-
+/// Sizes the global worker pool (rayon's) to `n` threads when given.
 pub fn workers(n: Option<usize>) -> Result<()> {
     if let Some(n) = n {
         rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().context("starting worker threads")?;
@@ -99,6 +27,7 @@ pub fn workers(n: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// A progress bar counting `unit`s.
 pub fn bar(unit: &str) -> ProgressBar {
     let pb = ProgressBar::new(0);
     let template = format!("{{spinner}} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {unit} {{msg}} (eta {{eta}})");
@@ -106,6 +35,7 @@ pub fn bar(unit: &str) -> ProgressBar {
     pb
 }
 
+/// A progress bar counting bytes.
 pub fn bytes_bar() -> ProgressBar {
     let pb = ProgressBar::new(0);
     let t = "{spinner} [{elapsed_precise}] {bar:40} {bytes}/{total_bytes} {bytes_per_sec} (eta {eta})";

@@ -6,7 +6,9 @@ use anyhow::Result;
 use clap::Args;
 use patchtcga_slide::Slide;
 
-use super::{peak_rss_mib, SlideArgs};
+use patchtcga_slide::SlideOptions;
+
+use super::peak_rss_mib;
 
 /// Options of `patchtcga bench regions`.
 #[derive(Args)]
@@ -14,7 +16,7 @@ pub struct RegionArgs {
     /// Slide file.
     pub slide: PathBuf,
     #[command(flatten)]
-    pub open: SlideArgs,
+    pub open: SlideOptions,
     /// Region side in level-0 pixels (800: a 512 px patch at 0.39 µm/px from a 40× scan).
     #[arg(long, default_value_t = 800)]
     pub size: u32,
@@ -26,7 +28,7 @@ pub struct RegionArgs {
 /// Reads `count` regions on the slide's grid and prints the rate; the pixels are summed so no
 /// read can be skipped.
 pub fn bench_regions(a: RegionArgs) -> Result<()> {
-    let slide = Slide::open(&a.slide, &a.open.options())?;
+    let slide = Slide::open(&a.slide, &a.open)?;
     let (w, h) = slide.dimensions();
     let grid: Vec<(u32, u32)> =
         (0..h / a.size).flat_map(|j| (0..w / a.size).map(move |i| (i * a.size, j * a.size))).collect();

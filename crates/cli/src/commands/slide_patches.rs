@@ -5,10 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use patchtcga_loader::slides::{SlideBatchConfig, SlideBatches, SlideEvent, SlideJob};
-use patchtcga_slide::PatchGeometry;
+use patchtcga_loader::slides::{SlideBatches, SlideEvent, SlideJob, SlideReading};
 
-use super::{peak_rss_mib, SlideArgs};
+use super::peak_rss_mib;
 
 /// Options of `patchtcga bench slide-patches`.
 #[derive(Args)]
@@ -17,21 +16,7 @@ pub struct SlidePatchArgs {
     #[arg(long)]
     pub slides: PathBuf,
     #[command(flatten)]
-    pub open: SlideArgs,
-    /// µm per pixel the patches are read at.
-    #[arg(long, default_value_t = 0.5)]
-    pub mpp: f64,
-    /// Patch side in pixels.
-    #[arg(long, default_value_t = 224)]
-    pub image_size: u32,
-    /// Least tissue fraction of a patch's footprint.
-    #[arg(long, default_value_t = 0.5)]
-    pub min_tissue: f64,
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// Decoding threads.
-    #[arg(long, default_value_t = 4)]
-    pub workers: usize,
+    pub reading: SlideReading,
 }
 
 /// Reads every slide's tissue-grid patches into normalised batches as `embed --slides` does and
@@ -42,16 +27,7 @@ pub fn bench_slide_patches(a: SlidePatchArgs) -> Result<()> {
         .map(|r| SlideJob { path: r.slide, corners: None })
         .collect();
     let slides = jobs.len();
-    let config = SlideBatchConfig {
-        geometry: PatchGeometry { mpp: a.mpp, size: a.image_size },
-        min_tissue: a.min_tissue,
-        open: a.open.options(),
-        mean: [0.5; 3],
-        std: [0.25; 3],
-        batch_size: a.batch_size,
-        workers: a.workers,
-        prefetch: 4,
-    };
+    let config = a.reading.config([0.5; 3], [0.25; 3]);
     let t0 = std::time::Instant::now();
     let (mut patches, mut sum) = (0usize, 0f64);
     for event in SlideBatches::start(jobs, config)? {
@@ -69,7 +45,7 @@ pub fn bench_slide_patches(a: SlidePatchArgs) -> Result<()> {
         "patchtcga: {patches} patches of {slides} slide(s) in {secs:.2} s: {:.1} patches/s with {} thread(s), \
          peak memory {:.0} MiB (checksum {sum:.1})",
         patches as f64 / secs,
-        a.workers,
+        a.reading.workers,
         peak_rss_mib()
     );
     Ok(())

@@ -19,41 +19,22 @@ pub struct SplitArgs {
     /// Check and convert an existing splits.json instead of drawing one.
     #[arg(long)]
     pub from_json: Option<PathBuf>,
-    /// Number of trials.
-    #[arg(long, default_value_t = 3)]
-    pub trials: usize,
-    /// Fraction of each organ's slides for validation (rounded up).
-    #[arg(long, default_value_t = 0.02)]
-    pub val_fraction: f64,
-    /// Fraction of each organ's slides for test (rounded up).
-    #[arg(long, default_value_t = 0.01)]
-    pub test_fraction: f64,
-    /// Seed of the draw.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Treat every N consecutive files of an organ as one slide (for names that do not carry the slide).
-    #[arg(long)]
-    pub patches_per_slide: Option<usize>,
+    #[command(flatten)]
+    pub params: split::SplitParams,
 }
 
+/// Draws (or reads and checks) the splits and writes them as JSON and the release's pickle.
 pub fn split_cmd(a: SplitArgs) -> Result<()> {
     let index = Index::scan(&a.dataset, Some(DatasetKind::Ptcga200))?;
-    let params = split::SplitParams {
-        trials: a.trials,
-        val_fraction: a.val_fraction,
-        test_fraction: a.test_fraction,
-        seed: a.seed,
-        patches_per_slide: a.patches_per_slide,
-    };
     let out_dir = a.out_dir.unwrap_or_else(|| a.dataset.clone());
     let json = out_dir.join("splits.json");
     let pickle = out_dir.join("3fold_dict_idx_filenames.pickle");
     let (splits, source): (split::Splits, &Path) = match (&a.from_pickle, &a.from_json) {
         (Some(p), _) => (split::read_pickle(p)?, p),
         (_, Some(j)) => (split::read_json(j)?, j),
-        _ => (split::make(&index, &params)?, &a.dataset),
+        _ => (split::make(&index, &a.params)?, &a.dataset),
     };
-    let counts = split::check(&index, &splits, &params, source)?;
+    let counts = split::check(&index, &splits, &a.params, source)?;
     for (trial, [train, val, test]) in &counts {
         println!("trial {trial}: train {train}, val {val}, test {test} patches");
     }

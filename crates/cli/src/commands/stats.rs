@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use patchtcga_dataset::{stats, Index};
 
-use super::Layout;
+use patchtcga_dataset::DatasetKind;
 
 /// Options of `patchtcga stats`.
 #[derive(Args)]
@@ -15,7 +15,7 @@ pub struct StatsArgs {
     pub dataset: PathBuf,
     /// Layout (default: detected).
     #[arg(long, value_enum)]
-    pub layout: Option<Layout>,
+    pub layout: Option<DatasetKind>,
     /// Measure pixels on this many random images instead of all.
     #[arg(long)]
     pub sample: Option<usize>,
@@ -37,7 +37,7 @@ pub struct StatsArgs {
 /// mosaic.
 pub fn stats(a: StatsArgs) -> Result<()> {
     super::workers(a.workers)?;
-    let index = Index::scan(&a.dataset, a.layout.map(Layout::kind))?;
+    let index = Index::scan(&a.dataset, a.layout)?;
     if !index.problems.is_empty() {
         eprintln!(
             "note: {} image file(s) have names the release's loaders skip or misread; `patchtcga verify-layout {}` \
@@ -54,19 +54,7 @@ pub fn stats(a: StatsArgs) -> Result<()> {
         s.patches,
         s.slides
     );
-    println!("{:<20} {:>5} {:>10} {:>8}", "class", "id", "patches", "slides");
-    for c in &s.classes {
-        println!("{:<20} {:>5} {:>10} {:>8}", c.name, c.label, c.patches, c.slides);
-    }
-    println!("pixels of {} image(s), RGB in [0, 1]:", s.measured);
-    println!("image_stats mean = ({:.4}, {:.4}, {:.4})", s.mean[0], s.mean[1], s.mean[2]);
-    println!("image_stats std  = ({:.4}, {:.4}, {:.4})", s.std[0], s.std[1], s.std[2]);
-    if let Some(m) = s.mask_pixels {
-        let total = m.iter().sum::<u64>().max(1) as f64;
-        for (k, n) in m.iter().enumerate() {
-            println!("mask class {k} ({}): {:.2}%", patchtcga_slide::SEGPANDA_CLASSES[k], 100.0 * *n as f64 / total);
-        }
-    }
+    println!("{s}");
     if let Some(path) = &a.mosaic {
         let (img, rows) = stats::mosaic(&index, a.per_class, 128, a.seed)?;
         img.save(path).with_context(|| format!("writing {}", path.display()))?;

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use patchtcga_dataset::{Index, UnknownFolders};
 
-use super::Layout;
+use patchtcga_dataset::DatasetKind;
 
 /// Options of `patchtcga verify-layout`.
 #[derive(Args)]
@@ -15,13 +15,13 @@ pub struct VerifyLayoutArgs {
     pub dataset: PathBuf,
     /// Layout (default: detected).
     #[arg(long, value_enum)]
-    pub layout: Option<Layout>,
+    pub layout: Option<DatasetKind>,
 }
 
 /// Prints what the release's loaders would skip or misread in a dataset; an error if anything.
 pub fn verify_layout(a: VerifyLayoutArgs) -> Result<()> {
     let dataset = a.dataset.as_path();
-    let index = Index::scan_with(dataset, a.layout.map(Layout::kind), UnknownFolders::Skip)?;
+    let index = Index::scan_with(dataset, a.layout, UnknownFolders::Skip)?;
     for f in &index.skipped_folders {
         println!(
             "FOLDER  {}: not a class folder of the {} layout; its images are not read",

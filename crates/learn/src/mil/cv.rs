@@ -19,23 +19,43 @@ use crate::config::Optim;
 use crate::optim::{Optimizer, Rule};
 use crate::LearnError;
 
-/// How a cross-validation trains.
-#[derive(Debug, Clone)]
+/// How a cross-validation trains (the flags of `patchtcga mil train`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct MilOptions {
-    /// The network (ABMIL, CLAM-SB or TransMIL).
+    /// The network: abmil (gated attention), clam-sb (plus CLAM's instance-clustering loss: k 8,
+    /// bag weight 0.7, subtyping for more than two classes) or transmil (Nyström-attention
+    /// Transformer with PPEG).
+    #[arg(long = "model", default_value_t = MilArch::Abmil)]
     pub arch: MilArch,
-    /// CLAM-SB's instance classifiers' loss.
+    /// CLAM-SB's instance classifiers' loss: ce (cross-entropy) or svm (the smooth top-1 SVM,
+    /// CLAM's `--inst_loss svm`).
+    #[arg(long = "inst-loss", default_value_t = InstanceCriterion::CrossEntropy)]
     pub instance_criterion: InstanceCriterion,
+    /// Folds of the cross-validation (by case).
+    #[arg(long, default_value_t = 5)]
     pub folds: usize,
+    /// Most epochs per fold.
+    #[arg(long, default_value_t = 20)]
     pub epochs: usize,
+    /// Adam's learning rate (CLAM's 2e-4).
+    #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
+    /// Adam's (L2) weight decay.
+    #[arg(long, default_value_t = 1e-5)]
     pub weight_decay: f64,
+    /// Seed of the folds, the initial weights and the slide order.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Weigh each class's loss by the inverse of its share of the training slides.
+    /// Weigh each class's loss by the inverse of its share of the training slides
+    /// (`--no-class-weights`: do not).
+    #[arg(long = "no-class-weights", action = clap::ArgAction::SetFalse)]
     pub class_weights: bool,
-    /// Stop a fold once this many epochs in a row have not lowered the validation loss (CLAM's
-    /// early stopping); `None` trains every epoch.
+    /// Stop a fold once this many epochs in a row have not lowered its validation loss (CLAM's
+    /// early stopping uses 20); the epoch of lowest loss is kept either way.
+    #[arg(long)]
     pub patience: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu", value_parser = crate::engine::parse_device)]
     pub device: Device,
 }
 

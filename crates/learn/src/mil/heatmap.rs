@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use patchtcga_slide::Slide;
 
-use crate::slide_map::{draw, Legend, SlideMap};
+use crate::slide_map::{draw, save_picture, Legend, SlideMap};
 use crate::LearnError;
 
 /// A slide's patches as an `.h5` lists them: level-0 top-left corners and the patch's level-0 side.
@@ -86,20 +86,7 @@ pub fn paint(slide: &Slide, grid: &PatchGrid, attention: &[f32], out: &Path) -> 
         )));
     }
     let picture = draw(slide, &attention_map(slide, grid, attention), Legend::Attention)?;
-    let failed = |path: &Path, e: String| LearnError::Config(format!("{}: cannot write ({e})", path.display()));
-    patchtcga_atomic::write_with(
-        out,
-        |tmp| picture.save_with_format(tmp, image::ImageFormat::Png).map_err(|e| failed(out, e.to_string())),
-        |e| LearnError::io(out, e),
-    )?;
-    let npy = out.with_extension("npy");
-    let values = tch::Tensor::from_slice(attention);
-    patchtcga_atomic::write_with(
-        &npy,
-        |tmp| values.write_npy(tmp).map_err(|e| failed(&npy, e.to_string())),
-        |e| LearnError::io(&npy, e),
-    )?;
-    Ok(npy)
+    save_picture(&picture, &tch::Tensor::from_slice(attention), out)
 }
 
 #[cfg(test)]

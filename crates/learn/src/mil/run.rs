@@ -3,15 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
-use patchtcga_model::Arch;
-use patchtcga_slide::PatchGeometry;
+use patchtcga_loader::slides::{SlideBatchConfig, SlideJob};
+use patchtcga_model::{Arch, Backbone};
+use patchtcga_slide::{PatchGeometry, Slide};
 use tch::{nn, Kind, Tensor};
 
 use super::bags::Bags;
 use super::cv::{cross_validate, CrossValidation, FoldResult, FoldStore, MilOptions};
+use super::heatmap::{paint, PatchGrid};
 use super::model::MilNet;
 use crate::config::ImageStats;
-use crate::slide_features::provenance;
+use crate::slide_features::{embed_slide, provenance, SlideEmbedding};
 use crate::LearnError;
 
 pub use patchtcga_metrics::mil::MIL_RESULTS_FILE;
@@ -171,6 +173,15 @@ impl SlidePrediction {
     }
 }
 
+/// What [`MilRun::infer_slide`] made: the prediction, over how many patches, its JSON file and the
+/// attention's `.npy` (beside the heat map) when the network has attention.
+pub struct SlideInference {
+    pub prediction: SlidePrediction,
+    pub patches: usize,
+    pub json: PathBuf,
+    pub heatmap: Option<PathBuf>,
+}
+
 /// A run folder's results and its folds' models, on the CPU.
 pub struct MilRun {
     pub dir: PathBuf,
@@ -235,6 +246,38 @@ impl MilRun {
             }
         }
         Ok((made, geometry, stats))
+    }
+
+    /// A new slide through the run: its patches read as `reading` says (the run's geometry and
+    /// normalisation: [`embedding`](Self::embedding)) and embedded by `backbone`, the folds' models'
+    /// prediction written to `<out>.json` and, for attention-pooling networks, their attention
+    /// painted over the thumbnail into `out` (the raw values beside it, `.npy`).
+    pub fn infer_slide(
+        &self,
+        slide: &Path,
+        backbone: &Backbone,
+        reading: SlideBatchConfig,
+        device: tch::Device,
+        out: &Path,
+        progress: &indicatif::ProgressBar,
+    ) -> Result<SlideInference, LearnError> {
+        let (geometry, open) = (reading.geometry, reading.open);
+        let embedding = SlideEmbedding { geometry, device, float16: false, autocast: false };
+        let job = SlideJob { path: slide.to_path_buf(), corners: None };
+        let features = embed_slide(job, reading, backbone, &embedding, progress)?;
+        let prediction = self.predict(&features.features, slide)?;
+        let json = out.with_extension("json");
+        prediction.write_json(&json, slide, &self.results.classes)?;
+        let heatmap = match &prediction.attention {
+            Some(attention) => {
+                let slide = Slide::open(slide, &open)?;
+                let footprint = geometry.size as f64 * geometry.mpp / slide.mpp().x;
+                let grid = PatchGrid { coords: features.coords.clone(), footprint };
+                Some(paint(&slide, &grid, attention, out)?)
+            }
+            None => None,
+        };
+        Ok(SlideInference { prediction, patches: features.coords.len(), json, heatmap })
     }
 
     /// Predicts the slide whose patch features (N × width, from `source`) are `features`.

@@ -6,11 +6,9 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use patchtcga_augment::Recipe;
 use patchtcga_dataset::Index;
-use patchtcga_learn::config::{DeviceChoice, Optim, SelfSupervised};
-use patchtcga_learn::engine::{device, time_updates};
-use patchtcga_learn::{method, Config};
+use patchtcga_learn::config::{DeviceChoice, Optim};
+use patchtcga_learn::Config;
 use patchtcga_model::Arch;
-use tch::Tensor;
 
 #[derive(Subcommand)]
 pub enum BenchWhat {
@@ -125,47 +123,13 @@ pub fn bench_method(a: MethodStepArgs) -> Result<()> {
     time_method(&Config::load(Some(&a.config), &a.set)?, a.threads, a.warmup, a.steps)
 }
 
-/// Times `config`'s method on one synthetic batch of its recipe's views and prints images/s.
+/// Times `config`'s method and prints images/s and peak host memory.
 fn time_method(config: &Config, threads: Option<i32>, warmup: usize, steps: usize) -> Result<()> {
     if let Some(t) = threads {
         tch::set_num_threads(t);
     }
-    tch::manual_seed(0);
-    let (mut m, recipe) = method(config)?;
-    let views = Recipe::preset(recipe, config.image_size as u32, config.local_crops)?.views;
-    let b = config.batch_size;
-    let batch = patchtcga_loader::Batch {
-        views: views
-            .iter()
-            .map(|v| {
-                let s = v.size as usize;
-                let data = Tensor::randn([(b * 3 * s * s) as i64], (tch::Kind::Float, tch::Device::Cpu));
-                Ok(patchtcga_loader::ViewBatch { data: Vec::<f32>::try_from(data)?, shape: [b, 3, s, s] })
-            })
-            .collect::<Result<_, tch::TchError>>()?,
-        labels: (0..b as i64).map(|i| i % config.num_classes).collect(),
-        masks: None,
-        indices: (0..b).collect(),
-    };
-    let dev = device(config.device)?;
-    let amp = config.enable_autocast && dev.is_cuda();
-    let secs = time_updates(config, m.as_mut(), &batch, warmup, steps)?;
-    let method = match config.self_supervised {
-        SelfSupervised::None => "supervised".to_owned(),
-        m => m.to_string(),
-    };
-    println!(
-        "patchtcga {method} {} batch {} ({} views) at {} px on {:?}{}: {:.1} images/s ({:.1} ms/step), peak host memory {:.0} MiB",
-        config.model_name,
-        b,
-        views.len(),
-        config.image_size,
-        dev,
-        if amp { " (autocast fp16)" } else { "" },
-        (b * config.num_accum) as f64 / secs,
-        1000.0 * secs,
-        patchtcga_cli::commands::peak_rss_mib()
-    );
+    let timing = patchtcga_learn::bench::time_method(config, warmup, steps)?;
+    println!("{timing}, peak host memory {:.0} MiB", patchtcga_cli::commands::peak_rss_mib());
     Ok(())
 }
 

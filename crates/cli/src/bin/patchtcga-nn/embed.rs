@@ -1,26 +1,24 @@
-//! `patchtcga embed`: backbone features of a folder of patches.
+//! `patchtcga embed`: backbone features of a folder of patches, or of slides' tissue grids.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
 use patchtcga_augment::Recipe;
-use patchtcga_learn::config::{DeviceChoice, ImageStats};
-use patchtcga_learn::engine::device;
+use patchtcga_launch::Node;
+use patchtcga_learn::config::ImageStats;
 use patchtcga_learn::patch_features::{embed_images, write_features};
-use patchtcga_learn::slide_features::{embed_slide_list, provenance, SlideEmbedding, SlideList, DEFAULT_MIN_TISSUE};
-use patchtcga_loader::slides::SlideBatchConfig;
+use patchtcga_learn::slide_features::{embed_slide_list, provenance, SlideEmbedding, SlideList};
+use patchtcga_loader::slides::SlideReading;
 use patchtcga_loader::LoaderConfig;
-use patchtcga_slide::PatchGeometry;
-
-use crate::backbone::BackboneArgs;
-use patchtcga_cli::commands::{LaunchArgs, SlideArgs};
+use patchtcga_model::BackboneWeights;
+use tch::Device;
 
 /// Options of `patchtcga embed`.
 #[derive(Args)]
 pub struct EmbedArgs {
     #[command(flatten)]
-    backbone: BackboneArgs,
+    backbone: BackboneWeights,
     /// A folder of patches (searched recursively) or a dataset root.
     #[arg(long, required_unless_present = "slides", conflicts_with = "slides")]
     images: Option<PathBuf>,
@@ -33,11 +31,8 @@ pub struct EmbedArgs {
     /// With --slides: the folder of `.h5` files (slides already there are skipped).
     #[arg(long)]
     out: PathBuf,
-    /// With --slides: µm per pixel the patches are read at.
-    #[arg(long, default_value_t = 0.5)]
-    mpp: f64,
     #[command(flatten)]
-    open: SlideArgs,
+    reading: SlideReading,
     /// With --slides: a folder of `<id>.h5` files whose `coords` (N × 2, level-0 x, y; CLAM's
     /// patching output), or `<id>.csv` files with `x` and `y` columns, give each slide's patches
     /// instead of the tissue grid.
@@ -52,61 +47,35 @@ pub struct EmbedArgs {
     float16: bool,
     /// With --slides: processes sharing the slide list (rank r embeds slides r, r + world, …).
     #[command(flatten)]
-    launch: LaunchArgs,
-    /// With --slides: least tissue fraction of a patch's footprint.
-    #[arg(long, default_value_t = DEFAULT_MIN_TISSUE)]
-    min_tissue: f64,
+    launch: Node,
     /// `eval` (the release's CenterCrop 287 → Resize 224) or `none` (images already at model size).
-    #[arg(long, default_value = "eval")]
+    #[arg(long, default_value = "eval", value_parser = ["eval", "none"])]
     preprocess: String,
-    /// Model input side.
-    #[arg(long, default_value_t = 224)]
-    image_size: u32,
     /// Normalisation: imagenet, ptcga, or m0,m1,m2,s0,s1,s2 (default: a preset's own, else imagenet).
     #[arg(long)]
     stats: Option<ImageStats>,
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
-    /// Decoding threads.
-    #[arg(long, default_value_t = 4)]
-    workers: usize,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: DeviceChoice,
+    #[arg(long, default_value = "cpu", value_parser = patchtcga_learn::engine::parse_device)]
+    device: Device,
 }
 
-impl EmbedArgs {
-    /// `--stats`, or the backbone's own normalisation.
-    fn stats(&self) -> ImageStats {
-        self.stats.clone().unwrap_or_else(|| ImageStats::of(self.backbone.arch))
-    }
-}
-
-/// Writes backbone features of every image under `--images` to `--out`.
+/// Writes backbone features of every image under `--images` to `--out`, or of every slide of
+/// `--slides` into it.
 pub fn embed(a: EmbedArgs) -> Result<()> {
-    if !matches!(a.preprocess.as_str(), "eval" | "none") {
-        bail!("--preprocess {:?}: eval or none", a.preprocess);
-    }
     let Some(folder) = &a.images else { return slides(&a) };
-    let device = device(a.device)?;
     let files = patchtcga_dataset::images_under(folder)?;
     if files.is_empty() {
         bail!("{}: no images (.jpg, .JPG, .JPEG, .png)", folder.display());
     }
-    let (_vs, backbone) = a.backbone.load(a.image_size as i64, device)?;
-    let stats = a.stats();
-    let config = LoaderConfig {
-        batch_size: a.batch_size,
-        workers: a.workers,
-        mean: stats.mean,
-        std: stats.std,
-        prefetch: 4,
-        ..LoaderConfig::default()
-    };
-    let recipe = Recipe::preset(&a.preprocess, a.image_size, 0)?;
+    let (_vs, backbone) = crate::backbone::load(&a.backbone, a.reading.image_size as i64, a.device)?;
+    let stats = a.stats.clone().unwrap_or_else(|| ImageStats::of(a.backbone.arch));
+    let (batch_size, workers) = (a.reading.batch_size, a.reading.workers);
+    let config =
+        LoaderConfig { batch_size, workers, mean: stats.mean, std: stats.std, prefetch: 4, ..LoaderConfig::default() };
+    let recipe = Recipe::preset(&a.preprocess, a.reading.image_size, 0)?;
     let bar = patchtcga_cli::commands::bar("images");
     let start = std::time::Instant::now();
-    let feats = embed_images(&files, &backbone, recipe, config, device, &bar)?;
+    let feats = embed_images(&files, &backbone, recipe, config, a.device, &bar)?;
     bar.finish();
     let seconds = start.elapsed().as_secs_f64();
     let csv = write_features(&a.out, &feats, &files, folder)?;
@@ -124,33 +93,22 @@ fn slides(a: &EmbedArgs) -> Result<()> {
         println!("{} rank(s) done: {}", a.launch.nproc_per_node, a.out.display());
         return Ok(());
     };
-    let device = device(a.device)?;
     let rows: Vec<_> = patchtcga_dataset::read_slides_csv(list)?
         .into_iter()
         .enumerate()
-        .filter(|(i, _)| i % share.world == share.rank)
-        .map(|(_, r)| r)
+        .filter_map(|(i, r)| share.takes(i).then_some(r))
         .collect();
-    let (_vs, backbone) = a.backbone.load(a.image_size as i64, device)?;
-    let stats = a.stats();
-    let geometry = PatchGeometry { mpp: a.mpp, size: a.image_size };
-    let provenance = provenance(&a.backbone.arch.to_string(), &a.backbone.weights, &stats, &geometry)?;
+    let (_vs, backbone) = crate::backbone::load(&a.backbone, a.reading.image_size as i64, a.device)?;
+    let stats = a.stats.clone().unwrap_or_else(|| ImageStats::of(a.backbone.arch));
+    let geometry = a.reading.geometry();
+    let autocast = a.autocast && a.device.is_cuda();
     let list = SlideList {
         rows: &rows,
         out: &a.out,
         coords: a.coords.as_deref(),
-        reading: SlideBatchConfig {
-            geometry,
-            min_tissue: a.min_tissue,
-            open: a.open.options(),
-            mean: stats.mean,
-            std: stats.std,
-            batch_size: a.batch_size,
-            workers: a.workers,
-            prefetch: 4,
-        },
-        embedding: SlideEmbedding { geometry, device, float16: a.float16, autocast: a.autocast && device.is_cuda() },
-        provenance,
+        reading: a.reading.config(stats.mean, stats.std),
+        embedding: SlideEmbedding { geometry, device: a.device, float16: a.float16, autocast },
+        provenance: provenance(&a.backbone.arch.to_string(), &a.backbone.weights, &stats, &geometry)?,
     };
     let bar = patchtcga_cli::commands::bar("patches");
     let r = embed_slide_list(list, &backbone, &bar, |row, outcome| match outcome {
@@ -161,15 +119,7 @@ fn slides(a: &EmbedArgs) -> Result<()> {
     if r.unreached > 0 {
         eprintln!("failed: {} slide(s) never read (the reading stopped early)", r.unreached);
     }
-    println!(
-        "embedded {} patches of {} slide(s) in {:.1} s: {:.2} patches/s, {:.3} slides/s",
-        r.patches,
-        r.attempted,
-        r.seconds,
-        r.patches as f64 / r.seconds,
-        r.attempted as f64 / r.seconds
-    );
-    println!("{} slide(s): {} embedded, {} already done, {} failed", rows.len(), r.done, r.skipped, r.failed());
+    println!("{r}");
     if r.failed() > 0 {
         bail!("{} of {} slide(s) failed (the others are complete; re-run to retry only those)", r.failed(), rows.len());
     }

@@ -7,13 +7,13 @@ use clap::Args;
 use patchtcga_model::{reference_names, with_bn_counters, write_pth};
 use tch::Tensor;
 
-use crate::backbone::BackboneArgs;
+use patchtcga_model::BackboneWeights;
 
 /// Options of `patchtcga export`.
 #[derive(Args)]
 pub struct ExportArgs {
     #[command(flatten)]
-    backbone: BackboneArgs,
+    backbone: BackboneWeights,
     /// ViT input side the exported position embedding is made for.
     #[arg(long, default_value_t = 224)]
     image_size: i64,
@@ -25,7 +25,7 @@ pub struct ExportArgs {
 /// Writes the backbone of `--weights` with its reference names (torchvision / timm; Hugging Face for
 /// phikon, DINOv2's for dinov2-*), for PyTorch.
 pub fn export(a: ExportArgs) -> Result<()> {
-    let (vs, backbone) = a.backbone.load(a.image_size, tch::Device::Cpu)?;
+    let (vs, backbone) = crate::backbone::load(&a.backbone, a.image_size, tch::Device::Cpu)?;
     let tensors = reference_names(a.backbone.arch, with_bn_counters(vs.variables().into_iter().collect()));
     match a.out.extension().and_then(|e| e.to_str()) {
         Some("pth") | Some("pt") => write_pth(&a.out, &tensors)?,

@@ -6,13 +6,13 @@ use anyhow::{bail, Result};
 use clap::Args;
 use patchtcga_metrics::run::Task;
 
-use crate::run::RunArgs;
+use patchtcga_learn::launch::RunFlags;
 
 /// Options of `patchtcga finetune`.
 #[derive(Args)]
 pub struct FinetuneArgs {
     #[command(flatten)]
-    run: RunArgs,
+    run: RunFlags,
     /// Initial backbone weights: a pretraining run's model.safetensors, any .pth (ImageNet
     /// torchvision/timm, MoCo, DINO, MAE, …), or `none` for random weights (default: the
     /// config's `pretrained`).
@@ -43,31 +43,8 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
     println!("selected epoch {} (best validation {by})", o.selected_epoch);
     for (set, r) in [("val", &o.val), ("test", &o.test)] {
         match r {
-            Some(Report::Classification(r)) => {
-                let auc = r.roc_auc.map_or("n/a".to_owned(), |v| format!("{v:.4}"));
-                println!(
-                    "{set}: accuracy {:.2} % (95 % CI {:.2}–{:.2}), balanced accuracy {:.2} %, ROC-AUC {auc}, F1 {:.4}, {} images",
-                    100.0 * r.accuracy,
-                    100.0 * r.accuracy_ci[0],
-                    100.0 * r.accuracy_ci[1],
-                    100.0 * r.balanced_accuracy,
-                    r.f1,
-                    r.samples
-                );
-            }
-            Some(Report::Segmentation(r)) => {
-                let per_class: Vec<String> =
-                    r.per_class_iou.iter().map(|v| v.map_or("–".into(), |v| format!("{:.1}", 100.0 * v))).collect();
-                println!(
-                    "{set}: mIoU {:.2} %, micro IoU {:.2} %, mean Dice {:.2} %, micro Dice {:.2} %, mean pixel accuracy {:.2} %; IoU per class {}",
-                    100.0 * r.mean_iou,
-                    100.0 * r.micro_iou,
-                    100.0 * r.mean_dice,
-                    100.0 * r.micro_dice,
-                    100.0 * r.mean_pixel_accuracy,
-                    per_class.join(" / ")
-                );
-            }
+            Some(Report::Classification(r)) => println!("{set}: {r}"),
+            Some(Report::Segmentation(r)) => println!("{set}: {r}"),
             None => {}
         }
     }

@@ -7,20 +7,14 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use patchtcga_learn::config::{DeviceChoice, ImageStats};
-use patchtcga_learn::engine::device;
-use patchtcga_learn::mil::{self, heatmap::PatchGrid, MilRun};
-use patchtcga_learn::slide_features::{embed_slide, SlideEmbedding, DEFAULT_MIN_TISSUE};
-use patchtcga_learn::slide_map::{draw, load_window_model, slide_map, Legend, MapOptions};
-use patchtcga_loader::slides::{SlideBatchConfig, SlideJob};
-use patchtcga_model::{Arch, SegHead};
-use patchtcga_slide::Slide;
-
-use crate::backbone::BackboneArgs;
-use tch::nn;
-use tch::Tensor;
-
-use patchtcga_cli::commands::SlideArgs;
+use patchtcga_learn::config::ImageStats;
+use patchtcga_learn::mil::MilRun;
+use patchtcga_learn::slide_features::DEFAULT_MIN_TISSUE;
+use patchtcga_learn::slide_map::{load_window_model, save_map, slide_map, Legend, MapOptions};
+use patchtcga_loader::slides::SlideBatchConfig;
+use patchtcga_model::{Arch, BackboneWeights, SegHead};
+use patchtcga_slide::{Slide, SlideOptions};
+use tch::{nn, Device};
 
 /// Options of `patchtcga infer`.
 #[derive(Args)]
@@ -71,10 +65,10 @@ pub struct InferArgs {
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: DeviceChoice,
+    #[arg(long, default_value = "cpu", value_parser = patchtcga_learn::engine::parse_device)]
+    device: Device,
     #[command(flatten)]
-    open: SlideArgs,
+    open: SlideOptions,
 }
 
 /// Reads every tissue window of the slide and writes the map's picture and the raw map.
@@ -84,10 +78,9 @@ pub fn infer(a: InferArgs) -> Result<()> {
     }
     let arch = a.arch.expect("clap requires --arch without --mil");
     let start = Instant::now();
-    let dev = device(a.device)?;
-    let vs = nn::VarStore::new(dev);
+    let vs = nn::VarStore::new(a.device);
     let model = load_window_model(&vs, arch, &a.weights, a.seg_head, a.class, a.image_size as i64)?;
-    let slide = Slide::open(&a.slide, &a.open.options())?;
+    let slide = Slide::open(&a.slide, &a.open)?;
     let stats = a.stats.clone().unwrap_or_else(|| ImageStats::of(arch));
     let options = MapOptions {
         field_um: a.field_um,
@@ -97,16 +90,10 @@ pub fn infer(a: InferArgs) -> Result<()> {
         mean: stats.mean,
         std: stats.std,
         batch_size: a.batch_size,
-        device: dev,
+        device: a.device,
     };
     let map = slide_map(&slide, model.as_ref(), &options, &patchtcga_cli::commands::bar("tiles"))?;
-    let npy = a.out.with_extension("npy");
-    let shape = [map.rows as i64, map.cols as i64];
-    patchtcga_cli::commands::write_file(&npy, |tmp| {
-        Ok(Tensor::from_slice(&map.values).reshape(shape).write_npy(tmp)?)
-    })?;
-    let picture = draw(&slide, &map, Legend::of(model.as_ref()))?;
-    patchtcga_cli::commands::write_file(&a.out, |tmp| Ok(picture.save(tmp)?))?;
+    let npy = save_map(&slide, &map, Legend::of(model.as_ref()), &a.out)?;
     let scored: Vec<f32> = map.values.iter().copied().filter(|v| v.is_finite()).collect();
     println!(
         "{}: {} of {} tiles on tissue ({:.0} µm each), {}, in {:.1} s",
@@ -127,45 +114,33 @@ fn infer_mil(a: &InferArgs, run_dir: &Path) -> Result<()> {
     let start = Instant::now();
     let run = MilRun::open(run_dir)?;
     let (arch, geometry, stats) = run.embedding(a.arch, &a.weights, a.stats.clone())?;
-    let device = device(a.device)?;
-    let backbone_args = BackboneArgs { arch, weights: a.weights.clone(), prefix: None, allow_partial: false };
-    let (_vs, backbone) = backbone_args.load(geometry.size as i64, device)?;
+    let weights = BackboneWeights { arch, weights: a.weights.clone(), prefix: None, allow_partial: false };
+    let (_vs, backbone) = crate::backbone::load(&weights, geometry.size as i64, a.device)?;
     let reading = SlideBatchConfig {
         geometry,
         min_tissue: a.min_tissue.unwrap_or(DEFAULT_MIN_TISSUE),
-        open: a.open.options(),
+        open: a.open,
         mean: stats.mean,
         std: stats.std,
         batch_size: a.batch_size,
         workers: rayon::current_num_threads(),
         prefetch: 4,
     };
-    let embedding = SlideEmbedding { geometry, device, float16: false, autocast: false };
     let bar = patchtcga_cli::commands::bar("patches");
-    let job = SlideJob { path: a.slide.clone(), corners: None };
-    let features = embed_slide(job, reading, &backbone, &embedding, &bar)?;
+    let r = run.infer_slide(&a.slide, &backbone, reading, a.device, &a.out, &bar)?;
     bar.finish();
-    let prediction = run.predict(&features.features, &a.slide)?;
-    let json = a.out.with_extension("json");
-    prediction.write_json(&json, &a.slide, &run.results.classes)?;
-    let pictured = match &prediction.attention {
-        Some(attention) => {
-            let slide = Slide::open(&a.slide, &a.open.options())?;
-            let footprint = geometry.size as f64 * geometry.mpp / slide.mpp().x;
-            let coords = features.coords.clone();
-            let npy = mil::heatmap::paint(&slide, &PatchGrid { coords, footprint }, attention, &a.out)?;
-            format!("{}, {} and ", a.out.display(), npy.display())
-        }
+    let pictured = match &r.heatmap {
+        Some(npy) => format!("{}, {} and ", a.out.display(), npy.display()),
         None => format!("(a {} run: no attention to paint) ", run.results.arch),
     };
     println!(
         "{}: {}; mean of {} folds' models over {} patches, in {:.1} s → {pictured}{}",
         a.slide.display(),
-        prediction.summary(&run.results.classes),
+        r.prediction.summary(&run.results.classes),
         run.results.folds.len(),
-        features.coords.len(),
+        r.patches,
         start.elapsed().as_secs_f64(),
-        json.display()
+        r.json.display()
     );
     Ok(())
 }

@@ -12,7 +12,6 @@ mod infer;
 mod mil;
 mod pretrain;
 mod probe;
-mod run;
 
 use std::process::ExitCode;
 

@@ -4,12 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use patchtcga_cli::commands::SlideArgs;
-use patchtcga_learn::config::DeviceChoice;
-use patchtcga_learn::engine::device;
 use patchtcga_learn::mil::run::Progress;
-use patchtcga_learn::mil::{self, InstanceCriterion, MilArch, MilOptions, MilRun};
-use patchtcga_slide::Slide;
+use patchtcga_learn::mil::{self, MilOptions, MilRun};
+use patchtcga_slide::{Slide, SlideOptions};
 
 /// `patchtcga mil …`.
 #[derive(Subcommand)]
@@ -38,7 +35,7 @@ pub struct HeatmapArgs {
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
-    open: SlideArgs,
+    open: SlideOptions,
 }
 
 /// Options of `patchtcga mil train`.
@@ -56,39 +53,11 @@ pub struct TrainArgs {
     /// run stopped part-way resumes from its finished folds when run again with the same settings.
     #[arg(long)]
     out: PathBuf,
-    /// The network: abmil (gated attention), clam-sb (plus CLAM's instance-clustering loss: k 8,
-    /// bag weight 0.7, subtyping for more than two classes) or transmil (Nyström-attention
-    /// Transformer with PPEG).
-    #[arg(long, default_value_t = MilArch::Abmil)]
-    model: MilArch,
-    /// CLAM-SB's instance classifiers' loss: ce (cross-entropy) or svm (the smooth top-1 SVM,
-    /// CLAM's `--inst_loss svm`).
-    #[arg(long, default_value_t = InstanceCriterion::CrossEntropy)]
-    inst_loss: InstanceCriterion,
-    #[arg(long, default_value_t = 5)]
-    folds: usize,
-    #[arg(long, default_value_t = 20)]
-    epochs: usize,
-    /// Adam's learning rate (CLAM's 2e-4).
-    #[arg(long, default_value_t = 2e-4)]
-    lr: f64,
-    #[arg(long, default_value_t = 1e-5)]
-    weight_decay: f64,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Do not weigh each class's loss by the inverse of its share of training slides.
-    #[arg(long)]
-    no_class_weights: bool,
-    /// Stop a fold once this many epochs in a row have not lowered its validation loss (CLAM's
-    /// early stopping uses 20); the epoch of lowest loss is kept either way.
-    #[arg(long)]
-    patience: Option<usize>,
     /// Leave out `.h5` files the labels do not name instead of failing.
     #[arg(long)]
     allow_unlabelled: bool,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: DeviceChoice,
+    #[command(flatten)]
+    options: MilOptions,
 }
 
 /// Runs `patchtcga mil …`.
@@ -101,69 +70,26 @@ pub fn mil(what: MilWhat) -> Result<()> {
 
 fn train(a: TrainArgs) -> Result<()> {
     let data = mil::load(&a.features, &a.labels, a.allow_unlabelled)?;
-    println!(
-        "{} slides, {} classes ({}), {}-wide features",
-        data.bags.len(),
-        data.classes.len(),
-        data.classes.join(", "),
-        data.width
-    );
-    let options = MilOptions {
-        arch: a.model,
-        instance_criterion: a.inst_loss,
-        folds: a.folds,
-        epochs: a.epochs,
-        lr: a.lr,
-        weight_decay: a.weight_decay,
-        seed: a.seed,
-        class_weights: !a.no_class_weights,
-        patience: a.patience,
-        device: device(a.device)?,
-    };
-    let mut trained = 0;
+    let classes = data.classes.join(", ");
+    println!("{} slides, {} classes ({classes}), {}-wide features", data.bags.len(), data.classes.len(), data.width);
+    let (mut trained, epochs) = (0, a.options.epochs);
     let bar = patchtcga_cli::commands::bar("epochs");
-    bar.set_length((a.folds * a.epochs) as u64);
-    let cv = mil::run::train(&data, &options, &a.out, |p| match p {
+    bar.set_length((a.options.folds * epochs) as u64);
+    let cv = mil::run::train(&data, &a.options, &a.out, |p| match p {
         Progress::Epoch { fold, epoch, val_loss } => {
-            bar.set_position((fold * a.epochs + epoch) as u64);
+            bar.set_position((fold * epochs + epoch) as u64);
             bar.set_message(format!("fold {fold}: val loss {val_loss:.4}"));
         }
         Progress::Fold(r) => {
             trained += 1;
-            let auc = r.test.roc_auc.map_or("n/a".into(), |v| format!("{v:.3}"));
-            bar.suspend(|| println!(
-                "fold {}: epoch {} selected (val loss {:.4}); test on {} slides: accuracy {:.3}, balanced accuracy {:.3}, ROC-AUC {auc}, kappa {:.3}",
-                r.fold, r.selected_epoch, r.val_loss, r.test.samples, r.test.accuracy, r.test.balanced_accuracy, r.test_kappa
-            ));
+            bar.suspend(|| println!("{r}"));
         }
     })?;
     bar.finish_and_clear();
     if trained < cv.folds.len() {
         println!("{} fold(s) kept from an earlier run of the same settings", cv.folds.len() - trained);
     }
-    let m = |x: mil::cv::MeanSd| format!("{:.3} ± {:.3}", x.mean, x.sd);
-    println!(
-        "{} folds: accuracy {}, balanced accuracy {}, ROC-AUC {}, kappa {} → {}",
-        cv.folds.len(),
-        m(cv.accuracy),
-        m(cv.balanced_accuracy),
-        m(cv.roc_auc),
-        m(cv.kappa),
-        a.out.join(mil::run::MIL_RESULTS_FILE).display()
-    );
-    if let Some(h) = &cv.held_out {
-        let e = &h.ensemble;
-        let auc = e.roc_auc.map_or("n/a".into(), |v| format!("{v:.3}"));
-        println!(
-            "held-out test ({} slides): each fold's model accuracy {}, ROC-AUC {}; the folds' models together: accuracy {:.3}, balanced accuracy {:.3}, ROC-AUC {auc}, kappa {:.3}",
-            h.slides.len(),
-            m(h.accuracy),
-            m(h.roc_auc),
-            e.accuracy,
-            e.balanced_accuracy,
-            h.ensemble_kappa
-        );
-    }
+    println!("{cv}\nresults → {}", a.out.join(mil::run::MIL_RESULTS_FILE).display());
     Ok(())
 }
 
@@ -178,7 +104,7 @@ fn heatmap(a: HeatmapArgs) -> Result<()> {
             run.results.arch
         )
     };
-    let slide = Slide::open(&a.slide, &a.open.options())?;
+    let slide = Slide::open(&a.slide, &a.open)?;
     let grid = mil::heatmap::read_grid(&a.features, &slide)?;
     let npy = mil::heatmap::paint(&slide, &grid, attention, &a.out)?;
     println!(

@@ -5,13 +5,13 @@ use clap::Args;
 use patchtcga_learn::data::loaders;
 use patchtcga_learn::{method, train, Holdout};
 
-use crate::run::RunArgs;
+use patchtcga_learn::launch::RunFlags;
 
 /// Options of `patchtcga pretrain`.
 #[derive(Args)]
 pub struct PretrainArgs {
     #[command(flatten)]
-    run: RunArgs,
+    run: RunFlags,
 }
 
 /// Trains as the config says and reports where the results are.

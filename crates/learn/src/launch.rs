@@ -1,17 +1,18 @@
-//! `patchtcga run`: what every training command shares: config, overrides, resume, and the spread over processes.
+//! What every training command (`pretrain`, `finetune`) takes: its config, overrides, resume,
+//! and how it spreads over processes: this node's ranks started here, or this process joining
+//! the run it was started for.
 
 use std::path::PathBuf;
 
-use anyhow::Result;
-use clap::Args;
-use patchtcga_cli::commands::LaunchArgs;
-use patchtcga_learn::engine::device;
-use patchtcga_learn::Config;
+use patchtcga_launch::Node;
+
+use crate::engine::device;
+use crate::{Config, LearnError};
 
 /// What every training command takes: its config, overrides, resume, and how it spreads over
 /// processes.
-#[derive(Args)]
-pub struct RunArgs {
+#[derive(clap::Args)]
+pub struct RunFlags {
     /// Run config (TOML with the release's keys), e.g. configs/supervised_resnet50_ptcga200.toml
     /// or configs/pcam200_resnet50.toml.
     #[arg(long)]
@@ -24,14 +25,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub resume: bool,
     #[command(flatten)]
-    pub dist: DistArgs,
+    pub dist: DistFlags,
 }
 
-impl RunArgs {
+impl RunFlags {
     /// The run's config (the user's overrides, then `extra`), with this process in its place in
     /// a distributed run; `None` when this process started the node's ranks and they are done
     /// (it then says where the run folder is, holding `contents`).
-    pub fn start(&self, extra: &[String], contents: &str) -> Result<Option<Config>> {
+    pub fn start(&self, extra: &[String], contents: &str) -> Result<Option<Config>, LearnError> {
         let config = Config::load(Some(&self.config), &[self.set.as_slice(), extra].concat())?;
         if self.dist.spawn(&config)? {
             println!("run folder: {} ({contents})", config.run_dir().display());
@@ -45,11 +46,11 @@ impl RunArgs {
 /// How a training spreads over processes (torchrun's options; a process started with torchrun's
 /// environment — `RANK`, `WORLD_SIZE`, … — or by `srun` as a task of a SLURM job step joins that
 /// run instead).
-#[derive(Args)]
-pub struct DistArgs {
+#[derive(clap::Args)]
+pub struct DistFlags {
     /// Processes per node (one per GPU), nodes, this node's index.
     #[command(flatten)]
-    pub node: LaunchArgs,
+    pub node: Node,
     /// Rendezvous address (node 0).
     #[arg(long, default_value = "127.0.0.1")]
     pub master_addr: String,
@@ -60,11 +61,11 @@ pub struct DistArgs {
     pub dist_timeout: u64,
 }
 
-impl DistArgs {
+impl DistFlags {
     /// The launches of this node's processes: from the options, or from the config's `hosts`
     /// and `dist_url` (the release's way).
-    pub fn launches(&self, config: &Config) -> Result<Vec<patchtcga_dist::Launch>> {
-        let node = self.node.node();
+    pub fn launches(&self, config: &Config) -> Result<Vec<patchtcga_dist::Launch>, LearnError> {
+        let node = self.node;
         Ok(if !config.hosts.is_empty() && self.node.nnodes == 1 {
             node.launches_from_hosts(&config.hosts, &config.dist_url)?
         } else {
@@ -74,7 +75,7 @@ impl DistArgs {
 
     /// Starts this node's processes (this program again, with torchrun's environment) and waits
     /// for them; `false` when this process is to train itself.
-    pub fn spawn(&self, config: &Config) -> Result<bool> {
+    pub fn spawn(&self, config: &Config) -> Result<bool, LearnError> {
         if patchtcga_dist::Launch::from_env()?.is_some() {
             return Ok(false);
         }
@@ -88,7 +89,7 @@ impl DistArgs {
     }
 
     /// Joins the run this process belongs to, if any.
-    pub fn join(&self, config: &Config) -> Result<()> {
+    pub fn join(&self, config: &Config) -> Result<(), LearnError> {
         if patchtcga_dist::Launch::from_env()?.is_some() {
             patchtcga_dist::init_from_env(std::time::Duration::from_secs(self.dist_timeout), backend(config)?)?;
         }
@@ -97,7 +98,7 @@ impl DistArgs {
 }
 
 /// The config's `dist_backend` for the GPU its device gives this process.
-pub fn backend(config: &Config) -> Result<patchtcga_dist::Backend> {
+pub fn backend(config: &Config) -> Result<patchtcga_dist::Backend, LearnError> {
     let gpu = match device(config.device)? {
         tch::Device::Cuda(i) => Some(i),
         _ => None,
