@@ -3,3 +3,4 @@
 //! `bench regions`) and what the network commands of `patchtcga-nn` share with them.
 
 pub mod commands;
+pub mod network;

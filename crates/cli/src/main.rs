@@ -4,12 +4,11 @@
 //! benchmarks) are served by `patchtcga-nn` beside this binary, the one that links LibTorch:
 //! this one never loads it, so the data commands start at once and stay small.
 
-use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use patchtcga_cli::commands::*;
 
 #[derive(Parser)]
@@ -21,13 +20,6 @@ use patchtcga_cli::commands::*;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-/// The arguments of a network command, handed to `patchtcga-nn` as they are.
-#[derive(Args)]
-struct Network {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<OsString>,
 }
 
 #[derive(Subcommand)]
@@ -64,33 +56,6 @@ enum Command {
         #[command(subcommand)]
         what: Bench,
     },
-    /// Train a backbone as a run config says (supervised organ classification, SimCLR, BYOL,
-    /// MoCo v2, DINO, MAE).
-    #[command(disable_help_flag = true)]
-    Pretrain(Network),
-    /// Fine-tune on a benchmark (PCam200): full or linear probe, best validation epoch, test
-    /// report with accuracy interval, balanced accuracy, ROC-AUC, F1 and confusion matrix.
-    #[command(disable_help_flag = true)]
-    Finetune(Network),
-    /// Logistic-regression probe and k-NN classifier on embedded splits (from `embed`): a
-    /// checkpoint compared in seconds.
-    #[command(disable_help_flag = true)]
-    Probe(Network),
-    /// Slide a fine-tuned classifier over a whole slide's tissue: a probability heat map over the
-    /// thumbnail, and the raw map; or (`--mil RUN`) a slide-level run's prediction and attention.
-    #[command(disable_help_flag = true)]
-    Infer(Network),
-    /// Backbone features of a folder of patches (.npy), or of slides' tissue grids (one .h5 per
-    /// slide, CLAM / TRIDENT layout), from any backbone and PyTorch weights.
-    #[command(disable_help_flag = true)]
-    Embed(Network),
-    /// Write a backbone's weights for PyTorch (.pth or .safetensors, torchvision / timm names).
-    #[command(disable_help_flag = true)]
-    Export(Network),
-    /// Slide-level multiple-instance learning on patch features: `mil train` (ABMIL, CLAM-SB or
-    /// TransMIL, k-fold cross-validation by case), `mil heatmap` (a slide's attention).
-    #[command(disable_help_flag = true)]
-    Mil(Network),
 }
 
 #[derive(Subcommand)]
@@ -101,20 +66,15 @@ enum Bench {
     /// Read slides' tissue-grid patches into normalised batches as `embed --slides` does, without
     /// the network; prints patches/s and peak memory.
     SlidePatches(slide_patches::SlidePatchArgs),
-    /// Decode + augment + batch images of a dataset with a view recipe; prints images/s.
-    #[command(disable_help_flag = true)]
-    Loader(Network),
-    /// Time training steps (forward, backward, update) on synthetic images; prints images/s.
-    #[command(disable_help_flag = true)]
-    Step(Network),
-    /// Time a pretraining method's update on synthetic views of its recipe; prints images/s.
-    #[command(disable_help_flag = true)]
-    Pretrain(Network),
 }
 
 fn main() -> ExitCode {
     start();
-    exit_status(run(Cli::parse()))
+    let matches = patchtcga_cli::network::with_stand_ins(Cli::command()).get_matches();
+    if patchtcga_cli::network::is_network(&matches) {
+        return exit_status(network());
+    }
+    exit_status(run(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())))
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -130,14 +90,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Report(a) => report::report(a),
         Command::Bench { what: Bench::Regions(a) } => regions::bench_regions(a),
         Command::Bench { what: Bench::SlidePatches(a) } => slide_patches::bench_slide_patches(a),
-        Command::Bench { what: Bench::Loader(_) | Bench::Step(_) | Bench::Pretrain(_) }
-        | Command::Pretrain(_)
-        | Command::Finetune(_)
-        | Command::Probe(_)
-        | Command::Infer(_)
-        | Command::Embed(_)
-        | Command::Export(_)
-        | Command::Mil(_) => network(),
     }
 }
 

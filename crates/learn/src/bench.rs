@@ -5,8 +5,56 @@ use patchtcga_augment::Recipe;
 use patchtcga_loader::{Batch, ViewBatch};
 use tch::{Device, Kind, Tensor};
 
+use patchtcga_model::Arch;
+
+use crate::config::{DeviceChoice, Optim};
 use crate::engine::{device, time_updates};
 use crate::{method, Config, LearnError, SelfSupervised};
+
+/// A supervised update to time (`patchtcga bench step`): a backbone on 1000 classes, as
+/// torchvision's reference trains, at a constant learning rate without clipping.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SupervisedStep {
+    /// Backbone: resnet18, resnet50, vit-s16, vit-b16, vit-b32, vit-l16.
+    #[arg(long, default_value = "resnet50")]
+    pub arch: Arch,
+    /// Images per step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Image side.
+    #[arg(long, default_value_t = 224)]
+    pub image_size: i64,
+    /// sgd, adam, adamw, lars.
+    #[arg(long, default_value = "sgd")]
+    pub optim: Optim,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceChoice,
+    /// float16 autocast with dynamic loss scaling (CUDA).
+    #[arg(long)]
+    pub autocast: bool,
+}
+
+impl SupervisedStep {
+    /// The run config of this update.
+    pub fn config(&self) -> Config {
+        Config {
+            model_name: self.arch.to_string(),
+            num_classes: 1000,
+            dropout_p: 0.0,
+            image_size: self.image_size,
+            batch_size: self.batch_size,
+            optim: self.optim,
+            lr: 0.01,
+            warmup_epochs: 0.0,
+            cold_epochs: 0.0,
+            clip_norm: 0.0,
+            device: self.device,
+            enable_autocast: self.autocast,
+            ..Config::default()
+        }
+    }
+}
 
 /// How fast a config's updates ran.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use patchtcga_dataset::Index;
-use patchtcga_metrics::predicted;
+use patchtcga_metrics::{predicted, ClassificationReport};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -55,6 +55,106 @@ pub fn embedded_sets(
         out[k] = Some(Features { x: feats.index_select(0, &Tensor::from_slice(&pick)), labels });
     }
     Ok(out)
+}
+
+/// What `patchtcga probe` evaluates: a dataset's embedded splits, and the k-NN classifier's settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProbeOptions {
+    /// The dataset the features were computed on (`patchtcga embed --images DIR`).
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// Features from `patchtcga embed` (`.npy`, rows named in the `.csv` beside it).
+    #[arg(long)]
+    pub features: PathBuf,
+    /// Split file relative to the dataset (default: the split folders of PCam200/segPANDA200).
+    #[arg(long, default_value = "")]
+    pub split: String,
+    /// Trial of the split file.
+    #[arg(long, default_value_t = 0)]
+    pub trial: usize,
+    /// Neighbours of the k-NN classifier.
+    #[arg(long, default_value_t = 20)]
+    pub k: i64,
+    /// Temperature of the k-NN classifier's votes.
+    #[arg(long, default_value_t = 0.07)]
+    pub temperature: f64,
+}
+
+/// The probes' reports on the val and test sets (a set the split lacks is left out).
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    pub features: PathBuf,
+    pub classes: usize,
+    /// Training images.
+    pub train: usize,
+    /// The logistic regression's weight decay, selected on val.
+    pub weight_decay: f64,
+    pub k: i64,
+    pub temperature: f64,
+    /// (classifier, set, report) for `linear` and `knn` on `val` and `test`.
+    pub reports: Vec<(String, String, ClassificationReport)>,
+}
+
+/// Fits the logistic-regression probe (weight decay selected on val) and runs the k-NN classifier
+/// on the embedded train set, and reports both on val and test.
+pub fn probe(o: &ProbeOptions) -> Result<ProbeReport, LearnError> {
+    let index = Index::scan(&o.dataset, None)?;
+    let classes = index.entries.iter().map(|e| e.label as usize).max().unwrap_or(0) + 1;
+    let [train, val, test] = embedded_sets(&index, &o.features, &o.split, o.trial)?;
+    let train = train.ok_or_else(|| LearnError::Config("the split's train set is empty".into()))?;
+    let linear = LinearProbe::select(&train, val.as_ref(), classes);
+    let mut reports = Vec::new();
+    for (set, f) in [("val", &val), ("test", &test)] {
+        let Some(f) = f else { continue };
+        let knn = knn_probs(&train, &f.x, classes, o.k, o.temperature);
+        for (name, probs) in [("linear", linear.probs(&f.x)), ("knn", knn)] {
+            reports.push((name.into(), set.into(), ClassificationReport::new(&probs, &f.labels, classes)));
+        }
+    }
+    Ok(ProbeReport {
+        features: o.features.clone(),
+        classes,
+        train: train.labels.len(),
+        weight_decay: linear.weight_decay,
+        k: o.k,
+        temperature: o.temperature,
+        reports,
+    })
+}
+
+impl ProbeReport {
+    /// The reports as JSON: `features`, `classes`, `train`, and per classifier (`linear` with its
+    /// `weight_decay`, `knn` with `k` and `temperature`) a report per set.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut json = serde_json::json!({"features": self.features, "classes": self.classes, "train": self.train,
+            "linear": {"weight_decay": self.weight_decay}, "knn": {"k": self.k, "temperature": self.temperature}});
+        for (name, set, r) in &self.reports {
+            json[name][set] = serde_json::to_value(r).expect("a report is JSON");
+        }
+        json
+    }
+}
+
+/// A Markdown table: classifier, set, images, accuracy (95 % CI), balanced accuracy, ROC-AUC, F1.
+impl std::fmt::Display for ProbeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        writeln!(f, "| classifier | set | images | accuracy (95 % CI) | balanced accuracy | ROC-AUC | F1 |")?;
+        write!(f, "|---|---|---|---|---|---|---|")?;
+        for (name, set, r) in &self.reports {
+            write!(
+                f,
+                "\n| {name} | {set} | {} | {:.2} % ({:.2}–{:.2}) | {:.2} % | {} | {:.4} |",
+                r.samples,
+                100.0 * r.accuracy,
+                100.0 * r.accuracy_ci[0],
+                100.0 * r.accuracy_ci[1],
+                100.0 * r.balanced_accuracy,
+                patchtcga_metrics::optional(r.roc_auc, 4),
+                r.f1
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Features (N, D) of one set and their class ids.

@@ -22,6 +22,7 @@ use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+pub mod bench;
 pub mod slides;
 
 /// Loader errors, naming the file and the cause.

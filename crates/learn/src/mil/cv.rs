@@ -25,11 +25,11 @@ pub struct MilOptions {
     /// The network: abmil (gated attention), clam-sb (plus CLAM's instance-clustering loss: k 8,
     /// bag weight 0.7, subtyping for more than two classes) or transmil (Nyström-attention
     /// Transformer with PPEG).
-    #[arg(long = "model", default_value_t = MilArch::Abmil)]
+    #[arg(long = "model", value_name = "MODEL", default_value_t = MilArch::Abmil)]
     pub arch: MilArch,
     /// CLAM-SB's instance classifiers' loss: ce (cross-entropy) or svm (the smooth top-1 SVM,
     /// CLAM's `--inst_loss svm`).
-    #[arg(long = "inst-loss", default_value_t = InstanceCriterion::CrossEntropy)]
+    #[arg(long = "inst-loss", value_name = "LOSS", default_value_t = InstanceCriterion::CrossEntropy)]
     pub instance_criterion: InstanceCriterion,
     /// Folds of the cross-validation (by case).
     #[arg(long, default_value_t = 5)]
@@ -46,9 +46,9 @@ pub struct MilOptions {
     /// Seed of the folds, the initial weights and the slide order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Weigh each class's loss by the inverse of its share of the training slides
-    /// (`--no-class-weights`: do not).
-    #[arg(long = "no-class-weights", action = clap::ArgAction::SetFalse)]
+    /// Weigh each class's loss by the inverse of its share of the training slides.
+    #[arg(long = "no-class-weights", action = clap::ArgAction::SetFalse,
+          help = "Do not weigh each class's loss by the inverse of its share of the training slides")]
     pub class_weights: bool,
     /// Stop a fold once this many epochs in a row have not lowered its validation loss (CLAM's
     /// early stopping uses 20); the epoch of lowest loss is kept either way.

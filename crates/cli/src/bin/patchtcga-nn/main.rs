@@ -16,7 +16,7 @@ mod probe;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use patchtcga_cli::commands::{exit_status, start};
 
 #[derive(Parser)]
@@ -26,6 +26,7 @@ struct Cli {
     command: Command,
 }
 
+/// The commands; their help lines are [`patchtcga_cli::network`]'s, shared with `patchtcga`.
 #[derive(Subcommand)]
 enum Command {
     /// Measure throughput: `bench loader …` (data nodes), `bench step …` (training steps),
@@ -34,24 +35,12 @@ enum Command {
         #[command(subcommand)]
         what: bench::BenchWhat,
     },
-    /// Train a backbone as a run config says (supervised organ classification, SimCLR, BYOL,
-    /// MoCo v2, DINO, MAE).
     Pretrain(pretrain::PretrainArgs),
-    /// Fine-tune on a benchmark (PCam200): full or linear probe, best validation epoch, test
-    /// report with accuracy interval, balanced accuracy, ROC-AUC, F1 and confusion matrix.
     Finetune(finetune::FinetuneArgs),
-    /// Logistic-regression probe and k-NN classifier on embedded splits (from `embed`).
     Probe(probe::ProbeArgs),
-    /// Slide a fine-tuned classifier over a whole slide's tissue: a probability heat map over the
-    /// thumbnail, and the raw map; or (`--mil RUN`) a slide-level run's prediction and attention.
     Infer(infer::InferArgs),
-    /// Backbone features of a folder of patches (.npy), or of slides' tissue grids (one .h5 per
-    /// slide, CLAM / TRIDENT layout).
     Embed(embed::EmbedArgs),
-    /// Write a backbone's weights for PyTorch (.pth or .safetensors, torchvision / timm names).
     Export(export::ExportArgs),
-    /// Slide-level multiple-instance learning on patch features: `mil train` (ABMIL, CLAM-SB or
-    /// TransMIL, k-fold cross-validation by case), `mil heatmap` (a slide's attention).
     Mil {
         #[command(subcommand)]
         what: mil::MilWhat,
@@ -61,7 +50,9 @@ enum Command {
 fn main() -> ExitCode {
     start();
     // As destroy_process_group: the run's process group, if this process joined one, ends here.
-    exit_status(run(Cli::parse()).and_then(|()| patchtcga_dist::group().map_or(Ok(()), |g| Ok(g.shutdown()?))))
+    let matches = patchtcga_cli::network::with_help_lines(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    exit_status(run(cli).and_then(|()| patchtcga_dist::group().map_or(Ok(()), |g| Ok(g.shutdown()?))))
 }
 
 fn run(cli: Cli) -> Result<()> {
