@@ -265,6 +265,8 @@ fn pcam200(dir: &Path) -> PathBuf {
     data
 }
 
+// Long on purpose: one fine-tuning run (minutes of training) feeds the checks that follow it:
+// its reports, a bad --init, embedding and probing its backbone, the report page.
 #[test]
 fn finetune_from_the_preset_reports_val_and_test() {
     let dir = tempfile::tempdir().unwrap();
@@ -370,6 +372,8 @@ fn finetune_from_the_preset_reports_val_and_test() {
     assert!(err.contains("rows for 24 feature vectors"), "{err}");
 }
 
+// Long on purpose: one trained classifier and one segmentation network, slid over the slide in
+// each map mode (tiles, overlapping windows, class maps).
 #[test]
 fn infer_maps_a_classifier_over_the_slide_tissue() {
     let dir = tempfile::tempdir().unwrap();
@@ -491,6 +495,7 @@ fn pretrain_over(dir: &Path, data: &Path, port: u16, procs: usize, sets: &[Strin
     assert!(out.status.success(), "{sets:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+// Long on purpose: the one-process run is the reference for the two-process run and its resume.
 #[test]
 fn two_processes_of_batch_b_train_like_one_of_batch_2b_and_resume() {
     let dir = tempfile::tempdir().unwrap();
@@ -633,6 +638,8 @@ fn resnet18_backbone(dir: &Path) -> PathBuf {
     weights
 }
 
+// Long on purpose: one embedding of the slide list, then its file layout, a re-run's resume and
+// two processes sharing the list checked against it.
 #[test]
 fn embed_slides_writes_one_clam_layout_h5_per_slide_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
@@ -732,6 +739,7 @@ fn h5_bag(path: &Path) -> (Vec<f32>, Vec<i64>) {
 /// Batches run across slide boundaries (a batch size dividing no slide's patches), a coordinates
 /// file stands in for the tissue grid, and a run killed mid-list then re-run writes exactly the
 /// features an uninterrupted run does.
+// Long on purpose: an uninterrupted run is the reference for both the coordinates file and the kill.
 #[test]
 fn embed_slides_across_slide_boundaries_from_coords_and_after_a_kill() {
     let dir = tempfile::tempdir().unwrap();
@@ -928,6 +936,7 @@ fn the_release_incv3_and_eff_b3_pretrain_and_fine_tune() {
 /// results and the summary in `mil_results.json` (CLAM-SB, its instance classifiers saved and
 /// used again by the heat map); a labels file naming a slide without features
 /// is refused in one message.
+// Long on purpose: one cross-validation (minutes) feeds the heat map and the refusals after it.
 #[test]
 fn mil_train_cross_validates_slide_features() {
     use patchtcga_learn::slide_features::{write_h5, Provenance, SlideEmbedding, SlideFeatures};

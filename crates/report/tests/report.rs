@@ -25,6 +25,8 @@ fn run(dir: &Path, config: &str, log: &str, results: Option<&str>, picture: &str
     std::fs::write(dir.join("plots").join(picture), PNG).unwrap();
 }
 
+// Long on purpose: one pair of run folders, then every part of the page it makes (table, order,
+// pictures, links, markdown) checked against it.
 #[test]
 fn a_pretraining_and_a_fine_tuning_run_in_one_page() {
     let d = tempfile::tempdir().unwrap();
@@ -127,6 +129,7 @@ fn the_page_renders_in_a_browser_with_every_picture() {
     assert!(dom.contains("[picture broken did not decode]"));
 }
 
+// Long on purpose: one segmentation run folder and every place its IoU and Dice appear.
 #[test]
 fn a_segmentation_run_reports_its_iou() {
     let d = tempfile::tempdir().unwrap();

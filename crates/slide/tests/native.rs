@@ -60,6 +60,7 @@ fn crop() -> RgbImage {
     open(&sample_slide(), Reader::OpenSlide).read_rgb(0, 600, 900, 1000, 900).unwrap()
 }
 
+// Long on purpose: one reference read, compared against a derived file per encoding.
 #[test]
 fn derived_tiffs_in_every_encoding_read_the_same() {
     let dir = tempfile::tempdir().unwrap();
