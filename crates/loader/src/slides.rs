@@ -32,13 +32,13 @@ pub const DEFAULT_MIN_TISSUE: f64 = 0.5;
 /// (`embed --slides`, `bench slide-patches`).
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct SlideReading {
-    /// µm per pixel the slides' patches are read at (with --slides).
+    /// µm per pixel the slides' patches are read at.
     #[arg(long, default_value_t = 0.5)]
     pub mpp: f64,
     /// Patch (model input) side in pixels.
     #[arg(long, default_value_t = 224)]
     pub image_size: u32,
-    /// Least tissue fraction of a patch's footprint (with --slides).
+    /// Least tissue fraction of a patch's footprint.
     #[arg(long, default_value_t = DEFAULT_MIN_TISSUE)]
     pub min_tissue: f64,
     /// Patches per batch.
