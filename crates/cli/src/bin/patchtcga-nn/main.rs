@@ -69,3 +69,31 @@ fn run(cli: Cli) -> Result<()> {
         Command::Mil { what } => mil::mil(what),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command here has its help line (and `patchtcga` its stand-in) in the shared table,
+    /// and the table names no command this binary lacks.
+    #[test]
+    fn the_shared_table_names_exactly_these_commands() {
+        let cli = Cli::command();
+        let names = |c: &clap::Command| -> Vec<String> {
+            let mut n: Vec<String> = c.get_subcommands().map(|s| s.get_name().to_owned()).collect();
+            n.sort();
+            n
+        };
+        let table = |t: &[(&str, &str)]| -> Vec<String> {
+            let mut n: Vec<String> = t.iter().map(|&(name, _)| name.to_owned()).collect();
+            n.sort();
+            n
+        };
+        let mut top = table(&patchtcga_cli::network::COMMANDS);
+        top.push("bench".into());
+        top.sort();
+        assert_eq!(names(&cli), top);
+        let bench = cli.find_subcommand("bench").expect("bench");
+        assert_eq!(names(bench), table(&patchtcga_cli::network::BENCHES));
+    }
+}
