@@ -30,17 +30,24 @@ pub struct RunFlags {
 
 impl RunFlags {
     /// The run's config (the user's overrides, then `extra`), with this process in its place in
-    /// a distributed run; `None` when this process started the node's ranks and they are done
-    /// (it then says where the run folder is, holding `contents`).
-    pub fn start(&self, extra: &[String], contents: &str) -> Result<Option<Config>, LearnError> {
+    /// a distributed run: [`Started::Here`] to train in this process, or [`Started::Ranks`] when
+    /// it started this node's ranks and they are done.
+    pub fn start(&self, extra: &[String]) -> Result<Started, LearnError> {
         let config = Config::load(Some(&self.config), &[self.set.as_slice(), extra].concat())?;
         if self.dist.spawn(&config)? {
-            println!("run folder: {} ({contents})", config.run_dir().display());
-            return Ok(None);
+            return Ok(Started::Ranks { run_dir: config.run_dir() });
         }
         self.dist.join(&config)?;
-        Ok(Some(config))
+        Ok(Started::Here(Box::new(config)))
     }
+}
+
+/// Where a training command's work happens.
+pub enum Started {
+    /// In this process, with this config.
+    Here(Box<Config>),
+    /// In the ranks this process started, now done, writing into `run_dir`.
+    Ranks { run_dir: PathBuf },
 }
 
 /// How a training spreads over processes (torchrun's options; a process started with torchrun's

@@ -34,7 +34,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         None => Vec::new(),
     };
     let contents = "results.json, plots/, metrics.jsonl, checkpoints/";
-    let Some(config) = a.run.start(&init, contents)? else { return Ok(()) };
+    let Some(config) = crate::start_run(&a.run, &init, contents)? else { return Ok(()) };
     let o = patchtcga_learn::finetune::finetune(&config, a.run.resume)?;
     if patchtcga_dist::group().is_some_and(|g| g.rank() != 0) {
         return Ok(());

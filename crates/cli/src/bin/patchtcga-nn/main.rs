@@ -18,6 +18,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use patchtcga_cli::commands::{exit_status, start};
+use patchtcga_learn::launch::{RunFlags, Started};
+use patchtcga_learn::Config;
 
 #[derive(Parser)]
 #[command(name = "patchtcga", bin_name = "patchtcga", version, about = "patchtcga's network commands")]
@@ -53,6 +55,18 @@ fn main() -> ExitCode {
     let matches = patchtcga_cli::network::with_help_lines(Cli::command()).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     exit_status(run(cli).and_then(|()| patchtcga_dist::group().map_or(Ok(()), |g| Ok(g.shutdown()?))))
+}
+
+/// The config a training command runs with in this process, or `None` once the ranks it started
+/// are done (their run folder, holding `contents`, said).
+fn start_run(run: &RunFlags, extra: &[String], contents: &str) -> Result<Option<Config>> {
+    Ok(match run.start(extra)? {
+        Started::Here(config) => Some(*config),
+        Started::Ranks { run_dir } => {
+            println!("run folder: {} ({contents})", run_dir.display());
+            None
+        }
+    })
 }
 
 fn run(cli: Cli) -> Result<()> {

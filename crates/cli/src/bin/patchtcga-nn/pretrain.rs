@@ -17,7 +17,7 @@ pub struct PretrainArgs {
 /// Trains as the config says and reports where the results are.
 pub fn pretrain(a: PretrainArgs) -> Result<()> {
     let contents = "config.toml, metrics.jsonl, plots/, checkpoints/, model.safetensors";
-    let Some(config) = a.run.start(&[], contents)? else { return Ok(()) };
+    let Some(config) = crate::start_run(&a.run, &[], contents)? else { return Ok(()) };
     let leader = patchtcga_dist::group().is_none_or(|g| g.rank() == 0);
     let (mut method, recipe) = method(&config)?;
     let data = loaders(&config, recipe)?;
