@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use patchtcga_learn::config::Optim;
 use patchtcga_learn::mil::{
-    self, Abmil, AbmilConfig, FoldResult, FoldStore, InstanceCriterion, InstanceLoss, MilArch, MilNet, MilOptions,
-    Unkept,
+    self, Abmil, AbmilConfig, FoldResult, FoldStore, InstanceCriterion, InstanceLoss, LrSchedule, MilArch, MilNet,
+    MilOptions, Unkept,
 };
 use patchtcga_learn::slide_features::{write_h5, Provenance, SlideEmbedding, SlideFeatures};
 use patchtcga_slide::PatchGeometry;
@@ -190,7 +191,10 @@ fn options() -> MilOptions {
         instance_criterion: InstanceCriterion::CrossEntropy,
         folds: 5,
         epochs: 20,
+        optim: Optim::Adam,
         lr: 1e-3,
+        schedule: LrSchedule::Constant,
+        warmup_epochs: 0,
         weight_decay: 1e-5,
         seed: 3,
         class_weights: true,
@@ -341,6 +345,18 @@ fn a_run_cut_after_some_folds_resumes_to_the_uninterrupted_result() {
     // Other settings into the same folder are refused, naming them.
     let e = mil::run::train(&data, &MilOptions { epochs: 3, ..o.clone() }, &cut, |_| {}).unwrap_err().to_string();
     assert!(e.contains("mil_settings.json") && e.contains("epochs"), "{e}");
+    // Another optimizer and a cosine schedule train otherwise and are recorded; the defaults
+    // record neither, so runs from before the choice existed still resume.
+    let cosine = dir.path().join("cosine");
+    let o2 = MilOptions { optim: Optim::AdamW, schedule: LrSchedule::Cosine, warmup_epochs: 1, ..o.clone() };
+    mil::run::train(&data, &o2, &cosine, |_| {}).unwrap();
+    let settings = |d: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join("mil_settings.json")).unwrap()).unwrap()
+    };
+    let (s2, s1) = (settings(&cosine), settings(&whole));
+    assert_eq!((&s2["optim"], &s2["schedule"], &s2["warmup_epochs"]), (&"adamw".into(), &"cosine".into(), &1.into()));
+    assert!(s1.get("optim").is_none() && s1.get("schedule").is_none(), "{s1}");
+    assert_ne!(read(&cosine), read(&whole), "the optimizer and schedule change the result");
 }
 
 /// Keeps finished folds in memory and checkpoints in a folder; stops the run after a given epoch

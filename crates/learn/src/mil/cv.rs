@@ -17,6 +17,7 @@ use super::checkpoint::{self, Best};
 use super::model::{bag_loss, InstanceCriterion, MilArch, MilNet};
 use crate::config::Optim;
 use crate::optim::{Optimizer, Rule};
+use crate::schedule::Schedule;
 use crate::LearnError;
 
 /// How a cross-validation trains (the flags of `patchtcga mil train`).
@@ -37,10 +38,20 @@ pub struct MilOptions {
     /// Most epochs per fold.
     #[arg(long, default_value_t = 20)]
     pub epochs: usize,
-    /// Adam's learning rate (CLAM's 2e-4).
+    /// The optimizer: adam (CLAM's), adamw, sgd (momentum 0.9) or lars.
+    #[arg(long, default_value = "adam")]
+    pub optim: Optim,
+    /// Peak learning rate (CLAM's 2e-4).
     #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
-    /// Adam's (L2) weight decay.
+    /// The learning rate over the updates: constant (CLAM's), or cosine (a linear warm-up over
+    /// --warmup-epochs, then a cosine decay to 0 at the last epoch).
+    #[arg(long, value_enum, default_value_t = LrSchedule::Constant)]
+    pub schedule: LrSchedule,
+    /// Epochs of linear warm-up before the cosine decay.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_epochs: usize,
+    /// Weight decay (L2 for adam and sgd, decoupled for adamw).
     #[arg(long, default_value_t = 1e-5)]
     pub weight_decay: f64,
     /// Seed of the folds, the initial weights and the slide order.
@@ -57,6 +68,27 @@ pub struct MilOptions {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", value_parser = crate::engine::parse_device)]
     pub device: Device,
+}
+
+/// How the learning rate moves over a fold's updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LrSchedule {
+    Constant,
+    Cosine,
+}
+
+impl MilOptions {
+    /// The learning rate of update `u` (from 0) of a fold training on `bags` slides an epoch.
+    pub fn lr_at(&self, u: usize, bags: usize) -> f64 {
+        match self.schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Cosine => {
+                let s =
+                    Schedule { peak: self.lr, cold: 0, warmup: self.warmup_epochs * bags, total: self.epochs * bags };
+                s.lr(u)
+            }
+        }
+    }
 }
 
 /// Assigns cases to `k` folds, stratified by label: each class's cases shuffled (seeded) and dealt
@@ -203,7 +235,7 @@ pub fn fit(
     let vs = nn::VarStore::new(o.device);
     let model = MilNet::new(&vs.root(), o.arch, data.width, classes as i64).instance_criterion(o.instance_criterion);
     let mut opt =
-        Optimizer::new(Rule::new(Optim::Adam, 0.9, [0.9, 0.999]), o.weight_decay, vs.variables().into_iter().collect());
+        Optimizer::new(Rule::new(o.optim, 0.9, [0.9, 0.999]), o.weight_decay, vs.variables().into_iter().collect());
     let weights = class_weights(train, classes, o.class_weights).to_device(o.device);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(o.seed ^ ((fold as u64 + 1) * 0x9E37_79B9));
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -220,13 +252,13 @@ pub fn fit(
         }
         tch::manual_seed(seed(epoch));
         order.shuffle(&mut rng);
-        for &i in &order {
+        for (step, &i) in order.iter().enumerate() {
             let b = train[i];
             let loss =
                 model.training_loss(&b.features.to_device(o.device), b.label as i64, &weights.get(b.label as i64));
             opt.zero_grad();
             loss.backward();
-            opt.step(o.lr);
+            opt.step(o.lr_at((epoch - 1) * train.len() + step, train.len()));
         }
         let (_, val_loss) = predict(&model, val, &weights, o.device);
         best.offer(epoch, val_loss, &vs);
@@ -342,7 +374,34 @@ fn evaluate(
 
 #[cfg(test)]
 mod tests {
-    use super::quadratic_kappa;
+    use super::*;
+
+    /// Constant keeps the peak; cosine warms up linearly over its epochs' updates, then decays
+    /// to 0 at the last update of the last epoch.
+    #[test]
+    fn the_learning_rate_follows_the_schedule_over_a_folds_updates() {
+        let mut o = MilOptions {
+            arch: MilArch::Abmil,
+            instance_criterion: InstanceCriterion::CrossEntropy,
+            folds: 3,
+            epochs: 4,
+            optim: Optim::Adam,
+            lr: 0.01,
+            schedule: LrSchedule::Constant,
+            warmup_epochs: 1,
+            weight_decay: 0.0,
+            seed: 0,
+            class_weights: true,
+            patience: None,
+            device: Device::Cpu,
+        };
+        assert!((0..40).all(|u| o.lr_at(u, 10) == 0.01));
+        o.schedule = LrSchedule::Cosine;
+        let lr: Vec<f64> = (0..40).map(|u| o.lr_at(u, 10)).collect();
+        assert!((lr[0] - 0.001).abs() < 1e-12 && (lr[9] - 0.01).abs() < 1e-12, "warm-up over epoch 1: {lr:?}");
+        assert!(lr[10..].windows(2).all(|w| w[1] < w[0]), "then decreasing: {lr:?}");
+        assert!(lr[39] < 1e-4, "to about 0 at the last update: {}", lr[39]);
+    }
 
     #[test]
     fn quadratic_kappa_is_one_when_exact_and_penalises_far_misses_more() {

@@ -9,10 +9,11 @@ use patchtcga_slide::{PatchGeometry, Slide};
 use tch::{nn, Kind, Tensor};
 
 use super::bags::Bags;
-use super::cv::{cross_validate, CrossValidation, FoldResult, FoldStore, MilOptions};
+use super::cv::{cross_validate, CrossValidation, FoldResult, FoldStore, LrSchedule, MilOptions};
 use super::heatmap::{paint, PatchGrid};
 use super::model::MilNet;
 use crate::config::ImageStats;
+use crate::config::Optim;
 use crate::slide_features::{embed_slide, provenance, SlideEmbedding};
 use crate::LearnError;
 
@@ -103,11 +104,20 @@ fn settings(data: &Bags, o: &MilOptions) -> serde_json::Value {
         .iter()
         .map(|b| (b.slide.as_str(), b.case.as_str(), data.classes[b.label].as_str(), b.held_out))
         .collect();
-    serde_json::json!({
+    let mut settings = serde_json::json!({
         "arch": o.arch.to_string(), "instance_loss": o.instance_criterion.to_string(), "folds": o.folds,
         "epochs": o.epochs, "lr": o.lr, "weight_decay": o.weight_decay, "seed": o.seed,
         "class_weights": o.class_weights, "patience": o.patience, "width": data.width, "slides": slides,
-    })
+    });
+    // Recorded when they differ from the only choice earlier runs had, so those still resume.
+    if o.optim != Optim::Adam {
+        settings["optim"] = serde_json::json!(o.optim);
+    }
+    if o.schedule != LrSchedule::Constant {
+        settings["schedule"] = "cosine".into();
+        settings["warmup_epochs"] = o.warmup_epochs.into();
+    }
+    settings
 }
 
 /// Writes `path` with `settings`, or checks that the run already there has the same.

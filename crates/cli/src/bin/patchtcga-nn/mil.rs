@@ -1,8 +1,9 @@
 //! `patchtcga mil train`: slide-level multiple-instance learning on patch features.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use patchtcga_learn::mil::run::Progress;
 use patchtcga_learn::mil::{self, MilOptions, MilRun};
@@ -13,6 +14,7 @@ use patchtcga_slide::{Slide, SlideOptions};
 pub enum MilWhat {
     /// k-fold cross-validation of ABMIL (gated attention), CLAM-SB or TransMIL by case: per-fold and mean ± sd
     /// slide-level accuracy, balanced accuracy, ROC-AUC and quadratic-weighted kappa.
+    #[command(args_override_self = true)]
     Train(TrainArgs),
     /// A slide's prediction by a `mil train` run (its folds' models averaged) and their attention
     /// over the slide's patches as a heat map on its thumbnail (the raw attention beside it, .npy).
@@ -41,6 +43,11 @@ pub struct HeatmapArgs {
 /// Options of `patchtcga mil train`.
 #[derive(Args)]
 pub struct TrainArgs {
+    /// A TOML file of settings named as these flags are (`model = "clam-sb"`, `lr = 2e-4`,
+    /// `patience = 20`, `no-class-weights = true`; presets in configs/mil/); flags given on
+    /// the command line override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// A folder of `<slide>.h5` feature files (`patchtcga embed --slides`, CLAM, TRIDENT).
     #[arg(long)]
     features: PathBuf,
@@ -57,7 +64,7 @@ pub struct TrainArgs {
     #[arg(long)]
     allow_unlabelled: bool,
     #[command(flatten)]
-    options: MilOptions,
+    pub(crate) options: MilOptions,
 }
 
 /// Runs `patchtcga mil …`.
@@ -69,6 +76,9 @@ pub fn mil(what: MilWhat) -> Result<()> {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
+    if let Some(config) = &a.config {
+        println!("settings: {} (and the flags given)", config.display());
+    }
     let data = mil::load(&a.features, &a.labels, a.allow_unlabelled)?;
     let classes = data.classes.join(", ");
     println!("{} slides, {} classes ({classes}), {}-wide features", data.bags.len(), data.classes.len(), data.width);
@@ -116,4 +126,37 @@ fn heatmap(a: HeatmapArgs) -> Result<()> {
         npy.display()
     );
     Ok(())
+}
+
+/// The command line with `mil train --config F`'s settings as flags placed before the command
+/// line's own (`mil train` takes a flag's last value, so those given override the file's); any
+/// other command line as it is.
+pub fn with_config(mut args: Vec<OsString>) -> Result<Vec<OsString>> {
+    if args.get(1..3) != Some(&["mil".into(), "train".into()]) {
+        return Ok(args);
+    }
+    let given = args.iter().position(|a| a == "--config").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    let equals = args.iter().find_map(|a| a.to_str()?.strip_prefix("--config=").map(PathBuf::from));
+    let Some(path) = given.or(equals) else { return Ok(args) };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let table: toml::Table = text.parse().with_context(|| format!("{}: not TOML", path.display()))?;
+    let command = TrainArgs::augment_args(clap::Command::new("train"));
+    let known: Vec<&str> = command.get_arguments().filter_map(|a| a.get_long()).collect();
+    let mut flags: Vec<OsString> = Vec::new();
+    for (key, value) in table {
+        let long = key.replace('_', "-");
+        if !known.contains(&long.as_str()) {
+            bail!("{}: {key} is not a setting of `mil train` (they are: {})", path.display(), known.join(", "));
+        }
+        let flag = OsString::from(format!("--{long}"));
+        match value {
+            toml::Value::Boolean(true) => flags.push(flag),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => flags.extend([flag, s.into()]),
+            toml::Value::Integer(_) | toml::Value::Float(_) => flags.extend([flag, value.to_string().into()]),
+            other => bail!("{}: {key} = {other}: a string, a number or true/false", path.display()),
+        }
+    }
+    args.splice(3..3, flags);
+    Ok(args)
 }
