@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use patchtcga_learn::config::Optim;
 use patchtcga_learn::mil::{
-    self, Abmil, AbmilConfig, FoldResult, FoldStore, InstanceCriterion, InstanceLoss, LrSchedule, MilArch, MilNet,
-    MilOptions, Unkept,
+    self, Abmil, AbmilConfig, EpochLosses, FoldResult, FoldStore, InstanceCriterion, InstanceLoss, LrSchedule, MilArch,
+    MilNet, MilOptions, Unkept,
 };
 use patchtcga_learn::slide_features::{write_h5, Provenance, SlideEmbedding, SlideFeatures};
 use patchtcga_slide::PatchGeometry;
@@ -340,6 +340,15 @@ fn a_run_cut_after_some_folds_resumes_to_the_uninterrupted_result() {
         .filter(|e| e.path().to_string_lossy().contains("checkpoint"))
         .collect();
     assert!(left.is_empty(), "a finished run keeps no epoch checkpoints: {left:?}");
+    // Each fold's losses by epoch in a TensorBoard event file of its own.
+    for k in 0..3 {
+        let dir = whole.join(format!("tensorboard/fold_{k}"));
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1, "{}", dir.display());
+        let bytes = std::fs::read(files[0].path()).unwrap();
+        let has = |tag: &[u8]| bytes.windows(tag.len()).filter(|w| *w == tag).count();
+        assert_eq!((has(b"train/loss"), has(b"val/loss")), (2, 2), "two epochs of fold {k}");
+    }
     let read = |d: &Path| std::fs::read_to_string(d.join("mil_results.json")).unwrap();
     assert_eq!(read(&cut), read(&whole));
     // Other settings into the same folder are refused, naming them.
@@ -376,8 +385,8 @@ impl FoldStore for Interrupted {
     fn checkpoint(&self, k: usize) -> Option<PathBuf> {
         Some(self.dir.join(format!("fold_{k}.checkpoint.safetensors")))
     }
-    fn epoch_done(&mut self, k: usize, epoch: usize, val_loss: f64) -> Result<(), patchtcga_learn::LearnError> {
-        self.trained.push((k, epoch, val_loss));
+    fn epoch_done(&mut self, k: usize, epoch: usize, losses: EpochLosses) -> Result<(), patchtcga_learn::LearnError> {
+        self.trained.push((k, epoch, losses.val));
         match self.stop_after {
             Some(at) if at == (k, epoch) => Err(patchtcga_learn::LearnError::Config("stopped".into())),
             _ => Ok(()),

@@ -202,13 +202,20 @@ pub trait FoldStore {
         None
     }
     /// Fold `k` finished `epoch` (its checkpoint written); an error stops the run there.
-    fn epoch_done(&mut self, _k: usize, _epoch: usize, _val_loss: f64) -> Result<(), LearnError> {
+    fn epoch_done(&mut self, _k: usize, _epoch: usize, _losses: EpochLosses) -> Result<(), LearnError> {
         Ok(())
     }
     /// A fold finished, with the parameters of its selected epoch.
     fn finish(&mut self, _result: &FoldResult, _vs: &nn::VarStore) -> Result<(), LearnError> {
         Ok(())
     }
+}
+
+/// An epoch's mean training loss (over its bags, as trained) and validation loss.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochLosses {
+    pub train: f64,
+    pub val: f64,
 }
 
 /// Keeps nothing: every fold trains from its start.
@@ -252,6 +259,7 @@ pub fn fit(
         }
         tch::manual_seed(seed(epoch));
         order.shuffle(&mut rng);
+        let mut train_loss = 0.0;
         for (step, &i) in order.iter().enumerate() {
             let b = train[i];
             let loss =
@@ -259,13 +267,14 @@ pub fn fit(
             opt.zero_grad();
             loss.backward();
             opt.step(o.lr_at((epoch - 1) * train.len() + step, train.len()));
+            train_loss += loss.double_value(&[]) / train.len() as f64;
         }
         let (_, val_loss) = predict(&model, val, &weights, o.device);
         best.offer(epoch, val_loss, &vs);
         if let Some(path) = &path {
             checkpoint::save(path, epoch, &vs, &opt, &best)?;
         }
-        store.epoch_done(fold, epoch, val_loss)?;
+        store.epoch_done(fold, epoch, EpochLosses { train: train_loss, val: val_loss })?;
     }
     if best.epoch == 0 {
         return Err(LearnError::Config(format!(

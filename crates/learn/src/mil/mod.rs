@@ -10,7 +10,7 @@ pub mod run;
 pub mod transmil;
 
 pub use bags::{load, Bag, Bags};
-pub use cv::{cross_validate, CrossValidation, FoldResult, FoldStore, LrSchedule, MilOptions, Unkept};
+pub use cv::{cross_validate, CrossValidation, EpochLosses, FoldResult, FoldStore, LrSchedule, MilOptions, Unkept};
 pub use model::{bag_loss, Abmil, AbmilConfig, BagOutput, InstanceCriterion, InstanceLoss, MilArch, MilNet};
 pub use run::{MilRun, SlidePrediction};
 

@@ -9,12 +9,13 @@ use patchtcga_slide::{PatchGeometry, Slide};
 use tch::{nn, Kind, Tensor};
 
 use super::bags::Bags;
-use super::cv::{cross_validate, CrossValidation, FoldResult, FoldStore, LrSchedule, MilOptions};
+use super::cv::{cross_validate, CrossValidation, EpochLosses, FoldResult, FoldStore, LrSchedule, MilOptions};
 use super::heatmap::{paint, PatchGrid};
 use super::model::MilNet;
 use crate::config::ImageStats;
 use crate::config::Optim;
 use crate::slide_features::{embed_slide, provenance, SlideEmbedding};
+use crate::tensorboard::EventWriter;
 use crate::LearnError;
 
 pub use patchtcga_metrics::mil::MIL_RESULTS_FILE;
@@ -22,7 +23,7 @@ pub use patchtcga_metrics::mil::MIL_RESULTS_FILE;
 /// What a run tells as it goes.
 pub enum Progress<'a> {
     /// A fold finished an epoch (its checkpoint written).
-    Epoch { fold: usize, epoch: usize, val_loss: f64 },
+    Epoch { fold: usize, epoch: usize, losses: EpochLosses },
     /// A fold finished (its model and result written).
     Fold(&'a FoldResult),
 }
@@ -30,7 +31,8 @@ pub enum Progress<'a> {
 /// Cross-validates `data` into the run folder `out`: each fold's state after every epoch
 /// (`fold_<k>.checkpoint.safetensors`), its parameters and result as it finishes
 /// (`fold_<k>.safetensors`, `fold_<k>.json`), then `mil_results.json`, all written atomically;
-/// `tell` hears of each epoch and fold. Resumable: a run folder whose `mil_settings.json` records
+/// `tell` hears of each epoch and fold, and each fold's losses go to a TensorBoard event file
+/// (`tensorboard/fold_<k>/`: `train/loss`, `val/loss` by epoch). Resumable: a run folder whose `mil_settings.json` records
 /// the same settings and slides keeps the folds it finished and resumes a fold at its last epoch;
 /// one with other settings is refused.
 pub fn train(
@@ -41,7 +43,7 @@ pub fn train(
 ) -> Result<CrossValidation, LearnError> {
     std::fs::create_dir_all(out).map_err(|e| LearnError::io(out, e))?;
     check_settings(&out.join(SETTINGS), &settings(data, options))?;
-    let cv = cross_validate(data, options, &mut RunFolder { out, tell })?;
+    let cv = cross_validate(data, options, &mut RunFolder { out, tell, events: None })?;
     let path = out.join(MIL_RESULTS_FILE);
     let text = serde_json::to_vec_pretty(&cv).map_err(|e| LearnError::Config(format!("{}: {e}", path.display())))?;
     crate::engine::write_atomic(&path, &text)?;
@@ -52,6 +54,8 @@ pub fn train(
 struct RunFolder<'a, F> {
     out: &'a Path,
     tell: F,
+    /// The event file of the fold training now.
+    events: Option<(usize, EventWriter)>,
 }
 
 impl<F> RunFolder<'_, F> {
@@ -70,8 +74,17 @@ impl<F: FnMut(Progress)> FoldStore for RunFolder<'_, F> {
         Some(self.file(k, "checkpoint.safetensors"))
     }
 
-    fn epoch_done(&mut self, fold: usize, epoch: usize, val_loss: f64) -> Result<(), LearnError> {
-        (self.tell)(Progress::Epoch { fold, epoch, val_loss });
+    fn epoch_done(&mut self, fold: usize, epoch: usize, losses: EpochLosses) -> Result<(), LearnError> {
+        if self.events.as_ref().is_none_or(|(k, _)| *k != fold) {
+            let dir = self.out.join("tensorboard").join(format!("fold_{fold}"));
+            std::fs::create_dir_all(&dir).map_err(|e| LearnError::io(&dir, e))?;
+            // A fold resumed at this epoch supersedes what an earlier process logged past its
+            // checkpoint.
+            self.events = Some((fold, EventWriter::create(&dir, Some(epoch - 1))?));
+        }
+        let (_, events) = self.events.as_mut().expect("opened above");
+        events.scalars(epoch, &[("train/loss".into(), losses.train), ("val/loss".into(), losses.val)])?;
+        (self.tell)(Progress::Epoch { fold, epoch, losses });
         Ok(())
     }
 

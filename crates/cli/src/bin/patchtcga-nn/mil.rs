@@ -86,9 +86,9 @@ fn train(a: TrainArgs) -> Result<()> {
     let bar = patchtcga_cli::commands::bar("epochs");
     bar.set_length((a.options.folds * epochs) as u64);
     let cv = mil::run::train(&data, &a.options, &a.out, |p| match p {
-        Progress::Epoch { fold, epoch, val_loss } => {
+        Progress::Epoch { fold, epoch, losses } => {
             bar.set_position((fold * epochs + epoch) as u64);
-            bar.set_message(format!("fold {fold}: val loss {val_loss:.4}"));
+            bar.set_message(format!("fold {fold}: train loss {:.4}, val loss {:.4}", losses.train, losses.val));
         }
         Progress::Fold(r) => {
             trained += 1;
