@@ -182,6 +182,17 @@ fn synthetic(dir: &Path) -> (PathBuf, PathBuf) {
     (feats, labels)
 }
 
+/// This test's turn at LibTorch's generator (on two threads), a temporary folder, and the
+/// synthetic task's bags written into it.
+fn synthetic_task() -> (std::sync::MutexGuard<'static, ()>, tempfile::TempDir, mil::Bags) {
+    let turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(2);
+    let dir = tempfile::tempdir().unwrap();
+    let (feats, labels) = synthetic(dir.path());
+    let data = mil::load(&feats, &labels, false).unwrap();
+    (turn, dir, data)
+}
+
 /// With 60 slides instead of 120, a 512-wide ABMIL memorised the 36 training bags in some folds
 /// instead of finding the planted signal (held-out AUC 0.5 there); with 72 training bags every
 /// fold finds it.
@@ -205,11 +216,7 @@ fn options() -> MilOptions {
 
 #[test]
 fn abmil_clam_sb_and_transmil_learn_a_planted_signal() {
-    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(2);
-    let dir = tempfile::tempdir().unwrap();
-    let (feats, labels) = synthetic(dir.path());
-    let data = mil::load(&feats, &labels, false).unwrap();
+    let (_turn, _dir, data) = synthetic_task();
     assert_eq!(
         (data.bags.len(), data.classes.clone(), data.width),
         (120, vec!["normal".to_string(), "tumor".into()], 16)
@@ -314,11 +321,7 @@ fn a_held_out_test_split_stays_out_of_the_folds_and_is_tested_by_every_fold() {
 
 #[test]
 fn a_run_cut_after_some_folds_resumes_to_the_uninterrupted_result() {
-    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(2);
-    let dir = tempfile::tempdir().unwrap();
-    let (feats, labels) = synthetic(dir.path());
-    let data = mil::load(&feats, &labels, false).unwrap();
+    let (_turn, dir, data) = synthetic_task();
     let o = MilOptions { folds: 3, epochs: 2, ..options() };
     let (whole, cut) = (dir.path().join("whole"), dir.path().join("cut"));
     mil::run::train(&data, &o, &whole, |_| {}).unwrap();
@@ -400,11 +403,7 @@ impl FoldStore for Interrupted {
 
 #[test]
 fn a_fold_cut_between_epochs_resumes_from_its_checkpoint_to_the_uninterrupted_result() {
-    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(2);
-    let dir = tempfile::tempdir().unwrap();
-    let (feats, labels) = synthetic(dir.path());
-    let data = mil::load(&feats, &labels, false).unwrap();
+    let (_turn, dir, data) = synthetic_task();
     for arch in [MilArch::Abmil, MilArch::ClamSb] {
         let o = MilOptions { arch, folds: 3, epochs: 3, ..options() };
         let store = |name: &str, stop_after| {
@@ -443,11 +442,7 @@ fn a_fold_cut_between_epochs_resumes_from_its_checkpoint_to_the_uninterrupted_re
 
 #[test]
 fn patience_stops_a_fold_when_validation_stops_improving() {
-    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(2);
-    let dir = tempfile::tempdir().unwrap();
-    let (feats, labels) = synthetic(dir.path());
-    let data = mil::load(&feats, &labels, false).unwrap();
+    let (_turn, dir, data) = synthetic_task();
     let o = MilOptions { folds: 3, epochs: 20, patience: Some(1), ..options() };
     let mut store =
         Interrupted { dir: dir.path().to_path_buf(), finished: Vec::new(), stop_after: None, trained: Vec::new() };

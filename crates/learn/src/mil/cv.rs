@@ -259,7 +259,8 @@ pub fn fit(
         }
         tch::manual_seed(seed(epoch));
         order.shuffle(&mut rng);
-        let mut train_loss = 0.0;
+        // Summed on the device: one read back an epoch, not a synchronisation per bag.
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, o.device));
         for (step, &i) in order.iter().enumerate() {
             let b = train[i];
             let loss =
@@ -267,8 +268,9 @@ pub fn fit(
             opt.zero_grad();
             loss.backward();
             opt.step(o.lr_at((epoch - 1) * train.len() + step, train.len()));
-            train_loss += loss.double_value(&[]) / train.len() as f64;
+            loss_sum += loss.detach().to_kind(Kind::Double);
         }
+        let train_loss = loss_sum.double_value(&[]) / train.len().max(1) as f64;
         let (_, val_loss) = predict(&model, val, &weights, o.device);
         best.offer(epoch, val_loss, &vs);
         if let Some(path) = &path {
