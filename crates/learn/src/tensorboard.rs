@@ -85,8 +85,18 @@ impl EventWriter {
     pub fn create(dir: &Path, resumed_at: Option<usize>) -> Result<Self, LearnError> {
         let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let name = format!("events.out.tfevents.{}.{}.{}", now() as u64, host.trim(), std::process::id());
-        let path = dir.join(name);
-        let file = fs::File::create(&path).map_err(|e| LearnError::io(&path, e))?;
+        // A run resumed by the same process within the same second must not truncate the
+        // earlier file: a suffix (`.1`, `.2`, …) keeps each file its own.
+        let (mut path, mut n) = (dir.join(&name), 0);
+        let file = loop {
+            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    n += 1;
+                    path = dir.join(format!("{name}.{n}"));
+                }
+                opened => break opened.map_err(|e| LearnError::io(&path, e))?,
+            }
+        };
         let mut w = Self { path, file };
         w.write(&Event { wall_time: now(), file_version: Some("brain.Event:2".into()), ..Default::default() })?;
         if let Some(step) = resumed_at {
@@ -134,6 +144,21 @@ pub fn tag(key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two writers started in one folder within the same second by one process (a run and its
+    /// resume in a test, or a MIL fold resumed at once) each keep a file of their own.
+    #[test]
+    fn a_second_writer_never_truncates_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = EventWriter::create(dir.path(), None).unwrap();
+        first.scalars(1, &[("train/loss".into(), 1.0)]).unwrap();
+        let mut second = EventWriter::create(dir.path(), Some(1)).unwrap();
+        second.scalars(2, &[("train/loss".into(), 0.5)]).unwrap();
+        let files: Vec<Vec<u8>> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| fs::read(e.unwrap().path()).unwrap()).collect();
+        assert_eq!(files.len(), 2);
+        assert!(files.iter().all(|f| f.windows(10).any(|w| w == b"train/loss")), "both files keep their scalars");
+    }
 
     #[test]
     fn records_are_framed_as_tfrecord() {
