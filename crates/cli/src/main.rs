@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use patchtcga_cli::commands::*;
+use patchtcga_cli::commands::{build, checks, exit_status, peak_rss_mib, say, start};
+use patchtcga_dataset::{archive, split, stats};
 
 #[derive(Parser)]
 #[command(
@@ -27,28 +28,28 @@ enum Command {
     /// Tile slides into patches in one of the release's dataset layouts.
     Build {
         #[command(subcommand)]
-        dataset: build::BuildDataset,
+        dataset: patchtcga_dataset::BuildDataset,
     },
     /// Slide-level train/val/test splits (JSON and the release's pickle), or check existing ones.
     Split(split::SplitArgs),
     /// Check files against an MD5 list (md5sum format).
-    Verify(verify::VerifyArgs),
+    Verify(archive::VerifyArgs),
     /// Report what in a dataset folder the release's loaders would skip or misread: image names
     /// whose extension, read from the first '.', is not .jpg .JPG .JPEG .png; segPANDA200 names
     /// containing `mask` or images without their mask; unknown class folders. Exit status 1 if any.
-    VerifyLayout(verify_layout::VerifyLayoutArgs),
+    VerifyLayout(patchtcga_dataset::VerifyLayoutArgs),
     /// Join a split download (PTCGA200_p_*) and unpack the .tar.gz safely.
-    Extract(extract::ExtractArgs),
+    Extract(archive::ExtractArgs),
     /// Patch and slide counts per class, channel mean/std for `image_stats`, and a mosaic.
     Stats(stats::StatsArgs),
     /// Show a slide's size, levels, resolution, reader and tissue.
-    Info(info::InfoArgs),
+    Info(patchtcga_slide::InfoArgs),
     /// A slide-level benchmark's slide list (for `embed --slides`) and labels (for `mil train`)
     /// from your download: Camelyon16 with its official test set, or PANDA's ISUP grades.
-    SlideLabels(slide_labels::SlideLabelsArgs),
+    SlideLabels(patchtcga_dataset::slide_tasks::SlideLabelsArgs),
     /// One page of runs: a table of pretraining and benchmark results with intervals, curves and
     /// confusion matrices (`--out report.html`, pictures embedded, or `report.md`).
-    Report(report::ReportArgs),
+    Report(patchtcga_report::ReportArgs),
     /// Measure throughput: `bench regions …` (a slide reader), `bench slide-patches …`
     /// (`embed --slides` without the network), `bench loader …` (data nodes),
     /// `bench step …` (training steps), `bench pretrain …` (a method's whole update).
@@ -62,10 +63,10 @@ enum Command {
 enum Bench {
     /// Read square level-0 regions of a slide on a grid, in one thread, with the reader asked
     /// for; prints regions/s and peak memory.
-    Regions(regions::RegionArgs),
+    Regions(patchtcga_slide::RegionBench),
     /// Read slides' tissue-grid patches into normalised batches as `embed --slides` does, without
     /// the network; prints patches/s and peak memory.
-    SlidePatches(slide_patches::SlidePatchArgs),
+    SlidePatches(patchtcga_loader::bench::SlidePatchBench),
 }
 
 fn main() -> ExitCode {
@@ -80,16 +81,20 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build { dataset } => build::build(dataset),
-        Command::Split(a) => split::split_cmd(a),
-        Command::Verify(a) => verify::verify(a),
-        Command::VerifyLayout(a) => verify_layout::verify_layout(a),
-        Command::Extract(a) => extract::extract(a),
-        Command::Stats(a) => stats::stats(a),
-        Command::Info(a) => info::info(a),
-        Command::SlideLabels(a) => slide_labels::slide_labels(a),
-        Command::Report(a) => report::report(a),
-        Command::Bench { what: Bench::Regions(a) } => regions::bench_regions(a),
-        Command::Bench { what: Bench::SlidePatches(a) } => slide_patches::bench_slide_patches(a),
+        Command::Split(a) => say(a.run()?.join("\n")),
+        Command::Verify(a) => checks::verify(a),
+        Command::VerifyLayout(a) => checks::verify_layout(a),
+        Command::Extract(a) => checks::extract(a),
+        Command::Stats(a) => checks::stats(a),
+        Command::Info(a) => say(a.run()?),
+        Command::SlideLabels(a) => say(a.run()?),
+        Command::Report(a) => say(a.run()?),
+        Command::Bench { what: Bench::Regions(a) } => {
+            say(format!("{}, peak memory {:.0} MiB", a.run()?, peak_rss_mib()))
+        }
+        Command::Bench { what: Bench::SlidePatches(a) } => {
+            say(format!("{}, peak memory {:.0} MiB", a.run()?, peak_rss_mib()))
+        }
     }
 }
 

@@ -72,6 +72,56 @@ impl VerifyReport {
     pub fn passed(&self) -> bool {
         self.mismatched.is_empty() && self.missing.is_empty()
     }
+
+    /// A line per file that failed: `MISMATCH <path>` or `MISSING  <path>`.
+    pub fn problems(&self) -> String {
+        let mismatched = self.mismatched.iter().map(|p| format!("MISMATCH {}\n", p.display()));
+        mismatched.chain(self.missing.iter().map(|p| format!("MISSING  {}\n", p.display()))).collect()
+    }
+}
+
+/// `120 ok, 0 mismatched, 1 missing`.
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{} ok, {} mismatched, {} missing", self.ok, self.mismatched.len(), self.missing.len())
+    }
+}
+
+/// Options of `patchtcga verify`.
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// The MD5 list, e.g. MD5SUMS.
+    pub list: PathBuf,
+    /// Folder the listed paths are relative to (default: the list's folder).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+}
+
+/// Options of `patchtcga extract`.
+#[derive(clap::Args)]
+pub struct ExtractArgs {
+    /// Path prefix of the parts, e.g. downloads/PTCGA200_p_ (every file starting with it, in name order).
+    pub prefix: PathBuf,
+    /// Folder to unpack into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// MD5 list of the parts and/or the joined archive; checked before unpacking.
+    #[arg(long)]
+    pub md5: Option<PathBuf>,
+    /// Name of the joined archive in the MD5 list.
+    #[arg(long, default_value = "PTCGA200.tar.gz")]
+    pub joined_name: String,
+}
+
+impl ExtractArgs {
+    /// Joins the parts in name order, checks their MD5s first if given, and unpacks; `parts`
+    /// hears of the parts found before the work starts.
+    pub fn run(&self, progress: &ProgressBar, parts: impl FnOnce(&[PathBuf])) -> Result<ExtractReport> {
+        let found = find_parts(&self.prefix)?;
+        parts(&found);
+        let md5 = self.md5.as_deref().map(|m| (m, self.joined_name.as_str()));
+        extract(&found, &self.out, md5, progress)
+    }
 }
 
 /// Checks every file of an MD5 list; paths are relative to `root` (default: the list's folder).

@@ -210,10 +210,35 @@ fn check_options(task: &Task, opts: &BuildOptions) -> Result<()> {
     }
 }
 
+impl BuildOptions {
+    /// `ptcga200: 3 slide(s) → out (512 px at 0.39 µm/px, 199.7 µm field)`, after `rank 1 of 2: `
+    /// when the list is shared.
+    pub fn plan(&self, task: &Task, slides: usize) -> String {
+        let g = self.geometry;
+        format!(
+            "{}{}: {slides} slide(s) → {} ({} px at {} µm/px, {:.1} µm field)",
+            self.share.prefix(),
+            task.kind().name(),
+            self.out.display(),
+            g.size,
+            g.mpp,
+            g.field_um()
+        )
+    }
+}
+
 impl BuildReport {
-    /// What a run did, in a line: slides tiled, skipped and failed, patches written, and where the
-    /// manifest is (or how many slides other ranks still hold).
+    /// What a run did: a note on patches renamed, if any, then a line of slides tiled, skipped and
+    /// failed, patches written, and where the manifest is (or how many slides other ranks still
+    /// hold).
     pub fn summary(&self, out: &Path) -> String {
+        let renamed = match self.renamed {
+            0 => String::new(),
+            n => format!(
+                "renamed {n} patch(es) of an earlier build to names the release's loaders list (slide ids without \
+                 '.'); split files drawn before name the old files: draw them again with `patchtcga split`\n"
+            ),
+        };
         let counts = format!(
             "{} slide(s): {} tiled, {} already complete, {} failed; {} new patches",
             self.slides,
@@ -223,10 +248,10 @@ impl BuildReport {
             self.new_patches
         );
         if self.pending == 0 {
-            format!("{counts}, {} in {}", self.total_patches, out.join("manifest.csv").display())
+            format!("{renamed}{counts}, {} in {}", self.total_patches, out.join("manifest.csv").display())
         } else {
             format!(
-                "{counts}; {} slide(s) of other ranks still pending: the rank that settles the last writes \
+                "{renamed}{counts}; {} slide(s) of other ranks still pending: the rank that settles the last writes \
                  manifest.csv and MD5SUMS",
                 self.pending
             )

@@ -363,3 +363,60 @@ fn detect(root: &Path) -> Result<DatasetKind> {
     let pcam = splits.iter().any(|s| s.join("normal").is_dir() || s.join("tumor").is_dir());
     Ok(if pcam { DatasetKind::Pcam200 } else { DatasetKind::SegPanda200 })
 }
+
+/// Options of `patchtcga verify-layout`.
+#[derive(clap::Args)]
+pub struct VerifyLayoutArgs {
+    /// Dataset root.
+    pub dataset: PathBuf,
+    /// Layout (default: detected).
+    #[arg(long, value_enum)]
+    pub layout: Option<DatasetKind>,
+}
+
+/// What in a dataset the release's loaders would skip or misread: [`VerifyLayoutArgs::run`].
+pub struct LayoutCheck {
+    root: PathBuf,
+    index: Index,
+}
+
+impl VerifyLayoutArgs {
+    /// Lists the dataset as the release's loaders would, unknown folders and unreadable names kept
+    /// aside.
+    pub fn run(&self) -> Result<LayoutCheck> {
+        let index = Index::scan_with(&self.dataset, self.layout, UnknownFolders::Skip)?;
+        Ok(LayoutCheck { root: self.dataset.clone(), index })
+    }
+}
+
+impl LayoutCheck {
+    /// Whether the release's loaders would read every image as it is.
+    pub fn passed(&self) -> bool {
+        self.index.problems.is_empty() && self.index.skipped_folders.is_empty()
+    }
+}
+
+/// A line per folder (`FOLDER`) and file (`FILE`) the loaders would not read, then the counts.
+impl std::fmt::Display for LayoutCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let (index, kind) = (&self.index, self.index.kind.name());
+        for folder in &index.skipped_folders {
+            writeln!(
+                f,
+                "FOLDER  {}: not a class folder of the {kind} layout; its images are not read",
+                folder.display()
+            )?;
+        }
+        for p in &index.problems {
+            writeln!(f, "FILE    {}: {}", p.path.display(), p.cause)?;
+        }
+        write!(
+            f,
+            "{kind} layout at {}: {} image(s) listed as the release's loaders list them, {} file(s) and {} folder(s) not",
+            self.root.display(),
+            index.entries.len(),
+            index.problems.len(),
+            index.skipped_folders.len()
+        )
+    }
+}

@@ -4,6 +4,7 @@
 
 mod atomic;
 mod build;
+mod build_args;
 mod error;
 mod layout;
 mod manifest;
@@ -16,10 +17,11 @@ pub mod split;
 pub mod stats;
 
 pub use build::{build, BuildOptions, BuildReport, ImageFormat, Task};
+pub use build_args::{BuildArgs, BuildDataset, FormatName};
 pub use error::DatasetError;
 pub use layout::{
-    images_under, organ_class, DatasetKind, Entry, Index, Problem, UnknownFolders, IMAGE_EXTENSIONS, ORGANS,
-    POSITION_MAP_DIR, SPLITS,
+    images_under, organ_class, DatasetKind, Entry, Index, LayoutCheck, Problem, UnknownFolders, VerifyLayoutArgs,
+    IMAGE_EXTENSIONS, ORGANS, POSITION_MAP_DIR, SPLITS,
 };
 pub use manifest::{md5_hex, ManifestRow};
 pub use patchtcga_launch::Share;

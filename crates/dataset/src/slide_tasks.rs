@@ -9,6 +9,31 @@ use std::path::{Path, PathBuf};
 
 use crate::{atomic, DatasetError, Result};
 
+/// Options of `patchtcga slide-labels`.
+#[derive(clap::Args)]
+pub struct SlideLabelsArgs {
+    /// camelyon16 (normal / tumor, the official test set held out) or panda (ISUP grade 0–5).
+    #[arg(value_enum)]
+    pub benchmark: SlideBenchmark,
+    /// The benchmark's folder as downloaded (CAMELYON16/ with training/ and testing/, or PANDA's
+    /// folder with train.csv and train_images/).
+    #[arg(long)]
+    pub root: PathBuf,
+    /// Where slides.csv (for `embed --slides`) and labels.csv (for `mil train`) go.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+impl SlideLabelsArgs {
+    /// Lists the benchmark's slides and writes the two files; says what it wrote.
+    pub fn run(&self) -> Result<String> {
+        let slides = self.benchmark.slides(&self.root)?;
+        write_layout(&slides, &self.out)?;
+        let (n, by_split, out) = (slides.len(), count_by_split(&slides), self.out.display());
+        Ok(format!("{n} slides ({by_split}) → {out}/slides.csv, labels.csv"))
+    }
+}
+
 /// A slide-level benchmark whose layout can be read from its download.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SlideBenchmark {

@@ -4,14 +4,62 @@
 //! original `3fold_dict_idx_filenames.pickle`; either is read back and checked.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_pickle::{HashableValue, Value};
 
-use crate::{atomic, DatasetError, Index, Result};
+use crate::{atomic, DatasetError, DatasetKind, Index, Result};
+
+/// Options of `patchtcga split`.
+#[derive(clap::Args)]
+pub struct SplitArgs {
+    /// Dataset root (PTCGA200 layout).
+    pub dataset: PathBuf,
+    /// Folder for splits.json and 3fold_dict_idx_filenames.pickle (default: the dataset root).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Check and convert an existing split pickle (e.g. the release's) instead of drawing one.
+    #[arg(long, conflicts_with = "from_json")]
+    pub from_pickle: Option<PathBuf>,
+    /// Check and convert an existing splits.json instead of drawing one.
+    #[arg(long)]
+    pub from_json: Option<PathBuf>,
+    #[command(flatten)]
+    pub params: SplitParams,
+}
+
+impl SplitArgs {
+    /// Draws (or reads and checks) the splits and writes them as JSON and the release's pickle
+    /// (not over the file they were read from); returns what it did, a line each.
+    pub fn run(&self) -> Result<Vec<String>> {
+        let index = Index::scan(&self.dataset, Some(DatasetKind::Ptcga200))?;
+        let out_dir = self.out_dir.as_ref().unwrap_or(&self.dataset);
+        let (splits, source): (Splits, &Path) = match (&self.from_pickle, &self.from_json) {
+            (Some(p), _) => (read_pickle(p)?, p),
+            (_, Some(j)) => (read_json(j)?, j),
+            _ => (make(&index, &self.params)?, &self.dataset),
+        };
+        let counts = check(&index, &splits, &self.params, source)?;
+        let mut lines: Vec<String> = counts
+            .iter()
+            .map(|(trial, [train, val, test])| format!("trial {trial}: train {train}, val {val}, test {test} patches"))
+            .collect();
+        if self.from_json.is_none() {
+            let json = out_dir.join("splits.json");
+            write_json(&json, &splits)?;
+            lines.push(format!("wrote {}", json.display()));
+        }
+        if self.from_pickle.is_none() {
+            let pickle = out_dir.join("3fold_dict_idx_filenames.pickle");
+            write_pickle(&pickle, &splits)?;
+            lines.push(format!("wrote {}", pickle.display()));
+        }
+        Ok(lines)
+    }
+}
 
 /// The images of one set of one trial.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 //! mosaic of sample patches per class.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use image::RgbImage;
 use indicatif::ProgressBar;
@@ -10,7 +11,71 @@ use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::{DatasetError, Entry, Index, Result};
+use crate::{DatasetError, DatasetKind, Entry, Index, Result};
+
+/// Options of `patchtcga stats`.
+#[derive(clap::Args)]
+pub struct StatsArgs {
+    /// Dataset root.
+    pub dataset: PathBuf,
+    /// Layout (default: detected).
+    #[arg(long, value_enum)]
+    pub layout: Option<DatasetKind>,
+    /// Measure pixels on this many random images instead of all.
+    #[arg(long)]
+    pub sample: Option<usize>,
+    /// Write a mosaic PNG of sample patches, one row per class.
+    #[arg(long)]
+    pub mosaic: Option<PathBuf>,
+    /// Patches per class in the mosaic.
+    #[arg(long, default_value_t = 8)]
+    pub per_class: usize,
+    /// Seed for the samples.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+/// A dataset's statistics and mosaic, as [`StatsArgs::run`] made them.
+pub struct StatsRun {
+    /// Images the release's loaders would skip or misread (a note for the user).
+    pub problems: usize,
+    header: String,
+    pub stats: Stats,
+    mosaic: Option<String>,
+}
+
+impl StatsArgs {
+    /// Counts, measures and (with `--mosaic`) draws the dataset.
+    pub fn run(&self, progress: &ProgressBar) -> Result<StatsRun> {
+        let index = Index::scan(&self.dataset, self.layout)?;
+        let stats = compute(&index, self.sample, self.seed, progress)?;
+        let (name, root) = (index.kind.name(), self.dataset.display());
+        let header = format!("{name} dataset at {root}: {} patches from {} slides", stats.patches, stats.slides);
+        let mosaic = match &self.mosaic {
+            Some(path) => {
+                let (img, rows) = mosaic(&index, self.per_class, 128, self.seed)?;
+                img.save(path).map_err(|e| DatasetError::invalid(path, format!("cannot write: {e}")))?;
+                Some(format!("mosaic {} (rows: {})", path.display(), rows.join(", ")))
+            }
+            None => None,
+        };
+        Ok(StatsRun { problems: index.problems.len(), header, stats, mosaic })
+    }
+}
+
+/// The header line, the statistics, and where the mosaic went.
+impl std::fmt::Display for StatsRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{}\n{}", self.header, self.stats)?;
+        match &self.mosaic {
+            Some(line) => write!(f, "\n{line}"),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Counts of one class.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -197,6 +197,15 @@ impl Share {
     pub fn takes(&self, index: usize) -> bool {
         index % self.world == self.rank
     }
+
+    /// `rank 1 of 2: ` to put before what this process says, when the list is shared; else nothing.
+    pub fn prefix(&self) -> String {
+        if self.world > 1 {
+            format!("rank {} of {}: ", self.rank, self.world)
+        } else {
+            String::new()
+        }
+    }
 }
 
 impl Node {

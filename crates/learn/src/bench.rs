@@ -1,6 +1,8 @@
 //! Throughput of a method's whole update (views → loss → update) on synthetic views of its
 //! recipe, through the engine's own steps: what `patchtcga bench step` and `bench pretrain` print.
 
+use std::path::PathBuf;
+
 use patchtcga_augment::Recipe;
 use patchtcga_loader::{Batch, ViewBatch};
 use tch::{Device, Kind, Tensor};
@@ -33,9 +35,59 @@ pub struct SupervisedStep {
     /// float16 autocast with dynamic loss scaling (CUDA).
     #[arg(long)]
     pub autocast: bool,
+    /// Timed steps (after the warm-up ones).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// CPU threads for LibTorch (default: LibTorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+/// A method's update to time (`patchtcga bench pretrain`) as a run config sets it up.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MethodStep {
+    /// Run config, e.g. configs/dino_vit_s16_ptcga200.toml (method, backbone, batch, recipe).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a key: `--set batch_size=32 --set device="cpu"`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Timed updates (after the warm-up ones).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// CPU threads for LibTorch (default: LibTorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+impl MethodStep {
+    /// Times the config's method through the engine's own steps (begin, step under autocast,
+    /// backward, loss scale, clipping, optimizer, momentum targets).
+    pub fn run(&self) -> Result<UpdateTiming, LearnError> {
+        with_threads(self.threads);
+        time_method(&Config::load(Some(&self.config), &self.set)?, self.warmup, self.steps)
+    }
+}
+
+/// Sets LibTorch's CPU threads when given.
+fn with_threads(threads: Option<i32>) {
+    if let Some(t) = threads {
+        tch::set_num_threads(t);
+    }
 }
 
 impl SupervisedStep {
+    /// Times supervised training updates through the engine's own steps.
+    pub fn run(&self) -> Result<UpdateTiming, LearnError> {
+        with_threads(self.threads);
+        time_method(&self.config(), self.warmup, self.steps)
+    }
+
     /// The run config of this update.
     pub fn config(&self) -> Config {
         Config {

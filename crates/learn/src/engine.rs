@@ -80,6 +80,22 @@ pub struct Summary {
     pub run_dir: PathBuf,
 }
 
+/// Where the run stopped if early, then the last loss and accuracies logged: a line each, each
+/// ending in a line break.
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if self.stopped_early {
+            writeln!(f, "stopped at update {} (stop_num_updates); continue with --resume", self.position.update)?;
+        }
+        for key in ["loss", "val_accuracy", "test_accuracy", "val_knn_accuracy", "test_knn_accuracy"] {
+            if let Some(&v) = self.last.get(key) {
+                writeln!(f, "{key}: {v:.4}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Writes `bytes` to `path` through a hidden temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LearnError> {
     patchtcga_atomic::write(path, bytes).map_err(|e| LearnError::io(path, e))

@@ -42,6 +42,33 @@ impl RunFlags {
     }
 }
 
+/// What `patchtcga finetune` takes: a training command's flags and the initial weights.
+#[derive(clap::Args)]
+pub struct FinetuneFlags {
+    #[command(flatten)]
+    pub run: RunFlags,
+    /// Initial backbone weights: a pretraining run's model.safetensors, any .pth (ImageNet
+    /// torchvision/timm, MoCo, DINO, MAE, …), or `none` for random weights (default: the
+    /// config's `pretrained`).
+    #[arg(long)]
+    pub init: Option<String>,
+}
+
+impl FinetuneFlags {
+    /// As [`RunFlags::start`], with `pretrained` set by `--init`.
+    pub fn start(&self) -> Result<Started, LearnError> {
+        let init = match self.init.as_deref() {
+            Some("none") => vec!["pretrained=\"\"".to_owned()],
+            Some(path) if !std::path::Path::new(path).is_file() => {
+                return Err(LearnError::Config(format!("--init {path}: no such file (a .pth/.safetensors, or `none`)")))
+            }
+            Some(path) => vec![format!("pretrained={path:?}")],
+            None => Vec::new(),
+        };
+        self.run.start(&init)
+    }
+}
+
 /// Where a training command's work happens.
 pub enum Started {
     /// In this process, with this config.

@@ -7,9 +7,11 @@ pub mod bench;
 pub mod choices;
 pub mod config;
 pub mod data;
+pub mod embed;
 pub mod engine;
 pub mod finetune;
 pub mod heads;
+pub mod infer;
 pub mod launch;
 pub mod loss;
 pub mod mil;
@@ -44,6 +46,15 @@ pub fn method(config: &Config) -> Result<(Box<dyn Method>, &'static str), LearnE
         SelfSupervised::Mae => Box::new(ssl::Mae::new(config)?),
     };
     Ok((method, config.self_supervised.recipe()))
+}
+
+/// Pretrains as `config` says (its method on its data), from the run folder's latest checkpoint
+/// when `resume`.
+pub fn pretrain(config: &Config, resume: bool) -> Result<Summary, LearnError> {
+    let (mut method, recipe) = method(config)?;
+    let data = data::loaders(config, recipe)?;
+    let holdout = Holdout { val: data.val.as_ref(), test: data.test.as_ref() };
+    train(config, method.as_mut(), &data.train, holdout, resume)
 }
 
 /// Errors of training, each naming its file or setting.

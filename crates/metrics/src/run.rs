@@ -61,6 +61,22 @@ impl RunResults {
     }
 }
 
+/// `selected epoch 7 (best validation accuracy)` and a line per set's report.
+impl std::fmt::Display for RunResults {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let by = if self.task == Task::Segmentation { "mean IoU" } else { "accuracy" };
+        write!(f, "selected epoch {} (best validation {by})", self.selected_epoch)?;
+        for (set, r) in [("val", &self.val), ("test", &self.test)] {
+            match r {
+                Some(SetReport::Classification(r)) => write!(f, "\n{set}: {r}")?,
+                Some(SetReport::Segmentation(r)) => write!(f, "\n{set}: {r}")?,
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The file a run's training log goes to, one [`LogEntry`] per line (JSON lines).
 pub const LOG_FILE: &str = "metrics.jsonl";
 

@@ -3,13 +3,68 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use tch::{Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 use crate::naming::{self, Naming};
 use crate::vit::Mlp;
-use crate::{Arch, ModelError, Spec};
+use crate::{Arch, Backbone, BackboneWeights, ModelError, Spec};
+
+/// Options of `patchtcga export`.
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub backbone: BackboneWeights,
+    /// ViT input side the exported position embedding is made for.
+    #[arg(long, default_value_t = 224)]
+    pub image_size: i64,
+    /// Output: `.pth` (torch.save format) or `.safetensors`.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// A backbone written for PyTorch by [`ExportArgs::write`].
+pub struct Exported {
+    tensors: usize,
+    arch: Arch,
+    out: PathBuf,
+    head: &'static str,
+}
+
+impl ExportArgs {
+    /// Writes `backbone` (its weights in `vs`) with its reference names (torchvision / timm;
+    /// Hugging Face for phikon, DINOv2's for dinov2-*) to `--out`, as its extension says.
+    pub fn write(&self, vs: &nn::VarStore, backbone: &Backbone) -> Result<Exported, ModelError> {
+        let tensors = reference_names(self.backbone.arch, with_bn_counters(vs.variables().into_iter().collect()));
+        let out = &self.out;
+        match out.extension().and_then(|e| e.to_str()) {
+            Some("pth") | Some("pt") => write_pth(out, &tensors)?,
+            Some("safetensors") => patchtcga_atomic::write_with(
+                out,
+                |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?),
+                |e: std::io::Error| bad(out, e),
+            )?,
+            _ => return Err(bad(out, "the output must end in .pth, .pt or .safetensors")),
+        }
+        let head = backbone.spec().head_name();
+        Ok(Exported { tensors: tensors.len(), arch: self.backbone.arch, out: out.clone(), head })
+    }
+}
+
+/// `322 tensors of resnet50 → b.pth; in PyTorch, set model.fc = nn.Identity() and load_state_dict`.
+impl std::fmt::Display for Exported {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{} tensors of {} → {}; in PyTorch, set model.{} = nn.Identity() and load_state_dict",
+            self.tensors,
+            self.arch,
+            self.out.display(),
+            self.head
+        )
+    }
+}
 
 fn bad(path: &Path, cause: impl std::fmt::Display) -> ModelError {
     ModelError::Checkpoint { path: path.to_path_buf(), cause: cause.to_string() }

@@ -18,6 +18,34 @@ pub enum ReportError {
     Run { path: PathBuf, cause: String },
 }
 
+/// Options of `patchtcga report`.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// Run folders, or folders of run folders (e.g. `runs`).
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// `.html` (self-contained) or `.md`.
+    #[arg(long, default_value = "report.html")]
+    pub out: PathBuf,
+}
+
+impl ReportArgs {
+    /// Writes the report of the runs to `--out` (atomically); says how many runs went in.
+    pub fn run(&self) -> Result<String, ReportError> {
+        let dirs = run_folders(&self.runs)?;
+        let runs = dirs.iter().map(|d| Run::read(d)).collect::<Result<Vec<_>, _>>()?;
+        let out = self.out.as_path();
+        let text = match out.extension().and_then(|e| e.to_str()) {
+            Some("md") => markdown(&runs, out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))),
+            Some("html" | "htm") => html(&runs)?,
+            _ => return Err(ReportError::Run { path: out.to_path_buf(), cause: "--out: .html or .md".into() }),
+        };
+        patchtcga_atomic::write(out, text.as_bytes())
+            .map_err(|e| ReportError::Run { path: out.to_path_buf(), cause: format!("cannot write: {e}") })?;
+        Ok(format!("{} runs → {}", runs.len(), out.display()))
+    }
+}
+
 /// What the report knows about one run folder.
 #[derive(Debug, Clone)]
 pub struct Run {

@@ -10,6 +10,7 @@
 mod annotation;
 mod error;
 mod geometry;
+mod info;
 mod labelmask;
 mod quality;
 mod sampling;
@@ -19,6 +20,7 @@ mod wsi;
 pub use annotation::{AnnotationGroups, Annotations};
 pub use error::SlideError;
 pub use geometry::{GeometryFlags, PatchGeometry, DEFAULT_MPP, DEFAULT_PATCH_SIZE};
+pub use info::{InfoArgs, RegionBench, RegionTiming, SlideInfo};
 pub use labelmask::{LabelScheme, SEGPANDA_CLASSES};
 pub use quality::{background_fraction, sharpness, QualityCheck, QualityVerdict};
 pub use sampling::{Candidate, Sampler, Sampling, TissueGrid};

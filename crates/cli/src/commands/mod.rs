@@ -1,19 +1,9 @@
-//! The commands that run no network, one file each, and what every command shares: worker
-//! threads, progress bars, atomic writes, peak memory, the error line.
+//! The commands that run no network and need more than a call, and what every command shares:
+//! worker threads, progress bars, peak memory, the error line.
 
 pub mod build;
-pub mod extract;
-pub mod info;
-pub mod regions;
-pub mod report;
-pub mod slide_labels;
-pub mod slide_patches;
-pub mod split;
-pub mod stats;
-pub mod verify;
-pub mod verify_layout;
+pub mod checks;
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -24,6 +14,12 @@ pub fn workers(n: Option<usize>) -> Result<()> {
     if let Some(n) = n {
         rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().context("starting worker threads")?;
     }
+    Ok(())
+}
+
+/// Prints what a command made (its report, its files), a line or more.
+pub fn say(made: impl std::fmt::Display) -> Result<()> {
+    println!("{made}");
     Ok(())
 }
 
@@ -41,13 +37,6 @@ pub fn bytes_bar() -> ProgressBar {
     let t = "{spinner} [{elapsed_precise}] {bar:40} {bytes}/{total_bytes} {bytes_per_sec} (eta {eta})";
     pb.set_style(ProgressStyle::with_template(t).expect("valid template"));
     pb
-}
-
-/// Writes `path` atomically: `write` makes the file at a temporary path beside it, which is then
-/// renamed over it.
-pub fn write_file(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    patchtcga_atomic::write_with(path, write, anyhow::Error::from)
-        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// This process's peak resident memory in MiB (`VmHWM`).

@@ -1,6 +1,7 @@
 //! Slide-level learning from patch features: bags read from `.h5` files, ABMIL (gated
 //! attention), CLAM-SB and TransMIL, k-fold cross-validation by case, and attention heat maps.
 
+pub mod args;
 pub mod bags;
 pub mod checkpoint;
 pub mod cv;
@@ -9,6 +10,7 @@ pub mod model;
 pub mod run;
 pub mod transmil;
 
+pub use args::{with_config, HeatmapArgs, MilCommand, TrainArgs};
 pub use bags::{load, Bag, Bags};
 pub use cv::{cross_validate, CrossValidation, EpochLosses, FoldResult, FoldStore, LrSchedule, MilOptions, Unkept};
 pub use model::{bag_loss, Abmil, AbmilConfig, BagOutput, InstanceCriterion, InstanceLoss, MilArch, MilNet};

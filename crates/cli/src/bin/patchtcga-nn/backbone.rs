@@ -1,12 +1,15 @@
-//! The backbone of the commands that embed, export or infer, loaded with its import reported.
+//! The backbone of the commands that embed, export or infer, its import reported.
 
-use anyhow::Result;
-use patchtcga_model::{Backbone, BackboneWeights};
+use std::path::Path;
+
+use patchtcga_model::{Backbone, ImportReport};
 use tch::nn;
 
-/// The backbone for `image_size` inputs on `device`, its weights loaded and the import reported.
-pub fn load(weights: &BackboneWeights, image_size: i64, device: tch::Device) -> Result<(nn::VarStore, Backbone)> {
-    let (vs, backbone, report) = weights.load(image_size, device)?;
-    eprintln!("{}: {report}", weights.weights.display());
-    Ok((vs, backbone))
+/// The loaded backbone (and the store holding its weights), its import report printed.
+pub fn loaded(
+    (vs, backbone, report): (nn::VarStore, Backbone, ImportReport),
+    weights: &Path,
+) -> (nn::VarStore, Backbone) {
+    eprintln!("{}: {report}", weights.display());
+    (vs, backbone)
 }
