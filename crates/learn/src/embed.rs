@@ -53,14 +53,35 @@ pub struct EmbedArgs {
     #[command(flatten)]
     pub launch: Node,
     /// `eval` (the release's CenterCrop 287 → Resize 224) or `none` (images already at model size).
-    #[arg(long, default_value = "eval", value_parser = ["eval", "none"])]
-    pub preprocess: String,
+    #[arg(long, value_enum, default_value_t = Preprocess::Eval)]
+    pub preprocess: Preprocess,
     /// Normalisation: imagenet, ptcga, or m0,m1,m2,s0,s1,s2 (default: a preset's own, else imagenet).
     #[arg(long)]
     pub stats: Option<ImageStats>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", value_parser = crate::engine::parse_device)]
     pub device: Device,
+}
+
+/// How `embed --images` brings an image to the model's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preprocess {
+    /// The release's evaluation view: a centre crop 287/224 times the input side (287 px for
+    /// 224), resized to the input.
+    Eval,
+    /// Nothing: the images are already at the model's input size.
+    #[value(name = "none")]
+    AsIs,
+}
+
+impl Preprocess {
+    /// The view recipe that does it.
+    fn recipe(self) -> &'static str {
+        match self {
+            Self::Eval => "eval",
+            Self::AsIs => "none",
+        }
+    }
 }
 
 /// Features of a folder of images, written by [`EmbedArgs::images`].
@@ -104,7 +125,7 @@ impl EmbedArgs {
             prefetch: 4,
             ..LoaderConfig::default()
         };
-        let recipe = Recipe::preset(&self.preprocess, self.reading.image_size, 0)?;
+        let recipe = Recipe::preset(self.preprocess.recipe(), self.reading.image_size, 0)?;
         let start = std::time::Instant::now();
         let feats = embed_images(&files, backbone, recipe, config, self.device, progress)?;
         progress.finish();
