@@ -149,7 +149,8 @@ pub struct MilInferred {
     folds: usize,
     inference: SlideInference,
     seconds: f64,
-    picture: Option<PathBuf>,
+    /// The heat map's picture (painted when the run's network has attention).
+    out: PathBuf,
     arch: String,
 }
 
@@ -179,7 +180,7 @@ impl MilInference {
             slide: a.slide.clone(),
             summary: r.prediction.summary(&results.classes),
             folds: results.folds.len(),
-            picture: r.heatmap.is_some().then(|| a.out.clone()),
+            out: a.out.clone(),
             inference: r,
             seconds: self.start.elapsed().as_secs_f64(),
             arch: results.arch.to_string(),
@@ -209,9 +210,9 @@ impl fmt::Display for MapMade {
 /// files written.
 impl fmt::Display for MilInferred {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let pictured = match (&self.picture, &self.inference.heatmap) {
-            (Some(png), Some(npy)) => format!("{}, {} and ", png.display(), npy.display()),
-            _ => format!("(a {} run: no attention to paint) ", self.arch),
+        let pictured = match &self.inference.heatmap {
+            Some(npy) => format!("{}, {} and ", self.out.display(), npy.display()),
+            None => format!("(a {} run: no attention to paint) ", self.arch),
         };
         write!(
             f,

@@ -81,7 +81,7 @@ impl RegionBench {
     /// can be skipped.
     pub fn run(&self) -> Result<RegionTiming> {
         let slide = Slide::open(&self.slide, &self.open)?;
-        let (w, h, side) = (slide.dimensions().0, slide.dimensions().1, self.size);
+        let ((w, h), side) = (slide.dimensions(), self.size);
         let grid: Vec<(u32, u32)> =
             (0..h / side).flat_map(|j| (0..w / side).map(move |i| (i * side, j * side))).collect();
         if grid.is_empty() {

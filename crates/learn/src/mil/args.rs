@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use patchtcga_slide::{Slide, SlideOptions};
 
 use super::cv::MilOptions;
-use super::run::{MilRun, SlidePrediction};
+use super::run::MilRun;
 use crate::LearnError;
 
 /// `patchtcga mil …`.
@@ -83,7 +83,7 @@ impl HeatmapArgs {
     /// Predicts the slide by the run's folds and paints their attention over its thumbnail.
     pub fn run(&self) -> Result<Heatmap, LearnError> {
         let run = MilRun::open(&self.run)?;
-        let prediction: SlidePrediction = run.predict(&super::bags::read_features(&self.features)?, &self.features)?;
+        let prediction = run.predict(&super::bags::read_features(&self.features)?, &self.features)?;
         let Some(attention) = &prediction.attention else {
             return Err(LearnError::Config(format!(
                 "{}: a {} run; only attention-pooling networks (abmil, clam-sb) have attention to paint",

@@ -9,15 +9,15 @@ use patchtcga_learn::embed::EmbedArgs;
 pub fn embed(a: EmbedArgs) -> Result<()> {
     let bar = patchtcga_cli::commands::bar(if a.images.is_some() { "images" } else { "patches" });
     if let Some(folder) = &a.images {
-        let backbone = crate::backbone::loaded(a.load_backbone()?, &a.backbone.weights);
-        return say(a.images(folder, &backbone.1, &bar)?);
+        let (_vs, backbone) = crate::backbone::loaded(a.load_backbone()?, &a.backbone.weights);
+        return say(a.images(folder, &backbone, &bar)?);
     }
     let Some(share) = a.launch.share()? else {
         return say(format!("{} rank(s) done: {}", a.launch.nproc_per_node, a.out.display()));
     };
     let rows = a.slide_rows(a.slides.as_ref().expect("--slides or --images"), share)?;
-    let backbone = crate::backbone::loaded(a.load_backbone()?, &a.backbone.weights);
-    let r = a.slides(&rows, &backbone.1, &bar, |row, outcome| match outcome {
+    let (_vs, backbone) = crate::backbone::loaded(a.load_backbone()?, &a.backbone.weights);
+    let r = a.slides(&rows, &backbone, &bar, |row, outcome| match outcome {
         Ok((file, n)) => bar.suspend(|| println!("{}: {n} patches → {}", row.slide.display(), file.display())),
         Err(e) => bar.suspend(|| eprintln!("failed: {}: {e}", row.slide.display())),
     })?;

@@ -9,6 +9,6 @@ use patchtcga_learn::infer::InferArgs;
 pub fn infer(a: InferArgs) -> Result<()> {
     let Some(run) = &a.mil else { return say(a.map(&bar("tiles"))?) };
     let mil = a.open_mil(run)?;
-    let backbone = crate::backbone::loaded(mil.weights.load(mil.geometry.size as i64, a.device)?, &a.weights);
-    say(mil.infer(&a, &backbone.1, &bar("patches"))?)
+    let (_vs, backbone) = crate::backbone::loaded(mil.weights.load(mil.geometry.size as i64, a.device)?, &a.weights);
+    say(mil.infer(&a, &backbone, &bar("patches"))?)
 }
