@@ -71,6 +71,9 @@ pub struct Config {
     pub warmup_epochs: f64,
     /// Checkpoint every this many epochs (and always at the end).
     pub snapshot_epoch: usize,
+    /// Checkpoints kept whole, the newest (0 = every one); the best validation epoch's weights
+    /// are kept besides, for fine-tuning's selection (ours).
+    pub keep_checkpoints: usize,
     /// Weight decay (never on norms, biases, `cls_token`, `pos_embed`).
     pub wd: f64,
     /// Weight decay at the end of the run, reached on a cosine from `wd` (DINO's 0.04 → 0.4);
@@ -190,6 +193,7 @@ impl Default for Config {
             cold_epochs: 0.0,
             warmup_epochs: 1.0,
             snapshot_epoch: 1,
+            keep_checkpoints: 1,
             wd: 5e-5,
             wd_end: None,
             clip_norm: 1.0,

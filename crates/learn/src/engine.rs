@@ -1,5 +1,5 @@
 //! The training loop every method plugs into: accumulation, clipping, schedule, mixed precision,
-//! validation, checkpoints with exact resume, a JSON-lines metrics log, plots and progress.
+//! validation, checkpoints (`checkpoint`) with exact resume, a JSON-lines metrics log, plots and progress.
 
 use std::fs;
 use std::io::Write;
@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use patchtcga_metrics::run::{read_log, EvaluationRecord, LogEntry, UpdateRecord, LOG_FILE};
 use tch::{nn, Device, Tensor};
 
+use crate::checkpoint::{best_epoch, cpu_copy, load_checkpoint, prune, resume_point, save_checkpoint};
 use crate::config::{ClipMode, DeviceChoice, OnNonFinite};
 use crate::optim::{LossScale, Optimizer, Rule};
 use crate::schedule::{cosine, Schedule};
@@ -51,6 +52,11 @@ pub trait Method {
     /// Metrics on a held-out loader, named without a prefix (`loss`, `accuracy`, …). Every rank
     /// of a distributed run calls it on its share; the metrics are of the whole set (`shards`).
     fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError>;
+    /// The validation figure that selects a run's best epoch (`val_accuracy`), whose weights
+    /// outlive checkpoint pruning; none for methods without one (self-supervised pretraining).
+    fn selection_key(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Where a run is: saved in every checkpoint.
@@ -137,85 +143,6 @@ pub fn device(choice: DeviceChoice) -> Result<Device, LearnError> {
         DeviceChoice::CudaIndex(n) if (n as i64) < tch::Cuda::device_count() => Ok(Device::Cuda(n)),
         other => Err(LearnError::Config(format!("device \"{other}\": cpu, cuda or cuda:N with a visible GPU"))),
     }
-}
-
-fn cpu_copy(named: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
-    named.into_iter().map(|(n, t)| (n, t.to_device(Device::Cpu).contiguous())).collect()
-}
-
-/// A checkpoint folder: `model.safetensors` (every variable, reference names), `optimizer.safetensors`,
-/// `position.json`.
-pub fn save_checkpoint(dir: &Path, vs: &nn::VarStore, opt: &Optimizer, pos: &Position) -> Result<(), LearnError> {
-    let parent = dir.parent().expect("checkpoint folders live in a run folder");
-    let tmp = parent.join(format!(".tmp-{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint")));
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).map_err(|e| LearnError::io(&tmp, e))?;
-    let mut vars: Vec<(String, Tensor)> = cpu_copy(vs.variables().into_iter().collect());
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    Tensor::write_safetensors(&vars, tmp.join("model.safetensors"))?;
-    Tensor::write_safetensors(&cpu_copy(opt.state_tensors()), tmp.join("optimizer.safetensors"))?;
-    fs::write(tmp.join("position.json"), serde_json::to_vec_pretty(pos).expect("json"))
-        .map_err(|e| LearnError::io(&tmp, e))?;
-    if dir.exists() {
-        fs::remove_dir_all(dir).map_err(|e| LearnError::io(dir, e))?;
-    }
-    fs::rename(&tmp, dir).map_err(|e| LearnError::io(dir, e))?;
-    write_atomic(&parent.join("latest"), dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().as_bytes())
-}
-
-/// Restores a checkpoint folder into `vs` and `opt`.
-pub fn load_checkpoint(dir: &Path, vs: &nn::VarStore, opt: &mut Optimizer) -> Result<Position, LearnError> {
-    let bad = |cause: String| LearnError::Config(format!("checkpoint {}: {cause}", dir.display()));
-    let pos: Position = serde_json::from_slice(
-        &fs::read(dir.join("position.json")).map_err(|e| LearnError::io(&dir.join("position.json"), e))?,
-    )
-    .map_err(|e| bad(format!("position.json: {e}")))?;
-    load_variables(vs, &dir.join("model.safetensors"))?;
-    opt.load_state(Tensor::read_safetensors(dir.join("optimizer.safetensors"))?)?;
-    Ok(pos)
-}
-
-/// Copies every variable of `vs` from a safetensors file of the same names and shapes.
-pub fn load_variables(vs: &nn::VarStore, path: &Path) -> Result<(), LearnError> {
-    let bad = |cause: String| LearnError::Config(format!("{}: {cause}", path.display()));
-    let saved: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
-    copy_variables(vs, &saved).map_err(bad)
-}
-
-/// Copies every variable of `vs` from `saved` (same names and shapes); what is missing or
-/// misshapen, named.
-pub fn copy_variables(vs: &nn::VarStore, saved: &std::collections::HashMap<String, Tensor>) -> Result<(), String> {
-    tch::no_grad(|| {
-        for (name, mut var) in vs.variables() {
-            let t = saved.get(&name).ok_or_else(|| format!("{name} is missing (a checkpoint of another model?)"))?;
-            if t.size() != var.size() {
-                return Err(format!("{name} has shape {:?}, the model {:?}", t.size(), var.size()));
-            }
-            var.copy_(&t.to_device(var.device()));
-        }
-        Ok(())
-    })
-}
-
-/// The checkpoint a run resumes from: `--resume` (the latest), `checkpoint`, or `resume_epoch`.
-pub fn resume_point(config: &Config, resume_latest: bool) -> Result<Option<PathBuf>, LearnError> {
-    let ckpts = config.run_dir().join("checkpoints");
-    let dir = if let Some(dir) = &config.checkpoint {
-        dir.clone()
-    } else if config.resume_epoch > 0 {
-        ckpts.join(format!("epoch_{:04}", config.resume_epoch))
-    } else if resume_latest {
-        match fs::read_to_string(ckpts.join("latest")) {
-            Ok(name) => ckpts.join(name.trim()),
-            Err(_) => return Ok(None),
-        }
-    } else {
-        return Ok(None);
-    };
-    if !dir.join("position.json").exists() {
-        return Err(LearnError::Config(format!("{}: no checkpoint there to resume from", dir.display())));
-    }
-    Ok(Some(dir))
 }
 
 /// The JSON-lines metrics log.
@@ -718,12 +645,16 @@ impl<'a> Trainer<'a> {
         }))
     }
 
-    /// Writes checkpoint `name` (rank 0) with the run's position.
+    /// Writes checkpoint `name` (rank 0) with the run's position, then prunes the older ones as
+    /// `keep_checkpoints` says.
     fn checkpoint(&mut self, method: &dyn Method, name: String) -> Result<(), LearnError> {
         (self.pos.loss_scale, self.pos.clean_updates) = (self.scale.scale, self.scale.clean);
-        let dir = self.run.join("checkpoints").join(name);
+        let ckpts = self.run.join("checkpoints");
+        let dir = ckpts.join(name);
         if self.leader {
             save_checkpoint(&dir, method.var_store(), &self.opt, &self.pos)?;
+            let best = method.selection_key().map(|key| best_epoch(&self.run, &ckpts, key)).transpose()?.flatten();
+            prune(&ckpts, &dir, self.config.keep_checkpoints, best)?;
         }
         self.last_checkpoint = Some(dir);
         Ok(())

@@ -3,16 +3,15 @@
 //! segmentation (segPANDA200, with `seg_head`); the epoch with the best validation accuracy or
 //! mean IoU selected, and its report on validation and test.
 
-use std::path::Path;
-
 use patchtcga_loader::Loader;
-use patchtcga_metrics::run::{read_log, LogEntry, Task, RESULTS_FILE};
+use patchtcga_metrics::run::{Task, RESULTS_FILE};
 use patchtcga_metrics::ClassificationReport;
 use tch::Tensor;
 
+use crate::checkpoint::{best_epoch, epoch_dir, load_variables};
 use crate::config::SelfSupervised;
 use crate::data::loaders;
-use crate::engine::{broadcast_variables, load_variables, train, write_atomic, Holdout, Method};
+use crate::engine::{broadcast_variables, train, write_atomic, Holdout, Method};
 use crate::segmentation::{overlays, Segmenter};
 use crate::{plot, Config, LearnError, Supervised};
 
@@ -20,25 +19,6 @@ use crate::{plot, Config, LearnError, Supervised};
 pub use patchtcga_metrics::run::RunResults as Outcome;
 /// A set's report, as `results.json` holds it (the report crate reads the same type).
 pub use patchtcga_metrics::run::SetReport as Report;
-
-/// The checkpointed epoch with the highest validation `key` (`val_accuracy`, `val_mean_iou`;
-/// the earliest of equals), from a run's metrics log; the last checkpointed epoch when no
-/// validation was logged.
-pub fn best_epoch(run: &Path, checkpoints: &Path, key: &str) -> Result<Option<usize>, LearnError> {
-    let entries = read_log(run).map_err(LearnError::Config)?;
-    let saved: Vec<usize> = (1..=entries.iter().map(LogEntry::epoch).max().unwrap_or(0))
-        .filter(|e| checkpoints.join(format!("epoch_{e:04}")).join("model.safetensors").exists())
-        .collect();
-    // The epoch-end validation of epoch K is the first one logged with epoch = K.
-    // The epoch and `key`'s value of each entry that has it, found once.
-    let scored_entries: Vec<(usize, f64)> = entries.iter().filter_map(|e| Some((e.epoch(), e.get(key)?))).collect();
-    let score = |k: usize| scored_entries.iter().find(|(e, _)| *e == k).map(|(_, v)| *v);
-    let scored: Vec<(usize, f64)> = saved.iter().filter_map(|&k| score(k).map(|s| (k, s))).collect();
-    Ok(match scored.iter().copied().reduce(|best, x| if x.1 > best.1 { x } else { best }) {
-        Some((k, _)) => Some(k),
-        None => saved.last().copied(),
-    })
-}
 
 /// Trains as `config` says, selects the best validation epoch, reports it, and writes
 /// `results.json` and pictures (confusion matrices, or segmentation overlays) in the run folder.
@@ -65,12 +45,12 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
     // checkpoints, picks the epoch, and writes the results.
     let group = patchtcga_dist::group();
     let leader = group.is_none_or(|g| g.rank() == 0);
-    let select = |method: &dyn Method, key: &str, last_epoch: usize| -> Result<usize, LearnError> {
+    let select = |method: &dyn Method, last_epoch: usize| -> Result<usize, LearnError> {
         let mut selected = last_epoch;
-        if leader {
+        if let Some(key) = method.selection_key().filter(|_| leader) {
             let ckpts = config.run_dir().join("checkpoints");
             if let Some(k) = best_epoch(&config.run_dir(), &ckpts, key)? {
-                load_variables(method.var_store(), &ckpts.join(format!("epoch_{k:04}")).join("model.safetensors"))?;
+                load_variables(method.var_store(), &epoch_dir(&ckpts, k).join("model.safetensors"))?;
                 selected = k;
             }
         }
@@ -85,7 +65,7 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
     if segmentation {
         let mut model = Segmenter::new(config)?;
         let s = train(config, &mut model, &data.train, Holdout { val: data.val.as_ref(), test: None }, resume)?;
-        outcome.selected_epoch = select(&model, "val_mean_iou", s.position.epoch)?;
+        outcome.selected_epoch = select(&model, s.position.epoch)?;
         let (mean, std) = (config.image_stats.mean, config.image_stats.std);
         let report = |loader: Option<&Loader>, set: &str| -> Result<Option<Report>, LearnError> {
             let Some(loader) = loader else { return Ok(None) };
@@ -101,7 +81,7 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
     } else {
         let mut model = Supervised::new(config)?;
         let s = train(config, &mut model, &data.train, Holdout { val: data.val.as_ref(), test: None }, resume)?;
-        outcome.selected_epoch = select(&model, "val_accuracy", s.position.epoch)?;
+        outcome.selected_epoch = select(&model, s.position.epoch)?;
         let classes = config.num_classes as usize;
         let report = |loader: Option<&Loader>, set: &str| -> Result<Option<Report>, LearnError> {
             let Some(loader) = loader else { return Ok(None) };

@@ -4,6 +4,7 @@
 //! multiple-instance learning on patch features.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod choices;
 pub mod config;
 pub mod data;

@@ -172,6 +172,9 @@ impl Method for Segmenter {
         let (counts, loss, _) = self.predict(loader, 0)?;
         Ok(metrics(&counts.report(), loss))
     }
+    fn selection_key(&self) -> Option<&'static str> {
+        Some("val_mean_iou")
+    }
 }
 
 /// Overlays of evaluated patches, one row each: the image, the true mask over it, the

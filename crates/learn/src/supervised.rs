@@ -153,4 +153,7 @@ impl Method for Supervised {
         }
         Ok(out)
     }
+    fn selection_key(&self) -> Option<&'static str> {
+        Some("val_accuracy")
+    }
 }

@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{dataset, TORCH_RNG};
+use patchtcga_learn::checkpoint::best_epoch;
 use patchtcga_learn::data::loaders;
 use patchtcga_learn::{train, Config, Holdout, Method, Supervised};
 use tch::Tensor;
@@ -109,7 +110,23 @@ fn supervised_training_lowers_the_loss_and_fills_the_run_folder() {
     ] {
         assert!(s.run_dir.join(f).is_file(), "{f} missing");
     }
-    assert!(s.run_dir.join("checkpoints/epoch_0008/model.safetensors").is_file());
+    // keep_checkpoints = 1: the last epoch's checkpoint whole, and the best validation epoch's
+    // weights besides (no optimizer state); no other.
+    let ckpts = s.run_dir.join("checkpoints");
+    let best = best_epoch(&s.run_dir, &ckpts, "val_accuracy").unwrap().unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(&ckpts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("epoch_"))
+        .collect();
+    left.sort();
+    let mut expected = vec![format!("epoch_{best:04}"), "epoch_0008".to_string()];
+    expected.dedup();
+    assert_eq!(left, expected);
+    assert!(ckpts.join("epoch_0008/optimizer.safetensors").is_file());
+    let best_dir = ckpts.join(format!("epoch_{best:04}"));
+    assert!(best_dir.join("model.safetensors").is_file());
+    assert_eq!(best_dir.join("optimizer.safetensors").is_file(), best == 8, "an older best keeps its weights only");
     log_is_typed(&s.run_dir);
     let resolved = Config::load(Some(&s.run_dir.join("config.toml")), &[]).unwrap();
     assert_eq!(resolved, c, "the run folder's config reproduces the run");

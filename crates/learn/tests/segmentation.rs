@@ -74,8 +74,11 @@ fn a_frozen_backbone_stays_as_loaded_while_the_head_trains() {
     let _b = patchtcga_model::Backbone::new(&vs.root(), patchtcga_model::Arch::ResNet18.spec(64));
     vs.save(&init).unwrap();
     let pretrained = format!("pretrained={:?}", init.display().to_string());
-    let o =
-        finetune(&config(dir.path(), &["name=\"frozen\"", "fine_tune=true", "epochs=2", &pretrained]), false).unwrap();
+    let o = finetune(
+        &config(dir.path(), &["name=\"frozen\"", "fine_tune=true", "epochs=2", "keep_checkpoints=0", &pretrained]),
+        false,
+    )
+    .unwrap();
     let read = |p: std::path::PathBuf| -> std::collections::HashMap<String, tch::Tensor> {
         tch::Tensor::read_safetensors(p).unwrap().into_iter().collect()
     };

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use tch::{nn, Kind, Tensor};
 
-use crate::engine::copy_variables;
+use crate::checkpoint::copy_variables;
 use crate::optim::Optimizer;
 use crate::LearnError;
 

@@ -284,7 +284,7 @@ pub fn fit(
             o.epochs
         )));
     }
-    crate::engine::copy_variables(&vs, &best.parameters).map_err(LearnError::Config)?;
+    crate::checkpoint::copy_variables(&vs, &best.parameters).map_err(LearnError::Config)?;
     Ok((model, vs, best.epoch, best.loss))
 }
 
