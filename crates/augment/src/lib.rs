@@ -15,7 +15,7 @@ pub use colour::{
     to_grayscale, IMAGENET_MEAN, IMAGENET_STD, PTCGA200_MEAN, PTCGA200_STD,
 };
 pub use geometric::{center_crop, crop, hflip, resize, resize_mask, resized_crop, rot90, vflip};
-pub use recipe::{random_resized_crop_params, Cut, Jitter, Recipe, StainJitter, View, ViewSpec, RECIPES};
+pub use recipe::{random_resized_crop_params, Cut, Jitter, Preset, Recipe, StainJitter, View, ViewSpec};
 
 /// Errors of the operations: parameters that make no image.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -97,14 +97,41 @@ impl ViewSpec {
 /// A named list of views made from each patch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recipe {
-    /// Preset name.
-    pub name: String,
+    /// The preset it was made from.
+    pub preset: Preset,
     /// The views, in order.
     pub views: Vec<ViewSpec>,
 }
 
-/// The preset names [`Recipe::preset`] knows.
-pub const RECIPES: [&str; 8] = ["supervised", "eval", "none", "simclr", "byol", "dino", "mae", "segmentation"];
+/// The view recipes of the release and the upstream methods, as [`Recipe::preset`] makes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// The release's train transform: RandomResizedCrop (0.8–1), colour jitter, blur, flips.
+    Supervised,
+    /// The release's evaluation transform: CenterCrop 287/224 of the side, then Resize.
+    Eval,
+    /// A centre crop at the side and nothing else, for images already at model size.
+    None,
+    /// SimCLR's two views (MoCo v2's too).
+    #[value(name = "simclr")]
+    SimClr,
+    /// BYOL's two asymmetric views (blur 1.0 / 0.1, solarize 0 / 0.2).
+    Byol,
+    /// DINO's two global views and its local ones.
+    Dino,
+    /// MAE's one view.
+    Mae,
+    /// A random crop, flips and quarter turns, applied to image and mask alike.
+    Segmentation,
+}
+
+/// Its name on the command line (`simclr`).
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        use clap::ValueEnum;
+        f.write_str(self.to_possible_value().expect("every preset has a name").get_name())
+    }
+}
 
 const RRC_TRAIN: Cut = Cut::RandomResized { scale: (0.8, 1.0), ratio: (3.0 / 4.0, 4.0 / 3.0) };
 const STRONG_JITTER: Jitter = Jitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1, p: 0.8 };
@@ -115,12 +142,9 @@ fn rrc(lo: f64, hi: f64) -> Cut {
 }
 
 impl Recipe {
-    /// A preset: `supervised` (the release's train transform), `eval` (CenterCrop 287 →
-    /// Resize 224), `simclr` (2 views), `byol` (2 asymmetric views: blur 1.0 / 0.1, solarize
-    /// 0 / 0.2), `dino` (2 global 224 views + `local_crops` local 96 views), `mae` (1 view),
-    /// `segmentation` (random `size` crop and flips, applied to image and mask alike), `none`
-    /// (a centre `size` crop and nothing else, for images already at model size).
-    pub fn preset(name: &str, size: u32, local_crops: usize) -> Result<Self> {
+    /// A preset's views at side `size` (DINO: 2 global views and `local_crops` local ones at
+    /// 96/224 of it).
+    pub fn preset(preset: Preset, size: u32, local_crops: usize) -> Self {
         let flips = |mut v: ViewSpec| {
             v.hflip = 0.5;
             v.vflip = 0.5;
@@ -134,21 +158,23 @@ impl Recipe {
             v.solarize = solarize;
             v
         };
-        let views = match name {
-            "supervised" => {
+        let views = match preset {
+            Preset::Supervised => {
                 let mut v = flips(ViewSpec::plain(size, RRC_TRAIN));
                 v.jitter = Some(STRONG_JITTER);
                 v.blur = 0.5;
                 vec![v]
             }
-            "none" => vec![ViewSpec::plain(size, Cut::CenterThenResize { crop: size })],
-            "eval" => vec![ViewSpec::plain(
+            Preset::None => vec![ViewSpec::plain(size, Cut::CenterThenResize { crop: size })],
+            Preset::Eval => vec![ViewSpec::plain(
                 size,
                 Cut::CenterThenResize { crop: (size as f64 * 287.0 / 224.0).round() as u32 },
             )],
-            "simclr" => vec![ssl(rrc(0.08, 1.0), STRONG_JITTER, 0.5, 0.0); 2],
-            "byol" => vec![ssl(rrc(0.08, 1.0), BYOL_JITTER, 1.0, 0.0), ssl(rrc(0.08, 1.0), BYOL_JITTER, 0.1, 0.2)],
-            "dino" => {
+            Preset::SimClr => vec![ssl(rrc(0.08, 1.0), STRONG_JITTER, 0.5, 0.0); 2],
+            Preset::Byol => {
+                vec![ssl(rrc(0.08, 1.0), BYOL_JITTER, 1.0, 0.0), ssl(rrc(0.08, 1.0), BYOL_JITTER, 0.1, 0.2)]
+            }
+            Preset::Dino => {
                 let local = size * 96 / 224;
                 let mut v = vec![ssl(rrc(0.4, 1.0), BYOL_JITTER, 1.0, 0.0), ssl(rrc(0.4, 1.0), BYOL_JITTER, 0.1, 0.2)];
                 let mut l = ssl(rrc(0.05, 0.4), BYOL_JITTER, 0.5, 0.0);
@@ -156,24 +182,18 @@ impl Recipe {
                 v.extend(std::iter::repeat_n(l, local_crops));
                 v
             }
-            "mae" => {
+            Preset::Mae => {
                 let mut v = ViewSpec::plain(size, rrc(0.2, 1.0));
                 v.hflip = 0.5;
                 vec![v]
             }
-            "segmentation" => {
+            Preset::Segmentation => {
                 let mut v = flips(ViewSpec::plain(size, Cut::Random));
                 v.rot90 = 0.5;
                 vec![v]
             }
-            other => {
-                return Err(AugmentError::Parameter(format!(
-                    "unknown recipe {other:?} (known: {})",
-                    RECIPES.join(", ")
-                )))
-            }
         };
-        Ok(Self { name: name.to_string(), views })
+        Self { preset, views }
     }
 }
 

@@ -11,29 +11,33 @@ fn patch() -> RgbImage {
 #[test]
 fn presets_make_the_views_their_methods_need() {
     let img = patch();
-    let sizes = |name: &str| -> Vec<u32> {
-        let r = Recipe::preset(name, 224, 6).unwrap();
+    let sizes = |preset: Preset| -> Vec<u32> {
+        let r = Recipe::preset(preset, 224, 6);
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         r.views.iter().map(|v| v.apply(&img, None, &mut rng).unwrap().image.width()).collect()
     };
-    assert_eq!(sizes("supervised"), vec![224]);
-    assert_eq!(sizes("eval"), vec![224]);
-    assert_eq!(sizes("simclr"), vec![224, 224]);
-    assert_eq!(sizes("byol"), vec![224, 224]);
-    assert_eq!(sizes("dino"), vec![224, 224, 96, 96, 96, 96, 96, 96]);
-    assert_eq!(sizes("mae"), vec![224]);
-    let byol = Recipe::preset("byol", 224, 0).unwrap();
+    assert_eq!(sizes(Preset::Supervised), vec![224]);
+    assert_eq!(sizes(Preset::Eval), vec![224]);
+    assert_eq!(sizes(Preset::SimClr), vec![224, 224]);
+    assert_eq!(sizes(Preset::Byol), vec![224, 224]);
+    assert_eq!(sizes(Preset::Dino), vec![224, 224, 96, 96, 96, 96, 96, 96]);
+    assert_eq!(sizes(Preset::Mae), vec![224]);
+    let byol = Recipe::preset(Preset::Byol, 224, 0);
     assert_eq!(
         (byol.views[0].blur, byol.views[1].blur, byol.views[0].solarize, byol.views[1].solarize),
         (1.0, 0.1, 0.0, 0.2)
     );
-    assert!(Recipe::preset("swav", 224, 0).unwrap_err().to_string().contains("simclr"));
+    // Each preset is named as on the command line (and in bench/loader_torchvision.py).
+    use clap::ValueEnum;
+    let names: Vec<String> = Preset::value_variants().iter().map(Preset::to_string).collect();
+    assert_eq!(names, ["supervised", "eval", "none", "simclr", "byol", "dino", "mae", "segmentation"]);
+    assert!(names.iter().zip(Preset::value_variants()).all(|(n, p)| Preset::from_str(n, false) == Ok(*p)));
 }
 
 #[test]
 fn eval_is_centre_crop_287_then_resize_224() {
     let img = patch();
-    let r = Recipe::preset("eval", 224, 0).unwrap();
+    let r = Recipe::preset(Preset::Eval, 224, 0);
     let v = r.views[0].apply(&img, None, &mut ChaCha8Rng::seed_from_u64(0)).unwrap();
     assert_eq!(v.image, resize(&center_crop(&img, 287).unwrap(), 224, 224).unwrap());
 }
@@ -41,7 +45,7 @@ fn eval_is_centre_crop_287_then_resize_224() {
 #[test]
 fn views_are_deterministic_under_a_seed_and_vary_across_seeds() {
     let img = patch();
-    let r = Recipe::preset("simclr", 224, 0).unwrap();
+    let r = Recipe::preset(Preset::SimClr, 224, 0);
     let make = |seed| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         r.views.iter().map(|v| v.apply(&img, None, &mut rng).unwrap().image).collect::<Vec<_>>()
@@ -74,7 +78,7 @@ fn segmentation_moves_image_and_mask_together() {
     let img =
         RgbImage::from_fn(300, 260, |x, y| Rgb([((x * 7 + y * 3) % 6 * 40) as u8, (x % 251) as u8, (y % 241) as u8]));
     let mask = GrayImage::from_fn(300, 260, |x, y| Luma([((x * 7 + y * 3) % 6) as u8]));
-    let r = Recipe::preset("segmentation", 128, 0).unwrap();
+    let r = Recipe::preset(Preset::Segmentation, 128, 0);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut saw_rotation_or_flip = false;
     for _ in 0..20 {
@@ -96,7 +100,7 @@ fn segmentation_moves_image_and_mask_together() {
 #[test]
 fn stain_jitter_changes_colours_but_not_geometry() {
     let img = patch();
-    let mut spec = Recipe::preset("eval", 224, 0).unwrap().views[0].clone();
+    let mut spec = Recipe::preset(Preset::Eval, 224, 0).views[0].clone();
     let plain = spec.apply(&img, None, &mut ChaCha8Rng::seed_from_u64(2)).unwrap().image;
     spec.stain = Some(StainJitter { sigma: 0.05, p: 1.0 });
     let stained = spec.apply(&img, None, &mut ChaCha8Rng::seed_from_u64(2)).unwrap().image;

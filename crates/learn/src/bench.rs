@@ -151,7 +151,7 @@ impl std::fmt::Display for UpdateTiming {
 pub fn time_method(config: &Config, warmup: usize, steps: usize) -> Result<UpdateTiming, LearnError> {
     tch::manual_seed(0);
     let (mut m, recipe) = method(config)?;
-    let views = Recipe::preset(recipe, config.image_size as u32, config.local_crops)?.views;
+    let views = Recipe::preset(recipe, config.image_size as u32, config.local_crops).views;
     let b = config.batch_size;
     let batch = Batch {
         views: views

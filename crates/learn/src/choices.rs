@@ -5,6 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use patchtcga_augment::Preset;
 use serde::{de::IntoDeserializer, Deserialize, Deserializer, Serialize};
 
 use crate::LearnError;
@@ -38,14 +39,14 @@ impl SelfSupervised {
         }
     }
 
-    /// The view recipe the method trains on (`patchtcga_augment::Recipe::preset`).
-    pub fn recipe(self) -> &'static str {
+    /// The view recipe the method trains on.
+    pub fn recipe(self) -> Preset {
         match self {
-            Self::None => "supervised",
-            Self::SimClr | Self::MocoV2 => "simclr",
-            Self::Byol => "byol",
-            Self::Dino => "dino",
-            Self::Mae => "mae",
+            Self::None => Preset::Supervised,
+            Self::SimClr | Self::MocoV2 => Preset::SimClr,
+            Self::Byol => Preset::Byol,
+            Self::Dino => Preset::Dino,
+            Self::Mae => Preset::Mae,
         }
     }
 }

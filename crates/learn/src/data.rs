@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use patchtcga_augment::Recipe;
+use patchtcga_augment::{Preset, Recipe};
 use patchtcga_dataset::{split, DatasetKind, Index, SPLITS};
 use patchtcga_loader::{pcam_has_split, pcam_samples, samples, Loader, LoaderConfig, OnBadInput, Sample, PCAM_SPLITS};
 
@@ -99,7 +99,7 @@ fn class_names(index: &Index, classes: i64) -> Vec<String> {
 }
 
 /// Builds the loaders: `recipe` views for training, the eval transform for val and test.
-pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
+pub fn loaders(config: &Config, recipe: Preset) -> Result<Loaders, LearnError> {
     let root = Path::new(&config.dataset_dir);
     let pcam_h5 = PCAM_SPLITS.iter().any(|s| pcam_has_split(root, s));
     let (sets, mut class_names): (Vec<Option<Vec<Sample>>>, Vec<String>) = if pcam_h5 {
@@ -124,7 +124,7 @@ pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
     let mut sets = sets.into_iter();
     let train = sets.next().flatten().ok_or_else(|| LearnError::Config("the split's train set is empty".into()))?;
     // Segmentation classes are in the masks (checked per batch); image labels are grades there.
-    if let Some(max) = train.iter().map(|s| s.label).max().filter(|_| recipe != "segmentation") {
+    if let Some(max) = train.iter().map(|s| s.label).max().filter(|_| recipe != Preset::Segmentation) {
         if max >= config.num_classes {
             return Err(LearnError::Config(format!(
                 "{}: class id {max} needs num_classes > {max}, the config has {}",
@@ -136,8 +136,8 @@ pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
     let eval = |s: Option<Vec<Sample>>| -> Result<Option<Loader>, LearnError> {
         s.map(|s| {
             // Segmentation is evaluated on whole patches, pixel for pixel.
-            let eval = if recipe == "segmentation" { "none" } else { "eval" };
-            Ok(Loader::new(s, Recipe::preset(eval, config.val_image_size as u32, 0)?, loader_config(config, false)?)?)
+            let eval = if recipe == Preset::Segmentation { Preset::None } else { Preset::Eval };
+            Ok(Loader::new(s, Recipe::preset(eval, config.val_image_size as u32, 0), loader_config(config, false)?)?)
         })
         .transpose()
     };
@@ -145,7 +145,7 @@ pub fn loaders(config: &Config, recipe: &str) -> Result<Loaders, LearnError> {
         class_names,
         train: Loader::new(
             train,
-            Recipe::preset(recipe, config.image_size as u32, config.local_crops)?,
+            Recipe::preset(recipe, config.image_size as u32, config.local_crops),
             loader_config(config, true)?,
         )?,
         val: eval(sets.next().flatten())?,

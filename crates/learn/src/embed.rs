@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use patchtcga_augment::Recipe;
+use patchtcga_augment::{Preset, Recipe};
 use patchtcga_dataset::{Share, SlideRow};
 use patchtcga_launch::Node;
 use patchtcga_loader::slides::SlideReading;
@@ -76,10 +76,10 @@ pub enum Preprocess {
 
 impl Preprocess {
     /// The view recipe that does it.
-    fn recipe(self) -> &'static str {
+    fn recipe(self) -> Preset {
         match self {
-            Self::Eval => "eval",
-            Self::AsIs => "none",
+            Self::Eval => Preset::Eval,
+            Self::AsIs => Preset::None,
         }
     }
 }
@@ -125,7 +125,7 @@ impl EmbedArgs {
             prefetch: 4,
             ..LoaderConfig::default()
         };
-        let recipe = Recipe::preset(self.preprocess.recipe(), self.reading.image_size, 0)?;
+        let recipe = Recipe::preset(self.preprocess.recipe(), self.reading.image_size, 0);
         let start = std::time::Instant::now();
         let feats = embed_images(&files, backbone, recipe, config, self.device, progress)?;
         progress.finish();

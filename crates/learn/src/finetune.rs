@@ -3,6 +3,7 @@
 //! segmentation (segPANDA200, with `seg_head`); the epoch with the best validation accuracy or
 //! mean IoU selected, and its report on validation and test.
 
+use patchtcga_augment::Preset;
 use patchtcga_loader::Loader;
 use patchtcga_metrics::run::{Task, RESULTS_FILE};
 use patchtcga_metrics::ClassificationReport;
@@ -30,7 +31,7 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
         )));
     }
     let segmentation = config.seg_head.is_some();
-    let data = loaders(config, if segmentation { "segmentation" } else { "supervised" })?;
+    let data = loaders(config, if segmentation { Preset::Segmentation } else { Preset::Supervised })?;
     let mut outcome = Outcome {
         run_dir: config.run_dir(),
         selected_epoch: 0,

@@ -32,12 +32,14 @@ pub mod tensorboard;
 
 use std::path::{Path, PathBuf};
 
+use patchtcga_augment::Preset;
+
 pub use config::{Config, SelfSupervised};
 pub use engine::{train, Holdout, Method, StepOutput, Summary};
 pub use supervised::Supervised;
 
 /// The method a config's `self_supervised` names, with the view recipe it trains on.
-pub fn method(config: &Config) -> Result<(Box<dyn Method>, &'static str), LearnError> {
+pub fn method(config: &Config) -> Result<(Box<dyn Method>, Preset), LearnError> {
     let method: Box<dyn Method> = match config.self_supervised {
         SelfSupervised::None => Box::new(Supervised::new(config)?),
         SelfSupervised::SimClr => Box::new(ssl::SimClr::new(config)?),

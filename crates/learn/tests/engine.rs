@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{dataset, TORCH_RNG};
+use patchtcga_augment::Preset;
 use patchtcga_learn::checkpoint::best_epoch;
 use patchtcga_learn::data::loaders;
 use patchtcga_learn::{train, Config, Holdout, Method, Supervised};
@@ -41,7 +42,7 @@ fn weights(dir: &Path) -> Vec<(String, Tensor)> {
 
 fn run(c: &Config, resume: bool) -> patchtcga_learn::Summary {
     tch::set_num_threads(1);
-    let l = loaders(c, "supervised").unwrap();
+    let l = loaders(c, Preset::Supervised).unwrap();
     let mut m = Supervised::new(c).unwrap();
     train(c, &mut m, &l.train, Holdout { val: Some(&l.train), test: None }, resume).unwrap()
 }
@@ -90,7 +91,7 @@ fn supervised_training_lowers_the_loss_and_fills_the_run_folder() {
     dataset(&data);
     let mut c = config(&data, &dir.path().join("runs"), "learn");
     c.epochs = 8;
-    let l = loaders(&c, "supervised").unwrap();
+    let l = loaders(&c, Preset::Supervised).unwrap();
     let mut m = Supervised::new(&c).unwrap();
     let before = m.evaluate(l.val.as_ref().unwrap_or(&l.train)).unwrap();
     let s = train(&c, &mut m, &l.train, Holdout { val: Some(&l.train), test: Some(&l.train) }, false).unwrap();
@@ -201,7 +202,7 @@ fn a_diverging_run_stops_naming_the_update_and_keeps_its_last_checkpoint() {
     c.stop_num_updates = 0;
     c.lr = 1e30;
     tch::set_num_threads(1);
-    let l = loaders(&c, "supervised").unwrap();
+    let l = loaders(&c, Preset::Supervised).unwrap();
     let mut m = Supervised::new(&c).unwrap();
     let e = train(&c, &mut m, &l.train, Holdout::default(), true).unwrap_err();
     assert!(matches!(e, patchtcga_learn::LearnError::Diverged(_)), "{e}");

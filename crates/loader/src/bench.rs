@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use patchtcga_augment::Recipe;
+use patchtcga_augment::{Preset, Recipe};
 use patchtcga_dataset::Index;
 
 use crate::slides::{SlideBatches, SlideEvent, SlideJob, SlideReading};
@@ -16,9 +16,9 @@ pub struct LoaderBench {
     /// Dataset root (any of the release's layouts).
     #[arg(long)]
     pub dataset: PathBuf,
-    /// View recipe: supervised, eval, simclr, byol, dino, mae, segmentation.
-    #[arg(long, default_value = "simclr")]
-    pub recipe: String,
+    /// View recipe.
+    #[arg(long, value_enum, default_value_t = Preset::SimClr)]
+    pub recipe: Preset,
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -39,7 +39,7 @@ pub struct LoaderBench {
 /// What a loader benchmark measured.
 #[derive(Debug, Clone)]
 pub struct LoaderTiming {
-    pub recipe: String,
+    pub recipe: Preset,
     /// Views per image.
     pub views: usize,
     pub workers: usize,
@@ -68,17 +68,17 @@ impl LoaderBench {
     pub fn run(&self) -> Result<LoaderTiming> {
         let config_error = |e: &dyn std::fmt::Display| LoaderError::Config(e.to_string());
         let index = Index::scan(&self.dataset, None).map_err(|e| config_error(&e))?;
-        let recipe = Recipe::preset(&self.recipe, self.size, self.local_crops).map_err(|e| config_error(&e))?;
+        let recipe = Recipe::preset(self.recipe, self.size, self.local_crops);
         let config = LoaderConfig {
             batch_size: self.batch_size,
             shuffle: true,
             workers: self.workers,
             ..LoaderConfig::default()
         };
-        let (name, views) = (recipe.name.clone(), recipe.views.len());
+        let views = recipe.views.len();
         let loader = Loader::new(samples(&index, None)?, recipe, config)?;
         let (images, seconds) = loader.throughput(self.seconds)?;
-        Ok(LoaderTiming { recipe: name, views, workers: self.workers, images, seconds })
+        Ok(LoaderTiming { recipe: self.recipe, views, workers: self.workers, images, seconds })
     }
 }
 

@@ -1,6 +1,6 @@
 use std::path::{Path, PathBuf};
 
-use patchtcga_augment::{Recipe, IMAGENET_MEAN, IMAGENET_STD};
+use patchtcga_augment::{Preset, Recipe, IMAGENET_MEAN, IMAGENET_STD};
 use patchtcga_dataset::Index;
 use patchtcga_loader::*;
 
@@ -45,7 +45,7 @@ fn all_batches(l: &Loader, epoch: u64) -> Vec<Batch> {
 fn batches_are_nchw_normalised_and_labelled() {
     let dir = tempfile::tempdir().unwrap();
     let index = dataset(dir.path());
-    let l = Loader::new(samples(&index, None).unwrap(), Recipe::preset("simclr", 96, 0).unwrap(), config(2)).unwrap();
+    let l = Loader::new(samples(&index, None).unwrap(), Recipe::preset(Preset::SimClr, 96, 0), config(2)).unwrap();
     let batches = all_batches(&l, 0);
     assert_eq!(batches.len(), 4);
     assert_eq!(l.batches_per_epoch(), 4);
@@ -67,8 +67,8 @@ fn the_same_seed_gives_bit_identical_batches_whatever_the_workers() {
     let dir = tempfile::tempdir().unwrap();
     let index = dataset(dir.path());
     let s = samples(&index, None).unwrap();
-    let one = Loader::new(s.clone(), Recipe::preset("dino", 96, 2).unwrap(), config(1)).unwrap();
-    let four = Loader::new(s, Recipe::preset("dino", 96, 2).unwrap(), config(4)).unwrap();
+    let one = Loader::new(s.clone(), Recipe::preset(Preset::Dino, 96, 2), config(1)).unwrap();
+    let four = Loader::new(s, Recipe::preset(Preset::Dino, 96, 2), config(4)).unwrap();
     assert_eq!(all_batches(&one, 3), all_batches(&four, 3));
     assert_ne!(all_batches(&one, 3), all_batches(&one, 4), "each epoch reshuffles and re-augments");
 }
@@ -82,7 +82,7 @@ fn ranks_take_disjoint_equal_shares_reshuffled_each_epoch() {
         let shares: Vec<Vec<usize>> = (0..3)
             .map(|rank| {
                 let c = LoaderConfig { rank, world_size: 3, drop_last, ..config(1) };
-                Loader::new(s.clone(), Recipe::preset("eval", 64, 0).unwrap(), c).unwrap().shard(0)
+                Loader::new(s.clone(), Recipe::preset(Preset::Eval, 64, 0), c).unwrap().shard(0)
             })
             .collect();
         let len = if drop_last { 4 } else { 5 };
@@ -98,13 +98,13 @@ fn ranks_take_disjoint_equal_shares_reshuffled_each_epoch() {
         }
     }
     let c = LoaderConfig { rank: 1, world_size: 3, ..config(1) };
-    let l = Loader::new(s.clone(), Recipe::preset("eval", 64, 0).unwrap(), c).unwrap();
+    let l = Loader::new(s.clone(), Recipe::preset(Preset::Eval, 64, 0), c).unwrap();
     assert_ne!(l.shard(0), l.shard(1));
     // Evaluation (dataset order, no drop): each of the 13 samples on one rank, once.
     let shares: Vec<Vec<usize>> = (0..3)
         .map(|rank| {
             let c = LoaderConfig { rank, world_size: 3, shuffle: false, ..config(1) };
-            Loader::new(s.clone(), Recipe::preset("eval", 64, 0).unwrap(), c).unwrap().shard(0)
+            Loader::new(s.clone(), Recipe::preset(Preset::Eval, 64, 0), c).unwrap().shard(0)
         })
         .collect();
     assert_eq!(shares.iter().map(Vec::len).collect::<Vec<_>>(), [5, 4, 4]);
@@ -124,7 +124,7 @@ fn bad_images_are_skipped_and_counted_or_fail_with_the_file_named() {
     let s = samples(&index, None).unwrap();
 
     let skip = LoaderConfig { on_bad_input: OnBadInput::Skip, ..config(2) };
-    let l = Loader::new(s.clone(), Recipe::preset("supervised", 64, 0).unwrap(), skip).unwrap();
+    let l = Loader::new(s.clone(), Recipe::preset(Preset::Supervised, 64, 0), skip).unwrap();
     let mut epoch = l.epoch(0);
     let n: usize = epoch.by_ref().map(|b| b.unwrap().labels.len()).sum();
     assert_eq!(n, 12);
@@ -132,7 +132,7 @@ fn bad_images_are_skipped_and_counted_or_fail_with_the_file_named() {
     assert_eq!(skipped.len(), 1);
     assert!(skipped[0].to_string().contains(&victim.display().to_string()));
 
-    let l = Loader::new(s, Recipe::preset("supervised", 64, 0).unwrap(), config(2)).unwrap();
+    let l = Loader::new(s, Recipe::preset(Preset::Supervised, 64, 0), config(2)).unwrap();
     let results: Vec<_> = l.epoch(0).collect();
     let err = results.iter().find_map(|r| r.as_ref().err()).expect("the bad file ends the epoch");
     assert!(err.to_string().contains("unreadable JPEG"), "{err}");
@@ -155,8 +155,8 @@ fn segmentation_batches_carry_masks_and_a_missing_mask_is_named() {
     }
     let index = Index::scan(dir.path(), None).unwrap();
     let c = LoaderConfig { batch_size: 3, ..config(2) };
-    let l = Loader::new(samples(&index, None).unwrap(), Recipe::preset("segmentation", 128, 0).unwrap(), c.clone())
-        .unwrap();
+    let l =
+        Loader::new(samples(&index, None).unwrap(), Recipe::preset(Preset::Segmentation, 128, 0), c.clone()).unwrap();
     let b = l.epoch(0).next().unwrap().unwrap();
     let m = b.masks.unwrap();
     assert_eq!(m.len(), 3 * 128 * 128);
@@ -166,15 +166,15 @@ fn segmentation_batches_carry_masks_and_a_missing_mask_is_named() {
     // A mask of the wrong size names its image.
     let small = case.join("s_2_0_mask.png");
     image::RgbImage::new(50, 50).save(&small).unwrap();
-    let l = Loader::new(samples(&index, None).unwrap(), Recipe::preset("segmentation", 128, 0).unwrap(), c.clone())
-        .unwrap();
+    let l =
+        Loader::new(samples(&index, None).unwrap(), Recipe::preset(Preset::Segmentation, 128, 0), c.clone()).unwrap();
     let e = l.epoch(0).next().unwrap().unwrap_err().to_string();
     assert!(e.contains("s_2_0.png") && e.contains("mask is (50, 50)"), "{e}");
     image::RgbImage::from_fn(200, 200, |x, _| image::Rgb([(x / 40) as u8, 0, 0])).save(&small).unwrap();
 
     let mut s = samples(&index, None).unwrap();
     s[1].mask = Some(case.join("gone_mask.png"));
-    let l = Loader::new(s, Recipe::preset("segmentation", 128, 0).unwrap(), c).unwrap();
+    let l = Loader::new(s, Recipe::preset(Preset::Segmentation, 128, 0), c).unwrap();
     let e = l.epoch(0).next().unwrap().unwrap_err();
     assert!(e.to_string().contains("gone_mask.png"), "{e}");
 }
@@ -184,9 +184,9 @@ fn impossible_settings_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let index = dataset(dir.path());
     let s = samples(&index, None).unwrap();
-    assert!(Loader::new(vec![], Recipe::preset("eval", 64, 0).unwrap(), config(1)).is_err());
+    assert!(Loader::new(vec![], Recipe::preset(Preset::Eval, 64, 0), config(1)).is_err());
     let c = LoaderConfig { rank: 2, world_size: 2, ..config(1) };
-    assert!(Loader::new(s.clone(), Recipe::preset("eval", 64, 0).unwrap(), c).is_err());
+    assert!(Loader::new(s.clone(), Recipe::preset(Preset::Eval, 64, 0), c).is_err());
     assert!(samples(&index, Some(&[0, 99])).unwrap_err().to_string().contains("99"));
     assert_eq!(samples(&index, Some(&[3, 0])).unwrap()[0].image, s[3].image);
 }
@@ -198,7 +198,7 @@ fn the_original_pcam_h5_files_load_with_their_labels() {
     assert_eq!(s.iter().map(|s| s.label).collect::<Vec<_>>(), vec![0, 1, 1, 0, 1, 0]);
     // Image 4 through the loader with the identity-like eval recipe at 96 px equals h5py's pixels.
     let c = LoaderConfig { batch_size: 6, shuffle: false, mean: [0.0; 3], std: [1.0; 3], ..config(2) };
-    let l = Loader::new(s, Recipe::preset("eval", 96, 0).unwrap(), c).unwrap();
+    let l = Loader::new(s, Recipe::preset(Preset::Eval, 96, 0), c).unwrap();
     let b = l.epoch(0).next().unwrap().unwrap();
     assert_eq!(b.labels, vec![0, 1, 1, 0, 1, 0]);
     let want = image::open(dir.join("valid_x_4.png")).unwrap().to_rgb8();
@@ -243,9 +243,8 @@ fn the_official_pcam_download_names_load_and_gzipped_files_get_the_command_to_un
 #[test]
 fn an_epoch_resumed_at_a_batch_continues_with_the_same_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let l =
-        Loader::new(samples(&dataset(dir.path()), None).unwrap(), Recipe::preset("simclr", 32, 0).unwrap(), config(2))
-            .unwrap();
+    let l = Loader::new(samples(&dataset(dir.path()), None).unwrap(), Recipe::preset(Preset::SimClr, 32, 0), config(2))
+        .unwrap();
     let whole = all_batches(&l, 3);
     let rest: Vec<Batch> = l.epoch_from(3, 2).map(Result::unwrap).collect();
     assert!(whole.len() > 2);
