@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use patchtcga_metrics::run::{read_log, LogEntry};
+use patchtcga_model::write_safetensors;
 use tch::{nn, Device, Tensor};
 
 use crate::engine::{write_atomic, Position};
@@ -38,8 +39,8 @@ pub fn save_checkpoint(dir: &Path, vs: &nn::VarStore, opt: &Optimizer, pos: &Pos
     fs::create_dir_all(&tmp).map_err(|e| LearnError::io(&tmp, e))?;
     let mut vars: Vec<(String, Tensor)> = cpu_copy(vs.variables().into_iter().collect());
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    Tensor::write_safetensors(&vars, tmp.join(MODEL))?;
-    Tensor::write_safetensors(&cpu_copy(opt.state_tensors()), tmp.join(OPTIMIZER))?;
+    write_safetensors(&tmp.join(MODEL), &vars)?;
+    write_safetensors(&tmp.join(OPTIMIZER), &cpu_copy(opt.state_tensors()))?;
     fs::write(tmp.join(POSITION), serde_json::to_vec_pretty(pos).expect("json"))
         .map_err(|e| LearnError::io(&tmp, e))?;
     if dir.exists() {

@@ -682,9 +682,7 @@ impl<'a> Trainer<'a> {
             if self.leader {
                 let mut vars: Vec<(String, Tensor)> = cpu_copy(method.var_store().variables().into_iter().collect());
                 vars.sort_by(|a, b| a.0.cmp(&b.0));
-                let path = self.run.join("model.safetensors");
-                let write = |tmp: &Path| Ok(Tensor::write_safetensors(&vars, tmp)?);
-                patchtcga_atomic::write_with(&path, write, |e| LearnError::io(&path, e))?;
+                patchtcga_model::write_safetensors(&self.run.join("model.safetensors"), &vars)?;
             }
         }
         self.plot()?;

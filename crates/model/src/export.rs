@@ -40,11 +40,7 @@ impl ExportArgs {
         let out = &self.out;
         match out.extension().and_then(|e| e.to_str()) {
             Some("pth") | Some("pt") => write_pth(out, &tensors)?,
-            Some("safetensors") => patchtcga_atomic::write_with(
-                out,
-                |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?),
-                |e: std::io::Error| bad(out, e),
-            )?,
+            Some("safetensors") => write_safetensors(out, &tensors)?,
             _ => return Err(bad(out, "the output must end in .pth, .pt or .safetensors")),
         }
         let head = backbone.spec().head_name();
@@ -64,6 +60,18 @@ impl std::fmt::Display for Exported {
             self.head
         )
     }
+}
+
+/// Writes `tensors` to `path` as safetensors, atomically; a failed write names `path` and its
+/// cause in words (`No space left on device`).
+pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), ModelError> {
+    let write = |tmp: &Path| {
+        Tensor::write_safetensors(tensors, tmp).map_err(|e| match e {
+            tch::TchError::SafeTensorError { err: tch_safetensors::SafeTensorError::IoError(io), .. } => bad(path, io),
+            other => bad(path, other),
+        })
+    };
+    patchtcga_atomic::write_with(path, write, |e| bad(path, e))
 }
 
 fn bad(path: &Path, cause: impl std::fmt::Display) -> ModelError {

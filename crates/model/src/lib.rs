@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 pub use backbone::{Arch, Backbone, Classifier, Spec};
 pub use checkpoint::{load, BackboneWeights, ImportOptions, ImportReport};
-pub use export::{reference_names, with_bn_counters, write_pth, ExportArgs, Exported};
+pub use export::{reference_names, with_bn_counters, write_pth, write_safetensors, ExportArgs, Exported};
 pub use foundation::Foundation;
 pub use segmentation::{load_head, HeadImport, SegHead, SegNet};
 pub use source::{read_tensors, Checkpoint};

@@ -52,3 +52,21 @@ print(len(sd), float(sd['conv1.weight'].double().sum()), sd['bn1.num_batches_tra
     assert_eq!(fields[2], "torch.int64");
     assert_eq!(fields[3], "[1.0, 5.0, 9.0]", "a transposed view is written by value");
 }
+
+#[test]
+fn a_full_disk_is_named_in_words_with_the_file_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    // The write's temporary file leads to /dev/full, where every write fails with ENOSPC.
+    let partial = dir.path().join(format!(".model.safetensors.{}.partial.safetensors", std::process::id()));
+    std::os::unix::fs::symlink("/dev/full", &partial).unwrap();
+    let tensors = vec![("w".to_string(), Tensor::zeros([256, 256], (Kind::Float, Device::Cpu)))];
+    let err = patchtcga_model::write_safetensors(&path, &tensors).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&path.display().to_string())
+            && err.contains("No space left on device (os error 28)")
+            && !err.contains("IoError"),
+        "{err}"
+    );
+    assert!(!path.exists() && !partial.exists(), "no file left behind");
+}

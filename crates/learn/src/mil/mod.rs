@@ -19,9 +19,5 @@ pub use run::{MilRun, SlidePrediction};
 /// Writes a fold's model parameters (safetensors, CLAM's names), atomically.
 pub fn save(vs: &tch::nn::VarStore, path: &std::path::Path) -> Result<(), crate::LearnError> {
     let tensors: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
-    patchtcga_atomic::write_with(
-        path,
-        |tmp| Ok(tch::Tensor::write_safetensors(&tensors, tmp)?),
-        |e| crate::LearnError::io(path, e),
-    )
+    Ok(patchtcga_model::write_safetensors(path, &tensors)?)
 }
