@@ -41,7 +41,7 @@ impl Level {
         if !(1..=MAX_SIDE).contains(&width) || !(1..=MAX_SIDE).contains(&height) {
             return Err(bad(format!("absurd dimensions {width}×{height}")));
         }
-        if tw == 0 || th == 0 || tw * th > MAX_TILE_PIXELS {
+        if tw == 0 || th == 0 || tw.checked_mul(th).is_none_or(|area| area > MAX_TILE_PIXELS) {
             return Err(bad(format!("absurd tile size {tw}×{th}")));
         }
         let codec = codec(ifd).map_err(|e| match e {

@@ -110,17 +110,29 @@ proptest! {
     #[test]
     fn mutated_headers_and_directories_never_panic(changes in prop::collection::vec((0usize..4096, any::<u8>()), 1..12)) {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = svs_like(dir.path());
-        let ifd = u32_at(&b, 4) as usize;
-        // Targets: the 8-byte header, then the first directory's values (tile offsets, byte
-        // counts, tables), the directory itself and the rest of the file after it.
-        let targets: Vec<usize> = (0..8).chain(ifd.saturating_sub(2048)..b.len()).collect();
-        for (at, byte) in changes {
-            let i = targets[at % targets.len()];
-            b[i] = byte;
-        }
-        let _ = open_and_read_all(dir.path(), &b);
+        let _ = open_and_read_all(dir.path(), &mutated(svs_like(dir.path()), &changes));
     }
+}
+
+/// `b` with `changes` made: each (target, byte) sets one of the 8-byte header and the bytes from
+/// 2 KiB before the first directory (tile offsets, byte counts, tables) to the end of the file.
+fn mutated(mut b: Vec<u8>, changes: &[(usize, u8)]) -> Vec<u8> {
+    let ifd = u32_at(&b, 4) as usize;
+    let targets: Vec<usize> = (0..8).chain(ifd.saturating_sub(2048)..b.len()).collect();
+    for &(at, byte) in changes {
+        b[targets[at % targets.len()]] = byte;
+    }
+    b
+}
+
+#[test]
+fn a_tile_size_whose_area_overflows_is_refused() {
+    // The fuzzer's find: TileWidth's type made LONG8 (16), so its value is read from elsewhere
+    // as a 64-bit number whose product with the tile height overflowed.
+    let dir = tempfile::tempdir().unwrap();
+    let b = mutated(svs_like(dir.path()), &[(2156, 16)]);
+    let e = open_and_read_all(dir.path(), &b).unwrap_err().to_string();
+    assert!(e.contains("absurd tile size"), "{e}");
 }
 
 #[test]
