@@ -44,6 +44,8 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Show a slide's size, levels, resolution, reader and tissue.
     Info(patchtcga_slide::InfoArgs),
+    /// Write a slide's tissue (with holes) and pen ink as GeoJSON annotations that open in QuPath.
+    Tissue(patchtcga_slide::TissueArgs),
     /// A slide-level benchmark's slide list (for `embed --slides`) and labels (for `mil train`)
     /// from your download: Camelyon16 with its official test set, or PANDA's ISUP grades.
     SlideLabels(patchtcga_dataset::slide_tasks::SlideLabelsArgs),
@@ -87,6 +89,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Extract(a) => checks::extract(a),
         Command::Stats(a) => checks::stats(a),
         Command::Info(a) => say(a.run()?),
+        Command::Tissue(a) => say(a.run()?),
         Command::SlideLabels(a) => say(a.run()?),
         Command::Report(a) => say(a.run()?),
         Command::Bench { what: Bench::Regions(a) } => {

@@ -8,15 +8,15 @@ use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageEncoder, Rgb, RgbImage};
 use indicatif::ProgressBar;
 use patchtcga_slide::{
-    AnnotationGroups, Annotations, Candidate, LabelScheme, PatchGeometry, QualityCheck, QualityVerdict, Sampler, Slide,
-    SlideOptions, TissueMask, TissueParams,
+    feature_collection, tile_object, AnnotationGroups, Annotations, Candidate, LabelScheme, PatchGeometry,
+    QualityCheck, QualityVerdict, Sampler, Slide, SlideOptions, TissueMask, TissueParams,
 };
 use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::layout::{organ_class, DatasetKind, ORGANS, POSITION_MAP_DIR};
-use crate::manifest::{md5_hex, read_manifest_json, write_manifest, ManifestRow};
+use crate::manifest::{md5_hex, read_manifest_json, write_manifest, write_qc, ManifestRow, SlideQc};
 use crate::names::name_id;
 use crate::{atomic, DatasetError, Result, SlideRow};
 use patchtcga_launch::Share;
@@ -129,8 +129,8 @@ pub struct BuildReport {
 const STATE_DIR: &str = ".patchtcga";
 
 /// Tiles every slide of `rows` (this process's [`Share`] of them) into `opts.out` in `task`'s
-/// layout, in parallel, writing each patch atomically, a thumbnail map per slide, and at the
-/// end `manifest.csv` and `MD5SUMS`. Resumable: slides completed by an earlier run with the
+/// layout, in parallel, writing each patch atomically, a thumbnail map and a QuPath patch grid
+/// per slide, and at the end `manifest.csv`, `MD5SUMS` and `qc.csv`. Resumable: slides completed by an earlier run with the
 /// same settings are skipped. A slide that fails is reported (and marked, so other ranks know
 /// it settled) and the others still complete.
 pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &ProgressBar) -> Result<BuildReport> {
@@ -140,6 +140,8 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
     std::fs::create_dir_all(&records).map_err(DatasetError::io(&records))?;
     let failed = state.join("failed");
     std::fs::create_dir_all(&failed).map_err(DatasetError::io(&failed))?;
+    let qc = state.join("qc");
+    std::fs::create_dir_all(&qc).map_err(DatasetError::io(&qc))?;
     check_settings(&state.join("settings.txt"), task, opts)?;
     let name_ids = name_ids(task.kind(), rows, &records)?;
     // An earlier build's files are renamed by one rank only.
@@ -153,7 +155,8 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
         let total = written.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
         progress.set_message(format!("{total} patches"));
     };
-    let job = SlideTiling { task, opts, name_ids: &name_ids, splits: &splits, records: &records, failed: &failed };
+    let job =
+        SlideTiling { task, opts, name_ids: &name_ids, splits: &splits, records: &records, failed: &failed, qc: &qc };
     let outcomes: Vec<Outcome> = mine
         .par_iter()
         .map(|row| {
@@ -185,6 +188,7 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
         .count();
     if report.pending == 0 {
         report.total_patches = write_dataset_manifest(&opts.out, &records)?;
+        write_dataset_qc(&opts.out, &qc)?;
     }
     Ok(report)
 }
@@ -267,6 +271,7 @@ struct SlideTiling<'a> {
     splits: &'a HashMap<String, String>,
     records: &'a Path,
     failed: &'a Path,
+    qc: &'a Path,
 }
 
 impl SlideTiling<'_> {
@@ -283,8 +288,9 @@ impl SlideTiling<'_> {
         let job = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             tile_slide(self.task, row, &self.name_ids[&row.id], split, self.opts, on_patches)
         }));
+        let qc = self.qc.join(format!("{}.json", row.id));
         let outcome = match job {
-            Ok(Ok(rows)) => match write_record(&record, &rows) {
+            Ok(Ok((rows, slide_qc))) => match write_json(&qc, &slide_qc).and_then(|()| write_record(&record, &rows)) {
                 Ok(()) => Outcome::Built(rows.len()),
                 Err(e) => Outcome::Failed(e.to_string()),
             },
@@ -339,6 +345,20 @@ fn name_ids(kind: DatasetKind, rows: &[SlideRow], records: &Path) -> Result<Hash
         }
     }
     Ok(ids.keys().map(|id| (id.clone(), name_id(id, kind))).collect())
+}
+
+/// Writes `qc.csv` from every slide's QC record (slides tiled before QC was recorded have none).
+fn write_dataset_qc(out: &Path, qc: &Path) -> Result<()> {
+    let mut all: Vec<SlideQc> = Vec::new();
+    for e in std::fs::read_dir(qc).map_err(DatasetError::io(qc))? {
+        let p = e.map_err(DatasetError::io(qc))?.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let bytes = std::fs::read(&p).map_err(DatasetError::io(&p))?;
+            all.push(serde_json::from_slice(&bytes).map_err(|e| DatasetError::invalid(&p, e.to_string()))?);
+        }
+    }
+    all.sort_by(|a, b| a.slide.cmp(&b.slide));
+    write_qc(out, &all)
 }
 
 /// The slide ids an earlier build completed (`<id>.json` records).
@@ -493,7 +513,7 @@ struct Encoded {
 }
 
 /// Tiles one slide: its labelling rule, tissue, candidates, the patches accepted in candidate
-/// order and written, and its thumbnail map.
+/// order and written, its thumbnail map and patch grid; its manifest rows and QC record.
 fn tile_slide(
     task: &Task,
     row: &SlideRow,
@@ -501,7 +521,7 @@ fn tile_slide(
     split: &str,
     opts: &BuildOptions,
     on_patches: &(dyn Fn(usize) + Sync),
-) -> Result<Vec<ManifestRow>> {
+) -> Result<(Vec<ManifestRow>, SlideQc)> {
     let slide = Slide::open(&row.slide, &opts.slide)?;
     let labeller = labeller(task, row, &slide, &opts.slide)?;
     // One low-resolution read serves the tissue mask and the thumbnail map.
@@ -516,14 +536,48 @@ fn tile_slide(
     }
     let footprint = slide.footprint(&opts.geometry);
     let candidates = opts.sampler.candidates(&row.id, slide.dimensions(), footprint, &tissue, opts.per_slide)?;
+    let found = candidates.kept.len();
     let labelled: Vec<(Candidate, String)> =
-        candidates.into_iter().filter_map(|c| labeller.label(&c, footprint).map(|l| (c, l))).collect();
+        candidates.kept.into_iter().filter_map(|c| labeller.label(&c, footprint).map(|l| (c, l))).collect();
     let level = slide.level_for_downsample(footprint.0.min(footprint.1) / opts.geometry.size as f64);
     let writer = PatchWriter { task, row, name_id, split, opts, level };
-    let (manifest, kept) = accept_in_order(&slide, &labeller, &labelled, &writer, on_patches)?;
-    let map = position_map(overview, overview_ds, &tissue, footprint, &kept).map_err(|e| image_error(&row.slide, e))?;
-    atomic::write(&opts.out.join(POSITION_MAP_DIR).join(format!("{}.png", row.id)), &map)?;
-    Ok(manifest)
+    let accepted = accept_in_order(&slide, &labeller, &labelled, &writer, on_patches)?;
+    let map = position_map(overview, overview_ds, &tissue, footprint, &accepted.kept)
+        .map_err(|e| image_error(&row.slide, e))?;
+    let maps = opts.out.join(POSITION_MAP_DIR);
+    atomic::write(&maps.join(format!("{}.png", row.id)), &map)?;
+    let grid = patch_grid(&accepted.kept, footprint, slide.annotation_frame().qupath_offset);
+    atomic::write(&maps.join(format!("{}.geojson", row.id)), grid.as_bytes())?;
+    let mm2 = tissue.pixel_area_um2(slide.mpp()) / 1e6;
+    let (mw, mh) = tissue.mask().dimensions();
+    let qc = SlideQc {
+        slide: row.id.clone(),
+        tissue_mm2: round4(tissue.tissue_fraction() * (mw as f64 * mh as f64) * mm2),
+        ink_mm2: round4(tissue.ink_area_fraction() * (mw as f64 * mh as f64) * mm2),
+        candidates: found + candidates.inked,
+        dropped_ink: candidates.inked,
+        dropped_border: found - labelled.len(),
+        dropped_quality: accepted.rejected,
+        kept: accepted.manifest.len(),
+    };
+    Ok((accepted.manifest, qc))
+}
+
+fn round4(v: f64) -> f64 {
+    (v * 1e4).round() / 1e4
+}
+
+/// The written patches as QuPath detections classed by label, with their tissue fraction.
+fn patch_grid(kept: &[Labelled], footprint: (f64, f64), offset: (f64, f64)) -> String {
+    let objects: Vec<_> = kept
+        .iter()
+        .map(|(c, label)| {
+            let colour = label_colour(label).0;
+            let measurements = vec![("tissue".to_string(), c.tissue)];
+            tile_object((c.x as f64, c.y as f64), footprint, Some((label.clone(), colour)), measurements)
+        })
+        .collect();
+    feature_collection(&objects, offset)
 }
 
 fn image_error(path: &Path, e: image::ImageError) -> DatasetError {
@@ -544,7 +598,7 @@ fn labeller(task: &Task, row: &SlideRow, slide: &Slide, open: &SlideOptions) -> 
         }
         Task::Pcam200 { groups, tumor_threshold, centre } => {
             let annotations = match &row.annotation {
-                Some(p) => Annotations::load(p, groups)?,
+                Some(p) => Annotations::load(p, groups, &slide.annotation_frame())?,
                 None => Annotations::none(),
             };
             Labeller::Tumour { annotations, threshold: *tumor_threshold, centre: *centre }
@@ -645,21 +699,31 @@ impl PatchWriter<'_> {
 /// A candidate position and its label.
 type Labelled = (Candidate, String);
 
+/// What a slide's candidates came to.
+struct Accepted {
+    /// Rows of the patches written.
+    manifest: Vec<ManifestRow>,
+    /// The written (candidate, label)s.
+    kept: Vec<Labelled>,
+    /// Candidates read and rejected as blank or blurred.
+    rejected: usize,
+}
+
 /// Reads candidates in chunks in parallel and accepts them in candidate order up to
 /// `per_slide` per label, so the patches kept never depend on the number of workers; each
-/// chunk's patches are written at once. The manifest rows and the kept (candidate, label).
+/// chunk's patches are written at once.
 fn accept_in_order(
     slide: &Slide,
     labeller: &Labeller,
     labelled: &[Labelled],
     writer: &PatchWriter,
     on_patches: &(dyn Fn(usize) + Sync),
-) -> Result<(Vec<ManifestRow>, Vec<Labelled>)> {
+) -> Result<Accepted> {
     let mut remaining: BTreeMap<String, usize> = BTreeMap::new();
     for (_, l) in labelled {
         remaining.entry(l.clone()).or_insert(writer.opts.per_slide.unwrap_or(usize::MAX));
     }
-    let (mut manifest, mut kept) = (Vec::new(), Vec::new());
+    let (mut manifest, mut kept, mut rejected) = (Vec::new(), Vec::new(), 0);
     let mut next = 0;
     while next < labelled.len() && remaining.values().any(|&n| n > 0) {
         let want: usize = remaining.values().map(|&n| n.min(256)).sum();
@@ -681,12 +745,15 @@ fn accept_in_order(
         results.sort_by_key(|(i, _)| *i);
         let mut accepted = Vec::new();
         for (_, r) in results {
-            if let Some(e) = r? {
-                let left = remaining.get_mut(&e.label).expect("label registered above");
-                if *left > 0 {
-                    *left -= 1;
-                    accepted.push(e);
+            match r? {
+                Some(e) => {
+                    let left = remaining.get_mut(&e.label).expect("label registered above");
+                    if *left > 0 {
+                        *left -= 1;
+                        accepted.push(e);
+                    }
                 }
+                None => rejected += 1,
             }
         }
         let rows: Vec<ManifestRow> = accepted.par_iter().map(|e| writer.write(e)).collect::<Result<_>>()?;
@@ -694,7 +761,7 @@ fn accept_in_order(
         manifest.extend(rows);
         kept.extend(accepted.into_iter().map(|e| (e.candidate, e.label)));
     }
-    Ok((manifest, kept))
+    Ok(Accepted { manifest, kept, rejected })
 }
 
 fn read_and_encode(
@@ -757,8 +824,18 @@ fn encode_png(img: &RgbImage) -> image::ImageResult<Vec<u8>> {
 /// Longest side of the thumbnail maps, in pixels.
 const MAP_SIDE: u32 = 1024;
 
+/// The colour a label's patches are outlined in (tumour red, normal blue, others yellow).
+fn label_colour(label: &str) -> Rgb<u8> {
+    match label {
+        "tumor" => Rgb([220, 20, 20]),
+        "normal" => Rgb([20, 60, 220]),
+        _ => Rgb([240, 200, 0]),
+    }
+}
+
 /// The slide's thumbnail (the overview, shrunk to at most [`MAP_SIDE`]) with the tissue mask
-/// tinted green and each kept patch outlined (tumour red, normal blue, others yellow).
+/// tinted green, pen ink taken out hatched in magenta, and each kept patch outlined in its label's
+/// colour.
 fn position_map(
     overview: RgbImage,
     overview_ds: f64,
@@ -782,16 +859,17 @@ fn position_map(
     let md = tissue.downsample();
     for (x, y, p) in thumb.enumerate_pixels_mut() {
         let (mx, my) = ((x as f64 * ds / md) as u32, (y as f64 * ds / md) as u32);
-        if mx < m.width() && my < m.height() && m.get_pixel(mx, my).0[0] != 0 {
+        if mx >= m.width() || my >= m.height() {
+            continue;
+        }
+        if m.get_pixel(mx, my).0[0] != 0 {
             p.0 = [(p.0[0] as u16 * 7 / 8) as u8, ((p.0[1] as u16 * 7 + 255) / 8) as u8, (p.0[2] as u16 * 7 / 8) as u8];
+        } else if tissue.ink().contains(mx, my) && (x + y) % 6 < 2 {
+            p.0 = [255, 0, 255];
         }
     }
     for (candidate, label) in patches {
-        let colour = match label.as_str() {
-            "tumor" => Rgb([220, 20, 20]),
-            "normal" => Rgb([20, 60, 220]),
-            _ => Rgb([240, 200, 0]),
-        };
+        let colour = label_colour(label);
         let (x, y) = ((candidate.x as f64 / ds) as i32, (candidate.y as f64 / ds) as i32);
         let (rw, rh) = (((footprint.0 / ds) as u32).max(3), ((footprint.1 / ds) as u32).max(3));
         for inset in 0..2u32 {
@@ -804,6 +882,10 @@ fn position_map(
 }
 
 fn write_record(path: &Path, rows: &[ManifestRow]) -> Result<()> {
-    let bytes = serde_json::to_vec(rows).map_err(|e| DatasetError::invalid(path, e.to_string()))?;
+    write_json(path, &rows)
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(|e| DatasetError::invalid(path, e.to_string()))?;
     atomic::write(path, &bytes)
 }

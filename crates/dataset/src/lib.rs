@@ -23,7 +23,7 @@ pub use layout::{
     images_under, organ_class, DatasetKind, Entry, Index, LayoutCheck, Problem, UnknownFolders, VerifyLayoutArgs,
     IMAGE_EXTENSIONS, ORGANS, POSITION_MAP_DIR, SPLITS,
 };
-pub use manifest::{md5_hex, ManifestRow};
+pub use manifest::{md5_hex, read_manifest, ManifestRow, SlideQc};
 pub use patchtcga_launch::Share;
 pub use slides_csv::{read_slides_csv, SlideRow};
 

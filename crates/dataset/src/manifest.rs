@@ -42,6 +42,38 @@ pub struct ManifestRow {
     pub mask_md5: String,
 }
 
+/// One slide's quality control in a build: what `qc.csv` lists.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlideQc {
+    /// Slide id.
+    pub slide: String,
+    /// Tissue area after pen ink was taken out, mm².
+    pub tissue_mm2: f64,
+    /// Pen-ink area (with its rim), mm².
+    pub ink_mm2: f64,
+    /// Positions with enough tissue.
+    pub candidates: usize,
+    /// Of those, left out for holding more ink than `--max-ink`.
+    pub dropped_ink: usize,
+    /// Left out near a tumour border (PCam200: neither clearly tumour nor normal).
+    pub dropped_border: usize,
+    /// Read and found blank or blurred (`--max-background`, `--min-sharpness`).
+    pub dropped_quality: usize,
+    /// Patches written.
+    pub kept: usize,
+}
+
+/// Writes `qc.csv`, one row per slide.
+pub fn write_qc(root: &Path, rows: &[SlideQc]) -> Result<()> {
+    let path = root.join("qc.csv");
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r).map_err(|e| DatasetError::invalid(&path, e.to_string()))?;
+    }
+    let bytes = w.into_inner().map_err(|e| DatasetError::invalid(&path, e.to_string()))?;
+    atomic::write(&path, &bytes)
+}
+
 /// Lower-case hex MD5 of `bytes`.
 pub fn md5_hex(bytes: &[u8]) -> String {
     format!("{:x}", Md5::digest(bytes))

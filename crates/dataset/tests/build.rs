@@ -210,6 +210,36 @@ fn pcam200_labels_by_polygon_centre_and_keeps_normal_clear_of_tumour() {
     assert!(r.failures[0].contains("gone.xml: no such file"), "{:?}", r.failures);
 }
 
+/// TUMOUR_XML's region as QuPath exports it (a bare array of features, with a classless
+/// "Ignore*" exclusion elsewhere and a cell detection that must not count).
+const TUMOUR_GEOJSON: &str = r#"[
+ {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[700, 700], [1700, 700], [1700, 1700], [700, 1700], [700, 700]]]},
+  "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]}}},
+ {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[100, 100], [200, 100], [200, 200], [100, 100]]]},
+  "properties": {"objectType": "annotation", "classification": {"name": "Ignore*"}}},
+ {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [2200, 0], [2200, 2900], [0, 0]]]},
+  "properties": {"objectType": "cell", "classification": {"name": "Tumor"}}}]"#;
+
+#[test]
+fn pcam200_from_a_qupath_geojson_equals_its_asap_xml_twin() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.xml"), TUMOUR_XML).unwrap();
+    std::fs::write(dir.path().join("t.geojson"), TUMOUR_GEOJSON).unwrap();
+    let task = Task::Pcam200 { groups: Default::default(), tumor_threshold: 0.5, centre: 0.5 };
+    let manifest = |annotation: &str| {
+        let slides =
+            format!("slide,annotation,id,case,split\n{},{annotation},tumor_001,p1,train\n", sample_slide().display());
+        let csv = write_csv(dir.path(), &format!("{annotation}.csv"), &slides);
+        let out = dir.path().join(format!("out_{annotation}"));
+        let r = run(&task, &csv, &options(&out));
+        assert!(r.failures.is_empty(), "{:?}", r.failures);
+        std::fs::read_to_string(out.join("manifest.csv")).unwrap()
+    };
+    let (xml, json) = (manifest("t.xml"), manifest("t.geojson"));
+    assert!(xml.contains("/tumor/"), "the twin gives tumour patches");
+    assert_eq!(xml, json);
+}
+
 #[test]
 fn segpanda200_writes_masks_beside_images_with_mapped_classes() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,29 +1,57 @@
-//! Camelyon / ASAP XML annotations: tumour and exclusion polygons, and how much of a region they cover.
+//! Tumour and exclusion polygons from Camelyon / ASAP XML or QuPath GeoJSON, and how much of a region they cover.
 
 use std::path::{Path, PathBuf};
 
 use geo::{BoundingRect, Contains, Coord, Intersects, LineString, Polygon, Rect};
 use quick_xml::{events::Event, Reader};
 
+use crate::qupath::{looks_like_json, read_polygons};
 use crate::{Result, SlideError};
 
-/// Which `PartOfGroup` names of an ASAP/Camelyon XML file mark tumour and which mark exclusions
-/// (non-tumour areas cut out of tumour regions). Names compare case-insensitively.
+/// Which `PartOfGroup` names of an ASAP/Camelyon XML file, or classification names of a QuPath
+/// GeoJSON file, mark tumour and which mark exclusions (non-tumour areas cut out of tumour
+/// regions). Names compare case-insensitively; a QuPath object without a class is `Unclassified`.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct AnnotationGroups {
-    /// Annotation groups that mark tumour, comma-separated (Camelyon16: `Tumor`, `_0`, `_1`;
-    /// Camelyon17: `metastases`).
+    /// Annotation groups (QuPath: classes) that mark tumour, comma-separated (Camelyon16:
+    /// `Tumor`, `_0`, `_1`; Camelyon17: `metastases`).
     #[arg(long = "tumor-groups", value_delimiter = ',', default_value = "Tumor,_0,_1,metastases")]
     pub tumor: Vec<String>,
-    /// Annotation groups cut out of tumour, comma-separated (Camelyon16: `_2`; also `Exclusion`).
-    #[arg(long = "exclusion-groups", value_delimiter = ',', default_value = "_2,Exclusion")]
+    /// Annotation groups (QuPath: classes) cut out of tumour, comma-separated (Camelyon16: `_2`;
+    /// also `Exclusion`, QuPath's `Ignore*`).
+    #[arg(long = "exclusion-groups", value_delimiter = ',', default_value = "_2,Exclusion,Ignore*")]
     pub exclusion: Vec<String>,
+}
+
+impl AnnotationGroups {
+    /// Whether `group` marks tumour (true) or an exclusion (false); `None` when neither list
+    /// names it.
+    fn side(&self, group: &str) -> Option<bool> {
+        let matches = |n: &String| n.eq_ignore_ascii_case(group);
+        if self.tumor.iter().any(matches) {
+            Some(true)
+        } else if self.exclusion.iter().any(matches) {
+            Some(false)
+        } else {
+            None
+        }
+    }
 }
 
 impl Default for AnnotationGroups {
     fn default() -> Self {
         crate::flag_defaults()
     }
+}
+
+/// Where a slide's annotations must lie: its level-0 size, and where QuPath's coordinates start
+/// (`openslide.bounds-x/y`: QuPath shows an OpenSlide slide cropped to its bounds).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnnotationFrame {
+    /// Level-0 width and height.
+    pub dims: (u32, u32),
+    /// Level-0 position of QuPath's (0, 0).
+    pub qupath_offset: (f64, f64),
 }
 
 /// Tumour polygons of one slide in level-0 pixel coordinates, minus exclusion polygons.
@@ -39,43 +67,77 @@ impl Annotations {
         Self::default()
     }
 
-    /// Reads an ASAP/Camelyon XML annotation file. Groups named in neither list of `groups`
-    /// are an error, so a renamed group never silently turns tumour into normal tissue.
-    pub fn load(path: impl AsRef<Path>, groups: &AnnotationGroups) -> Result<Self> {
+    /// Reads an annotation file, ASAP/Camelyon XML or QuPath GeoJSON (told apart by content), for
+    /// a slide of `frame`. A group or class named in neither list of `groups` is an error, so a
+    /// renamed group never silently turns tumour into normal tissue; so is a file that yields no
+    /// region at all (an empty `annotation` cell is how a normal slide is given) and a vertex
+    /// outside the slide.
+    pub fn load(path: impl AsRef<Path>, groups: &AnnotationGroups, frame: &AnnotationFrame) -> Result<Self> {
         let path = path.as_ref();
         let err = |cause: String| SlideError::Annotation { path: path.to_path_buf(), cause };
         let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => SlideError::Missing { path: PathBuf::from(path) },
             _ => err(e.to_string()),
         })?;
-        let mut reader = Reader::from_str(&text);
+        let out = if looks_like_json(&text) {
+            Self::from_geojson(&text, groups, frame.qupath_offset).map_err(err)?
+        } else if text.trim_start_matches('\u{feff}').trim_start().starts_with('<') {
+            Self::from_xml(&text, groups).map_err(err)?
+        } else {
+            return Err(err("neither ASAP/Camelyon XML nor QuPath GeoJSON".into()));
+        };
+        if out.tumor.is_empty() && out.exclusion.is_empty() {
+            return Err(err(
+                "no region in the file (no polygon); leave the slide list's annotation cell empty for a slide without tumour"
+                    .into(),
+            ));
+        }
+        out.check_inside(frame.dims).map_err(err)?;
+        Ok(out)
+    }
+
+    /// Polygons of a QuPath GeoJSON export, by class, moved from QuPath's coordinates to level 0.
+    fn from_geojson(text: &str, groups: &AnnotationGroups, (dx, dy): (f64, f64)) -> std::result::Result<Self, String> {
+        use geo::MapCoords;
+        let mut out = Self::default();
+        for p in read_polygons(text)? {
+            let tumor = groups.side(&p.class).ok_or_else(|| {
+                format!(
+                    "{} has class {:?}, which is neither a tumour class {:?} nor an exclusion class {:?} \
+                     (see --tumor-groups / --exclusion-groups)",
+                    p.name, p.class, groups.tumor, groups.exclusion
+                )
+            })?;
+            out.push(tumor, p.polygon.map_coords(|c| Coord { x: c.x + dx, y: c.y + dy }));
+        }
+        Ok(out)
+    }
+
+    /// Polygons of an ASAP/Camelyon XML file, by `PartOfGroup`.
+    fn from_xml(text: &str, groups: &AnnotationGroups) -> std::result::Result<Self, String> {
+        let mut reader = Reader::from_str(text);
         let mut out = Self::default();
         let mut current: Option<(bool, String, Vec<Coord<f64>>)> = None;
-        let is = |list: &[String], g: &str| list.iter().any(|n| n.eq_ignore_ascii_case(g));
         loop {
             let event =
-                reader.read_event().map_err(|e| err(format!("XML error at byte {}: {e}", reader.error_position())))?;
+                reader.read_event().map_err(|e| format!("XML error at byte {}: {e}", reader.error_position()))?;
             match event {
                 Event::Start(e) | Event::Empty(e) => match e.name().as_ref() {
                     b"Annotation" => {
-                        let group = attr(&e, b"PartOfGroup").map_err(&err)?.unwrap_or_default();
-                        let name = attr(&e, b"Name").map_err(&err)?.unwrap_or_default();
-                        let tumor = if is(&groups.tumor, &group) {
-                            true
-                        } else if is(&groups.exclusion, &group) {
-                            false
-                        } else {
-                            return Err(err(format!(
+                        let group = attr(&e, b"PartOfGroup")?.unwrap_or_default();
+                        let name = attr(&e, b"Name")?.unwrap_or_default();
+                        let Some(tumor) = groups.side(&group) else {
+                            return Err(format!(
                                 "annotation {name:?} is in group {group:?}, which is neither a tumour group {:?} \
                                  nor an exclusion group {:?} (see --tumor-groups / --exclusion-groups)",
                                 groups.tumor, groups.exclusion
-                            )));
+                            ));
                         };
                         current = Some((tumor, name, Vec::new()));
                     }
                     b"Coordinate" => {
                         let (_, name, coords) =
-                            current.as_mut().ok_or_else(|| err("a Coordinate outside any Annotation".into()))?;
+                            current.as_mut().ok_or_else(|| "a Coordinate outside any Annotation".to_string())?;
                         let num = |k: &[u8]| -> std::result::Result<f64, String> {
                             let v = attr(&e, k)?.ok_or_else(|| {
                                 format!("a Coordinate of {name:?} has no {}", String::from_utf8_lossy(k))
@@ -85,7 +147,7 @@ impl Annotations {
                                 .parse::<f64>()
                                 .map_err(|_| format!("coordinate {v:?} of {name:?} is not a number"))
                         };
-                        let c = Coord { x: num(b"X").map_err(&err)?, y: num(b"Y").map_err(&err)? };
+                        let c = Coord { x: num(b"X")?, y: num(b"Y")? };
                         coords.push(c);
                     }
                     _ => {}
@@ -93,18 +155,9 @@ impl Annotations {
                 Event::End(e) if e.name().as_ref() == b"Annotation" => {
                     if let Some((tumor, name, coords)) = current.take() {
                         if coords.len() < 3 {
-                            return Err(err(format!(
-                                "annotation {name:?} has {} points; a polygon needs 3",
-                                coords.len()
-                            )));
+                            return Err(format!("annotation {name:?} has {} points; a polygon needs 3", coords.len()));
                         }
-                        let poly = Polygon::new(LineString::from(coords), vec![]);
-                        let rect = poly.bounding_rect().expect("a polygon with points has a bounding box");
-                        if tumor {
-                            out.tumor.push((poly, rect))
-                        } else {
-                            out.exclusion.push((poly, rect))
-                        }
+                        out.push(tumor, Polygon::new(LineString::from(coords), vec![]));
                     }
                 }
                 Event::Eof => break,
@@ -112,6 +165,33 @@ impl Annotations {
             }
         }
         Ok(out)
+    }
+
+    fn push(&mut self, tumor: bool, polygon: Polygon<f64>) {
+        let rect = polygon.bounding_rect().expect("a polygon with points has a bounding box");
+        if tumor {
+            self.tumor.push((polygon, rect))
+        } else {
+            self.exclusion.push((polygon, rect))
+        }
+    }
+
+    /// Refuses polygons reaching more than a pixel outside a slide of level-0 size `dims`.
+    fn check_inside(&self, (w, h): (u32, u32)) -> std::result::Result<(), String> {
+        let outside = |r: &Rect<f64>| {
+            r.min().x < -1.0 || r.min().y < -1.0 || r.max().x > w as f64 + 1.0 || r.max().y > h as f64 + 1.0
+        };
+        match self.tumor.iter().chain(&self.exclusion).find(|(_, r)| outside(r)) {
+            Some((_, r)) => Err(format!(
+                "a polygon spans ({:.0}, {:.0})–({:.0}, {:.0}), outside the {w} × {h} px slide: is this the slide's \
+                 annotation, in level-0 pixels?",
+                r.min().x,
+                r.min().y,
+                r.max().x,
+                r.max().y
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Number of tumour polygons.

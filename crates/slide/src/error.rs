@@ -26,6 +26,9 @@ pub enum SlideError {
     /// A label mask does not fit its slide or holds values outside its scheme.
     #[error("{path}: bad label mask: {cause}")]
     Mask { path: PathBuf, cause: String },
+    /// An output file could not be written.
+    #[error("{path}: cannot write: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
     /// A parameter is out of range.
     #[error("invalid parameter: {0}")]
     Parameter(String),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::{PatchGeometry, Result, Slide, SlideError, SlideOptions, TissueMask, TissueParams};
+use crate::{Ink, PatchGeometry, Result, Slide, SlideError, SlideOptions, TissueMask, TissueParams};
 
 /// Options of `patchtcga info`.
 #[derive(Args)]
@@ -37,12 +37,30 @@ impl InfoArgs {
         }
         let tissue = TissueMask::detect(&s, &TissueParams::default())?;
         let (fraction, threshold) = (100.0 * tissue.tissue_fraction(), tissue.threshold());
-        let _ = writeln!(t, "tissue: {fraction:.1}% of the slide (saturation threshold {threshold})");
+        let _ =
+            writeln!(t, "tissue: {fraction:.1}% of the slide (saturation threshold {threshold}, pen ink taken out)");
+        let _ = writeln!(t, "pen ink: {}", ink_summary(&tissue, mpp));
         let g = PatchGeometry::default();
         let (fw, _) = s.footprint(&g);
         let level = s.level_for_downsample(fw / g.size as f64);
         let _ = write!(t, "a {} px patch at {} µm/px covers {fw:.1} level-0 px and reads level {level}", g.size, g.mpp);
         Ok(SlideInfo(t))
+    }
+}
+
+/// Ink area by colour in mm², or that there is none.
+fn ink_summary(tissue: &TissueMask, mpp: crate::Mpp) -> String {
+    let mm2 = tissue.pixel_area_um2(mpp) / 1e6;
+    let found: Vec<String> = Ink::ALL
+        .iter()
+        .zip(tissue.ink().pixels_by_colour())
+        .filter(|(_, n)| *n > 0)
+        .map(|(ink, n)| format!("{} {:.2} mm²", ink.name().to_lowercase(), n as f64 * mm2))
+        .collect();
+    if found.is_empty() {
+        "none found".into()
+    } else {
+        format!("{} ({:.1}% of the slide with its rim)", found.join(", "), 100.0 * tissue.ink_area_fraction())
     }
 }
 

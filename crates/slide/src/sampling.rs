@@ -40,6 +40,16 @@ pub struct Candidate {
     pub tissue: f64,
 }
 
+/// The candidate positions of a slide, and how many positions with enough tissue were left out
+/// for holding too much pen ink.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Candidates {
+    /// Positions in the order they should be tried.
+    pub kept: Vec<Candidate>,
+    /// Positions with enough tissue whose footprint held more ink than `--max-ink`.
+    pub inked: usize,
+}
+
 impl Sampler {
     /// Candidate positions for a slide of level-0 size `dims` and a patch footprint of
     /// `footprint` level-0 pixels, in the order they should be tried (a per-slide cap takes the
@@ -51,14 +61,22 @@ impl Sampler {
         footprint: (f64, f64),
         mask: &TissueMask,
         cap: Option<usize>,
-    ) -> Result<Vec<Candidate>> {
+    ) -> Result<Candidates> {
         let (fw, fh) = footprint;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ fnv1a(slide_key.as_bytes()));
+        let inked = std::cell::Cell::new(0usize);
         let keep = |x: u32, y: u32| {
             let tissue = mask.fraction(x as f64, y as f64, fw, fh);
-            (tissue >= self.min_tissue).then_some(Candidate { x, y, tissue })
+            if tissue < self.min_tissue {
+                return None;
+            }
+            if mask.too_inky(x as f64, y as f64, fw, fh) {
+                inked.set(inked.get() + 1);
+                return None;
+            }
+            Some(Candidate { x, y, tissue })
         };
-        match self.sampling {
+        let kept = match self.sampling {
             Sampling::Grid => {
                 let cols = (dims.0 as f64 / fw).floor() as u32;
                 let rows = (dims.1 as f64 / fh).floor() as u32;
@@ -67,7 +85,7 @@ impl Sampler {
                     .filter_map(|(i, j)| keep((i as f64 * fw).round() as u32, (j as f64 * fh).round() as u32))
                     .collect();
                 out.shuffle(&mut rng);
-                Ok(out)
+                out
             }
             Sampling::Random => {
                 let cap = cap.ok_or_else(|| {
@@ -90,15 +108,14 @@ impl Sampler {
                     let cy = (py as f64 + rng.gen::<f64>()) * d;
                     let x = (cx - fw / 2.0).clamp(0.0, max_x).round() as u32;
                     let y = (cy - fh / 2.0).clamp(0.0, max_y).round() as u32;
-                    if let Some(c) = keep(x, y) {
-                        if seen.insert((x, y)) {
-                            out.push(c);
-                        }
+                    if seen.insert((x, y)) {
+                        out.extend(keep(x, y));
                     }
                 }
-                Ok(out)
+                out
             }
-        }
+        };
+        Ok(Candidates { kept, inked: inked.get() })
     }
 }
 
@@ -124,7 +141,7 @@ impl TissueGrid {
         let tissue = TissueMask::detect(slide, &crate::TissueParams::default())?;
         let footprint = slide.footprint(geometry);
         let sampler = Sampler { sampling: Sampling::Grid, min_tissue, seed: 0 };
-        let mut grid = sampler.candidates("", slide.dimensions(), footprint, &tissue, None)?;
+        let mut grid = sampler.candidates("", slide.dimensions(), footprint, &tissue, None)?.kept;
         grid.sort_by_key(|c| (c.y, c.x));
         Ok(Self { corners: grid.iter().map(|c| (c.x, c.y)).collect(), level: Self::level(slide, geometry) })
     }

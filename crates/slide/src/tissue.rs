@@ -1,4 +1,4 @@
-//! The tissue mask: HSV saturation, median filter, Otsu threshold, closing, small pieces dropped and holes filled, as CLAM segments tissue.
+//! The tissue mask: HSV saturation, median filter, Otsu threshold, closing, small pieces dropped and holes filled, as CLAM segments tissue; pen ink taken out.
 
 use image::{GrayImage, Luma, RgbImage};
 use imageproc::{
@@ -11,7 +11,7 @@ use imageproc::{
 
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 
-use crate::{Mpp, Result, Slide, SlideError};
+use crate::{InkMask, Mpp, Result, Slide, SlideError};
 
 /// Settings of the tissue detector (HSV saturation → median → Otsu → close → area filters, as
 /// CLAM segments tissue); `--tissue-mpp` and `--saturation-threshold` are flags of the commands
@@ -39,6 +39,12 @@ pub struct TissueParams {
     /// Holes inside tissue smaller than this area (µm²) are filled.
     #[arg(skip = 10_000.0)]
     pub max_hole_um2: f64,
+    /// Keep pen ink (blue, green, red, black marker) in the tissue mask instead of taking it out.
+    #[arg(long)]
+    pub keep_ink: bool,
+    /// Most pen ink a patch's footprint may hold (a fraction); patches with more are dropped.
+    #[arg(long, default_value_t = 0.05)]
+    pub max_ink: f64,
 }
 
 impl Default for TissueParams {
@@ -55,6 +61,11 @@ pub struct TissueMask {
     threshold: u8,
     /// Summed-area table of tissue pixels, (w+1)×(h+1).
     integral: Vec<u32>,
+    /// Pen ink on the mask's grid (empty with `keep_ink`).
+    ink: InkMask,
+    /// Summed-area table of ink pixels.
+    ink_integral: Vec<u32>,
+    max_ink: f64,
 }
 
 impl TissueMask {
@@ -91,10 +102,17 @@ impl TissueMask {
             overview
         };
         let px_area_um2 = (downsample * mpp.x) * (downsample * mpp.y);
+        let ink = if params.keep_ink {
+            InkMask::empty(overview.width(), overview.height())
+        } else {
+            InkMask::detect(overview, INK_RIM)
+        };
+        // Ink is taken out before the threshold is found: its saturation would raise Otsu's.
         let saturation = GrayImage::from_fn(overview.width(), overview.height(), |x, y| {
             let [r, g, b] = overview.get_pixel(x, y).0;
             let (max, min) = (r.max(g).max(b), r.min(g).min(b));
-            Luma([if max == 0 { 0 } else { ((max - min) as u32 * 255 / max as u32) as u8 }])
+            let ink = ink.contains(x, y);
+            Luma([if max == 0 || ink { 0 } else { ((max - min) as u32 * 255 / max as u32) as u8 }])
         });
         let smooth = median_filter(&saturation, params.median_radius, params.median_radius);
         let threshold = params.saturation_threshold.unwrap_or_else(|| otsu_level(&smooth).max(params.min_saturation));
@@ -106,10 +124,22 @@ impl TissueMask {
         }
         let min_area = (params.min_area_um2 / px_area_um2).ceil() as usize;
         let max_hole = (params.max_hole_um2 / px_area_um2).floor() as usize;
+        let remove_ink = |mask: &mut GrayImage| {
+            for (x, y, p) in mask.enumerate_pixels_mut() {
+                if ink.contains(x, y) {
+                    p.0[0] = 0;
+                }
+            }
+        };
+        // Closing bridges nothing across a stroke, the area filter drops the slivers ink leaves,
+        // and the hole filling gives back none of it.
+        remove_ink(&mut mask);
         drop_components(&mut mask, 255, min_area, false);
         drop_components(&mut mask, 0, max_hole + 1, true);
+        remove_ink(&mut mask);
         let integral = summed_area(&mask);
-        Self { mask, downsample, threshold, integral }
+        let ink_integral = summed_area(ink.any());
+        Self { mask, downsample, threshold, integral, ink, ink_integral, max_ink: params.max_ink }
     }
 
     /// The mask (255 = tissue, 0 = background).
@@ -133,24 +163,58 @@ impl TissueMask {
         *self.integral.last().unwrap_or(&0) as f64 / n as f64
     }
 
+    /// Pen ink found on the slide (nothing when it was kept).
+    pub fn ink(&self) -> &InkMask {
+        &self.ink
+    }
+
+    /// Fraction of the whole mask's area that is ink (with its rim).
+    pub fn ink_area_fraction(&self) -> f64 {
+        let n = (self.mask.width() as u64 * self.mask.height() as u64).max(1);
+        *self.ink_integral.last().unwrap_or(&0) as f64 / n as f64
+    }
+
+    /// Area of one mask pixel in µm² for a slide of level-0 resolution `mpp`.
+    pub fn pixel_area_um2(&self, mpp: Mpp) -> f64 {
+        self.downsample * mpp.x * self.downsample * mpp.y
+    }
+
     /// Fraction of tissue in the level-0 rectangle at (`x`, `y`) of size `w`×`h`; the parts
     /// outside the slide count as background.
     pub fn fraction(&self, x: f64, y: f64, w: f64, h: f64) -> f64 {
-        let (mw, mh) = (self.mask.width() as i64, self.mask.height() as i64);
-        let d = self.downsample;
-        let x0 = (x / d).round() as i64;
-        let y0 = (y / d).round() as i64;
-        let x1 = ((x + w) / d).round().max(x0 as f64 + 1.0) as i64;
-        let y1 = ((y + h) / d).round().max(y0 as f64 + 1.0) as i64;
-        let area = ((x1 - x0) * (y1 - y0)) as f64;
-        let (cx0, cy0, cx1, cy1) = (x0.clamp(0, mw), y0.clamp(0, mh), x1.clamp(0, mw), y1.clamp(0, mh));
-        if cx1 <= cx0 || cy1 <= cy0 {
-            return 0.0;
-        }
-        let at = |x: i64, y: i64| self.integral[(y * (mw + 1) + x) as usize] as i64;
-        let sum = at(cx1, cy1) - at(cx0, cy1) - at(cx1, cy0) + at(cx0, cy0);
-        sum as f64 / area
+        area_fraction(&self.integral, self.mask.width(), self.mask.height(), self.downsample, (x, y, w, h))
     }
+
+    /// Fraction of pen ink (with its rim) in the level-0 rectangle at (`x`, `y`) of size `w`×`h`.
+    pub fn ink_fraction(&self, x: f64, y: f64, w: f64, h: f64) -> f64 {
+        area_fraction(&self.ink_integral, self.mask.width(), self.mask.height(), self.downsample, (x, y, w, h))
+    }
+
+    /// Whether a footprint holds more ink than a patch may.
+    pub fn too_inky(&self, x: f64, y: f64, w: f64, h: f64) -> bool {
+        self.ink_fraction(x, y, w, h) > self.max_ink
+    }
+}
+
+/// Pixels of the mask's grid added around ink, where a stroke's edge blends into the tissue.
+const INK_RIM: u8 = 1;
+
+/// Fraction of set pixels, by a summed-area table over a `mw`×`mh` grid of `d` level-0 pixels per
+/// cell, in the level-0 rectangle (`x`, `y`, `w`, `h`).
+fn area_fraction(integral: &[u32], mw: u32, mh: u32, d: f64, (x, y, w, h): (f64, f64, f64, f64)) -> f64 {
+    let (mw, mh) = (mw as i64, mh as i64);
+    let x0 = (x / d).round() as i64;
+    let y0 = (y / d).round() as i64;
+    let x1 = ((x + w) / d).round().max(x0 as f64 + 1.0) as i64;
+    let y1 = ((y + h) / d).round().max(y0 as f64 + 1.0) as i64;
+    let area = ((x1 - x0) * (y1 - y0)) as f64;
+    let (cx0, cy0, cx1, cy1) = (x0.clamp(0, mw), y0.clamp(0, mh), x1.clamp(0, mw), y1.clamp(0, mh));
+    if cx1 <= cx0 || cy1 <= cy0 {
+        return 0.0;
+    }
+    let at = |x: i64, y: i64| integral[(y * (mw + 1) + x) as usize] as i64;
+    let sum = at(cx1, cy1) - at(cx0, cy1) - at(cx1, cy0) + at(cx0, cy0);
+    sum as f64 / area
 }
 
 /// Sets to the opposite value every `value`-coloured component smaller than `min_size`

@@ -199,6 +199,21 @@ impl Slide {
         }
     }
 
+    /// Where this slide's annotations lie: its size, and the level-0 position of QuPath's (0, 0)
+    /// (OpenSlide's `openslide.bounds-x/y`, the scanned area QuPath crops an OpenSlide slide to).
+    pub fn annotation_frame(&self) -> crate::AnnotationFrame {
+        let bound = |name: &str| match &self.backend {
+            Backend::OpenSlide(o) => {
+                o.property_value(name).ok().and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
+            }
+            Backend::Native(_) => 0.0,
+        };
+        crate::AnnotationFrame {
+            dims: self.dimensions(),
+            qupath_offset: (bound("openslide.bounds-x"), bound("openslide.bounds-y")),
+        }
+    }
+
     /// Level-0 resolution.
     pub fn mpp(&self) -> Mpp {
         self.mpp

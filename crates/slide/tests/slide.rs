@@ -163,9 +163,9 @@ fn sampling_is_deterministic_and_respects_the_tissue() {
     let g = PatchGeometry::default();
     let fp = s.footprint(&g);
     let sampler = |sampling, seed| Sampler { sampling, min_tissue: 0.5, seed };
-    let a = sampler(Sampling::Grid, 1).candidates("cmu1", s.dimensions(), fp, &m, None).unwrap();
-    let b = sampler(Sampling::Grid, 1).candidates("cmu1", s.dimensions(), fp, &m, None).unwrap();
-    let c = sampler(Sampling::Grid, 2).candidates("cmu1", s.dimensions(), fp, &m, None).unwrap();
+    let a = sampler(Sampling::Grid, 1).candidates("cmu1", s.dimensions(), fp, &m, None).unwrap().kept;
+    let b = sampler(Sampling::Grid, 1).candidates("cmu1", s.dimensions(), fp, &m, None).unwrap().kept;
+    let c = sampler(Sampling::Grid, 2).candidates("cmu1", s.dimensions(), fp, &m, None).unwrap().kept;
     assert_eq!(a, b);
     assert_ne!(a, c, "another seed gives another order");
     assert!(a.len() >= 5 && a.len() <= 35, "{} grid cells", a.len());
@@ -173,10 +173,10 @@ fn sampling_is_deterministic_and_respects_the_tissue() {
         assert!(c.tissue >= 0.5);
         assert!(((c.x as f64) / fp.0).fract().abs() < 1e-2 || ((c.x as f64) / fp.0).fract() > 0.99, "grid-aligned x");
     }
-    let r = sampler(Sampling::Random, 3).candidates("cmu1", s.dimensions(), fp, &m, Some(10)).unwrap();
+    let r = sampler(Sampling::Random, 3).candidates("cmu1", s.dimensions(), fp, &m, Some(10)).unwrap().kept;
     assert!(r.len() >= 10);
     assert!(r.iter().all(|c| c.tissue >= 0.5 && c.x as f64 + fp.0 <= 2220.0 + 0.5));
-    assert_eq!(r, sampler(Sampling::Random, 3).candidates("cmu1", s.dimensions(), fp, &m, Some(10)).unwrap());
+    assert_eq!(r, sampler(Sampling::Random, 3).candidates("cmu1", s.dimensions(), fp, &m, Some(10)).unwrap().kept);
     assert!(sampler(Sampling::Random, 3).candidates("cmu1", s.dimensions(), fp, &m, None).is_err());
 }
 
@@ -205,12 +205,22 @@ const XML: &str = r##"<?xml version="1.0"?>
   </AnnotationGroups>
 </ASAP_Annotations>"##;
 
+/// The frame of a 2000 × 2000 px slide without bounds.
+const FRAME: AnnotationFrame = AnnotationFrame { dims: (2000, 2000), qupath_offset: (0.0, 0.0) };
+
+/// The XML's two polygons as QuPath exports them: the exclusion as a hole of the tumour region.
+const GEOJSON: &str = r#"{"type": "FeatureCollection", "features": [
+  {"type": "Feature", "id": "a1",
+   "geometry": {"type": "Polygon", "coordinates": [[[100, 100], [1100, 100], [1100, 1100], [100, 1100], [100, 100]],
+                                                  [[500, 500], [700, 500], [700, 700], [500, 700], [500, 500]]]},
+   "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]}}}]}"#;
+
 #[test]
 fn camelyon_annotations_mark_tumour_minus_exclusions() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("tumor_001.xml");
     std::fs::write(&p, XML).unwrap();
-    let a = Annotations::load(&p, &AnnotationGroups::default()).unwrap();
+    let a = Annotations::load(&p, &AnnotationGroups::default(), &FRAME).unwrap();
     assert_eq!(a.tumor_polygons(), 1);
     assert!(a.is_tumor(200.0, 200.0));
     assert!(!a.is_tumor(600.0, 600.0), "inside the _2 exclusion");
@@ -223,17 +233,68 @@ fn camelyon_annotations_mark_tumour_minus_exclusions() {
 
     let renamed = dir.path().join("renamed.xml");
     std::fs::write(&renamed, XML.replace("\"Tumor\" Color=\"#F4FA58\"", "\"Carcinoma\" Color=\"#F4FA58\"")).unwrap();
-    let msg = Annotations::load(&renamed, &AnnotationGroups::default()).unwrap_err().to_string();
+    let msg = Annotations::load(&renamed, &AnnotationGroups::default(), &FRAME).unwrap_err().to_string();
     assert!(msg.contains("renamed.xml") && msg.contains("Carcinoma") && msg.contains("--tumor-groups"), "{msg}");
 
     let broken = dir.path().join("broken.xml");
     std::fs::write(&broken, XML[..XML.len() / 2].replace("Y=\"1100\" />", "Y=\"11x0\" />")).unwrap();
-    let msg = Annotations::load(&broken, &AnnotationGroups::default()).unwrap_err().to_string();
+    let msg = Annotations::load(&broken, &AnnotationGroups::default(), &FRAME).unwrap_err().to_string();
     assert!(msg.contains("broken.xml"), "{msg}");
     assert!(matches!(
-        Annotations::load(dir.path().join("missing.xml"), &AnnotationGroups::default()),
+        Annotations::load(dir.path().join("missing.xml"), &AnnotationGroups::default(), &FRAME),
         Err(SlideError::Missing { .. })
     ));
+}
+
+#[test]
+fn qupath_geojson_marks_what_its_asap_twin_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (xml, json) = (dir.path().join("t.xml"), dir.path().join("t.geojson"));
+    std::fs::write(&xml, XML).unwrap();
+    std::fs::write(&json, GEOJSON).unwrap();
+    let groups = AnnotationGroups::default();
+    let (a, b) =
+        (Annotations::load(&xml, &groups, &FRAME).unwrap(), Annotations::load(&json, &groups, &FRAME).unwrap());
+    for y in (0..1300).step_by(37) {
+        for x in (0..1300).step_by(41) {
+            assert_eq!(a.is_tumor(x as f64, y as f64), b.is_tumor(x as f64, y as f64), "({x}, {y})");
+        }
+    }
+    // QuPath's coordinates start at the slide's bounds: moved back to level 0.
+    let bounded = AnnotationFrame { qupath_offset: (300.0, 50.0), ..FRAME };
+    let c = Annotations::load(&json, &groups, &bounded).unwrap();
+    assert!(c.is_tumor(1350.0, 1100.0) && !c.is_tumor(150.0, 200.0) && !c.is_tumor(900.0, 650.0));
+}
+
+#[test]
+fn annotation_files_that_yield_no_region_or_do_not_fit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let groups = AnnotationGroups::default();
+    let load = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        let msg = Annotations::load(&p, &groups, &FRAME).unwrap_err().to_string();
+        assert!(msg.contains(name), "{msg}");
+        msg
+    };
+    // The bug of old: a GeoJSON file read as XML with no polygons, every patch 'normal'.
+    let empty = r#"{"type": "FeatureCollection", "features": []}"#;
+    assert!(load("empty.geojson", empty).contains("no region"));
+    assert!(load("empty.xml", "<ASAP_Annotations><Annotations /></ASAP_Annotations>").contains("no region"));
+    assert!(load("notes.txt", "tumour at the top left").contains("neither ASAP/Camelyon XML nor QuPath GeoJSON"));
+    assert!(load("cut.geojson", "{\"type\": \"FeatureCollection\", \"features\": [").contains("not valid JSON"));
+    let line = r#"[{"type": "Feature", "geometry": {"type": "LineString", "coordinates": [[0, 0], [9, 9]]}, "properties": {}}]"#;
+    assert!(load("line.geojson", line).contains("LineString"));
+    let bowtie = GEOJSON.replace("[1100, 100], [1100, 1100]", "[1100, 1100], [1100, 100]");
+    assert!(load("bowtie.geojson", &bowtie).contains("not a valid polygon"));
+    let stroma = GEOJSON.replace("\"Tumor\"", "\"Stroma\"");
+    let msg = load("stroma.geojson", &stroma);
+    assert!(msg.contains("Stroma") && msg.contains("--tumor-groups"), "{msg}");
+    let unclassified =
+        GEOJSON.replace(r#""classification": {"name": "Tumor", "color": [200, 0, 0]}"#, r#""name": "r1""#);
+    assert!(load("unclassified.geojson", &unclassified).contains("\"Unclassified\""));
+    let far = GEOJSON.replace("[1100, 1100]", "[1100, 9100]");
+    assert!(load("far.geojson", &far).contains("outside the 2000 × 2000 px slide"));
 }
 
 #[test]

@@ -1,0 +1,123 @@
+//! Pen ink kept out of built datasets: the sample slide marked as pathologists mark glass (a blue
+//! ring, a green line, black dots, a red tick; drawn as light through ink, multiplying), built with
+//! ink removal on and off, judged by the strokes' own mask.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use common::*;
+use image::RgbImage;
+use patchtcga_dataset::{read_manifest, ImageFormat, Task};
+use patchtcga_slide::{PatchGeometry, Slide, SlideOptions};
+
+/// Marker transmittances (R, G, B): the light each ink lets through.
+const BLUE: [f64; 3] = [0.10, 0.35, 0.85];
+const GREEN: [f64; 3] = [0.20, 0.70, 0.30];
+const BLACK: [f64; 3] = [0.12, 0.12, 0.14];
+const RED: [f64; 3] = [0.90, 0.12, 0.18];
+
+/// The sample slide at level 0 and the ink drawn over it (true where there is ink).
+fn marked_sample() -> (RgbImage, RgbImage, Vec<bool>) {
+    let s = Slide::open(sample_slide(), &SlideOptions::default()).unwrap();
+    let (w, h) = s.dimensions();
+    let clean = s.read_rgb(0, 0, 0, w, h).unwrap();
+    let mut marked = clean.clone();
+    let mut ink = vec![false; (w * h) as usize];
+    let mut stroke = |inside: &dyn Fn(f64, f64) -> bool, t: [f64; 3]| {
+        for (x, y, p) in marked.enumerate_pixels_mut() {
+            if inside(x as f64, y as f64) {
+                p.0 = std::array::from_fn(|i| (p.0[i] as f64 * t[i]) as u8);
+                ink[(y * w + x) as usize] = true;
+            }
+        }
+    };
+    // A blue ring around a region, 70 px (35 µm) wide.
+    stroke(&|x, y| ((x - 1100.0).hypot(y - 1500.0) - 650.0).abs() < 35.0, BLUE);
+    // A green line across the tissue.
+    stroke(&|x, y| ((y - 0.6 * x - 300.0) / 1.166).abs() < 40.0, GREEN);
+    // Black dots.
+    for (cx, cy) in [(700.0, 900.0), (1500.0, 2300.0), (1800.0, 1200.0)] {
+        stroke(&move |x, y| (x - cx).hypot(y - cy) < 70.0, BLACK);
+    }
+    // A red tick.
+    stroke(&|x, y| (400.0..1000.0).contains(&x) && (y - 2500.0 - 0.3 * (x - 400.0)).abs() < 30.0, RED);
+    (clean, marked, ink)
+}
+
+/// Fraction of ink in the level-0 square at (`x`, `y`) of side `side`.
+fn ink_fraction(ink: &[bool], w: u32, (x, y): (u32, u32), side: u32) -> f64 {
+    let mut n = 0;
+    for yy in y..y + side {
+        for xx in x..x + side {
+            n += ink[(yy * w + xx) as usize] as usize;
+        }
+    }
+    n as f64 / (side * side) as f64
+}
+
+fn build(dir: &Path, name: &str, slide: &RgbImage, keep_ink: bool) -> Vec<(u32, u32)> {
+    let path = dir.join(format!("{name}.tiff"));
+    write_tiled_tiff(&path, slide, Some(0.499)).unwrap();
+    let csv = write_csv(dir, &format!("{name}.csv"), &format!("slide,organ\n{},skin\n", path.display()));
+    let out = dir.join(format!("out_{name}"));
+    let mut opts = options(&out);
+    opts.geometry = PatchGeometry { mpp: 0.499, size: 128 };
+    opts.format = ImageFormat::Png;
+    opts.tissue.keep_ink = keep_ink;
+    let r = run(&Task::Ptcga200, &csv, &opts);
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+    read_manifest(&out.join("manifest.csv")).unwrap().iter().map(|m| (m.x, m.y)).collect()
+}
+
+#[test]
+fn marked_slides_give_ink_free_patches_and_keep_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clean, marked, ink) = marked_sample();
+    let w = clean.width();
+    let inky = |patches: &[(u32, u32)]| patches.iter().filter(|&&p| ink_fraction(&ink, w, p, 128) > 0.10).count();
+
+    // Without removal, the mask takes ink for tissue: many patches are mostly ink.
+    let kept_ink = build(dir.path(), "marked_keep", &marked, true);
+    let bad_before = inky(&kept_ink);
+    assert!(bad_before * 10 >= kept_ink.len(), "{bad_before} of {} inked without removal", kept_ink.len());
+
+    let unmarked = build(dir.path(), "clean", &clean, false);
+    let removed = build(dir.path(), "marked", &marked, false);
+    let bad = inky(&removed);
+    assert!(bad as f64 <= 0.02 * removed.len() as f64, "{bad} of {} patches hold > 10% ink", removed.len());
+    let away: Vec<_> = unmarked.iter().filter(|&&p| ink_fraction(&ink, w, p, 128) == 0.0).collect();
+    let written: HashSet<_> = removed.iter().collect();
+    let still = away.iter().filter(|p| written.contains(**p)).count();
+    assert!(away.len() >= 50, "{} clean patches away from the ink", away.len());
+    assert!(
+        still as f64 >= 0.9 * away.len() as f64,
+        "{still} of {} patches away from the ink still written",
+        away.len()
+    );
+    eprintln!(
+        "ink kept: {bad_before}/{} patches > 10% ink; removed: {bad}/{}; clean patches away from ink kept: {still}/{}",
+        kept_ink.len(),
+        removed.len(),
+        away.len()
+    );
+
+    // qc.csv counts what the ink cost; the patch grid opens in QuPath.
+    let qc = std::fs::read_to_string(dir.path().join("out_marked/qc.csv")).unwrap();
+    let mut lines = qc.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "slide,tissue_mm2,ink_mm2,candidates,dropped_ink,dropped_border,dropped_quality,kept"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert!(row[2].parse::<f64>().unwrap() > 0.1, "ink area {}", row[2]);
+    assert!(row[4].parse::<usize>().unwrap() > 0, "dropped for ink: {}", row[4]);
+    assert_eq!(row[7].parse::<usize>().unwrap(), removed.len());
+    let grid = std::fs::read_to_string(dir.path().join("out_marked/thumbnail_position_map/marked.geojson")).unwrap();
+    let grid: serde_json::Value = serde_json::from_str(&grid).unwrap();
+    let features = grid["features"].as_array().unwrap();
+    assert_eq!(features.len(), removed.len());
+    assert_eq!(features[0]["properties"]["objectType"], "detection");
+    assert_eq!(features[0]["properties"]["classification"]["name"], "skin");
+}
