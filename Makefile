@@ -86,15 +86,16 @@ demo: $(BIN)
 	@echo "         $(DEMO)/mil_heatmap.png (slide-level attention), $(DEMO)/PTCGA200/thumbnail_position_map/ (where patches came from),"
 	@echo "         $(DEMO)/mosaic.png, $(DEMO)/probe.json"
 
-# TensorBoard's own event reader, for the test that reads our event files (pip --target, no venv).
-PYTOOLS := .pytools/tensorboard
+# Reference readers the tests compare with (pip --target, no venv): TensorBoard's event reader
+# for our event files, shapely for the GeoJSON we write.
+PYTOOLS := .pytools/shapely
 $(PYTOOLS):
 	$(call apt_install,python3-pip)
-	PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir --target .pytools tensorboard==2.20.0
+	PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir --target .pytools tensorboard==2.20.0 shapely==2.1.2
 
 test: deps rust $(PYTOOLS)
 	$(call apt_install,$(TEST_PACKAGES))
-	PATH="$$HOME/.cargo/bin:$$PATH" PATCHTCGA_REQUIRE_CHROMIUM=1 cargo test --workspace
+	PATH="$$HOME/.cargo/bin:$$PATH" PATCHTCGA_REQUIRE_CHROMIUM=1 PATCHTCGA_REQUIRE_SHAPELY=1 cargo test --workspace --no-fail-fast
 
 # Formatting and lints, as CI checks them.
 lint: rust

@@ -1,6 +1,5 @@
-//! Pen ink kept out of built datasets: the sample slide marked as pathologists mark glass (a blue
-//! ring, a green line, black dots, a red tick; drawn as light through ink, multiplying), built with
-//! ink removal on and off, judged by the strokes' own mask.
+//! Pen ink kept out of built datasets: the sample slide marked as pathologists mark glass
+//! (testkit's pen marks), built with ink removal on and off, judged by the strokes' own mask.
 
 mod common;
 
@@ -12,37 +11,12 @@ use image::RgbImage;
 use patchtcga_dataset::{read_manifest, ImageFormat, Task};
 use patchtcga_slide::{PatchGeometry, Slide, SlideOptions};
 
-/// Marker transmittances (R, G, B): the light each ink lets through.
-const BLUE: [f64; 3] = [0.10, 0.35, 0.85];
-const GREEN: [f64; 3] = [0.20, 0.70, 0.30];
-const BLACK: [f64; 3] = [0.12, 0.12, 0.14];
-const RED: [f64; 3] = [0.90, 0.12, 0.18];
-
-/// The sample slide at level 0 and the ink drawn over it (true where there is ink).
+/// The sample slide at level 0, and the same marked with pen ink (and where the ink is).
 fn marked_sample() -> (RgbImage, RgbImage, Vec<bool>) {
     let s = Slide::open(sample_slide(), &SlideOptions::default()).unwrap();
     let (w, h) = s.dimensions();
     let clean = s.read_rgb(0, 0, 0, w, h).unwrap();
-    let mut marked = clean.clone();
-    let mut ink = vec![false; (w * h) as usize];
-    let mut stroke = |inside: &dyn Fn(f64, f64) -> bool, t: [f64; 3]| {
-        for (x, y, p) in marked.enumerate_pixels_mut() {
-            if inside(x as f64, y as f64) {
-                p.0 = std::array::from_fn(|i| (p.0[i] as f64 * t[i]) as u8);
-                ink[(y * w + x) as usize] = true;
-            }
-        }
-    };
-    // A blue ring around a region, 70 px (35 µm) wide.
-    stroke(&|x, y| ((x - 1100.0).hypot(y - 1500.0) - 650.0).abs() < 35.0, BLUE);
-    // A green line across the tissue.
-    stroke(&|x, y| ((y - 0.6 * x - 300.0) / 1.166).abs() < 40.0, GREEN);
-    // Black dots.
-    for (cx, cy) in [(700.0, 900.0), (1500.0, 2300.0), (1800.0, 1200.0)] {
-        stroke(&move |x, y| (x - cx).hypot(y - cy) < 70.0, BLACK);
-    }
-    // A red tick.
-    stroke(&|x, y| (400.0..1000.0).contains(&x) && (y - 2500.0 - 0.3 * (x - 400.0)).abs() < 30.0, RED);
+    let (marked, ink) = patchtcga_testkit::mark_with_pen(&clean);
     (clean, marked, ink)
 }
 

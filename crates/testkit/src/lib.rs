@@ -1,11 +1,14 @@
 //! Fixtures for tests: the bundled sample slide and slides derived from it, written as the
-//! tiled TIFFs OpenSlide reads (generic or Aperio-like, with or without resolution tags).
+//! tiled TIFFs OpenSlide reads (generic or Aperio-like, with or without resolution tags), and
+//! the sample marked with pen ink.
 
+pub mod pen;
 mod tiff;
 pub mod tiff_bytes;
 
 use std::path::{Path, PathBuf};
 
+pub use pen::mark_with_pen;
 pub use tiff::{write_tiled_tiff, Coding, TiffSpec};
 
 /// The repository root.
