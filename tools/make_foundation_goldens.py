@@ -10,6 +10,8 @@ by parameter name), and run on a deterministic image at the native 224 px and at
                                   timm's checkpoint filter; position embedding interpolated by
                                   DINOv2's rule (bicubic by (grid + 0.1) / 37, no antialiasing)
 
+and timm's vit_small_patch14_dinov2 made at img_size=224 (its own 16x16 grid), run at 224 px.
+
 For phikon and DINOv2 the golden also lists the checkpoint's names and shapes: the Rust test fills
 a file with `det` under those names and imports it without options.
 
@@ -162,12 +164,26 @@ def dinov2(out):
         print(name, "done")
 
 
+def dinov2_timm_224(out):
+    """timm's vit_small_patch14_dinov2 made at img_size=224 (a 16x16 position grid, as users
+    fine-tune it) and run at 224 px: no resampling anywhere. Names and shapes are timm's."""
+    m = VisionTransformer(num_classes=0, depth=DEPTH, img_size=224, patch_size=14, embed_dim=384, num_heads=6, init_values=1e-5).eval()
+    fill(m)
+    x = det_input((1, 3, 224, 224))
+    with torch.no_grad():
+        y = m.forward_head(m.forward_features(x), pre_logits=True)
+    shapes = [[k, list(v.shape)] for k, v in m.state_dict().items()]
+    out["dinov2-s14-timm224@224"] = {"input": [1, 3, 224, 224], "features_shape": list(y.shape), "features": flat(y), "checkpoint": shapes}
+    print("dinov2-s14 at 224 (timm) done")
+
+
 def main():
     torch.set_num_threads(2)
     out = {"depth": DEPTH}
     timm_cases(out)
     phikon(out)
     dinov2(out)
+    dinov2_timm_224(out)
     with open(os.path.join(MODEL, "foundation.json"), "w") as f:
         json.dump(out, f)
 

@@ -8,7 +8,6 @@ use tch::{nn, Tensor};
 
 use crate::naming::{self, Planned, Source};
 use crate::source::{bad, Checkpoint};
-use crate::vit::{resample_pos_embed, PosResample};
 use crate::{Arch, Backbone, ModelError};
 
 /// How to map a checkpoint onto a model.
@@ -29,7 +28,8 @@ pub struct ImportReport {
     /// The prefix stripped from checkpoint names.
     pub prefix: String,
     pub loaded: usize,
-    /// Position embeddings resampled to the model's grid.
+    /// Position embeddings of another grid than the model's, kept at their own grid (the
+    /// forward resamples them to each input's grid by the architecture's rule, as timm and DINOv2 do).
     pub resized: Vec<String>,
     /// Checkpoint heads left out (projection MLPs, classifiers of another task).
     pub skipped_heads: Vec<String>,
@@ -54,7 +54,7 @@ impl std::fmt::Display for ImportReport {
             write!(f, "\nwarning: {w}")?;
         }
         for r in &self.resized {
-            write!(f, "\nresized {r}")?;
+            write!(f, "\n{r}")?;
         }
         Ok(())
     }
@@ -162,7 +162,8 @@ fn pos_layout(tokens: i64) -> (i64, i64) {
 
 /// What the mapping of checkpoint names onto the model found, before any tensor is read.
 struct Matching<'a> {
-    take: Vec<(&'a Planned, Option<(i64, i64)>)>,
+    /// Tensors to copy in, and whether the variable takes the tensor's shape (a `pos_embed` of another grid).
+    take: Vec<(&'a Planned, bool)>,
     /// Names and their description, the model-wide ones (embeddings, norms) first.
     mismatched: Vec<(String, String)>,
     unexpected: Vec<String>,
@@ -213,7 +214,7 @@ pub fn load(vs: &nn::VarStore, path: &Path, head: &str, opts: &ImportOptions) ->
 }
 
 /// Pairs each planned tensor with a model variable by name and shape (a `pos_embed` of another
-/// grid is paired for resampling).
+/// grid is paired to take the checkpoint's shape).
 fn match_names<'a>(
     planned: &'a [Planned],
     prefix: &str,
@@ -245,7 +246,7 @@ fn match_names<'a>(
         };
         let want = var.size();
         if p.shape == want {
-            m.take.push((p, None));
+            m.take.push((p, false));
             continue;
         }
         if !with_head && is_auxiliary(short) {
@@ -255,8 +256,10 @@ fn match_names<'a>(
         if short == "pos_embed" && p.shape.len() == 3 && want.len() == 3 && p.shape[2] == want[2] {
             let ((k, g), (sk, sg)) = (pos_layout(want[1]), pos_layout(p.shape[1]));
             if k == sk {
-                m.take.push((p, Some((k, g))));
-                report.resized.push(format!("pos_embed {sg}×{sg} → {g}×{g}"));
+                m.take.push((p, true));
+                report.resized.push(format!(
+                    "pos_embed kept at its {sg}×{sg} grid (the model's default is {g}×{g}; resampled per input)"
+                ));
                 continue;
             }
         }
@@ -299,10 +302,11 @@ fn check_fit(
 }
 
 /// Reads each matched tensor and copies it into its variable, one at a time (straight from the
-/// file's map where the tensor is stored as it is).
+/// file's map where the tensor is stored as it is); a variable marked to take the checkpoint's
+/// shape (a position embedding of another grid) is given the tensor's shape and values.
 fn copy_in(
     ckpt: &Checkpoint,
-    take: &[(&Planned, Option<(i64, i64)>)],
+    take: &[(&Planned, bool)],
     prefix: &str,
     vars: &HashMap<String, Tensor>,
 ) -> Result<(), ModelError> {
@@ -313,16 +317,15 @@ fn copy_in(
             .map_err(|e| bad(path, e.to_string()))
     };
     tch::no_grad(|| {
-        for (p, resample) in take {
+        for (p, reshape) in take {
             let var = &vars[&p.name[prefix.len()..]];
-            match (&p.source, resample) {
-                (Source::One(i), None) => ckpt.with_view(&ckpt.tensors()[*i], |src| into(var, src))??,
-                (_, resample) => {
-                    let mut src = naming::read(ckpt, p)?;
-                    if let Some((k, g)) = resample {
-                        src = resample_pos_embed(&src, *k, *g, *g, PosResample::Timm);
-                    }
-                    into(var, &src)?
+            match (&p.source, reshape) {
+                (Source::One(i), false) => ckpt.with_view(&ckpt.tensors()[*i], |src| into(var, src))??,
+                (_, false) => into(var, &naming::read(ckpt, p)?)?,
+                (_, true) => {
+                    let src = naming::read(ckpt, p)?.to_kind(var.kind()).to_device(var.device());
+                    // Every holder of the variable (the model's field) shares its storage.
+                    var.shallow_clone().f_set_data(&src).map_err(|e| bad(path, e.to_string()))?
                 }
             }
         }

@@ -102,6 +102,28 @@ fn hugging_face_and_dinov2_names_load_and_match() {
     }
 }
 
+/// timm's DINOv2 made at 224 px (a 16 × 16 position grid, as users fine-tune it) embeds as timm
+/// does under `dinov2-s14` (whose default grid is 37 × 37): the checkpoint's grid is kept, not
+/// resampled to 37 × 37 on load and back to 16 × 16 in the forward (which cost 4.3e-4).
+#[test]
+fn a_dinov2_made_at_224_px_keeps_its_grid_and_matches_timm() {
+    tch::set_num_threads(2);
+    let g = golden();
+    let key = "dinov2-s14-timm224@224";
+    let dir = tempfile::tempdir().unwrap();
+    let file = checkpoint_file(&g, key, "checkpoint", "", dir.path());
+    let vs = nn::VarStore::new(Device::Cpu);
+    let spec = Spec::Vit(reduced(Foundation::Dinov2S14, g["depth"].as_i64().unwrap()));
+    let model = Backbone::new(&vs.root(), spec);
+    let r = load(&vs, &file, spec.head_name(), &ImportOptions::default()).unwrap();
+    assert_eq!(r.loaded, vs.variables().len());
+    assert_eq!(r.resized.len(), 1, "{r}");
+    assert_eq!(vs.variables()["pos_embed"].size(), [1, 1 + 16 * 16, 384], "the checkpoint's grid is kept");
+    let y = tch::no_grad(|| model.forward_t(&det_input(&[1, 3, 224, 224]), false));
+    let e = rel_err(&y, &floats(&g[key]["features"]));
+    assert!(e <= 1e-5, "rel. error {e:.2e}");
+}
+
 #[test]
 fn presets_parse_by_name_and_report_their_widths() {
     for f in Foundation::ALL {

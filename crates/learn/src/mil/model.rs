@@ -61,7 +61,7 @@ impl InstanceCriterion {
     /// The mean loss of scores (N, C) for labels (N).
     pub fn loss(self, scores: &Tensor, labels: &Tensor) -> Tensor {
         match self {
-            Self::CrossEntropy => scores.cross_entropy_for_logits(labels),
+            Self::CrossEntropy => cross_entropy(scores, labels),
             Self::SmoothSvm => smooth_top1_svm(scores, labels),
         }
     }
@@ -160,7 +160,7 @@ impl Abmil {
         let a = self.attention_a.forward(&h).tanh().dropout(p, train);
         let b = self.attention_b.forward(&h).sigmoid().dropout(p, train);
         let scores = self.attention_c.forward(&(a * b)).squeeze_dim(1);
-        let attention = scores.softmax(0, Kind::Float);
+        let attention = scores.softmax(0, reduction_kind(&scores));
         let pooled = attention.unsqueeze(0).matmul(&h);
         BagOutput { logits: self.classifier.forward(&pooled), attention, embeddings: h }
     }
@@ -199,7 +199,8 @@ impl Abmil {
                 Some(i.criterion.loss(&classifier.forward(&instances), &y))
             })
             .collect();
-        let total = Tensor::stack(&losses, 0).sum(Kind::Float);
+        let total = Tensor::stack(&losses, 0);
+        let total = total.sum(reduction_kind(&total));
         if i.subtyping {
             total / self.instance_classifiers.len() as f64
         } else {
@@ -216,7 +217,22 @@ impl Abmil {
 /// would divide the weight out again); the validation loss of every network.
 pub fn bag_loss(logits: &Tensor, label: i64, weight: &Tensor) -> Tensor {
     let y = Tensor::from_slice(&[label]).to_device(logits.device());
-    logits.cross_entropy_for_logits(&y) * weight
+    cross_entropy(logits, &y) * weight
+}
+
+/// The kind softmaxes and sums are taken in: float32 at least (half-precision values are upcast,
+/// as under autocast), float64 for float64 values (the parity tests).
+fn reduction_kind(t: &Tensor) -> Kind {
+    if t.kind() == Kind::Double {
+        Kind::Double
+    } else {
+        Kind::Float
+    }
+}
+
+/// Mean cross-entropy of `logits` (N, C) against class indices, in [`reduction_kind`].
+fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
+    logits.log_softmax(-1, reduction_kind(logits)).nll_loss(labels)
 }
 
 /// A MIL network of any [`MilArch`].
