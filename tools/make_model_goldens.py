@@ -142,6 +142,8 @@ def cnn():
     out = {}
     cases = [
         ("incv3", lambda drop: inception_v3(num_classes=5, aux_logits=True, transform_input=True, init_weights=False, dropout=0.0), [(2, 3, 299, 299), (2, 3, 160, 160)], "fc"),
+        # As torchvision builds it without ImageNet weights (inception_v3(weights=None)): no input transform.
+        ("incv3-scratch", lambda drop: inception_v3(num_classes=5, aux_logits=True, init_weights=False, dropout=0.0), [(2, 3, 299, 299)], "fc"),
         ("eff-b3", lambda drop: efficientnet_b3(num_classes=5, stochastic_depth_prob=drop, dropout=0.0), [(2, 3, 300, 300), (2, 3, 224, 224)], "classifier"),
     ]
     for name, make, shapes, head in cases:
@@ -167,7 +169,7 @@ def cnn():
         t.double()
         with torch.no_grad():
             y = t(det_input(shape).double())
-        logits, aux = (y.logits, y.aux_logits) if name == "incv3" else (y, None)
+        logits, aux = (y.logits, y.aux_logits) if name.startswith("incv3") else (y, None)
         out[f"{name}@{shape[2]}/train"] = {"input": list(shape), "logits": flat(logits), **({"aux_logits": flat(aux)} if aux is not None else {})}
         print(name, "done")
     json.dump(out, open(os.path.join(MODEL, "cnn.json"), "w"))

@@ -30,17 +30,24 @@ pub(crate) fn cpu_copy(named: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     named.into_iter().map(|(n, t)| (n, t.to_device(Device::Cpu).contiguous())).collect()
 }
 
-/// A checkpoint folder: `model.safetensors` (every variable, reference names), `optimizer.safetensors`,
-/// `position.json`; written whole under a hidden name, then renamed and named `latest`.
-pub fn save_checkpoint(dir: &Path, vs: &nn::VarStore, opt: &Optimizer, pos: &Position) -> Result<(), LearnError> {
+/// A checkpoint folder: `model.safetensors` (every variable, reference names; `attributes` as its
+/// metadata), `optimizer.safetensors`, `position.json`; written whole under a hidden name, then
+/// renamed and named `latest`.
+pub fn save_checkpoint(
+    dir: &Path,
+    vs: &nn::VarStore,
+    opt: &Optimizer,
+    pos: &Position,
+    attributes: &[(String, String)],
+) -> Result<(), LearnError> {
     let parent = dir.parent().expect("checkpoint folders live in a run folder");
     let tmp = parent.join(format!(".tmp-{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint")));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(|e| LearnError::io(&tmp, e))?;
     let mut vars: Vec<(String, Tensor)> = cpu_copy(vs.variables().into_iter().collect());
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    write_safetensors(&tmp.join(MODEL), &vars)?;
-    write_safetensors(&tmp.join(OPTIMIZER), &cpu_copy(opt.state_tensors()))?;
+    write_safetensors(&tmp.join(MODEL), &vars, attributes)?;
+    write_safetensors(&tmp.join(OPTIMIZER), &cpu_copy(opt.state_tensors()), &[])?;
     fs::write(tmp.join(POSITION), serde_json::to_vec_pretty(pos).expect("json"))
         .map_err(|e| LearnError::io(&tmp, e))?;
     if dir.exists() {

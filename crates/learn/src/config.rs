@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use patchtcga_model::inception::InceptionConfig;
 use patchtcga_model::vit::{PosResample, VitConfig};
 use patchtcga_model::{Arch, SegHead, Spec};
 use serde::{Deserialize, Serialize};
@@ -292,9 +293,22 @@ impl Config {
         Ok(())
     }
 
-    /// The backbone `model_name` names, at `image_size`, with `drop_path` for ViTs.
+    /// Inception's input transform (torchvision's `transform_input`) for this run: off from scratch
+    /// (no `pretrained`), as torchvision builds `inception_v3(weights=None)`; with `pretrained`
+    /// weights, as the file records (a patchtcga run's), else on (torchvision's ImageNet weights,
+    /// as the release's `pretrained = true` takes them).
+    pub fn inception_transform(&self) -> Result<bool, LearnError> {
+        Ok(match &self.pretrained {
+            None => false,
+            Some(weights) => patchtcga_model::inception::recorded_transform_input(weights)?.unwrap_or(true),
+        })
+    }
+
+    /// The backbone `model_name` names, at `image_size`, with `drop_path` for ViTs; Inception's
+    /// input transform follows how its starting weights were made ([`Config::inception_transform`]).
     pub fn backbone_spec(&self) -> Result<Spec, LearnError> {
         Ok(match self.model_name.parse::<Arch>()?.spec(self.image_size) {
+            Spec::Inception(_) => Spec::Inception(InceptionConfig { transform_input: self.inception_transform()? }),
             Spec::Vit(v) => Spec::Vit(VitConfig {
                 drop_path: self.drop_path,
                 // DINO's local crops see the position embedding as DINO's own ViT resamples it.
@@ -317,5 +331,34 @@ impl Config {
     /// The TOML text of the resolved configuration.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a config always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inception's input transform follows the run's starting weights: off from scratch, as a
+    /// patchtcga run's file records, on for a file that records nothing (torchvision's ImageNet).
+    #[test]
+    fn inception_transform_follows_the_starting_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, transform_input: Option<bool>| {
+            let path = dir.path().join(name);
+            let attributes =
+                transform_input.map(|t| InceptionConfig { transform_input: t }.attributes()).unwrap_or_default();
+            let tensors = [("fc.bias".to_string(), tch::Tensor::zeros([2], (tch::Kind::Float, tch::Device::Cpu)))];
+            patchtcga_model::write_safetensors(&path, &tensors, &attributes).unwrap();
+            Some(path)
+        };
+        let spec = |pretrained: Option<PathBuf>| {
+            let c = Config { model_name: "incv3".into(), image_size: 299, pretrained, ..Config::default() };
+            c.backbone_spec().unwrap()
+        };
+        let on = |t| Spec::Inception(InceptionConfig { transform_input: t });
+        assert_eq!(spec(None), on(false));
+        assert_eq!(spec(write("scratch_run.safetensors", Some(false))), on(false));
+        assert_eq!(spec(write("imagenet_run.safetensors", Some(true))), on(true));
+        assert_eq!(spec(write("torchvision.safetensors", None)), on(true));
     }
 }

@@ -652,7 +652,8 @@ impl<'a> Trainer<'a> {
         let ckpts = self.run.join("checkpoints");
         let dir = ckpts.join(name);
         if self.leader {
-            save_checkpoint(&dir, method.var_store(), &self.opt, &self.pos)?;
+            let attributes = self.config.backbone_spec()?.attributes();
+            save_checkpoint(&dir, method.var_store(), &self.opt, &self.pos, &attributes)?;
             let best = method.selection_key().map(|key| best_epoch(&self.run, &ckpts, key)).transpose()?.flatten();
             prune(&ckpts, &dir, self.config.keep_checkpoints, best)?;
         }
@@ -682,7 +683,8 @@ impl<'a> Trainer<'a> {
             if self.leader {
                 let mut vars: Vec<(String, Tensor)> = cpu_copy(method.var_store().variables().into_iter().collect());
                 vars.sort_by(|a, b| a.0.cmp(&b.0));
-                patchtcga_model::write_safetensors(&self.run.join("model.safetensors"), &vars)?;
+                let attributes = self.config.backbone_spec()?.attributes();
+                patchtcga_model::write_safetensors(&self.run.join("model.safetensors"), &vars, &attributes)?;
             }
         }
         self.plot()?;

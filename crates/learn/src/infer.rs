@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use clap::Args;
 use patchtcga_loader::slides::{SlideBatchConfig, DEFAULT_MIN_TISSUE};
+use patchtcga_model::inception::TransformInput;
 use patchtcga_model::{Arch, Backbone, BackboneWeights, SegHead};
 use patchtcga_slide::{PatchGeometry, Slide, SlideOptions};
 use tch::{nn, Device};
@@ -127,7 +128,13 @@ impl InferArgs {
         let start = Instant::now();
         let run = MilRun::open(run_dir)?;
         let (arch, geometry, stats) = run.embedding(self.arch, &self.weights, self.stats.clone())?;
-        let weights = BackboneWeights { arch, weights: self.weights.clone(), prefix: None, allow_partial: false };
+        let weights = BackboneWeights {
+            arch,
+            weights: self.weights.clone(),
+            prefix: None,
+            allow_partial: false,
+            transform_input: TransformInput::Auto,
+        };
         Ok(MilInference { run, weights, geometry, stats, start })
     }
 }

@@ -5,6 +5,7 @@
 use image::{Rgb, RgbImage};
 use std::path::{Path, PathBuf};
 
+use patchtcga_model::inception::TransformInput;
 use patchtcga_model::{load, Arch, Checkpoint, Classifier, ImportOptions, SegHead, SegNet};
 use patchtcga_slide::{PatchGeometry, Slide, TissueMask, TissueParams};
 use tch::nn::ModuleT;
@@ -40,7 +41,8 @@ pub fn load_window_model(
     class: i64,
     image_size: i64,
 ) -> Result<Box<dyn WindowModel>, LearnError> {
-    let spec = arch.spec(image_size);
+    // A classifier's Inception input transform is the one its run recorded in the weights.
+    let (spec, _) = arch.spec_for_weights(image_size, weights, TransformInput::Auto)?;
     let opts = ImportOptions { with_head: true, ..Default::default() };
     Ok(match seg_head {
         Some(head) => {

@@ -8,7 +8,7 @@ use tch::Tensor;
 
 use crate::efficientnet::{EfficientNet, EfficientNetConfig};
 use crate::foundation::Foundation;
-use crate::inception::{AuxHead, Inception3, InceptionConfig};
+use crate::inception::{AuxHead, Inception3, InceptionConfig, TransformChoice, TransformInput};
 use crate::resnet::{ResNet, ResNetConfig};
 use crate::vit::{Vit, VitConfig};
 use crate::ModelError;
@@ -59,6 +59,23 @@ impl Arch {
             Arch::VitB32 => vit(VitConfig::B32),
             Arch::VitL16 => vit(VitConfig::L16),
             Arch::Foundation(f) => Spec::Vit(f.config()),
+        }
+    }
+
+    /// [`Arch::spec`] for the weights at `weights`: Inception's input transform chosen by
+    /// `transform` for that file (and why); the others as `spec`.
+    pub fn spec_for_weights(
+        self,
+        image_size: i64,
+        weights: &std::path::Path,
+        transform: TransformInput,
+    ) -> Result<(Spec, Option<TransformChoice>), crate::ModelError> {
+        match self.spec(image_size) {
+            Spec::Inception(_) => {
+                let choice = transform.resolve(weights)?;
+                Ok((Spec::Inception(InceptionConfig { transform_input: choice.on }), Some(choice)))
+            }
+            spec => Ok((spec, None)),
         }
     }
 
@@ -124,6 +141,15 @@ pub enum Spec {
 }
 
 impl Spec {
+    /// What weights of this backbone record of how it was built (safetensors metadata, read back
+    /// by the commands that load them): Inception's `transform_input`; nothing for the others.
+    pub fn attributes(&self) -> Vec<(String, String)> {
+        match self {
+            Spec::Inception(c) => c.attributes(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Width of the features the backbone hands to a head.
     pub fn feature_dim(&self) -> i64 {
         match self {

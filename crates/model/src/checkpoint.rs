@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{nn, Tensor};
 
+use crate::inception::{TransformChoice, TransformInput};
 use crate::naming::{self, Planned, Source};
 use crate::source::{bad, Checkpoint};
 use crate::{Arch, Backbone, ModelError};
@@ -37,6 +38,8 @@ pub struct ImportReport {
     pub outside_prefix: usize,
     /// Problems tolerated under `allow_partial`.
     pub warnings: Vec<String>,
+    /// Inception's input transform and why (for Inception only).
+    pub transform_input: Option<TransformChoice>,
 }
 
 /// `weights.pth: 320 tensors loaded (prefix "module.encoder_q."), 4 head tensors left out`, then a
@@ -55,6 +58,9 @@ impl std::fmt::Display for ImportReport {
         }
         for r in &self.resized {
             write!(f, "\n{r}")?;
+        }
+        if let Some(t) = &self.transform_input {
+            write!(f, "\n{t}")?;
         }
         Ok(())
     }
@@ -79,6 +85,11 @@ pub struct BackboneWeights {
     /// Load what matches and warn about the rest (PyTorch's strict=False).
     #[arg(long)]
     pub allow_partial: bool,
+    /// Inception v3's input transform (torchvision's transform_input): `auto` follows what the
+    /// weights file records (patchtcga's runs and exports), else on as torchvision's ImageNet
+    /// weights need it; `off` for torchvision's inception_v3(weights=None) models.
+    #[arg(long, value_enum, default_value_t = TransformInput::Auto)]
+    pub transform_input: TransformInput,
 }
 
 impl BackboneWeights {
@@ -89,14 +100,15 @@ impl BackboneWeights {
         image_size: i64,
         device: tch::Device,
     ) -> Result<(nn::VarStore, Backbone, ImportReport), ModelError> {
-        let spec = self.arch.spec(image_size);
+        let (spec, transform) = self.arch.spec_for_weights(image_size, &self.weights, self.transform_input)?;
         let vs = nn::VarStore::new(device);
         let backbone = Backbone::new(&vs.root(), spec);
         let opts = ImportOptions { prefix: self.prefix.clone(), allow_partial: self.allow_partial, with_head: false };
-        let report = load(&vs, &self.weights, spec.head_name(), &opts).map_err(|e| match self.arch {
+        let mut report = load(&vs, &self.weights, spec.head_name(), &opts).map_err(|e| match self.arch {
             Arch::Foundation(f) => ModelError::Arch(format!("{e}\n{f} takes the weights published at {}", f.source())),
             _ => e,
         })?;
+        report.transform_input = transform;
         Ok((vs, backbone, report))
     }
 }

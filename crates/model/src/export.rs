@@ -30,6 +30,8 @@ pub struct Exported {
     arch: Arch,
     out: PathBuf,
     head: &'static str,
+    /// Inception's input transform, which torchvision takes as a constructor argument.
+    transform_input: Option<bool>,
 }
 
 impl ExportArgs {
@@ -40,11 +42,21 @@ impl ExportArgs {
         let out = &self.out;
         match out.extension().and_then(|e| e.to_str()) {
             Some("pth") | Some("pt") => write_pth(out, &tensors)?,
-            Some("safetensors") => write_safetensors(out, &tensors)?,
+            Some("safetensors") => write_safetensors(out, &tensors, &backbone.spec().attributes())?,
             _ => return Err(bad(out, "the output must end in .pth, .pt or .safetensors")),
         }
-        let head = backbone.spec().head_name();
-        Ok(Exported { tensors: tensors.len(), arch: self.backbone.arch, out: out.clone(), head })
+        let spec = backbone.spec();
+        let transform_input = match spec {
+            Spec::Inception(c) => Some(c.transform_input),
+            _ => None,
+        };
+        Ok(Exported {
+            tensors: tensors.len(),
+            arch: self.backbone.arch,
+            out: out.clone(),
+            head: spec.head_name(),
+            transform_input,
+        })
     }
 }
 
@@ -58,20 +70,74 @@ impl std::fmt::Display for Exported {
             self.arch,
             self.out.display(),
             self.head
-        )
+        )?;
+        match self.transform_input {
+            Some(on) => {
+                let on = if on { "True" } else { "False" };
+                write!(f, "; build it as inception_v3(init_weights=False, aux_logits=False, transform_input={on})")
+            }
+            None => Ok(()),
+        }
     }
 }
 
-/// Writes `tensors` to `path` as safetensors, atomically; a failed write names `path` and its
-/// cause in words (`No space left on device`).
-pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), ModelError> {
+/// Writes `tensors` to `path` as safetensors with `attributes` as its metadata (how the network
+/// was built: [`Spec::attributes`]), atomically; a failed write names `path` and its cause in words
+/// (`No space left on device`).
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    attributes: &[(String, String)],
+) -> Result<(), ModelError> {
+    let views = tensors
+        .iter()
+        .map(|(name, t)| Ok((name.as_str(), TensorBytes::of(t).map_err(|e| bad(path, format!("{name}: {e}")))?)))
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    let metadata = (!attributes.is_empty()).then(|| attributes.iter().cloned().collect());
     let write = |tmp: &Path| {
-        Tensor::write_safetensors(tensors, tmp).map_err(|e| match e {
-            tch::TchError::SafeTensorError { err: tch_safetensors::SafeTensorError::IoError(io), .. } => bad(path, io),
+        safetensors::serialize_to_file(views.iter().map(|(n, v)| (*n, v)), metadata.clone(), tmp).map_err(|e| match e {
+            safetensors::SafeTensorError::IoError(io) => bad(path, io),
             other => bad(path, other),
         })
     };
     patchtcga_atomic::write_with(path, write, |e| bad(path, e))
+}
+
+/// A tensor's bytes on the CPU, for the safetensors writer.
+struct TensorBytes {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl TensorBytes {
+    fn of(t: &Tensor) -> Result<Self, String> {
+        let dtype =
+            crate::source::dtype_of_kind(t.kind()).ok_or_else(|| format!("no safetensors dtype for {:?}", t.kind()))?;
+        let t = t.to_device(Device::Cpu).contiguous();
+        let numel = t.numel();
+        let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut data, numel).map_err(|e| e.to_string())?;
+        Ok(Self { dtype, shape: t.size().iter().map(|&d| d as usize).collect(), data })
+    }
+}
+
+impl safetensors::View for &TensorBytes {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
 }
 
 fn bad(path: &Path, cause: impl std::fmt::Display) -> ModelError {

@@ -13,12 +13,19 @@ const EPS: f64 = 1e-3;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InceptionConfig {
     /// torchvision's `transform_input`: re-normalise ImageNet-normalised input to the (x − 0.5) / 0.5
-    /// the Google weights were trained on (on with torchvision's ImageNet weights, and here).
+    /// the Google weights were trained on. torchvision turns it on only with its ImageNet weights;
+    /// a network trained from scratch runs without it.
     pub transform_input: bool,
 }
 
 impl InceptionConfig {
+    /// As torchvision builds it with its ImageNet weights.
     pub const V3: Self = Self { transform_input: true };
+
+    /// What weights of this network record of how it was built (safetensors metadata).
+    pub fn attributes(&self) -> Vec<(String, String)> {
+        vec![(TRANSFORM_INPUT_KEY.to_string(), self.transform_input.to_string())]
+    }
 
     /// Channels of the pooled features.
     pub fn feature_dim(&self) -> i64 {
@@ -34,6 +41,60 @@ impl InceptionConfig {
             75
         }
     }
+}
+
+/// The safetensors metadata key under which patchtcga's weights files record `transform_input`.
+pub const TRANSFORM_INPUT_KEY: &str = "patchtcga.inception.transform_input";
+
+/// How Inception v3's input transform (torchvision's `transform_input`) is chosen for a weights file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TransformInput {
+    /// As the weights file records it (patchtcga's runs and exports do), else on: a `.pth` of
+    /// Inception is most often torchvision's ImageNet weights, made with it on.
+    #[default]
+    Auto,
+    /// On (torchvision's ImageNet weights).
+    On,
+    /// Off (a torchvision `inception_v3(weights=None)` model, or a run from scratch).
+    Off,
+}
+
+/// Whether the transform is on, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransformChoice {
+    pub on: bool,
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for TransformChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let state = if self.on { "on" } else { "off" };
+        write!(f, "Inception input transform (torchvision's transform_input) {state}: {}", self.why)
+    }
+}
+
+impl TransformInput {
+    /// The transform for the weights at `weights`.
+    pub fn resolve(self, weights: &std::path::Path) -> Result<TransformChoice, crate::ModelError> {
+        Ok(match self {
+            Self::On => TransformChoice { on: true, why: "--transform-input on" },
+            Self::Off => TransformChoice { on: false, why: "--transform-input off" },
+            Self::Auto => match recorded_transform_input(weights)? {
+                Some(on) => TransformChoice { on, why: "as the weights file records" },
+                None => TransformChoice {
+                    on: true,
+                    why: "the file records nothing, so torchvision's ImageNet default (--transform-input off for a \
+                          model made with weights=None)",
+                },
+            },
+        })
+    }
+}
+
+/// `transform_input` as a weights file records it, if it does (safetensors written by patchtcga).
+pub fn recorded_transform_input(weights: &std::path::Path) -> Result<Option<bool>, crate::ModelError> {
+    let attributes = crate::source::safetensors_attributes(weights)?;
+    Ok(attributes.get(TRANSFORM_INPUT_KEY).map(|v| v == "true"))
 }
 
 /// Convolution (no bias) → batch norm (ε 1e-3) → ReLU: torchvision's `BasicConv2d`.

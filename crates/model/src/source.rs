@@ -291,6 +291,37 @@ fn kind_of(storage: &str) -> Option<Kind> {
     })
 }
 
+/// The `__metadata__` of a single safetensors file (what patchtcga records of how its network was
+/// built); empty for other formats, folders and sharded checkpoints.
+pub fn safetensors_attributes(path: &Path) -> Result<std::collections::HashMap<String, String>, ModelError> {
+    if !path.is_file() || path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        return Ok(Default::default());
+    }
+    let file = File::open(path).map_err(|e| bad(path, e.to_string()))?;
+    // SAFETY: read-only, as in `map_safetensors`.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| bad(path, e.to_string()))?;
+    let (_, meta) =
+        SafeTensors::read_metadata(&map).map_err(|e| bad(path, format!("not a readable safetensors file: {e}")))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// The safetensors dtype of a tensor kind, where it has one.
+pub(crate) fn dtype_of_kind(k: Kind) -> Option<Dtype> {
+    Some(match k {
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int8 => Dtype::I8,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Bool => Dtype::BOOL,
+        _ => return None,
+    })
+}
+
 fn kind_of_dtype(d: Dtype) -> Option<Kind> {
     Some(match d {
         Dtype::F32 => Kind::Float,

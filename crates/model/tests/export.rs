@@ -61,7 +61,7 @@ fn a_full_disk_is_named_in_words_with_the_file_and_leaves_nothing() {
     let partial = dir.path().join(format!(".model.safetensors.{}.partial.safetensors", std::process::id()));
     std::os::unix::fs::symlink("/dev/full", &partial).unwrap();
     let tensors = vec![("w".to_string(), Tensor::zeros([256, 256], (Kind::Float, Device::Cpu)))];
-    let err = patchtcga_model::write_safetensors(&path, &tensors).unwrap_err().to_string();
+    let err = patchtcga_model::write_safetensors(&path, &tensors, &[]).unwrap_err().to_string();
     assert!(
         err.starts_with(&path.display().to_string())
             && err.contains("No space left on device (os error 28)")

@@ -44,7 +44,7 @@ pub fn save(path: &Path, epoch: usize, vs: &nn::VarStore, opt: &Optimizer, best:
         .chain(cpu("optimizer", opt.state_tensors()))
         .chain([("position".to_owned(), position)])
         .collect();
-    Ok(patchtcga_model::write_safetensors(path, &tensors)?)
+    Ok(patchtcga_model::write_safetensors(path, &tensors, &[])?)
 }
 
 /// Restores the state `path` holds into `vs`, `opt` and `best`; the epochs it had finished.

@@ -19,5 +19,5 @@ pub use run::{MilRun, SlidePrediction};
 /// Writes a fold's model parameters (safetensors, CLAM's names), atomically.
 pub fn save(vs: &tch::nn::VarStore, path: &std::path::Path) -> Result<(), crate::LearnError> {
     let tensors: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
-    Ok(patchtcga_model::write_safetensors(path, &tensors)?)
+    Ok(patchtcga_model::write_safetensors(path, &tensors, &[])?)
 }
