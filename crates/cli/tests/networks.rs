@@ -407,6 +407,11 @@ fn infer_maps_a_classifier_over_the_slide_tissue() {
     assert!(on_tissue > 0 && on_tissue < map.numel() as i64, "{on_tissue} of {} tiles on tissue", map.numel());
     let finite = map.masked_select(&map.isfinite());
     assert!(finite.min().double_value(&[]) >= 0.0 && finite.max().double_value(&[]) <= 1.0);
+    // The same tiles for QuPath: one detection per tile on tissue, its probability a measurement.
+    let tiles = geojson_features(&dir.path().join("heat.geojson"));
+    assert_eq!(tiles.len() as i64, on_tissue);
+    let p = tiles[0]["properties"]["measurements"]["probability of class 1"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p), "{p}");
     // The picture is the thumbnail (same aspect as the slide) plus a colour bar.
     let img = image::open(&out_png).unwrap();
     let thumb_h = img.height() - 64;
@@ -672,6 +677,7 @@ fn embed_slides_writes_one_clam_layout_h5_per_slide_and_resumes() {
     let c = h5.dataset("coords").unwrap();
     let (n, d) = (f.shape()[0], f.shape()[1]);
     assert!(n > 20 && d == 512, "{n} × {d}");
+    assert_eq!(geojson_features(&feats.join("cmu1.geojson")).len(), n, "the patch grid for QuPath");
     assert_eq!(c.shape(), [n, 2]);
     let coords: Vec<i64> = c.read_raw().unwrap();
     // 64 px at 1 µm/px on a 0.499 µm/px scan: 128.3 level-0 px cells inside the 2220 × 2967 slide.
@@ -731,6 +737,14 @@ fn embed_slides_writes_one_clam_layout_h5_per_slide_and_resumes() {
 
 /// MD5 of a file, as `md5sum` prints it.
 /// A slide's `features` (as float32) and `coords`.
+/// The features of a GeoJSON FeatureCollection, every one a QuPath detection.
+fn geojson_features(path: &Path) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let features = v["features"].as_array().unwrap().clone();
+    assert!(features.iter().all(|f| f["properties"]["objectType"] == "detection"), "{}", path.display());
+    features
+}
+
 fn h5_bag(path: &Path) -> (Vec<f32>, Vec<i64>) {
     let h = hdf5_metno::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (h.dataset("features").unwrap().read_raw().unwrap(), h.dataset("coords").unwrap().read_raw().unwrap())
@@ -1133,8 +1147,13 @@ fn infer_mil_embeds_a_slide_as_the_runs_features_were_and_predicts_it() {
         tch::Tensor::read_npy(from_h5.with_extension("npy")).unwrap(),
     );
     assert_eq!(a.size(), b.size());
-    assert!((a - b).abs().max().double_value(&[]) < 1e-5);
+    assert!((&a - &b).abs().max().double_value(&[]) < 1e-5);
     assert!(heat.is_file());
+    // The attention for QuPath: a detection per patch, its attention and percentile measured.
+    let patches = geojson_features(&heat.with_extension("geojson"));
+    assert_eq!(patches.len() as i64, a.numel() as i64);
+    let m = &patches[0]["properties"]["measurements"];
+    assert!(m["attention"].is_f64() && m["attention percentile"].is_f64(), "{m}");
 
     // Other weights, or another normalisation, than the run's features were made with: refused.
     let other = dir.path().join("other");

@@ -77,6 +77,14 @@ fn marked_slides_give_ink_free_patches_and_keep_the_rest() {
         away.len()
     );
 
+    // The QC pictures of docs/datasets.md: PATCHTCGA_QC_PICTURES=docs/images cargo test -p patchtcga-dataset --test ink
+    if let Some(to) = std::env::var_os("PATCHTCGA_QC_PICTURES") {
+        for (build, name) in [("marked", "qc_marked.png"), ("marked_keep", "qc_marked_keep_ink.png")] {
+            let map = dir.path().join(format!("out_{build}/thumbnail_position_map/{build}.png"));
+            std::fs::copy(map, Path::new(&to).join(name)).unwrap();
+        }
+    }
+
     // qc.csv counts what the ink cost; the patch grid opens in QuPath.
     let qc = std::fs::read_to_string(dir.path().join("out_marked/qc.csv")).unwrap();
     let mut lines = qc.lines();

@@ -374,8 +374,26 @@ pub struct SlideListReport {
     pub seconds: f64,
 }
 
-/// Embeds every slide of `list` without a finished file into `<out>/<id>.h5`, each written
-/// atomically as soon as its last batch is through; `on_slide` hears of each slide written (its
+/// The patches of a slide's `.h5` as QuPath detections, beside it (`<id>.geojson`).
+fn write_patch_grid(
+    slide: &Path,
+    open: &patchtcga_slide::SlideOptions,
+    geometry: &PatchGeometry,
+    coords: &[[i64; 2]],
+    h5: &Path,
+) -> Result<(), LearnError> {
+    let slide = Slide::open(slide, open)?;
+    let footprint = slide.footprint(geometry);
+    let tiles: Vec<_> = coords
+        .iter()
+        .map(|&[x, y]| patchtcga_slide::tile_object((x as f64, y as f64), footprint, None, Vec::new()))
+        .collect();
+    crate::slide_map::save_detections(&slide, &tiles, h5)?;
+    Ok(())
+}
+
+/// Embeds every slide of `list` without a finished file into `<out>/<id>.h5` (and its patch grid
+/// for QuPath, `<id>.geojson`), each written atomically as soon as its last batch is through; `on_slide` hears of each slide written (its
 /// file and patch count) or failed. One slide's failure leaves the others to finish.
 pub fn embed_slide_list(
     list: SlideList,
@@ -397,10 +415,14 @@ pub fn embed_slide_list(
     std::fs::create_dir_all(list.out).map_err(|e| LearnError::io(list.out, e))?;
     let (mut done, mut failures) = (0, Vec::new());
     let start = std::time::Instant::now();
-    let (o, p) = (&list.embedding, &list.provenance);
+    let (o, p, open) = (&list.embedding, &list.provenance, list.reading.open);
     embed_slides(SlideBatches::start(jobs, list.reading)?, backbone, o, progress, |i, made| {
         let (row, out) = (todo[i], file(todo[i], list.out));
-        let written = made.and_then(|f| write_h5(&out, &f, o, p).map(|()| f.coords.len()));
+        let written = made.and_then(|f| {
+            write_h5(&out, &f, o, p)?;
+            write_patch_grid(&row.slide, &open, &o.geometry, &f.coords, &out)?;
+            Ok(f.coords.len())
+        });
         let outcome = written.map(|n| (out, n)).map_err(|e| e.to_string());
         on_slide(row, &outcome);
         match outcome {

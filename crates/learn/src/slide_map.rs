@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use patchtcga_model::inception::TransformInput;
 use patchtcga_model::{load, Arch, Checkpoint, Classifier, ImportOptions, SegHead, SegNet};
-use patchtcga_slide::{PatchGeometry, Slide, TissueMask, TissueParams};
+use patchtcga_slide::{feature_collection, tile_object, PatchGeometry, QuPathObject, Slide, TissueMask, TissueParams};
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
@@ -241,10 +241,32 @@ pub fn save_picture(picture: &RgbImage, values: &Tensor, out: &Path) -> Result<P
 }
 
 /// Draws `map` over the slide's thumbnail into the PNG `out`, the raw map (rows × columns, NaN
-/// off tissue) beside it as `.npy`, whose path is returned.
+/// off tissue) beside it as `.npy`, whose path is returned, and its cells on tissue as QuPath
+/// detections with their value as a measurement (`.geojson`).
 pub fn save_map(slide: &Slide, map: &SlideMap, legend: Legend, out: &Path) -> Result<PathBuf, LearnError> {
     let values = Tensor::from_slice(&map.values).reshape([map.rows as i64, map.cols as i64]);
+    let measurement = legend.measurement();
+    let cells: Vec<QuPathObject> = map
+        .values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(i, &v)| {
+            let (row, col) = ((i / map.cols) as f64, (i % map.cols) as f64);
+            tile_object((col * map.cell.0, row * map.cell.1), map.cell, None, vec![(measurement.clone(), v as f64)])
+        })
+        .collect();
+    save_detections(slide, &cells, out)?;
     save_picture(&draw(slide, map, legend)?, &values, out)
+}
+
+/// Writes `objects` beside `out` as GeoJSON (`out` with the extension `.geojson`) in QuPath's
+/// coordinates for `slide`, atomically; returns its path.
+pub fn save_detections(slide: &Slide, objects: &[QuPathObject], out: &Path) -> Result<PathBuf, LearnError> {
+    let path = out.with_extension("geojson");
+    let text = feature_collection(objects, slide.annotation_frame().qupath_offset);
+    patchtcga_atomic::write(&path, text.as_bytes()).map_err(|e| LearnError::io(&path, e))?;
+    Ok(path)
 }
 
 /// Slides `model` over the tissue of `slide` and averages the windows into a map.
@@ -324,6 +346,15 @@ pub enum Legend {
 }
 
 impl Legend {
+    /// The name of the measurement a map's cells carry in QuPath.
+    fn measurement(&self) -> String {
+        match self {
+            Legend::Probability(c) => format!("probability of class {c}"),
+            Legend::Classes => "class".into(),
+            Legend::Attention => "attention percentile".into(),
+        }
+    }
+
     /// The legend of a window model's map.
     pub fn of(model: &dyn WindowModel) -> Self {
         model.class().map_or(Legend::Classes, Legend::Probability)

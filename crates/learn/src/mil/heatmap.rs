@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use patchtcga_slide::Slide;
+use patchtcga_slide::{tile_object, Slide};
 
-use crate::slide_map::{draw, save_picture, Legend, SlideMap};
+use crate::slide_map::{draw, save_detections, save_picture, Legend, SlideMap};
 use crate::LearnError;
 
 /// A slide's patches as an `.h5` lists them: level-0 top-left corners and the patch's level-0 side.
@@ -74,8 +74,9 @@ pub fn attention_map(slide: &Slide, grid: &PatchGrid, attention: &[f32]) -> Slid
 }
 
 /// Paints `attention` (one value per patch of `grid`, in its order) over the slide's thumbnail
-/// into the PNG `out`, and writes the raw values beside it (`.npy`, whose path is returned);
-/// both atomically.
+/// into the PNG `out`, and writes the raw values beside it (`.npy`, whose path is returned) and
+/// the patches as QuPath detections with their attention and its percentile (`.geojson`); all
+/// atomically.
 pub fn paint(slide: &Slide, grid: &PatchGrid, attention: &[f32], out: &Path) -> Result<PathBuf, LearnError> {
     if grid.coords.len() != attention.len() {
         return Err(LearnError::Config(format!(
@@ -85,6 +86,18 @@ pub fn paint(slide: &Slide, grid: &PatchGrid, attention: &[f32], out: &Path) -> 
             attention.len()
         )));
     }
+    let side = (grid.footprint, grid.footprint);
+    let patches: Vec<_> = grid
+        .coords
+        .iter()
+        .zip(attention.iter().zip(percentiles(attention)))
+        .map(|(c, (&a, p))| {
+            let measurements =
+                vec![("attention".to_string(), a as f64), ("attention percentile".to_string(), p as f64)];
+            tile_object((c[0] as f64, c[1] as f64), side, None, measurements)
+        })
+        .collect();
+    save_detections(slide, &patches, out)?;
     let picture = draw(slide, &attention_map(slide, grid, attention), Legend::Attention)?;
     save_picture(&picture, &tch::Tensor::from_slice(attention), out)
 }
