@@ -55,7 +55,7 @@ fn ink_summary(tissue: &TissueMask, mpp: crate::Mpp) -> String {
         .iter()
         .zip(tissue.ink().pixels_by_colour())
         .filter(|(_, n)| *n > 0)
-        .map(|(ink, n)| format!("{} {:.2} mm²", ink.name().to_lowercase(), n as f64 * mm2))
+        .map(|(ink, n)| format!("{} {:.3} mm²", ink.name().to_lowercase(), n as f64 * mm2))
         .collect();
     if found.is_empty() {
         "none found".into()

@@ -53,11 +53,11 @@ impl Ink {
     /// The marker colour of one overview pixel, if it is ink.
     pub fn of_pixel([r, g, b]: [u8; 3]) -> Option<Ink> {
         let (max, min) = (r.max(g).max(b), r.min(g).min(b));
-        if max < BLACK_MAX_VALUE {
+        let chroma = (max - min) as f64;
+        let saturation = chroma / max.max(1) as f64;
+        if max < BLACK_MAX_VALUE && saturation <= BLACK_MAX_SATURATION {
             return Some(Ink::Black);
         }
-        let chroma = (max - min) as f64;
-        let saturation = chroma / max as f64;
         if saturation < MIN_SATURATION {
             return None;
         }
@@ -71,7 +71,7 @@ impl Ink {
         };
         if GREEN_HUES.contains(&hue) {
             Some(Ink::Green)
-        } else if BLUE_HUES.contains(&hue) && saturation >= BLUE_MIN_SATURATION {
+        } else if BLUE_HUES.contains(&hue) && saturation >= BLUE_MIN_SATURATION && max >= BLUE_MIN_VALUE {
             Some(Ink::Blue)
         } else if (hue >= RED_HUES.0 || hue < RED_HUES.1) && saturation >= RED_MIN_SATURATION {
             Some(Ink::Red)
@@ -81,9 +81,11 @@ impl Ink {
     }
 }
 
-/// Below this brightest channel (0–255) a pixel is black ink: stained tissue averaged over
-/// several µm never gets that dark.
-const BLACK_MAX_VALUE: u8 = 55;
+/// Below this brightest channel (0–255), and no more saturated than [`BLACK_MAX_SATURATION`], a
+/// pixel is black ink: stained tissue averaged over several µm gets that dark only in dense
+/// hematoxylin, which stays a saturated purple (24, 4, 40).
+const BLACK_MAX_VALUE: u8 = 45;
+const BLACK_MAX_SATURATION: f64 = 0.65;
 /// Greys and white glass are never ink.
 const MIN_SATURATION: f64 = 0.25;
 /// Green marker: hues no stain takes.
@@ -91,6 +93,8 @@ const GREEN_HUES: std::ops::Range<f64> = 70.0..175.0;
 /// Blue marker: blue with more green than red (hematoxylin has more red than green, > 240°).
 const BLUE_HUES: std::ops::Range<f64> = 175.0..236.0;
 const BLUE_MIN_SATURATION: f64 = 0.35;
+/// Blue marker passes its blue; dense hematoxylin that leans blue (56, 68, 103) is darker.
+const BLUE_MIN_VALUE: u8 = 120;
 /// Red marker: red hues (from 345° through 0° to 12°) at saturations eosin and blood do not reach at
 /// overview scale.
 const RED_HUES: (f64, f64) = (345.0, 12.0);
@@ -111,7 +115,8 @@ impl InkMask {
         let classes = GrayImage::from_fn(overview.width(), overview.height(), |x, y| {
             Luma([Ink::of_pixel(overview.get_pixel(x, y).0).map_or(0, Ink::label)])
         });
-        // A lone pixel is noise (a dark speck, a saturated nucleus cluster), not a pen stroke.
+        // A pixel with fewer than two ink neighbours is noise (a dark speck, a nucleus cluster),
+        // not a pen stroke.
         let classes = drop_isolated(&classes);
         let binary = GrayImage::from_fn(classes.width(), classes.height(), |x, y| {
             Luma([if classes.get_pixel(x, y).0[0] != 0 { 255 } else { 0 }])
@@ -155,7 +160,7 @@ impl InkMask {
     }
 }
 
-/// Clears ink pixels none of whose eight neighbours is ink.
+/// Clears ink pixels with fewer than two ink pixels among their eight neighbours.
 fn drop_isolated(classes: &GrayImage) -> GrayImage {
     let (w, h) = classes.dimensions();
     let ink = |x: i64, y: i64| {
@@ -164,8 +169,11 @@ fn drop_isolated(classes: &GrayImage) -> GrayImage {
     GrayImage::from_fn(w, h, |x, y| {
         let v = classes.get_pixel(x, y).0[0];
         let (x, y) = (x as i64, y as i64);
-        let neighbour = (-1..=1).any(|dy| (-1..=1).any(|dx| (dx, dy) != (0, 0) && ink(x + dx, y + dy)));
-        Luma([if neighbour { v } else { 0 }])
+        let neighbours = (-1..=1)
+            .flat_map(|dy| (-1..=1).map(move |dx| (dx, dy)))
+            .filter(|&(dx, dy)| (dx, dy) != (0, 0) && ink(x + dx, y + dy))
+            .count();
+        Luma([if neighbours >= 2 { v } else { 0 }])
     })
 }
 
@@ -198,16 +206,20 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_pixel_is_not_a_stroke_and_strokes_are_widened() {
+    fn specks_are_not_strokes_and_strokes_are_widened() {
         let mut img = RgbImage::from_pixel(20, 20, image::Rgb([240, 240, 240]));
         img.put_pixel(3, 3, image::Rgb([0, 0, 0]));
+        img.put_pixel(16, 3, image::Rgb([0, 0, 0]));
+        img.put_pixel(17, 3, image::Rgb([0, 0, 0]));
         for x in 8..14 {
-            img.put_pixel(x, 10, image::Rgb([20, 160, 60]));
+            for y in 10..12 {
+                img.put_pixel(x, y, image::Rgb([20, 160, 60]));
+            }
         }
         let m = InkMask::detect(&img, 1);
-        assert!(!m.contains(3, 3));
-        assert!(m.contains(10, 10) && m.contains(10, 11) && m.contains(7, 9));
-        assert_eq!(m.pixels_by_colour(), [0, 6, 0, 0]);
-        assert_eq!(m.of(Ink::Green).pixels().filter(|p| p.0[0] != 0).count(), 6);
+        assert!(!m.contains(3, 3) && !m.contains(16, 3), "specks of one and two pixels");
+        assert!(m.contains(10, 10) && m.contains(10, 12) && m.contains(7, 9));
+        assert_eq!(m.pixels_by_colour(), [0, 12, 0, 0]);
+        assert_eq!(m.of(Ink::Green).pixels().filter(|p| p.0[0] != 0).count(), 12);
     }
 }
