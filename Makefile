@@ -62,7 +62,7 @@ rust:
 	  (curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal)
 
 $(BIN): deps rust $(shell find crates -name '*.rs' -o -name Cargo.toml) Cargo.toml
-	PATH="$$HOME/.cargo/bin:$$PATH" cargo build --release -p patchtcga-cli
+	PATH="$$HOME/.cargo/bin:$$PATH" cargo build --release -p patchtcga-cli -p patchtcga-nn
 
 # Tile the bundled sample slide into a PTCGA200-layout dataset, then summarise it.
 demo: $(BIN)

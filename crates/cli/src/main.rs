@@ -106,7 +106,7 @@ fn network() -> Result<()> {
     let nn = std::env::current_exe()?.with_file_name("patchtcga-nn");
     let e = std::process::Command::new(&nn).args(std::env::args_os().skip(1)).exec();
     anyhow::bail!(
-        "{}: cannot start the network commands' binary ({e}); build it with `cargo build -p patchtcga-cli`",
+        "{}: cannot start the network commands' binary ({e}); build it with `cargo build -p patchtcga-nn`",
         nn.display()
     )
 }

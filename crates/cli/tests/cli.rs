@@ -167,10 +167,24 @@ fn needed_libraries(bin: &str) -> String {
 fn the_data_commands_binary_never_loads_libtorch() {
     let thin = needed_libraries(env!("CARGO_BIN_EXE_patchtcga"));
     assert!(thin.contains("libopenslide") && !thin.contains("torch"), "{thin}");
-    assert!(needed_libraries(env!("CARGO_BIN_EXE_patchtcga-nn")).contains("libtorch"));
-    // A network command's help comes from patchtcga-nn, through patchtcga.
-    let help = patchtcga().args(["export", "--help"]).output().unwrap();
-    assert!(help.status.success() && text(&help.stdout).contains("Usage: patchtcga export"), "{}", text(&help.stdout));
+}
+
+/// The data package builds without LibTorch: nothing it depends on is tch (`cargo tree` as a
+/// user would run it, offline, from the lock file).
+#[test]
+fn the_data_package_has_no_libtorch_in_its_dependency_tree() {
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-e", "normal,build", "-p", "patchtcga-cli", "--prefix", "none"])
+        .current_dir(repo_root())
+        .output()
+        .expect("cargo runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let tree = text(&out.stdout);
+    assert!(tree.contains("patchtcga-slide") && tree.contains("patchtcga-dataset"), "{tree}");
+    for crate_ in ["tch", "torch-sys", "patchtcga-model", "patchtcga-learn", "patchtcga-dist"] {
+        let named = |line: &str| line.split_whitespace().next() == Some(crate_);
+        assert!(!tree.lines().any(named), "{crate_} in the data package's tree:\n{tree}");
+    }
 }
 
 /// Every file under `root` (build bookkeeping aside) with a digest of its bytes.

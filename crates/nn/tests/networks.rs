@@ -1,4 +1,5 @@
-//! `patchtcga pretrain` and `patchtcga embed` on a dataset tiled from the bundled slide.
+//! `patchtcga pretrain` and `patchtcga embed` on a dataset tiled from the bundled slide, and the
+//! other network commands, through `patchtcga` as users run them.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -7,8 +8,20 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use patchtcga_testkit::sample_slide;
 
+/// `patchtcga`, the data binary (package patchtcga-cli) beside `patchtcga-nn`, which hands the
+/// network commands to it as users run them.
+fn patchtcga_bin() -> PathBuf {
+    let thin = Path::new(env!("CARGO_BIN_EXE_patchtcga-nn")).with_file_name("patchtcga");
+    assert!(
+        thin.is_file(),
+        "{} is not built: cargo build -p patchtcga-cli (cargo test --workspace builds it)",
+        thin.display()
+    );
+    thin
+}
+
 fn patchtcga() -> Command {
-    Command::cargo_bin("patchtcga").unwrap()
+    Command::new(patchtcga_bin())
 }
 
 /// A PTCGA200 layout from the bundled slide listed as three `lung` and three `skin` slides,
@@ -84,7 +97,7 @@ fn pretrain_killed_then_resumed_ends_like_an_uninterrupted_run_and_feeds_embed()
     assert!(stdout.contains("test_accuracy") && stdout.contains("run folder"), "{stdout}");
 
     // Kill -9 once the first epoch's checkpoint is on disk, then resume.
-    let bin = assert_cmd::cargo::cargo_bin("patchtcga");
+    let bin = patchtcga_bin();
     let mut child = std::process::Command::new(&bin)
         .args(["pretrain", "--config"])
         .arg(&cfg)
@@ -610,7 +623,7 @@ fn a_rank_lost_at_the_start_stops_the_whole_run_long_before_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let run = std::process::Command::new(assert_cmd::cargo::cargo_bin("patchtcga"))
+    let run = std::process::Command::new(patchtcga_bin())
         .args(["pretrain", "--config"])
         .arg(config(dir.path(), &data))
         .args(["--nproc-per-node", "2", "--master-port", &port.to_string(), "--dist-timeout", "600"])
@@ -765,7 +778,7 @@ fn embed_slides_across_slide_boundaries_from_coords_and_after_a_kill() {
         csv
     };
     let embed = |csv: &Path, out: &Path, extra: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_patchtcga"));
+        let mut c = std::process::Command::new(patchtcga_bin());
         c.args(["embed", "--arch", "resnet18", "--image-size", "64", "--mpp", "1.0", "--weights"])
             .arg(&weights)
             .arg("--slides")
@@ -1162,4 +1175,21 @@ fn infer_mil_embeds_a_slide_as_the_runs_features_were_and_predicts_it() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("weights (MD5)"));
     let out = infer(&weights, &["--stats", "ptcga"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("preprocessing"));
+}
+
+/// The `NEEDED` entries of a binary's dynamic section.
+fn needed_libraries(bin: &Path) -> String {
+    let out = std::process::Command::new("readelf").arg("-d").arg(bin).output().expect("readelf (binutils)");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("(NEEDED)")).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn only_the_network_binary_loads_libtorch_and_patchtcga_hands_it_its_commands() {
+    let thin = needed_libraries(&patchtcga_bin());
+    assert!(thin.contains("libopenslide") && !thin.contains("torch"), "{thin}");
+    assert!(needed_libraries(Path::new(env!("CARGO_BIN_EXE_patchtcga-nn"))).contains("libtorch"));
+    // A network command's help comes from patchtcga-nn, through patchtcga.
+    let help = patchtcga().args(["export", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success() && text.contains("Usage: patchtcga export"), "{text}");
 }
