@@ -1,6 +1,7 @@
 //! Image operations for pathology patches, defined as torchvision defines them on PIL images,
 //! so training recipes carry over: geometric operations (applied identically to label masks,
-//! which are never interpolated), colour operations, blur, and normalisation to `f32` CHW.
+//! which are never interpolated), colour operations, blur, stain normalisation (Reinhard,
+//! Macenko), and normalisation to `f32` CHW.
 //!
 //! Each operation is a plain function of an image and its parameters. [`ViewSpec`] draws the
 //! random parameters (as torchvision's random transforms do) and composes operations into a
@@ -9,6 +10,7 @@
 mod colour;
 mod geometric;
 mod recipe;
+mod stain;
 
 pub use colour::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, gaussian_blur, hed_jitter, normalize, solarize,
@@ -16,6 +18,7 @@ pub use colour::{
 };
 pub use geometric::{center_crop, crop, hflip, resize, resize_mask, resized_crop, rot90, vflip};
 pub use recipe::{random_resized_crop_params, Cut, Jitter, Preset, Recipe, StainJitter, View, ViewSpec};
+pub use stain::{Macenko, Normalized, Reinhard, StainBench, StainMethod, StainNormalizer, StainTiming, MIN_STAINED};
 
 /// Errors of the operations: parameters that make no image.
 #[derive(Debug, thiserror::Error, PartialEq)]

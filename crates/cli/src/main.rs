@@ -53,7 +53,8 @@ enum Command {
     /// confusion matrices (`--out report.html`, pictures embedded, or `report.md`).
     Report(patchtcga_report::ReportArgs),
     /// Measure throughput: `bench regions …` (a slide reader), `bench slide-patches …`
-    /// (`embed --slides` without the network), `bench loader …` (data nodes),
+    /// (`embed --slides` without the network), `bench stain …` (stain normalisation),
+    /// `bench loader …` (data nodes),
     /// `bench step …` (training steps), `bench pretrain …` (a method's whole update).
     Bench {
         #[command(subcommand)]
@@ -69,6 +70,9 @@ enum Bench {
     /// Read slides' tissue-grid patches into normalised batches as `embed --slides` does, without
     /// the network; prints patches/s and peak memory.
     SlidePatches(patchtcga_loader::bench::SlidePatchBench),
+    /// Normalise one patch's stain over and over on one core (Reinhard or Macenko); prints
+    /// patches/s.
+    Stain(patchtcga_augment::StainBench),
 }
 
 fn main() -> ExitCode {
@@ -95,6 +99,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { what: Bench::Regions(a) } => {
             say(format!("{}, peak memory {:.0} MiB", a.run()?, peak_rss_mib()))
         }
+        Command::Bench { what: Bench::Stain(a) } => say(a.run().map_err(anyhow::Error::msg)?),
         Command::Bench { what: Bench::SlidePatches(a) } => {
             say(format!("{}, peak memory {:.0} MiB", a.run()?, peak_rss_mib()))
         }

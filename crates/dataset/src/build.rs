@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageEncoder, Rgb, RgbImage};
 use indicatif::ProgressBar;
+use patchtcga_augment::{Normalized, StainNormalizer};
 use patchtcga_slide::{
     feature_collection, tile_object, AnnotationGroups, Annotations, Candidate, LabelScheme, PatchGeometry,
     QualityCheck, QualityVerdict, Sampler, Slide, SlideOptions, TissueMask, TissueParams,
@@ -95,6 +96,8 @@ pub struct BuildOptions {
     pub val_fraction: f64,
     /// Fraction of cases sent to `test` when the CSV gives no split.
     pub test_fraction: f64,
+    /// Stain normalisation applied to every patch before it is written.
+    pub stain: Option<StainNormalizer>,
     /// This process's share of the slide list when several build into one folder: rank `rank`
     /// of `world` tiles slides `rank`, `rank + world`, … of the list. They coordinate through
     /// the folder alone: each slide's record is written when its patches are, and whichever rank
@@ -437,7 +440,7 @@ enum Outcome {
 fn check_settings(path: &Path, task: &Task, opts: &BuildOptions) -> Result<()> {
     let settings = format!(
         "task: {task:?}\ngeometry: {:?}\ntissue: {:?}\nquality: {:?}\nsampler: {:?}\nper_slide: {:?}\nformat: {:?}\n\
-         mpp_override: {:?}\nval_fraction: {}\ntest_fraction: {}\n",
+         mpp_override: {:?}\nval_fraction: {}\ntest_fraction: {}\n{}",
         opts.geometry,
         opts.tissue,
         opts.quality,
@@ -446,7 +449,9 @@ fn check_settings(path: &Path, task: &Task, opts: &BuildOptions) -> Result<()> {
         opts.format,
         opts.slide.mpp_override,
         opts.val_fraction,
-        opts.test_fraction
+        opts.test_fraction,
+        // Recorded only when asked for, so datasets built without it keep their settings.
+        opts.stain.map(|s| format!("stain: {}\n", serde_json::json!(s))).unwrap_or_default()
     );
     match std::fs::read_to_string(path) {
         Ok(old) if old == settings => Ok(()),
@@ -510,6 +515,8 @@ struct Encoded {
     label: String,
     image: Vec<u8>,
     mask: Option<Vec<u8>>,
+    /// Stain normalisation asked for, but the patch held too little stain: written as read.
+    stain_unchanged: bool,
 }
 
 /// Tiles one slide: its labelling rule, tissue, candidates, the patches accepted in candidate
@@ -559,6 +566,7 @@ fn tile_slide(
         dropped_border: found - labelled.len(),
         dropped_quality: accepted.rejected,
         kept: accepted.manifest.len(),
+        stain_unchanged: accepted.stain_unchanged,
     };
     Ok((accepted.manifest, qc))
 }
@@ -707,6 +715,8 @@ struct Accepted {
     kept: Vec<Labelled>,
     /// Candidates read and rejected as blank or blurred.
     rejected: usize,
+    /// Patches written as read because they held too little stain to normalise.
+    stain_unchanged: usize,
 }
 
 /// Reads candidates in chunks in parallel and accepts them in candidate order up to
@@ -723,7 +733,7 @@ fn accept_in_order(
     for (_, l) in labelled {
         remaining.entry(l.clone()).or_insert(writer.opts.per_slide.unwrap_or(usize::MAX));
     }
-    let (mut manifest, mut kept, mut rejected) = (Vec::new(), Vec::new(), 0);
+    let (mut manifest, mut kept, mut rejected, mut stain_unchanged) = (Vec::new(), Vec::new(), 0, 0);
     let mut next = 0;
     while next < labelled.len() && remaining.values().any(|&n| n > 0) {
         let want: usize = remaining.values().map(|&n| n.min(256)).sum();
@@ -759,9 +769,10 @@ fn accept_in_order(
         let rows: Vec<ManifestRow> = accepted.par_iter().map(|e| writer.write(e)).collect::<Result<_>>()?;
         on_patches(rows.len());
         manifest.extend(rows);
+        stain_unchanged += accepted.iter().filter(|e| e.stain_unchanged).count();
         kept.extend(accepted.into_iter().map(|e| (e.candidate, e.label)));
     }
-    Ok(Accepted { manifest, kept, rejected })
+    Ok(Accepted { manifest, kept, rejected, stain_unchanged })
 }
 
 fn read_and_encode(
@@ -771,9 +782,16 @@ fn read_and_encode(
     label: &str,
     opts: &BuildOptions,
 ) -> Result<Option<Encoded>> {
-    let patch = slide.read_patch(&opts.geometry, c.x, c.y)?;
+    let mut patch = slide.read_patch(&opts.geometry, c.x, c.y)?;
     if opts.quality.judge(&patch) != QualityVerdict::Keep {
         return Ok(None);
+    }
+    let mut stain_unchanged = false;
+    if let Some(stain) = &opts.stain {
+        match stain.normalize(&patch) {
+            Normalized::Image(normalized) => patch = normalized,
+            Normalized::Unchanged => stain_unchanged = true,
+        }
     }
     let mask = match labeller {
         Labeller::Mask { mask, scheme, .. } => {
@@ -793,7 +811,7 @@ fn read_and_encode(
         }
         ImageFormat::Png => encode_png(&patch).map_err(|e| image_error(slide.path(), e))?,
     };
-    Ok(Some(Encoded { candidate: *c, label: label.to_string(), image, mask }))
+    Ok(Some(Encoded { candidate: *c, label: label.to_string(), image, mask, stain_unchanged }))
 }
 
 /// JPEG through libjpeg-turbo, 4:2:0 chroma as Pillow's default.

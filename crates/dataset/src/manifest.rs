@@ -61,6 +61,9 @@ pub struct SlideQc {
     pub dropped_quality: usize,
     /// Patches written.
     pub kept: usize,
+    /// Of those, written as read because they held too little stain to normalise
+    /// (`--stain-normalize`).
+    pub stain_unchanged: usize,
 }
 
 /// Writes `qc.csv`, one row per slide.

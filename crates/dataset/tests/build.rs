@@ -349,3 +349,54 @@ fn the_same_seed_gives_the_same_dataset_whatever_the_number_of_workers() {
         assert_eq!(one, build_with(3, sampling), "{sampling:?}");
     }
 }
+
+/// `--stain-normalize`: every patch written is the normaliser's output on the patch read, patches
+/// too poor in stain are written as read and counted, and a dataset is never resumed with other
+/// stain settings.
+#[test]
+fn stain_normalised_builds_write_the_normalisers_patches() {
+    use patchtcga_augment::{Normalized, StainMethod, StainNormalizer};
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write_csv(dir.path(), "slides.csv", &format!("slide,organ\n{},skin\n", sample_slide().display()));
+    let target = image::open(patchtcga_testkit::repo_root().join("crates/augment/tests/golden/stain_target.png"))
+        .unwrap()
+        .to_rgb8();
+    let plain_out = dir.path().join("plain");
+    let mut opts = options(&plain_out);
+    opts.format = ImageFormat::Png;
+    run(&Task::Ptcga200, &csv, &opts);
+    for method in [StainMethod::Macenko, StainMethod::Reinhard] {
+        let out = dir.path().join(format!("{method:?}"));
+        let stain = StainNormalizer::fit(method, &target).unwrap();
+        let mut stained = options(&out);
+        stained.format = ImageFormat::Png;
+        stained.stain = Some(stain);
+        let r = run(&Task::Ptcga200, &csv, &stained);
+        assert!(r.failures.is_empty() && r.new_patches >= 8, "{r:?}");
+        let mut changed = 0;
+        for e in std::fs::read_dir(out.join("skin")).unwrap() {
+            let name = e.unwrap().file_name();
+            let ours = image::open(out.join("skin").join(&name)).unwrap().to_rgb8();
+            let read = image::open(plain_out.join("skin").join(&name)).unwrap().to_rgb8();
+            let want = match stain.normalize(&read) {
+                Normalized::Image(i) => i,
+                Normalized::Unchanged => read.clone(),
+            };
+            assert!(ours == want, "{method:?} {name:?}: not the normaliser's output");
+            changed += usize::from(ours != read);
+        }
+        assert!(changed > 0, "{method:?} changed no patch");
+        let qc = std::fs::read_to_string(out.join("qc.csv")).unwrap();
+        assert!(qc.lines().next().unwrap().ends_with(",stain_unchanged"), "{qc}");
+        // The same folder without the normaliser (or with another) is refused.
+        let e = patchtcga_dataset::build(
+            &Task::Ptcga200,
+            &read_slides_csv(&csv).unwrap(),
+            &options(&out),
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("other settings") && e.contains("stain"), "{e}");
+    }
+}

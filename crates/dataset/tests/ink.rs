@@ -90,7 +90,7 @@ fn marked_slides_give_ink_free_patches_and_keep_the_rest() {
     let mut lines = qc.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "slide,tissue_mm2,ink_mm2,candidates,dropped_ink,dropped_border,dropped_quality,kept"
+        "slide,tissue_mm2,ink_mm2,candidates,dropped_ink,dropped_border,dropped_quality,kept,stain_unchanged"
     );
     let row: Vec<&str> = lines.next().unwrap().split(',').collect();
     assert!(row[2].parse::<f64>().unwrap() > 0.1, "ink area {}", row[2]);

@@ -419,8 +419,9 @@ pub fn embed_slide_list(
     embed_slides(SlideBatches::start(jobs, list.reading)?, backbone, o, progress, |i, made| {
         let (row, out) = (todo[i], file(todo[i], list.out));
         let written = made.and_then(|f| {
-            write_h5(&out, &f, o, p)?;
+            // The grid first: the `.h5` is what marks the slide done.
             write_patch_grid(&row.slide, &open, &o.geometry, &f.coords, &out)?;
+            write_h5(&out, &f, o, p)?;
             Ok(f.coords.len())
         });
         let outcome = written.map(|n| (out, n)).map_err(|e| e.to_string());

@@ -19,6 +19,7 @@ pub fn options(out: &Path) -> BuildOptions {
         slide: SlideOptions::default(),
         val_fraction: 0.1,
         test_fraction: 0.2,
+        stain: None,
         share: Share::default(),
     }
 }
