@@ -68,13 +68,17 @@ pub struct SlideQc {
 
 /// Writes `qc.csv`, one row per slide.
 pub fn write_qc(root: &Path, rows: &[SlideQc]) -> Result<()> {
-    let path = root.join("qc.csv");
+    write_csv(&root.join("qc.csv"), rows)
+}
+
+/// Writes `rows` as a CSV with a header, atomically.
+fn write_csv(path: &Path, rows: &[impl Serialize]) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
     for r in rows {
-        w.serialize(r).map_err(|e| DatasetError::invalid(&path, e.to_string()))?;
+        w.serialize(r).map_err(|e| DatasetError::invalid(path, e.to_string()))?;
     }
-    let bytes = w.into_inner().map_err(|e| DatasetError::invalid(&path, e.to_string()))?;
-    atomic::write(&path, &bytes)
+    let bytes = w.into_inner().map_err(|e| DatasetError::invalid(path, e.to_string()))?;
+    atomic::write(path, &bytes)
 }
 
 /// Lower-case hex MD5 of `bytes`.
@@ -84,13 +88,7 @@ pub fn md5_hex(bytes: &[u8]) -> String {
 
 /// Writes `manifest.csv` and `MD5SUMS` (md5sum's format, paths relative to `root`).
 pub fn write_manifest(root: &Path, rows: &[ManifestRow]) -> Result<()> {
-    let path = root.join("manifest.csv");
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for r in rows {
-        w.serialize(r).map_err(|e| DatasetError::invalid(&path, e.to_string()))?;
-    }
-    let bytes = w.into_inner().map_err(|e| DatasetError::invalid(&path, e.to_string()))?;
-    atomic::write(&path, &bytes)?;
+    write_csv(&root.join("manifest.csv"), rows)?;
     let mut sums = String::new();
     for r in rows {
         sums.push_str(&format!("{}  {}\n", r.md5, r.file));
