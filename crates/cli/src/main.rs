@@ -28,7 +28,7 @@ enum Command {
     /// Tile slides into patches in one of the release's dataset layouts.
     Build {
         #[command(subcommand)]
-        dataset: patchtcga_dataset::BuildDataset,
+        dataset: Box<patchtcga_dataset::BuildDataset>,
     },
     /// Slide-level train/val/test splits (JSON and the release's pickle), or check existing ones.
     Split(split::SplitArgs),
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Build { dataset } => build::build(dataset),
+        Command::Build { dataset } => build::build(*dataset),
         Command::Split(a) => say(a.run()?.join("\n")),
         Command::Verify(a) => checks::verify(a),
         Command::VerifyLayout(a) => checks::verify_layout(a),

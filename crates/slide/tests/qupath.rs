@@ -59,7 +59,7 @@ fn tissue_and_ink_outlines_are_valid_and_cover_the_mask() {
             .filter(|f| f["properties"]["classification"]["name"] == class)
             .flat_map(|f| {
                 let g: geojson::Geometry = serde_json::from_value(f["geometry"].clone()).unwrap();
-                geo::MultiPolygon::<f64>::try_from(geojson::Value::from(g.value.clone()))
+                geo::MultiPolygon::<f64>::try_from(g.value.clone())
                     .map(|m| m.0)
                     .unwrap_or_else(|_| vec![geo::Polygon::try_from(g.value).unwrap()])
             })
