@@ -10,7 +10,7 @@ use indicatif::ProgressBar;
 use patchtcga_augment::{Normalized, StainNormalizer};
 use patchtcga_slide::{
     feature_collection, tile_object, AnnotationGroups, Annotations, Candidate, LabelScheme, PatchGeometry,
-    QualityCheck, QualityVerdict, Sampler, Slide, SlideOptions, TissueMask, TissueParams,
+    QualityCheck, QualityVerdict, Roi, Sampler, Slide, SlideOptions, TissueMask, TissueParams,
 };
 use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -536,9 +536,13 @@ fn tile_slide(
     let map_downsample = (w.max(h) as f64 / MAP_SIDE as f64).max(1.0);
     let mask_downsample = (opts.tissue.mask_mpp / slide.mpp().x).max(1.0);
     let (overview, overview_ds) = slide.overview(map_downsample.min(mask_downsample))?;
-    let tissue = TissueMask::from_overview(&overview, overview_ds, slide.mpp(), &opts.tissue);
+    let mut tissue = TissueMask::from_overview(&overview, overview_ds, slide.mpp(), &opts.tissue);
+    if let Some(roi) = &row.roi {
+        tissue = tissue.within(&Roi::load(roi, &slide.annotation_frame())?);
+    }
     if tissue.tissue_fraction() == 0.0 {
-        let cause = format!("no tissue found (saturation threshold {})", tissue.threshold());
+        let within = if row.roi.is_some() { " inside the region of interest" } else { "" };
+        let cause = format!("no tissue found{within} (saturation threshold {})", tissue.threshold());
         return Err(DatasetError::invalid(&row.slide, cause));
     }
     let footprint = slide.footprint(&opts.geometry);

@@ -25,8 +25,10 @@ pub struct SlideRow {
     pub split: Option<String>,
     /// PTCGA200 organ folder.
     pub organ: Option<String>,
-    /// PCam200 annotation XML.
+    /// PCam200 annotation: ASAP XML or QuPath GeoJSON.
     pub annotation: Option<PathBuf>,
+    /// A region of interest (QuPath GeoJSON): only the tissue inside it is tiled or embedded.
+    pub roi: Option<PathBuf>,
     /// segPANDA200 label-mask slide.
     pub mask: Option<PathBuf>,
     /// segPANDA200 data provider.
@@ -60,6 +62,7 @@ pub fn read_slides_csv(path: &Path) -> Result<Vec<SlideRow>> {
         col(&["data_provider", "provider"]),
         col(&["isup_grade", "grade"]),
         col(&["gleason_score"]),
+        col(&["roi"]),
     ];
     let resolve = |p: &str| {
         let p = PathBuf::from(p);
@@ -108,6 +111,7 @@ pub fn read_slides_csv(path: &Path) -> Result<Vec<SlideRow>> {
             provider: get(cols[6]),
             grade: get(cols[7]),
             gleason_score: get(cols[8]),
+            roi: get(cols[9]).map(|p| resolve(&p)),
         });
     }
     if rows.is_empty() {

@@ -400,3 +400,39 @@ fn stain_normalised_builds_write_the_normalisers_patches() {
         assert!(e.contains("other settings") && e.contains("stain"), "{e}");
     }
 }
+
+/// A `roi` column keeps a slide's patches inside its QuPath region; a region with no tissue
+/// fails that slide in words.
+#[test]
+fn a_roi_column_keeps_patches_inside_the_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let region = |x1: u32, y1: u32| {
+        format!(
+            r#"[{{"type": "Feature", "properties": {{"objectType": "annotation", "classification": {{"name": "Region*"}}}},
+                 "geometry": {{"type": "Polygon", "coordinates": [[[0, 0], [{x1}, 0], [{x1}, {y1}], [0, {y1}], [0, 0]]]}}}}]"#
+        )
+    };
+    std::fs::write(dir.path().join("half.geojson"), region(1110, 2967)).unwrap();
+    std::fs::write(dir.path().join("corner.geojson"), region(150, 150)).unwrap();
+    let s = sample_slide();
+    let csv = write_csv(
+        dir.path(),
+        "slides.csv",
+        &format!(
+            "slide,organ,id,roi\n{0},skin,whole,\n{0},skin,half,half.geojson\n{0},skin,glass,corner.geojson\n",
+            s.display()
+        ),
+    );
+    let out = dir.path().join("out");
+    let mut opts = options(&out);
+    opts.geometry = patchtcga_slide::PatchGeometry { mpp: 0.499, size: 128 };
+    let r = run(&Task::Ptcga200, &csv, &opts);
+    assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+    assert!(r.failures[0].contains("no tissue found inside the region of interest"), "{:?}", r.failures);
+    let manifest = patchtcga_dataset::read_manifest(&out.join("manifest.csv")).unwrap();
+    let of = |id: &str| manifest.iter().filter(|m| m.slide == id).map(|m| (m.x, m.y)).collect::<Vec<_>>();
+    let (whole, half) = (of("whole"), of("half"));
+    assert!(!half.is_empty() && half.len() < whole.len(), "{} of {}", half.len(), whole.len());
+    assert!(half.iter().all(|&(x, _)| x + 64 <= 1110 + 16), "a patch centre outside the region: {half:?}");
+    assert!(whole.iter().any(|&(x, _)| x > 1110), "the whole slide has tissue right of the region");
+}

@@ -36,6 +36,9 @@ pub struct InferArgs {
     /// Whole-slide image.
     #[arg(long)]
     pub slide: PathBuf,
+    /// Only the tissue inside this region of interest (QuPath GeoJSON: every polygon annotation).
+    #[arg(long)]
+    pub roi: Option<PathBuf>,
     /// Heat map PNG; the raw map goes beside it as .npy (rows × columns, NaN off tissue).
     #[arg(long)]
     pub out: PathBuf,
@@ -105,6 +108,7 @@ impl InferArgs {
             std: stats.std,
             batch_size: self.batch_size,
             device: self.device,
+            roi: self.roi.clone(),
         };
         let map = slide_map(&slide, model.as_ref(), &options, progress)?;
         let npy = save_map(&slide, &map, Legend::of(model.as_ref()), &self.out)?;
@@ -180,7 +184,7 @@ impl MilInference {
             workers: rayon::current_num_threads(),
             prefetch: 4,
         };
-        let r = self.run.infer_slide(&a.slide, backbone, reading, a.device, &a.out, progress)?;
+        let r = self.run.infer_slide(&a.slide, a.roi.as_deref(), backbone, reading, a.device, &a.out, progress)?;
         progress.finish();
         let results = &self.run.results;
         Ok(MilInferred {

@@ -409,6 +409,7 @@ pub fn embed_slide_list(
             Ok(SlideJob {
                 path: r.slide.clone(),
                 corners: list.coords.map(|d| read_coords(&coords_file(d, &r.id))).transpose()?,
+                roi: r.roi.clone(),
             })
         })
         .collect::<Result<Vec<_>, LearnError>>()?;

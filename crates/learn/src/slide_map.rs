@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use patchtcga_model::inception::TransformInput;
 use patchtcga_model::{load, Arch, Checkpoint, Classifier, ImportOptions, SegHead, SegNet};
-use patchtcga_slide::{feature_collection, tile_object, PatchGeometry, QuPathObject, Slide, TissueMask, TissueParams};
+use patchtcga_slide::{
+    feature_collection, tile_object, PatchGeometry, QuPathObject, Roi, Slide, TissueMask, TissueParams,
+};
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor};
 
@@ -165,6 +167,8 @@ pub struct MapOptions {
     pub std: [f32; 3],
     pub batch_size: usize,
     pub device: Device,
+    /// Only the tissue inside this region of interest (QuPath GeoJSON).
+    pub roi: Option<std::path::PathBuf>,
 }
 
 /// A map over a slide: one value per cell (NaN off tissue), row-major.
@@ -276,7 +280,10 @@ pub fn slide_map(
     o: &MapOptions,
     progress: &indicatif::ProgressBar,
 ) -> Result<SlideMap, LearnError> {
-    let tissue = TissueMask::detect(slide, &TissueParams::default())?;
+    let mut tissue = TissueMask::detect(slide, &TissueParams::default())?;
+    if let Some(roi) = &o.roi {
+        tissue = tissue.within(&Roi::load(roi, &slide.annotation_frame())?);
+    }
     let geometry = PatchGeometry { mpp: o.field_um / o.image_size as f64, size: o.image_size };
     let grid = Grid::new(slide, &geometry, model.cells(), o.overlap)?;
     let (fw, fh) = grid.footprint;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use patchtcga_augment::normalize;
-use patchtcga_slide::{PatchGeometry, Slide, SlideError, SlideOptions, TissueGrid};
+use patchtcga_slide::{PatchGeometry, Roi, Slide, SlideError, SlideOptions, TissueGrid};
 use rayon::prelude::*;
 
 /// One slide to read: its file, and the level-0 corners of its patches when they are given
@@ -22,6 +22,8 @@ pub struct SlideJob {
     pub path: PathBuf,
     /// Given patch corners (level 0), or `None` for the tissue grid.
     pub corners: Option<Vec<(u32, u32)>>,
+    /// A region of interest (QuPath GeoJSON) the tissue grid is kept within.
+    pub roi: Option<PathBuf>,
 }
 
 /// Least tissue fraction of a grid patch's footprint unless told otherwise (CLAM's patching keeps
@@ -228,7 +230,10 @@ fn open_slides(jobs: Vec<SlideJob>, c: &SlideBatchConfig, pool: &rayon::ThreadPo
         let slide = Slide::open(&job.path, &c.open)?;
         let grid = match job.corners {
             Some(corners) => TissueGrid { level: TissueGrid::level(&slide, &c.geometry), corners },
-            None => TissueGrid::of(&slide, &c.geometry, c.min_tissue)?,
+            None => {
+                let roi = job.roi.as_ref().map(|r| Roi::load(r, &slide.annotation_frame())).transpose()?;
+                TissueGrid::of(&slide, &c.geometry, c.min_tissue, roi.as_ref())?
+            }
         };
         Ok((slide, grid))
     };

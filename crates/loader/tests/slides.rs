@@ -74,16 +74,16 @@ fn direct(slide: &Path, geometry: &PatchGeometry, corners: &[(u32, u32)], c: &Sl
 fn batches_span_slides_and_every_row_reaches_its_slide() {
     let geometry = PatchGeometry { mpp: 2.0, size: 32 };
     let slide = sample_slide();
-    let grid = TissueGrid::of(&Slide::open(&slide, &SlideOptions::default()).unwrap(), &geometry, 0.5).unwrap();
+    let grid = TissueGrid::of(&Slide::open(&slide, &SlideOptions::default()).unwrap(), &geometry, 0.5, None).unwrap();
     assert!(grid.corners.len() > 20 && !grid.corners.len().is_multiple_of(7), "{} grid patches", grid.corners.len());
     assert!(grid.corners.windows(2).all(|w| (w[0].1, w[0].0) < (w[1].1, w[1].0)), "row by row");
     let given = vec![(100, 200), (700, 900), (1200, 40)];
     let jobs = vec![
-        SlideJob { path: slide.clone(), corners: None },
-        SlideJob { path: PathBuf::from("missing.svs"), corners: None },
-        SlideJob { path: slide.clone(), corners: Some(given.clone()) },
-        SlideJob { path: slide.clone(), corners: Some(Vec::new()) },
-        SlideJob { path: slide.clone(), corners: None },
+        SlideJob { path: slide.clone(), corners: None, roi: None },
+        SlideJob { path: PathBuf::from("missing.svs"), corners: None, roi: None },
+        SlideJob { path: slide.clone(), corners: Some(given.clone()), roi: None },
+        SlideJob { path: slide.clone(), corners: Some(Vec::new()), roi: None },
+        SlideJob { path: slide.clone(), corners: None, roi: None },
     ];
     let c = config(7, geometry);
     let plane = 3 * 32 * 32;
@@ -126,8 +126,8 @@ fn a_slide_failing_mid_read_is_dropped_alone() {
     let geometry = PatchGeometry { mpp: 0.25, size: 32 };
     let good = vec![(20, 20), (60, 20), (100, 20)];
     let jobs = vec![
-        SlideJob { path: damaged.clone(), corners: Some([good.clone(), vec![(300, 300)]].concat()) },
-        SlideJob { path: damaged.clone(), corners: Some(good.clone()) },
+        SlideJob { path: damaged.clone(), corners: Some([good.clone(), vec![(300, 300)]].concat()), roi: None },
+        SlideJob { path: damaged.clone(), corners: Some(good.clone()), roi: None },
     ];
     let (seen, _) = consume(SlideBatches::start(jobs, config(2, geometry)).unwrap(), 2, 2, 3 * 32 * 32);
     let e = seen[0].failed.as_deref().unwrap_or_default();

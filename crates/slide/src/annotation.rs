@@ -235,3 +235,45 @@ fn attr(e: &quick_xml::events::BytesStart, key: &[u8]) -> std::result::Result<Op
     }
     Ok(None)
 }
+
+/// A region of interest: the polygons of a QuPath GeoJSON file (every annotation, whatever its
+/// class), in level-0 pixels; tissue outside it is left out.
+#[derive(Debug, Clone)]
+pub struct Roi {
+    polygons: Vec<(Polygon<f64>, Rect<f64>)>,
+}
+
+impl Roi {
+    /// Reads the region from `path` for a slide of `frame`: a QuPath GeoJSON export, refused in
+    /// words when it is not one, holds no polygon, or reaches off the slide.
+    pub fn load(path: impl AsRef<Path>, frame: &AnnotationFrame) -> Result<Self> {
+        use geo::MapCoords;
+        let path = path.as_ref();
+        let err = |cause: String| SlideError::Annotation { path: path.to_path_buf(), cause };
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => SlideError::Missing { path: PathBuf::from(path) },
+            _ => err(e.to_string()),
+        })?;
+        if !looks_like_json(&text) {
+            return Err(err(
+                "a region of interest is read from QuPath GeoJSON (File ▸ Export objects as GeoJSON)".into()
+            ));
+        }
+        let (dx, dy) = frame.qupath_offset;
+        let mut regions = Annotations::default();
+        for p in read_polygons(&text).map_err(err)? {
+            regions.push(true, p.polygon.map_coords(|c| Coord { x: c.x + dx, y: c.y + dy }));
+        }
+        if regions.tumor.is_empty() {
+            return Err(err("no region in the file (no polygon annotation)".into()));
+        }
+        regions.check_inside(frame.dims).map_err(err)?;
+        Ok(Self { polygons: regions.tumor })
+    }
+
+    /// Whether level-0 point (`x`, `y`) lies in the region.
+    pub fn contains(&self, x: f64, y: f64) -> bool {
+        let p = Coord { x, y };
+        self.polygons.iter().any(|(poly, rect)| rect.intersects(&p) && poly.contains(&p))
+    }
+}

@@ -20,7 +20,7 @@ mod sampling;
 mod tissue;
 mod wsi;
 
-pub use annotation::{AnnotationFrame, AnnotationGroups, Annotations};
+pub use annotation::{AnnotationFrame, AnnotationGroups, Annotations, Roi};
 pub use error::SlideError;
 pub use geometry::{GeometryFlags, PatchGeometry, DEFAULT_MPP, DEFAULT_PATCH_SIZE};
 pub use info::{InfoArgs, RegionBench, RegionTiming, SlideInfo};

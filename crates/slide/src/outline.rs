@@ -22,6 +22,9 @@ pub struct TissueArgs {
     /// GeoJSON file to write (QuPath: File ▸ Import objects, or drop it on the slide).
     #[arg(long)]
     pub out: PathBuf,
+    /// Only the tissue inside this region of interest (QuPath GeoJSON: every polygon annotation).
+    #[arg(long)]
+    pub roi: Option<PathBuf>,
     #[command(flatten)]
     pub open: SlideOptions,
     #[command(flatten)]
@@ -41,7 +44,10 @@ impl TissueArgs {
     /// Finds the slide's tissue and ink and writes them as annotations.
     pub fn run(&self) -> Result<TissueOutline> {
         let slide = Slide::open(&self.slide, &self.open)?;
-        let mask = TissueMask::detect(&slide, &self.tissue)?;
+        let mut mask = TissueMask::detect(&slide, &self.tissue)?;
+        if let Some(roi) = &self.roi {
+            mask = mask.within(&crate::Roi::load(roi, &slide.annotation_frame())?);
+        }
         let tissue = tissue_objects(&mask);
         let ink = ink_objects(&mask);
         let holes = tissue.iter().flat_map(|o| &o.geometry.0).map(|p| p.interiors().len()).sum();

@@ -136,9 +136,18 @@ pub struct TissueGrid {
 }
 
 impl TissueGrid {
-    /// Finds the tissue of `slide` (default parameters) and lays the grid over it.
-    pub fn of(slide: &crate::Slide, geometry: &crate::PatchGeometry, min_tissue: f64) -> Result<Self> {
-        let tissue = TissueMask::detect(slide, &crate::TissueParams::default())?;
+    /// Finds the tissue of `slide` (default parameters; only inside `roi` when given) and lays the
+    /// grid over it.
+    pub fn of(
+        slide: &crate::Slide,
+        geometry: &crate::PatchGeometry,
+        min_tissue: f64,
+        roi: Option<&crate::Roi>,
+    ) -> Result<Self> {
+        let mut tissue = TissueMask::detect(slide, &crate::TissueParams::default())?;
+        if let Some(roi) = roi {
+            tissue = tissue.within(roi);
+        }
         let footprint = slide.footprint(geometry);
         let sampler = Sampler { sampling: Sampling::Grid, min_tissue, seed: 0 };
         let mut grid = sampler.candidates("", slide.dimensions(), footprint, &tissue, None)?.kept;

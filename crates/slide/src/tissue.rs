@@ -163,6 +163,19 @@ impl TissueMask {
         *self.integral.last().unwrap_or(&0) as f64 / n as f64
     }
 
+    /// The mask with everything outside `roi` cleared (a pixel is kept when its centre lies in
+    /// the region).
+    pub fn within(mut self, roi: &crate::Roi) -> Self {
+        let d = self.downsample;
+        for (x, y, p) in self.mask.enumerate_pixels_mut() {
+            if p.0[0] != 0 && !roi.contains((x as f64 + 0.5) * d, (y as f64 + 0.5) * d) {
+                p.0[0] = 0;
+            }
+        }
+        self.integral = summed_area(&self.mask);
+        self
+    }
+
     /// Pen ink found on the slide (nothing when it was kept).
     pub fn ink(&self) -> &InkMask {
         &self.ink

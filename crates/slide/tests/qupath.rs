@@ -41,6 +41,7 @@ fn tissue_and_ink_outlines_are_valid_and_cover_the_mask() {
     let args = TissueArgs {
         slide: slide.clone(),
         out: out.clone(),
+        roi: None,
         open: SlideOptions::default(),
         tissue: TissueParams::default(),
     };
@@ -90,4 +91,50 @@ fn tissue_and_ink_outlines_are_valid_and_cover_the_mask() {
         reference.iter().filter(|f| f["class"] == "Tissue").map(|f| f["area"].as_f64().unwrap()).sum();
     let ours: f64 = tissue.iter().map(geo::Area::unsigned_area).sum();
     assert!((tissue_area - ours).abs() <= 1e-9 * ours, "shapely {tissue_area} vs geo {ours}");
+}
+
+/// `--roi`: only the tissue inside a QuPath region is outlined; a region file that is not GeoJSON
+/// or reaches off the slide is refused naming it.
+#[test]
+fn a_region_of_interest_keeps_only_the_tissue_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let roi = dir.path().join("roi.geojson");
+    let square = r#"{"type": "Feature", "properties": {"objectType": "annotation"},
+      "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1100, 0], [1100, 1500], [0, 1500], [0, 0]]]}}"#;
+    std::fs::write(&roi, square).unwrap();
+    let run = |roi: Option<std::path::PathBuf>, out: &str| {
+        let out = dir.path().join(out);
+        let args = TissueArgs {
+            slide: sample_slide(),
+            out: out.clone(),
+            roi,
+            open: SlideOptions::default(),
+            tissue: TissueParams::default(),
+        };
+        args.run().map(|_| serde_json::from_slice::<serde_json::Value>(&std::fs::read(out).unwrap()).unwrap())
+    };
+    let (whole, inside) = (run(None, "whole.geojson").unwrap(), run(Some(roi.clone()), "inside.geojson").unwrap());
+    let corners = |v: &serde_json::Value| -> Vec<(f64, f64)> {
+        let mut out = Vec::new();
+        for f in
+            v["features"].as_array().unwrap().iter().filter(|f| f["properties"]["classification"]["name"] == "Tissue")
+        {
+            let g: geojson::Geometry = serde_json::from_value(f["geometry"].clone()).unwrap();
+            let polygons = geo::MultiPolygon::<f64>::try_from(g.value.clone())
+                .map(|m| m.0)
+                .unwrap_or_else(|_| vec![geo::Polygon::try_from(g.value).unwrap()]);
+            out.extend(polygons.iter().flat_map(|p| p.exterior().0.iter().map(|c| (c.x, c.y))));
+        }
+        out
+    };
+    let (all, kept) = (corners(&whole), corners(&inside));
+    assert!(!kept.is_empty() && all.iter().any(|&(x, y)| x > 1200.0 || y > 1600.0));
+    // A mask pixel is 16 level-0 px: outlines stay within a pixel of the region.
+    assert!(kept.iter().all(|&(x, y)| x <= 1100.0 + 16.0 && y <= 1500.0 + 16.0), "tissue outside the region");
+    std::fs::write(&roi, "<ASAP_Annotations/>").unwrap();
+    let e = run(Some(roi.clone()), "xml.geojson").map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("roi.geojson") && e.contains("QuPath GeoJSON"), "{e}");
+    std::fs::write(&roi, square.replace("1500]", "9500]")).unwrap();
+    let e = run(Some(roi), "far.geojson").map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("outside the 2220 × 2967 px slide"), "{e}");
 }
