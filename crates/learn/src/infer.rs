@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use patchtcga_loader::slides::{SlideBatchConfig, DEFAULT_MIN_TISSUE};
+use patchtcga_loader::slides::{SlideBatchConfig, SlideJob, DEFAULT_MIN_TISSUE};
 use patchtcga_model::inception::TransformInput;
 use patchtcga_model::{Arch, Backbone, BackboneWeights, SegHead};
 use patchtcga_slide::{PatchGeometry, Slide, SlideOptions};
@@ -184,7 +184,8 @@ impl MilInference {
             workers: rayon::current_num_threads(),
             prefetch: 4,
         };
-        let r = self.run.infer_slide(&a.slide, a.roi.as_deref(), backbone, reading, a.device, &a.out, progress)?;
+        let job = SlideJob { path: a.slide.clone(), corners: None, roi: a.roi.clone() };
+        let r = self.run.infer_slide(job, backbone, reading, a.device, &a.out, progress)?;
         progress.finish();
         let results = &self.run.results;
         Ok(MilInferred {

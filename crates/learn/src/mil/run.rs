@@ -274,12 +274,11 @@ impl MilRun {
     /// A new slide through the run: its patches read as `reading` says (the run's geometry and
     /// normalisation: [`embedding`](Self::embedding)) and embedded by `backbone`, the folds' models'
     /// prediction written to `<out>.json` and, for attention-pooling networks, their attention
-    /// painted over the thumbnail into `out` (the raw values beside it, `.npy`). With `roi`, only
-    /// the tissue inside that region (QuPath GeoJSON) is embedded.
+    /// painted over the thumbnail into `out` (the raw values beside it, `.npy`). `job` names the
+    /// slide and, with its `roi`, the region (QuPath GeoJSON) whose tissue alone is embedded.
     pub fn infer_slide(
         &self,
-        slide: &Path,
-        roi: Option<&Path>,
+        job: SlideJob,
         backbone: &Backbone,
         reading: SlideBatchConfig,
         device: tch::Device,
@@ -288,7 +287,8 @@ impl MilRun {
     ) -> Result<SlideInference, LearnError> {
         let (geometry, open) = (reading.geometry, reading.open);
         let embedding = SlideEmbedding { geometry, device, float16: false, autocast: false };
-        let job = SlideJob { path: slide.to_path_buf(), corners: None, roi: roi.map(Path::to_path_buf) };
+        let path = job.path.clone();
+        let slide = path.as_path();
         let features = embed_slide(job, reading, backbone, &embedding, progress)?;
         let prediction = self.predict(&features.features, slide)?;
         let json = out.with_extension("json");
