@@ -200,6 +200,7 @@ pub fn build(task: &Task, rows: &[SlideRow], opts: &BuildOptions, progress: &Pro
 fn check_options(task: &Task, opts: &BuildOptions) -> Result<()> {
     let mut fractions = vec![
         ("--min-tissue", opts.sampler.min_tissue),
+        ("--max-ink", opts.tissue.max_ink),
         ("--max-background", opts.quality.max_background),
         ("--val-fraction", opts.val_fraction),
         ("--test-fraction", opts.test_fraction),

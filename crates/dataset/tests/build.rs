@@ -436,3 +436,16 @@ fn a_roi_column_keeps_patches_inside_the_region() {
     assert!(half.iter().all(|&(x, _)| x + 64 <= 1110 + 16), "a patch centre outside the region: {half:?}");
     assert!(whole.iter().any(|&(x, _)| x > 1110), "the whole slide has tissue right of the region");
 }
+
+/// A fraction flag outside [0, 1] is refused before anything runs, naming the flag.
+#[test]
+fn fractions_out_of_range_are_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write_csv(dir.path(), "slides.csv", &format!("slide,organ\n{},skin\n", sample_slide().display()));
+    let mut opts = options(&dir.path().join("out"));
+    opts.tissue.max_ink = 1.5;
+    let e = patchtcga_dataset::build(&Task::Ptcga200, &read_slides_csv(&csv).unwrap(), &opts, &ProgressBar::hidden())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "--max-ink must be in [0, 1], got 1.5");
+}
