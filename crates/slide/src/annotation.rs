@@ -75,10 +75,7 @@ impl Annotations {
     pub fn load(path: impl AsRef<Path>, groups: &AnnotationGroups, frame: &AnnotationFrame) -> Result<Self> {
         let path = path.as_ref();
         let err = |cause: String| SlideError::Annotation { path: path.to_path_buf(), cause };
-        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SlideError::Missing { path: PathBuf::from(path) },
-            _ => err(e.to_string()),
-        })?;
+        let text = read_text(path)?;
         let out = if looks_like_json(&text) {
             Self::from_geojson(&text, groups, frame.qupath_offset).map_err(err)?
         } else if text.trim_start_matches('\u{feff}').trim_start().starts_with('<') {
@@ -250,10 +247,7 @@ impl Roi {
         use geo::MapCoords;
         let path = path.as_ref();
         let err = |cause: String| SlideError::Annotation { path: path.to_path_buf(), cause };
-        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SlideError::Missing { path: PathBuf::from(path) },
-            _ => err(e.to_string()),
-        })?;
+        let text = read_text(path)?;
         if !looks_like_json(&text) {
             return Err(err(
                 "a region of interest is read from QuPath GeoJSON (File ▸ Export objects as GeoJSON)".into()
@@ -276,4 +270,12 @@ impl Roi {
         let p = Coord { x, y };
         self.polygons.iter().any(|(poly, rect)| rect.intersects(&p) && poly.contains(&p))
     }
+}
+
+/// An annotation or region file's text; a missing file is [`SlideError::Missing`].
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SlideError::Missing { path: PathBuf::from(path) },
+        _ => SlideError::Annotation { path: path.to_path_buf(), cause: e.to_string() },
+    })
 }
