@@ -344,8 +344,8 @@ impl Loader {
             (self.samples.clone(), self.recipe.clone(), self.config.clone(), self.pool.clone(), skipped.clone());
         let producer = std::thread::spawn(move || {
             for indices in batches {
-                let loaded: Vec<(usize, Result<Loaded>)> = pool.install(|| {
-                    indices.par_iter().map(|&i| (i, load(&samples[i], &recipe, config.seed, epoch, i))).collect()
+                let loaded: Vec<(usize, Result<SampleViews>)> = pool.install(|| {
+                    indices.par_iter().map(|&i| (i, sample_views(&samples[i], &recipe, config.seed, epoch, i))).collect()
                 });
                 let mut kept = Vec::with_capacity(loaded.len());
                 for (i, r) in loaded {
@@ -418,9 +418,13 @@ fn shard(n: usize, c: &LoaderConfig, epoch: u64) -> Vec<usize> {
     padded.into_iter().skip(c.rank).step_by(w).collect()
 }
 
-struct Loaded {
-    views: Vec<RgbImage>,
-    mask: Option<GrayImage>,
+/// One sample's views, as the loader makes them.
+#[derive(Debug, Clone)]
+pub struct SampleViews {
+    /// The recipe's views, in order.
+    pub views: Vec<RgbImage>,
+    /// The label mask cut as the first view was.
+    pub mask: Option<GrayImage>,
 }
 
 fn sample_seed(seed: u64, epoch: u64, index: usize) -> u64 {
@@ -431,9 +435,11 @@ fn sample_seed(seed: u64, epoch: u64, index: usize) -> u64 {
     z ^ (z >> 31)
 }
 
-fn load(s: &Sample, recipe: &Recipe, seed: u64, epoch: u64, index: usize) -> Result<Loaded> {
+/// The recipe's views of sample `s` at dataset position `index` in `epoch`: the same pixels
+/// whichever worker, rank or caller makes them (the randomness comes from seed, epoch and index).
+pub fn sample_views(s: &Sample, recipe: &Recipe, seed: u64, epoch: u64, index: usize) -> Result<SampleViews> {
     let bad = |path: &Path, cause: String| LoaderError::BadInput { path: path.to_path_buf(), cause };
-    let work = || -> Result<Loaded> {
+    let work = || -> Result<SampleViews> {
         let image = match &s.image {
             ImageSource::File(p) => decode(p)?,
             ImageSource::H5 { path, index } => read_h5(path, *index)?,
@@ -458,7 +464,7 @@ fn load(s: &Sample, recipe: &Recipe, seed: u64, epoch: u64, index: usize) -> Res
             }
             views.push(v.image);
         }
-        Ok(Loaded { views, mask: first_mask })
+        Ok(SampleViews { views, mask: first_mask })
     };
     catch_unwind(AssertUnwindSafe(work))
         .unwrap_or_else(|_| Err(bad(s.image.path(), "internal error while decoding".into())))
@@ -486,7 +492,7 @@ fn decode(path: &Path) -> Result<RgbImage> {
     Ok(image::load_from_memory(&bytes).map_err(|e| bad(format!("unreadable image: {e}")))?.to_rgb8())
 }
 
-fn assemble(kept: Vec<(usize, Loaded)>, samples: &[Sample], c: &LoaderConfig) -> Result<Batch> {
+fn assemble(kept: Vec<(usize, SampleViews)>, samples: &[Sample], c: &LoaderConfig) -> Result<Batch> {
     let n = kept.len();
     let n_views = kept[0].1.views.len();
     let mut views = Vec::with_capacity(n_views);

@@ -1,11 +1,13 @@
 //! A whole-slide image: µm/px and where it came from, levels, patches at a target resolution, the overview, read natively or through OpenSlide.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
-use image::{GrayImage, RgbImage};
+use image::{GrayImage, RgbImage, RgbaImage};
 use openslide_rs::{Address, OpenSlide, Region, Size};
 use patchtcga_tiff::{Flavour, TiffError, TiffSlide};
 
@@ -20,6 +22,19 @@ pub enum MppSource {
     TiffResolution,
     /// Given by the user (`--mpp-override`).
     Override,
+    /// Nowhere: the slide states none (only [`Slide::open_unmeasured`] opens such a slide).
+    Missing,
+}
+
+impl fmt::Display for MppSource {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Self::Vendor => "vendor",
+            Self::TiffResolution => "tiff-resolution",
+            Self::Override => "override",
+            Self::Missing => "missing",
+        })
+    }
 }
 
 /// Level-0 resolution of a slide in µm per pixel.
@@ -161,12 +176,24 @@ pub struct Slide {
     path: PathBuf,
     mpp: Mpp,
     levels: Vec<LevelInfo>,
+    /// OpenSlide's view of a natively served file (its properties and associated images),
+    /// opened on first use; `None` where OpenSlide declines the file.
+    metadata: OnceLock<Option<Box<OpenSlide>>>,
 }
 
 impl Slide {
     /// Opens `path` with the reader `options` choose and resolves its µm/px: the scanner's
     /// own, else the TIFF resolution tags; `mpp_override`, when given, takes precedence.
     pub fn open(path: impl AsRef<Path>, options: &SlideOptions) -> Result<Self> {
+        let slide = Self::open_unmeasured(path, options)?;
+        slide.measured_mpp()?;
+        Ok(slide)
+    }
+
+    /// Opens `path` as [`open`](Self::open) does, but also when the slide states no µm/px (as
+    /// openslide-python opens it, for viewing): its [`mpp`](Self::mpp) is then NaN with
+    /// [`MppSource::Missing`], and [`measured_mpp`](Self::measured_mpp) refuses it.
+    pub fn open_unmeasured(path: impl AsRef<Path>, options: &SlideOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         if !path.is_file() {
             return Err(SlideError::Missing { path });
@@ -178,9 +205,9 @@ impl Slide {
             Some(m) => {
                 return Err(SlideError::Parameter(format!("--mpp-override {m} is outside {:?} µm/px", PLAUSIBLE_MPP)))
             }
-            None => resolve_mpp(&backend).ok_or_else(|| SlideError::NoMpp { path: path.clone() })?,
+            None => resolve_mpp(&backend).unwrap_or(Mpp { x: f64::NAN, y: f64::NAN, source: MppSource::Missing }),
         };
-        let slide = Self { backend, path, mpp, levels };
+        let slide = Self { backend, path, mpp, levels, metadata: OnceLock::new() };
         // A truncated file can open (the header is intact) and fail on the first pixel read.
         slide.read_rgb(slide.level_count() - 1, 0, 0, 1, 1)?;
         Ok(slide)
@@ -217,6 +244,14 @@ impl Slide {
     /// Level-0 resolution.
     pub fn mpp(&self) -> Mpp {
         self.mpp
+    }
+
+    /// Level-0 resolution, refused in words for a slide that states none.
+    pub fn measured_mpp(&self) -> Result<Mpp> {
+        match self.mpp.source {
+            MppSource::Missing => Err(SlideError::NoMpp { path: self.path.clone() }),
+            _ => Ok(self.mpp),
+        }
     }
 
     /// Level-0 width and height in pixels.
@@ -268,6 +303,109 @@ impl Slide {
         let ds = self.level_downsample(level);
         let (lx, ly) = ((x as f64 / ds).round() as i64, (y as f64 / ds).round() as i64);
         Ok(self.read_level(level, 8, lx, ly, w, h, Outside::Background)?.image)
+    }
+
+    /// Reads `w`×`h` pixels of `level` whose top-left corner is at level-0 (`x`, `y`), which
+    /// may lie outside the slide, as openslide-python's `read_region` does: straight-alpha RGBA,
+    /// transparent (all zeros) outside the level and wherever the scan left no pixels.
+    pub fn read_rgba(&self, level: u32, x: i64, y: i64, w: u32, h: u32) -> Result<RgbaImage> {
+        let ds = self.level_downsample(level);
+        let (lx, ly) = ((x as f64 / ds).round() as i64, (y as f64 / ds).round() as i64);
+        let (lw, lh) = self.level_dimensions(level);
+        // The part of the request inside the level, in level pixels.
+        let (x0, y0) = (lx.max(0), ly.max(0));
+        let (x1, y1) = ((lx + w as i64).min(lw as i64), (ly + h as i64).min(lh as i64));
+        let mut out = RgbaImage::new(w, h);
+        if x1 <= x0 || y1 <= y0 {
+            return Ok(out);
+        }
+        let (cw, ch) = ((x1 - x0) as u32, (y1 - y0) as u32);
+        let inside = match &self.backend {
+            Backend::Native(t) => {
+                let rgb = t.read(level as usize, 8, x0, y0, cw, ch, [255; 3]).map_err(|e| self.region_error(level, x0, y0, e))?;
+                image::DynamicImage::ImageRgb8(rgb).into_rgba8()
+            }
+            Backend::OpenSlide(o) => {
+                let address = Address { x: (x0 as f64 * ds).round() as u32, y: (y0 as f64 * ds).round() as u32 };
+                o.read_image_rgba(&Region { address, level, size: Size { w: cw, h: ch } })
+                    .map_err(|e| self.region_error(level, x0, y0, e))?
+            }
+        };
+        image::imageops::replace(&mut out, &inside, x0 - lx, y0 - ly);
+        Ok(out)
+    }
+
+    /// OpenSlide's view of this file, for what only it knows (properties, associated images).
+    fn openslide_view(&self) -> Option<&OpenSlide> {
+        match &self.backend {
+            Backend::OpenSlide(o) => Some(o),
+            Backend::Native(_) => self.metadata.get_or_init(|| OpenSlide::new(&self.path).ok().map(Box::new)).as_deref(),
+        }
+    }
+
+    /// The slide's properties as openslide-python lists them (OpenSlide's own where it reads
+    /// the file, else the `openslide.*` keys patchtcga knows), with `patchtcga.*` keys saying
+    /// which reader serves it and where its µm/px came from.
+    pub fn properties(&self) -> BTreeMap<String, String> {
+        let mut props = BTreeMap::new();
+        match self.openslide_view() {
+            Some(o) => {
+                for name in o.property_names().unwrap_or_default() {
+                    if let Ok(value) = o.property_value(&name) {
+                        props.insert(name, value);
+                    }
+                }
+            }
+            None => self.own_properties(&mut props),
+        }
+        props.insert("patchtcga.reader".into(), self.served_by().to_string());
+        if let Ok(mpp) = self.measured_mpp() {
+            props.insert("patchtcga.mpp-x".into(), mpp.x.to_string());
+            props.insert("patchtcga.mpp-y".into(), mpp.y.to_string());
+        }
+        props.insert("patchtcga.mpp-source".into(), self.mpp.source.to_string());
+        props
+    }
+
+    /// The `openslide.*` properties of a file only the native reader opens.
+    fn own_properties(&self, props: &mut BTreeMap<String, String>) {
+        let mut set = |k: String, v: String| {
+            props.insert(k, v);
+        };
+        set("openslide.level-count".into(), self.level_count().to_string());
+        for l in 0..self.level_count() {
+            let (w, h) = self.level_dimensions(l);
+            set(format!("openslide.level[{l}].width"), w.to_string());
+            set(format!("openslide.level[{l}].height"), h.to_string());
+            set(format!("openslide.level[{l}].downsample"), self.level_downsample(l).to_string());
+        }
+        if matches!(self.mpp.source, MppSource::Vendor | MppSource::TiffResolution) {
+            set("openslide.mpp-x".into(), self.mpp.x.to_string());
+            set("openslide.mpp-y".into(), self.mpp.y.to_string());
+        }
+        if let Backend::Native(t) = &self.backend {
+            let vendor = if t.flavour() == Flavour::Aperio { "aperio" } else { "generic-tiff" };
+            set("openslide.vendor".into(), vendor.into());
+            if let Some(d) = t.description() {
+                set("tiff.ImageDescription".into(), d.into());
+            }
+        }
+    }
+
+    /// Names of the slide's associated images (label, macro, thumbnail…), as OpenSlide lists them.
+    pub fn associated_image_names(&self) -> Vec<String> {
+        self.openslide_view().and_then(|o| o.associated_image_names().ok()).unwrap_or_default()
+    }
+
+    /// The associated image `name` as straight-alpha RGBA.
+    pub fn associated_image(&self, name: &str) -> Result<RgbaImage> {
+        let unknown = || SlideError::Parameter(format!("{}: no associated image {name:?}", self.path.display()));
+        let o = self.openslide_view().ok_or_else(unknown)?;
+        if !self.associated_image_names().iter().any(|n| n == name) {
+            return Err(unknown());
+        }
+        o.read_associated_image_rgba(name)
+            .map_err(|e| SlideError::Unreadable { path: self.path.clone(), cause: format!("associated image {name:?}: {e}") })
     }
 
     /// Reads `w`×`h` pixels of `level` decoded at `eighths`/8 of its size, from (`lx`, `ly`) in
