@@ -28,7 +28,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: deps rust demo test lint bench bench-loader clean
+.PHONY: deps rust demo test python-test lint bench bench-loader clean
 
 deps: $(LIBTORCH) $(CUDA_HEADERS)
 	$(call apt_install,$(APT_PACKAGES))
@@ -99,6 +99,22 @@ test: deps rust $(PYTOOLS)
 	@echo "the reference-parity tests again on LibTorch's and MKL's baseline kernels (no AVX), as any x86-64 CPU runs them:"
 	PATH="$$HOME/.cargo/bin:$$PATH" ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 \
 	  cargo test --workspace --test parity --test foundation --test cnn --test mil --no-fail-fast -- match
+	$(MAKE) python-test
+
+# The Python package (`pip install ./python`) in a virtual environment of its own, with what its
+# tests compare against: openslide-python (on Debian's OpenSlide), tifffile for fixtures, h5py, and
+# PyTorch's DataLoader from the LibTorch wheel already unpacked in .libtorch/ (a .pth line).
+PYVENV := python/.venv
+PYTEST_PACKAGES := pytest==9.2.0 numpy==2.4.6 pillow==13.0.0 openslide-python==1.4.7 h5py==3.16.0 tifffile==2026.3.3
+$(PYVENV)/bin/pytest: $(LIBTORCH)
+	$(call apt_install,python3-venv)
+	python3 -m venv $(PYVENV)
+	$(PYVENV)/bin/pip install --quiet --disable-pip-version-check $(PYTEST_PACKAGES)
+	echo "$(CURDIR)/.libtorch" > "$$($(PYVENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/libtorch.pth"
+
+python-test: deps rust $(PYVENV)/bin/pytest
+	PATH="$$HOME/.cargo/bin:$$PATH" $(PYVENV)/bin/pip install --quiet --disable-pip-version-check ./python
+	cd python && .venv/bin/pytest -q tests
 
 # Formatting and lints, as CI checks them.
 lint: rust

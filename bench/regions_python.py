@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Region reads as Python users do them, for a side-by-side benchmark with `patchtcga bench
-regions`: openslide-python (`read_region` → RGB array) or cuCIM (`CuImage.read_region` → array),
+regions`: openslide-python (`read_region` → RGB array), cuCIM (`CuImage.read_region` → array) or
+patchtcga's Python package (`Slide.read_region` → array, no PIL),
 square level-0 regions on the slide's grid, row by row, one thread.
 
-    python3 bench/regions_python.py SLIDE --reader openslide|cucim [--size 800] [--count 200]
+    python3 bench/regions_python.py SLIDE --reader openslide|cucim|patchtcga [--size 800] [--count 200]
 
 Prints regions/s and peak memory.
 """
@@ -18,7 +19,7 @@ import numpy as np
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("slide")
-    ap.add_argument("--reader", choices=["openslide", "cucim"], required=True)
+    ap.add_argument("--reader", choices=["openslide", "cucim", "patchtcga"], required=True)
     ap.add_argument("--size", type=int, default=800)
     ap.add_argument("--count", type=int, default=200)
     a = ap.parse_args()
@@ -27,6 +28,11 @@ def main():
         s = openslide.OpenSlide(a.slide)
         w, h = s.dimensions
         read = lambda x, y: np.asarray(s.read_region((x, y), 0, (a.size, a.size)).convert("RGB"))
+    elif a.reader == "patchtcga":
+        import patchtcga
+        s = patchtcga.Slide(a.slide)
+        w, h = s.level_dimensions[0]
+        read = lambda x, y: s.read_region(x, y, 0, a.size, a.size)[:, :, :3]
     else:
         from cucim import CuImage
         s = CuImage(a.slide)

@@ -16,13 +16,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _normalized(batch: np.ndarray, mean, std) -> np.ndarray:
-    """(N, H, W, 3) uint8 → (N, 3, H, W) float32, scaled to [0, 1] and standardised."""
-    scale = np.asarray(std, np.float32) * 255.0
-    out = (batch.astype(np.float32) - np.asarray(mean, np.float32) * 255.0) / scale
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
-
-
 class SlidePatches:
     """Patches of ``size`` px at ``mpp`` µm/px read straight from slides, as a map-style dataset.
 
@@ -80,12 +73,16 @@ class SlidePatches:
     def __getitems__(self, indices: Sequence[int]) -> list:
         """The items at ``indices``, read slide by slide on the reading pool."""
         rows = self.index[np.asarray(indices, dtype=np.int64)]
-        images = np.empty((len(rows), self.size, self.size, 3), np.uint8)
+        shape = (3, self.size, self.size) if self.normalized else (self.size, self.size, 3)
+        out = np.empty((len(rows), *shape), np.float32 if self.normalized else np.uint8)
         slides = self._open()
         for k in np.unique(rows[:, 0]):
             at = np.flatnonzero(rows[:, 0] == k)
-            images[at] = slides[k].read_patches(np.ascontiguousarray(rows[at, 1:]), self.mpp, self.size)
-        out = _normalized(images, self.mean, self.std) if self.normalized else images
+            corners = np.ascontiguousarray(rows[at, 1:])
+            if self.normalized:
+                out[at] = slides[k].read_patches_normalized(corners, self.mpp, self.size, self.mean, self.std)
+            else:
+                out[at] = slides[k].read_patches(corners, self.mpp, self.size)
         return [(out[j], rows[j]) for j in range(len(rows))]
 
 

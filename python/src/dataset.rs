@@ -15,6 +15,9 @@ use patchtcga_augment::{normalize, Preset, Recipe, IMAGENET_MEAN, IMAGENET_STD};
 use patchtcga_dataset::{DatasetKind, Index};
 use patchtcga_loader::{sample_views, samples, ImageSource, Sample};
 
+/// A sample's views, and the label mask cut as the first was.
+type Views<'py> = (Bound<'py, PyList>, Option<Bound<'py, PyArray2<u8>>>);
+
 /// A patch dataset in one of the release's layouts (PTCGA200, PCam200, segPANDA200), read with
 /// a view recipe of pretraining or evaluation.
 #[pyclass(frozen, module = "patchtcga._native")]
@@ -31,8 +34,11 @@ pub struct PatchFolder {
 
 fn parse<T: ValueEnum>(what: &str, name: &str) -> PyResult<T> {
     T::from_str(name, true).map_err(|_| {
-        let known: Vec<String> =
-            T::value_variants().iter().filter_map(|v| v.to_possible_value()).map(|v| v.get_name().to_string()).collect();
+        let known: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|v| v.get_name().to_string())
+            .collect();
         PyValueError::new_err(format!("unknown {what} {name:?} (one of {})", known.join(", ")))
     })
 }
@@ -121,10 +127,11 @@ impl PatchFolder {
     /// Sample `index`'s views: normalised CHW `float32` arrays (HWC `uint8` with
     /// `normalized=False`), and its label mask (H, W) `uint8` where the layout has masks.
     #[pyo3(signature = (index, normalized = true))]
-    fn views<'py>(&self, py: Python<'py>, index: usize, normalized: bool) -> PyResult<(Bound<'py, PyList>, Option<Bound<'py, PyArray2<u8>>>)> {
-        let sample = self.samples.get(index).ok_or_else(|| {
-            PyIndexError::new_err(format!("sample {index} of a dataset of {}", self.samples.len()))
-        })?;
+    fn views<'py>(&self, py: Python<'py>, index: usize, normalized: bool) -> PyResult<Views<'py>> {
+        let sample = self
+            .samples
+            .get(index)
+            .ok_or_else(|| PyIndexError::new_err(format!("sample {index} of a dataset of {}", self.samples.len())))?;
         let epoch = self.epoch.load(Ordering::Relaxed);
         let made = crate::guarded(sample.image.path(), || {
             py.detach(|| sample_views(sample, &self.recipe, self.seed, epoch, index))
@@ -136,7 +143,8 @@ impl PatchFolder {
             if normalized {
                 let mut out = vec![0f32; (3 * w * h) as usize];
                 normalize(view, self.mean, self.std, &mut out).map_err(|e| PyValueError::new_err(e.to_string()))?;
-                let a = Array3::from_shape_vec((3, h as usize, w as usize), out).map_err(|e| PyValueError::new_err(e.to_string()))?;
+                let a = Array3::from_shape_vec((3, h as usize, w as usize), out)
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
                 views.append(PyArray3::from_owned_array(py, a))?;
             } else {
                 views.append(crate::array3(py, h, w, 3, view.as_raw().clone())?)?;
@@ -145,7 +153,8 @@ impl PatchFolder {
         let mask = match made.mask {
             Some(m) => {
                 let (w, h) = m.dimensions();
-                let a = Array2::from_shape_vec((h as usize, w as usize), m.into_raw()).map_err(|e| PyValueError::new_err(e.to_string()))?;
+                let a = Array2::from_shape_vec((h as usize, w as usize), m.into_raw())
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?;
                 Some(PyArray2::from_owned_array(py, a))
             }
             None => None,

@@ -12,6 +12,7 @@ use pyo3::exceptions::{PyException, PyFileNotFoundError, PyIndexError, PyValueEr
 use pyo3::prelude::*;
 use rayon::prelude::*;
 
+use patchtcga_augment::{normalize, IMAGENET_MEAN, IMAGENET_STD};
 use patchtcga_slide::{PatchGeometry, Reader, Roi, SlideError, SlideOptions, TissueGrid, TissueMask, TissueParams};
 
 mod dataset;
@@ -100,7 +101,11 @@ fn set_threads(threads: usize) {
 }
 
 /// Reads `n` images of `per` bytes each on the reading pool, into one buffer.
-fn read_all(n: usize, per: usize, read: impl Fn(usize) -> Result<Vec<u8>, SlideError> + Sync + Send) -> Result<Vec<u8>, SlideError> {
+fn read_all(
+    n: usize,
+    per: usize,
+    read: impl Fn(usize) -> Result<Vec<u8>, SlideError> + Sync + Send,
+) -> Result<Vec<u8>, SlideError> {
     let mut out = vec![0u8; n * per];
     pool()?.install(|| {
         out.par_chunks_mut(per.max(1)).enumerate().try_for_each(|(i, chunk)| {
@@ -231,8 +236,10 @@ impl Slide {
         let at = unsigned(&corners(&coords)?)?;
         let per = width as usize * height as usize * 3;
         let data = guarded(self.path(), || {
-            py.detach(|| read_all(at.len(), per, |i| Ok(self.inner.read_rgb(level, at[i].0, at[i].1, width, height)?.into_raw())))
-                .map_err(slide_err)
+            py.detach(|| {
+                read_all(at.len(), per, |i| Ok(self.inner.read_rgb(level, at[i].0, at[i].1, width, height)?.into_raw()))
+            })
+            .map_err(slide_err)
         })?;
         batch_array(py, at.len(), height, width, data)
     }
@@ -251,10 +258,46 @@ impl Slide {
         let at = unsigned(&corners(&coords)?)?;
         let per = size as usize * size as usize * 3;
         let data = guarded(self.path(), || {
-            py.detach(|| read_all(at.len(), per, |i| Ok(self.inner.read_patch(&geometry, at[i].0, at[i].1)?.into_raw())))
-                .map_err(slide_err)
+            py.detach(|| {
+                read_all(at.len(), per, |i| Ok(self.inner.read_patch(&geometry, at[i].0, at[i].1)?.into_raw()))
+            })
+            .map_err(slide_err)
         })?;
         batch_array(py, at.len(), size, size, data)
+    }
+
+    /// The patches of [`read_patches`](Self::read_patches), as the network takes them: an
+    /// (N, 3, size, size) `float32` array scaled to [0, 1] and standardised by `mean` and `std`.
+    #[pyo3(signature = (coords, mpp, size, mean = IMAGENET_MEAN, std = IMAGENET_STD))]
+    fn read_patches_normalized<'py>(
+        &self,
+        py: Python<'py>,
+        coords: PyReadonlyArray2<i64>,
+        mpp: f64,
+        size: u32,
+        mean: [f32; 3],
+        std: [f32; 3],
+    ) -> PyResult<Bound<'py, PyArray4<f32>>> {
+        let geometry = self.geometry(mpp, size)?;
+        let at = unsigned(&corners(&coords)?)?;
+        let per = 3 * size as usize * size as usize;
+        let data = guarded(self.path(), || {
+            py.detach(|| {
+                let mut out = vec![0f32; at.len() * per];
+                pool()?.install(|| {
+                    out.par_chunks_mut(per.max(1)).zip(&at).try_for_each(|(chunk, &(x, y))| {
+                        let patch = self.inner.read_patch(&geometry, x, y)?;
+                        normalize(&patch, mean, std, chunk).map_err(|e| SlideError::Parameter(e.to_string()))
+                    })
+                })?;
+                Ok(out)
+            })
+            .map_err(slide_err)
+        })?;
+        let s = size as usize;
+        let array =
+            Array4::from_shape_vec((at.len(), 3, s, s), data).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyArray4::from_owned_array(py, array))
     }
 
     /// A low-resolution RGB view of the whole slide with about `downsample` level-0 pixels per
@@ -271,13 +314,19 @@ impl Slide {
     /// The tissue mask the commands use (saturation + Otsu, pen ink taken out unless
     /// `keep_ink`): ((H, W) bool array, level-0 pixels per mask pixel).
     #[pyo3(signature = (mask_mpp = 8.0, keep_ink = false))]
-    fn tissue_mask<'py>(&self, py: Python<'py>, mask_mpp: f64, keep_ink: bool) -> PyResult<(Bound<'py, PyArray2<bool>>, f64)> {
+    fn tissue_mask<'py>(
+        &self,
+        py: Python<'py>,
+        mask_mpp: f64,
+        keep_ink: bool,
+    ) -> PyResult<(Bound<'py, PyArray2<bool>>, f64)> {
         self.measured()?;
         let params = TissueParams { mask_mpp, keep_ink, ..TissueParams::default() };
         let mask = guarded(self.path(), || py.detach(|| TissueMask::detect(&self.inner, &params)).map_err(slide_err))?;
         let (w, h) = mask.mask().dimensions();
         let values: Vec<bool> = mask.mask().as_raw().iter().map(|&v| v > 0).collect();
-        let array = Array2::from_shape_vec((h as usize, w as usize), values).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let array = Array2::from_shape_vec((h as usize, w as usize), values)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok((PyArray2::from_owned_array(py, array), mask.downsample()))
     }
 
@@ -302,7 +351,8 @@ impl Slide {
             .map_err(slide_err)
         })?;
         let flat: Vec<i64> = grid.corners.iter().flat_map(|&(x, y)| [x as i64, y as i64]).collect();
-        let array = Array2::from_shape_vec((grid.corners.len(), 2), flat).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let array =
+            Array2::from_shape_vec((grid.corners.len(), 2), flat).map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(PyArray2::from_owned_array(py, array))
     }
 
@@ -344,13 +394,14 @@ fn rgba_array(py: Python<'_>, image: image::RgbaImage) -> PyResult<Bound<'_, PyA
 }
 
 fn array3(py: Python<'_>, h: u32, w: u32, c: usize, data: Vec<u8>) -> PyResult<Bound<'_, PyArray3<u8>>> {
-    let array = Array3::from_shape_vec((h as usize, w as usize, c), data).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let array =
+        Array3::from_shape_vec((h as usize, w as usize, c), data).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(PyArray3::from_owned_array(py, array))
 }
 
 fn batch_array(py: Python<'_>, n: usize, h: u32, w: u32, data: Vec<u8>) -> PyResult<Bound<'_, PyArray4<u8>>> {
-    let array =
-        Array4::from_shape_vec((n, h as usize, w as usize, 3), data).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let array = Array4::from_shape_vec((n, h as usize, w as usize, 3), data)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(PyArray4::from_owned_array(py, array))
 }
 

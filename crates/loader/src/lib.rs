@@ -345,7 +345,10 @@ impl Loader {
         let producer = std::thread::spawn(move || {
             for indices in batches {
                 let loaded: Vec<(usize, Result<SampleViews>)> = pool.install(|| {
-                    indices.par_iter().map(|&i| (i, sample_views(&samples[i], &recipe, config.seed, epoch, i))).collect()
+                    indices
+                        .par_iter()
+                        .map(|&i| (i, sample_views(&samples[i], &recipe, config.seed, epoch, i)))
+                        .collect()
                 });
                 let mut kept = Vec::with_capacity(loaded.len());
                 for (i, r) in loaded {

@@ -320,18 +320,30 @@ impl Slide {
             return Ok(out);
         }
         let (cw, ch) = ((x1 - x0) as u32, (y1 - y0) as u32);
-        let inside = match &self.backend {
+        let (ox, oy) = ((x0 - lx) as usize, (y0 - ly) as usize);
+        let row = |r: usize| ((oy + r) * w as usize + ox) * 4..((oy + r) * w as usize + ox + cw as usize) * 4;
+        let buf: &mut [u8] = &mut out;
+        match &self.backend {
             Backend::Native(t) => {
-                let rgb = t.read(level as usize, 8, x0, y0, cw, ch, [255; 3]).map_err(|e| self.region_error(level, x0, y0, e))?;
-                image::DynamicImage::ImageRgb8(rgb).into_rgba8()
+                let rgb = t
+                    .read(level as usize, 8, x0, y0, cw, ch, [255; 3])
+                    .map_err(|e| self.region_error(level, x0, y0, e))?;
+                for (r, src) in rgb.as_raw().chunks_exact(cw as usize * 3).enumerate() {
+                    for (d, s) in buf[row(r)].chunks_exact_mut(4).zip(src.chunks_exact(3)) {
+                        d.copy_from_slice(&[s[0], s[1], s[2], 255]);
+                    }
+                }
             }
             Backend::OpenSlide(o) => {
                 let address = Address { x: (x0 as f64 * ds).round() as u32, y: (y0 as f64 * ds).round() as u32 };
-                o.read_image_rgba(&Region { address, level, size: Size { w: cw, h: ch } })
-                    .map_err(|e| self.region_error(level, x0, y0, e))?
+                let rgba = o
+                    .read_image_rgba(&Region { address, level, size: Size { w: cw, h: ch } })
+                    .map_err(|e| self.region_error(level, x0, y0, e))?;
+                for (r, src) in rgba.as_raw().chunks_exact(cw as usize * 4).enumerate() {
+                    buf[row(r)].copy_from_slice(src);
+                }
             }
-        };
-        image::imageops::replace(&mut out, &inside, x0 - lx, y0 - ly);
+        }
         Ok(out)
     }
 
@@ -339,7 +351,9 @@ impl Slide {
     fn openslide_view(&self) -> Option<&OpenSlide> {
         match &self.backend {
             Backend::OpenSlide(o) => Some(o),
-            Backend::Native(_) => self.metadata.get_or_init(|| OpenSlide::new(&self.path).ok().map(Box::new)).as_deref(),
+            Backend::Native(_) => {
+                self.metadata.get_or_init(|| OpenSlide::new(&self.path).ok().map(Box::new)).as_deref()
+            }
         }
     }
 
@@ -404,8 +418,10 @@ impl Slide {
         if !self.associated_image_names().iter().any(|n| n == name) {
             return Err(unknown());
         }
-        o.read_associated_image_rgba(name)
-            .map_err(|e| SlideError::Unreadable { path: self.path.clone(), cause: format!("associated image {name:?}: {e}") })
+        o.read_associated_image_rgba(name).map_err(|e| SlideError::Unreadable {
+            path: self.path.clone(),
+            cause: format!("associated image {name:?}: {e}"),
+        })
     }
 
     /// Reads `w`×`h` pixels of `level` decoded at `eighths`/8 of its size, from (`lx`, `ly`) in
