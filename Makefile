@@ -114,7 +114,8 @@ $(PYVENV)/bin/pytest: $(LIBTORCH)
 
 python-test: deps rust $(PYVENV)/bin/pytest
 	PATH="$$HOME/.cargo/bin:$$PATH" $(PYVENV)/bin/pip install --quiet --disable-pip-version-check ./python
-	cd python && .venv/bin/pytest -q tests
+	PATH="$$HOME/.cargo/bin:$$PATH" cargo build --quiet -p patchtcga-cli
+	cd python && PATCHTCGA_CLI=$(CURDIR)/target/debug/patchtcga .venv/bin/pytest -q tests
 
 # Formatting and lints, as CI checks them.
 lint: rust

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Region reads as Python users do them, for a side-by-side benchmark with `patchtcga bench
 regions`: openslide-python (`read_region` → RGB array), cuCIM (`CuImage.read_region` → array) or
-patchtcga's Python package (`Slide.read_region` → array, no PIL),
+patchtcga's Python package (`Slide.read_region` → RGB array, no PIL),
 square level-0 regions on the slide's grid, row by row, one thread.
 
     python3 bench/regions_python.py SLIDE --reader openslide|cucim|patchtcga [--size 800] [--count 200]
@@ -32,7 +32,7 @@ def main():
         import patchtcga
         s = patchtcga.Slide(a.slide)
         w, h = s.level_dimensions[0]
-        read = lambda x, y: s.read_region(x, y, 0, a.size, a.size)[:, :, :3]
+        read = lambda x, y: s.read_region(x, y, 0, a.size, a.size)
     else:
         from cucim import CuImage
         s = CuImage(a.slide)

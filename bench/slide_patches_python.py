@@ -4,7 +4,9 @@ notebook writes it: with patchtcga's `SlidePatches`, or with openslide-python + 
 transforms (read the level-0 footprint, Resize, ToTensor, Normalize). Both walk the same tissue
 grid and give normalised float32 CHW batches.
 
-    python bench/slide_patches_python.py SLIDE --reader patchtcga|openslide [--count 1024]
+    python bench/slide_patches_python.py SLIDE --reader patchtcga|patchtcga-u8|openslide [--count 1024]
+
+`patchtcga-u8` hands HWC uint8 batches over instead (normalised where the network runs).
 
 Prints patches/s.
 """
@@ -47,22 +49,23 @@ class OpenSlidePatches(torch.utils.data.Dataset):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("slide")
-    ap.add_argument("--reader", choices=["patchtcga", "openslide"], required=True)
+    ap.add_argument("--reader", choices=["patchtcga", "patchtcga-u8", "openslide"], required=True)
     ap.add_argument("--count", type=int, default=1024)
     ap.add_argument("--mpp", type=float, default=0.5)
     ap.add_argument("--size", type=int, default=224)
     a = ap.parse_args()
     patchtcga.set_threads(1)
     coords = patchtcga.Slide(a.slide).tissue_grid(a.mpp, a.size)[: a.count]
-    if a.reader == "patchtcga":
-        data = patchtcga.SlidePatches([a.slide], a.mpp, a.size, coords=[coords], normalized=True)
+    if a.reader.startswith("patchtcga"):
+        normalized = a.reader == "patchtcga"
+        data = patchtcga.SlidePatches([a.slide], a.mpp, a.size, coords=[coords], normalized=normalized)
     else:
         data = OpenSlidePatches(a.slide, coords, a.mpp, a.size)
     loader = torch.utils.data.DataLoader(data, batch_size=64, num_workers=1)
     start, n, total = time.perf_counter(), 0, 0.0
     for images, _ in loader:
         n += len(images)
-        total += float(images[:, :, ::16, ::16].sum())
+        total += float(images[..., ::16, ::16, :].sum() if images.dtype == torch.uint8 else images[:, :, ::16, ::16].sum())
     secs = time.perf_counter() - start
     print(f"{a.reader}: {n} patches in {secs:.2f} s: {n / secs:.1f} patches/s (checksum {total:.0f})")
 

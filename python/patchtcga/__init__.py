@@ -9,6 +9,7 @@ from ._native import (
     __version__,
     set_threads,
 )
+from .build import BuildReport, build
 from .data import PatchFolder, SlidePatches
 from .features import read_features
 from .slide import (
@@ -33,6 +34,7 @@ from .slide import (
 
 __all__ = [
     "AbstractSlide",
+    "BuildReport",
     "ImageSlide",
     "OpenSlide",
     "OpenSlideCache",
@@ -41,6 +43,7 @@ __all__ = [
     "PatchFolder",
     "Slide",
     "SlidePatches",
+    "build",
     "open_slide",
     "read_features",
     "set_threads",

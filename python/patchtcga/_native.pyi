@@ -16,6 +16,9 @@ class OpenSlideUnsupportedFormatError(OpenSlideError):
 def set_threads(threads: int) -> None:
     """Threads of the batch reads (0: one per core)."""
 
+def build(args: list[str]) -> tuple[str, list[str]]:
+    """`patchtcga build` with these arguments, in this process: (summary, failures)."""
+
 class Slide:
     """An open whole-slide image (the native reader where it serves the file, else OpenSlide)."""
 
@@ -43,6 +46,8 @@ class Slide:
     def associated_image(self, name: str) -> npt.NDArray[np.uint8]:
         """(H, W, 4) RGBA."""
     def read_region(self, x: int, y: int, level: int, width: int, height: int) -> npt.NDArray[np.uint8]:
+        """(H, W, 3) RGB from level-0 corner (x, y); white outside the slide."""
+    def read_region_rgba(self, x: int, y: int, level: int, width: int, height: int) -> npt.NDArray[np.uint8]:
         """(H, W, 4) straight-alpha RGBA from level-0 corner (x, y); transparent outside the slide."""
     def read_regions(
         self, coords: npt.NDArray[np.int64], level: int, width: int, height: int

@@ -73,17 +73,18 @@ class SlidePatches:
     def __getitems__(self, indices: Sequence[int]) -> list:
         """The items at ``indices``, read slide by slide on the reading pool."""
         rows = self.index[np.asarray(indices, dtype=np.int64)]
-        shape = (3, self.size, self.size) if self.normalized else (self.size, self.size, 3)
-        out = np.empty((len(rows), *shape), np.float32 if self.normalized else np.uint8)
+        items: list = [None] * len(rows)
         slides = self._open()
         for k in np.unique(rows[:, 0]):
             at = np.flatnonzero(rows[:, 0] == k)
             corners = np.ascontiguousarray(rows[at, 1:])
             if self.normalized:
-                out[at] = slides[k].read_patches_normalized(corners, self.mpp, self.size, self.mean, self.std)
+                batch = slides[k].read_patches_normalized(corners, self.mpp, self.size, self.mean, self.std)
             else:
-                out[at] = slides[k].read_patches(corners, self.mpp, self.size)
-        return [(out[j], rows[j]) for j in range(len(rows))]
+                batch = slides[k].read_patches(corners, self.mpp, self.size)
+            for j, image in zip(at, batch):  # views of the slide's batch: nothing is copied
+                items[j] = (image, rows[j])
+        return items
 
 
 class PatchFolder:

@@ -141,7 +141,7 @@ class OpenSlide(AbstractSlide):
         width, height = size
         if width < 0 or height < 0:
             raise OpenSlideError(f"negative width ({width}) or height ({height}) not allowed")
-        array = self._open().read_region(int(location[0]), int(location[1]), level, width, height)
+        array = self._open().read_region_rgba(int(location[0]), int(location[1]), level, width, height)
         return Image.fromarray(array, "RGBA")
 
 

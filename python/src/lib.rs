@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use patchtcga_augment::{normalize, IMAGENET_MEAN, IMAGENET_STD};
 use patchtcga_slide::{PatchGeometry, Reader, Roi, SlideError, SlideOptions, TissueGrid, TissueMask, TissueParams};
 
+mod build;
 mod dataset;
 
 pyo3::create_exception!(patchtcga, OpenSlideError, PyException, "A slide could not be opened or read.");
@@ -205,9 +206,30 @@ impl Slide {
     }
 
     /// Reads `width`×`height` pixels of `level` from level-0 corner (`x`, `y`), which may lie
-    /// outside the slide, as an (H, W, 4) straight-alpha RGBA array (openslide-python's
-    /// `read_region`, without PIL).
+    /// outside the slide, as an (H, W, 3) RGB array, white where the slide has no pixels.
     fn read_region<'py>(
+        &self,
+        py: Python<'py>,
+        x: i64,
+        y: i64,
+        level: u32,
+        width: u32,
+        height: u32,
+    ) -> PyResult<Bound<'py, PyArray3<u8>>> {
+        self.check_level(level)?;
+        let image = guarded(self.path(), || {
+            py.detach(|| match (u32::try_from(x), u32::try_from(y)) {
+                (Ok(x), Ok(y)) => self.inner.read_rgb(level, x, y, width, height),
+                _ => self.inner.read_rgba(level, x, y, width, height).map(|rgba| on_white(&rgba)),
+            })
+            .map_err(slide_err)
+        })?;
+        array3(py, height, width, 3, image.into_raw())
+    }
+
+    /// The same region as an (H, W, 4) straight-alpha RGBA array, transparent outside the slide
+    /// (openslide-python's `read_region`, without PIL).
+    fn read_region_rgba<'py>(
         &self,
         py: Python<'py>,
         x: i64,
@@ -388,6 +410,15 @@ impl Slide {
     }
 }
 
+/// RGBA composited over white.
+fn on_white(rgba: &image::RgbaImage) -> image::RgbImage {
+    image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let [r, g, b, a] = rgba.get_pixel(x, y).0;
+        let over = |c: u8| ((c as u32 * a as u32 + 255 * (255 - a as u32) + 127) / 255) as u8;
+        image::Rgb([over(r), over(g), over(b)])
+    })
+}
+
 fn rgba_array(py: Python<'_>, image: image::RgbaImage) -> PyResult<Bound<'_, PyArray3<u8>>> {
     let (w, h) = image.dimensions();
     array3(py, h, w, 4, image.into_raw())
@@ -410,6 +441,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Slide>()?;
     m.add_class::<dataset::PatchFolder>()?;
     m.add_function(wrap_pyfunction!(set_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(build::build, m)?)?;
     m.add("OpenSlideError", m.py().get_type::<OpenSlideError>())?;
     m.add("OpenSlideUnsupportedFormatError", m.py().get_type::<OpenSlideUnsupportedFormatError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

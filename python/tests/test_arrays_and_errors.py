@@ -11,11 +11,22 @@ import patchtcga
 from patchtcga import Slide
 
 
-def test_read_region_array_is_openslides_rgba(sample):
+def test_read_region_arrays_are_openslides_pixels(sample):
     slide, reference = Slide(sample), openslide.OpenSlide(sample)
-    array = slide.read_region(100, 50, 0, 320, 240)
-    assert array.dtype == np.uint8 and array.shape == (240, 320, 4) and array.flags.c_contiguous
-    assert (array == np.asarray(reference.read_region((100, 50), 0, (320, 240)))).all()
+    rgba = slide.read_region_rgba(100, 50, 0, 320, 240)
+    assert rgba.dtype == np.uint8 and rgba.shape == (240, 320, 4) and rgba.flags.c_contiguous
+    assert (rgba == np.asarray(reference.read_region((100, 50), 0, (320, 240)))).all()
+    rgb = slide.read_region(100, 50, 0, 320, 240)
+    assert rgb.shape == (240, 320, 3) and (rgb == rgba[..., :3]).all()
+
+
+@pytest.mark.parametrize("x,y", [(-40, -30), (2100, 2900)])
+def test_read_region_off_the_slide_is_white(sample, x, y):
+    slide = Slide(sample)
+    rgb, rgba = slide.read_region(x, y, 0, 200, 100), slide.read_region_rgba(x, y, 0, 200, 100)
+    inside = rgba[..., 3] == 255
+    assert 0 < inside.mean() < 1
+    assert (rgb[inside] == rgba[..., :3][inside]).all() and (rgb[~inside] == 255).all()
 
 
 def test_read_regions_batch_equals_single_reads(pyramid):
@@ -24,10 +35,8 @@ def test_read_regions_batch_equals_single_reads(pyramid):
     batch = slide.read_regions(coords, 1, 128, 96)
     assert batch.shape == (4, 96, 128, 3)
     for (x, y), image in zip(coords, batch):
-        rgba = slide.read_region(int(x), int(y), 1, 128, 96)
-        inside = rgba[..., 3] == 255
-        assert (image[inside] == rgba[..., :3][inside]).all()
-        assert (image[~inside] == 255).all()  # outside the level: the slide's white background
+        assert (image == slide.read_region(int(x), int(y), 1, 128, 96)).all()
+    assert (batch[3][-10:, -10:] == 255).all()  # past the level's edge: the slide's white background
 
 
 def test_read_patches_resample_to_the_target_mpp(pyramid):
@@ -36,7 +45,7 @@ def test_read_patches_resample_to_the_target_mpp(pyramid):
     patches = slide.read_patches(np.array([[1024, 768]]), 1.0, 64)
     assert patches.shape == (1, 64, 64, 3)
     # 1 µm/px is exactly level 2 of this 0.25 µm/px pyramid: the patch is that level's pixels.
-    level2 = slide.read_region(1024, 768, 2, 64, 64)[..., :3].astype(int)
+    level2 = slide.read_region(1024, 768, 2, 64, 64).astype(int)
     assert np.abs(patches[0].astype(int) - level2).mean() < 2
 
 
@@ -96,7 +105,7 @@ def test_slide_without_mpp_opens_but_refuses_target_resolutions(tmp_path):
     tifffile.imwrite(path, np.full((512, 512, 3), 200, np.uint8), tile=(256, 256), photometric="rgb")
     slide = Slide(str(path))
     assert slide.mpp is None and slide.mpp_source == "missing"
-    assert slide.read_region(0, 0, 0, 4, 4).shape == (4, 4, 4)
+    assert slide.read_region_rgba(0, 0, 0, 4, 4).shape == (4, 4, 4)
     with pytest.raises(patchtcga.OpenSlideError, match="no µm/px"):
         slide.tissue_grid(0.5, 224)
     assert Slide(str(path), mpp=0.5).mpp == (0.5, 0.5)

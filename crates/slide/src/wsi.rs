@@ -329,9 +329,7 @@ impl Slide {
                     .read(level as usize, 8, x0, y0, cw, ch, [255; 3])
                     .map_err(|e| self.region_error(level, x0, y0, e))?;
                 for (r, src) in rgb.as_raw().chunks_exact(cw as usize * 3).enumerate() {
-                    for (d, s) in buf[row(r)].chunks_exact_mut(4).zip(src.chunks_exact(3)) {
-                        d.copy_from_slice(&[s[0], s[1], s[2], 255]);
-                    }
+                    opaque_rgba(src, &mut buf[row(r)]);
                 }
             }
             Backend::OpenSlide(o) => {
@@ -564,6 +562,17 @@ impl Slide {
         }
         let (w0, _) = self.dimensions();
         Ok((out, w0 as f64 / ow as f64))
+    }
+}
+
+/// Writes the RGB pixels of `src` into `dst` as opaque RGBA.
+#[multiversion::multiversion(targets("x86_64+avx2"))]
+fn opaque_rgba(src: &[u8], dst: &mut [u8]) {
+    for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(3)) {
+        d[0] = s[0];
+        d[1] = s[1];
+        d[2] = s[2];
+        d[3] = 255;
     }
 }
 
