@@ -77,7 +77,7 @@ fn info_and_bad_arguments_get_one_clear_line() {
     let info = patchtcga().arg("info").arg(sample_slide()).output().unwrap();
     assert!(info.status.success());
     let s = text(&info.stdout);
-    assert!(s.contains("2220 × 2967 px") && s.contains("0.4990 × 0.4990 µm/px (Vendor)"), "{s}");
+    assert!(s.contains("2220 × 2967 px") && s.contains("0.4990 × 0.4990 µm/px (from: vendor)"), "{s}");
     assert!(s.contains("read by: native reader (Aperio SVS)"), "{s}");
     let info = patchtcga().arg("info").arg(sample_slide()).args(["--reader", "openslide"]).output().unwrap();
     assert!(text(&info.stdout).contains("read by: OpenSlide"), "{}", text(&info.stdout));
@@ -87,8 +87,10 @@ fn info_and_bad_arguments_get_one_clear_line() {
     assert_eq!(text(&bad.stderr).trim(), "error: nowhere.svs: no such file");
 
     let tiff = repo_root().join("crates/slide/tests/data/boxes.tiff");
-    let bad = patchtcga().arg("info").arg(&tiff).output().unwrap();
-    assert!(text(&bad.stderr).contains("--mpp-override"));
+    let unmeasured = patchtcga().arg("info").arg(&tiff).output().unwrap();
+    let s = text(&unmeasured.stdout);
+    assert!(unmeasured.status.success(), "{}", text(&unmeasured.stderr));
+    assert!(s.contains("no µm/px in the file") && s.contains("--mpp-override") && s.contains("`mpp` column"), "{s}");
 
     let conflict = patchtcga()
         .args([

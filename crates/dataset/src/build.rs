@@ -530,7 +530,7 @@ fn tile_slide(
     opts: &BuildOptions,
     on_patches: &(dyn Fn(usize) + Sync),
 ) -> Result<(Vec<ManifestRow>, SlideQc)> {
-    let slide = Slide::open(&row.slide, &opts.slide)?;
+    let slide = Slide::open(&row.slide, &opts.slide.for_slide(row.mpp))?;
     let labeller = labeller(task, row, &slide, &opts.slide)?;
     // One low-resolution read serves the tissue mask and the thumbnail map.
     let (w, h) = slide.dimensions();

@@ -37,6 +37,8 @@ pub struct SlideRow {
     pub grade: Option<String>,
     /// segPANDA200 Gleason score.
     pub gleason_score: Option<String>,
+    /// Level-0 µm/px for a slide whose file states none (or a wrong one): the `mpp` column.
+    pub mpp: Option<f64>,
 }
 
 /// Reads a slide list. Structural problems (no `slide` column, a duplicated id) are errors;
@@ -63,6 +65,7 @@ pub fn read_slides_csv(path: &Path) -> Result<Vec<SlideRow>> {
         col(&["isup_grade", "grade"]),
         col(&["gleason_score"]),
         col(&["roi"]),
+        col(&["mpp"]),
     ];
     let resolve = |p: &str| {
         let p = PathBuf::from(p);
@@ -99,6 +102,12 @@ pub fn read_slides_csv(path: &Path) -> Result<Vec<SlideRow>> {
                 return Err(DatasetError::invalid(path, format!("line {line}: split {s:?} is not train, val or test")));
             }
         }
+        let mpp = match get(cols[10]) {
+            None => None,
+            Some(v) => Some(v.parse::<f64>().ok().filter(|m| m.is_finite() && *m > 0.0).ok_or_else(|| {
+                DatasetError::invalid(path, format!("line {line}: mpp {v:?} is not a positive number of µm/px"))
+            })?),
+        };
         rows.push(SlideRow {
             line,
             case: get(cols[1]).unwrap_or_else(|| id.clone()),
@@ -112,6 +121,7 @@ pub fn read_slides_csv(path: &Path) -> Result<Vec<SlideRow>> {
             grade: get(cols[7]),
             gleason_score: get(cols[8]),
             roi: get(cols[9]).map(|p| resolve(&p)),
+            mpp,
         });
     }
     if rows.is_empty() {

@@ -156,6 +156,25 @@ fn slide_lists_are_checked_before_anything_runs() {
     // Paths are relative to the CSV.
     let rel = write_csv(dir.path(), "d.csv", "slide,organ\nslides/x.svs,skin\n");
     assert_eq!(read_slides_csv(&rel).unwrap()[0].slide, dir.path().join("slides/x.svs"));
+    let bad_mpp = write_csv(dir.path(), "e.csv", "slide,organ,mpp\nx.svs,skin,0.25\ny.svs,skin,fine\n");
+    assert!(read_slides_csv(&bad_mpp).unwrap_err().to_string().contains("line 3: mpp \"fine\" is not a positive"));
+}
+
+#[test]
+fn an_mpp_column_serves_slides_that_state_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let slide = patchtcga_slide::Slide::open(sample_slide(), &Default::default()).unwrap();
+    let unmeasured = dir.path().join("unmeasured.tiff");
+    write_tiled_tiff(&unmeasured, &slide.read_rgb(0, 0, 0, 2220, 2967).unwrap(), None).unwrap();
+    let listed = |mpp: &str| format!("slide,organ,id,mpp\n{},skin,unmeasured,{mpp}\n", unmeasured.display());
+    let refused = run(&Task::Ptcga200, &write_csv(dir.path(), "a.csv", &listed("")), &options(&dir.path().join("a")));
+    assert_eq!(refused.failures.len(), 1);
+    assert!(refused.failures[0].contains("unmeasured.tiff: no µm/px") && refused.failures[0].contains("`mpp` column"));
+    // Given the sample's own µm/px in the column, it builds.
+    let out = dir.path().join("b");
+    let given = run(&Task::Ptcga200, &write_csv(dir.path(), "b.csv", &listed("0.499")), &options(&out));
+    assert!(given.failures.is_empty(), "{:?}", given.failures);
+    assert!(Index::scan(&out, None).unwrap().entries.len() > 10);
 }
 
 const TUMOUR_XML: &str = r#"<?xml version="1.0"?>

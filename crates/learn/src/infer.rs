@@ -184,7 +184,7 @@ impl MilInference {
             workers: rayon::current_num_threads(),
             prefetch: 4,
         };
-        let job = SlideJob { path: a.slide.clone(), corners: None, roi: a.roi.clone() };
+        let job = SlideJob { path: a.slide.clone(), corners: None, roi: a.roi.clone(), mpp: None };
         let r = self.run.infer_slide(job, backbone, reading, a.device, &a.out, progress)?;
         progress.finish();
         let results = &self.run.results;

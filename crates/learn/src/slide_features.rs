@@ -410,6 +410,7 @@ pub fn embed_slide_list(
                 path: r.slide.clone(),
                 corners: list.coords.map(|d| read_coords(&coords_file(d, &r.id))).transpose()?,
                 roi: r.roi.clone(),
+                mpp: r.mpp,
             })
         })
         .collect::<Result<Vec<_>, LearnError>>()?;
@@ -421,7 +422,7 @@ pub fn embed_slide_list(
         let (row, out) = (todo[i], file(todo[i], list.out));
         let written = made.and_then(|f| {
             // The grid first: the `.h5` is what marks the slide done.
-            write_patch_grid(&row.slide, &open, &o.geometry, &f.coords, &out)?;
+            write_patch_grid(&row.slide, &open.for_slide(row.mpp), &o.geometry, &f.coords, &out)?;
             write_h5(&out, &f, o, p)?;
             Ok(f.coords.len())
         });

@@ -109,7 +109,7 @@ impl SlidePatchBench {
     pub fn run(&self) -> Result<SlidePatchTiming> {
         let rows = patchtcga_dataset::read_slides_csv(&self.slides).map_err(|e| LoaderError::Config(e.to_string()))?;
         let jobs: Vec<SlideJob> =
-            rows.into_iter().map(|r| SlideJob { path: r.slide, corners: None, roi: r.roi }).collect();
+            rows.into_iter().map(|r| SlideJob { path: r.slide, corners: None, roi: r.roi, mpp: r.mpp }).collect();
         let slides = jobs.len();
         let config = self.reading.config([0.5; 3], [0.25; 3]);
         let t0 = std::time::Instant::now();

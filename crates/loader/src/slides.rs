@@ -24,6 +24,8 @@ pub struct SlideJob {
     pub corners: Option<Vec<(u32, u32)>>,
     /// A region of interest (QuPath GeoJSON) the tissue grid is kept within.
     pub roi: Option<PathBuf>,
+    /// The slide list's µm/px for this slide (its `mpp` column), over `--mpp-override`.
+    pub mpp: Option<f64>,
 }
 
 /// Least tissue fraction of a grid patch's footprint unless told otherwise (CLAM's patching keeps
@@ -227,7 +229,7 @@ type Opened = Result<(Slide, TissueGrid), SlideError>;
 /// order; stops when the reader hangs up.
 fn open_slides(jobs: Vec<SlideJob>, c: &SlideBatchConfig, pool: &rayon::ThreadPool, tx: &SyncSender<Opened>) {
     let open = |job: SlideJob| -> Opened {
-        let slide = Slide::open(&job.path, &c.open)?;
+        let slide = Slide::open(&job.path, &c.open.for_slide(job.mpp))?;
         let grid = match job.corners {
             Some(corners) => TissueGrid { level: TissueGrid::level(&slide, &c.geometry), corners },
             None => {

@@ -79,11 +79,11 @@ fn batches_span_slides_and_every_row_reaches_its_slide() {
     assert!(grid.corners.windows(2).all(|w| (w[0].1, w[0].0) < (w[1].1, w[1].0)), "row by row");
     let given = vec![(100, 200), (700, 900), (1200, 40)];
     let jobs = vec![
-        SlideJob { path: slide.clone(), corners: None, roi: None },
-        SlideJob { path: PathBuf::from("missing.svs"), corners: None, roi: None },
-        SlideJob { path: slide.clone(), corners: Some(given.clone()), roi: None },
-        SlideJob { path: slide.clone(), corners: Some(Vec::new()), roi: None },
-        SlideJob { path: slide.clone(), corners: None, roi: None },
+        SlideJob { path: slide.clone(), corners: None, roi: None, mpp: None },
+        SlideJob { path: PathBuf::from("missing.svs"), corners: None, roi: None, mpp: None },
+        SlideJob { path: slide.clone(), corners: Some(given.clone()), roi: None, mpp: None },
+        SlideJob { path: slide.clone(), corners: Some(Vec::new()), roi: None, mpp: None },
+        SlideJob { path: slide.clone(), corners: None, roi: None, mpp: None },
     ];
     let c = config(7, geometry);
     let plane = 3 * 32 * 32;
@@ -126,8 +126,13 @@ fn a_slide_failing_mid_read_is_dropped_alone() {
     let geometry = PatchGeometry { mpp: 0.25, size: 32 };
     let good = vec![(20, 20), (60, 20), (100, 20)];
     let jobs = vec![
-        SlideJob { path: damaged.clone(), corners: Some([good.clone(), vec![(300, 300)]].concat()), roi: None },
-        SlideJob { path: damaged.clone(), corners: Some(good.clone()), roi: None },
+        SlideJob {
+            path: damaged.clone(),
+            corners: Some([good.clone(), vec![(300, 300)]].concat()),
+            roi: None,
+            mpp: None,
+        },
+        SlideJob { path: damaged.clone(), corners: Some(good.clone()), roi: None, mpp: None },
     ];
     let (seen, _) = consume(SlideBatches::start(jobs, config(2, geometry)).unwrap(), 2, 2, 3 * 32 * 32);
     let e = seen[0].failed.as_deref().unwrap_or_default();

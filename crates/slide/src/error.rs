@@ -14,7 +14,7 @@ pub enum SlideError {
     /// The slide carries no usable resolution.
     #[error(
         "{path}: no µm/px in the slide (no openslide.mpp-x/y, no usable tiff.XResolution with \
-         tiff.ResolutionUnit); give it with --mpp-override"
+         tiff.ResolutionUnit); give it with --mpp-override, or in an `mpp` column of the slide list"
     )]
     NoMpp { path: PathBuf },
     /// A region could not be read or resampled.

@@ -24,17 +24,26 @@ impl InfoArgs {
     /// Opens the slide and describes it: size, µm/px and its source, reader, levels, tissue,
     /// and the level a default patch reads.
     pub fn run(&self) -> Result<SlideInfo> {
-        let s = Slide::open(&self.slide, &self.open)?;
+        let s = Slide::open_unmeasured(&self.slide, &self.open)?;
         let (w, h) = s.dimensions();
-        let mpp = s.mpp();
         let mut t = String::new();
-        let _ =
-            writeln!(t, "{}: {w} × {h} px, {:.4} × {:.4} µm/px ({:?})", self.slide.display(), mpp.x, mpp.y, mpp.source);
+        let mpp = match s.measured_mpp() {
+            Ok(m) => format!("{:.4} × {:.4} µm/px (from: {})", m.x, m.y, m.source),
+            Err(_) => "no µm/px in the file".into(),
+        };
+        let _ = writeln!(t, "{}: {w} × {h} px, {mpp}", self.slide.display());
         let _ = writeln!(t, "read by: {}", s.served_by());
         for l in 0..s.level_count() {
             let (lw, lh) = s.level_dimensions(l);
             let _ = writeln!(t, "  level {l}: {lw} × {lh} px, downsample {:.3}", s.level_downsample(l));
         }
+        let Ok(mpp) = s.measured_mpp() else {
+            let _ = write!(
+                t,
+                "tissue and patches need µm/px: give it with --mpp-override, or in an `mpp` column of the slide list"
+            );
+            return Ok(SlideInfo(t));
+        };
         let tissue = TissueMask::detect(&s, &TissueParams::default())?;
         let (fraction, threshold) = (100.0 * tissue.tissue_fraction(), tissue.threshold());
         let _ =

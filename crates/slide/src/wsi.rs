@@ -118,6 +118,12 @@ impl SlideOptions {
     pub fn with_mpp(mpp_override: Option<f64>) -> Self {
         Self { mpp_override, ..Self::default() }
     }
+
+    /// These options for one slide of a slide list: its own `mpp` column, when given, over
+    /// `--mpp-override`.
+    pub fn for_slide(&self, mpp: Option<f64>) -> Self {
+        Self { mpp_override: mpp.or(self.mpp_override), ..*self }
+    }
 }
 
 /// The reader serving an open slide, as `info` prints it.

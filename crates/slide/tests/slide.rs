@@ -94,8 +94,19 @@ fn a_slide_without_resolution_names_the_override_flag() {
     assert!(matches!(e, SlideError::NoMpp { .. }));
     let msg = e.to_string();
     assert!(msg.contains("no_res.tiff") && msg.contains("--mpp-override"), "{msg}");
+    assert!(msg.contains("`mpp` column"), "{msg}");
     assert!(Slide::open(&p, &SlideOptions::with_mpp(Some(0.5))).is_ok());
     assert!(Slide::open(&p, &SlideOptions::with_mpp(Some(500.0))).is_err(), "implausible overrides are refused");
+    // Opened for viewing, it reads pixels and says its µm/px is missing.
+    let viewed = Slide::open_unmeasured(&p, &SlideOptions::default()).unwrap();
+    assert_eq!(viewed.mpp().source, MppSource::Missing);
+    assert!(matches!(viewed.measured_mpp(), Err(SlideError::NoMpp { .. })));
+    assert_eq!(viewed.read_rgb(0, 0, 0, 2, 2).unwrap().dimensions(), (2, 2));
+    assert!(!viewed.properties().contains_key("openslide.mpp-x"));
+    // A slide list's `mpp` column goes over --mpp-override.
+    let column = SlideOptions::with_mpp(Some(0.5)).for_slide(Some(0.3));
+    assert_eq!(Slide::open(&p, &column).unwrap().mpp().x, 0.3);
+    assert_eq!(SlideOptions::with_mpp(Some(0.5)).for_slide(None).mpp_override, Some(0.5));
 }
 
 #[test]
