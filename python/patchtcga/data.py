@@ -88,8 +88,9 @@ class SlidePatches:
 
 
 class PatchFolder:
-    """A patch dataset in one of the release's layouts (PTCGA200, PCam200, segPANDA200), as a
-    map-style dataset whose item ``i`` is ``(views, label)`` — or ``(views, mask, label)`` for
+    """A patch dataset in one of the release's layouts (PTCGA200, PCam200, segPANDA200; or the
+    original PatchCamelyon ``.h5`` files with ``layout="pcam"`` and ``split``), as a map-style
+    dataset whose item ``i`` is ``(views, label)`` — or ``(views, mask, label)`` for
     layouts with label masks — where ``views`` is the one view array, or the list of a
     multi-view recipe's (SimCLR, BYOL, DINO): normalised CHW ``float32``, or HWC ``uint8`` with
     ``normalized=False``. The augmentation of item ``i`` depends only on (``seed``, epoch, ``i``),

@@ -13,7 +13,7 @@ use pyo3::types::PyList;
 
 use patchtcga_augment::{normalize, Preset, Recipe, IMAGENET_MEAN, IMAGENET_STD};
 use patchtcga_dataset::{DatasetKind, Index};
-use patchtcga_loader::{sample_views, samples, ImageSource, Sample};
+use patchtcga_loader::{pcam_samples, sample_views, samples, ImageSource, Sample};
 
 /// A sample's views, and the label mask cut as the first was.
 type Views<'py> = (Bound<'py, PyList>, Option<Bound<'py, PyArray2<u8>>>);
@@ -29,7 +29,7 @@ pub struct PatchFolder {
     epoch: AtomicU64,
     mean: [f32; 3],
     std: [f32; 3],
-    layout: DatasetKind,
+    layout: &'static str,
 }
 
 fn parse<T: ValueEnum>(what: &str, name: &str) -> PyResult<T> {
@@ -45,8 +45,9 @@ fn parse<T: ValueEnum>(what: &str, name: &str) -> PyResult<T> {
 
 #[pymethods]
 impl PatchFolder {
-    /// Scans `root` (layout found, or given as "ptcga200", "pcam200", "segpanda200"), keeping
-    /// only `split` ("train", "val", "test") when given; views by `recipe` ("eval", "supervised",
+    /// Scans `root` (layout found, or given as "ptcga200", "pcam200", "segpanda200"; "pcam" for
+    /// the original PatchCamelyon `.h5` files), keeping only `split` ("train", "val", "test";
+    /// for "pcam" "train", "valid" or "test", required) when given; views by `recipe` ("eval", "supervised",
     /// "simclr", "byol", "dino", "mae", "segmentation", "none") at side `size`.
     #[new]
     #[pyo3(signature = (root, recipe = "eval", size = 224, layout = None, split = None, seed = 0, local_crops = 10, mean = IMAGENET_MEAN, std = IMAGENET_STD))]
@@ -62,17 +63,30 @@ impl PatchFolder {
         mean: [f32; 3],
         std: [f32; 3],
     ) -> PyResult<Self> {
-        let kind = layout.map(|l| parse::<DatasetKind>("layout", l)).transpose()?;
         let preset = parse::<Preset>("recipe", recipe)?;
-        let mut index = Index::scan(&root, kind).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        if let Some(split) = split {
-            if !["train", "val", "test"].contains(&split) {
-                return Err(PyValueError::new_err(format!("unknown split {split:?} (train, val or test)")));
+        let (samples, names, layout) = match layout {
+            // The original PatchCamelyon files: `<split>_x.h5` / `_y.h5`, split train, valid or test.
+            Some("pcam") => {
+                let split =
+                    split.ok_or_else(|| PyValueError::new_err("layout \"pcam\" needs split= train, valid or test"))?;
+                let samples = pcam_samples(&root, split).map_err(|e| PyValueError::new_err(e.to_string()))?;
+                let names = samples.iter().map(|s| ["normal", "tumor"][(s.label == 1) as usize].to_string()).collect();
+                (samples, names, "pcam")
             }
-            index.entries.retain(|e| e.split == split);
-        }
-        let names = index.entries.iter().map(|e| e.label_name.clone()).collect();
-        let samples = samples(&index, None).map_err(|e| PyValueError::new_err(e.to_string()))?;
+            _ => {
+                let kind = layout.map(|l| parse::<DatasetKind>("layout", l)).transpose()?;
+                let mut index = Index::scan(&root, kind).map_err(|e| PyValueError::new_err(e.to_string()))?;
+                if let Some(split) = split {
+                    if !["train", "val", "test"].contains(&split) {
+                        return Err(PyValueError::new_err(format!("unknown split {split:?} (train, val or test)")));
+                    }
+                    index.entries.retain(|e| e.split == split);
+                }
+                let names = index.entries.iter().map(|e| e.label_name.clone()).collect();
+                let samples = samples(&index, None).map_err(|e| PyValueError::new_err(e.to_string()))?;
+                (samples, names, index.kind.name())
+            }
+        };
         Ok(Self {
             samples,
             names,
@@ -81,7 +95,7 @@ impl PatchFolder {
             epoch: AtomicU64::new(0),
             mean,
             std,
-            layout: index.kind,
+            layout,
         })
     }
 
@@ -92,7 +106,7 @@ impl PatchFolder {
     /// The layout found or given.
     #[getter]
     fn layout(&self) -> &'static str {
-        self.layout.name()
+        self.layout
     }
 
     /// Class ids, in dataset order.

@@ -112,3 +112,20 @@ def test_read_features(tmp_path):
         f["x"] = np.zeros(3)
     with pytest.raises(ValueError, match="no features or coords"):
         patchtcga.read_features(tmp_path / "other.h5")
+
+
+def test_patch_folder_reads_the_original_pcam_files(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (5, 96, 96, 3), dtype=np.uint8)
+    with h5py.File(tmp_path / "valid_x.h5", "w") as f:
+        f["x"] = images
+    with h5py.File(tmp_path / "valid_y.h5", "w") as f:
+        f["y"] = np.array([0, 1, 1, 0, 1], np.uint8).reshape(5, 1, 1, 1)
+    data = patchtcga.PatchFolder(tmp_path, recipe="none", size=96, layout="pcam", split="valid", normalized=False)
+    assert len(data) == 5 and data.labels.tolist() == [0, 1, 1, 0, 1]
+    assert data.native.label_names[1] == "tumor"
+    view, label = data[2]
+    assert (view == images[2]).all() and label == 1
+    with pytest.raises(ValueError, match="needs split"):
+        patchtcga.PatchFolder(tmp_path, layout="pcam")
