@@ -46,7 +46,7 @@ class AbstractSlide:
 
     @property
     def color_profile(self):
-        """The slide's ICC profile; patchtcga reads none yet, so always None."""
+        """The slide's ICC profile as a PIL ``ImageCmsProfile``, or None."""
         return None
 
     def set_cache(self, cache: OpenSlideCache) -> None:
@@ -74,6 +74,8 @@ class AbstractSlide:
         thumb = Image.new("RGB", tile.size, background)
         thumb.paste(tile, None, tile)
         thumb.thumbnail(size, Image.Resampling.LANCZOS)
+        if "icc_profile" in tile.info:
+            thumb.info["icc_profile"] = tile.info["icc_profile"]
         return thumb
 
 
@@ -135,14 +137,30 @@ class OpenSlide(AbstractSlide):
         """Label, macro, thumbnail…: name → RGBA PIL image, read on access."""
         return _AssociatedImages(self._open())
 
+    @property
+    def color_profile(self):
+        """The ICC profile the slide embeds (read by the native reader) as a PIL
+        ``ImageCmsProfile``, or None."""
+        profile = self._open().icc_profile
+        if profile is None:
+            return None
+        from io import BytesIO
+
+        from PIL import ImageCms
+
+        return ImageCms.getOpenProfile(BytesIO(profile))
+
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Image.Image:
         """An RGBA PIL image of ``size`` at ``level`` whose top-left pixel is ``location`` in
         level-0 coordinates; transparent outside the slide."""
         width, height = size
         if width < 0 or height < 0:
             raise OpenSlideError(f"negative width ({width}) or height ({height}) not allowed")
-        array = self._open().read_region_rgba(int(location[0]), int(location[1]), level, width, height)
-        return Image.fromarray(array, "RGBA")
+        slide = self._open()
+        region = Image.fromarray(slide.read_region_rgba(int(location[0]), int(location[1]), level, width, height), "RGBA")
+        if slide.icc_profile is not None:
+            region.info["icc_profile"] = slide.icc_profile
+        return region
 
 
 class _Frozen(Mapping):

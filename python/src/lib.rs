@@ -193,6 +193,12 @@ impl Slide {
         self.inner.properties()
     }
 
+    /// The ICC colour profile the slide embeds, or None.
+    #[getter]
+    fn icc_profile<'py>(&self, py: Python<'py>) -> Option<Bound<'py, pyo3::types::PyBytes>> {
+        self.inner.icc_profile().map(|b| pyo3::types::PyBytes::new(py, b))
+    }
+
     /// Names of the associated images (label, macro, thumbnail…).
     #[getter]
     fn associated_image_names(&self) -> Vec<String> {

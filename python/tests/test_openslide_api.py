@@ -99,3 +99,27 @@ def test_closed_slide_refuses(sample):
     slide.close()
     with pytest.raises(patchtcga.OpenSlideError, match="closed"):
         slide.read_region((0, 0), 0, (10, 10))
+
+
+def test_an_embedded_icc_profile_is_the_color_profile(tmp_path):
+    import tifffile
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    path = tmp_path / "icc.tif"
+    tifffile.imwrite(
+        path,
+        np.full((512, 512, 3), 200, np.uint8),
+        tile=(256, 256),
+        photometric="rgb",
+        resolution=(4e4, 4e4),
+        resolutionunit="CENTIMETER",
+        extratags=[(34675, 7, len(profile), profile, True)],
+    )
+    with patchtcga.OpenSlide(path) as slide:
+        assert slide.slide.icc_profile == profile
+        assert ImageCms.getProfileDescription(slide.color_profile).strip() == "sRGB built-in"
+        assert slide.read_region((0, 0), 0, (8, 8)).info["icc_profile"] == profile
+        assert slide.get_thumbnail((64, 64)).info["icc_profile"] == profile
+    with patchtcga.OpenSlide(tmp_path / "icc.tif", reader="openslide") as through_openslide_34:
+        assert through_openslide_34.color_profile is None

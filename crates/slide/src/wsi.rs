@@ -410,6 +410,15 @@ impl Slide {
         }
     }
 
+    /// The ICC colour profile the slide embeds, as read by the native reader (OpenSlide 3.4
+    /// reads none).
+    pub fn icc_profile(&self) -> Option<&[u8]> {
+        match &self.backend {
+            Backend::Native(t) => t.icc_profile(),
+            Backend::OpenSlide(_) => None,
+        }
+    }
+
     /// Names of the slide's associated images (label, macro, thumbnail…), as OpenSlide lists them.
     pub fn associated_image_names(&self) -> Vec<String> {
         self.openslide_view().and_then(|o| o.associated_image_names().ok()).unwrap_or_default()

@@ -24,6 +24,9 @@ pub use level::Level;
 use cache::{TileCache, TileKey};
 use ifd::{Ifd, Source};
 
+/// The `InterColorProfile` tag: an embedded ICC profile.
+const ICC_PROFILE: u16 = 34675;
+
 /// Result type of this crate.
 pub type Result<T> = std::result::Result<T, TiffError>;
 
@@ -75,6 +78,7 @@ pub struct TiffSlide {
     levels: Vec<Level>,
     description: Option<String>,
     resolution: Option<Resolution>,
+    icc_profile: Option<Vec<u8>>,
     cache: TileCache,
 }
 
@@ -89,7 +93,8 @@ impl TiffSlide {
         let flavour = flavour(first_ifd, description.as_deref())?;
         let levels = levels(&dirs, flavour)?;
         let resolution = resolution(first_ifd);
-        Ok(Self { src, flavour, levels, description, resolution, cache: TileCache::new(cache_bytes) })
+        let icc_profile = first_ifd.bytes(ICC_PROFILE).map(<[u8]>::to_vec);
+        Ok(Self { src, flavour, levels, description, resolution, icc_profile, cache: TileCache::new(cache_bytes) })
     }
 
     /// Aperio SVS or a generic pyramid.
@@ -122,6 +127,11 @@ impl TiffSlide {
         }
         let d = self.description.as_deref()?;
         d.split('|').filter_map(|kv| kv.split_once('=')).find(|(k, _)| k.trim() == "MPP")?.1.trim().parse().ok()
+    }
+
+    /// The ICC colour profile the first directory embeds (`InterColorProfile`), when it has one.
+    pub fn icc_profile(&self) -> Option<&[u8]> {
+        self.icc_profile.as_deref()
     }
 
     /// The first directory's resolution tags, when they carry a unit.
