@@ -17,7 +17,8 @@ $PY -c 'import cucim' 2>/dev/null || $PIP cucim-cu12==26.10.0
 one() { taskset -c 0 "$PY" "$@"; }
 # Readers take turns, three rounds; the best round of each is compared (this machine's speed drifts
 # by more than the readers differ from round to round).
-best() { grep "^$1:" "$2" | sed 's/.*: \([0-9.]*\) \(regions\|patches\)\/s.*/\1/' | sort -g | tail -1; }
+best() { grep "^$1:" "$2" | sed 's/^[^:]*: [^:]*: \([0-9.]*\) \(regions\|patches\)\/s.*/\1/' | sort -g | tail -1; }
+steady() { grep "^$1:" "$2" | sed 's/.*first reads) \([0-9.]*\) patches\/s.*/\1/' | sort -g | tail -1; }
 out=$(mktemp)
 echo "== 800 px level-0 regions, one core ($SLIDE)"
 for round in 1 2 3; do
@@ -30,6 +31,8 @@ done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 p=$(best patchtcga "$out"); o=$(best openslide "$out"); c=$(best cucim "$out")
 lp=$(best loader-patchtcga "$out"); lu=$(best loader-patchtcga-u8 "$out"); lo=$(best loader-openslide "$out")
+sp=$(steady loader-patchtcga "$out"); su=$(steady loader-patchtcga-u8 "$out"); so=$(steady loader-openslide "$out")
 echo "best of 3: regions/s patchtcga $p, openslide-python $o, cuCIM $c: $(ratio "$p" "$o")× openslide-python, $(ratio "$p" "$c")× cuCIM"
 echo "best of 3: DataLoader patches/s SlidePatches $lp (float32, normalised; $lu uint8), openslide-python + PIL + torchvision $lo: $(ratio "$lp" "$lo")× ($(ratio "$lu" "$lo")× uint8)"
+echo "best of 3, after the first batch: SlidePatches $sp (uint8 $su), openslide-python + PIL + torchvision $so: $(ratio "$sp" "$so")× ($(ratio "$su" "$so")× uint8)"
 rm -f "$out"
