@@ -6,6 +6,7 @@ from ._native import (
     OpenSlideError,
     OpenSlideUnsupportedFormatError,
     Slide,
+    StainNormalizer,
     __version__,
     set_threads,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "PatchFolder",
     "Slide",
     "SlidePatches",
+    "StainNormalizer",
     "build",
     "open_slide",
     "read_features",

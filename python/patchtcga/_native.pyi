@@ -19,6 +19,15 @@ def set_threads(threads: int) -> None:
 def build(args: list[str]) -> tuple[str, list[str]]:
     """`patchtcga build` with these arguments, in this process: (summary, failures)."""
 
+class StainNormalizer:
+    """A stain normaliser ("macenko" or "reinhard") fitted to a target (H, W, 3) uint8 image."""
+
+    def __init__(self, method: str, target: npt.NDArray[np.uint8]) -> None: ...
+    def __call__(self, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]: ...
+    def to_json(self) -> str: ...
+    @staticmethod
+    def from_json(text: str) -> StainNormalizer: ...
+
 class Slide:
     """An open whole-slide image (the native reader where it serves the file, else OpenSlide)."""
 
@@ -55,7 +64,9 @@ class Slide:
         self, coords: npt.NDArray[np.int64], level: int, width: int, height: int
     ) -> npt.NDArray[np.uint8]:
         """(N, H, W, 3) RGB at the (N, 2) level-0 corners, read on the thread pool."""
-    def read_patches(self, coords: npt.NDArray[np.int64], mpp: float, size: int) -> npt.NDArray[np.uint8]:
+    def read_patches(
+        self, coords: npt.NDArray[np.int64], mpp: float, size: int, stain: StainNormalizer | None = None
+    ) -> npt.NDArray[np.uint8]:
         """(N, size, size, 3) patches at `mpp` µm/px, as `embed --slides` reads them."""
     def read_patches_normalized(
         self,
@@ -64,6 +75,7 @@ class Slide:
         size: int,
         mean: tuple[float, float, float] = ...,
         std: tuple[float, float, float] = ...,
+        stain: StainNormalizer | None = None,
     ) -> npt.NDArray[np.float32]:
         """(N, 3, size, size) float32, scaled to [0, 1] and standardised."""
     def overview(self, downsample: float) -> tuple[npt.NDArray[np.uint8], float]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from . import _native
-from ._native import Slide
+from ._native import Slide, StainNormalizer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -23,7 +23,8 @@ class SlidePatches:
     ``mean``/``std`` when ``normalized``) and ``where`` = int64 ``[slide index, x, y]`` (level-0
     top-left corner). Without ``coords`` each slide's patches are its tissue grid
     (``Slide.tissue_grid``, what ``embed --slides`` embeds); ``coords`` gives an (N, 2) array per
-    slide instead. A DataLoader fetching batches (``__getitems__``) reads each batch on the
+    slide instead; ``stain`` (a ``StainNormalizer``) normalises each patch's stain as
+    ``build --stain-normalize`` does. A DataLoader fetching batches (``__getitems__``) reads each batch on the
     reading pool without the GIL. Slides open lazily in each worker process."""
 
     def __init__(
@@ -37,8 +38,10 @@ class SlidePatches:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         reader: str = "auto",
+        stain: StainNormalizer | None = None,
     ):
         self.paths = [os.fspath(p) for p in slides]
+        self.stain = stain
         self.mpp, self.size, self.normalized = float(mpp), int(size), bool(normalized)
         self.mean, self.std, self.reader = tuple(mean), tuple(std), reader
         self._slides: tuple[int, list[Slide]] | None = None
@@ -79,9 +82,11 @@ class SlidePatches:
             at = np.flatnonzero(rows[:, 0] == k)
             corners = np.ascontiguousarray(rows[at, 1:])
             if self.normalized:
-                batch = slides[k].read_patches_normalized(corners, self.mpp, self.size, self.mean, self.std)
+                batch = slides[k].read_patches_normalized(
+                    corners, self.mpp, self.size, self.mean, self.std, stain=self.stain
+                )
             else:
-                batch = slides[k].read_patches(corners, self.mpp, self.size)
+                batch = slides[k].read_patches(corners, self.mpp, self.size, stain=self.stain)
             for j, image in zip(at, batch):  # views of the slide's batch: nothing is copied
                 items[j] = (image, rows[j])
         return items

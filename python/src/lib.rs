@@ -17,6 +17,7 @@ use patchtcga_slide::{PatchGeometry, Reader, Roi, SlideError, SlideOptions, Tiss
 
 mod build;
 mod dataset;
+mod stain;
 
 pyo3::create_exception!(patchtcga, OpenSlideError, PyException, "A slide could not be opened or read.");
 pyo3::create_exception!(
@@ -275,28 +276,30 @@ impl Slide {
     /// Patches of `size` px at `mpp` µm/px whose level-0 top-left corners are `coords` ((N, 2)),
     /// resampled (Lanczos-3) from the level just finer, as `embed --slides` reads them: an
     /// (N, size, size, 3) array.
+    #[pyo3(signature = (coords, mpp, size, stain = None))]
     fn read_patches<'py>(
         &self,
         py: Python<'py>,
         coords: PyReadonlyArray2<i64>,
         mpp: f64,
         size: u32,
+        stain: Option<PyRef<'py, stain::StainNormalizer>>,
     ) -> PyResult<Bound<'py, PyArray4<u8>>> {
         let geometry = self.geometry(mpp, size)?;
+        let stain = stain.map(|s| (*s).clone());
         let at = unsigned(&corners(&coords)?)?;
         let per = size as usize * size as usize * 3;
         let data = guarded(self.path(), || {
-            py.detach(|| {
-                read_all(at.len(), per, |i| Ok(self.inner.read_patch(&geometry, at[i].0, at[i].1)?.into_raw()))
-            })
-            .map_err(slide_err)
+            py.detach(|| read_all(at.len(), per, |i| Ok(self.patch(&geometry, at[i], stain.as_ref())?.into_raw())))
+                .map_err(slide_err)
         })?;
         batch_array(py, at.len(), size, size, data)
     }
 
     /// The patches of [`read_patches`](Self::read_patches), as the network takes them: an
     /// (N, 3, size, size) `float32` array scaled to [0, 1] and standardised by `mean` and `std`.
-    #[pyo3(signature = (coords, mpp, size, mean = IMAGENET_MEAN, std = IMAGENET_STD))]
+    #[pyo3(signature = (coords, mpp, size, mean = IMAGENET_MEAN, std = IMAGENET_STD, stain = None))]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn read_patches_normalized<'py>(
         &self,
         py: Python<'py>,
@@ -305,8 +308,10 @@ impl Slide {
         size: u32,
         mean: [f32; 3],
         std: [f32; 3],
+        stain: Option<PyRef<'py, stain::StainNormalizer>>,
     ) -> PyResult<Bound<'py, PyArray4<f32>>> {
         let geometry = self.geometry(mpp, size)?;
+        let stain = stain.map(|s| (*s).clone());
         let at = unsigned(&corners(&coords)?)?;
         let per = 3 * size as usize * size as usize;
         let data = guarded(self.path(), || {
@@ -314,7 +319,7 @@ impl Slide {
                 let mut out = vec![0f32; at.len() * per];
                 pool()?.install(|| {
                     out.par_chunks_mut(per.max(1)).zip(&at).try_for_each(|(chunk, &(x, y))| {
-                        let patch = self.inner.read_patch(&geometry, x, y)?;
+                        let patch = self.patch(&geometry, (x, y), stain.as_ref())?;
                         normalize(&patch, mean, std, chunk).map_err(|e| SlideError::Parameter(e.to_string()))
                     })
                 })?;
@@ -406,6 +411,20 @@ impl Slide {
         Ok(())
     }
 
+    /// The patch at `corner`, stain-normalised when a normaliser is given (as `build` does).
+    fn patch(
+        &self,
+        geometry: &PatchGeometry,
+        corner: (u32, u32),
+        stain: Option<&stain::StainNormalizer>,
+    ) -> Result<image::RgbImage, SlideError> {
+        let patch = self.inner.read_patch(geometry, corner.0, corner.1)?;
+        Ok(match stain {
+            Some(s) => s.apply(patch),
+            None => patch,
+        })
+    }
+
     fn measured(&self) -> PyResult<()> {
         self.inner.measured_mpp().map(|_| ()).map_err(slide_err)
     }
@@ -446,6 +465,7 @@ fn batch_array(py: Python<'_>, n: usize, h: u32, w: u32, data: Vec<u8>) -> PyRes
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Slide>()?;
     m.add_class::<dataset::PatchFolder>()?;
+    m.add_class::<stain::StainNormalizer>()?;
     m.add_function(wrap_pyfunction!(set_threads, m)?)?;
     m.add_function(wrap_pyfunction!(build::build, m)?)?;
     m.add("OpenSlideError", m.py().get_type::<OpenSlideError>())?;

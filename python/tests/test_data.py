@@ -129,3 +129,24 @@ def test_patch_folder_reads_the_original_pcam_files(tmp_path):
     assert (view == images[2]).all() and label == 1
     with pytest.raises(ValueError, match="needs split"):
         patchtcga.PatchFolder(tmp_path, layout="pcam")
+
+
+def test_stain_normalisers_fit_apply_and_travel(sample):
+    slide = patchtcga.Slide(sample)
+    grid = slide.tissue_grid(0.5, 128)
+    target, source = slide.read_patches(grid[[2, len(grid) // 2]], 0.5, 128)
+    for method in ("macenko", "reinhard"):
+        norm = patchtcga.StainNormalizer(method, target)
+        out = norm(source)
+        assert out.shape == source.shape and not np.array_equal(out, source)
+        assert np.abs(out.astype(float).mean((0, 1)) - target.mean((0, 1))).max() < np.abs(
+            source.astype(float).mean((0, 1)) - target.mean((0, 1))
+        ).max()  # closer to the target's colour than before
+        again = patchtcga.StainNormalizer.from_json(norm.to_json())
+        assert np.array_equal(again(source), out)
+        stained = patchtcga.SlidePatches([sample], 0.5, 128, coords=[grid[[len(grid) // 2]]], stain=norm)
+        assert np.array_equal(stained[0][0], out)
+    with pytest.raises(ValueError, match="too little stain"):
+        patchtcga.StainNormalizer("macenko", np.full((64, 64, 3), 250, np.uint8))
+    with pytest.raises(ValueError, match="unknown stain method"):
+        patchtcga.StainNormalizer("vahadane", target)
