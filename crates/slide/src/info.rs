@@ -33,6 +33,9 @@ impl InfoArgs {
         };
         let _ = writeln!(t, "{}: {w} × {h} px, {mpp}", self.slide.display());
         let _ = writeln!(t, "read by: {}", s.served_by());
+        if let Some((study, series)) = s.dicom_uids() {
+            let _ = writeln!(t, "DICOM study {study}, series {series}");
+        }
         for l in 0..s.level_count() {
             let (lw, lh) = s.level_dimensions(l);
             let _ = writeln!(t, "  level {l}: {lw} × {lh} px, downsample {:.3}", s.level_downsample(l));

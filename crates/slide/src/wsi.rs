@@ -140,6 +140,7 @@ impl fmt::Display for ServedBy {
         match self {
             Self::Native(Flavour::Aperio) => f.write_str("native reader (Aperio SVS)"),
             Self::Native(Flavour::Generic) => f.write_str("native reader (tiled TIFF)"),
+            Self::Native(Flavour::Dicom) => f.write_str("native reader (DICOM)"),
             Self::OpenSlide => f.write_str("OpenSlide"),
         }
     }
@@ -201,7 +202,8 @@ impl Slide {
     /// [`MppSource::Missing`], and [`measured_mpp`](Self::measured_mpp) refuses it.
     pub fn open_unmeasured(path: impl AsRef<Path>, options: &SlideOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        if !path.is_file() {
+        // A DICOM series is a folder.
+        if !path.is_file() && !path.is_dir() {
             return Err(SlideError::Missing { path });
         }
         let backend = open_backend(&path, options)?;
@@ -402,11 +404,27 @@ impl Slide {
             set("openslide.mpp-y".into(), self.mpp.y.to_string());
         }
         if let Backend::Native(t) = &self.backend {
-            let vendor = if t.flavour() == Flavour::Aperio { "aperio" } else { "generic-tiff" };
+            let vendor = match t.flavour() {
+                Flavour::Aperio => "aperio",
+                Flavour::Generic => "generic-tiff",
+                Flavour::Dicom => "dicom",
+            };
             set("openslide.vendor".into(), vendor.into());
+            if let Some((study, series)) = t.dicom_uids() {
+                set("dicom.StudyInstanceUID".into(), study.into());
+                set("dicom.SeriesInstanceUID".into(), series.into());
+            }
             if let Some(d) = t.description() {
                 set("tiff.ImageDescription".into(), d.into());
             }
+        }
+    }
+
+    /// A DICOM series' study and series instance UIDs.
+    pub fn dicom_uids(&self) -> Option<(&str, &str)> {
+        match &self.backend {
+            Backend::Native(t) => t.dicom_uids(),
+            Backend::OpenSlide(_) => None,
         }
     }
 
@@ -421,20 +439,34 @@ impl Slide {
 
     /// Names of the slide's associated images (label, macro, thumbnail…), as OpenSlide lists them.
     pub fn associated_image_names(&self) -> Vec<String> {
+        if let Backend::Native(t) = &self.backend {
+            if !t.associated_image_names().is_empty() {
+                return t.associated_image_names().into_iter().map(String::from).collect();
+            }
+        }
         self.openslide_view().and_then(|o| o.associated_image_names().ok()).unwrap_or_default()
     }
 
     /// The associated image `name` as straight-alpha RGBA.
     pub fn associated_image(&self, name: &str) -> Result<RgbaImage> {
         let unknown = || SlideError::Parameter(format!("{}: no associated image {name:?}", self.path.display()));
+        let unreadable = |e: String| SlideError::Unreadable {
+            path: self.path.clone(),
+            cause: format!("associated image {name:?}: {e}"),
+        };
+        if let Backend::Native(t) = &self.backend {
+            if let Some(image) = t.associated_image(name) {
+                let rgb = image.map_err(|e| unreadable(e.to_string()))?;
+                let mut rgba = RgbaImage::new(rgb.width(), rgb.height());
+                opaque_rgba(rgb.as_raw(), &mut rgba);
+                return Ok(rgba);
+            }
+        }
         let o = self.openslide_view().ok_or_else(unknown)?;
         if !self.associated_image_names().iter().any(|n| n == name) {
             return Err(unknown());
         }
-        o.read_associated_image_rgba(name).map_err(|e| SlideError::Unreadable {
-            path: self.path.clone(),
-            cause: format!("associated image {name:?}: {e}"),
-        })
+        o.read_associated_image_rgba(name).map_err(|e| unreadable(e.to_string()))
     }
 
     /// Reads `w`×`h` pixels of `level` decoded at `eighths`/8 of its size, from (`lx`, `ly`) in
@@ -642,7 +674,7 @@ fn resolve_mpp(backend: &Backend) -> Option<Mpp> {
     let plausible = |x: f64, y: f64| PLAUSIBLE_MPP.contains(&x) && PLAUSIBLE_MPP.contains(&y);
     let (vendor, resolution) = match backend {
         Backend::Native(t) => (
-            t.aperio_mpp().map(|m| (m, m)),
+            t.aperio_mpp().map(|m| (m, m)).or(t.dicom_mpp()),
             t.resolution().map(|r| (r.um_per_unit / r.x, r.y.map_or(r.um_per_unit / r.x, |y| r.um_per_unit / y))),
         ),
         Backend::OpenSlide(o) => openslide_mpp(o),

@@ -1,13 +1,15 @@
 //! Fixtures for tests: the bundled sample slide and slides derived from it, written as the
-//! tiled TIFFs OpenSlide reads (generic or Aperio-like, with or without resolution tags), and
-//! the sample marked with pen ink.
+//! tiled TIFFs OpenSlide reads (generic or Aperio-like, with or without resolution tags) and
+//! as DICOM series, and the sample marked with pen ink.
 
+mod dicom;
 pub mod pen;
 mod tiff;
 pub mod tiff_bytes;
 
 use std::path::{Path, PathBuf};
 
+pub use dicom::{DicomSpec, SERIES_UID, STUDY_UID};
 pub use pen::mark_with_pen;
 pub use tiff::{write_tiled_tiff, Coding, TiffSpec};
 

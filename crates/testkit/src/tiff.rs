@@ -70,11 +70,7 @@ impl TiffSpec {
             file.out.extend(file.u16s(&[42]));
             file.out.extend([0; 4]);
         }
-        let mut levels = vec![image.clone()];
-        for _ in 1..self.levels {
-            let l = levels.last().expect("one level at least");
-            levels.push(image::imageops::resize(l, l.width() / 2, l.height() / 2, image::imageops::Triangle));
-        }
+        let levels = pyramid(image, self.levels);
         let mut link = if self.big_tiff { 8 } else { 4 }; // where the next directory's offset goes
         if self.sub_ifds {
             let mut subs = Vec::new();
@@ -158,18 +154,12 @@ impl Builder {
         let (w, h) = img.dimensions();
         let (mut offsets, mut counts) = (Vec::new(), Vec::new());
         let mut tables = None;
-        for ty in 0..h.div_ceil(t) {
-            for tx in 0..w.div_ceil(t) {
-                let tile = RgbImage::from_fn(t, t, |x, y| {
-                    let (sx, sy) = ((tx * t + x).min(w - 1), (ty * t + y).min(h - 1));
-                    *img.get_pixel(sx, sy)
-                });
-                let (data, tab) = encode(&tile, spec.coding);
-                tables = tables.or(tab);
-                offsets.push(self.out.len() as u64);
-                counts.push(data.len() as u32);
-                self.out.extend(data);
-            }
+        for tile in tiles(img, t) {
+            let (data, tab) = encode(&tile, spec.coding);
+            tables = tables.or(tab);
+            offsets.push(self.out.len() as u64);
+            counts.push(data.len() as u32);
+            self.out.extend(data);
         }
         let (compression, photometric) = match spec.coding {
             Coding::Raw => (1, 2),
@@ -257,8 +247,28 @@ impl Builder {
     }
 }
 
+/// `image` and `levels - 1` reductions, each half the previous (box-averaged).
+pub(crate) fn pyramid(image: &RgbImage, levels: u32) -> Vec<RgbImage> {
+    let mut out = vec![image.clone()];
+    for _ in 1..levels {
+        let l = out.last().expect("one level at least");
+        out.push(image::imageops::resize(l, l.width() / 2, l.height() / 2, image::imageops::Triangle));
+    }
+    out
+}
+
+/// The `t`×`t` tiles of `img`, row by row; those past its edge repeat its last column and row.
+pub(crate) fn tiles(img: &RgbImage, t: u32) -> impl Iterator<Item = RgbImage> + '_ {
+    let (w, h) = img.dimensions();
+    (0..h.div_ceil(t)).flat_map(move |ty| {
+        (0..w.div_ceil(t)).map(move |tx| {
+            RgbImage::from_fn(t, t, |x, y| *img.get_pixel((tx * t + x).min(w - 1), (ty * t + y).min(h - 1)))
+        })
+    })
+}
+
 /// One tile's bytes, and the tables it shares with the others (shared-table JPEG only).
-fn encode(tile: &RgbImage, coding: Coding) -> (Vec<u8>, Option<Vec<u8>>) {
+pub(crate) fn encode(tile: &RgbImage, coding: Coding) -> (Vec<u8>, Option<Vec<u8>>) {
     match coding {
         Coding::Raw => (tile.as_raw().clone(), None),
         Coding::Deflate { predictor } => {

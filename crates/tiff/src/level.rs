@@ -26,6 +26,20 @@ pub struct Level {
     pub(crate) offsets: Vec<u64>,
     pub(crate) counts: Vec<u64>,
     pub(crate) codec: Codec,
+    /// Which of the slide's files holds the tiles (DICOM: one per level).
+    pub(crate) source: usize,
+}
+
+/// The tile grid (across, down) of a `width`×`height` image of `tw`×`th` tiles, or why the
+/// sizes are damage.
+pub(crate) fn check_grid(width: u64, height: u64, tw: u64, th: u64) -> std::result::Result<(u64, u64), String> {
+    if !(1..=MAX_SIDE).contains(&width) || !(1..=MAX_SIDE).contains(&height) {
+        return Err(format!("absurd dimensions {width}×{height}"));
+    }
+    if tw == 0 || th == 0 || tw.checked_mul(th).is_none_or(|area| area > MAX_TILE_PIXELS) {
+        return Err(format!("absurd tile size {tw}×{th}"));
+    }
+    Ok((width.div_ceil(tw), height.div_ceil(th)))
 }
 
 impl Level {
@@ -38,17 +52,11 @@ impl Level {
         let need = |tag: u16, name: &str| ifd.uint(tag).ok_or_else(|| bad(format!("no {name}")));
         let (width, height) = (need(256, "ImageWidth")?, need(257, "ImageLength")?);
         let (tw, th) = (need(322, "TileWidth")?, need(323, "TileLength")?);
-        if !(1..=MAX_SIDE).contains(&width) || !(1..=MAX_SIDE).contains(&height) {
-            return Err(bad(format!("absurd dimensions {width}×{height}")));
-        }
-        if tw == 0 || th == 0 || tw.checked_mul(th).is_none_or(|area| area > MAX_TILE_PIXELS) {
-            return Err(bad(format!("absurd tile size {tw}×{th}")));
-        }
+        let (across, down) = check_grid(width, height, tw, th).map_err(bad)?;
         let codec = codec(ifd).map_err(|e| match e {
             TiffError::Unsupported(c) => TiffError::Unsupported(format!("directory {index}: {c}")),
             other => other,
         })?;
-        let (across, down) = (width.div_ceil(tw), height.div_ceil(th));
         let offsets = ifd.uints(324).ok_or_else(|| bad("no TileOffsets".into()))?;
         let counts = ifd.uints(325).ok_or_else(|| bad("no TileByteCounts".into()))?;
         let tiles = (across * down) as usize;
@@ -59,18 +67,24 @@ impl Level {
                 counts.len()
             )));
         }
-        let level = Self {
-            width: width as u32,
-            height: height as u32,
-            tile_width: tw as u32,
-            tile_height: th as u32,
-            compression: codec.compression,
-            across: across as u32,
-            offsets,
-            counts,
-            codec,
-        };
-        Ok(Some(level))
+        Ok(Some(Self::new(width as u32, height as u32, tw as u32, th as u32, across as u32, offsets, counts, codec)))
+    }
+
+    /// A level of `across` tiles a row, tile `i` stored at `offsets[i]` in `counts[i]` bytes
+    /// (0: none stored) in the slide's first file.
+    #[allow(clippy::too_many_arguments)] // a grid: sizes, tiles, their places, their codec
+    pub(crate) fn new(
+        width: u32,
+        height: u32,
+        tile_width: u32,
+        tile_height: u32,
+        across: u32,
+        offsets: Vec<u64>,
+        counts: Vec<u64>,
+        codec: Codec,
+    ) -> Self {
+        let compression = codec.compression;
+        Self { width, height, tile_width, tile_height, compression, across, offsets, counts, codec, source: 0 }
     }
 
     /// The sizes this level's tiles can be decoded at, in eighths of their size: 8 (whole)

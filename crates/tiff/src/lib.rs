@@ -10,6 +10,7 @@
 
 mod cache;
 mod decode;
+mod dicom;
 mod ifd;
 mod level;
 
@@ -57,6 +58,8 @@ pub enum Flavour {
     Aperio,
     /// Any other tiled TIFF pyramid (including OME-TIFF's sub-IFD pyramids).
     Generic,
+    /// A DICOM VL Whole Slide Microscopy series (a folder of `.dcm` files, one per level).
+    Dicom,
 }
 
 /// The resolution tags of the first directory.
@@ -73,18 +76,36 @@ pub struct Resolution {
 /// An open pyramidal TIFF slide.
 #[derive(Debug)]
 pub struct TiffSlide {
-    src: Source,
+    sources: Vec<Source>,
     flavour: Flavour,
     levels: Vec<Level>,
     description: Option<String>,
     resolution: Option<Resolution>,
     icc_profile: Option<Vec<u8>>,
+    /// DICOM: µm/px (x, y) from the pixel spacing, and the study and series UIDs.
+    dicom: Option<(Option<(f64, f64)>, (String, String))>,
+    /// Associated images served natively (DICOM's label, macro, thumbnail), by name.
+    associated: Vec<(String, Level)>,
     cache: TileCache,
 }
 
 impl TiffSlide {
     /// Opens `path`, keeping up to `cache_bytes` of decoded tiles (0: no cache).
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self> {
+        if dicom::looks_like_dicom(path) {
+            let s = dicom::open(path)?;
+            return Ok(Self {
+                sources: s.sources,
+                flavour: Flavour::Dicom,
+                levels: s.levels,
+                description: None,
+                resolution: None,
+                icc_profile: None,
+                dicom: Some((s.mpp, s.uids)),
+                associated: s.associated,
+                cache: TileCache::new(cache_bytes),
+            });
+        }
         let src = Source::new(File::open(path)?)?;
         let (layout, first) = ifd::header(&src)?.ok_or(TiffError::NotTiff)?;
         let dirs = ifd::directories(&src, layout, first)?;
@@ -94,7 +115,18 @@ impl TiffSlide {
         let levels = levels(&dirs, flavour)?;
         let resolution = resolution(first_ifd);
         let icc_profile = first_ifd.bytes(ICC_PROFILE).map(<[u8]>::to_vec);
-        Ok(Self { src, flavour, levels, description, resolution, icc_profile, cache: TileCache::new(cache_bytes) })
+        let cache = TileCache::new(cache_bytes);
+        Ok(Self {
+            sources: vec![src],
+            flavour,
+            levels,
+            description,
+            resolution,
+            icc_profile,
+            dicom: None,
+            associated: Vec::new(),
+            cache,
+        })
     }
 
     /// Aperio SVS or a generic pyramid.
@@ -132,6 +164,47 @@ impl TiffSlide {
     /// The ICC colour profile the first directory embeds (`InterColorProfile`), when it has one.
     pub fn icc_profile(&self) -> Option<&[u8]> {
         self.icc_profile.as_deref()
+    }
+
+    /// A DICOM series' µm/px (x, y), from its finest level's pixel spacing.
+    pub fn dicom_mpp(&self) -> Option<(f64, f64)> {
+        self.dicom.as_ref().and_then(|d| d.0)
+    }
+
+    /// A DICOM series' study and series instance UIDs.
+    pub fn dicom_uids(&self) -> Option<(&str, &str)> {
+        self.dicom.as_ref().map(|d| (d.1 .0.as_str(), d.1 .1.as_str()))
+    }
+
+    /// Names of the associated images this reader serves itself (a DICOM series' label,
+    /// macro and thumbnail; a TIFF's are left to OpenSlide).
+    pub fn associated_image_names(&self) -> Vec<&str> {
+        self.associated.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// The associated image `name`, whole, or `None` when this reader serves none of that name.
+    pub fn associated_image(&self, name: &str) -> Option<Result<RgbImage>> {
+        let (_, l) = self.associated.iter().find(|(n, _)| n == name)?;
+        Some(self.read_whole(l))
+    }
+
+    /// Every tile of the single-level image `l`, decoded without the cache.
+    fn read_whole(&self, l: &Level) -> Result<RgbImage> {
+        let mut out = filled(l.width, l.height, [255; 3]);
+        let (tw, th) = (l.tile_width as usize, l.tile_height as usize);
+        for (index, (&offset, &count)) in l.offsets.iter().zip(&l.counts).enumerate().filter(|(_, (_, &c))| c > 0) {
+            let (col, row) = (index % l.across as usize, index / l.across as usize);
+            let tile_error = |cause: String| TiffError::Tile { level: 0, col: col as u32, row: row as u32, cause };
+            let data = self.sources[l.source].read(offset, count, || "its data".into())?;
+            let tile = l.codec.decode(&data, l.tile_width, l.tile_height, 8).map_err(tile_error)?;
+            let (x0, y0) = (col * tw, row * th);
+            let w = tw.min(l.width as usize - x0);
+            for y in 0..th.min(l.height as usize - y0) {
+                let dst = ((y0 + y) * l.width as usize + x0) * 3;
+                out.as_mut()[dst..dst + w * 3].copy_from_slice(&tile[y * tw * 3..(y * tw + w) * 3]);
+            }
+        }
+        Ok(out)
     }
 
     /// The first directory's resolution tags, when they carry a unit.
@@ -188,8 +261,7 @@ impl TiffSlide {
         let tile_error = |cause: String| TiffError::Tile { level, col, row, cause };
         self.cache
             .get_or_decode(key, || {
-                let data = self
-                    .src
+                let data = self.sources[l.source]
                     .read(l.offsets[index], l.counts[index], || "its data".into())
                     .map_err(|e| tile_error(e.to_string()))?;
                 l.codec.decode(&data, l.tile_width, l.tile_height, eighths).map_err(tile_error)
