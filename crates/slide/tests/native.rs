@@ -1,10 +1,10 @@
-//! The native reader against OpenSlide: the same metadata and the same pixels, on the bundled slide and on tiled TIFFs derived from it in each encoding.
+//! The native reader against OpenSlide: the same metadata and the same pixels, on the bundled slide and on tiled TIFFs derived from it in each encoding; DICOM series against the TIFF of the same tiles.
 
 use std::path::Path;
 
 use image::RgbImage;
 use patchtcga_slide::{PatchGeometry, Reader, ServedBy, Slide, SlideOptions};
-use patchtcga_testkit::{sample_slide, Coding, TiffSpec};
+use patchtcga_testkit::{sample_slide, Coding, DicomSpec, TiffSpec, SERIES_UID};
 
 fn open(path: &Path, reader: Reader) -> Slide {
     Slide::open(path, &SlideOptions { reader, ..SlideOptions::default() }).unwrap_or_else(|e| panic!("{reader}: {e}"))
@@ -217,4 +217,39 @@ fn files_the_native_reader_does_not_serve_go_to_openslide() {
     assert!(e.contains("unopenable.tiff") && e.contains("not served by the native reader"), "{e}");
     let auto = Slide::open(data.join("boxes.tiff"), &SlideOptions::with_mpp(Some(1.0))).unwrap();
     assert_eq!(auto.served_by().to_string(), "native reader (tiled TIFF)");
+}
+
+#[test]
+fn a_dicom_series_serves_what_the_tiff_of_the_same_tiles_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (image, coding) = (crop(), Coding::Jpeg { ycbcr: true, shared_tables: false });
+    let series = dir.path().join("series");
+    DicomSpec { tile: 240, coding, levels: 3, mpp: Some(0.5), label: true, ..DicomSpec::default() }
+        .write(&series, &image)
+        .unwrap();
+    let tiff = dir.path().join("same.tiff");
+    TiffSpec { tile: 240, coding, levels: 3, mpp: Some(0.5), ..TiffSpec::default() }.write(&tiff, &image).unwrap();
+    let (d, t) = (open(&series, Reader::Auto), open(&tiff, Reader::Auto));
+    assert_eq!(d.served_by().to_string(), "native reader (DICOM)");
+    assert_eq!(d.path(), series.as_path());
+    assert!((d.mpp().x - 0.5).abs() < 1e-9 && (d.mpp().y - 0.5).abs() < 1e-9, "{:?}", d.mpp());
+    assert_eq!(d.mpp().source.to_string(), "vendor");
+    for l in 0..3 {
+        assert_eq!(d.level_dimensions(l), t.level_dimensions(l));
+    }
+    let g = PatchGeometry { mpp: 1.3, size: 128 };
+    for (x, y) in [(0, 0), (333, 517), (700, 600)] {
+        assert!(d.read_patch(&g, x, y).unwrap() == t.read_patch(&g, x, y).unwrap(), "patch at ({x}, {y})");
+    }
+    let props = d.properties();
+    assert_eq!(props.get("openslide.vendor").map(String::as_str), Some("dicom"));
+    assert_eq!(props.get("dicom.SeriesInstanceUID").map(String::as_str), Some(SERIES_UID));
+    assert_eq!(d.associated_image_names(), vec!["label".to_string()]);
+    assert_eq!(d.associated_image("label").unwrap().dimensions(), (96, 64));
+    // One of its files opens the same series; OpenSlide 3.4 reads no DICOM and says so.
+    let one = open(&series.join("level-2.dcm"), Reader::Native);
+    assert_eq!(one.dimensions(), d.dimensions());
+    let forced = SlideOptions { reader: Reader::OpenSlide, ..SlideOptions::default() };
+    let e = Slide::open(&series, &forced).unwrap_err().to_string();
+    assert!(e.contains("series"), "{e}");
 }
