@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Region reads as Python users do them, for a side-by-side benchmark with `patchtcga bench
-regions`: openslide-python (`read_region` → RGB array), cuCIM (`CuImage.read_region` → array) or
-patchtcga's Python package (`Slide.read_region` → RGB array, no PIL),
+regions`: openslide-python (`read_region` → RGB array), cuCIM (`CuImage.read_region` → array),
+wsidicom (`WsiDicom.read_region` → RGB array, DICOM series) or patchtcga's Python package
+(`Slide.read_region` → RGB array, no PIL),
 square level-0 regions on the slide's grid, row by row, one thread.
 
-    python3 bench/regions_python.py SLIDE --reader openslide|cucim|patchtcga [--size 800] [--count 200]
+    python3 bench/regions_python.py SLIDE --reader openslide|cucim|wsidicom|patchtcga [--size 800] [--count 200]
 
 Prints regions/s and peak memory.
 """
@@ -19,7 +20,7 @@ import numpy as np
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("slide")
-    ap.add_argument("--reader", choices=["openslide", "cucim", "patchtcga"], required=True)
+    ap.add_argument("--reader", choices=["openslide", "cucim", "wsidicom", "patchtcga"], required=True)
     ap.add_argument("--size", type=int, default=800)
     ap.add_argument("--count", type=int, default=200)
     a = ap.parse_args()
@@ -33,6 +34,11 @@ def main():
         s = patchtcga.Slide(a.slide)
         w, h = s.level_dimensions[0]
         read = lambda x, y: s.read_region(x, y, 0, a.size, a.size)
+    elif a.reader == "wsidicom":
+        from wsidicom import WsiDicom
+        s = WsiDicom.open(a.slide)
+        w, h = s.size.width, s.size.height
+        read = lambda x, y: np.asarray(s.read_region((x, y), 0, (a.size, a.size)).convert("RGB"))
     else:
         from cucim import CuImage
         s = CuImage(a.slide)

@@ -5,7 +5,7 @@ use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
-use dicom_object::{InMemDicomObject, OpenFileOptions};
+use dicom_object::{FileMetaTable, InMemDicomObject, OpenFileOptions};
 use dicom_parser::dataset::lazy_read::LazyDataSetReader;
 use dicom_parser::dataset::LazyDataToken;
 use dicom_parser::StatefulDecode;
@@ -81,21 +81,96 @@ struct Instance {
     path: PathBuf,
     object: InMemDicomObject,
     transfer_syntax: String,
-    /// Where the data set starts in the file (after the file meta group).
-    body: u64,
+    pixels: PixelData,
+}
+
+/// Where an instance's pixel data lies.
+#[derive(Debug, Clone, Copy)]
+enum PixelData {
+    /// Native frames: `len` bytes from `start`.
+    Native { start: u64, len: u64 },
+    /// Encapsulated frames: the items (offset table, then fragments) from `items`.
+    Encapsulated { items: u64 },
 }
 
 fn bad(path: &Path, cause: impl std::fmt::Display) -> TiffError {
     TiffError::Format(format!("{}: {cause}", path.display()))
 }
 
+/// Reads an instance's attributes, once its element lengths are known to stay inside the file
+/// (dicom-rs allocates what a length says before reading it).
 fn read_instance(path: &Path) -> Result<Instance> {
+    let file_len = std::fs::metadata(path)?.len();
+    let body = check_meta(path, file_len)?;
+    let mut reader = BufReader::new(File::open(path)?);
+    reader.seek(SeekFrom::Start(128))?;
+    let meta = FileMetaTable::from_reader(&mut reader).map_err(|e| bad(path, e))?;
+    let transfer_syntax = meta.transfer_syntax().to_string();
+    let pixels = pixel_data(path, body, file_len, &transfer_syntax)?;
     let file = OpenFileOptions::new().read_until(tags::PIXEL_DATA).open_file(path).map_err(|e| bad(path, e))?;
-    let meta = file.meta();
-    let transfer_syntax = meta.transfer_syntax().trim_end_matches(['\0', ' ']).to_string();
-    // Preamble and magic (132 bytes), the group length element (12), then the group.
-    let body = 132 + 12 + meta.information_group_length as u64;
-    Ok(Instance { path: path.to_path_buf(), object: file.into_inner(), transfer_syntax, body })
+    Ok(Instance { path: path.to_path_buf(), object: file.into_inner(), transfer_syntax, pixels })
+}
+
+/// Walks the file meta group (explicit VR, little endian, from byte 132), refusing a length
+/// past the file's end; returns where the data set starts.
+fn check_meta(path: &Path, file_len: u64) -> Result<u64> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    File::open(path)?.take(1 << 16).read_to_end(&mut head)?;
+    let mut at = 132usize;
+    while at + 8 <= head.len() && u16::from_le_bytes([head[at], head[at + 1]]) == 2 {
+        let long = matches!(&head[at + 4..at + 6], b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN" | b"UC" | b"UR");
+        let (header, len) = if long {
+            let b = head.get(at + 8..at + 12).ok_or_else(|| bad(path, "a truncated file meta group"))?;
+            (12, u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
+        } else {
+            (8, u16::from_le_bytes([head[at + 6], head[at + 7]]) as u64)
+        };
+        let next = at as u64 + header + len;
+        if next > file_len.min(1 << 16) {
+            return Err(bad(path, format!("a file meta element at byte {at} runs past the end of the group")));
+        }
+        at = next as usize;
+    }
+    Ok(at as u64)
+}
+
+/// Walks the data set from `body` to its pixel data without reading values, refusing any
+/// length past the file's end.
+fn pixel_data(path: &Path, body: u64, file_len: u64, transfer_syntax: &str) -> Result<PixelData> {
+    let ts = TransferSyntaxRegistry
+        .get(transfer_syntax)
+        .ok_or_else(|| TiffError::Unsupported(format!("{}: transfer syntax {transfer_syntax}", path.display())))?;
+    let mut file = BufReader::new(File::open(path)?);
+    file.seek(SeekFrom::Start(body))?;
+    let mut reader = LazyDataSetReader::new_with_ts(file, ts).map_err(|e| bad(path, e))?;
+    let mut depth = 0usize;
+    loop {
+        let token = reader.advance().ok_or_else(|| bad(path, "no pixel data"))?.map_err(|e| bad(path, e))?;
+        // The decoder counts from the file's start.
+        let past_end = |len: Option<u32>, at: u64| len.is_some_and(|l| at + l as u64 > file_len);
+        match token {
+            // A sequence's stated length allocates nothing; the values inside it are checked.
+            LazyDataToken::SequenceStart { .. } | LazyDataToken::ItemStart { .. } => depth += 1,
+            LazyDataToken::SequenceEnd | LazyDataToken::ItemEnd => depth = depth.saturating_sub(1),
+            LazyDataToken::PixelSequenceStart if depth == 0 => {
+                return Ok(PixelData::Encapsulated { items: reader.into_decoder().position() })
+            }
+            LazyDataToken::LazyValue { header, decoder } => {
+                let at = decoder.position();
+                if past_end(header.len.get(), at) {
+                    return Err(bad(path, format!("element {} runs past the end of the file", header.tag)));
+                }
+                if depth == 0 && header.tag == tags::PIXEL_DATA {
+                    let len = header.len.get().ok_or_else(|| bad(path, "pixel data of undefined length"))?;
+                    return Ok(PixelData::Native { start: at, len: len as u64 });
+                }
+                LazyDataToken::LazyValue { header, decoder }.skip().map_err(|e| bad(path, e))?
+            }
+            t @ LazyDataToken::LazyItemValue { .. } => t.skip().map_err(|e| bad(path, e))?,
+            _ => {}
+        }
+    }
 }
 
 fn text(o: &InMemDicomObject, tag: dicom_object::Tag) -> Option<String> {
@@ -286,34 +361,15 @@ fn codec(inst: &Instance) -> Result<Codec> {
 /// Where each frame lies in the file, (offset, bytes): the fragments of encapsulated pixel data
 /// (one per frame), or consecutive `frame_bytes` of native pixel data.
 fn frame_positions(inst: &Instance, source: &Source, frames: usize, frame_bytes: u64) -> Result<Vec<(u64, u64)>> {
-    let path = &inst.path;
-    let ts = TransferSyntaxRegistry.get(&inst.transfer_syntax).ok_or_else(|| bad(path, "unknown transfer syntax"))?;
-    let mut file = BufReader::new(File::open(path)?);
-    file.seek(SeekFrom::Start(inst.body))?;
-    let mut reader = LazyDataSetReader::new_with_ts(file, ts).map_err(|e| bad(path, e))?;
-    let mut depth = 0usize;
-    loop {
-        let token = reader.advance().ok_or_else(|| bad(path, "no pixel data"))?.map_err(|e| bad(path, e))?;
-        match token {
-            LazyDataToken::SequenceStart { .. } | LazyDataToken::ItemStart { .. } => depth += 1,
-            LazyDataToken::SequenceEnd | LazyDataToken::ItemEnd => depth = depth.saturating_sub(1),
-            LazyDataToken::PixelSequenceStart if depth == 0 => break,
-            LazyDataToken::LazyValue { header, decoder } if depth == 0 && header.tag == tags::PIXEL_DATA => {
-                let start = decoder.position(); // the decoder counts from the file's start
-                let len = header.len.get().map(u64::from).ok_or_else(|| bad(path, "pixel data of undefined length"))?;
-                if len < frame_bytes * frames as u64 {
-                    return Err(bad(path, format!("{len} bytes of pixel data for {frames} frames of {frame_bytes}")));
-                }
-                return Ok((0..frames as u64).map(|k| (start + k * frame_bytes, frame_bytes)).collect());
+    match inst.pixels {
+        PixelData::Native { start, len } => {
+            if len < frame_bytes * frames as u64 {
+                return Err(bad(&inst.path, format!("{len} bytes of pixel data for {frames} frames of {frame_bytes}")));
             }
-            t @ (LazyDataToken::LazyValue { .. } | LazyDataToken::LazyItemValue { .. }) => {
-                t.skip().map_err(|e| bad(path, e))?
-            }
-            _ => {}
+            Ok((0..frames as u64).map(|k| (start + k * frame_bytes, frame_bytes)).collect())
         }
+        PixelData::Encapsulated { items } => fragments(source, items, frames).map_err(|c| bad(&inst.path, c)),
     }
-    let items_at = reader.into_decoder().position();
-    fragments(source, items_at, frames).map_err(|c| bad(path, c))
 }
 
 /// The fragments of encapsulated pixel data whose items start at `at`: the basic offset table

@@ -155,3 +155,21 @@ proptest! {
         let _ = open_and_read_all(dir.path(), &b);
     }
 }
+
+#[test]
+fn a_length_past_the_end_of_the_file_is_refused_before_anything_is_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = RgbImage::from_pixel(64, 64, image::Rgb([200, 100, 150]));
+    let files = DicomSpec { tile: 64, ..DicomSpec::default() }.write(dir.path(), &img).unwrap();
+    let original = std::fs::read(&files[0]).unwrap();
+    // An OB element's 4-byte length, 2 bytes past its VR: the meta group's version, the pixel data.
+    let length_of = |tag: [u8; 4]| original.windows(6).position(|w| w[..4] == tag && &w[4..] == b"OB").unwrap() + 8;
+    for (tag, what) in [([2, 0, 1, 0], "file meta"), ([0xE0, 0x7F, 0x10, 0], "past the end")] {
+        let mut b = original.clone();
+        let at = length_of(tag);
+        b[at..at + 4].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+        std::fs::write(&files[0], &b).unwrap();
+        let e = TiffSlide::open(dir.path(), 0).unwrap_err().to_string();
+        assert!(e.contains("level-0.dcm") && e.contains(what), "{e}");
+    }
+}
