@@ -102,10 +102,12 @@ test: deps rust $(PYTOOLS)
 	$(MAKE) python-test
 
 # The Python package (`pip install ./python`) in a virtual environment of its own, with what its
-# tests compare against: openslide-python (on Debian's OpenSlide), tifffile for fixtures, h5py, and
-# PyTorch's DataLoader from the LibTorch wheel already unpacked in .libtorch/ (a .pth line).
+# tests compare against: openslide-python (on Debian's OpenSlide), tifffile for fixtures, h5py,
+# wsidicomizer and wsidicom (DICOM conversion and reading), and PyTorch's DataLoader from the
+# LibTorch wheel already unpacked in .libtorch/ (a .pth line).
 PYVENV := python/.venv
-PYTEST_PACKAGES := pytest==9.2.0 numpy==2.4.6 pillow==13.0.0 openslide-python==1.4.7 h5py==3.16.0 tifffile==2026.3.3
+PYTEST_PACKAGES := pytest==9.2.0 numpy==2.4.6 pillow==13.0.0 openslide-python==1.4.7 h5py==3.16.0 tifffile==2026.3.3 \
+  wsidicomizer==0.26.1 wsidicom==0.31.0
 $(PYVENV)/bin/pytest: $(LIBTORCH)
 	$(call apt_install,python3-venv)
 	python3 -m venv $(PYVENV)

@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SLIDE=${1:-bench/out/cmu1_40x.svs}
 [ -f "$SLIDE" ] || bash bench/make_40x.sh "$SLIDE"
-PY=python/.venv/bin/python
-PIP="python/.venv/bin/pip install --quiet --disable-pip-version-check"
+PY=${PY:-python/.venv/bin/python}
+PIP="$(dirname "$PY")/pip install --quiet --disable-pip-version-check"
 $PY -c 'import wsidicomizer' 2>/dev/null || $PIP wsidicomizer==0.26.1 wsidicom==0.31.0
 OS4=bench/.venv-openslide4
 [ -x $OS4/bin/python ] || { python3 -m venv $OS4 && $OS4/bin/pip install --quiet openslide-python==1.4.7 openslide-bin==4.0.1.2 numpy==2.4.6; }
