@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SLIDE=${1:-bench/out/cmu1_40x.svs}
-[ -f "$SLIDE" ] || bash bench/make_40x.sh
+[ -f "$SLIDE" ] || { mkdir -p "$(dirname "$SLIDE")" && bash bench/make_40x.sh "$SLIDE"; }
 PY=python/.venv/bin/python
 PIP="python/.venv/bin/pip install --quiet --disable-pip-version-check"
 $PY -c 'import torchvision' 2>/dev/null || $PIP --no-deps torchvision==0.28.0

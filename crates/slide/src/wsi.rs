@@ -148,7 +148,7 @@ impl fmt::Display for ServedBy {
 
 #[derive(Debug)]
 enum Backend {
-    Native(TiffSlide),
+    Native(Box<TiffSlide>),
     OpenSlide(Box<OpenSlide>),
 }
 
@@ -627,10 +627,12 @@ fn opaque_rgba(src: &[u8], dst: &mut [u8]) {
 /// serves (Aperio and generic TIFF, as OpenSlide would name their vendor) and OpenSlide for
 /// the rest. A file the native reader finds damaged is not handed on: its error is clearer.
 fn open_backend(path: &Path, options: &SlideOptions) -> Result<Backend> {
-    let native = || TiffSlide::open(path, options.tile_cache_mb << 20).map(Backend::Native);
+    let native = || TiffSlide::open(path, options.tile_cache_mb << 20).map(|t| Backend::Native(Box::new(t)));
     let unreadable = |cause: String| SlideError::Unreadable { path: path.to_path_buf(), cause };
     match options.reader {
         Reader::OpenSlide => open_openslide(path),
+        // A folder is a DICOM series, which only the native reader opens.
+        _ if path.is_dir() => native().map_err(|e| unreadable(e.to_string())),
         Reader::Native => native().map_err(|e| unreadable(e.to_string())),
         Reader::Auto => {
             let vendor = OpenSlide::detect_vendor(path).ok();

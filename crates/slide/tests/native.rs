@@ -251,5 +251,8 @@ fn a_dicom_series_serves_what_the_tiff_of_the_same_tiles_serves() {
     assert_eq!(one.dimensions(), d.dimensions());
     let forced = SlideOptions { reader: Reader::OpenSlide, ..SlideOptions::default() };
     let e = Slide::open(&series, &forced).unwrap_err().to_string();
-    assert!(e.contains("series"), "{e}");
+    assert!(e.contains("cannot be read as a slide") && e.contains(&series.display().to_string()), "{e}");
+    // A folder holding no series is refused by the native reader, in its words.
+    let e = Slide::open(dir.path(), &SlideOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("no DICOM whole-slide image"), "{e}");
 }

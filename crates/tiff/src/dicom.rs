@@ -25,13 +25,19 @@ const MAX_FRAMES: usize = 1 << 22;
 pub(crate) struct Series {
     pub(crate) levels: Vec<Level>,
     pub(crate) sources: Vec<Source>,
-    /// µm/px (x, y) of the finest level, from its pixel spacing.
-    pub(crate) mpp: Option<(f64, f64)>,
-    /// Study and series instance UIDs.
-    pub(crate) uids: (String, String),
+    pub(crate) about: About,
     /// The label, overview and thumbnail images, named as OpenSlide names them (label, macro,
     /// thumbnail), each one level of its own file.
     pub(crate) associated: Vec<(String, Level)>,
+}
+
+/// What identifies a series and its scale.
+#[derive(Debug, Clone)]
+pub(crate) struct About {
+    /// µm/px (x, y) of the finest level, from its pixel spacing.
+    pub(crate) mpp: Option<(f64, f64)>,
+    pub(crate) study_uid: String,
+    pub(crate) series_uid: String,
 }
 
 /// What an instance's `ImageType` (its third value) says it holds.
@@ -227,7 +233,9 @@ pub(crate) fn open(path: &Path) -> Result<Series> {
             None => {}
         }
     }
-    let uids = uids.ok_or_else(|| TiffError::NotTiff)?;
+    let (study_uid, series_uid) = uids.ok_or_else(|| {
+        TiffError::Unsupported(format!("{}: no DICOM whole-slide image (VL Whole Slide Microscopy)", folder.display()))
+    })?;
     if volumes.is_empty() {
         return Err(bad(&folder, "no VOLUME image in the series"));
     }
@@ -263,7 +271,7 @@ pub(crate) fn open(path: &Path) -> Result<Series> {
         }
     }
     associated.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(Series { levels, sources, mpp, uids, associated })
+    Ok(Series { levels, sources, about: About { mpp, study_uid, series_uid }, associated })
 }
 
 /// µm/px (x, y) from the shared functional groups' pixel measures (row spacing, column spacing

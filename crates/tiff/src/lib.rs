@@ -82,8 +82,8 @@ pub struct TiffSlide {
     description: Option<String>,
     resolution: Option<Resolution>,
     icc_profile: Option<Vec<u8>>,
-    /// DICOM: µm/px (x, y) from the pixel spacing, and the study and series UIDs.
-    dicom: Option<(Option<(f64, f64)>, (String, String))>,
+    /// DICOM: µm/px from the pixel spacing, and the study and series UIDs.
+    dicom: Option<dicom::About>,
     /// Associated images served natively (DICOM's label, macro, thumbnail), by name.
     associated: Vec<(String, Level)>,
     cache: TileCache,
@@ -101,7 +101,7 @@ impl TiffSlide {
                 description: None,
                 resolution: None,
                 icc_profile: None,
-                dicom: Some((s.mpp, s.uids)),
+                dicom: Some(s.about),
                 associated: s.associated,
                 cache: TileCache::new(cache_bytes),
             });
@@ -168,12 +168,12 @@ impl TiffSlide {
 
     /// A DICOM series' µm/px (x, y), from its finest level's pixel spacing.
     pub fn dicom_mpp(&self) -> Option<(f64, f64)> {
-        self.dicom.as_ref().and_then(|d| d.0)
+        self.dicom.as_ref().and_then(|d| d.mpp)
     }
 
     /// A DICOM series' study and series instance UIDs.
     pub fn dicom_uids(&self) -> Option<(&str, &str)> {
-        self.dicom.as_ref().map(|d| (d.1 .0.as_str(), d.1 .1.as_str()))
+        self.dicom.as_ref().map(|d| (d.study_uid.as_str(), d.series_uid.as_str()))
     }
 
     /// Names of the associated images this reader serves itself (a DICOM series' label,

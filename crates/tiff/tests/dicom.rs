@@ -106,7 +106,7 @@ fn a_folder_without_a_slide_series_is_refused_in_words() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not DICOM").unwrap();
     let e = TiffSlide::open(dir.path(), 0).unwrap_err().to_string();
-    assert!(e.contains("not a TIFF") || e.contains("no"), "{e}");
+    assert!(e.contains("no DICOM whole-slide image") && e.contains(&dir.path().display().to_string()), "{e}");
 }
 
 /// A small JPEG series (two levels of 64 px frames) as the bytes of its finest level.
