@@ -15,9 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "assets" / "cmu1_small_region.svs"
 
 
-@pytest.fixture(scope="session")
-def series(tmp_path_factory) -> Path:
-    """The bundled SVS as a DICOM series, converted by wsidicomizer (tiles kept as they are)."""
+def _convert(out: Path, **options) -> Path:
+    """The bundled SVS converted to a DICOM series by wsidicomizer."""
     import opentile.jpeg.jpeg as opentile_jpeg
     from wsidicomizer import WsiDicomizer
 
@@ -31,9 +30,23 @@ def series(tmp_path_factory) -> Path:
 
     opentile_jpeg.find_library = find_library
     os.environ.setdefault("TURBOJPEG", "/usr/lib/x86_64-linux-gnu")
-    out = tmp_path_factory.mktemp("dicom") / "cmu1_small_region"
-    WsiDicomizer.convert(str(SAMPLE), str(out))
+    WsiDicomizer.convert(str(SAMPLE), str(out), **options)
     return out
+
+
+@pytest.fixture(scope="session")
+def series(tmp_path_factory) -> Path:
+    """The bundled SVS as a DICOM series, its JPEG tiles carried over as they are."""
+    return _convert(tmp_path_factory.mktemp("dicom") / "cmu1_small_region")
+
+
+@pytest.fixture(scope="session")
+def j2k_series(tmp_path_factory) -> Path:
+    """The bundled SVS transcoded to lossless JPEG 2000 frames (YBR_RCT)."""
+    from wsidicom.codec import Jpeg2kSettings
+
+    out = tmp_path_factory.mktemp("dicom") / "j2k"
+    return _convert(out, encoding=Jpeg2kSettings(levels=[0]), force_transcoding=True, include_label=False)
 
 
 def test_the_series_opens_from_its_folder_or_any_of_its_files(series):
@@ -73,3 +86,15 @@ def test_the_series_builds_the_dataset_the_svs_builds(series, tmp_path):
         subprocess.run([cli, "build", "ptcga200", *args], check=True)
         sums[name] = (out / "MD5SUMS").read_text()
     assert sums["svs"] == sums["dicom"] and len(sums["svs"].splitlines()) >= 20
+
+
+def test_jpeg_2000_frames_equal_wsidicom_and_the_svs(j2k_series):
+    from wsidicom import WsiDicom
+
+    ours, svs = patchtcga.OpenSlide(str(j2k_series)), patchtcga.OpenSlide(str(SAMPLE))
+    with WsiDicom.open(j2k_series) as theirs:
+        assert theirs.levels[0].default_instance.dataset.PhotometricInterpretation == "YBR_RCT"
+        for x, y in [(0, 0), (1400, 2100), (617, 1333)]:
+            got = np.asarray(ours.read_region((x, y), 0, (800, 800)).convert("RGB"))
+            assert np.array_equal(got, np.asarray(theirs.read_region((x, y), 0, (800, 800)).convert("RGB"))), (x, y)
+            assert np.array_equal(got, np.asarray(svs.read_region((x, y), 0, (800, 800)).convert("RGB")))

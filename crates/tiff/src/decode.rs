@@ -16,6 +16,8 @@ pub enum Compression {
     Jpeg,
     /// Deflate / zlib (8 or 32946).
     Deflate,
+    /// JPEG 2000 codestreams (DICOM frames), decoded by OpenJPEG with their own colour transform.
+    Jpeg2000,
 }
 
 impl Compression {
@@ -73,8 +75,10 @@ impl Codec {
     /// Decodes one stored `tw`×`th` tile to RGB at `eighths`/8 of its size (below 8 only for
     /// JPEG tiles whose sides 8 divides).
     pub(crate) fn decode(&self, data: &[u8], tw: u32, th: u32, eighths: u32) -> Result<Vec<u8>, String> {
-        if self.compression == Compression::Jpeg {
-            return self.decode_jpeg(data, tw, th, eighths);
+        match self.compression {
+            Compression::Jpeg => return self.decode_jpeg(data, tw, th, eighths),
+            Compression::Jpeg2000 => return decode_jpeg2000(data, tw, th),
+            _ => {}
         }
         debug_assert_eq!(eighths, 8, "scaled decoding is for JPEG tiles");
         let spp = self.samples();
@@ -94,7 +98,7 @@ impl Codec {
                     return Err(short(n, raw.len()));
                 }
             }
-            Compression::Jpeg => unreachable!("handled above"),
+            Compression::Jpeg | Compression::Jpeg2000 => unreachable!("handled above"),
         }
         if self.predictor {
             for line in raw.chunks_exact_mut(row) {
@@ -174,6 +178,20 @@ fn decompress(
     let image = turbojpeg::Image { pixels: pixels.as_mut_slice(), width: w, pitch: 3 * w, height: h, format };
     d.decompress(stream, image).map_err(|e| format!("JPEG data: {e}"))?;
     Ok(pixels)
+}
+
+/// Decodes a `tw`×`th` JPEG 2000 codestream of three 8-bit components to RGB (OpenJPEG applies
+/// the stream's own colour transform, as DICOM's YBR_ICT / YBR_RCT frames carry it).
+fn decode_jpeg2000(data: &[u8], tw: u32, th: u32) -> Result<Vec<u8>, String> {
+    let image = jpeg2k::Image::from_bytes(data).map_err(|e| format!("JPEG 2000 data: {e}"))?;
+    let c = image.components();
+    let same = |k: &jpeg2k::ImageComponent| (k.width(), k.height()) == (tw, th) && k.precision() == 8 && !k.is_signed();
+    if c.len() != 3 || !c.iter().all(same) {
+        return Err(format!("the JPEG 2000 frame is not three 8-bit {tw}×{th} components"));
+    }
+    let (r, g, b) = (c[0].data(), c[1].data(), c[2].data());
+    let byte = |v: i32| v.clamp(0, 255) as u8;
+    Ok(r.iter().zip(g).zip(b).flat_map(|((&r, &g), &b)| [byte(r), byte(g), byte(b)]).collect())
 }
 
 /// Decodes TIFF LZW `data` into `out` until either ends; returns the bytes written.

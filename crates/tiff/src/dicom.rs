@@ -350,14 +350,14 @@ fn codec(inst: &Instance) -> Result<Codec> {
     let compression = match inst.transfer_syntax.as_str() {
         "1.2.840.10008.1.2.4.50" => Compression::Jpeg,
         "1.2.840.10008.1.2.1" | "1.2.840.10008.1.2" => Compression::None,
-        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => {
-            return Err(unsupported("JPEG 2000 frames (not read natively yet)".into()))
-        }
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => Compression::Jpeg2000,
         ts => return Err(unsupported(format!("transfer syntax {ts}"))),
     };
     let colour = match (compression, photometric.as_str()) {
         (_, "RGB") => Colour::Rgb,
         (Compression::Jpeg, "YBR_FULL_422" | "YBR_FULL") => Colour::YCbCr,
+        // The codestream's multiple-component transform undoes these.
+        (Compression::Jpeg2000, "YBR_ICT" | "YBR_RCT") => Colour::Rgb,
         (_, p) => return Err(unsupported(format!("photometric interpretation {p}"))),
     };
     if compression == Compression::None && number(o, tags::PLANAR_CONFIGURATION).is_some_and(|p| p != 0) {
