@@ -32,11 +32,14 @@ pub struct DicomSpec {
     pub sparse: bool,
     /// A label instance (the image's top-left 96×64 pixels, one frame).
     pub label: bool,
+    /// The finest level in two instances (`level-0a`, `level-0b`), halves of its frames: a
+    /// concatenation (TILED_FULL) or two sparse parts.
+    pub split: bool,
 }
 
 impl Default for DicomSpec {
     fn default() -> Self {
-        Self { tile: 256, coding: Coding::Raw, levels: 1, mpp: Some(0.5), sparse: false, label: false }
+        Self { tile: 256, coding: Coding::Raw, levels: 1, mpp: Some(0.5), sparse: false, label: false, split: false }
     }
 }
 
@@ -52,19 +55,29 @@ impl DicomSpec {
         let mut files = Vec::new();
         for (i, level) in pyramid(image, self.levels).iter().enumerate() {
             let mpp = self.mpp.map(|m| m * (image.width() as f64 / level.width() as f64));
+            if self.split && i == 0 {
+                for (part, name) in ["a", "b"].iter().enumerate() {
+                    let path = dir.join(format!("level-0{name}.dcm"));
+                    self.write_instance(&path, level, "VOLUME", mpp, 50 + part as u32, self.tile, Some(part))?;
+                    files.push(path);
+                }
+                continue;
+            }
             let path = dir.join(format!("level-{i}.dcm"));
-            self.write_instance(&path, level, "VOLUME", mpp, i as u32 + 1, self.tile)?;
+            self.write_instance(&path, level, "VOLUME", mpp, i as u32 + 1, self.tile, None)?;
             files.push(path);
         }
         if self.label {
             let label = image::imageops::crop_imm(image, 0, 0, 96, 64).to_image();
             let path = dir.join("label.dcm");
-            DicomSpec { sparse: false, ..*self }.write_instance(&path, &label, "LABEL", None, 100, 96)?;
+            DicomSpec { sparse: false, ..*self }.write_instance(&path, &label, "LABEL", None, 100, 96, None)?;
             files.push(path);
         }
         Ok(files)
     }
 
+    /// One instance of `img` in `t` px frames; `half` 0 or 1 writes only that half of them.
+    #[allow(clippy::too_many_arguments)] // an instance: image, kind, scale, number, frames, part
     fn write_instance(
         &self,
         path: &Path,
@@ -73,6 +86,7 @@ impl DicomSpec {
         mpp: Option<f64>,
         number: u32,
         t: u32,
+        half: Option<usize>,
     ) -> std::io::Result<()> {
         let frames: Vec<Vec<u8>> = tiles(img, t).map(|tile| encode(&tile, self.coding).0).collect();
         let across = img.width().div_ceil(t);
@@ -80,6 +94,13 @@ impl DicomSpec {
         if self.sparse {
             order.pop();
             order.reverse();
+        }
+        let cut = order.len() / 2;
+        let first_frame = if half == Some(1) { cut } else { 0 };
+        match half {
+            Some(0) => order.truncate(cut),
+            Some(_) => drop(order.drain(..cut)),
+            None => {}
         }
         let (ts, photometric) = match self.coding {
             Coding::Raw => (EXPLICIT_LITTLE, "RGB"),
@@ -112,6 +133,13 @@ impl DicomSpec {
         put(tags::TOTAL_PIXEL_MATRIX_ROWS, VR::UL, dicom_value!(U32, [img.height()]));
         let organisation = if self.sparse { "TILED_SPARSE" } else { "TILED_FULL" };
         put(tags::DIMENSION_ORGANIZATION_TYPE, VR::CS, organisation.into());
+        if let (Some(part), false) = (half, self.sparse) {
+            put(tags::CONCATENATION_UID, VR::UI, "2.25.1003".into());
+            put(tags::SOP_INSTANCE_UID_OF_CONCATENATION_SOURCE, VR::UI, "2.25.1004".into());
+            put(tags::CONCATENATION_FRAME_OFFSET_NUMBER, VR::UL, dicom_value!(U32, [first_frame as u32]));
+            put(tags::IN_CONCATENATION_NUMBER, VR::US, dicom_value!(U16, [part as u16 + 1]));
+            put(tags::IN_CONCATENATION_TOTAL_NUMBER, VR::US, dicom_value!(U16, [2]));
+        }
         if let Some(m) = mpp {
             let mm = format!("{:.8}", m / 1000.0);
             let mut measures = InMemDicomObject::new_empty();

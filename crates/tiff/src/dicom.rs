@@ -13,7 +13,7 @@ use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry
 
 use crate::decode::{Codec, Colour, Compression};
 use crate::ifd::Source;
-use crate::level::{check_grid, Level};
+use crate::level::{check_grid, Level, TileFiles};
 use crate::{Result, TiffError};
 
 /// The SOP class of VL Whole Slide Microscopy images.
@@ -239,22 +239,23 @@ pub(crate) fn open(path: &Path) -> Result<Series> {
     if volumes.is_empty() {
         return Err(bad(&folder, "no VOLUME image in the series"));
     }
-    volumes.sort_by_key(|i| std::cmp::Reverse(number(&i.object, tags::TOTAL_PIXEL_MATRIX_COLUMNS)));
+    let size = |i: &Instance| {
+        (number(&i.object, tags::TOTAL_PIXEL_MATRIX_COLUMNS), number(&i.object, tags::TOTAL_PIXEL_MATRIX_ROWS))
+    };
+    volumes.sort_by_key(|i| std::cmp::Reverse(size(i)));
     let mpp = pixel_spacing(&volumes[0].object);
-    let mut levels = Vec::new();
-    let mut sources = Vec::new();
-    for inst in &volumes {
-        let source = Source::new(File::open(&inst.path)?)?;
-        let mut level = level(inst, &source)?;
-        if levels.last().is_some_and(|l: &Level| l.width == level.width && l.height == level.height) {
-            return Err(TiffError::Unsupported(format!(
-                "{}: a level stored in several instances (concatenations)",
-                inst.path.display()
-            )));
+    let (mut levels, mut sources) = (Vec::new(), Vec::new());
+    // The instances of one size make one level (concatenations, or sparse parts).
+    for group in volumes.chunk_by(|a, b| size(a) == size(b)) {
+        let first = sources.len();
+        for inst in group {
+            sources.push(Source::new(File::open(&inst.path)?)?);
         }
-        level.source = sources.len();
-        levels.push(level);
-        sources.push(source);
+        if sources.len() > u16::MAX as usize {
+            return Err(bad(&folder, "more instances than the reader takes"));
+        }
+        let parts: Vec<(&Instance, usize)> = group.iter().zip(first..).collect();
+        levels.push(level(&parts, &sources)?);
     }
     // An associated image the reader cannot decode (JPEG 2000, …) is left out, not an error.
     let mut associated = Vec::new();
@@ -264,10 +265,10 @@ pub(crate) fn open(path: &Path) -> Result<Series> {
         if associated.iter().any(|(n, _)| n == name) {
             continue;
         }
-        if let Ok(mut level) = level(&inst, &source) {
-            level.source = sources.len();
-            associated.push((name.to_string(), level));
-            sources.push(source);
+        sources.push(source);
+        match level(&[(&inst, sources.len() - 1)], &sources) {
+            Ok(level) => associated.push((name.to_string(), level)),
+            Err(_) => drop(sources.pop()),
         }
     }
     associated.sort_by(|a, b| a.0.cmp(&b.0));
@@ -286,57 +287,101 @@ fn pixel_spacing(o: &InMemDicomObject) -> Option<(f64, f64)> {
     }
 }
 
-/// One VOLUME instance as a level: its grid, codec, and where each frame lies.
-fn level(inst: &Instance, source: &Source) -> Result<Level> {
+/// The instances of one level (one, or the parts of a concatenated or sparse level), each with
+/// the index of its file in `sources`, as a level: its grid, codec, and where each frame lies.
+fn level(parts: &[(&Instance, usize)], sources: &[Source]) -> Result<Level> {
+    let (first, _) = parts[0];
+    let (width, height, tw, th) = grid(first)?;
+    let (across, down) = check_grid(width, height, tw, th).map_err(|c| bad(&first.path, c))?;
+    let first_codec = codec(first)?;
+    let tiles = (across * down) as usize;
+    let (mut offsets, mut counts) = (vec![0u64; tiles], vec![0u64; tiles]);
+    let mut files = vec![0u16; if parts.len() > 1 { tiles } else { 0 }];
+    for &(inst, file) in parts {
+        let (o, path) = (&inst.object, &inst.path);
+        let other = codec(inst)?;
+        if grid(inst)? != (width, height, tw, th)
+            || (other.compression, other.colour) != (first_codec.compression, first_codec.colour)
+        {
+            return Err(bad(
+                path,
+                format!(
+                    "a part of the level of {} that differs from it in size, frames or encoding",
+                    first.path.display()
+                ),
+            ));
+        }
+        let frames = number(o, tags::NUMBER_OF_FRAMES).unwrap_or(1) as usize;
+        if frames == 0 || frames > MAX_FRAMES {
+            return Err(bad(path, format!("{frames} frames")));
+        }
+        for (tag, name) in
+            [(tags::TOTAL_PIXEL_MATRIX_FOCAL_PLANES, "focal planes"), (tags::NUMBER_OF_OPTICAL_PATHS, "optical paths")]
+        {
+            if number(o, tag).is_some_and(|n| n > 1) {
+                return Err(TiffError::Unsupported(format!("{}: several {name}", path.display())));
+            }
+        }
+        let at = frame_positions(inst, &sources[file], frames, tw * th * 3)?;
+        let sparse = text(o, tags::DIMENSION_ORGANIZATION_TYPE).as_deref() == Some("TILED_SPARSE");
+        // A concatenation's part holds the frames from this offset on.
+        let skip = number(o, tags::CONCATENATION_FRAME_OFFSET_NUMBER).unwrap_or(0) as usize;
+        let per_frame = items(o, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
+        for (k, &(offset, count)) in at.iter().enumerate() {
+            let index = if sparse {
+                sparse_tile(per_frame.get(k), k, (tw, th), (across, down)).map_err(|c| bad(path, c))?
+            } else {
+                Some(skip + k).filter(|&i| i < tiles).ok_or_else(|| {
+                    bad(path, format!("frame {} lies past the TILED_FULL grid of {tiles} tiles", skip + k))
+                })?
+            };
+            if counts[index] > 0 {
+                return Err(bad(path, format!("frame {k} lands on a tile another frame holds")));
+            }
+            offsets[index] = offset;
+            counts[index] = count;
+            if !files.is_empty() {
+                files[index] = file as u16;
+            }
+        }
+    }
+    let mut level =
+        Level::new(width as u32, height as u32, tw as u32, th as u32, across as u32, offsets, counts, first_codec);
+    level.files = if files.is_empty() { TileFiles::All(parts[0].1) } else { TileFiles::Each(files) };
+    Ok(level)
+}
+
+/// An instance's total size and frame size (width, height, frame width, frame height).
+fn grid(inst: &Instance) -> Result<(u64, u64, u64, u64)> {
     let (o, path) = (&inst.object, &inst.path);
     let need = |tag, name: &str| number(o, tag).ok_or_else(|| bad(path, format!("no {name}")));
     let (tw, th) = (need(tags::COLUMNS, "Columns")?, need(tags::ROWS, "Rows")?);
     // A single-frame image (a label) may leave the total pixel matrix out.
     let width = number(o, tags::TOTAL_PIXEL_MATRIX_COLUMNS).unwrap_or(tw);
     let height = number(o, tags::TOTAL_PIXEL_MATRIX_ROWS).unwrap_or(th);
-    let (across, down) = check_grid(width, height, tw, th).map_err(|c| bad(path, c))?;
-    let frames = number(o, tags::NUMBER_OF_FRAMES).unwrap_or(1) as usize;
-    if frames == 0 || frames > MAX_FRAMES {
-        return Err(bad(path, format!("{frames} frames")));
+    Ok((width, height, tw, th))
+}
+
+/// The tile a TILED_SPARSE frame `k` fills, from its plane position (1-based pixel column, row).
+fn sparse_tile(
+    per_frame: Option<&InMemDicomObject>,
+    k: usize,
+    (tw, th): (u64, u64),
+    (across, down): (u64, u64),
+) -> std::result::Result<usize, String> {
+    let position = per_frame
+        .and_then(|f| items(f, tags::PLANE_POSITION_SLIDE_SEQUENCE).first())
+        .ok_or_else(|| format!("TILED_SPARSE frame {k} has no plane position"))?;
+    let col = number(position, tags::COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX);
+    let row = number(position, tags::ROW_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX);
+    let (Some(col @ 1..), Some(row @ 1..)) = (col, row) else {
+        return Err(format!("frame {k}: no column/row position"));
+    };
+    let (c, r) = ((col - 1) / tw, (row - 1) / th);
+    if c >= across || r >= down {
+        return Err(format!("frame {k} at ({col}, {row}) lies outside the image"));
     }
-    for (tag, name) in
-        [(tags::TOTAL_PIXEL_MATRIX_FOCAL_PLANES, "focal planes"), (tags::NUMBER_OF_OPTICAL_PATHS, "optical paths")]
-    {
-        if number(o, tag).is_some_and(|n| n > 1) {
-            return Err(TiffError::Unsupported(format!("{}: several {name}", path.display())));
-        }
-    }
-    let codec = codec(inst)?;
-    let at = frame_positions(inst, source, frames, tw * th * 3)?;
-    let sparse = text(o, tags::DIMENSION_ORGANIZATION_TYPE).as_deref() == Some("TILED_SPARSE");
-    let tiles = (across * down) as usize;
-    let (mut offsets, mut counts) = (vec![0u64; tiles], vec![0u64; tiles]);
-    let per_frame = items(o, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
-    for (k, &(offset, count)) in at.iter().enumerate() {
-        let index = if sparse {
-            let position = per_frame
-                .get(k)
-                .and_then(|f| items(f, tags::PLANE_POSITION_SLIDE_SEQUENCE).first())
-                .ok_or_else(|| bad(path, format!("TILED_SPARSE frame {k} has no plane position")))?;
-            let col = number(position, tags::COLUMN_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX);
-            let row = number(position, tags::ROW_POSITION_IN_TOTAL_IMAGE_PIXEL_MATRIX);
-            let (Some(col @ 1..), Some(row @ 1..)) = (col, row) else {
-                return Err(bad(path, format!("frame {k}: no column/row position")));
-            };
-            let (c, r) = ((col - 1) / tw, (row - 1) / th);
-            if c >= across || r >= down {
-                return Err(bad(path, format!("frame {k} at ({col}, {row}) lies outside the image")));
-            }
-            (r * across + c) as usize
-        } else if k < tiles {
-            k
-        } else {
-            return Err(bad(path, format!("{frames} frames for a TILED_FULL grid of {tiles} tiles")));
-        };
-        offsets[index] = offset;
-        counts[index] = count;
-    }
-    Ok(Level::new(width as u32, height as u32, tw as u32, th as u32, across as u32, offsets, counts, codec))
+    Ok((r * across + c) as usize)
 }
 
 /// How the frames are encoded, or why they are not read natively.

@@ -26,8 +26,16 @@ pub struct Level {
     pub(crate) offsets: Vec<u64>,
     pub(crate) counts: Vec<u64>,
     pub(crate) codec: Codec,
-    /// Which of the slide's files holds the tiles (DICOM: one per level).
-    pub(crate) source: usize,
+    /// Which of the slide's files hold the tiles.
+    pub(crate) files: TileFiles,
+}
+
+/// Which of a slide's files hold a level's tiles: a TIFF's one, a DICOM instance's, or several
+/// (a DICOM level stored in several instances).
+#[derive(Debug, Clone)]
+pub(crate) enum TileFiles {
+    All(usize),
+    Each(Vec<u16>),
 }
 
 /// The tile grid (across, down) of a `width`×`height` image of `tw`×`th` tiles, or why the
@@ -84,7 +92,16 @@ impl Level {
         codec: Codec,
     ) -> Self {
         let compression = codec.compression;
-        Self { width, height, tile_width, tile_height, compression, across, offsets, counts, codec, source: 0 }
+        let files = TileFiles::All(0);
+        Self { width, height, tile_width, tile_height, compression, across, offsets, counts, codec, files }
+    }
+
+    /// The file (of the slide's) holding tile `index`.
+    pub(crate) fn file_of(&self, index: usize) -> usize {
+        match &self.files {
+            TileFiles::All(f) => *f,
+            TileFiles::Each(each) => each[index] as usize,
+        }
     }
 
     /// The sizes this level's tiles can be decoded at, in eighths of their size: 8 (whole)

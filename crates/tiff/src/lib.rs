@@ -195,7 +195,7 @@ impl TiffSlide {
         for (index, (&offset, &count)) in l.offsets.iter().zip(&l.counts).enumerate().filter(|(_, (_, &c))| c > 0) {
             let (col, row) = (index % l.across as usize, index / l.across as usize);
             let tile_error = |cause: String| TiffError::Tile { level: 0, col: col as u32, row: row as u32, cause };
-            let data = self.sources[l.source].read(offset, count, || "its data".into())?;
+            let data = self.sources[l.file_of(index)].read(offset, count, || "its data".into())?;
             let tile = l.codec.decode(&data, l.tile_width, l.tile_height, 8).map_err(tile_error)?;
             let (x0, y0) = (col * tw, row * th);
             let w = tw.min(l.width as usize - x0);
@@ -261,7 +261,7 @@ impl TiffSlide {
         let tile_error = |cause: String| TiffError::Tile { level, col, row, cause };
         self.cache
             .get_or_decode(key, || {
-                let data = self.sources[l.source]
+                let data = self.sources[l.file_of(index)]
                     .read(l.offsets[index], l.counts[index], || "its data".into())
                     .map_err(|e| tile_error(e.to_string()))?;
                 l.codec.decode(&data, l.tile_width, l.tile_height, eighths).map_err(tile_error)

@@ -82,6 +82,24 @@ fn a_sparse_series_places_frames_by_position_and_reads_missing_ones_as_backgroun
 }
 
 #[test]
+fn a_level_in_two_instances_reads_whole_as_a_concatenation_or_as_sparse_parts() {
+    let image = tissue();
+    for sparse in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = DicomSpec { tile: 128, levels: 2, split: true, sparse, ..DicomSpec::default() };
+        let files = spec.write(dir.path(), &image).unwrap();
+        assert_eq!(files.len(), 3);
+        let s = TiffSlide::open(dir.path(), 0).unwrap();
+        assert_eq!(s.levels().len(), 2, "sparse {sparse}");
+        let read = s.read(0, 8, 0, 0, 700, 500, [255; 3]).unwrap();
+        // Sparse series leave each level's last frame out (x ≥ 640, y ≥ 384).
+        let want =
+            |x: u32, y: u32| if sparse && x >= 640 && y >= 384 { image::Rgb([255; 3]) } else { *image.get_pixel(x, y) };
+        assert!(read.enumerate_pixels().all(|(x, y, p)| *p == want(x, y)), "sparse {sparse}");
+    }
+}
+
+#[test]
 fn the_label_is_an_associated_image_and_a_series_without_spacing_has_no_mpp() {
     let dir = tempfile::tempdir().unwrap();
     let image = tissue();
