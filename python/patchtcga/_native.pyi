@@ -29,7 +29,8 @@ class StainNormalizer:
     def from_json(text: str) -> StainNormalizer: ...
 
 class Slide:
-    """An open whole-slide image (the native reader where it serves the file, else OpenSlide)."""
+    """An open whole-slide image (the native reader where it serves the file, else OpenSlide);
+    a DICOM series is opened by its folder or any one of its ``.dcm`` files."""
 
     def __init__(
         self, path: str | PathLike[str], reader: str = "auto", mpp: float | None = None, tile_cache_mb: int = 256

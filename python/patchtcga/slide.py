@@ -81,7 +81,8 @@ class AbstractSlide:
 
 class OpenSlide(AbstractSlide):
     """An open whole-slide image (openslide-python's ``OpenSlide``), served by patchtcga's
-    native reader where it reads the file and by OpenSlide otherwise.
+    native reader where it reads the file and by OpenSlide otherwise. A DICOM series is opened by
+    its folder or any one of its ``.dcm`` files.
 
     ``reader`` ("auto", "native", "openslide"), ``mpp`` (a µm/px override) and ``tile_cache_mb``
     are patchtcga's additions; ``slide`` is the native object behind it (arrays, batch reads,
