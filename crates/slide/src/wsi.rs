@@ -440,8 +440,9 @@ impl Slide {
     /// Names of the slide's associated images (label, macro, thumbnail…), as OpenSlide lists them.
     pub fn associated_image_names(&self) -> Vec<String> {
         if let Backend::Native(t) = &self.backend {
-            if !t.associated_image_names().is_empty() {
-                return t.associated_image_names().into_iter().map(String::from).collect();
+            let native = t.associated_image_names();
+            if !native.is_empty() {
+                return native.into_iter().map(String::from).collect();
             }
         }
         self.openslide_view().and_then(|o| o.associated_image_names().ok()).unwrap_or_default()
@@ -631,10 +632,7 @@ fn open_backend(path: &Path, options: &SlideOptions) -> Result<Backend> {
     let unreadable = |cause: String| SlideError::Unreadable { path: path.to_path_buf(), cause };
     match options.reader {
         Reader::OpenSlide => open_openslide(path),
-        // A folder is a DICOM series, which only the native reader opens.
-        _ if path.is_dir() => native().map_err(|e| unreadable(e.to_string())),
-        Reader::Native => native().map_err(|e| unreadable(e.to_string())),
-        Reader::Auto => {
+        Reader::Auto if !path.is_dir() => {
             let vendor = OpenSlide::detect_vendor(path).ok();
             if vendor.as_deref().is_some_and(|v| v != "aperio" && v != "generic-tiff") {
                 return open_openslide(path);
@@ -645,6 +643,8 @@ fn open_backend(path: &Path, options: &SlideOptions) -> Result<Backend> {
                 Err(e) => Err(unreadable(format!("{e} (--reader openslide tries OpenSlide)"))),
             }
         }
+        // Forced, or a folder: a DICOM series, which only the native reader opens.
+        Reader::Native | Reader::Auto => native().map_err(|e| unreadable(e.to_string())),
     }
 }
 

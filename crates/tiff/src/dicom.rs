@@ -194,12 +194,13 @@ fn items(o: &InMemDicomObject, tag: dicom_object::Tag) -> &[InMemDicomObject] {
 
 /// Opens the VOLUME instances of the series `path` names (a folder, or one of its files).
 pub(crate) fn open(path: &Path) -> Result<Series> {
-    let (folder, wanted) = if path.is_dir() {
+    // The file given (if one is) is read once, here, and taken up again in the folder's walk.
+    let (folder, mut given) = if path.is_dir() {
         (path.to_path_buf(), None)
     } else {
-        let one = read_instance(path)?;
-        (path.parent().unwrap_or(Path::new(".")).to_path_buf(), text(&one.object, tags::SERIES_INSTANCE_UID))
+        (path.parent().unwrap_or(Path::new(".")).to_path_buf(), Some(read_instance(path)?))
     };
+    let wanted = given.as_ref().and_then(|g| text(&g.object, tags::SERIES_INSTANCE_UID));
     let mut candidates: Vec<PathBuf> = std::fs::read_dir(&folder)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && looks_like_dicom(p))
@@ -208,7 +209,10 @@ pub(crate) fn open(path: &Path) -> Result<Series> {
     let (mut volumes, mut extras) = (Vec::new(), Vec::new());
     let mut uids = None;
     for p in candidates {
-        let inst = read_instance(&p)?;
+        let inst = match given.take_if(|g| g.path == p) {
+            Some(g) => g,
+            None => read_instance(&p)?,
+        };
         let o = &inst.object;
         if text(o, tags::SOP_CLASS_UID).as_deref() != Some(WSI_SOP_CLASS) {
             continue;

@@ -58,7 +58,8 @@ pub enum Flavour {
     Aperio,
     /// Any other tiled TIFF pyramid (including OME-TIFF's sub-IFD pyramids).
     Generic,
-    /// A DICOM VL Whole Slide Microscopy series (a folder of `.dcm` files, one per level).
+    /// A DICOM VL Whole Slide Microscopy series (a folder of `.dcm` files: a level in one or
+    /// several of them).
     Dicom,
 }
 
