@@ -42,7 +42,7 @@ if has dist; then
 fi
 if has nccl; then
   # c10d's NCCL group on this GPU (one process: NCCL takes one GPU per rank), the check of
-  # crates/dist/tests/collectives.rs, its test binary carried as $G/dist_collectives.
+  # crates/collective/tests/collectives.rs, its test binary carried as $G/dist_collectives.
   "$G/dist_collectives" --exact nccl_on_a_gpu_or_a_clear_refusal_without_one --nocapture 2>&1 | tee "$out/nccl.txt"
 fi
 if has slides; then

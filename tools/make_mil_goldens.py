@@ -1,4 +1,4 @@
-"""Goldens for crates/learn's ABMIL and CLAM-SB (tests/mil.rs): gated-attention MIL written out
+"""Goldens for crates/mil's ABMIL and CLAM-SB (tests/mil.rs): gated-attention MIL written out
 from the paper (Ilse et al. 2018, eq. 9) in plain PyTorch, in CLAM's sizes and parameter names,
 and CLAM-SB's instance-clustering loss written from the CLAM paper (Lu et al. 2021: the k most
 and least attended instances, a 2-way classifier per class, CE or CLAM's `--inst_loss svm`, bag
@@ -11,7 +11,7 @@ top-1 SVM max_j (s_j + alpha [j != y]) - s_y (the smooth loss's numerically safe
 authors' own implementation takes there).
 
 Regenerate: PYTHONPATH=/tmp/gpy:.libtorch python3 tools/make_mil_goldens.py
-Writes crates/learn/tests/fixtures/mil.json.
+Writes crates/mil/tests/fixtures/mil.json.
 """
 import json
 import math
@@ -100,7 +100,7 @@ def main():
     out["svm_scores"] = flat(scores)
     out["svm_labels"] = labels.tolist()
     out["svm_loss"] = float(smooth_top1_svm(scores, labels))
-    path = os.path.join(ROOT, "crates/learn/tests/fixtures/mil.json")
+    path = os.path.join(ROOT, "crates/mil/tests/fixtures/mil.json")
     with open(path, "w") as f:
         json.dump(out, f)
     print(path)

@@ -1,4 +1,4 @@
-"""Goldens for crates/model and crates/learn, from torchvision, timm and lightly.
+"""Goldens for crates/model, crates/engine and crates/methods, from torchvision, timm and lightly.
 
 Regenerate (any recent torch; the committed files were made with torch 2.13.0, torchvision 0.28.0,
 timm 1.0.31, lightly 1.6.0):
@@ -13,8 +13,8 @@ Writes
   crates/model/tests/fixtures/*.pth|.safetensors + tiny.json   small real checkpoints, in the
                                                wrappers of the upstream repos, and their outputs
   crates/model/tests/fixtures/assorted.pth + assorted.json     dtypes, views, shared storages
-  crates/learn/tests/fixtures/optim.json       SGD / Adam / AdamW (torch) and LARS (lightly) steps
-  crates/learn/tests/fixtures/losses.json      NT-Xent and DINO (lightly), InfoNCE with a queue (MoCo),
+  crates/engine/tests/fixtures/optim.json      SGD / Adam / AdamW (torch) and LARS (lightly) steps
+  crates/methods/tests/fixtures/losses.json     NT-Xent and DINO (lightly), InfoNCE with a queue (MoCo),
                                                2 − 2·cos (BYOL), masked normalised-pixel MSE (MAE)
 
 Name parts to make only those: python3 tools/make_model_goldens.py losses
@@ -34,7 +34,8 @@ from safetensors.torch import save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "crates/model/tests/fixtures")
-LEARN = os.path.join(ROOT, "crates/learn/tests/fixtures")
+ENGINE = os.path.join(ROOT, "crates/engine/tests/fixtures")
+METHODS = os.path.join(ROOT, "crates/methods/tests/fixtures")
 
 
 def fnv1a(s):
@@ -326,7 +327,7 @@ def optim():
             opt.step()
             traj.append({"w": flat(w), "b": flat(b)})
         out["cases"][name] = traj
-    json.dump(out, open(os.path.join(LEARN, "optim.json"), "w"))
+    json.dump(out, open(os.path.join(ENGINE, "optim.json"), "w"))
 
 
 def losses():
@@ -365,7 +366,7 @@ def losses():
     out["masked_mse"] = {"pred": flat(pred), "target": flat(target), "mask": flat(mask), "loss_norm_pix": float(loss), "loss_plain": float(plain)}
     out["dino_head"] = dino_head(r)
     out["mae"] = mae_pieces(r)
-    json.dump(out, open(os.path.join(LEARN, "losses.json"), "w"), indent=1)
+    json.dump(out, open(os.path.join(METHODS, "losses.json"), "w"), indent=1)
 
 
 def dino_head(r):
@@ -408,7 +409,8 @@ if __name__ == "__main__":
     import sys
 
     os.makedirs(MODEL, exist_ok=True)
-    os.makedirs(LEARN, exist_ok=True)
+    os.makedirs(ENGINE, exist_ok=True)
+    os.makedirs(METHODS, exist_ok=True)
     torch.set_num_threads(2)
     parts = {"assorted": assorted, "tiny": tiny, "optim": optim, "losses": losses, "reference": reference, "segmentation": segmentation, "dino_pos": dino_pos, "cnn": cnn}
     for name in sys.argv[1:] or list(parts):

@@ -1,4 +1,4 @@
-"""Goldens for crates/learn's TransMIL (tests/mil.rs): TransMIL (Shao et al., NeurIPS 2021) written
+"""Goldens for crates/mil's TransMIL (tests/mil.rs): TransMIL (Shao et al., NeurIPS 2021) written
 out in plain PyTorch from the paper and its published design — instance projection to 512, a class
 token, the bag padded to a square by repeating its first instances, two Transformer layers of
 Nyström attention (Xiong et al., AAAI 2021: 8 heads of 64, 256 landmarks as means of consecutive
@@ -9,7 +9,7 @@ token — in TransMIL's parameter names, float64, with the deterministic weights
 make_model_goldens.py (`det`, by name) on deterministic bags of 9 and 300 instances.
 
 Regenerate: PYTHONPATH=bench/.pydeps:.libtorch python3 tools/make_transmil_goldens.py
-Writes crates/learn/tests/fixtures/transmil.json.
+Writes crates/mil/tests/fixtures/transmil.json.
 """
 import json
 import math
@@ -90,7 +90,7 @@ def main():
     for n in (9, 300):
         bag = torch.from_numpy(det(f"bag{n}", (n, D))).double() * 30.0
         out["bags"].append({"instances": n, "bag": f"det(\"bag{n}\") * 30", "logits": flat(transmil(w, bag))})
-    path = os.path.join(ROOT, "crates/learn/tests/fixtures/transmil.json")
+    path = os.path.join(ROOT, "crates/mil/tests/fixtures/transmil.json")
     with open(path, "w") as f:
         json.dump(out, f)
     print(path, [b["logits"] for b in out["bags"]])

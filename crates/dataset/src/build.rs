@@ -16,7 +16,8 @@ use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::layout::{organ_class, DatasetKind, ORGANS, POSITION_MAP_DIR};
+use crate::kind::DatasetKind;
+use crate::layout::{organ_class, ORGANS, POSITION_MAP_DIR};
 use crate::manifest::{md5_hex, read_manifest_json, write_manifest, write_qc, ManifestRow, SlideQc};
 use crate::names::name_id;
 use crate::{atomic, DatasetError, Result, SlideRow};

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::kind::{DatasetKind, IMAGE_EXTENSIONS};
 use crate::{manifest::read_manifest, names, DatasetError, Result};
 
 /// PTCGA200 organ folders and their class ids (several folders share a class).
@@ -39,34 +40,8 @@ pub fn organ_class(folder: &str) -> Option<u32> {
     ORGANS.iter().find(|(name, _)| *name == folder).map(|&(_, c)| c)
 }
 
-/// Image extensions the release's loaders accept.
-pub const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "JPG", "JPEG", "png"];
-
 /// The PTCGA200 folder of slide thumbnails that loaders skip.
 pub const POSITION_MAP_DIR: &str = "thumbnail_position_map";
-
-/// The three dataset layouts of the release.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum DatasetKind {
-    /// `<root>/<organ>/<img>`.
-    Ptcga200,
-    /// `<root>/{train,val,test}/{normal,tumor}/<case>/<img>`.
-    Pcam200,
-    /// `<root>/{train,val,test}/<grade>/<case>/<img>` with `<stem>_mask.png` beside each image.
-    #[value(name = "segpanda200")]
-    SegPanda200,
-}
-
-impl DatasetKind {
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ptcga200 => "ptcga200",
-            Self::Pcam200 => "pcam200",
-            Self::SegPanda200 => "segpanda200",
-        }
-    }
-}
 
 /// The split folders of PCam200 and segPANDA200.
 pub const SPLITS: [&str; 3] = ["train", "val", "test"];

@@ -6,6 +6,7 @@ mod atomic;
 mod build;
 mod build_args;
 mod error;
+mod kind;
 mod layout;
 mod manifest;
 pub mod names;
@@ -19,9 +20,10 @@ pub mod stats;
 pub use build::{build, BuildOptions, BuildReport, ImageFormat, Task};
 pub use build_args::{BuildArgs, BuildDataset, FormatName};
 pub use error::DatasetError;
+pub use kind::{DatasetKind, IMAGE_EXTENSIONS};
 pub use layout::{
-    images_under, organ_class, DatasetKind, Entry, Index, LayoutCheck, Problem, UnknownFolders, VerifyLayoutArgs,
-    IMAGE_EXTENSIONS, ORGANS, POSITION_MAP_DIR, SPLITS,
+    images_under, organ_class, Entry, Index, LayoutCheck, Problem, UnknownFolders, VerifyLayoutArgs, ORGANS,
+    POSITION_MAP_DIR, SPLITS,
 };
 pub use manifest::{md5_hex, read_manifest, ManifestRow, SlideQc};
 pub use patchtcga_launch::Share;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::layout::{DatasetKind, IMAGE_EXTENSIONS};
+use crate::kind::{DatasetKind, IMAGE_EXTENSIONS};
 
 /// The extension as the release's loaders read it: the text from the first `.` to the end
 /// (`a.b_1_2.jpg` → `.b_1_2.jpg`), or `None` for a name without a dot.

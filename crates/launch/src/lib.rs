@@ -1,7 +1,7 @@
 //! Launching a job over processes as torchrun does, and knowing where this process sits in one:
 //! `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT` (or SLURM's `SLURM_PROCID`,
 //! `SLURM_NTASKS`, `SLURM_LOCALID`), the release's `hosts`/`dist_url`, and this node's ranks
-//! started and watched. Free of LibTorch: training joins a c10d group with it (`patchtcga-dist`),
+//! started and watched. Free of LibTorch: training joins a c10d group with it (`patchtcga-collective`),
 //! dataset builds share their slide lists with it.
 
 /// Why a launch failed.

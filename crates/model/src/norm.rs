@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use patchtcga_dist::ProcessGroup;
+use patchtcga_collective::ProcessGroup;
 use tch::{nn, Tensor};
 
 use crate::ModelError;

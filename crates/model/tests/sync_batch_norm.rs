@@ -46,7 +46,9 @@ fn median_error(exact: &[Tensor], got: &[Tensor]) -> f64 {
 fn two_halves_with_synchronised_batch_norm_have_the_whole_batch_gradients() {
     if let Ok(arch) = std::env::var("PTCGA_SYNC_BN_CHILD") {
         let arch = if arch == "resnet50" { Arch::ResNet50 } else { Arch::ResNet18 };
-        let g = patchtcga_dist::init_from_env(Duration::from_secs(60), patchtcga_dist::Backend::Gloo).unwrap().unwrap();
+        let g = patchtcga_collective::init_from_env(Duration::from_secs(60), patchtcga_collective::Backend::Gloo)
+            .unwrap()
+            .unwrap();
         let exact = gradients(arch, 0, 8, Kind::Double);
         let whole = median_error(&exact, &gradients(arch, 0, 8, Kind::Float));
         let lo = 4 * g.rank() as i64;
@@ -78,11 +80,18 @@ fn two_halves_with_synchronised_batch_norm_have_the_whole_batch_gradients() {
 fn a_failed_batch_norm_collective_is_an_error_not_a_panic() {
     // A one-process group on loopback, shut down so that every collective fails.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let launch =
-        patchtcga_dist::Launch { rank: 0, world: 1, local_rank: 0, master_addr: "127.0.0.1".into(), master_port: port };
-    let g = patchtcga_dist::ProcessGroup::new(&launch, Duration::from_secs(30), patchtcga_dist::Backend::Gloo).unwrap();
+    let launch = patchtcga_collective::Launch {
+        rank: 0,
+        world: 1,
+        local_rank: 0,
+        master_addr: "127.0.0.1".into(),
+        master_port: port,
+    };
+    let g =
+        patchtcga_collective::ProcessGroup::new(&launch, Duration::from_secs(30), patchtcga_collective::Backend::Gloo)
+            .unwrap();
     g.shutdown().unwrap();
-    let g: &'static patchtcga_dist::ProcessGroup = Box::leak(Box::new(g));
+    let g: &'static patchtcga_collective::ProcessGroup = Box::leak(Box::new(g));
     let vs = nn::VarStore::new(Device::Cpu);
     let bn = nn::batch_norm2d(vs.root(), 3, Default::default());
     let x = Tensor::randn([4, 3, 5, 5], (Kind::Float, Device::Cpu));

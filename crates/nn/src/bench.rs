@@ -3,8 +3,8 @@
 use anyhow::Result;
 use clap::Subcommand;
 use patchtcga_cli::commands::peak_rss_mib;
-use patchtcga_learn::bench::{MethodStep, SupervisedStep};
 use patchtcga_loader::bench::LoaderBench;
+use patchtcga_methods::bench::{MethodStep, SupervisedStep};
 
 // The benchmarks that run here; their help lines are `patchtcga_cli::network::BENCHES`.
 #[derive(Subcommand)]

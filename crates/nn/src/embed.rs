@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use patchtcga_cli::commands::say;
-use patchtcga_learn::embed::EmbedArgs;
+use patchtcga_features::embed::EmbedArgs;
 
 /// Writes backbone features of every image under `--images` to `--out`, or of every slide of
 /// `--slides` (this process's share; slides already done are skipped) into it.

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use patchtcga_cli::commands::{bar, say};
-use patchtcga_learn::infer::InferArgs;
+use patchtcga_mil::infer::InferArgs;
 
 /// Maps the slide (or, with `--mil`, predicts it) and prints what was written.
 pub fn infer(a: InferArgs) -> Result<()> {

@@ -34,28 +34,28 @@ enum Command {
         #[command(subcommand)]
         what: bench::BenchWhat,
     },
-    Pretrain(patchtcga_learn::launch::RunFlags),
-    Finetune(patchtcga_learn::launch::FinetuneFlags),
+    Pretrain(patchtcga_engine::launch::RunFlags),
+    Finetune(patchtcga_engine::launch::FinetuneFlags),
     Probe(probe::ProbeArgs),
-    Infer(patchtcga_learn::infer::InferArgs),
-    Embed(patchtcga_learn::embed::EmbedArgs),
+    Infer(patchtcga_mil::infer::InferArgs),
+    Embed(patchtcga_features::embed::EmbedArgs),
     Export(patchtcga_model::ExportArgs),
     Mil {
         #[command(subcommand)]
-        what: patchtcga_learn::mil::MilCommand,
+        what: patchtcga_mil::MilCommand,
     },
 }
 
 fn main() -> ExitCode {
     start();
-    let args = match patchtcga_learn::mil::with_config(std::env::args_os().collect()) {
+    let args = match patchtcga_mil::with_config(std::env::args_os().collect()) {
         Ok(args) => args,
         Err(e) => return exit_status(Err(e.into())),
     };
     let matches = patchtcga_cli::network::with_help_lines(Cli::command()).get_matches_from(args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // As destroy_process_group: the run's process group, if this process joined one, ends here.
-    exit_status(run(cli).and_then(|()| patchtcga_dist::group().map_or(Ok(()), |g| Ok(g.shutdown()?))))
+    exit_status(run(cli).and_then(|()| patchtcga_collective::group().map_or(Ok(()), |g| Ok(g.shutdown()?))))
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use patchtcga_cli::commands::say;
-use patchtcga_learn::mil::run::{Progress, MIL_RESULTS_FILE};
-use patchtcga_learn::mil::{self, MilCommand, TrainArgs};
+use patchtcga_mil::run::{Progress, MIL_RESULTS_FILE};
+use patchtcga_mil::{self as mil, MilCommand, TrainArgs};
 
 /// Runs `patchtcga mil …`.
 pub fn mil(what: MilCommand) -> Result<()> {

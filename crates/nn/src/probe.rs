@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use patchtcga_learn::probe::{probe as run_probe, ProbeOptions};
+use patchtcga_downstream::probe::{probe as run_probe, ProbeOptions};
 
 /// Options of `patchtcga probe`.
 #[derive(Args)]
@@ -21,7 +21,7 @@ pub fn probe(a: ProbeArgs) -> Result<()> {
     let report = run_probe(&a.options)?;
     println!("{report}");
     if let Some(out) = &a.out {
-        patchtcga_learn::engine::write_atomic(out, &serde_json::to_vec_pretty(&report.to_json())?)?;
+        patchtcga_engine::write_atomic(out, &serde_json::to_vec_pretty(&report.to_json())?)?;
         println!("reports → {}", out.display());
     }
     Ok(())

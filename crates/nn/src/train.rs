@@ -2,14 +2,14 @@
 //! for it, and say where the results are.
 
 use anyhow::Result;
-use patchtcga_learn::launch::{FinetuneFlags, RunFlags, Started};
-use patchtcga_learn::Config;
+use patchtcga_engine::launch::{FinetuneFlags, RunFlags, Started};
+use patchtcga_engine::Config;
 
 /// Pretrains as the config says.
 pub fn pretrain(a: RunFlags) -> Result<()> {
     let contents = "config.toml, metrics.jsonl, plots/, checkpoints/, model.safetensors";
     let Some(config) = here(a.start(&[])?, contents) else { return Ok(()) };
-    let summary = patchtcga_learn::pretrain(&config, a.resume)?;
+    let summary = patchtcga_methods::pretrain(&config, a.resume)?;
     if leader() {
         print!("{summary}");
         println!("run folder: {} ({contents})", summary.run_dir.display());
@@ -21,7 +21,7 @@ pub fn pretrain(a: RunFlags) -> Result<()> {
 pub fn finetune(a: FinetuneFlags) -> Result<()> {
     let contents = "results.json, plots/, metrics.jsonl, checkpoints/";
     let Some(config) = here(a.start()?, contents) else { return Ok(()) };
-    let results = patchtcga_learn::finetune::finetune(&config, a.run.resume)?;
+    let results = patchtcga_downstream::finetune::finetune(&config, a.run.resume)?;
     if leader() {
         println!("{results}\nrun folder: {} ({contents})", results.run_dir.display());
     }
@@ -42,5 +42,5 @@ fn here(started: Started, contents: &str) -> Option<Config> {
 
 /// Whether this process speaks for the run (rank 0, or the only process).
 fn leader() -> bool {
-    patchtcga_dist::group().is_none_or(|g| g.rank() == 0)
+    patchtcga_collective::group().is_none_or(|g| g.rank() == 0)
 }

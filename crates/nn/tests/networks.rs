@@ -971,7 +971,7 @@ fn the_release_incv3_and_eff_b3_pretrain_and_fine_tune() {
 // Long on purpose: one cross-validation (minutes) feeds the heat map and the refusals after it.
 #[test]
 fn mil_train_cross_validates_slide_features() {
-    use patchtcga_learn::slide_features::{write_h5, Provenance, SlideEmbedding, SlideFeatures};
+    use patchtcga_features::slide_features::{write_h5, Provenance, SlideEmbedding, SlideFeatures};
     let dir = tempfile::tempdir().unwrap();
     let feats = dir.path().join("feats");
     std::fs::create_dir(&feats).unwrap();

@@ -3,6 +3,7 @@
 //! as DICOM series, and the sample marked with pen ink.
 
 mod dicom;
+pub mod layouts;
 pub mod pen;
 mod tiff;
 pub mod tiff_bytes;
