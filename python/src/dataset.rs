@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use patchtcga_augment::{normalize, Preset, Recipe, IMAGENET_MEAN, IMAGENET_STD};
-use patchtcga_dataset::{DatasetKind, Index};
+use patchtcga_dataset::{DatasetKind, Index, Split};
 use patchtcga_loader::{pcam_samples, sample_views, samples, ImageSource, Sample};
 
 /// A sample's views, and the label mask cut as the first was.
@@ -77,9 +77,7 @@ impl PatchFolder {
                 let kind = layout.map(|l| parse::<DatasetKind>("layout", l)).transpose()?;
                 let mut index = Index::scan(&root, kind).map_err(|e| PyValueError::new_err(e.to_string()))?;
                 if let Some(split) = split {
-                    if !["train", "val", "test"].contains(&split) {
-                        return Err(PyValueError::new_err(format!("unknown split {split:?} (train, val or test)")));
-                    }
+                    let split = Some(split.parse::<Split>().map_err(PyValueError::new_err)?);
                     index.entries.retain(|e| e.split == split);
                 }
                 let names = index.entries.iter().map(|e| e.label_name.clone()).collect();

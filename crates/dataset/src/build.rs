@@ -16,7 +16,7 @@ use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::kind::DatasetKind;
+use crate::kind::{DatasetKind, Split};
 use crate::layout::{organ_class, ORGANS, POSITION_MAP_DIR};
 use crate::manifest::{md5_hex, read_manifest_json, write_manifest, write_qc, ManifestRow, SlideQc};
 use crate::names::name_id;
@@ -273,7 +273,7 @@ struct SlideTiling<'a> {
     task: &'a Task,
     opts: &'a BuildOptions,
     name_ids: &'a HashMap<String, String>,
-    splits: &'a HashMap<String, String>,
+    splits: &'a HashMap<String, Split>,
     records: &'a Path,
     failed: &'a Path,
     qc: &'a Path,
@@ -289,7 +289,7 @@ impl SlideTiling<'_> {
             let _ = std::fs::remove_file(&failure);
             return Outcome::Skipped;
         }
-        let split = self.splits.get(&row.case).map(String::as_str).unwrap_or("");
+        let split = self.splits.get(&row.case).copied();
         let job = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             tile_slide(self.task, row, &self.name_ids[&row.id], split, self.opts, on_patches)
         }));
@@ -467,17 +467,17 @@ fn check_settings(path: &Path, task: &Task, opts: &BuildOptions) -> Result<()> {
 }
 
 /// Split of each case: given in the CSV, else drawn by case with the seed.
-fn assign_splits(task: &Task, rows: &[SlideRow], opts: &BuildOptions) -> Result<HashMap<String, String>> {
+fn assign_splits(task: &Task, rows: &[SlideRow], opts: &BuildOptions) -> Result<HashMap<String, Split>> {
     let mut out = HashMap::new();
     if *task == Task::Ptcga200 {
         return Ok(out);
     }
     for r in rows {
-        if let Some(s) = &r.split {
-            if let Some(prev) = out.insert(r.case.clone(), s.clone()) {
-                if prev != *s {
+        if let Some(s) = r.split {
+            if let Some(prev) = out.insert(r.case.clone(), s) {
+                if prev != s {
                     return Err(DatasetError::Usage(format!(
-                        "case {:?} is given both {prev:?} and {s:?} (line {}): a case's slides must share a split",
+                        "case {:?} is given both {prev} and {s} (line {}): a case's slides must share a split",
                         r.case, r.line
                     )));
                 }
@@ -493,13 +493,13 @@ fn assign_splits(task: &Task, rows: &[SlideRow], opts: &BuildOptions) -> Result<
     let n_val = (n * opts.val_fraction).round() as usize;
     for (i, c) in free.into_iter().enumerate() {
         let s = if i < n_test {
-            "test"
+            Split::Test
         } else if i < n_test + n_val {
-            "val"
+            Split::Val
         } else {
-            "train"
+            Split::Train
         };
-        out.insert(c.to_string(), s.to_string());
+        out.insert(c.to_string(), s);
     }
     Ok(out)
 }
@@ -527,7 +527,7 @@ fn tile_slide(
     task: &Task,
     row: &SlideRow,
     name_id: &str,
-    split: &str,
+    split: Option<Split>,
     opts: &BuildOptions,
     on_patches: &(dyn Fn(usize) + Sync),
 ) -> Result<(Vec<ManifestRow>, SlideQc)> {
@@ -665,7 +665,7 @@ struct PatchWriter<'a> {
     task: &'a Task,
     row: &'a SlideRow,
     name_id: &'a str,
-    split: &'a str,
+    split: Option<Split>,
     opts: &'a BuildOptions,
     /// Pyramid level read.
     level: u32,
@@ -675,7 +675,11 @@ impl PatchWriter<'_> {
     /// Writes a patch (and its mask) atomically under the release-readable name; its manifest row.
     fn write(&self, e: &Encoded) -> Result<ManifestRow> {
         let (row, opts) = (self.row, self.opts);
-        let mut rel = if *self.task == Task::Ptcga200 { PathBuf::new() } else { PathBuf::from(self.split) };
+        let mut rel = if *self.task == Task::Ptcga200 {
+            PathBuf::new()
+        } else {
+            PathBuf::from(self.split.map_or("", Split::name))
+        };
         rel.push(&e.label);
         if *self.task != Task::Ptcga200 {
             rel.push(&row.case);
@@ -696,7 +700,7 @@ impl PatchWriter<'_> {
             slide: row.id.clone(),
             slide_file: row.slide.file_name().unwrap_or_default().to_string_lossy().into_owned(),
             case: row.case.clone(),
-            split: self.split.to_string(),
+            split: self.split.map_or_else(String::new, |s| s.name().to_owned()),
             label: e.label.clone(),
             x: e.candidate.x,
             y: e.candidate.y,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::kind::{DatasetKind, IMAGE_EXTENSIONS};
+use crate::kind::{DatasetKind, Split, IMAGE_EXTENSIONS};
 use crate::{manifest::read_manifest, names, DatasetError, Result};
 
 /// PTCGA200 organ folders and their class ids (several folders share a class).
@@ -43,9 +43,6 @@ pub fn organ_class(folder: &str) -> Option<u32> {
 /// The PTCGA200 folder of slide thumbnails that loaders skip.
 pub const POSITION_MAP_DIR: &str = "thumbnail_position_map";
 
-/// The split folders of PCam200 and segPANDA200.
-pub const SPLITS: [&str; 3] = ["train", "val", "test"];
-
 /// One image of a dataset.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
@@ -60,8 +57,8 @@ pub struct Entry {
     pub slide: String,
     /// Case id (equal to the slide where the layout has no case level).
     pub case: String,
-    /// `train`/`val`/`test` for the split layouts, else empty.
-    pub split: String,
+    /// The set of the split layouts' folder it is in; none for PTCGA200.
+    pub split: Option<Split>,
     /// Label mask beside the image (segPANDA200).
     pub mask: Option<PathBuf>,
 }
@@ -141,7 +138,7 @@ struct Folder<'a> {
     label_name: &'a str,
     /// Case folder, or `None` where the layout has none (the slide is the case).
     case: Option<&'a str>,
-    split: &'a str,
+    split: Option<Split>,
 }
 
 /// The walk of one dataset: entries, problems, and how to name slides.
@@ -204,7 +201,7 @@ impl Walk<'_> {
                 path,
                 label: f.label,
                 label_name: f.label_name.to_string(),
-                split: f.split.to_string(),
+                split: f.split,
                 mask,
             });
         }
@@ -229,14 +226,14 @@ impl Walk<'_> {
                 self.unknown_folder(self.root.join(&organ), "not one of the 24 PTCGA200 organ folders".into())?;
                 continue;
             };
-            self.folder(Folder { rel: PathBuf::from(&organ), label, label_name: &organ, case: None, split: "" })?;
+            self.folder(Folder { rel: PathBuf::from(&organ), label, label_name: &organ, case: None, split: None })?;
         }
         Ok(())
     }
 
     fn split_layout(&mut self) -> Result<()> {
-        for split in SPLITS {
-            let sd = self.root.join(split);
+        for split in Split::ALL {
+            let sd = self.root.join(split.name());
             if !sd.is_dir() {
                 continue;
             }
@@ -256,8 +253,14 @@ impl Walk<'_> {
                 };
                 for (case, is_dir) in sorted_dir(&sd.join(&label_name))? {
                     if is_dir {
-                        let rel = Path::new(split).join(&label_name).join(&case);
-                        self.folder(Folder { rel, label, label_name: &label_name, case: Some(&case), split })?;
+                        let rel = Path::new(split.name()).join(&label_name).join(&case);
+                        self.folder(Folder {
+                            rel,
+                            label,
+                            label_name: &label_name,
+                            case: Some(&case),
+                            split: Some(split),
+                        })?;
                     }
                 }
             }
@@ -331,7 +334,7 @@ pub fn images_under(root: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn detect(root: &Path) -> Result<DatasetKind> {
-    let splits: Vec<PathBuf> = SPLITS.iter().map(|s| root.join(s)).filter(|p| p.is_dir()).collect();
+    let splits: Vec<PathBuf> = Split::ALL.iter().map(|s| root.join(s.name())).filter(|p| p.is_dir()).collect();
     if splits.is_empty() {
         return Ok(DatasetKind::Ptcga200);
     }

@@ -20,10 +20,10 @@ pub mod stats;
 pub use build::{build, BuildOptions, BuildReport, ImageFormat, Task};
 pub use build_args::{BuildArgs, BuildDataset, FormatName};
 pub use error::DatasetError;
-pub use kind::{DatasetKind, IMAGE_EXTENSIONS};
+pub use kind::{DatasetKind, Split, IMAGE_EXTENSIONS};
 pub use layout::{
     images_under, organ_class, Entry, Index, LayoutCheck, Problem, UnknownFolders, VerifyLayoutArgs, ORGANS,
-    POSITION_MAP_DIR, SPLITS,
+    POSITION_MAP_DIR,
 };
 pub use manifest::{md5_hex, read_manifest, ManifestRow, SlideQc};
 pub use patchtcga_launch::Share;

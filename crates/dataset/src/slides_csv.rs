@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::kind::Split;
 use crate::{DatasetError, Result};
 
 /// One row of a builder's slide list (a CSV with a header).
@@ -22,7 +23,7 @@ pub struct SlideRow {
     /// Case id.
     pub case: String,
     /// Given split, if any.
-    pub split: Option<String>,
+    pub split: Option<Split>,
     /// PTCGA200 organ folder.
     pub organ: Option<String>,
     /// PCam200 annotation: ASAP XML or QuPath GeoJSON.
@@ -96,12 +97,10 @@ pub fn read_slides_csv(path: &Path) -> Result<Vec<SlideRow>> {
         if id.contains(['/', '\\']) || id.starts_with('.') {
             return Err(DatasetError::invalid(path, format!("line {line}: slide id {id:?} cannot be a file name")));
         }
-        let split = get(cols[2]);
-        if let Some(s) = &split {
-            if !crate::layout::SPLITS.contains(&s.as_str()) {
-                return Err(DatasetError::invalid(path, format!("line {line}: split {s:?} is not train, val or test")));
-            }
-        }
+        let split = get(cols[2])
+            .map(|s| s.parse::<Split>())
+            .transpose()
+            .map_err(|e| DatasetError::invalid(path, format!("line {line}: {e}")))?;
         let mpp = match get(cols[10]) {
             None => None,
             Some(v) => Some(v.parse::<f64>().ok().filter(|m| m.is_finite() && *m > 0.0).ok_or_else(|| {

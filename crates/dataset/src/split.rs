@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_pickle::{HashableValue, Value};
 
+use crate::kind::Split;
 use crate::{atomic, DatasetError, DatasetKind, Index, Result};
 
 /// Options of `patchtcga split`.
@@ -73,9 +74,6 @@ pub struct SplitSet {
 /// Trials (`"0"`, `"1"`, …) → set name (`train`, `val`, `test`) → images.
 pub type Splits = BTreeMap<String, BTreeMap<String, SplitSet>>;
 
-/// The names of the three sets.
-pub const SETS: [&str; 3] = ["train", "val", "test"];
-
 /// How to draw splits. The release's: 3 trials, 2% of each organ's slides (rounded up) to val
 /// and 1% to test, val and test sets disjoint across trials.
 #[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
@@ -135,8 +133,8 @@ pub fn make(index: &Index, params: &SplitParams) -> Result<Splits> {
         slides_of.entry(class).or_default().insert(slide);
     }
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-    // (class, slide) → set name, per trial.
-    let mut assignment: Vec<HashMap<(&str, &str), &str>> = vec![HashMap::new(); params.trials];
+    // (class, slide) → set, per trial.
+    let mut assignment: Vec<HashMap<(&str, &str), Split>> = vec![HashMap::new(); params.trials];
     for (class, slides) in &slides_of {
         let mut order: Vec<&str> = slides.iter().copied().collect();
         order.shuffle(&mut rng);
@@ -155,11 +153,11 @@ pub fn make(index: &Index, params: &SplitParams) -> Result<Splits> {
             let start = t * (nv + nt);
             for (i, s) in order.iter().enumerate() {
                 let set = if (start..start + nv).contains(&i) {
-                    "val"
+                    Split::Val
                 } else if (start + nv..start + nv + nt).contains(&i) {
-                    "test"
+                    Split::Test
                 } else {
-                    "train"
+                    Split::Train
                 };
                 a.insert((class, s), set);
             }
@@ -167,9 +165,10 @@ pub fn make(index: &Index, params: &SplitParams) -> Result<Splits> {
     }
     let mut splits = Splits::new();
     for (t, a) in assignment.iter().enumerate() {
-        let mut trial: BTreeMap<String, SplitSet> = SETS.iter().map(|s| (s.to_string(), SplitSet::default())).collect();
+        let mut trial: BTreeMap<String, SplitSet> =
+            Split::ALL.iter().map(|s| (s.name().to_owned(), SplitSet::default())).collect();
         for (i, (e, (class, slide))) in index.entries.iter().zip(&keys).enumerate() {
-            let set = trial.get_mut(a[&(class.as_str(), slide.as_str())]).expect("set names are fixed");
+            let set = trial.get_mut(a[&(class.as_str(), slide.as_str())].name()).expect("set names are fixed");
             set.idx.push(i as u64);
             set.imgs.push(basename(&e.path));
         }
@@ -213,15 +212,15 @@ pub fn check(
         let mut owner: HashMap<&(String, String), &str> = HashMap::new();
         let mut seen = vec![false; index.entries.len()];
         let mut n = [0usize; 3];
-        for (k, name) in SETS.iter().enumerate() {
-            let Some(set) = sets.get(*name) else { continue };
+        for (k, name) in Split::ALL.map(Split::name).into_iter().enumerate() {
+            let Some(set) = sets.get(name) else { continue };
             for (&i, img) in set.idx.iter().zip(&set.imgs) {
                 if std::mem::replace(&mut seen[i as usize], true) {
                     return Err(DatasetError::invalid(source, format!("trial {trial}: image {img} is in two sets")));
                 }
                 let key = &keys[i as usize];
                 if let Some(other) = owner.insert(key, name) {
-                    if other != *name {
+                    if other != name {
                         return Err(DatasetError::invalid(
                             source,
                             format!("trial {trial}: slide {} straddles {other} and {name}", key.1),
@@ -244,7 +243,7 @@ pub const MISMATCHES_SHOWN: usize = 10;
 fn mismatches(index: &Index, splits: &Splits, source: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for (trial, sets) in splits {
-        for name in SETS {
+        for name in Split::ALL.map(Split::name) {
             let Some(set) = sets.get(name) else { continue };
             if set.idx.len() != set.imgs.len() {
                 return Err(DatasetError::invalid(

@@ -2,7 +2,7 @@ mod common;
 
 use common::*;
 use indicatif::ProgressBar;
-use patchtcga_dataset::{archive, read_slides_csv, DatasetKind, ImageFormat, Index, Task};
+use patchtcga_dataset::{archive, read_slides_csv, DatasetKind, ImageFormat, Index, Split, Task};
 
 #[test]
 fn ptcga200_on_the_sample_slide_matches_openslide_python_and_writes_its_layout() {
@@ -338,11 +338,11 @@ fn split_assignment_keeps_cases_together_and_follows_the_seed() {
     let index = Index::scan(&out, None).unwrap();
     let mut split_of = std::collections::HashMap::new();
     for e in &index.entries {
-        let prev = split_of.insert(e.case.clone(), e.split.clone());
-        assert!(prev.is_none() || prev.as_ref() == Some(&e.split), "case {} in two splits", e.case);
+        let prev = split_of.insert(e.case.clone(), e.split);
+        assert!(prev.is_none() || prev == Some(e.split), "case {} in two splits", e.case);
     }
-    let count = |s: &str| split_of.values().filter(|v| *v == s).count();
-    assert_eq!((count("train"), count("val"), count("test")), (3, 1, 1));
+    let count = |s: Split| split_of.values().filter(|v| **v == Some(s)).count();
+    assert_eq!((count(Split::Train), count(Split::Val), count(Split::Test)), (3, 1, 1));
 }
 
 #[test]

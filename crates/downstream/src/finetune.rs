@@ -9,11 +9,12 @@ use patchtcga_metrics::run::{Task, RESULTS_FILE};
 use patchtcga_metrics::ClassificationReport;
 use tch::Tensor;
 
+use patchtcga_dataset::Split;
 use patchtcga_engine::checkpoint::{best_epoch, epoch_dir, load_variables};
 use patchtcga_engine::config::SelfSupervised;
 use patchtcga_engine::data::loaders;
 use patchtcga_engine::trainer::broadcast_variables;
-use patchtcga_engine::{plot, train, write_atomic, Config, Holdout, LearnError, Method};
+use patchtcga_engine::{plot, train, write_atomic, Config, Holdout, LearnError, Method, OnProgress, RunContext};
 use patchtcga_methods::segmentation::{overlays, Segmenter};
 use patchtcga_methods::Supervised;
 
@@ -23,8 +24,14 @@ pub use patchtcga_metrics::run::RunResults as Outcome;
 pub use patchtcga_metrics::run::SetReport as Report;
 
 /// Trains as `config` says, selects the best validation epoch, reports it, and writes
-/// `results.json` and pictures (confusion matrices, or segmentation overlays) in the run folder.
-pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
+/// `results.json` and pictures (confusion matrices, or segmentation overlays) in the run folder;
+/// the run's progress goes to `on_progress`.
+pub fn finetune(
+    config: &Config,
+    context: &RunContext,
+    resume: bool,
+    on_progress: OnProgress,
+) -> Result<Outcome, LearnError> {
     if config.self_supervised != SelfSupervised::None {
         return Err(LearnError::Config(format!(
             "fine-tuning trains the supervised method; self_supervised is \"{}\"",
@@ -32,7 +39,7 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
         )));
     }
     let segmentation = config.seg_head.is_some();
-    let data = loaders(config, if segmentation { Preset::Segmentation } else { Preset::Supervised })?;
+    let data = loaders(config, context, if segmentation { Preset::Segmentation } else { Preset::Supervised })?;
     let mut outcome = Outcome {
         run_dir: config.run_dir(),
         selected_epoch: 0,
@@ -45,8 +52,7 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
     let plots = outcome.run_dir.join("plots");
     // In a distributed run every rank evaluates its share; rank 0 alone has the log and the
     // checkpoints, picks the epoch, and writes the results.
-    let group = patchtcga_collective::group();
-    let leader = group.is_none_or(|g| g.rank() == 0);
+    let (group, leader) = (context.group, context.leads());
     let select = |method: &dyn Method, last_epoch: usize| -> Result<usize, LearnError> {
         let mut selected = last_epoch;
         if let Some(key) = method.selection_key().filter(|_| leader) {
@@ -65,11 +71,19 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
         Ok(selected)
     };
     if segmentation {
-        let mut model = Segmenter::new(config)?;
-        let s = train(config, &mut model, &data.train, Holdout { val: data.val.as_ref(), test: None }, resume)?;
+        let mut model = Segmenter::new(config, context)?;
+        let s = train(
+            config,
+            context,
+            &mut model,
+            &data.train,
+            Holdout { val: data.val.as_ref(), test: None },
+            resume,
+            &mut *on_progress,
+        )?;
         outcome.selected_epoch = select(&model, s.position.epoch)?;
         let (mean, std) = (config.image_stats.mean, config.image_stats.std);
-        let report = |loader: Option<&Loader>, set: &str| -> Result<Option<Report>, LearnError> {
+        let report = |loader: Option<&Loader>, set: Split| -> Result<Option<Report>, LearnError> {
             let Some(loader) = loader else { return Ok(None) };
             let (counts, _, samples) = model.predict(loader, 6)?;
             if leader {
@@ -78,14 +92,22 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
             }
             Ok(Some(Report::Segmentation(counts.report())))
         };
-        outcome.val = report(data.val.as_ref(), "val")?;
-        outcome.test = report(data.test.as_ref(), "test")?;
+        outcome.val = report(data.val.as_ref(), Split::Val)?;
+        outcome.test = report(data.test.as_ref(), Split::Test)?;
     } else {
-        let mut model = Supervised::new(config)?;
-        let s = train(config, &mut model, &data.train, Holdout { val: data.val.as_ref(), test: None }, resume)?;
+        let mut model = Supervised::new(config, context)?;
+        let s = train(
+            config,
+            context,
+            &mut model,
+            &data.train,
+            Holdout { val: data.val.as_ref(), test: None },
+            resume,
+            &mut *on_progress,
+        )?;
         outcome.selected_epoch = select(&model, s.position.epoch)?;
         let classes = config.num_classes as usize;
-        let report = |loader: Option<&Loader>, set: &str| -> Result<Option<Report>, LearnError> {
+        let report = |loader: Option<&Loader>, set: Split| -> Result<Option<Report>, LearnError> {
             let Some(loader) = loader else { return Ok(None) };
             let p = model.predict(loader)?;
             let r = ClassificationReport::new(&p.probs, &p.labels, classes);
@@ -96,8 +118,8 @@ pub fn finetune(config: &Config, resume: bool) -> Result<Outcome, LearnError> {
             }
             Ok(Some(Report::Classification(r)))
         };
-        outcome.val = report(data.val.as_ref(), "val")?;
-        outcome.test = report(data.test.as_ref(), "test")?;
+        outcome.val = report(data.val.as_ref(), Split::Val)?;
+        outcome.test = report(data.test.as_ref(), Split::Test)?;
     }
     if leader {
         write_atomic(&outcome.run_dir.join(RESULTS_FILE), &outcome.to_json())?;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use patchtcga_dataset::Index;
+use patchtcga_dataset::{Index, Split};
 use patchtcga_metrics::{predicted, ClassificationReport};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -39,7 +39,6 @@ pub fn embedded_sets(
     }
     let row_of: HashMap<&Path, i64> = rows.iter().enumerate().map(|(i, p)| (p.as_path(), i as i64)).collect();
     let sets = set_indices(index, split, trial)?;
-    let names = ["train", "val", "test"];
     let mut out: [Option<Features>; 3] = [None, None, None];
     for (k, set) in sets.iter().enumerate() {
         let Some(idx) = set else { continue };
@@ -47,7 +46,8 @@ pub fn embedded_sets(
         for &i in idx {
             let e = &index.entries[i as usize];
             let row = row_of.get(e.path.as_path()).ok_or_else(|| {
-                let cause = format!("no features for {} ({} set); embed the whole dataset", e.path.display(), names[k]);
+                let cause =
+                    format!("no features for {} ({} set); embed the whole dataset", e.path.display(), Split::ALL[k]);
                 bad(features, cause)
             })?;
             pick.push(*row);
@@ -93,7 +93,7 @@ pub struct ProbeReport {
     pub k: i64,
     pub temperature: f64,
     /// (classifier, set, report) for `linear` and `knn` on `val` and `test`.
-    pub reports: Vec<(String, String, ClassificationReport)>,
+    pub reports: Vec<(String, Split, ClassificationReport)>,
 }
 
 /// Fits the logistic-regression probe (weight decay selected on val) and runs the k-NN classifier
@@ -105,11 +105,11 @@ pub fn probe(o: &ProbeOptions) -> Result<ProbeReport, LearnError> {
     let train = train.ok_or_else(|| LearnError::Config("the split's train set is empty".into()))?;
     let linear = LinearProbe::select(&train, val.as_ref(), classes);
     let mut reports = Vec::new();
-    for (set, f) in [("val", &val), ("test", &test)] {
+    for (set, f) in [(Split::Val, &val), (Split::Test, &test)] {
         let Some(f) = f else { continue };
         let knn = knn_probs(&train, &f.x, classes, o.k, o.temperature);
         for (name, probs) in [("linear", linear.probs(&f.x)), ("knn", knn)] {
-            reports.push((name.into(), set.into(), ClassificationReport::new(&probs, &f.labels, classes)));
+            reports.push((name.into(), set, ClassificationReport::new(&probs, &f.labels, classes)));
         }
     }
     Ok(ProbeReport {
@@ -130,7 +130,7 @@ impl ProbeReport {
         let mut json = serde_json::json!({"features": self.features, "classes": self.classes, "train": self.train,
             "linear": {"weight_decay": self.weight_decay}, "knn": {"k": self.k, "temperature": self.temperature}});
         for (name, set, r) in &self.reports {
-            json[name][set] = serde_json::to_value(r).expect("a report is JSON");
+            json[name][set.name()] = serde_json::to_value(r).expect("a report is JSON");
         }
         json
     }

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use patchtcga_downstream::finetune::{finetune, Report};
-use patchtcga_engine::Config;
+use patchtcga_downstream::finetune::{Outcome, Report};
+use patchtcga_engine::{Config, LearnError, OnProgress, Progress, RunContext};
 use patchtcga_testkit::layouts::{pcam200, TORCH_RNG};
 
 fn config(dir: &Path, extra: &[&str]) -> Config {
@@ -33,13 +33,18 @@ fn entries(run: &Path) -> Vec<serde_json::Value> {
     log.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// Fine-tunes as `c` says in this one process.
+fn finetune(c: &Config, resume: bool, on_progress: OnProgress) -> Result<Outcome, LearnError> {
+    patchtcga_downstream::finetune::finetune(c, &RunContext::new(c, None)?, resume, on_progress)
+}
+
 #[test]
 fn fine_tuning_learns_and_reports_the_best_validation_epoch() {
     let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
     pcam200(&dir.path().join("PCam200"));
-    let o = finetune(&config(dir.path(), &["name=\"full\""]), false).unwrap();
+    let o = finetune(&config(dir.path(), &["name=\"full\""]), false, &mut |_| {}).unwrap();
 
     let log = entries(&o.run_dir);
     let losses: Vec<f64> = log.iter().filter_map(|e| e["loss"].as_f64()).collect();
@@ -80,8 +85,16 @@ fn a_linear_probe_keeps_the_backbone_it_was_given() {
     let _m = patchtcga_model::Classifier::new(&vs.root(), patchtcga_model::Arch::ResNet18.spec(32), 1000, 0.0);
     vs.save(&init).unwrap();
     let pretrained = format!("pretrained={:?}", init.display().to_string());
+    let mut notes = Vec::new();
+    let mut hear = |p: Progress| {
+        if let Progress::Note(line) = p {
+            notes.push(line.to_string());
+        }
+    };
     let o =
-        finetune(&config(dir.path(), &["name=\"probe\"", "fine_tune=true", "epochs=2", &pretrained]), false).unwrap();
+        finetune(&config(dir.path(), &["name=\"probe\"", "fine_tune=true", "epochs=2", &pretrained]), false, &mut hear)
+            .unwrap();
+    assert!(notes.iter().any(|n| n.starts_with("loaded ") && n.contains("init.safetensors")), "{notes:?}");
     let after: std::collections::HashMap<String, tch::Tensor> =
         tch::Tensor::read_safetensors(o.run_dir.join("model.safetensors")).unwrap().into_iter().collect();
     let before = vs.variables();
@@ -97,7 +110,7 @@ fn bad_fine_tuning_input_gets_one_clear_error() {
     let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     pcam200(&dir.path().join("PCam200"));
-    let err = |extra: &[&str]| finetune(&config(dir.path(), extra), false).unwrap_err().to_string();
+    let err = |extra: &[&str]| finetune(&config(dir.path(), extra), false, &mut |_| {}).unwrap_err().to_string();
     let e = err(&["num_classes=1"]);
     assert!(e.contains("class id 1") && e.contains("num_classes"), "{e}");
     let e = err(&["self_supervised=\"simclr\""]);
@@ -119,7 +132,7 @@ fn the_original_pcam_h5_files_fine_tune_too() {
             std::fs::copy(fixture.join(format!("valid_{part}.h5")), pcam.join(format!("{split}_{part}.h5"))).unwrap();
         }
     }
-    let o = finetune(&config(dir.path(), &["name=\"h5\"", "epochs=1"]), false).unwrap();
+    let o = finetune(&config(dir.path(), &["name=\"h5\"", "epochs=1"]), false, &mut |_| {}).unwrap();
     let Some(Report::Classification(v)) = &o.val else { panic!("a validation report") };
     assert!(v.samples >= 4 && v.confusion.total() as usize == v.samples);
     assert!(o.test.is_none(), "no test_x.h5, no test report");

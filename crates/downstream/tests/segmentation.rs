@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use patchtcga_downstream::finetune::{finetune, Report};
-use patchtcga_engine::Config;
+use patchtcga_downstream::finetune::{Outcome, Report};
+use patchtcga_engine::{Config, LearnError, OnProgress, RunContext};
 use patchtcga_testkit::layouts::{segpanda200, TORCH_RNG};
 
 fn config(dir: &Path, extra: &[&str]) -> Config {
@@ -29,13 +29,18 @@ fn config(dir: &Path, extra: &[&str]) -> Config {
     Config::load(None, &o).unwrap()
 }
 
+/// Fine-tunes as `c` says in this one process.
+fn finetune(c: &Config, resume: bool, on_progress: OnProgress) -> Result<Outcome, LearnError> {
+    patchtcga_downstream::finetune::finetune(c, &RunContext::new(c, None)?, resume, on_progress)
+}
+
 #[test]
 fn fcn_segmentation_learns_and_reports_the_best_validation_miou() {
     let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(2);
     let dir = tempfile::tempdir().unwrap();
     segpanda200(&dir.path().join("segPANDA200"));
-    let o = finetune(&config(dir.path(), &["name=\"seg\""]), false).unwrap();
+    let o = finetune(&config(dir.path(), &["name=\"seg\""]), false, &mut |_| {}).unwrap();
     assert_eq!(o.task, patchtcga_metrics::run::Task::Segmentation);
     let log: Vec<serde_json::Value> = std::fs::read_to_string(o.run_dir.join("metrics.jsonl"))
         .unwrap()
@@ -75,6 +80,7 @@ fn a_frozen_backbone_stays_as_loaded_while_the_head_trains() {
     let o = finetune(
         &config(dir.path(), &["name=\"frozen\"", "fine_tune=true", "epochs=2", "keep_checkpoints=0", &pretrained]),
         false,
+        &mut |_| {},
     )
     .unwrap();
     let read = |p: std::path::PathBuf| -> std::collections::HashMap<String, tch::Tensor> {
@@ -95,8 +101,8 @@ fn bad_segmentation_input_gets_one_clear_error() {
     let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     segpanda200(&dir.path().join("segPANDA200"));
-    let e = finetune(&config(dir.path(), &["num_classes=2"]), false).unwrap_err().to_string();
+    let e = finetune(&config(dir.path(), &["num_classes=2"]), false, &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("class id 2") && e.contains("2 classes"), "{e}");
-    let e = finetune(&config(dir.path(), &["seg_head=\"deeplabv3\""]), false).unwrap_err().to_string();
+    let e = finetune(&config(dir.path(), &["seg_head=\"deeplabv3\""]), false, &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("DeepLabv3 needs a bottleneck ResNet"), "{e}");
 }

@@ -4,14 +4,14 @@
 use std::path::Path;
 
 use patchtcga_augment::{Preset, Recipe};
-use patchtcga_dataset::{split, DatasetKind, Index, SPLITS};
+use patchtcga_dataset::{split, DatasetKind, Index, Split};
 use patchtcga_loader::{
     pcam_has_split, pcam_samples, samples, Batch, Loader, LoaderConfig, OnBadInput, Sample, PCAM_SPLITS,
 };
 
 use tch::{Device, Kind, Tensor};
 
-use crate::{Config, LearnError};
+use crate::{Config, LearnError, RunContext};
 
 /// Train, validation and test loaders.
 pub struct Loaders {
@@ -42,7 +42,7 @@ fn no_images(index: &Index) -> String {
     )
 }
 
-fn loader_config(config: &Config, shuffle: bool) -> Result<LoaderConfig, LearnError> {
+fn loader_config(config: &Config, context: &RunContext, shuffle: bool) -> Result<LoaderConfig, LearnError> {
     let (mean, std) = (config.image_stats.mean, config.image_stats.std);
     Ok(LoaderConfig {
         batch_size: config.batch_size,
@@ -51,8 +51,8 @@ fn loader_config(config: &Config, shuffle: bool) -> Result<LoaderConfig, LearnEr
         seed: config.seed,
         // Each process of a distributed run takes its share of every epoch (DistributedSampler),
         // and of every evaluation (whose results `shards` puts together).
-        rank: patchtcga_collective::group().map_or(0, |g| g.rank()),
-        world_size: patchtcga_collective::group().map_or(1, |g| g.world()),
+        rank: context.rank(),
+        world_size: context.world(),
         workers: config.num_workers.max(1),
         prefetch: 4,
         mean,
@@ -77,11 +77,13 @@ pub fn set_indices(index: &Index, split_file: &str, trial: usize) -> Result<[Opt
         let t = splits.get(&trial.to_string()).ok_or_else(|| {
             LearnError::Config(format!("{}: no trial {trial} (it has {})", path.display(), splits.len()))
         })?;
-        return Ok(SPLITS.map(|set| t.get(set).and_then(|s| some(s.idx.clone()))));
+        return Ok(Split::ALL.map(|set| t.get(set.name()).and_then(|s| some(s.idx.clone()))));
     }
     if matches!(index.kind, DatasetKind::Pcam200 | DatasetKind::SegPanda200) {
-        return Ok(SPLITS.map(|set| {
-            some(index.entries.iter().enumerate().filter(|(_, e)| e.split == set).map(|(i, _)| i as u64).collect())
+        return Ok(Split::ALL.map(|set| {
+            some(
+                index.entries.iter().enumerate().filter(|(_, e)| e.split == Some(set)).map(|(i, _)| i as u64).collect(),
+            )
         }));
     }
     Ok([some((0..index.entries.len() as u64).collect()), None, None])
@@ -103,7 +105,7 @@ fn class_names(index: &Index, classes: i64) -> Vec<String> {
 }
 
 /// Builds the loaders: `recipe` views for training, the eval transform for val and test.
-pub fn loaders(config: &Config, recipe: Preset) -> Result<Loaders, LearnError> {
+pub fn loaders(config: &Config, context: &RunContext, recipe: Preset) -> Result<Loaders, LearnError> {
     let root = Path::new(&config.dataset_dir);
     let pcam_h5 = PCAM_SPLITS.iter().any(|s| pcam_has_split(root, s));
     let (sets, mut class_names): (Vec<Option<Vec<Sample>>>, Vec<String>) = if pcam_h5 {
@@ -141,7 +143,11 @@ pub fn loaders(config: &Config, recipe: Preset) -> Result<Loaders, LearnError> {
         s.map(|s| {
             // Segmentation is evaluated on whole patches, pixel for pixel.
             let eval = if recipe == Preset::Segmentation { Preset::None } else { Preset::Eval };
-            Ok(Loader::new(s, Recipe::preset(eval, config.val_image_size as u32, 0), loader_config(config, false)?)?)
+            Ok(Loader::new(
+                s,
+                Recipe::preset(eval, config.val_image_size as u32, 0),
+                loader_config(config, context, false)?,
+            )?)
         })
         .transpose()
     };
@@ -150,7 +156,7 @@ pub fn loaders(config: &Config, recipe: Preset) -> Result<Loaders, LearnError> {
         train: Loader::new(
             train,
             Recipe::preset(recipe, config.image_size as u32, config.local_crops),
-            loader_config(config, true)?,
+            loader_config(config, context, true)?,
         )?,
         val: eval(sets.next().flatten())?,
         test: eval(sets.next().flatten())?,

@@ -4,10 +4,11 @@
 
 use std::path::PathBuf;
 
+use patchtcga_collective::ProcessGroup;
 use patchtcga_launch::Node;
 
 use crate::device::device;
-use crate::{Config, LearnError};
+use crate::{Config, LearnError, RunContext};
 
 /// What every training command takes: its config, overrides, resume, and how it spreads over
 /// processes.
@@ -37,8 +38,9 @@ impl RunFlags {
         if self.dist.spawn(&config)? {
             return Ok(Started::Ranks { run_dir: config.run_dir() });
         }
-        self.dist.join(&config)?;
-        Ok(Started::Here(Box::new(config)))
+        let group = self.dist.join(&config)?;
+        let context = RunContext::new(&config, group)?;
+        Ok(Started::Here(Box::new(config), context))
     }
 }
 
@@ -71,8 +73,8 @@ impl FinetuneFlags {
 
 /// Where a training command's work happens.
 pub enum Started {
-    /// In this process, with this config.
-    Here(Box<Config>),
+    /// In this process, with this config, where the process stands.
+    Here(Box<Config>, RunContext),
     /// In the ranks this process started, now done, writing into `run_dir`.
     Ranks { run_dir: PathBuf },
 }
@@ -122,12 +124,13 @@ impl DistFlags {
         Ok(true)
     }
 
-    /// Joins the run this process belongs to, if any.
-    pub fn join(&self, config: &Config) -> Result<(), LearnError> {
-        if patchtcga_collective::Launch::from_env()?.is_some() {
-            patchtcga_collective::init_from_env(std::time::Duration::from_secs(self.dist_timeout), backend(config)?)?;
+    /// Joins the run this process belongs to, if any: its process group.
+    pub fn join(&self, config: &Config) -> Result<Option<&'static ProcessGroup>, LearnError> {
+        if patchtcga_collective::Launch::from_env()?.is_none() {
+            return Ok(None);
         }
-        Ok(())
+        let timeout = std::time::Duration::from_secs(self.dist_timeout);
+        Ok(patchtcga_collective::init_from_env(timeout, backend(config)?)?)
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod choices;
 pub mod config;
+pub mod context;
 pub mod data;
 pub mod device;
 mod error;
@@ -18,5 +19,6 @@ pub mod tensorboard;
 pub mod trainer;
 
 pub use config::{Config, SelfSupervised};
+pub use context::RunContext;
 pub use error::{write_atomic, LearnError};
-pub use trainer::{train, Holdout, Method, StepOutput, Summary};
+pub use trainer::{train, Holdout, Method, OnProgress, Progress, StepOutput, Summary};

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prost::Message;
 
 use crate::LearnError;
+use patchtcga_dataset::Split;
 
 /// `tensorflow.Event`, the fields scalars need.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -128,8 +129,8 @@ pub fn tag(key: &str) -> Option<String> {
     if matches!(key, "update" | "epoch" | "batch" | "world") {
         return None;
     }
-    for set in ["val", "test"] {
-        if let Some(rest) = key.strip_prefix(set).and_then(|r| r.strip_prefix('_')) {
+    for set in [Split::Val, Split::Test] {
+        if let Some(rest) = key.strip_prefix(set.name()).and_then(|r| r.strip_prefix('_')) {
             return Some(format!("{set}/{rest}"));
         }
     }

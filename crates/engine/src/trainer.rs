@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use patchtcga_dataset::Split;
 use patchtcga_loader::{Batch, Epoch, Loader};
 use std::collections::BTreeMap;
 
@@ -15,11 +15,10 @@ use tch::{nn, Device, Tensor};
 
 use crate::checkpoint::{best_epoch, cpu_copy, load_checkpoint, prune, resume_point, save_checkpoint, Position};
 use crate::config::{ClipMode, OnNonFinite};
-use crate::device::device;
 use crate::optim::{LossScale, Optimizer, Rule};
 use crate::schedule::{cosine, Schedule};
 use crate::tensorboard::{self, EventWriter};
-use crate::{plot, write_atomic, Config, LearnError};
+use crate::{plot, write_atomic, Config, LearnError, RunContext};
 
 /// What a method computes for one micro-batch.
 pub struct StepOutput {
@@ -57,7 +56,35 @@ pub trait Method {
     fn selection_key(&self) -> Option<&'static str> {
         None
     }
+    /// What the method's set-up did that its user should hear (weights loaded), a line each.
+    fn notes(&self) -> &[String] {
+        &[]
+    }
 }
+
+/// What a run reports as it goes (rank 0's run only), for the binary to draw and print.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Progress<'a> {
+    /// A line of the method's set-up ([`Method::notes`]).
+    Note(&'a str),
+    /// The run resumed from the checkpoint `from`, at `position`.
+    Resumed { from: &'a Path, position: Position },
+    /// Epoch `epoch` (from 1) of `epochs` began, `batches` long, `done` of them consumed before.
+    Epoch { epoch: usize, epochs: usize, batches: usize, done: usize },
+    /// A micro-batch was consumed.
+    Batch,
+    /// An update was taken: its loss and learning rate.
+    Update { loss: f64, lr: f64 },
+    /// The epoch's batches are all consumed.
+    EpochDone,
+    /// `stop_num_updates` stopped the run after update `update`.
+    Stopped { update: usize },
+    /// An unreadable sample was left out of its batch (the file and the cause).
+    Skipped(&'a str),
+}
+
+/// Where a run's [`Progress`] goes.
+pub type OnProgress<'a> = &'a mut dyn FnMut(Progress);
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -190,15 +217,17 @@ pub fn broadcast_variables(g: &patchtcga_collective::ProcessGroup, vs: &nn::VarS
     Ok(())
 }
 
-/// Trains `method` on `train` as `config` says, in `config.run_dir()`.
+/// Trains `method` on `train` as `config` says, in `config.run_dir()`, where `context` stands.
 pub fn train(
     config: &Config,
+    context: &RunContext,
     method: &mut dyn Method,
     train: &Loader,
     holdout: Holdout,
     resume_latest: bool,
+    on_progress: OnProgress,
 ) -> Result<Summary, LearnError> {
-    let mut t = Trainer::new(config, method, train, resume_latest)?;
+    let mut t = Trainer::new(config, context, method, train, resume_latest, on_progress)?;
     let mut stopped_early = false;
     // The next epoch's batches start once this epoch's producer is done (only prefetched batches
     // left), so the workers go on through the epoch's tail, validation and checkpoint and the
@@ -216,14 +245,16 @@ pub fn train(
 /// the optimizer, momentum targets) but writing nothing: seconds per update.
 pub fn time_updates(
     config: &Config,
+    context: &RunContext,
     method: &mut dyn Method,
     batch: &Batch,
     warmup: usize,
     steps: usize,
 ) -> Result<f64, LearnError> {
-    let mut t = Trainer::bare(config, method, (warmup + steps).max(1) * config.num_accum)?;
+    let mut quiet = |_: Progress| {};
+    let mut t = Trainer::bare(config, context, method, (warmup + steps).max(1) * config.num_accum, &mut quiet)?;
     let sync = || {
-        if let Ok(Device::Cuda(i)) = device(config.device) {
+        if let Device::Cuda(i) = context.device {
             tch::Cuda::synchronize(i as i64);
         }
     };
@@ -290,6 +321,7 @@ struct Trainer<'a> {
     log: RunLog,
     /// The last checkpoint written or resumed from (named when a run stops on a non-finite loss).
     last_checkpoint: Option<PathBuf>,
+    on_progress: OnProgress<'a>,
 }
 
 impl<'a> Trainer<'a> {
@@ -297,11 +329,16 @@ impl<'a> Trainer<'a> {
     /// in a distributed run every rank on rank 0's weights.
     fn new(
         config: &'a Config,
+        context: &RunContext,
         method: &mut dyn Method,
         train: &Loader,
         resume_latest: bool,
+        on_progress: OnProgress<'a>,
     ) -> Result<Self, LearnError> {
-        let mut t = Self::bare(config, method, train.batches_per_epoch())?;
+        let mut t = Self::bare(config, context, method, train.batches_per_epoch(), on_progress)?;
+        for note in method.notes() {
+            t.tell(Progress::Note(note));
+        }
         if t.leader {
             let ckpts = t.run.join("checkpoints");
             fs::create_dir_all(&ckpts).map_err(|e| LearnError::io(&ckpts, e))?;
@@ -311,8 +348,7 @@ impl<'a> Trainer<'a> {
         if let Some(dir) = &resumed {
             t.pos = load_checkpoint(dir, method.var_store(), &mut t.opt)?;
             t.scale = LossScale { scale: t.pos.loss_scale, clean: t.pos.clean_updates };
-            let p = &t.pos;
-            eprintln!("resuming from {} (epoch {}, batch {}, update {})", dir.display(), p.epoch, p.batch, p.update);
+            t.tell(Progress::Resumed { from: dir, position: t.pos });
         }
         if let Some(g) = t.group {
             broadcast_variables(g, method.var_store())?;
@@ -324,9 +360,15 @@ impl<'a> Trainer<'a> {
 
     /// A trainer of `epoch_batches` batches an epoch that writes nothing: schedule, optimizer,
     /// position at the start, metrics kept in memory.
-    fn bare(config: &'a Config, method: &dyn Method, epoch_batches: usize) -> Result<Self, LearnError> {
-        let group = patchtcga_collective::group();
-        let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world()));
+    fn bare(
+        config: &'a Config,
+        context: &RunContext,
+        method: &dyn Method,
+        epoch_batches: usize,
+        on_progress: OnProgress<'a>,
+    ) -> Result<Self, LearnError> {
+        let group = context.group;
+        let (rank, world) = (context.rank(), context.world());
         let per_epoch = epoch_batches / config.num_accum;
         if per_epoch == 0 {
             return Err(LearnError::Config(format!(
@@ -349,7 +391,7 @@ impl<'a> Trainer<'a> {
             rank,
             world,
             leader: rank == 0,
-            amp: config.enable_autocast && device(config.device)?.is_cuda(),
+            amp: config.enable_autocast && context.device.is_cuda(),
             epoch_batches,
             schedule,
             opt: Optimizer::new(rule, config.wd, method.trainable()),
@@ -358,6 +400,7 @@ impl<'a> Trainer<'a> {
             buckets: None,
             log: RunLog { files: None, last: BTreeMap::new() },
             last_checkpoint: None,
+            on_progress,
         })
     }
 
@@ -377,14 +420,15 @@ impl<'a> Trainer<'a> {
         next_epoch: &mut Option<Epoch>,
     ) -> Result<bool, LearnError> {
         let c = self.config;
-        let bar = self.progress_bar();
+        let (epoch, epochs, done) = (self.pos.epoch + 1, c.epochs, self.pos.batch);
+        self.tell(Progress::Epoch { epoch, epochs, batches: self.epoch_batches, done });
         let mut pending = Pending::new();
         loop {
             let t0 = Instant::now();
             let Some(batch) = batches.next() else { break };
             pending.waited += t0.elapsed().as_secs_f64();
             self.micro_step(method, &batch?, &mut pending)?;
-            bar.inc(1);
+            self.tell(Progress::Batch);
             if next_epoch.is_none()
                 && self.pos.epoch + 1 < c.epochs
                 && self.pos.batch + train.lookahead() >= self.epoch_batches
@@ -395,23 +439,26 @@ impl<'a> Trainer<'a> {
                 continue;
             }
             let loss = self.update(method, &pending)?;
-            bar.set_message(format!("loss {loss:.4} lr {:.2e}", self.schedule.lr(self.pos.update - 1)));
+            let lr = self.schedule.lr(self.pos.update - 1);
+            self.tell(Progress::Update { loss, lr });
             pending = Pending::new();
             if let Some(val) = holdout.val.filter(|_| c.val_every > 0 && self.pos.update.is_multiple_of(c.val_every)) {
-                self.evaluate(method, val, "val")?;
+                self.evaluate(method, val, Split::Val)?;
             }
             if c.stop_num_updates > 0 && self.pos.update >= c.stop_num_updates {
                 self.checkpoint(method, format!("update_{:07}", self.pos.update))?;
-                bar.abandon_with_message(format!("stopped at update {} (stop_num_updates)", self.pos.update));
+                self.tell_skipped(&batches);
+                self.tell(Progress::Stopped { update: self.pos.update });
                 return Ok(true);
             }
         }
         self.opt.zero_grad(); // a tail shorter than num_accum does not make an update
-        bar.finish();
+        self.tell_skipped(&batches);
+        self.tell(Progress::EpochDone);
         self.pos.epoch += 1;
         self.pos.batch = 0;
         if let Some(val) = holdout.val {
-            self.evaluate(method, val, "val")?;
+            self.evaluate(method, val, Split::Val)?;
         }
         if self.pos.epoch.is_multiple_of(c.snapshot_epoch.max(1)) || self.pos.epoch == c.epochs {
             self.checkpoint(method, format!("epoch_{:04}", self.pos.epoch))?;
@@ -420,17 +467,18 @@ impl<'a> Trainer<'a> {
         Ok(false)
     }
 
-    fn progress_bar(&self) -> ProgressBar {
-        if !self.leader {
-            return ProgressBar::hidden();
+    /// Reports the samples `batches` left out.
+    fn tell_skipped(&mut self, batches: &Epoch) {
+        for e in batches.skipped() {
+            self.tell(Progress::Skipped(&e.to_string()));
         }
-        let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
-            .expect("template")
-            .progress_chars("=> ");
-        let bar = ProgressBar::new(self.epoch_batches as u64).with_style(style);
-        bar.set_prefix(format!("epoch {}/{}", self.pos.epoch + 1, self.config.epochs));
-        bar.set_position(self.pos.batch as u64);
-        bar
+    }
+
+    /// Reports `p` from rank 0.
+    fn tell(&mut self, p: Progress) {
+        if self.leader {
+            (self.on_progress)(p);
+        }
     }
 
     /// Forward and backward of one micro-batch, its gradient accumulated (scaled for autocast and
@@ -587,7 +635,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// Metrics of `loader` (every rank its share), logged as `<set>_<name>`.
-    fn evaluate(&mut self, method: &mut dyn Method, loader: &Loader, set: &str) -> Result<(), LearnError> {
+    fn evaluate(&mut self, method: &mut dyn Method, loader: &Loader, set: Split) -> Result<(), LearnError> {
         let metrics = method.evaluate(loader)?.into_iter().map(|(k, v)| (format!("{set}_{k}"), Some(v))).collect();
         self.log.record(LogEntry::Evaluation(EvaluationRecord {
             update: self.pos.update,
@@ -629,7 +677,7 @@ impl<'a> Trainer<'a> {
     ) -> Result<Summary, LearnError> {
         if !stopped_early {
             if let Some(test) = holdout.test {
-                self.evaluate(method, test, "test")?;
+                self.evaluate(method, test, Split::Test)?;
             }
             if self.leader {
                 let mut vars: Vec<(String, Tensor)> = cpu_copy(method.var_store().variables().into_iter().collect());

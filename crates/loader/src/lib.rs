@@ -176,7 +176,7 @@ fn read_h5(path: &Path, index: usize) -> Result<RgbImage> {
 /// What to do with an image that cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnBadInput {
-    /// Leave the sample out of its batch, warn, and count it (see [`Epoch::skipped`]).
+    /// Leave the sample out of its batch and list it (see [`Epoch::skipped`]).
     Skip,
     /// End the epoch with an error naming the file.
     Fail,
@@ -355,7 +355,6 @@ impl Loader {
                     match r {
                         Ok(l) => kept.push((i, l)),
                         Err(e) if config.on_bad_input == OnBadInput::Skip => {
-                            eprintln!("warning: skipping {e}");
                             sk.lock().expect("skip list").push(e);
                         }
                         Err(e) => {

@@ -10,9 +10,8 @@ use tch::{Device, Kind, Tensor};
 use patchtcga_model::Arch;
 
 use patchtcga_engine::config::{DeviceChoice, Optim};
-use patchtcga_engine::device::device;
 use patchtcga_engine::trainer::time_updates;
-use patchtcga_engine::{Config, LearnError, SelfSupervised};
+use patchtcga_engine::{Config, LearnError, RunContext, SelfSupervised};
 
 use crate::pretrain::method;
 
@@ -152,8 +151,8 @@ impl std::fmt::Display for UpdateTiming {
 /// Times `steps` updates of `config`'s method after `warmup` untimed ones, on one synthetic batch
 /// of its recipe's views held on the host and copied to the device each step as loader batches are.
 pub fn time_method(config: &Config, warmup: usize, steps: usize) -> Result<UpdateTiming, LearnError> {
-    tch::manual_seed(0);
-    let (mut m, recipe) = method(config)?;
+    let context = RunContext::new(config, None)?;
+    let (mut m, recipe) = method(config, &context)?;
     let views = Recipe::preset(recipe, config.image_size as u32, config.local_crops).views;
     let b = config.batch_size;
     let batch = Batch {
@@ -169,8 +168,8 @@ pub fn time_method(config: &Config, warmup: usize, steps: usize) -> Result<Updat
         masks: None,
         indices: (0..b).collect(),
     };
-    let dev = device(config.device)?;
-    let seconds = time_updates(config, m.as_mut(), &batch, warmup, steps)?;
+    let dev = context.device;
+    let seconds = time_updates(config, &context, m.as_mut(), &batch, warmup, steps)?;
     Ok(UpdateTiming {
         method: match config.self_supervised {
             SelfSupervised::None => "supervised".to_owned(),

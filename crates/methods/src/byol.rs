@@ -1,7 +1,7 @@
 //! BYOL: an online network regressing its EMA target across two views.
 
 use patchtcga_engine::schedule::cosine;
-use patchtcga_engine::{Config, LearnError, Method, StepOutput};
+use patchtcga_engine::{Config, LearnError, Method, RunContext, StepOutput};
 use patchtcga_loader::{Batch, Loader};
 use patchtcga_model::Backbone;
 use tch::nn::{self, ModuleT};
@@ -28,8 +28,8 @@ pub struct Byol {
 }
 
 impl Byol {
-    pub fn new(config: &Config) -> Result<Self, LearnError> {
-        let base = Base::new(config)?;
+    pub fn new(config: &Config, context: &RunContext) -> Result<Self, LearnError> {
+        let base = Base::new(config, context)?;
         let root = base.vs.root();
         let proj = MlpSpec {
             dims: vec![base.dim(), config.proj_hidden_dim, config.proj_dim],
@@ -95,5 +95,8 @@ impl Method for Byol {
     }
     fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError> {
         self.base.evaluate(loader)
+    }
+    fn notes(&self) -> &[String] {
+        &self.base.notes
     }
 }

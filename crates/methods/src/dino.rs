@@ -3,7 +3,7 @@
 
 use patchtcga_engine::data::images;
 use patchtcga_engine::schedule::cosine;
-use patchtcga_engine::{Config, LearnError, Method, StepOutput};
+use patchtcga_engine::{Config, LearnError, Method, RunContext, StepOutput};
 use patchtcga_loader::{Batch, Loader};
 use patchtcga_model::Backbone;
 use tch::nn::{self, ModuleT};
@@ -37,8 +37,8 @@ pub struct Dino {
 }
 
 impl Dino {
-    pub fn new(config: &Config) -> Result<Self, LearnError> {
-        let base = Base::new(config)?;
+    pub fn new(config: &Config, context: &RunContext) -> Result<Self, LearnError> {
+        let base = Base::new(config, context)?;
         let root = base.vs.root();
         let head_of =
             |p: &nn::Path| DinoHead::new(p, base.dim(), config.proj_hidden_dim, config.proj_dim, config.out_dim);
@@ -128,5 +128,8 @@ impl Method for Dino {
     }
     fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError> {
         self.base.evaluate(loader)
+    }
+    fn notes(&self) -> &[String] {
+        &self.base.notes
     }
 }

@@ -1,7 +1,7 @@
 //! MAE: a ViT encoder over a random share of patches, a light decoder predicting the hidden ones.
 
 use patchtcga_engine::data::images;
-use patchtcga_engine::{Config, LearnError, Method, StepOutput};
+use patchtcga_engine::{Config, LearnError, Method, RunContext, StepOutput};
 use patchtcga_loader::{Batch, Loader};
 use patchtcga_model::vit::sincos_pos_embed;
 use patchtcga_model::{Backbone, Spec};
@@ -25,8 +25,8 @@ pub struct Mae {
 }
 
 impl Mae {
-    pub fn new(config: &Config) -> Result<Self, LearnError> {
-        let base = Base::new(config)?;
+    pub fn new(config: &Config, context: &RunContext) -> Result<Self, LearnError> {
+        let base = Base::new(config, context)?;
         let Spec::Vit(vit) = base.backbone.spec() else {
             return Err(LearnError::Config(format!("MAE needs a ViT backbone, not {}", config.model_name)));
         };
@@ -118,5 +118,8 @@ impl Method for Mae {
     }
     fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError> {
         self.base.evaluate(loader)
+    }
+    fn notes(&self) -> &[String] {
+        &self.base.notes
     }
 }

@@ -1,7 +1,7 @@
 //! MoCo v2: a query encoder against its momentum key encoder and a queue of keys, InfoNCE.
 
 use patchtcga_engine::data::images;
-use patchtcga_engine::{Config, LearnError, Method, StepOutput};
+use patchtcga_engine::{Config, LearnError, Method, RunContext, StepOutput};
 use patchtcga_loader::{Batch, Loader};
 use patchtcga_model::Backbone;
 use tch::nn::{self, ModuleT};
@@ -28,15 +28,15 @@ pub struct MocoV2 {
 }
 
 impl MocoV2 {
-    pub fn new(config: &Config) -> Result<Self, LearnError> {
-        let keys_per_step = (config.batch_size * patchtcga_collective::group().map_or(1, |g| g.world())) as i64;
+    pub fn new(config: &Config, context: &RunContext) -> Result<Self, LearnError> {
+        let keys_per_step = (config.batch_size * context.world()) as i64;
         if config.queue_size % keys_per_step != 0 {
             return Err(LearnError::Config(format!(
                 "queue_size {} must be a multiple of the keys per step, {keys_per_step} (batch_size × processes)",
                 config.queue_size
             )));
         }
-        let base = Base::new(config)?;
+        let base = Base::new(config, context)?;
         let root = base.vs.root();
         let spec = MlpSpec {
             dims: vec![base.dim(), config.proj_hidden_dim, config.proj_dim],
@@ -78,7 +78,7 @@ impl Method for MocoV2 {
         // The queue as it was before this batch's keys join it (autograd keeps it for backward).
         let loss = info_nce(&q, &k, &self.queue.keys().copy(), self.temperature);
         // Every rank's keys join the queue, in rank order, as MoCo's concat_all_gather.
-        match patchtcga_collective::group() {
+        match self.base.group {
             Some(g) => self.queue.push(&g.all_gather(&k)?.flatten(0, 1)),
             None => self.queue.push(&k),
         }
@@ -89,5 +89,8 @@ impl Method for MocoV2 {
     }
     fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError> {
         self.base.evaluate(loader)
+    }
+    fn notes(&self) -> &[String] {
+        &self.base.notes
     }
 }

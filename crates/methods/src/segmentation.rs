@@ -11,11 +11,11 @@ use patchtcga_model::{load, load_head, ImportOptions, SegHead, SegNet};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
+use patchtcga_collective::ProcessGroup;
 use patchtcga_engine::data::images;
-use patchtcga_engine::device::device;
 use patchtcga_engine::plot::COLOURS;
 use patchtcga_engine::shards;
-use patchtcga_engine::{Config, LearnError, Method, StepOutput};
+use patchtcga_engine::{Config, LearnError, Method, RunContext, StepOutput};
 
 /// A segmentation network trained with per-pixel cross-entropy.
 pub struct Segmenter {
@@ -24,30 +24,34 @@ pub struct Segmenter {
     device: Device,
     classes: i64,
     ignore: i64,
+    /// The distributed run's process group, if any.
+    group: Option<&'static ProcessGroup>,
     /// `fine_tune`: the backbone is frozen and runs in evaluation mode; the head alone trains.
     frozen: bool,
+    /// What the set-up loaded ([`Method::notes`]).
+    notes: Vec<String>,
 }
 
 impl Segmenter {
     /// The network of `config` (`seg_head`), with `pretrained` weights if given: the backbone's,
     /// and the head's where the checkpoint has one.
-    pub fn new(config: &Config) -> Result<Self, LearnError> {
-        let device = device(config.device)?;
-        tch::manual_seed(config.seed as i64);
+    pub fn new(config: &Config, context: &RunContext) -> Result<Self, LearnError> {
+        let device = context.device;
         let head: SegHead = config
             .seg_head
             .ok_or_else(|| LearnError::Config("a segmentation network needs seg_head (fcn or deeplabv3)".into()))?;
         let vs = nn::VarStore::new(device);
         let net = SegNet::new(&vs.root(), config.backbone_spec()?, head, config.num_classes)?;
+        let mut notes = Vec::new();
         if let Some(path) = &config.pretrained {
             let r = load(&vs, path, "classifier", &ImportOptions::default())?;
-            eprintln!("loaded {} backbone tensors from {} (prefix {:?})", r.loaded, path.display(), r.prefix);
+            notes.push(format!("loaded {} backbone tensors from {} (prefix {:?})", r.loaded, path.display(), r.prefix));
             // A segmentation checkpoint (torchvision's COCO DeepLabv3 / FCN, or a segmentation run)
             // also gives its head, but for a class layer of another class count.
             let h = load_head(&vs, path)?;
             if !h.loaded.is_empty() {
                 let left = if h.left.is_empty() { String::new() } else { format!("; new: {}", h.left.join(", ")) };
-                eprintln!("loaded {} head tensors from {}{left}", h.loaded.len(), path.display());
+                notes.push(format!("loaded {} head tensors from {}{left}", h.loaded.len(), path.display()));
             }
         }
         if config.fine_tune {
@@ -58,7 +62,16 @@ impl Segmenter {
                 }
             }
         }
-        Ok(Self { vs, net, device, classes: config.num_classes, ignore: config.ignore_index, frozen: config.fine_tune })
+        Ok(Self {
+            vs,
+            net,
+            device,
+            classes: config.num_classes,
+            ignore: config.ignore_index,
+            group: context.group,
+            frozen: config.fine_tune,
+            notes,
+        })
     }
 
     /// The batch's masks as class ids (N, H, W), refused when a pixel's class is outside the
@@ -118,7 +131,7 @@ impl Segmenter {
         let c = counts.tp.len();
         let local: Vec<f64> =
             [&counts.tp, &counts.fp, &counts.fn_].iter().flat_map(|v| v.iter().map(|&x| x as f64)).collect();
-        let totals = shards::sum(&[local, vec![loss, n as f64]].concat())?;
+        let totals = shards::sum(self.group, &[local, vec![loss, n as f64]].concat())?;
         let whole = |k: usize| totals[k * c..(k + 1) * c].iter().map(|&x| x as u64).collect::<Vec<u64>>();
         let counts = SegmentationCounts { tp: whole(0), fp: whole(1), fn_: whole(2) };
         let (loss, n) = (totals[3 * c], totals[3 * c + 1]);
@@ -171,6 +184,9 @@ impl Method for Segmenter {
     }
     fn selection_key(&self) -> Option<&'static str> {
         Some("val_mean_iou")
+    }
+    fn notes(&self) -> &[String] {
+        &self.notes
     }
 }
 

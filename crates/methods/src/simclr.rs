@@ -1,6 +1,6 @@
 //! SimCLR: two views, a projector and NT-Xent over the (global) batch.
 
-use patchtcga_engine::{Config, LearnError, Method, StepOutput};
+use patchtcga_engine::{Config, LearnError, Method, RunContext, StepOutput};
 use patchtcga_loader::{Batch, Loader};
 use tch::nn::{self, ModuleT};
 
@@ -17,8 +17,8 @@ pub struct SimClr {
 }
 
 impl SimClr {
-    pub fn new(config: &Config) -> Result<Self, LearnError> {
-        let base = Base::new(config)?;
+    pub fn new(config: &Config, context: &RunContext) -> Result<Self, LearnError> {
+        let base = Base::new(config, context)?;
         let spec = MlpSpec {
             dims: vec![base.dim(), config.proj_hidden_dim, config.proj_dim],
             batch_norm: true,
@@ -38,7 +38,7 @@ impl Method for SimClr {
         let x = two_views(batch, self.base.device)?;
         let z = self.base.backbone.forward_t(&x, true).apply_t(&self.projector, true);
         let halves = z.chunk(2, 0);
-        let loss = match patchtcga_collective::group() {
+        let loss = match self.base.group {
             Some(g) => nt_xent_global(&halves[0], &halves[1], self.temperature, g)?,
             None => nt_xent(&halves[0], &halves[1], self.temperature),
         };
@@ -46,5 +46,8 @@ impl Method for SimClr {
     }
     fn evaluate(&mut self, loader: &Loader) -> Result<Vec<(String, f64)>, LearnError> {
         self.base.evaluate(loader)
+    }
+    fn notes(&self) -> &[String] {
+        &self.base.notes
     }
 }

@@ -1,10 +1,10 @@
 //! What every self-supervised method shares: the backbone's var store, the device, the k-NN
 //! monitor, and the two views of a batch.
 
+use patchtcga_collective::ProcessGroup;
 use patchtcga_engine::data::images;
-use patchtcga_engine::device::device;
 use patchtcga_engine::shards;
-use patchtcga_engine::{Config, LearnError};
+use patchtcga_engine::{Config, LearnError, RunContext};
 use patchtcga_loader::{Batch, Loader};
 use patchtcga_model::Backbone;
 use tch::nn::{self, ModuleT};
@@ -18,22 +18,26 @@ pub(crate) struct Base {
     pub vs: nn::VarStore,
     pub backbone: Backbone,
     pub device: Device,
+    /// The distributed run's process group, if any.
+    pub group: Option<&'static ProcessGroup>,
     knn: (i64, f64),
+    /// What the set-up loaded ([`patchtcga_engine::Method::notes`]).
+    pub notes: Vec<String>,
 }
 
 impl Base {
-    pub fn new(config: &Config) -> Result<Self, LearnError> {
-        let device = device(config.device)?;
-        tch::manual_seed(config.seed as i64);
+    pub fn new(config: &Config, context: &RunContext) -> Result<Self, LearnError> {
+        let (device, group) = (context.device, context.group);
         let spec = config.backbone_spec()?;
         let vs = nn::VarStore::new(device);
         let backbone = Backbone::new(&vs.root(), spec);
+        let mut notes = Vec::new();
         if let Some(pretrained) = &config.pretrained {
             let r =
                 patchtcga_model::load(&vs, pretrained, spec.head_name(), &patchtcga_model::ImportOptions::default())?;
-            eprintln!("loaded {} tensors from {} (prefix {:?})", r.loaded, pretrained.display(), r.prefix);
+            notes.push(format!("loaded {} tensors from {} (prefix {:?})", r.loaded, pretrained.display(), r.prefix));
         }
-        Ok(Self { vs, backbone, device, knn: (config.knn_k, config.knn_temperature) })
+        Ok(Self { vs, backbone, device, group, knn: (config.knn_k, config.knn_temperature), notes })
     }
 
     pub fn dim(&self) -> i64 {
@@ -54,8 +58,8 @@ impl Base {
         } else {
             Tensor::cat(&feats, 0).to_kind(Kind::Float)
         };
-        let f = shards::gather_rows(f)?;
-        let labels = Vec::<i64>::try_from(shards::gather_rows(Tensor::from_slice(&labels))?)?;
+        let f = shards::gather_rows(self.group, f)?;
+        let labels = Vec::<i64>::try_from(shards::gather_rows(self.group, Tensor::from_slice(&labels))?)?;
         Ok(vec![("knn_accuracy".into(), knn_accuracy(&f, &labels, self.knn.0, self.knn.1))])
     }
 }

@@ -8,10 +8,10 @@ use tch::{Device, Kind, Tensor};
 
 use patchtcga_metrics::{predicted, roc_auc_of, Confusion};
 
+use patchtcga_collective::ProcessGroup;
 use patchtcga_engine::data::images;
-use patchtcga_engine::device::device;
 use patchtcga_engine::shards;
-use patchtcga_engine::{Config, LearnError, Method, StepOutput};
+use patchtcga_engine::{Config, LearnError, Method, RunContext, StepOutput};
 
 /// Weight of Inception v3's auxiliary classifier loss (torchvision's reference recipe).
 pub const AUX_LOSS_WEIGHT: f64 = 0.4;
@@ -25,13 +25,16 @@ pub struct Supervised {
     frozen: bool,
     device: Device,
     classes: i64,
+    /// The distributed run's process group, if any.
+    group: Option<&'static ProcessGroup>,
+    /// What the set-up loaded ([`Method::notes`]).
+    notes: Vec<String>,
 }
 
 impl Supervised {
     /// The model of `config`, with `pretrained` weights loaded into the backbone if given.
-    pub fn new(config: &Config) -> Result<Self, LearnError> {
-        let device = device(config.device)?;
-        tch::manual_seed(config.seed as i64);
+    pub fn new(config: &Config, context: &RunContext) -> Result<Self, LearnError> {
+        let device = context.device;
         let spec = config.backbone_spec()?;
         if let Spec::Inception(c) = spec {
             let (train, eval) = (c.min_side(!config.fine_tune), c.min_side(false));
@@ -45,9 +48,10 @@ impl Supervised {
         let vs = nn::VarStore::new(device);
         let model = Classifier::new(&vs.root(), spec, config.num_classes, config.dropout_p);
         let head = spec.head_name();
+        let mut notes = Vec::new();
         if let Some(pretrained) = &config.pretrained {
             let r = load(&vs, pretrained, head, &ImportOptions::default())?;
-            eprintln!("loaded {} tensors from {} (prefix {:?})", r.loaded, pretrained.display(), r.prefix);
+            notes.push(format!("loaded {} tensors from {} (prefix {:?})", r.loaded, pretrained.display(), r.prefix));
         }
         let is_head = |n: &str| n.starts_with(head) && n[head.len()..].starts_with('.');
         tch::no_grad(|| {
@@ -63,7 +67,15 @@ impl Supervised {
                 }
             }
         });
-        Ok(Self { vs, model, frozen: config.fine_tune, device, classes: config.num_classes })
+        Ok(Self {
+            vs,
+            model,
+            frozen: config.fine_tune,
+            device,
+            classes: config.num_classes,
+            group: context.group,
+            notes,
+        })
     }
 
     fn logits(&self, x: &Tensor, train: bool) -> Tensor {
@@ -93,15 +105,15 @@ impl Supervised {
             probs.push(logits.softmax(-1, Kind::Float).to_device(Device::Cpu));
             labels.extend_from_slice(&batch.labels);
         }
-        let totals = shards::sum(&[loss, labels.len() as f64])?;
+        let totals = shards::sum(self.group, &[loss, labels.len() as f64])?;
         let (loss, n) = (totals[0], totals[1]);
         if n == 0.0 {
             return Err(LearnError::Config("an evaluation set has no images".into()));
         }
         // A rank may have no share of a set smaller than the number of ranks.
         let probs = if probs.is_empty() { Tensor::zeros([0, self.classes], FLOAT_CPU) } else { Tensor::cat(&probs, 0) };
-        let probs = Vec::<f32>::try_from(shards::gather_rows(probs)?.reshape([-1]))?;
-        let labels = Vec::<i64>::try_from(shards::gather_rows(Tensor::from_slice(&labels))?)?;
+        let probs = Vec::<f32>::try_from(shards::gather_rows(self.group, probs)?.reshape([-1]))?;
+        let labels = Vec::<i64>::try_from(shards::gather_rows(self.group, Tensor::from_slice(&labels))?)?;
         Ok(Predictions { probs, labels: labels.into_iter().map(|l| l as usize).collect(), loss: loss / n })
     }
 }
@@ -140,5 +152,8 @@ impl Method for Supervised {
     }
     fn selection_key(&self) -> Option<&'static str> {
         Some("val_accuracy")
+    }
+    fn notes(&self) -> &[String] {
+        &self.notes
     }
 }

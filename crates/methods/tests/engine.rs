@@ -1,13 +1,13 @@
 //! Supervised training through the engine on real H&E crops: the loss falls, the run folder
-//! holds log, plots and checkpoints, and a stopped-then-resumed run ends bit-identical to an
-//! uninterrupted one.
+//! holds log, plots and checkpoints, a stopped-then-resumed run ends bit-identical to an
+//! uninterrupted one, and the run reports its progress (and the samples it left out) as it goes.
 
 use std::path::Path;
 
 use patchtcga_augment::Preset;
 use patchtcga_engine::checkpoint::best_epoch;
 use patchtcga_engine::data::loaders;
-use patchtcga_engine::{train, Config, Holdout, Method};
+use patchtcga_engine::{train, Config, Holdout, Method, Progress, RunContext};
 use patchtcga_methods::Supervised;
 use patchtcga_testkit::layouts::{dataset, TORCH_RNG};
 use tch::Tensor;
@@ -40,10 +40,20 @@ fn weights(dir: &Path) -> Vec<(String, Tensor)> {
 }
 
 fn run(c: &Config, resume: bool) -> patchtcga_engine::Summary {
+    run_told(c, resume).0
+}
+
+/// A run, and what it reported as it went.
+fn run_told(c: &Config, resume: bool) -> (patchtcga_engine::Summary, Vec<String>) {
     tch::set_num_threads(1);
-    let l = loaders(c, Preset::Supervised).unwrap();
-    let mut m = Supervised::new(c).unwrap();
-    train(c, &mut m, &l.train, Holdout { val: Some(&l.train), test: None }, resume).unwrap()
+    let context = RunContext::new(c, None).unwrap();
+    let l = loaders(c, &context, Preset::Supervised).unwrap();
+    let mut m = Supervised::new(c, &context).unwrap();
+    let mut told = Vec::new();
+    let mut hear = |p: Progress| told.push(format!("{p:?}"));
+    let s =
+        train(c, &context, &mut m, &l.train, Holdout { val: Some(&l.train), test: None }, resume, &mut hear).unwrap();
+    (s, told)
 }
 
 #[test]
@@ -60,12 +70,18 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     let mut cut = config(&data, &runs, "cut");
     cut.num_accum = 2;
     cut.stop_num_updates = 3;
-    let b = run(&cut, false);
+    let (b, told) = run_told(&cut, false);
     assert!(b.stopped_early);
     assert_eq!((b.position.epoch, b.position.batch), (1, 2), "stopped in the middle of the second epoch");
+    assert_eq!(told.iter().filter(|t| *t == "Batch").count(), 6, "{told:?}");
+    assert_eq!(told.last().map(String::as_str), Some("Stopped { update: 3 }"), "{told:?}");
     cut.stop_num_updates = 0;
-    let c = run(&cut, true);
+    let (c, told) = run_told(&cut, true);
     assert_eq!(c.position.update, 6);
+    // Told where it resumed, and that the second epoch went on from its third batch of four.
+    assert!(told[0].starts_with("Resumed {") && told[0].contains("epoch: 1, batch: 2, update: 3"), "{told:?}");
+    assert_eq!(told[1], "Epoch { epoch: 2, epochs: 3, batches: 4, done: 2 }", "{told:?}");
+    assert_eq!(told.iter().filter(|t| t.starts_with("Update {")).count(), 3, "{told:?}");
     let (wa, wc) = (weights(&a.run_dir), weights(&c.run_dir));
     assert_eq!(wa.len(), wc.len());
     for ((n, x), (_, y)) in wa.iter().zip(&wc) {
@@ -90,10 +106,20 @@ fn supervised_training_lowers_the_loss_and_fills_the_run_folder() {
     dataset(&data);
     let mut c = config(&data, &dir.path().join("runs"), "learn");
     c.epochs = 8;
-    let l = loaders(&c, Preset::Supervised).unwrap();
-    let mut m = Supervised::new(&c).unwrap();
+    let context = RunContext::new(&c, None).unwrap();
+    let l = loaders(&c, &context, Preset::Supervised).unwrap();
+    let mut m = Supervised::new(&c, &context).unwrap();
     let before = m.evaluate(l.val.as_ref().unwrap_or(&l.train)).unwrap();
-    let s = train(&c, &mut m, &l.train, Holdout { val: Some(&l.train), test: Some(&l.train) }, false).unwrap();
+    let s = train(
+        &c,
+        &context,
+        &mut m,
+        &l.train,
+        Holdout { val: Some(&l.train), test: Some(&l.train) },
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
     let after = m.evaluate(&l.train).unwrap();
     let (l0, l1) = (before[0].1, after[0].1);
     assert!(l1 < l0 * 0.5, "evaluation loss {l0:.3} → {l1:.3}");
@@ -201,9 +227,10 @@ fn a_diverging_run_stops_naming_the_update_and_keeps_its_last_checkpoint() {
     c.stop_num_updates = 0;
     c.lr = 1e30;
     tch::set_num_threads(1);
-    let l = loaders(&c, Preset::Supervised).unwrap();
-    let mut m = Supervised::new(&c).unwrap();
-    let e = train(&c, &mut m, &l.train, Holdout::default(), true).unwrap_err();
+    let context = RunContext::new(&c, None).unwrap();
+    let l = loaders(&c, &context, Preset::Supervised).unwrap();
+    let mut m = Supervised::new(&c, &context).unwrap();
+    let e = train(&c, &context, &mut m, &l.train, Holdout::default(), true, &mut |_| {}).unwrap_err();
     assert!(matches!(e, patchtcga_engine::LearnError::Diverged(_)), "{e}");
     let msg = e.to_string();
     // Update 3 takes the huge step; update 4's forward pass overflows.
@@ -321,4 +348,21 @@ fn log_is_typed(run: &std::path::Path) {
         assert_eq!(serde_json::to_value(&entry).unwrap(), written, "{line}");
     }
     assert!(updates > 0 && evaluations > 0, "{updates} updates, {evaluations} evaluations");
+}
+
+#[test]
+fn an_unreadable_image_is_left_out_and_reported_by_name() {
+    let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("PTCGA200");
+    dataset(&data);
+    let victim = data.join("lung").join("s0_0_0.jpg");
+    std::fs::write(&victim, b"not a JPEG").unwrap();
+    let mut c = config(&data, &dir.path().join("runs"), "skip");
+    c.epochs = 1;
+    let (s, told) = run_told(&c, false);
+    assert_eq!(s.position.epoch, 1);
+    let skipped: Vec<&String> = told.iter().filter(|t| t.starts_with("Skipped(")).collect();
+    assert_eq!(skipped.len(), 1, "{told:?}");
+    assert!(skipped[0].contains("s0_0_0.jpg"), "{skipped:?}");
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use patchtcga_engine::data::loaders;
 use patchtcga_engine::optim::{Optimizer, Rule};
-use patchtcga_engine::{train, Config, Holdout};
+use patchtcga_engine::{train, Config, Holdout, RunContext};
 use patchtcga_methods::method;
 use patchtcga_model::{load, ImportOptions};
 use patchtcga_testkit::layouts::{dataset, TORCH_RNG};
@@ -51,8 +51,9 @@ fn check(name: &str, views: usize, fall: f64, width: i64, overrides: &[&str]) ->
     // MoCo's negatives come from its queue: with one batch's worth of keys and two batches
     // taking turns, the queue always holds the other batch's images.
     c.queue_size = 8;
-    let (mut m, recipe) = method(&c).unwrap();
-    let data = loaders(&c, recipe).unwrap();
+    let context = RunContext::new(&c, None).unwrap();
+    let (mut m, recipe) = method(&c, &context).unwrap();
+    let data = loaders(&c, &context, recipe).unwrap();
     let batches: Vec<_> = data.train.epoch(0).take(2).map(Result::unwrap).collect();
     assert_eq!(batches[0].views.len(), views, "{name} trains on {views} views");
 
@@ -75,8 +76,18 @@ fn check(name: &str, views: usize, fall: f64, width: i64, overrides: &[&str]) ->
 
     // Through the engine: finite losses, embeddings spread, a k-NN monitor, a checkpoint.
     c.queue_size = 32;
-    let (mut m, _) = method(&c).unwrap();
-    let s = train(&c, m.as_mut(), &data.train, Holdout { val: Some(&data.train), test: None }, false).unwrap();
+    let context = RunContext::new(&c, None).unwrap();
+    let (mut m, _) = method(&c, &context).unwrap();
+    let s = train(
+        &c,
+        &context,
+        m.as_mut(),
+        &data.train,
+        Holdout { val: Some(&data.train), test: None },
+        false,
+        &mut |_| {},
+    )
+    .unwrap();
     let log = std::fs::read_to_string(s.run_dir.join("metrics.jsonl")).unwrap();
     let entries: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let steps: Vec<&serde_json::Value> = entries.iter().filter(|e| e.get("loss").is_some()).collect();
@@ -144,7 +155,7 @@ fn dino_learns_without_collapse() {
 
     // The head's last layer did not move in the first epoch (freeze_last_layer = 1), and did after.
     let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let (fresh, _) = method(&run.config).unwrap();
+    let (fresh, _) = method(&run.config, &RunContext::new(&run.config, None).unwrap()).unwrap();
     let initial = &fresh.var_store().variables()["projector.last_layer.weight_v"];
     let saved = |dir: &str| -> tch::Tensor {
         let path = run.config.run_dir().join("checkpoints").join(dir).join("model.safetensors");
@@ -175,7 +186,7 @@ fn mae_learns_without_collapse() {
 
     // MAE's initialisation: Xavier-uniform Linear weights and patch embedding, zero biases.
     let _turn = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let (fresh, _) = method(&run.config).unwrap();
+    let (fresh, _) = method(&run.config, &RunContext::new(&run.config, None).unwrap()).unwrap();
     let vars = fresh.var_store().variables();
     let xavier = |name: &str, fan_in: f64, fan_out: f64| {
         let a = (6.0 / (fan_in + fan_out)).sqrt();
