@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
+use patchtcga_dataset::Split;
 use patchtcga_engine::LearnError;
 use patchtcga_features::slide_features::{read_source, FeatureSource};
 
@@ -84,7 +85,10 @@ fn read_labels(path: &Path) -> Result<Vec<Row>, LearnError> {
         let get = |c: usize| r.get(c).unwrap_or("").trim().to_owned();
         let slide = get(slide);
         let case = case.map(get).filter(|c| !c.is_empty()).unwrap_or_else(|| slide.clone());
-        let held_out = split.is_some_and(|c| get(c) == "test");
+        let held_out = match split.map(get).filter(|s| !s.is_empty()) {
+            None => false,
+            Some(s) => s.parse::<Split>().map_err(|e| bad(format!("row {}: {e}", i + 2)))? == Split::Test,
+        };
         rows.push(Row { slide, case, label: get(label), held_out });
     }
     Ok(rows)

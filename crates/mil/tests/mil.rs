@@ -278,6 +278,13 @@ fn bad_input_gets_one_message_naming_the_file() {
     let e = err(&feats, &fewer);
     assert!(e.contains("slide119") && e.contains("--allow-unlabelled"), "{e}");
     assert_eq!(mil::load(&feats, &fewer, true).unwrap().bags.len(), 119);
+    // A split that is not train, val or test (a typo would put a held-out slide into the folds).
+    let typo = dir.path().join("typo.csv");
+    let rows: Vec<String> =
+        text.lines().skip(1).enumerate().map(|(i, l)| format!("{l},{}", ["", "Test"][(i == 3) as usize])).collect();
+    std::fs::write(&typo, format!("{},split\n{}\n", text.lines().next().unwrap(), rows.join("\n"))).unwrap();
+    let e = err(&feats, &typo);
+    assert!(e.contains("typo.csv") && e.contains("row 5") && e.contains("\"Test\" is not train, val or test"), "{e}");
     // An .h5 without features, and one of another width.
     write_bag(&feats, "slide005", &Tensor::zeros([4, 8], (Kind::Float, Device::Cpu)));
     let e = err(&feats, &labels);
