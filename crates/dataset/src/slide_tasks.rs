@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
+use crate::kind::Split;
 use crate::{atomic, DatasetError, Result};
 
 /// Options of `patchtcga slide-labels`.
@@ -45,14 +46,14 @@ pub enum SlideBenchmark {
 }
 
 /// One slide of a benchmark: its file, id, label, case and split (`test` for the official test
-/// set, empty where cross-validation decides).
+/// set, none where cross-validation decides).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelledSlide {
     pub path: PathBuf,
     pub id: String,
     pub label: String,
     pub case: String,
-    pub split: String,
+    pub split: Option<Split>,
 }
 
 impl SlideBenchmark {
@@ -74,7 +75,14 @@ pub fn write_layout(slides: &[LabelledSlide], out: &Path) -> Result<()> {
     let (mut list, mut labels) = (String::from("slide,id\n"), String::from("slide,label,case,split\n"));
     for s in slides {
         let _ = writeln!(list, "{},{}", quoted(&s.path.to_string_lossy()), quoted(&s.id));
-        let _ = writeln!(labels, "{},{},{},{}", quoted(&s.id), quoted(&s.label), quoted(&s.case), s.split);
+        let _ = writeln!(
+            labels,
+            "{},{},{},{}",
+            quoted(&s.id),
+            quoted(&s.label),
+            quoted(&s.case),
+            s.split.map_or("", Split::name)
+        );
     }
     atomic::write(&out.join("slides.csv"), list.as_bytes())?;
     atomic::write(&out.join("labels.csv"), labels.as_bytes())
@@ -85,7 +93,9 @@ pub fn write_layout(slides: &[LabelledSlide], out: &Path) -> Result<()> {
 pub fn count_by_split(slides: &[LabelledSlide]) -> String {
     let mut counts: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
     for s in slides {
-        *counts.entry((if s.split.is_empty() { "cross-validation" } else { "test" }, &s.label)).or_default() += 1;
+        *counts
+            .entry((if s.split == Some(Split::Test) { "test" } else { "cross-validation" }, &s.label))
+            .or_default() += 1;
     }
     let shown: Vec<String> = counts.iter().map(|((split, label), n)| format!("{split} {label}: {n}")).collect();
     shown.join(", ")
@@ -118,7 +128,7 @@ fn camelyon16(root: &Path) -> Result<Vec<LabelledSlide>> {
     let mut slides = Vec::new();
     for label in ["normal", "tumor"] {
         for (id, path) in images(&root.join("training").join(label), "tif")? {
-            slides.push(LabelledSlide { case: id.clone(), id, label: label.into(), path, split: String::new() });
+            slides.push(LabelledSlide { case: id.clone(), id, label: label.into(), path, split: None });
         }
     }
     let reference = root.join("testing/reference.csv");
@@ -145,7 +155,7 @@ fn camelyon16(root: &Path) -> Result<Vec<LabelledSlide>> {
     }
     for (id, path) in test {
         let label = labels[&id.to_ascii_lowercase()].to_owned();
-        slides.push(LabelledSlide { case: id.clone(), id, label, path, split: "test".into() });
+        slides.push(LabelledSlide { case: id.clone(), id, label, path, split: Some(Split::Test) });
     }
     Ok(slides)
 }
@@ -173,7 +183,7 @@ fn panda(root: &Path) -> Result<Vec<LabelledSlide>> {
                 id: id.to_owned(),
                 label: grade.to_owned(),
                 case: id.to_owned(),
-                split: String::new(),
+                split: None,
             }),
             None => missing.push(id.to_owned()),
         }
