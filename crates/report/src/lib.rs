@@ -1,8 +1,10 @@
 //! The report of a set of runs: one table of every run — pretraining (method, backbone, data,
 //! last loss, k-NN organ accuracy) and benchmarks (initialisation, accuracy with its interval,
 //! balanced accuracy, ROC-AUC, F1) — then each run's curves, confusion matrices and other
-//! pictures. HTML with the PNGs embedded (one file that opens in any browser) or markdown that
-//! links them.
+//! pictures; and the quality control of the datasets they trained on (`qc.rs`). HTML with the
+//! PNGs embedded (one file that opens in any browser) or markdown that links them.
+
+mod qc;
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use patchtcga_metrics::mil::{CrossValidation, MeanSd, MIL_RESULTS_FILE};
 use patchtcga_metrics::run::{read_log, LogEntry, RunResults, SetReport, Task};
+
+pub use qc::{datasets, DatasetQc, MAPS_SHOWN, QC_FILE};
 
 /// Errors naming the run folder or file.
 #[derive(Debug, thiserror::Error)]
@@ -30,19 +34,23 @@ pub struct ReportArgs {
 }
 
 impl ReportArgs {
-    /// Writes the report of the runs to `--out` (atomically); says how many runs went in.
+    /// Writes the report of the runs, and the QC of the datasets they trained on, to `--out`
+    /// (atomically); says how many runs and datasets went in.
     pub fn run(&self) -> Result<String, ReportError> {
         let dirs = run_folders(&self.runs)?;
         let runs = dirs.iter().map(|d| Run::read(d)).collect::<Result<Vec<_>, _>>()?;
+        let qc = datasets(runs.iter().filter_map(|r| r.dataset.clone()))?;
         let out = self.out.as_path();
         let text = match out.extension().and_then(|e| e.to_str()) {
-            Some("md") => markdown(&runs, out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))),
-            Some("html" | "htm") => html(&runs)?,
+            Some("md") => {
+                markdown(&runs, &qc, out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+            }
+            Some("html" | "htm") => html(&runs, &qc)?,
             _ => return Err(ReportError::Run { path: out.to_path_buf(), cause: "--out: .html or .md".into() }),
         };
         patchtcga_atomic::write(out, text.as_bytes())
             .map_err(|e| ReportError::Run { path: out.to_path_buf(), cause: format!("cannot write: {e}") })?;
-        Ok(format!("{} runs → {}", runs.len(), out.display()))
+        Ok(format!("{} runs, the QC of {} datasets → {}", runs.len(), qc.len(), out.display()))
     }
 }
 
@@ -56,6 +64,8 @@ pub struct Run {
     pub backbone: String,
     /// Dataset folder name.
     pub data: String,
+    /// The dataset folder (`dataset_dir`; none for a slide-level run).
+    pub dataset: Option<PathBuf>,
     /// Initial weights (fine-tuning), `none`, or "".
     pub init: String,
     /// (column, value) in display order.
@@ -125,6 +135,7 @@ impl Run {
             task,
             backbone: get("model_name"),
             data: file_name(&get("dataset_dir")),
+            dataset: Some(PathBuf::from(get("dataset_dir"))).filter(|d| !d.as_os_str().is_empty()),
             init: if init.is_empty() { "none".into() } else { init },
             metrics,
             pictures,
@@ -168,6 +179,7 @@ impl Run {
                 .as_ref()
                 .map_or_else(|| format!("{}-wide features", cv.width), |f| f.made_by.model.clone()),
             data: cv.classes.join(" / "),
+            dataset: None,
             init: "none".into(),
             metrics,
             pictures: Vec::new(),
@@ -286,13 +298,13 @@ fn ordered(runs: &[Run]) -> Vec<&Run> {
 }
 
 /// The HTML page: a self-contained file (pictures embedded as base64 PNG).
-pub fn html(runs: &[Run]) -> Result<String, ReportError> {
+pub fn html(runs: &[Run], datasets: &[DatasetQc]) -> Result<String, ReportError> {
     let cols = columns(runs);
     let mut s = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>patchtcga report</title>\n<style>\
          body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}\
          th,td{border:1px solid #bbb;padding:4px 8px;text-align:left}th{background:#eef}\
-         img{max-width:48%;margin:4px;border:1px solid #ddd}section{margin-top:2em}</style></head><body>\n\
+         img{max-width:48%;margin:4px;border:1px solid #ddd}.qc img{max-width:23%}section{margin-top:2em}</style></head><body>\n\
          <h1>patchtcga report</h1>\n<table id=\"runs\">\n<tr><th>run</th><th>task</th><th>data</th><th>backbone</th><th>initialisation</th>",
     );
     for c in &cols {
@@ -315,6 +327,9 @@ pub fn html(runs: &[Run]) -> Result<String, ReportError> {
         s.push_str("</tr>\n");
     }
     s.push_str("</table>\n");
+    for d in datasets {
+        html_qc(&mut s, d)?;
+    }
     for r in ordered(runs) {
         let _ = writeln!(
             s,
@@ -325,14 +340,7 @@ pub fn html(runs: &[Run]) -> Result<String, ReportError> {
             escape(&r.dir.display().to_string())
         );
         for p in &r.pictures {
-            let bytes = std::fs::read(p).map_err(|e| ReportError::Run { path: p.clone(), cause: e.to_string() })?;
-            let alt = p.file_stem().and_then(|n| n.to_str()).unwrap_or("picture");
-            let _ = writeln!(
-                s,
-                "<img alt=\"{}\" src=\"data:image/png;base64,{}\">",
-                escape(alt),
-                base64::engine::general_purpose::STANDARD.encode(bytes)
-            );
+            embed_png(&mut s, p)?;
         }
         s.push_str("</section>\n");
     }
@@ -346,8 +354,53 @@ pub fn html(runs: &[Run]) -> Result<String, ReportError> {
     Ok(s)
 }
 
-/// The markdown page: the table, then each run's pictures linked relative to `out_dir`.
-pub fn markdown(runs: &[Run], out_dir: &Path) -> String {
+/// `<img>` of the PNG at `p`, embedded.
+fn embed_png(s: &mut String, p: &Path) -> Result<(), ReportError> {
+    let bytes = std::fs::read(p).map_err(|e| ReportError::Run { path: p.to_path_buf(), cause: e.to_string() })?;
+    let alt = p.file_stem().and_then(|n| n.to_str()).unwrap_or("picture");
+    let _ = writeln!(
+        s,
+        "<img alt=\"{}\" src=\"data:image/png;base64,{}\">",
+        escape(alt),
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    );
+    Ok(())
+}
+
+/// A dataset's QC section: its `qc.csv` with totals, then its first slide maps.
+fn html_qc(s: &mut String, d: &DatasetQc) -> Result<(), ReportError> {
+    let _ = write!(
+        s,
+        "<section class=\"qc\" id=\"qc-{0}\"><h2>{0}: quality control</h2><p>{1}, {2} slide(s)</p>\n<table><tr>",
+        escape(&d.name),
+        escape(&d.dir.display().to_string()),
+        d.rows.len()
+    );
+    for h in &d.header {
+        let _ = write!(s, "<th>{}</th>", escape(h));
+    }
+    s.push_str("</tr>\n");
+    for (row, tag) in d.rows.iter().map(|r| (r, "td")).chain([(&d.totals, "th")]) {
+        s.push_str("<tr>");
+        for v in row {
+            let _ = write!(s, "<{tag}>{}</{tag}>", escape(v));
+        }
+        s.push_str("</tr>\n");
+    }
+    s.push_str("</table>\n");
+    for p in &d.maps {
+        embed_png(s, p)?;
+    }
+    if d.map_count > d.maps.len() {
+        let _ = writeln!(s, "<p>the first {} of {} slide maps</p>", d.maps.len(), d.map_count);
+    }
+    s.push_str("</section>\n");
+    Ok(())
+}
+
+/// The markdown page: the table, the datasets' QC, then each run's pictures linked relative to
+/// `out_dir`.
+pub fn markdown(runs: &[Run], datasets: &[DatasetQc], out_dir: &Path) -> String {
     let cols = columns(runs);
     let mut s = String::from("# patchtcga report\n\n| run | task | data | backbone | initialisation |");
     for c in &cols {
@@ -362,6 +415,24 @@ pub fn markdown(runs: &[Run], out_dir: &Path) -> String {
             let _ = write!(s, " {} |", cell(r, c));
         }
         s.push('\n');
+    }
+    for d in datasets {
+        let _ = write!(s, "\n## {}: quality control\n\n{}, {} slide(s)\n\n|", d.name, d.dir.display(), d.rows.len());
+        for h in &d.header {
+            let _ = write!(s, " {h} |");
+        }
+        let _ = write!(s, "\n|{}\n", "---|".repeat(d.header.len()));
+        for row in d.rows.iter().chain([&d.totals]) {
+            s.push('|');
+            for v in row {
+                let _ = write!(s, " {v} |");
+            }
+            s.push('\n');
+        }
+        for p in &d.maps {
+            let _ =
+                writeln!(s, "![{}]({})", p.file_stem().and_then(|n| n.to_str()).unwrap_or("map"), relative(p, out_dir));
+        }
     }
     for r in ordered(runs) {
         let _ = write!(s, "\n## {}\n\n", r.name);

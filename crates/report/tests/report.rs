@@ -1,11 +1,11 @@
 //! The report of a pretraining run and a fine-tuning run: table values and order, embedded
-//! pictures that decode as PNG, markdown links that resolve, and a clear error for a folder that
-//! is not a run.
+//! pictures that decode as PNG, markdown links that resolve, the QC of the datasets they trained
+//! on, and a clear error for a folder that is not a run.
 
 use std::path::Path;
 
 use base64::Engine;
-use patchtcga_report::{html, markdown, Run};
+use patchtcga_report::{html, markdown, ReportArgs, Run, MAPS_SHOWN};
 
 /// A 1×1 PNG.
 const PNG: [u8; 67] = [
@@ -52,7 +52,7 @@ fn a_pretraining_and_a_fine_tuning_run_in_one_page() {
     );
     // Given fine-tuning first, the table still opens with pretraining.
     let runs = vec![Run::read(&ft).unwrap(), Run::read(&pre).unwrap()];
-    let page = html(&runs).unwrap();
+    let page = html(&runs, &[]).unwrap();
     let (a, b) = (page.find("<td>pretraining (simclr)</td>").unwrap(), page.find("<td>fine-tuning</td>").unwrap());
     assert!(a < b, "pretraining rows first");
     for want in [
@@ -72,7 +72,7 @@ fn a_pretraining_and_a_fine_tuning_run_in_one_page() {
         assert_eq!(base64::engine::general_purpose::STANDARD.decode(b64).unwrap(), PNG);
     }
 
-    let md = markdown(&runs, d.path());
+    let md = markdown(&runs, &[], d.path());
     assert!(md.contains("| pcam_simclr | fine-tuning | PCam200 | resnet50 | simclr_r50 (run) |"), "{md}");
     let link = md.lines().find(|l| l.starts_with("![confusion_test](")).unwrap();
     let rel = &link["![confusion_test](".len()..link.len() - 1];
@@ -122,7 +122,7 @@ fn the_page_renders_in_a_browser_with_every_picture() {
     );
     std::fs::write(dir.join("plots/broken.png"), b"not a png").unwrap();
     let page = d.path().join("report.html");
-    std::fs::write(&page, html(&[Run::read(&dir).unwrap()]).unwrap()).unwrap();
+    std::fs::write(&page, html(&[Run::read(&dir).unwrap()], &[]).unwrap()).unwrap();
     let Some(dom) = rendered(&page) else { return };
     assert!(dom.contains("<table id=\"runs\">") && dom.contains("<td>pretraining (supervised)</td>"), "{dom}");
     assert!(dom.contains("data-broken-images=\"1\""), "exactly the damaged picture fails to decode: {dom}");
@@ -143,7 +143,7 @@ fn a_segmentation_run_reports_its_iou() {
         Some(results),
         "overlay_test.png",
     );
-    let page = html(&[Run::read(&dir).unwrap()]).unwrap();
+    let page = html(&[Run::read(&dir).unwrap()], &[]).unwrap();
     for want in ["<td>segmentation (deeplabv3)</td>", "<td>63.53</td>", "<td>70.00</td>", "<td>2</td>"] {
         assert!(page.contains(want), "{want} missing");
     }
@@ -246,7 +246,7 @@ fn a_slide_level_run_joins_the_table_with_its_fold_means() {
     let dirs = patchtcga_report::run_folders(std::slice::from_ref(&runs)).unwrap();
     assert_eq!(dirs, [runs.join("mil"), pre.clone()]);
     let table: Vec<Run> = dirs.iter().map(|d| Run::read(d).unwrap()).collect();
-    let page = html(&table).unwrap();
+    let page = html(&table, &[]).unwrap();
     for want in [
         "<td>slide level (clam-sb, 3 folds)</td>",
         "<td>normal / tumor</td>",
@@ -262,4 +262,50 @@ fn a_slide_level_run_joins_the_table_with_its_fold_means() {
     assert!(page.find("pretraining (simclr)").unwrap() < page.find("slide level").unwrap());
     let e = patchtcga_report::run_folders(&[runs.join("not_a_run")]).unwrap_err().to_string();
     assert!(e.contains("not_a_run") && e.contains("mil_results.json"), "{e}");
+}
+
+#[test]
+fn the_qc_of_the_datasets_the_runs_trained_on_joins_the_page() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data/PTCGA200");
+    let maps = data.join("thumbnail_position_map");
+    std::fs::create_dir_all(&maps).unwrap();
+    std::fs::write(
+        data.join("qc.csv"),
+        "slide,tissue_mm2,ink_mm2,candidates,dropped_ink,dropped_border,dropped_quality,kept,stain_unchanged\n\
+         TCGA-A,1.5,0.25,40,3,0,1,36,0\nTCGA-B,2.25,0,20,0,0,0,20,0\n",
+    )
+    .unwrap();
+    for i in 0..=MAPS_SHOWN {
+        std::fs::write(maps.join(format!("s{i:02}.png")), PNG).unwrap();
+    }
+    // Two runs on the same dataset, one on a dataset without QC: one section.
+    let config = |name: &str, data: &Path| {
+        format!("name = \"{name}\"\nmodel_name = \"resnet18\"\ndataset_dir = {:?}\n", data.display().to_string())
+    };
+    let log =
+        "{\"update\":1,\"epoch\":1,\"batch\":1,\"lr\":0.1,\"loss\":1.0,\"images_per_s\":100.0,\"data_wait\":0.1}\n";
+    run(&d.path().join("runs/a"), &config("a", &data), log, None, "loss.png");
+    run(&d.path().join("runs/b"), &config("b", &data), log, None, "loss.png");
+    run(&d.path().join("runs/c"), &config("c", &d.path().join("data/other")), log, None, "loss.png");
+    let out = d.path().join("report.html");
+    let said = ReportArgs { runs: vec![d.path().join("runs")], out: out.clone() }.run().unwrap();
+    assert!(said.starts_with("3 runs, the QC of 1 datasets"), "{said}");
+    let page = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(page.matches("PTCGA200: quality control").count(), 1, "one section per dataset");
+    for want in [
+        "<td>TCGA-A</td><td>1.5</td><td>0.25</td><td>40</td><td>3</td>",
+        "<th>total</th><th>3.75</th><th>0.25</th><th>60</th><th>3</th>",
+    ] {
+        assert!(page.contains(want), "{want} missing");
+    }
+    assert!(page.contains(&format!("the first {MAPS_SHOWN} of {} slide maps", MAPS_SHOWN + 1)));
+    assert_eq!(page.matches("src=\"data:image/png;base64,").count(), MAPS_SHOWN + 3, "maps and the runs' plots");
+    // Markdown: the same table, the maps linked where they are.
+    let md_out = d.path().join("report.md");
+    ReportArgs { runs: vec![d.path().join("runs")], out: md_out.clone() }.run().unwrap();
+    let md = std::fs::read_to_string(&md_out).unwrap();
+    assert!(md.contains("| total | 3.75 | 0.25 | 60 | 3 | 0 | 1 | 56 | 0 |"), "{md}");
+    let link = md.lines().find(|l| l.starts_with("![s00](")).unwrap();
+    assert!(d.path().join(&link["![s00](".len()..link.len() - 1]).exists(), "{link}");
 }
