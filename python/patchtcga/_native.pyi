@@ -20,7 +20,7 @@ def build(args: list[str]) -> tuple[str, list[str]]:
     """`patchtcga build` with these arguments, in this process: (summary, failures)."""
 
 class StainNormalizer:
-    """A stain normaliser ("macenko" or "reinhard") fitted to a target (H, W, 3) uint8 image."""
+    """A stain normaliser ("macenko", "reinhard" or "vahadane") fitted to a target (H, W, 3) uint8 image."""
 
     def __init__(self, method: str, target: npt.NDArray[np.uint8]) -> None: ...
     def __call__(self, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]: ...

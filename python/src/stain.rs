@@ -1,4 +1,4 @@
-//! `StainNormalizer`: the build's stain normalisers (Reinhard, Macenko) from Python.
+//! `StainNormalizer`: the build's stain normalisers (Reinhard, Macenko, Vahadane) from Python.
 
 use clap::ValueEnum;
 use numpy::PyReadonlyArray3;
@@ -37,11 +37,12 @@ impl StainNormalizer {
 
 #[pymethods]
 impl StainNormalizer {
-    /// Fits `method` ("macenko" or "reinhard") to `target`, an (H, W, 3) `uint8` array.
+    /// Fits `method` ("macenko", "reinhard" or "vahadane") to `target`, an (H, W, 3) `uint8` array.
     #[new]
     fn new(method: &str, target: PyReadonlyArray3<u8>) -> PyResult<Self> {
-        let method = StainMethod::from_str(method, true)
-            .map_err(|_| PyValueError::new_err(format!("unknown stain method {method:?} (macenko or reinhard)")))?;
+        let method = StainMethod::from_str(method, true).map_err(|_| {
+            PyValueError::new_err(format!("unknown stain method {method:?} (macenko, reinhard or vahadane)"))
+        })?;
         let target = rgb_image(&target)?;
         let inner = patchtcga_augment::StainNormalizer::fit(method, &target)
             .ok_or_else(|| PyValueError::new_err("the target holds too little stain to fit a normaliser to"))?;

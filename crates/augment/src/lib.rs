@@ -11,6 +11,7 @@ mod colour;
 mod geometric;
 mod recipe;
 mod stain;
+mod vahadane;
 
 pub use colour::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, gaussian_blur, hed_jitter, normalize, solarize,
@@ -19,6 +20,7 @@ pub use colour::{
 pub use geometric::{center_crop, crop, hflip, resize, resize_mask, resized_crop, rot90, vflip};
 pub use recipe::{random_resized_crop_params, Cut, Jitter, Preset, Recipe, StainJitter, View, ViewSpec};
 pub use stain::{Macenko, Normalized, Reinhard, StainBench, StainMethod, StainNormalizer, StainTiming, MIN_STAINED};
+pub use vahadane::Vahadane;
 
 /// Errors of the operations: parameters that make no image.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -1,10 +1,13 @@
 //! Stain normalisation as torchstain's NumPy backend computes it: Reinhard (each LAB channel's mean
 //! and spread moved to a target's) and Macenko (hematoxylin and eosin vectors in optical density,
 //! found by the angular percentiles of the stained pixels, and their concentrations rescaled to a
-//! target's). Images too poor in stain to estimate from (glass, a blank patch) pass through.
+//! target's); Vahadane's in `vahadane.rs`. Images too poor in stain to estimate from (glass, a
+//! blank patch) pass through.
 
 use image::RgbImage;
 use nalgebra::{Matrix2, Matrix3, SymmetricEigen, Vector2, Vector3};
+
+use crate::vahadane::Vahadane;
 
 /// A normaliser of each kind, fitted to a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -14,6 +17,8 @@ pub enum StainMethod {
     Reinhard,
     /// Macenko et al. 2009: H&E vectors and concentrations in optical density.
     Macenko,
+    /// Vahadane et al. 2016: H&E vectors by non-negative sparse dictionary learning.
+    Vahadane,
 }
 
 /// What normalising one image came to.
@@ -33,6 +38,7 @@ pub enum Normalized {
 pub enum StainNormalizer {
     Reinhard(Reinhard),
     Macenko(Macenko),
+    Vahadane(Vahadane),
 }
 
 impl StainNormalizer {
@@ -44,6 +50,7 @@ impl StainNormalizer {
                 (r.stds.iter().all(|&s| s >= 1e-6)).then_some(Self::Reinhard(r))
             }
             StainMethod::Macenko => Macenko::fit(target).map(Self::Macenko),
+            StainMethod::Vahadane => Vahadane::fit(target).map(Self::Vahadane),
         }
     }
 
@@ -52,6 +59,7 @@ impl StainNormalizer {
         match self {
             Self::Reinhard(r) => r.normalize(image),
             Self::Macenko(m) => m.normalize(image),
+            Self::Vahadane(v) => v.normalize(image),
         }
     }
 }
@@ -122,7 +130,7 @@ fn xyz_to_rgb() -> &'static Matrix3<f64> {
     INVERSE.get_or_init(|| Matrix3::from_row_slice(&RGB2XYZ.concat()).try_inverse().expect("RGB→XYZ is invertible"))
 }
 
-fn rgb_to_lab(rgb: [u8; 3]) -> [f64; 3] {
+pub(crate) fn rgb_to_lab(rgb: [u8; 3]) -> [f64; 3] {
     let table = linear_table();
     let linear = rgb.map(|v| table[v as usize]);
     let f = |row: usize| {
@@ -277,7 +285,7 @@ fn max_concentrations(c: &[[f64; 2]]) -> [f64; 2] {
 }
 
 /// NumPy's default (linear) percentile; reorders `values`.
-fn percentile(values: &mut [f64], q: f64) -> f64 {
+pub(crate) fn percentile(values: &mut [f64], q: f64) -> f64 {
     let rank = (values.len() - 1) as f64 * q / 100.0;
     let (lo, frac) = (rank.floor() as usize, rank.fract());
     let (_, &mut low, above) = values.select_nth_unstable_by(lo, f64::total_cmp);

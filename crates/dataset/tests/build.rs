@@ -384,7 +384,7 @@ fn stain_normalised_builds_write_the_normalisers_patches() {
     let mut opts = options(&plain_out);
     opts.format = ImageFormat::Png;
     run(&Task::Ptcga200, &csv, &opts);
-    for method in [StainMethod::Macenko, StainMethod::Reinhard] {
+    for method in [StainMethod::Macenko, StainMethod::Reinhard, StainMethod::Vahadane] {
         let out = dir.path().join(format!("{method:?}"));
         let stain = StainNormalizer::fit(method, &target).unwrap();
         let mut stained = options(&out);
