@@ -130,7 +130,14 @@ fn xyz_to_rgb() -> &'static Matrix3<f64> {
     INVERSE.get_or_init(|| Matrix3::from_row_slice(&RGB2XYZ.concat()).try_inverse().expect("RGB→XYZ is invertible"))
 }
 
-pub(crate) fn rgb_to_lab(rgb: [u8; 3]) -> [f64; 3] {
+/// CIE L* alone (0–100): the lightness [`rgb_to_lab`] gives, from Y only.
+pub(crate) fn lightness(rgb: [u8; 3]) -> f64 {
+    let table = linear_table();
+    let y: f64 = (0..3).map(|c| RGB2XYZ[1][c] * table[rgb[c] as usize]).sum::<f64>() / WHITE[1];
+    116.0 * if y > 0.008856 { y.cbrt() } else { 7.787 * y + 16.0 / 116.0 } - 16.0
+}
+
+fn rgb_to_lab(rgb: [u8; 3]) -> [f64; 3] {
     let table = linear_table();
     let linear = rgb.map(|v| table[v as usize]);
     let f = |row: usize| {

@@ -7,7 +7,7 @@
 use image::RgbImage;
 use nalgebra::{Matrix2, Vector2, Vector3};
 
-use crate::stain::{percentile, rgb_to_lab, Normalized, MIN_STAINED};
+use crate::stain::{lightness, percentile, Normalized, MIN_STAINED};
 
 /// The L1 penalty of dictionary learning and of the concentrations (staintools' `lambda1`).
 const LAMBDA_DICTIONARY: f64 = 0.1;
@@ -64,7 +64,7 @@ fn optical_density(image: &RgbImage) -> Vec<[f64; 3]> {
 pub fn stain_vectors(image: &RgbImage) -> Option<[[f64; 3]; 2]> {
     let tissue: Vec<Vector3<f64>> = image
         .pixels()
-        .filter(|p| rgb_to_lab(p.0)[0] < MAX_TISSUE_L)
+        .filter(|p| lightness(p.0) < MAX_TISSUE_L)
         .map(|p| Vector3::from(optical_density_of(p.0)))
         .filter(|od| od.norm() > 0.0)
         .collect();
@@ -75,7 +75,8 @@ pub fn stain_vectors(image: &RgbImage) -> Option<[[f64; 3]; 2]> {
     let x: Vec<Vector3<f64>> = tissue.into_iter().step_by(step).collect();
     let mut d = initial_dictionary(&x)?;
     for _ in 0..ITERATIONS {
-        let a: Vec<[f64; 2]> = x.iter().map(|x| lasso(&d, x, LAMBDA_DICTIONARY)).collect();
+        let lasso = Lasso::new(&d, LAMBDA_DICTIONARY);
+        let a: Vec<[f64; 2]> = x.iter().map(|x| lasso.code(x)).collect();
         update_dictionary(&mut d, &x, &a);
     }
     let unit = d.map(|v| v.try_normalize(1e-12));
@@ -102,30 +103,53 @@ fn initial_dictionary(x: &[Vector3<f64>]) -> Option<[Vector3<f64>; 2]> {
     Some([first, second])
 }
 
-/// Non-negative lasso of one sample on two atoms: argmin ½‖x − Dα‖² + λ(α₁ + α₂) over α ≥ 0,
-/// exactly (the best of the four supports).
-fn lasso(d: &[Vector3<f64>; 2], x: &Vector3<f64>, lambda: f64) -> [f64; 2] {
-    let g = Matrix2::new(d[0].dot(&d[0]), d[0].dot(&d[1]), d[1].dot(&d[0]), d[1].dot(&d[1]));
-    let b = Vector2::new(d[0].dot(x), d[1].dot(x));
-    let objective = |a: [f64; 2]| {
-        let r = x - d[0] * a[0] - d[1] * a[1];
-        0.5 * r.norm_squared() + lambda * (a[0] + a[1])
-    };
-    let mut candidates = vec![[0.0, 0.0]];
-    for k in 0..2 {
-        if g[(k, k)] > 0.0 {
-            let mut a = [0.0; 2];
-            a[k] = ((b[k] - lambda) / g[(k, k)]).max(0.0);
-            candidates.push(a);
-        }
+/// The non-negative lasso of samples on two atoms: argmin ½‖x − Dα‖² + λ(α₁ + α₂) over α ≥ 0,
+/// exactly (the best of the four supports), with the atoms' Gram matrix found once.
+struct Lasso {
+    d: [Vector3<f64>; 2],
+    gram: Matrix2<f64>,
+    inverse: Option<Matrix2<f64>>,
+    lambda: f64,
+}
+
+impl Lasso {
+    fn new(d: &[Vector3<f64>; 2], lambda: f64) -> Self {
+        let gram = Matrix2::new(d[0].dot(&d[0]), d[0].dot(&d[1]), d[1].dot(&d[0]), d[1].dot(&d[1]));
+        Self { d: *d, gram, inverse: gram.try_inverse(), lambda }
     }
-    if let Some(inverse) = g.try_inverse() {
-        let a = inverse * (b - Vector2::repeat(lambda));
-        if a[0] >= 0.0 && a[1] >= 0.0 {
-            candidates.push([a[0], a[1]]);
+
+    /// The codes of `x`.
+    fn code(&self, x: &Vector3<f64>) -> [f64; 2] {
+        let g = &self.gram;
+        // With the penalty folded in: minimise ½αᵀGα − cᵀα (‖x‖² left out).
+        let c = [self.d[0].dot(x) - self.lambda, self.d[1].dot(x) - self.lambda];
+        let objective = |a: [f64; 2]| {
+            0.5 * (g[(0, 0)] * a[0] * a[0] + 2.0 * g[(0, 1)] * a[0] * a[1] + g[(1, 1)] * a[1] * a[1])
+                - c[0] * a[0]
+                - c[1] * a[1]
+        };
+        let (mut best, mut least) = ([0.0, 0.0], 0.0);
+        let mut consider = |a: [f64; 2]| {
+            let f = objective(a);
+            if f < least {
+                (best, least) = (a, f);
+            }
+        };
+        for k in 0..2 {
+            if g[(k, k)] > 0.0 && c[k] > 0.0 {
+                let mut a = [0.0; 2];
+                a[k] = c[k] / g[(k, k)];
+                consider(a);
+            }
         }
+        if let Some(inverse) = &self.inverse {
+            let a = inverse * Vector2::new(c[0], c[1]);
+            if a[0] >= 0.0 && a[1] >= 0.0 {
+                consider([a[0], a[1]]);
+            }
+        }
+        best
     }
-    candidates.into_iter().min_by(|p, q| objective(*p).total_cmp(&objective(*q))).expect("zero is a candidate")
 }
 
 /// One pass of block coordinate descent on the atoms (Mairal et al. 2010), each kept
@@ -153,8 +177,8 @@ fn update_dictionary(d: &mut [Vector3<f64>; 2], x: &[Vector3<f64>], a: &[[f64; 2
 
 /// Every pixel's non-negative lasso concentrations on `stains`.
 fn concentrations(od: &[[f64; 3]], stains: &[[f64; 3]; 2], lambda: f64) -> Vec<[f64; 2]> {
-    let d = stains.map(Vector3::from);
-    od.iter().map(|p| lasso(&d, &Vector3::from(*p), lambda)).collect()
+    let lasso = Lasso::new(&stains.map(Vector3::from), lambda);
+    od.iter().map(|p| lasso.code(&Vector3::from(*p))).collect()
 }
 
 /// The 99th percentile of each stain's concentration; `None` if one is zero (a stain absent).
@@ -170,8 +194,19 @@ mod tests {
     #[test]
     fn the_lasso_of_two_atoms_is_the_best_support() {
         let d = [Vector3::new(1.0, 0.0, 0.0), Vector3::new(0.0, 1.0, 0.0)];
-        let a = lasso(&d, &Vector3::new(0.5, 0.3, 0.0), 0.1);
+        let lasso = Lasso::new(&d, 0.1);
+        let a = lasso.code(&Vector3::new(0.5, 0.3, 0.0));
         assert!((a[0] - 0.4).abs() < 1e-12 && (a[1] - 0.2).abs() < 1e-12, "{a:?}");
-        assert_eq!(lasso(&d, &Vector3::new(0.05, -1.0, 0.0), 0.1), [0.0, 0.0], "a small or negative fit is zero");
+        assert_eq!(lasso.code(&Vector3::new(0.05, -1.0, 0.0)), [0.0, 0.0], "a small or negative fit is zero");
+        // Correlated atoms: the exact optimum beats every point of a fine grid.
+        let d = [Vector3::new(0.8, 0.6, 0.0), Vector3::new(0.6, 0.8, 0.0)];
+        let (lasso, x) = (Lasso::new(&d, 0.05), Vector3::new(0.9, 0.5, 0.1));
+        let f = |a: [f64; 2]| 0.5 * (x - d[0] * a[0] - d[1] * a[1]).norm_squared() + 0.05 * (a[0] + a[1]);
+        let best = f(lasso.code(&x));
+        for i in 0..=100 {
+            for j in 0..=100 {
+                assert!(best <= f([i as f64 / 50.0, j as f64 / 50.0]) + 1e-12);
+            }
+        }
     }
 }
