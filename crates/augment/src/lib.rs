@@ -9,6 +9,7 @@
 
 mod colour;
 mod geometric;
+mod normalizer;
 mod recipe;
 mod stain;
 mod vahadane;
@@ -18,8 +19,9 @@ pub use colour::{
     to_grayscale, IMAGENET_MEAN, IMAGENET_STD, PTCGA200_MEAN, PTCGA200_STD,
 };
 pub use geometric::{center_crop, crop, hflip, resize, resize_mask, resized_crop, rot90, vflip};
+pub use normalizer::{StainBench, StainMethod, StainNormalizer, StainTiming};
 pub use recipe::{random_resized_crop_params, Cut, Jitter, Preset, Recipe, StainJitter, View, ViewSpec};
-pub use stain::{Macenko, Normalized, Reinhard, StainBench, StainMethod, StainNormalizer, StainTiming, MIN_STAINED};
+pub use stain::{Macenko, Normalized, Reinhard, MIN_STAINED};
 pub use vahadane::Vahadane;
 
 /// Errors of the operations: parameters that make no image.
