@@ -70,18 +70,15 @@ pub fn finetune(
         }
         Ok(selected)
     };
+    // Trains `model` and selects its epoch.
+    let mut fit = |model: &mut dyn Method| -> Result<usize, LearnError> {
+        let holdout = Holdout { val: data.val.as_ref(), test: None };
+        let s = train(config, context, model, &data.train, holdout, resume, &mut *on_progress)?;
+        select(model, s.position.epoch)
+    };
     if segmentation {
         let mut model = Segmenter::new(config, context)?;
-        let s = train(
-            config,
-            context,
-            &mut model,
-            &data.train,
-            Holdout { val: data.val.as_ref(), test: None },
-            resume,
-            &mut *on_progress,
-        )?;
-        outcome.selected_epoch = select(&model, s.position.epoch)?;
+        outcome.selected_epoch = fit(&mut model)?;
         let (mean, std) = (config.image_stats.mean, config.image_stats.std);
         let report = |loader: Option<&Loader>, set: Split| -> Result<Option<Report>, LearnError> {
             let Some(loader) = loader else { return Ok(None) };
@@ -96,16 +93,7 @@ pub fn finetune(
         outcome.test = report(data.test.as_ref(), Split::Test)?;
     } else {
         let mut model = Supervised::new(config, context)?;
-        let s = train(
-            config,
-            context,
-            &mut model,
-            &data.train,
-            Holdout { val: data.val.as_ref(), test: None },
-            resume,
-            &mut *on_progress,
-        )?;
-        outcome.selected_epoch = select(&model, s.position.epoch)?;
+        outcome.selected_epoch = fit(&mut model)?;
         let classes = config.num_classes as usize;
         let report = |loader: Option<&Loader>, set: Split| -> Result<Option<Report>, LearnError> {
             let Some(loader) = loader else { return Ok(None) };

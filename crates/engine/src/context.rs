@@ -7,15 +7,13 @@ use tch::Device;
 use crate::device::device;
 use crate::{Config, LearnError};
 
-/// The device, process group and seed of a run, made by [`RunContext::new`].
+/// The device and process group of a run, made by [`RunContext::new`] (which seeds LibTorch).
 #[derive(Clone, Copy)]
 pub struct RunContext {
     /// What the run's networks run on (checked against the GPUs this process sees).
     pub device: Device,
     /// The distributed run this process joined; `None` for a single process.
     pub group: Option<&'static ProcessGroup>,
-    /// The config's seed, LibTorch's generator seeded with it.
-    pub seed: u64,
 }
 
 impl RunContext {
@@ -24,7 +22,7 @@ impl RunContext {
     pub fn new(config: &Config, group: Option<&'static ProcessGroup>) -> Result<Self, LearnError> {
         let device = device(config.device)?;
         tch::manual_seed(config.seed as i64);
-        Ok(Self { device, group, seed: config.seed })
+        Ok(Self { device, group })
     }
 
     /// This process's rank (0 alone).

@@ -13,7 +13,7 @@ use base64::Engine;
 use patchtcga_metrics::mil::{CrossValidation, MeanSd, MIL_RESULTS_FILE};
 use patchtcga_metrics::run::{read_log, LogEntry, RunResults, SetReport, Task};
 
-pub use qc::{datasets, DatasetQc, MAPS_SHOWN, QC_FILE};
+pub use qc::{datasets, DatasetQc, MAPS_SHOWN};
 
 /// Errors naming the run folder or file.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::ReportError;
 
 /// The QC table a build writes beside its patches.
-pub const QC_FILE: &str = "qc.csv";
+const QC_FILE: &str = "qc.csv";
 /// The folder of slide thumbnail maps a build writes.
 const MAPS: &str = "thumbnail_position_map";
 /// Maps embedded per dataset at most (a cohort's hundreds would make the page unwieldy).
