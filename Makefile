@@ -98,7 +98,7 @@ test: deps rust $(PYTOOLS)
 	PATH="$$HOME/.cargo/bin:$$PATH" PATCHTCGA_REQUIRE_CHROMIUM=1 PATCHTCGA_REQUIRE_SHAPELY=1 cargo test --workspace --no-fail-fast
 	@echo "the reference-parity tests again on LibTorch's and MKL's baseline kernels (no AVX), as any x86-64 CPU runs them:"
 	PATH="$$HOME/.cargo/bin:$$PATH" ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 \
-	  cargo test --workspace --test parity --test foundation --test cnn --test mil --no-fail-fast -- match
+	  cargo test --workspace --test parity --test foundation --test cnn --test mil --test slide_encoders --no-fail-fast -- match
 	$(MAKE) python-test
 
 # The Python package (`pip install ./python`) in a virtual environment of its own, with what its

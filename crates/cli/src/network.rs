@@ -4,14 +4,18 @@
 use clap::{Arg, Command};
 
 /// Top-level network commands and their help lines.
-pub const COMMANDS: [(&str, &str); 7] = [
+pub const COMMANDS: [(&str, &str); 8] = [
     ("pretrain", "Train a backbone as a run config says (supervised organ classification, SimCLR, BYOL, MoCo v2, DINO, MAE)"),
     (
         "finetune",
         "Fine-tune on a benchmark (PCam200): full or linear probe, best validation epoch, test report with accuracy \
          interval, balanced accuracy, ROC-AUC, F1 and confusion matrix",
     ),
-    ("probe", "Logistic-regression probe and k-NN classifier on embedded splits (from `embed`): a checkpoint compared in seconds"),
+    (
+        "probe",
+        "Logistic-regression probe and k-NN classifier on embedded splits (from `embed`): a checkpoint compared in \
+         seconds; or (`--slides`) the k-fold linear probe on slide embeddings (from `embed-slides`)",
+    ),
     (
         "infer",
         "Slide a fine-tuned classifier over a whole slide's tissue: a probability heat map over the thumbnail, and the \
@@ -21,6 +25,11 @@ pub const COMMANDS: [(&str, &str); 7] = [
         "embed",
         "Backbone features of a folder of patches (.npy), or of slides' tissue grids (one .h5 per slide, CLAM / TRIDENT \
          layout), from any backbone and PyTorch weights",
+    ),
+    (
+        "embed-slides",
+        "One embedding per slide from its patch features (.h5 of `embed --slides`, CLAM or TRIDENT) by a slide \
+         encoder (FEATHER, mean pooling), its input contract checked",
     ),
     ("export", "Write a backbone's weights for PyTorch (.pth or .safetensors, torchvision / timm names)"),
     (

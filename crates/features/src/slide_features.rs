@@ -82,6 +82,8 @@ pub struct SlideFeatures {
     pub coords: Vec<[i64; 2]>,
     /// Pyramid level read.
     pub level: u32,
+    /// A patch's side in level-0 pixels (TRIDENT's `patch_size_level0`).
+    pub footprint: u32,
 }
 
 /// Embeds the patches of every slide that `batches` reads, the next batch read and staged while
@@ -124,6 +126,7 @@ pub fn embed_slide(
 struct Open {
     coords: Vec<[i64; 2]>,
     level: u32,
+    footprint: u32,
     chunks: Vec<Tensor>,
 }
 
@@ -143,10 +146,10 @@ struct Run<'a> {
 impl Run<'_> {
     fn event(&mut self, event: SlideEvent) {
         match event {
-            SlideEvent::Begin { slide, corners, level } => {
+            SlideEvent::Begin { slide, corners, level, footprint } => {
                 self.progress.inc_length(corners.len() as u64);
                 let coords = corners.iter().map(|&(x, y)| [x as i64, y as i64]).collect();
-                self.open.insert(slide, Open { coords, level, chunks: Vec::new() });
+                self.open.insert(slide, Open { coords, level, footprint, chunks: Vec::new() });
             }
             SlideEvent::Batch { values, rows } => {
                 // The batch is staged while the device still runs the previous one, whose
@@ -212,7 +215,10 @@ impl Run<'_> {
         } else {
             Tensor::cat(&open.chunks, 0)
         };
-        self.report(slide, Ok(SlideFeatures { features, coords: open.coords, level: open.level }));
+        self.report(
+            slide,
+            Ok(SlideFeatures { features, coords: open.coords, level: open.level, footprint: open.footprint }),
+        );
     }
 
     /// Fails the slides whose reading began but never ended (the reading stopped early).
@@ -251,7 +257,8 @@ pub fn patch_batch(
 }
 
 /// Writes `path` (atomically: a slide is done only when its file is whole): datasets
-/// `features` and `coords` (with CLAM's `patch_size` and `patch_level` attributes on it), and
+/// `features` and `coords` (with CLAM's `patch_size` and `patch_level` attributes on it, and
+/// TRIDENT's `patch_size_level0`), and
 /// the file's attributes `mpp`, `patch_size`, `level`, `model`, `weights_md5`, `preprocessing`.
 pub fn write_h5(path: &Path, f: &SlideFeatures, o: &SlideEmbedding, p: &Provenance) -> Result<(), LearnError> {
     let bad = |e: hdf5_metno::Error| LearnError::Config(format!("{}: cannot write: {e}", path.display()));
@@ -270,6 +277,8 @@ pub fn write_h5(path: &Path, f: &SlideFeatures, o: &SlideEmbedding, p: &Provenan
         let size = o.geometry.size as i64;
         coords.new_attr::<i64>().create("patch_size").and_then(|a| a.write_scalar(&size)).map_err(bad)?;
         coords.new_attr::<i64>().create("patch_level").and_then(|a| a.write_scalar(&(f.level as i64))).map_err(bad)?;
+        let footprint = f.footprint as i64;
+        coords.new_attr::<i64>().create("patch_size_level0").and_then(|a| a.write_scalar(&footprint)).map_err(bad)?;
         file.new_attr::<f64>().create("mpp").and_then(|a| a.write_scalar(&o.geometry.mpp)).map_err(bad)?;
         file.new_attr::<i64>().create("patch_size").and_then(|a| a.write_scalar(&size)).map_err(bad)?;
         file.new_attr::<i64>().create("level").and_then(|a| a.write_scalar(&(f.level as i64))).map_err(bad)?;

@@ -101,8 +101,9 @@ pub struct SlideBatchConfig {
 #[derive(Debug)]
 pub enum SlideEvent {
     /// Slide `slide` (its position in the job list) is open; its patches, at these level-0
-    /// corners, come in the following batches, in this order.
-    Begin { slide: usize, corners: Vec<(u32, u32)>, level: u32 },
+    /// corners, come in the following batches, in this order; `footprint` is a patch's side in
+    /// level-0 pixels (TRIDENT's `patch_size_level0`).
+    Begin { slide: usize, corners: Vec<(u32, u32)>, level: u32, footprint: u32 },
     /// Normalised patches (N × 3 × size × size, NCHW); `rows` says, in order, how many of
     /// them belong to which slide.
     Batch { values: BatchValues, rows: Vec<(usize, usize)> },
@@ -329,7 +330,8 @@ impl Reader {
             Ok(o) => o,
             Err(error) => return self.send(SlideEvent::Failed { slide: i, error }),
         };
-        self.send(SlideEvent::Begin { slide: i, corners: grid.corners.clone(), level: grid.level })?;
+        let footprint = slide.footprint(&self.config.geometry).0.round() as u32;
+        self.send(SlideEvent::Begin { slide: i, corners: grid.corners.clone(), level: grid.level, footprint })?;
         if grid.corners.is_empty() {
             self.pending.ending.push(i);
             if self.pending.rows.is_empty() {

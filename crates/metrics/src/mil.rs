@@ -112,6 +112,16 @@ pub struct MeanSd {
     pub sd: f64,
 }
 
+impl MeanSd {
+    /// The mean and sample standard deviation (n − 1) of `v` (sd 0 for one value).
+    pub fn of(v: &[f64]) -> Self {
+        let n = v.len().max(1) as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+        Self { mean, sd: var.sqrt() }
+    }
+}
+
 /// A cross-validation's results (`mil_results.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CrossValidation {

@@ -62,14 +62,18 @@ pub fn read_features(path: &Path) -> Result<Tensor, LearnError> {
 }
 
 /// A labels CSV row.
-struct Row {
-    slide: String,
-    case: String,
-    label: String,
-    held_out: bool,
+pub struct LabelRow {
+    pub slide: String,
+    /// The case (patient) the slide belongs to; the slide itself without a `case` column.
+    pub case: String,
+    pub label: String,
+    /// `split` = `test`: the held-out test set.
+    pub held_out: bool,
 }
 
-fn read_labels(path: &Path) -> Result<Vec<Row>, LearnError> {
+/// The rows of a labels CSV (`slide` or `slide_id`, `label`; optional `case` or `case_id`, and
+/// `split`), each bad row named by its line.
+pub fn read_labels(path: &Path) -> Result<Vec<LabelRow>, LearnError> {
     let bad = |what: String| config(format!("{}: {what}", path.display()));
     let mut reader = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
     let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
@@ -89,7 +93,7 @@ fn read_labels(path: &Path) -> Result<Vec<Row>, LearnError> {
             None => false,
             Some(s) => s.parse::<Split>().map_err(|e| bad(format!("row {}: {e}", i + 2)))? == Split::Test,
         };
-        rows.push(Row { slide, case, label: get(label), held_out });
+        rows.push(LabelRow { slide, case, label: get(label), held_out });
     }
     Ok(rows)
 }

@@ -92,16 +92,22 @@ impl MilOptions {
 }
 
 /// Assigns cases to `k` folds, stratified by label: each class's cases shuffled (seeded) and dealt
-/// round-robin, continuing where the previous class stopped. A class with fewer cases than folds
-/// is refused.
-pub fn assign_folds(bags: &[&Bag], classes: &[String], k: usize, seed: u64) -> Result<Vec<usize>, LearnError> {
+/// round-robin, continuing where the previous class stopped. `items` are (case, label index)
+/// pairs (one per slide); the fold of each comes back in their order. A class with fewer cases
+/// than folds, or a case with slides of two labels, is refused.
+pub fn assign_folds(
+    items: &[(&str, usize)],
+    classes: &[String],
+    k: usize,
+    seed: u64,
+) -> Result<Vec<usize>, LearnError> {
     let mut case_label: BTreeMap<&str, usize> = BTreeMap::new();
-    for b in bags {
-        let l = *case_label.entry(&b.case).or_insert(b.label);
-        if l != b.label {
+    for &(case, label) in items {
+        let l = *case_label.entry(case).or_insert(label);
+        if l != label {
             return Err(LearnError::Config(format!(
-                "case {} has slides of two labels ({} and {}); cross-validation splits by case",
-                b.case, classes[l], classes[b.label]
+                "case {case} has slides of two labels ({} and {}); cross-validation splits by case",
+                classes[l], classes[label]
             )));
         }
     }
@@ -123,7 +129,7 @@ pub fn assign_folds(bags: &[&Bag], classes: &[String], k: usize, seed: u64) -> R
             next += 1;
         }
     }
-    Ok(bags.iter().map(|b| fold_of[b.case.as_str()]).collect())
+    Ok(items.iter().map(|(case, _)| fold_of[case]).collect())
 }
 
 /// Quadratic-weighted Cohen's kappa of predicted against true class indices.
@@ -152,13 +158,6 @@ pub fn quadratic_kappa(truth: &[usize], predicted: &[usize], classes: usize) -> 
     } else {
         1.0 - num / den
     }
-}
-
-fn mean_sd(v: &[f64]) -> MeanSd {
-    let n = v.len().max(1) as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
-    MeanSd { mean, sd: var.sqrt() }
 }
 
 /// Class probabilities (N × C, row-major) and mean loss of a model over bags (evaluation mode,
@@ -296,7 +295,8 @@ pub fn cross_validate(data: &Bags, o: &MilOptions, store: &mut dyn FoldStore) ->
         return Err(LearnError::Config(format!("--folds {}: at least 3 (train, validation and test folds)", o.folds)));
     }
     let (held, pool): (Vec<&Bag>, Vec<&Bag>) = data.bags.iter().partition(|b| b.held_out);
-    let fold_of = assign_folds(&pool, &data.classes, o.folds, o.seed)?;
+    let cases: Vec<(&str, usize)> = pool.iter().map(|b| (b.case.as_str(), b.label)).collect();
+    let fold_of = assign_folds(&cases, &data.classes, o.folds, o.seed)?;
     let classes = data.classes.len();
     let ones = Tensor::ones([classes as i64], (Kind::Float, o.device));
     let mut folds = Vec::with_capacity(o.folds);
@@ -332,7 +332,7 @@ pub fn cross_validate(data: &Bags, o: &MilOptions, store: &mut dyn FoldStore) ->
         store.finish(&result, &vs)?;
         folds.push(result);
     }
-    let of = |f: &dyn Fn(&FoldResult) -> Option<f64>| mean_sd(&folds.iter().filter_map(f).collect::<Vec<_>>());
+    let of = |f: &dyn Fn(&FoldResult) -> Option<f64>| MeanSd::of(&folds.iter().filter_map(f).collect::<Vec<_>>());
     let held_out = (!held.is_empty()).then(|| {
         let held_of = |f: &dyn Fn(&HeldOutFold) -> Option<f64>| of(&|r| r.held_out.as_ref().and_then(f));
         let labels: Vec<usize> = held.iter().map(|b| b.label).collect();

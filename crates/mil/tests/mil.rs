@@ -146,8 +146,12 @@ fn transmil_forward_matches_the_pytorch_reference() {
 /// Writes `<dir>/<slide>.h5` as `patchtcga embed --slides` does.
 fn write_bag(dir: &Path, slide: &str, features: &Tensor) {
     let n = features.size()[0];
-    let f =
-        SlideFeatures { features: features.shallow_clone(), coords: (0..n).map(|i| [i * 224, 0]).collect(), level: 0 };
+    let f = SlideFeatures {
+        features: features.shallow_clone(),
+        coords: (0..n).map(|i| [i * 224, 0]).collect(),
+        level: 0,
+        footprint: 224,
+    };
     let o = SlideEmbedding {
         geometry: PatchGeometry { mpp: 0.5, size: 224 },
         device: Device::Cpu,

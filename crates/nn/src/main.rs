@@ -6,6 +6,7 @@
 mod backbone;
 mod bench;
 mod embed;
+mod embed_slides;
 mod export;
 mod infer;
 mod mil;
@@ -39,6 +40,7 @@ enum Command {
     Probe(probe::ProbeArgs),
     Infer(patchtcga_mil::infer::InferArgs),
     Embed(patchtcga_features::embed::EmbedArgs),
+    EmbedSlides(embed_slides::EmbedSlidesArgs),
     Export(patchtcga_model::ExportArgs),
     Mil {
         #[command(subcommand)]
@@ -66,6 +68,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Probe(a) => probe::probe(a),
         Command::Infer(a) => infer::infer(a),
         Command::Embed(a) => embed::embed(a),
+        Command::EmbedSlides(a) => embed_slides::embed_slides(a),
         Command::Export(a) => export::export(a),
         Command::Mil { what } => mil::mil(what),
     }

@@ -701,6 +701,8 @@ fn embed_slides_writes_one_clam_layout_h5_per_slide_and_resumes() {
     assert!(x.iter().all(|v| v.is_finite()) && x.iter().any(|&v| v != 0.0));
     let attr_i = |o: &hdf5_metno::Location, k: &str| o.attr(k).unwrap().read_scalar::<i64>().unwrap();
     assert_eq!(attr_i(&c, "patch_size"), 64);
+    // TRIDENT's level-0 footprint (TITAN's and GigaPath's grid cell): 64 × 1.0 / 0.499 px.
+    assert_eq!(attr_i(&c, "patch_size_level0"), 128);
     assert_eq!(attr_i(&h5, "patch_size"), 64);
     assert_eq!(h5.attr("mpp").unwrap().read_scalar::<f64>().unwrap(), 1.0);
     let text = |k: &str| h5.attr(k).unwrap().read_scalar::<hdf5_metno::types::VarLenUnicode>().unwrap().to_string();
@@ -979,7 +981,8 @@ fn mil_train_cross_validates_slide_features() {
     for i in 0..18i64 {
         let x =
             tch::Tensor::arange(10 * 8, (tch::Kind::Float, tch::Device::Cpu)).reshape([10, 8]).sin() + (i % 2) as f64;
-        let f = SlideFeatures { features: x, coords: (0..10).map(|j| [j * 224, 0]).collect(), level: 0 };
+        let f =
+            SlideFeatures { features: x, coords: (0..10).map(|j| [j * 224, 0]).collect(), level: 0, footprint: 224 };
         let o = SlideEmbedding {
             geometry: patchtcga_slide::PatchGeometry { mpp: 0.5, size: 224 },
             device: tch::Device::Cpu,
@@ -1197,4 +1200,74 @@ fn only_the_network_binary_loads_libtorch_and_patchtcga_hands_it_its_commands() 
     let help = patchtcga().args(["export", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(help.status.success() && text.contains("Usage: patchtcga export"), "{text}");
+}
+
+/// `embed-slides` over a folder of patch features, then `probe --slides` on what it wrote.
+#[test]
+fn embed_slides_then_probe_slides_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let feats = dir.path().join("feats");
+    std::fs::create_dir(&feats).unwrap();
+    let mut labels = String::from("slide,label\n");
+    for i in 0..9 {
+        // Two kinds of slide, features around +1 or −1.
+        let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+        let x = ndarray::Array2::from_shape_fn((20, 8), |(r, c)| {
+            sign + 0.3 * (((i * 31 + r * 7 + c) % 11) as f32 - 5.0) / 5.0
+        });
+        let file = hdf5_metno::File::create(feats.join(format!("s{i}.h5"))).unwrap();
+        file.new_dataset_builder().with_data(&x).create("features").unwrap();
+        let c = ndarray::Array2::<i64>::zeros((20, 2));
+        file.new_dataset_builder().with_data(&c).create("coords").unwrap();
+        labels += &format!("s{i},{}\n", ["tumour", "normal"][i % 2]);
+    }
+    let labels_csv = dir.path().join("labels.csv");
+    std::fs::write(&labels_csv, labels).unwrap();
+    let slides = dir.path().join("slides.h5");
+    let out = patchtcga()
+        .args(["embed-slides", "--encoder", "mean", "--features"])
+        .arg(&feats)
+        .arg("--out")
+        .arg(&slides)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("9 slides × 8"));
+    let h5 = hdf5_metno::File::open(&slides).unwrap();
+    assert_eq!(h5.dataset("features").unwrap().shape(), [9, 8]);
+
+    let report = dir.path().join("probe.json");
+    let out = patchtcga()
+        .args(["probe", "--slides"])
+        .arg(&slides)
+        .arg("--labels")
+        .arg(&labels_csv)
+        .args(["--folds", "3", "--out"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("| mean ± sd | 9 |"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["folds"].as_array().unwrap().len(), 3);
+    assert_eq!(json["balanced_accuracy"]["mean"], 1.0, "{json}");
+    assert_eq!(json["encoder"], "mean");
+
+    // FEATHER needs its weights; probe needs one of its two inputs.
+    let out = patchtcga()
+        .args(["embed-slides", "--encoder", "feather", "--features"])
+        .arg(&feats)
+        .arg("--out")
+        .arg(&slides)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("needs --weights"));
+    let out = patchtcga().args(["probe", "--folds", "3"]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--dataset <DATASET>"));
+    let out = patchtcga().args(["probe", "--slides"]).arg(&slides).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--labels <LABELS>"));
 }

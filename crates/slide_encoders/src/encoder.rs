@@ -1,0 +1,182 @@
+//! The slide encoders by name, the patch features each was trained on, and one loaded from its
+//! weights: a slide's patch features in, one embedding out.
+
+use std::path::Path;
+
+use patchtcga_model::ImportReport;
+use tch::{Device, Kind, Tensor};
+
+use patchtcga_engine::LearnError;
+
+use crate::feather::Feather;
+
+/// A slide encoder, as `embed-slides --encoder` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SlideEncoderKind {
+    /// FEATHER over CONCH v1.5 features (Hugging Face MahmoodLab/abmil.base.conch_v15.pc108-24k).
+    Feather,
+    /// FEATHER over UNI2-h features (Hugging Face MahmoodLab/abmil.base.uni_v2.pc108-24k).
+    #[value(name = "feather-uni2")]
+    FeatherUni2,
+    /// The mean of the patch features: no weights, the baseline slide-encoder papers report.
+    Mean,
+}
+
+/// The patch features a slide encoder was trained on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Contract {
+    /// The patch encoder, as `embed --slides` records it (`model`) and TRIDENT names it.
+    pub patch_encoder: &'static str,
+    pub trident_name: &'static str,
+    /// Feature width.
+    pub width: i64,
+    /// µm/px of the patches (20× is 0.5).
+    pub mpp: f64,
+    /// Patch side in pixels at `mpp`.
+    pub patch_size: u32,
+    /// Where the encoder's weights are published.
+    pub weights: &'static str,
+}
+
+impl SlideEncoderKind {
+    /// The name `--encoder` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Feather => "feather",
+            Self::FeatherUni2 => "feather-uni2",
+            Self::Mean => "mean",
+        }
+    }
+
+    /// The patch features it takes; `None` for mean pooling, which takes any.
+    pub fn contract(self) -> Option<Contract> {
+        match self {
+            Self::Feather => Some(Contract {
+                patch_encoder: "conch-v15",
+                trident_name: "conch_v15",
+                width: 768,
+                mpp: 0.5,
+                patch_size: 512,
+                weights: "hf-hub MahmoodLab/abmil.base.conch_v15.pc108-24k (model.safetensors)",
+            }),
+            Self::FeatherUni2 => Some(Contract {
+                patch_encoder: "uni2-h",
+                trident_name: "uni_v2",
+                width: 1536,
+                mpp: 0.5,
+                patch_size: 256,
+                weights: "hf-hub MahmoodLab/abmil.base.uni_v2.pc108-24k (model.safetensors)",
+            }),
+            Self::Mean => None,
+        }
+    }
+}
+
+/// How a slide's patch features were made, as far as its `.h5` says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeaturesMade {
+    /// The patch encoder (`model`, written by `embed --slides`).
+    pub patch_encoder: Option<String>,
+    pub mpp: Option<f64>,
+    /// Patch side at `mpp` (`patch_size` of the file or of its `coords`).
+    pub patch_size: Option<u32>,
+    /// TRIDENT's `target_magnification` on `coords` (20 for 0.5 µm/px).
+    pub magnification: Option<f64>,
+}
+
+impl Contract {
+    /// Refuses features that are not what the encoder was trained on, naming what to run:
+    /// `width` against the width its weights take (`self.width` in the published ones), and what
+    /// the file records of how they were made.
+    pub fn check(
+        &self,
+        encoder: SlideEncoderKind,
+        file: &Path,
+        (width, weights_width): (i64, i64),
+        made: &FeaturesMade,
+    ) -> Result<(), LearnError> {
+        let mut wrong = Vec::new();
+        if width != weights_width {
+            wrong.push(format!("{width}-wide features"));
+        }
+        if let Some(m) = made.patch_encoder.as_deref().filter(|m| *m != self.patch_encoder) {
+            wrong.push(format!("features of {m}"));
+        }
+        if let Some(mpp) = made.mpp.filter(|m| (m / self.mpp - 1.0).abs() > 0.05) {
+            wrong.push(format!("patches at {mpp} µm/px"));
+        }
+        if let Some(mag) = made.magnification.filter(|m| (m * self.mpp / 10.0 - 1.0).abs() > 0.05) {
+            wrong.push(format!("patches at {mag}×"));
+        }
+        if let Some(s) = made.patch_size.filter(|s| *s != self.patch_size) {
+            wrong.push(format!("{s} px patches"));
+        }
+        if wrong.is_empty() {
+            return Ok(());
+        }
+        Err(LearnError::Config(format!(
+            "{}: {}; {} takes {} features ({} wide in its published weights) of {} px patches at {} µm/px (20×): embed the slides with \
+             `patchtcga embed --slides … --arch {} --image-size {} --mpp {}`, or TRIDENT's `--patch_encoder {} \
+             --patch_size {} --mag 20`",
+            file.display(),
+            wrong.join(", "),
+            encoder.name(),
+            self.patch_encoder,
+            self.width,
+            self.patch_size,
+            self.mpp,
+            self.patch_encoder,
+            self.patch_size,
+            self.mpp,
+            self.trident_name,
+            self.patch_size,
+        )))
+    }
+}
+
+/// A slide encoder ready to embed slides.
+pub enum SlideEncoder {
+    Feather(Feather),
+    Mean,
+}
+
+impl SlideEncoder {
+    /// `kind` with the weights at `weights` (refused for mean pooling, required otherwise) on
+    /// `device`, and what the import did.
+    pub fn load(
+        kind: SlideEncoderKind,
+        weights: Option<&Path>,
+        device: Device,
+    ) -> Result<(Self, Option<ImportReport>), LearnError> {
+        match (kind, weights) {
+            (SlideEncoderKind::Mean, None) => Ok((Self::Mean, None)),
+            (SlideEncoderKind::Mean, Some(_)) => Err(LearnError::Config("--encoder mean takes no --weights".into())),
+            (k, None) => Err(LearnError::Config(format!(
+                "--encoder {} needs --weights (published as {})",
+                k.name(),
+                k.contract().map_or("", |c| c.weights)
+            ))),
+            (SlideEncoderKind::Feather | SlideEncoderKind::FeatherUni2, Some(w)) => {
+                let (net, report) = Feather::load(w, device)?;
+                Ok((Self::Feather(net), Some(report)))
+            }
+        }
+    }
+
+    /// The feature width it takes, when its weights fix one.
+    pub fn input_width(&self) -> Option<i64> {
+        match self {
+            Self::Feather(f) => Some(f.widths().input),
+            Self::Mean => None,
+        }
+    }
+
+    /// The embedding (D) of one slide's patch features (N, width), on the CPU.
+    pub fn encode(&self, features: &Tensor) -> Tensor {
+        tch::no_grad(|| match self {
+            Self::Feather(f) => f.forward(features).0,
+            Self::Mean => features.to_kind(Kind::Float).mean_dim([0].as_slice(), false, Kind::Float),
+        })
+        .to_device(Device::Cpu)
+    }
+}

@@ -1,0 +1,12 @@
+//! Slide encoders: one embedding per slide from the patch features `embed --slides` (or CLAM,
+//! TRIDENT) writes, with each published encoder's network and input contract; and the k-fold
+//! logistic-regression probe the slide-encoder papers report.
+
+pub mod embed;
+pub mod encoder;
+pub mod feather;
+pub mod probe;
+
+pub use embed::{embed_folder, SlideEmbeddings};
+pub use encoder::{Contract, FeaturesMade, SlideEncoder, SlideEncoderKind};
+pub use probe::{probe, LogisticProbe, SlideProbeOptions, SlideProbeReport};
