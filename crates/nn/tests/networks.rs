@@ -1211,7 +1211,7 @@ fn embed_slides_then_probe_slides_from_the_command_line() {
     let mut labels = String::from("slide,label\n");
     for i in 0..9 {
         // Two kinds of slide, features around +1 or −1.
-        let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+        let sign = if i.is_multiple_of(2) { 1.0 } else { -1.0 };
         let x = ndarray::Array2::from_shape_fn((20, 8), |(r, c)| {
             sign + 0.3 * (((i * 31 + r * 7 + c) % 11) as f32 - 5.0) / 5.0
         });

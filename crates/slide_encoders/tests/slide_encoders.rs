@@ -77,7 +77,7 @@ fn trident_h5(path: &Path, features: &Tensor, patch_size: i64, magnification: i6
 /// Slides of two kinds: features drawn around one of two centres.
 fn slide_features(i: usize, width: i64) -> Tensor {
     let g = tch::Tensor::randn([30 + i as i64, width], (tch::Kind::Float, Device::Cpu));
-    g + if i % 2 == 0 { 1.5 } else { -1.5 }
+    g + if i.is_multiple_of(2) { 1.5 } else { -1.5 }
 }
 
 #[test]
