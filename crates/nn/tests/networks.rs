@@ -1209,7 +1209,7 @@ fn embed_slides_then_probe_slides_from_the_command_line() {
     let feats = dir.path().join("feats");
     std::fs::create_dir(&feats).unwrap();
     let mut labels = String::from("slide,label\n");
-    for i in 0..9 {
+    for i in 0..9usize {
         // Two kinds of slide, features around +1 or −1.
         let sign = if i.is_multiple_of(2) { 1.0 } else { -1.0 };
         let x = ndarray::Array2::from_shape_fn((20, 8), |(r, c)| {
