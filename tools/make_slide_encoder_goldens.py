@@ -8,13 +8,23 @@ out here in plain PyTorch with the same module tree, inside the wrapper its Hugg
 (`ABMILModel.model`) puts around it, so the weight file has the published names
 (`model.patch_embed.0.weight`, …). Small widths (32 → 16, attention 12), random weights.
 
+TITAN: the slide encoder of MahmoodLab/TITAN (`vision_encoder`, `encode_slide_from_patch_features`)
+as its published modelling code defines it (read, not copied): the features summed into a 2-D grid
+of cells of the patch's level-0 footprint (`floor((coords - min) / patch_size_lv0)`, x-major),
+empty cells dropped; `patch_embed` Linear + GELU; a class token; blocks `blocks.modules_list.N`
+(pre-norm LayerNorm eps 1e-6, `attn.qkv`/`attn.proj` through scaled_dot_product_attention with the
+2-D ALiBi bias of the occupied cells, `mlp.fc1`/`fc2` with GELU); `norm`; the slide embedding is
+`attn_pool_contrastive` (torch's nn.MultiheadAttention, one learned query, `ln_q`/`ln_k`) over all
+tokens. 12 heads (8 in the pooler) as published; small widths (32 → 48, MLP 96, 2 blocks). The file
+also holds what the published one does beside the encoder (`attn_pool`, `proj`, a text encoder).
+
 Slide probe: scikit-learn's LogisticRegression(C=0.5) (lbfgs, multinomial, fitted to tol 1e-10)
 on three Gaussian classes: its class probabilities on held-out rows.
 
 Regenerate (the committed files were made with torch 2.13.0, scikit-learn 1.9.1, safetensors 0.8.0):
     pip install scikit-learn safetensors numpy   (torch beside it)
     python3 tools/make_slide_encoder_goldens.py
-Writes crates/slide_encoders/tests/fixtures/{feather.safetensors,goldens.json}.
+Writes crates/slide_encoders/tests/fixtures/{feather,titan}.safetensors and goldens.json.
 """
 import json
 import os
@@ -24,6 +34,7 @@ import torch
 from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 from torch import nn
+from torch.nn import functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "crates", "slide_encoders", "tests", "fixtures")
@@ -76,6 +87,97 @@ def feather():
     return {"features": x[0].flatten().tolist(), "embedding": z[0].tolist(), "attention": a[0, 0].tolist()}
 
 
+T_IN, T_D, T_HIDDEN, T_DEPTH, T_HEADS, T_POOL_HEADS, FOOTPRINT = 32, 48, 96, 2, 12, 8, 512
+
+
+class TitanBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(T_D, eps=1e-6)
+        self.attn = nn.Module()
+        self.attn.qkv = nn.Linear(T_D, 3 * T_D)
+        self.attn.proj = nn.Linear(T_D, T_D)
+        self.norm2 = nn.LayerNorm(T_D, eps=1e-6)
+        self.mlp = nn.Module()
+        self.mlp.fc1 = nn.Linear(T_D, T_HIDDEN)
+        self.mlp.fc2 = nn.Linear(T_HIDDEN, T_D)
+
+    def forward(self, x, bias):
+        n = x.shape[1]
+        h = self.norm1(x)
+        q, k, v = self.attn.qkv(h).reshape(1, n, 3, T_HEADS, T_D // T_HEADS).permute(2, 0, 3, 1, 4).unbind(0)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        x = x + self.attn.proj(a.transpose(1, 2).reshape(1, n, T_D))
+        return x + self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
+
+
+class Pooler(nn.Module):
+    def __init__(self, queries):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(queries, T_D))
+        self.attn = nn.MultiheadAttention(T_D, T_POOL_HEADS, kdim=T_D, vdim=T_D)
+        self.ln_q = nn.LayerNorm(T_D)
+        self.ln_k = nn.LayerNorm(T_D)
+
+    def forward(self, x):
+        kv = self.ln_k(x).permute(1, 0, 2)
+        q = self.ln_q(self.query).unsqueeze(1)
+        return self.attn(q, kv, kv, need_weights=False)[0].permute(1, 0, 2)
+
+
+class TitanVision(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.patch_embed = nn.Sequential(nn.Linear(T_IN, T_D), nn.GELU())
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, T_D))
+        self.blocks = nn.Module()
+        self.blocks.modules_list = nn.ModuleList([TitanBlock() for _ in range(T_DEPTH)])
+        self.norm = nn.LayerNorm(T_D, eps=1e-6)
+        self.attn_pool = Pooler(4)
+        self.attn_pool_contrastive = Pooler(1)
+        self.proj = nn.Parameter(torch.zeros(T_D, T_D))
+
+    def encode(self, features, coords, footprint):
+        grid = torch.div(coords - coords.min(dim=0).values, footprint, rounding_mode="floor")
+        cols, rows = (grid.max(dim=0).values + 1).tolist()
+        cells = torch.zeros(cols * rows, features.shape[1]).index_add_(0, grid[:, 0] * rows + grid[:, 1], features)
+        occupied = (cells != 0).any(dim=1)
+        x = self.patch_embed(cells[occupied]).unsqueeze(0)
+        x = torch.cat([self.cls_token, x], dim=1)
+        gx, gy = np.meshgrid(np.arange(cols), np.arange(rows), indexing="ij")
+        keep = occupied.numpy().reshape(cols, rows)
+        points = np.stack([gx[keep], gy[keep]], axis=1).astype(np.float64)
+        dist = np.sqrt(((points[:, None, :] - points[None, :, :]) ** 2).sum(-1))
+        slopes = [0.5 ** (i + 1) for i in range(8)] + [2 ** -(0.5 + i) for i in range(4)]
+        bias = torch.zeros(1, T_HEADS, len(points) + 1, len(points) + 1)
+        bias[0, :, 1:, 1:] = -torch.tensor(slopes).view(-1, 1, 1) * torch.tensor(dist, dtype=torch.float32)
+        for block in self.blocks.modules_list:
+            x = block(x, bias)
+        return self.attn_pool_contrastive(self.norm(x)).squeeze(1)[0]
+
+
+def titan():
+    torch.manual_seed(5)
+    model = TitanVision().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.25)
+    rng = np.random.default_rng(6)
+    cells = [(c, r) for c in range(6) for r in range(5) if rng.random() < 0.6]
+    # Slide-space corners: an offset, a cell's patch anywhere inside it, one cell holding two.
+    corners = [(1000 + c * FOOTPRINT + int(rng.integers(0, 40)), 700 + r * FOOTPRINT + int(rng.integers(0, 40))) for c, r in cells]
+    corners.append((corners[3][0] + 100, corners[3][1] + 200))
+    coords = torch.tensor(corners, dtype=torch.int64)
+    x = torch.randn(len(corners), T_IN, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        z = model.encode(x, coords, FOOTPRINT)
+    tensors = {f"vision_encoder.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    tensors["text_encoder.token_embedding.weight"] = torch.zeros(10, T_D)
+    save_file(tensors, os.path.join(OUT, "titan.safetensors"))
+    return {"features": x.flatten().tolist(), "coords": coords.flatten().tolist(), "footprint": FOOTPRINT,
+            "embedding": z.tolist()}
+
+
 def probe():
     rng = np.random.default_rng(2)
     centres = rng.normal(0.0, 1.5, size=(3, 6))
@@ -92,7 +194,7 @@ def probe():
 
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
-    goldens = {"feather": feather(), "probe": probe()}
+    goldens = {"feather": feather(), "titan": titan(), "probe": probe()}
     with open(os.path.join(OUT, "goldens.json"), "w") as f:
         json.dump(goldens, f)
     print("wrote", OUT)

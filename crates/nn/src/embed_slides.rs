@@ -26,6 +26,10 @@ pub struct EmbedSlidesArgs {
     /// Where the encoder runs: cpu, cuda, cuda:N.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     device: Device,
+    /// A patch's side in level-0 pixels, for feature files that do not record it
+    /// (`coords.attrs['patch_size_level0']`); TITAN places patches on a grid of this cell.
+    #[arg(long)]
+    patch_size_level0: Option<i64>,
     /// Run the encoder under float16 autocast (CUDA; embeddings are stored as float32).
     #[arg(long)]
     autocast: bool,
@@ -39,8 +43,9 @@ pub fn embed_slides(a: EmbedSlidesArgs) -> Result<()> {
     }
     let progress = patchtcga_cli::commands::bar("slides");
     let autocast = a.autocast && a.device.is_cuda();
-    let made =
-        tch::autocast(autocast, || embed_folder(&encoder, a.encoder, a.weights.as_deref(), &a.features, &progress))?;
+    let made = tch::autocast(autocast, || {
+        embed_folder((&encoder, a.encoder, a.weights.as_deref()), &a.features, a.patch_size_level0, &progress)
+    })?;
     progress.finish_and_clear();
     made.write(&a.out)?;
     println!("{} slides × {} → {}", made.slides.len(), made.width, a.out.display());

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use hdf5_metno::types::VarLenUnicode;
 use patchtcga_engine::LearnError;
+use patchtcga_features::slide_features::read_coords;
 
-use crate::encoder::{FeaturesMade, SlideEncoder, SlideEncoderKind};
+use crate::encoder::{FeaturesMade, PatchFeatures, SlideEncoder, SlideEncoderKind};
 
 /// One embedding per slide, and how they were made.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,16 +56,17 @@ pub fn features_made(path: &Path) -> Result<FeaturesMade, LearnError> {
         mpp: number(&file, "mpp"),
         patch_size: number(&file, "patch_size").or_else(|| on_coords("patch_size")).map(|s| s.round() as u32),
         magnification: on_coords("target_magnification"),
+        footprint: on_coords("patch_size_level0").map(|s| s.round() as i64),
     })
 }
 
 /// Embeds every slide of `features` (a folder of `.h5`) with `encoder` (`kind` with the weights
-/// at `weights`), each file checked against the encoder's contract as it comes.
+/// at `weights`), each file checked against the encoder's contract as it comes. `footprint`
+/// (a patch's level-0 side) stands in for files that do not record it.
 pub fn embed_folder(
-    encoder: &SlideEncoder,
-    kind: SlideEncoderKind,
-    weights: Option<&Path>,
+    (encoder, kind, weights): (&SlideEncoder, SlideEncoderKind, Option<&Path>),
     features: &Path,
+    footprint: Option<i64>,
     progress: &indicatif::ProgressBar,
 ) -> Result<SlideEmbeddings, LearnError> {
     let files = feature_files(features)?;
@@ -88,7 +90,13 @@ pub fn embed_folder(
         if let (Some(contract), Some(w)) = (kind.contract(), encoder.input_width()) {
             contract.check(kind, file, (width, w), made)?;
         }
-        let z = Vec::<f32>::try_from(encoder.encode(&x).contiguous())?;
+        let coords = match kind.needs_coords() {
+            true => read_coords(file)?.into_iter().map(|(x, y)| [x as i64, y as i64]).collect(),
+            false => Vec::new(),
+        };
+        let patches = PatchFeatures { features: x, coords, footprint: made.footprint.or(footprint) };
+        let z = encoder.encode(&patches).map_err(|e| LearnError::Config(format!("{}: {e}", file.display())))?;
+        let z = Vec::<f32>::try_from(z.contiguous())?;
         if out.width != 0 && z.len() != out.width {
             return Err(LearnError::Config(format!(
                 "{}: {width}-wide features, unlike the slides before it; one folder holds one patch encoder's features",

@@ -9,6 +9,7 @@ use tch::{Device, Kind, Tensor};
 use patchtcga_engine::LearnError;
 
 use crate::feather::Feather;
+use crate::titan::Titan;
 
 /// A slide encoder, as `embed-slides --encoder` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -18,6 +19,8 @@ pub enum SlideEncoderKind {
     /// FEATHER over UNI2-h features (Hugging Face MahmoodLab/abmil.base.uni_v2.pc108-24k).
     #[value(name = "feather-uni2")]
     FeatherUni2,
+    /// TITAN over CONCH v1.5 features on its 2-D grid (Hugging Face MahmoodLab/TITAN).
+    Titan,
     /// The mean of the patch features: no weights, the baseline slide-encoder papers report.
     Mean,
 }
@@ -44,6 +47,7 @@ impl SlideEncoderKind {
         match self {
             Self::Feather => "feather",
             Self::FeatherUni2 => "feather-uni2",
+            Self::Titan => "titan",
             Self::Mean => "mean",
         }
     }
@@ -67,9 +71,28 @@ impl SlideEncoderKind {
                 patch_size: 256,
                 weights: "hf-hub MahmoodLab/abmil.base.uni_v2.pc108-24k (model.safetensors)",
             }),
+            Self::Titan => Some(Contract {
+                weights: "hf-hub MahmoodLab/TITAN (model.safetensors)",
+                ..Self::Feather.contract().expect("FEATHER's contract")
+            }),
             Self::Mean => None,
         }
     }
+
+    /// Whether it needs the patches' places (`coords` and their level-0 footprint).
+    pub fn needs_coords(self) -> bool {
+        self == Self::Titan
+    }
+}
+
+/// One slide's patch features and where the patches lie.
+pub struct PatchFeatures {
+    /// (N, width).
+    pub features: Tensor,
+    /// Level-0 top-left corners (x, y).
+    pub coords: Vec<[i64; 2]>,
+    /// A patch's side in level-0 pixels (`patch_size_level0`), when known.
+    pub footprint: Option<i64>,
 }
 
 /// How a slide's patch features were made, as far as its `.h5` says.
@@ -82,6 +105,8 @@ pub struct FeaturesMade {
     pub patch_size: Option<u32>,
     /// TRIDENT's `target_magnification` on `coords` (20 for 0.5 µm/px).
     pub magnification: Option<f64>,
+    /// A patch's side in level-0 pixels (`patch_size_level0` on `coords`).
+    pub footprint: Option<i64>,
 }
 
 impl Contract {
@@ -137,6 +162,7 @@ impl Contract {
 /// A slide encoder ready to embed slides.
 pub enum SlideEncoder {
     Feather(Feather),
+    Titan(Titan),
     Mean,
 }
 
@@ -160,6 +186,10 @@ impl SlideEncoder {
                 let (net, report) = Feather::load(w, device)?;
                 Ok((Self::Feather(net), Some(report)))
             }
+            (SlideEncoderKind::Titan, Some(w)) => {
+                let (net, report) = Titan::load(w, device)?;
+                Ok((Self::Titan(net), Some(report)))
+            }
         }
     }
 
@@ -167,16 +197,30 @@ impl SlideEncoder {
     pub fn input_width(&self) -> Option<i64> {
         match self {
             Self::Feather(f) => Some(f.widths().input),
+            Self::Titan(t) => Some(t.shape().input),
             Self::Mean => None,
         }
     }
 
-    /// The embedding (D) of one slide's patch features (N, width), on the CPU.
-    pub fn encode(&self, features: &Tensor) -> Tensor {
-        tch::no_grad(|| match self {
-            Self::Feather(f) => f.forward(features).0,
-            Self::Mean => features.to_kind(Kind::Float).mean_dim([0].as_slice(), false, Kind::Float),
-        })
-        .to_device(Device::Cpu)
+    /// The embedding (D) of one slide's patches, on the CPU (float32). TITAN without the
+    /// patches' footprint is refused.
+    pub fn encode(&self, p: &PatchFeatures) -> Result<Tensor, LearnError> {
+        let z = tch::no_grad(|| -> Result<Tensor, LearnError> {
+            Ok(match self {
+                Self::Feather(f) => f.forward(&p.features).0,
+                Self::Titan(t) => {
+                    let footprint = p.footprint.ok_or_else(|| {
+                        LearnError::Config(
+                            "TITAN needs the patches' level-0 footprint: `coords.attrs['patch_size_level0']` (written \
+                             by `embed --slides` and TRIDENT), or --patch-size-level0"
+                                .into(),
+                        )
+                    })?;
+                    t.forward(&p.features, &p.coords, footprint)
+                }
+                Self::Mean => p.features.to_kind(Kind::Float).mean_dim([0].as_slice(), false, Kind::Float),
+            })
+        })?;
+        Ok(z.to_device(Device::Cpu).to_kind(Kind::Float))
     }
 }

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use patchtcga_slide_encoders::embed::features_made;
 use patchtcga_slide_encoders::{
-    embed_folder, probe, LogisticProbe, SlideEmbeddings, SlideEncoder, SlideEncoderKind, SlideProbeOptions,
+    embed_folder, probe, LogisticProbe, PatchFeatures, SlideEmbeddings, SlideEncoder, SlideEncoderKind,
+    SlideProbeOptions,
 };
 use tch::{Device, Tensor};
 
@@ -46,6 +47,35 @@ fn feather_matches_mil_labs_abmil() {
     let scale = want_z.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(max_diff(&z, &want_z) <= 1e-4 * scale, "{z:?} vs {want_z:?}");
     assert!(max_diff(&attention, &want_a) <= 1e-4 * want_a.iter().fold(0f32, |m, v| m.max(v.abs())));
+}
+
+#[test]
+fn titan_matches_its_published_slide_encoder() {
+    let g = &golden()["titan"];
+    let (encoder, report) =
+        SlideEncoder::load(SlideEncoderKind::Titan, Some(&fixture("titan.safetensors")), Device::Cpu).unwrap();
+    let report = report.unwrap();
+    assert_eq!(report.prefix, "vision_encoder.");
+    assert_eq!(report.outside_prefix, 1, "the text encoder is left out");
+    let coords: Vec<[i64; 2]> =
+        g["coords"].as_array().unwrap().chunks(2).map(|c| [c[0].as_i64().unwrap(), c[1].as_i64().unwrap()]).collect();
+    let n = coords.len() as i64;
+    let patches = PatchFeatures {
+        features: Tensor::from_slice(&floats(&g["features"])).reshape([n, 32]),
+        coords,
+        footprint: Some(g["footprint"].as_i64().unwrap()),
+    };
+    let z = Vec::<f32>::try_from(encoder.encode(&patches).unwrap()).unwrap();
+    let want = floats(&g["embedding"]);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(max_diff(&z, &want) <= 1e-4 * scale, "{z:?} vs {want:?}");
+    // The grid matters: the same features one cell apart embed otherwise.
+    let moved = PatchFeatures { coords: patches.coords.iter().map(|&[x, y]| [x, y * 2]).collect(), ..patches };
+    let other = Vec::<f32>::try_from(encoder.encode(&moved).unwrap()).unwrap();
+    assert!(max_diff(&other, &want) > 1e-3 * scale);
+    // Without the footprint it is refused.
+    let e = encoder.encode(&PatchFeatures { footprint: None, ..moved }).unwrap_err().to_string();
+    assert!(e.contains("patch_size_level0"), "{e}");
 }
 
 #[test]
@@ -93,12 +123,13 @@ fn embed_folder_writes_one_row_per_slide_and_keeps_the_contract() {
     let encoder = feather();
     let weights = fixture("feather.safetensors");
     let hidden = indicatif::ProgressBar::hidden();
-    let made = embed_folder(&encoder, SlideEncoderKind::Feather, Some(&weights), &feats, &hidden).unwrap();
+    let made = embed_folder((&encoder, SlideEncoderKind::Feather, Some(&weights)), &feats, None, &hidden).unwrap();
     let md5 = patchtcga_dataset::archive::md5_file(&weights, &hidden).unwrap();
     assert_eq!((made.encoder.as_str(), made.weights_md5.as_str()), ("feather", md5.as_str()));
     assert_eq!(made.slides[..3], ["s00", "s01", "s02"]);
     assert_eq!((made.width, made.features.len()), (16, 12 * 16));
-    let direct = Vec::<f32>::try_from(encoder.encode(&slides[5])).unwrap();
+    let patches = PatchFeatures { features: slides[5].shallow_clone(), coords: Vec::new(), footprint: None };
+    let direct = Vec::<f32>::try_from(encoder.encode(&patches).unwrap()).unwrap();
     assert_eq!(made.features[5 * 16..6 * 16], direct[..]);
 
     let out = dir.path().join("slides.h5");
@@ -129,7 +160,7 @@ fn features_other_than_the_encoders_are_refused_with_what_to_run() {
     let dir = tempfile::tempdir().unwrap();
     let encoder = feather();
     let embed = |feats: &Path| {
-        embed_folder(&encoder, SlideEncoderKind::Feather, None, feats, &indicatif::ProgressBar::hidden())
+        embed_folder((&encoder, SlideEncoderKind::Feather, None), feats, None, &indicatif::ProgressBar::hidden())
     };
     // At 10× in 256 px patches.
     let at_10x = dir.path().join("at10x");
@@ -147,7 +178,7 @@ fn features_other_than_the_encoders_are_refused_with_what_to_run() {
     assert!(e.contains("24-wide features") && e.contains("768 wide"), "{e}");
     // Mean pooling takes any features, and no weights.
     let (mean, _) = SlideEncoder::load(SlideEncoderKind::Mean, None, Device::Cpu).unwrap();
-    let made = embed_folder(&mean, SlideEncoderKind::Mean, None, &wide, &indicatif::ProgressBar::hidden());
+    let made = embed_folder((&mean, SlideEncoderKind::Mean, None), &wide, None, &indicatif::ProgressBar::hidden());
     assert_eq!(made.unwrap().width, 24);
     let e = SlideEncoder::load(SlideEncoderKind::FeatherUni2, None, Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("needs --weights") && e.contains("abmil.base.uni_v2"), "{e}");
