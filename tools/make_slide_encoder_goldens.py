@@ -42,22 +42,24 @@ IN_DIM, EMBED, ATTN, PATCHES = 32, 16, 12, 40
 
 
 class GatedAttention(nn.Module):
-    def __init__(self):
+    def __init__(self, embed, attn):
         super().__init__()
-        self.attention_a = nn.Sequential(nn.Linear(EMBED, ATTN), nn.Tanh(), nn.Dropout(0.25))
-        self.attention_b = nn.Sequential(nn.Linear(EMBED, ATTN), nn.Sigmoid(), nn.Dropout(0.25))
-        self.attention_c = nn.Linear(ATTN, 1)
+        self.attention_a = nn.Sequential(nn.Linear(embed, attn), nn.Tanh(), nn.Dropout(0.25))
+        self.attention_b = nn.Sequential(nn.Linear(embed, attn), nn.Sigmoid(), nn.Dropout(0.25))
+        self.attention_c = nn.Linear(attn, 1)
 
     def forward(self, h):
         return self.attention_c(self.attention_a(h) * self.attention_b(h))
 
 
 class Abmil(nn.Module):
-    def __init__(self):
+    """MIL-Lab's ABMIL; FEATHER's published sizes are Abmil(768 or 1536, 512, 384)."""
+
+    def __init__(self, in_dim=IN_DIM, embed=EMBED, attn=ATTN):
         super().__init__()
-        self.patch_embed = nn.Sequential(nn.Linear(IN_DIM, EMBED), nn.ReLU(), nn.Dropout(0.25))
-        self.global_attn = GatedAttention()
-        self.classifier = nn.Linear(EMBED, 2)
+        self.patch_embed = nn.Sequential(nn.Linear(in_dim, embed), nn.ReLU(), nn.Dropout(0.25))
+        self.global_attn = GatedAttention(embed, attn)
+        self.classifier = nn.Linear(embed, 2)
 
     def forward_features(self, x):
         """x: [B, M, D] → ([B, EMBED], attention logits [B, 1, M])."""
@@ -69,9 +71,9 @@ class Abmil(nn.Module):
 class Wrapper(nn.Module):
     """What the Hugging Face `ABMILModel` holds: the network as `model`."""
 
-    def __init__(self):
+    def __init__(self, *sizes):
         super().__init__()
-        self.model = Abmil()
+        self.model = Abmil(*sizes)
 
 
 def feather():
@@ -91,33 +93,33 @@ T_IN, T_D, T_HIDDEN, T_DEPTH, T_HEADS, T_POOL_HEADS, FOOTPRINT = 32, 48, 96, 2, 
 
 
 class TitanBlock(nn.Module):
-    def __init__(self):
+    def __init__(self, d, hidden):
         super().__init__()
-        self.norm1 = nn.LayerNorm(T_D, eps=1e-6)
+        self.norm1 = nn.LayerNorm(d, eps=1e-6)
         self.attn = nn.Module()
-        self.attn.qkv = nn.Linear(T_D, 3 * T_D)
-        self.attn.proj = nn.Linear(T_D, T_D)
-        self.norm2 = nn.LayerNorm(T_D, eps=1e-6)
+        self.attn.qkv = nn.Linear(d, 3 * d)
+        self.attn.proj = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d, eps=1e-6)
         self.mlp = nn.Module()
-        self.mlp.fc1 = nn.Linear(T_D, T_HIDDEN)
-        self.mlp.fc2 = nn.Linear(T_HIDDEN, T_D)
+        self.mlp.fc1 = nn.Linear(d, hidden)
+        self.mlp.fc2 = nn.Linear(hidden, d)
 
     def forward(self, x, bias):
-        n = x.shape[1]
+        n, d = x.shape[1], x.shape[2]
         h = self.norm1(x)
-        q, k, v = self.attn.qkv(h).reshape(1, n, 3, T_HEADS, T_D // T_HEADS).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = self.attn.qkv(h).reshape(1, n, 3, T_HEADS, d // T_HEADS).permute(2, 0, 3, 1, 4).unbind(0)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        x = x + self.attn.proj(a.transpose(1, 2).reshape(1, n, T_D))
+        x = x + self.attn.proj(a.transpose(1, 2).reshape(1, n, d))
         return x + self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
 
 
 class Pooler(nn.Module):
-    def __init__(self, queries):
+    def __init__(self, d, queries):
         super().__init__()
-        self.query = nn.Parameter(torch.zeros(queries, T_D))
-        self.attn = nn.MultiheadAttention(T_D, T_POOL_HEADS, kdim=T_D, vdim=T_D)
-        self.ln_q = nn.LayerNorm(T_D)
-        self.ln_k = nn.LayerNorm(T_D)
+        self.query = nn.Parameter(torch.zeros(queries, d))
+        self.attn = nn.MultiheadAttention(d, T_POOL_HEADS, kdim=d, vdim=d)
+        self.ln_q = nn.LayerNorm(d)
+        self.ln_k = nn.LayerNorm(d)
 
     def forward(self, x):
         kv = self.ln_k(x).permute(1, 0, 2)
@@ -126,16 +128,18 @@ class Pooler(nn.Module):
 
 
 class TitanVision(nn.Module):
-    def __init__(self):
+    """TITAN's `vision_encoder`; the published sizes are TitanVision(768, 768, 3072, 6, 128)."""
+
+    def __init__(self, width=T_IN, d=T_D, hidden=T_HIDDEN, depth=T_DEPTH, caption_queries=4):
         super().__init__()
-        self.patch_embed = nn.Sequential(nn.Linear(T_IN, T_D), nn.GELU())
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, T_D))
+        self.patch_embed = nn.Sequential(nn.Linear(width, d), nn.GELU())
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.blocks = nn.Module()
-        self.blocks.modules_list = nn.ModuleList([TitanBlock() for _ in range(T_DEPTH)])
-        self.norm = nn.LayerNorm(T_D, eps=1e-6)
-        self.attn_pool = Pooler(4)
-        self.attn_pool_contrastive = Pooler(1)
-        self.proj = nn.Parameter(torch.zeros(T_D, T_D))
+        self.blocks.modules_list = nn.ModuleList([TitanBlock(d, hidden) for _ in range(depth)])
+        self.norm = nn.LayerNorm(d, eps=1e-6)
+        self.attn_pool = Pooler(d, caption_queries)
+        self.attn_pool_contrastive = Pooler(d, 1)
+        self.proj = nn.Parameter(torch.zeros(d, d))
 
     def encode(self, features, coords, footprint):
         grid = torch.div(coords - coords.min(dim=0).values, footprint, rounding_mode="floor")

@@ -43,11 +43,13 @@ pub fn embed_slides(a: EmbedSlidesArgs) -> Result<()> {
     }
     let progress = patchtcga_cli::commands::bar("slides");
     let autocast = a.autocast && a.device.is_cuda();
+    let start = std::time::Instant::now();
     let made = tch::autocast(autocast, || {
         embed_folder((&encoder, a.encoder, a.weights.as_deref()), &a.features, a.patch_size_level0, &progress)
     })?;
+    let rate = made.slides.len() as f64 / start.elapsed().as_secs_f64();
     progress.finish_and_clear();
     made.write(&a.out)?;
-    println!("{} slides × {} → {}", made.slides.len(), made.width, a.out.display());
+    println!("{} slides × {} → {} ({rate:.4} slides/s)", made.slides.len(), made.width, a.out.display());
     Ok(())
 }
