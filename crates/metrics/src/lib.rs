@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod mil;
 pub mod run;
+pub mod slide_probe;
 
 /// Counts of (true class, predicted class) pairs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

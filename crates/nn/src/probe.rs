@@ -21,7 +21,8 @@ pub struct ProbeArgs {
     labels: Option<PathBuf>,
     #[command(flatten)]
     slide_probe: SlideProbeOptions,
-    /// Where to write the reports (JSON).
+    /// Where to write the reports (JSON); for --slides, `runs/<name>/slide_probe.json` puts
+    /// the probe in `patchtcga report runs`.
     #[arg(long)]
     out: Option<PathBuf>,
 }

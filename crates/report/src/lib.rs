@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use patchtcga_metrics::mil::{CrossValidation, MeanSd, MIL_RESULTS_FILE};
 use patchtcga_metrics::run::{read_log, LogEntry, RunResults, SetReport, Task};
+use patchtcga_metrics::slide_probe::{SlideProbeReport, SLIDE_PROBE_FILE};
 
 pub use qc::{datasets, DatasetQc, MAPS_SHOWN};
 
@@ -93,6 +94,9 @@ impl Run {
     pub fn read(dir: &Path) -> Result<Self, ReportError> {
         if dir.join(MIL_RESULTS_FILE).is_file() {
             return Self::read_mil(dir);
+        }
+        if dir.join(SLIDE_PROBE_FILE).is_file() {
+            return Self::read_slide_probe(dir);
         }
         let bad = |cause: String| ReportError::Run { path: dir.to_path_buf(), cause };
         let text = std::fs::read_to_string(dir.join("config.toml"))
@@ -187,10 +191,44 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Reads a slide probe's folder (`probe --slides`'s `slide_probe.json`): the slide and patch
+    /// encoders, the classes, and the folds' mean ± sd in the slide-level runs' columns.
+    fn read_slide_probe(dir: &Path) -> Result<Self, ReportError> {
+        let path = dir.join(SLIDE_PROBE_FILE);
+        let bad = |cause: String| ReportError::Run { path: path.clone(), cause };
+        let text = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
+        let p: SlideProbeReport = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        let metrics = vec![
+            (
+                "slide balanced accuracy %".to_owned(),
+                format!("{} ± {}", percent(p.balanced_accuracy.mean), percent(p.balanced_accuracy.sd)),
+            ),
+            ("slide ROC-AUC".to_owned(), format!("{:.4} ± {:.4}", p.roc_auc.mean, p.roc_auc.sd)),
+            ("slide kappa (quadratic)".to_owned(), format!("{:.4} ± {:.4}", p.kappa.mean, p.kappa.sd)),
+        ];
+        let backbone = match p.patch_encoder.as_str() {
+            "" => p.encoder.clone(),
+            patches => format!("{} over {patches}", p.encoder),
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            name: dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            task: format!("slide probe (logistic regression, C = {}, {} folds)", p.cost, p.folds.len()),
+            backbone,
+            data: p.classes.join(" / "),
+            dataset: None,
+            init: "none".into(),
+            metrics,
+            pictures: Vec::new(),
+        })
+    }
+}
+
 /// The run folders `paths` name: each a run folder itself (`config.toml`, or a slide-level run's
-/// `mil_results.json`) or a folder of them (sorted).
+/// `mil_results.json` or `slide_probe.json`) or a folder of them (sorted).
 pub fn run_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReportError> {
-    let is_run = |d: &Path| d.join("config.toml").is_file() || d.join(MIL_RESULTS_FILE).is_file();
+    let is_run = |d: &Path| ["config.toml", MIL_RESULTS_FILE, SLIDE_PROBE_FILE].iter().any(|f| d.join(f).is_file());
     let mut dirs = Vec::new();
     for p in paths {
         if is_run(p) {
@@ -204,7 +242,9 @@ pub fn run_folders(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReportError> {
             .filter(|d| is_run(d))
             .collect();
         if inside.is_empty() {
-            return Err(bad("neither a run folder (config.toml, mil_results.json) nor a folder of runs".into()));
+            return Err(bad(
+                "neither a run folder (config.toml, mil_results.json, slide_probe.json) nor a folder of runs".into(),
+            ));
         }
         inside.sort();
         dirs.extend(inside);

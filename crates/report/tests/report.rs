@@ -194,6 +194,7 @@ fn results_written_with_the_shared_types_read_back_into_the_table() {
 #[test]
 fn a_slide_level_run_joins_the_table_with_its_fold_means() {
     use patchtcga_metrics::mil::{CrossValidation, FeatureSource, FoldResult, HeldOut, MeanSd, MilArch, Provenance};
+    use patchtcga_metrics::slide_probe::{ProbeFold, SlideProbeReport, SLIDE_PROBE_FILE};
     let d = tempfile::tempdir().unwrap();
     let runs = d.path().join("runs");
     let pre = runs.join("simclr_r50");
@@ -241,10 +242,29 @@ fn a_slide_level_run_joins_the_table_with_its_fold_means() {
     };
     std::fs::create_dir_all(runs.join("mil")).unwrap();
     std::fs::write(runs.join("mil/mil_results.json"), serde_json::to_vec(&cv).unwrap()).unwrap();
+    let probe = SlideProbeReport {
+        encoder: "titan".into(),
+        patch_encoder: "conch-v15".into(),
+        classes: vec!["normal".into(), "tumor".into()],
+        slides: 40,
+        cost: 1.0,
+        folds: (0..5)
+            .map(|_| ProbeFold {
+                test_slides: vec!["a".into()],
+                report: patchtcga_metrics::ClassificationReport::new(&[0.9, 0.1, 0.2, 0.8], &[0, 1], 2),
+                kappa: 1.0,
+            })
+            .collect(),
+        balanced_accuracy: MeanSd { mean: 0.875, sd: 0.025 },
+        roc_auc: MeanSd { mean: 0.95, sd: 0.01 },
+        kappa: MeanSd { mean: 0.75, sd: 0.05 },
+    };
+    std::fs::create_dir_all(runs.join("titan_probe")).unwrap();
+    std::fs::write(runs.join("titan_probe").join(SLIDE_PROBE_FILE), serde_json::to_vec(&probe).unwrap()).unwrap();
     std::fs::create_dir_all(runs.join("not_a_run")).unwrap();
 
     let dirs = patchtcga_report::run_folders(std::slice::from_ref(&runs)).unwrap();
-    assert_eq!(dirs, [runs.join("mil"), pre.clone()]);
+    assert_eq!(dirs, [runs.join("mil"), pre.clone(), runs.join("titan_probe")]);
     let table: Vec<Run> = dirs.iter().map(|d| Run::read(d).unwrap()).collect();
     let page = html(&table, &[]).unwrap();
     for want in [
@@ -256,9 +276,15 @@ fn a_slide_level_run_joins_the_table_with_its_fold_means() {
         "<td>0.6000 ± 0.2000</td>",
         "<th>held-out test accuracy % (folds' models together, 95 % CI)</th>",
         "<td>100.00 (100.00–100.00)</td>",
+        "<td>slide probe (logistic regression, C = 1, 5 folds)</td>",
+        "<td>titan over conch-v15</td>",
+        "<td>87.50 ± 2.50</td>",
+        "<td>0.9500 ± 0.0100</td>",
     ] {
         assert!(page.contains(want), "{want} missing");
     }
+    // The probe's figures sit in the slide-level runs' columns.
+    assert_eq!(page.matches("<th>slide balanced accuracy %</th>").count(), 1);
     assert!(page.find("pretraining (simclr)").unwrap() < page.find("slide level").unwrap());
     let e = patchtcga_report::run_folders(&[runs.join("not_a_run")]).unwrap_err().to_string();
     assert!(e.contains("not_a_run") && e.contains("mil_results.json"), "{e}");

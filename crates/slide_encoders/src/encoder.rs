@@ -162,7 +162,7 @@ impl Contract {
 /// A slide encoder ready to embed slides.
 pub enum SlideEncoder {
     Feather(Feather),
-    Titan(Titan),
+    Titan(Box<Titan>),
     Mean,
 }
 
@@ -188,7 +188,7 @@ impl SlideEncoder {
             }
             (SlideEncoderKind::Titan, Some(w)) => {
                 let (net, report) = Titan::load(w, device)?;
-                Ok((Self::Titan(net), Some(report)))
+                Ok((Self::Titan(Box::new(net)), Some(report)))
             }
         }
     }

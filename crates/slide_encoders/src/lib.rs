@@ -10,4 +10,5 @@ pub mod titan;
 
 pub use embed::{embed_folder, SlideEmbeddings};
 pub use encoder::{Contract, FeaturesMade, PatchFeatures, SlideEncoder, SlideEncoderKind};
-pub use probe::{probe, LogisticProbe, SlideProbeOptions, SlideProbeReport};
+pub use patchtcga_metrics::slide_probe::{ProbeFold, SlideProbeReport, SLIDE_PROBE_FILE};
+pub use probe::{probe, LogisticProbe, SlideProbeOptions};

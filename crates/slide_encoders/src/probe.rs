@@ -10,8 +10,8 @@ use linfa::traits::Fit;
 use linfa_logistic::MultiLogisticRegression;
 use ndarray16::{Array1, Array2};
 use patchtcga_metrics::mil::MeanSd;
+use patchtcga_metrics::slide_probe::{ProbeFold, SlideProbeReport};
 use patchtcga_metrics::ClassificationReport;
-use serde::Serialize;
 
 use patchtcga_engine::LearnError;
 use patchtcga_mil::bags::read_labels;
@@ -80,28 +80,6 @@ fn rows(x: &[f32], width: usize) -> Result<Array2<f64>, LearnError> {
         .map_err(|e| LearnError::Config(e.to_string()))
 }
 
-/// One fold's test slides and how the probe did on them.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProbeFold {
-    pub test_slides: Vec<String>,
-    pub report: ClassificationReport,
-    pub kappa: f64,
-}
-
-/// The cross-validated probe.
-#[derive(Debug, Clone, Serialize)]
-pub struct SlideProbeReport {
-    pub encoder: String,
-    pub patch_encoder: String,
-    pub classes: Vec<String>,
-    pub slides: usize,
-    pub cost: f64,
-    pub folds: Vec<ProbeFold>,
-    pub balanced_accuracy: MeanSd,
-    pub roc_auc: MeanSd,
-    pub kappa: MeanSd,
-}
-
 /// Cross-validates the probe on the labelled slides of `embeddings` (labels CSV as `mil train`
 /// reads it: `slide`, `label`, optional `case`). A labelled slide without an embedding is an
 /// error naming it; embedded slides without a label are left out.
@@ -164,21 +142,4 @@ pub fn probe(
         classes,
         folds,
     })
-}
-
-/// A Markdown table: one row per fold and the mean ± sd.
-impl std::fmt::Display for SlideProbeReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        writeln!(f, "| fold | slides | balanced accuracy | ROC-AUC | quadratic κ |")?;
-        writeln!(f, "|---|---|---|---|---|")?;
-        for (k, fold) in self.folds.iter().enumerate() {
-            let auc = patchtcga_metrics::optional(fold.report.roc_auc, 3);
-            writeln!(
-                f,
-                "| {k} | {} | {:.3} | {auc} | {:.3} |",
-                fold.report.samples, fold.report.balanced_accuracy, fold.kappa
-            )?;
-        }
-        write!(f, "| mean ± sd | {} | {} | {} | {} |", self.slides, self.balanced_accuracy, self.roc_auc, self.kappa)
-    }
 }
