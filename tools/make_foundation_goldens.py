@@ -10,18 +10,21 @@ by parameter name), and run on a deterministic image at the native 224 px and at
                                   timm's checkpoint filter; position embedding interpolated by
                                   DINOv2's rule (bicubic by (grid + 0.1) / 37, no antialiasing)
 
-and timm's vit_small_patch14_dinov2 made at img_size=224 (its own 16x16 grid), run at 224 px.
+and timm's vit_small_patch14_dinov2 made at img_size=224 (its own 16x16 grid), run at 224 px; and
+CONCH v1.5's vision tower (conch-v15, also at 448 px).
 
 For phikon and DINOv2 the golden also lists the checkpoint's names and shapes: the Rust test fills
 a file with `det` under those names and imports it without options.
 
 Regenerate (the committed file was made with torch 2.13.0, timm 1.0.31, transformers 5.24.0):
     pip install --target /tmp/gpy timm transformers safetensors numpy   (torch beside it)
-    PYTHONPATH=/tmp/gpy:.libtorch python3 tools/make_foundation_goldens.py
+    PYTHONPATH=/tmp/gpy:.libtorch python3 tools/make_foundation_goldens.py [part …]
+(parts: timm phikon dinov2 dinov2_timm_224 conch_v15; named parts are merged into the file)
 """
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -177,14 +180,54 @@ def dinov2_timm_224(out):
     print("dinov2-s14 at 224 (timm) done")
 
 
+def conch_v15(out):
+    """CONCH v1.5 as MahmoodLab's vision tower builds it (TRIDENT's conchv1_5.py, TITAN's
+    `return_conch`; read, not copied): `trunk` a timm-style ViT-L/16 with LayerScale made at 224 px
+    whose 14x14 position grid DINO's rule resamples to other inputs, its final norm, then
+    `attn_pool_contrast` (one query of 768: LayerNorm `ln_q` and `ln_k`, `to_q`, `to_kv`, `to_out`
+    without biases, 8 heads, softmax over all tokens) and LayerNorm `ln_contrast`. Also at its
+    native 448 px."""
+    trunk = VisionTransformer(num_classes=0, depth=DEPTH, img_size=224, patch_size=16, embed_dim=1024, num_heads=16, init_values=1.0).eval()
+    pool = nn.Module()
+    pool.query = nn.Parameter(torch.zeros(1, 768))
+    pool.ln_q, pool.ln_k = nn.LayerNorm(768), nn.LayerNorm(1024)
+    pool.to_q, pool.to_kv, pool.to_out = nn.Linear(768, 768, bias=False), nn.Linear(1024, 1536, bias=False), nn.Linear(768, 768, bias=False)
+    tower = nn.Module()
+    tower.trunk, tower.attn_pool_contrast, tower.ln_contrast = trunk, pool, nn.LayerNorm(768)
+    fill(tower)
+    heads = 8
+    for side in SIZES + (448,):
+        x = det_input((1, 3, side, side))
+        with torch.no_grad():
+            p = trunk.patch_embed.proj(x).flatten(2).transpose(1, 2)
+            g = side // 16
+            pos = trunk.pos_embed if g == 14 else dinov2_interpolate(trunk.pos_embed, g, g)
+            t = torch.cat([trunk.cls_token + pos[:, :1], p + pos[:, 1:]], dim=1)
+            t = trunk.norm(trunk.blocks(t))
+            k, v = pool.to_kv(pool.ln_k(t)).chunk(2, dim=-1)
+            q = pool.to_q(pool.ln_q(pool.query))[None]
+            split = lambda a: a.reshape(1, a.shape[1], heads, 96).transpose(1, 2)
+            attn = (split(q) @ split(k).transpose(-1, -2) * 96 ** -0.5).softmax(-1) @ split(v)
+            y = tower.ln_contrast(pool.to_out(attn.transpose(1, 2).reshape(1, 1, 768)))[:, 0]
+        out[f"conch-v15@{side}"] = {"input": [1, 3, side, side], "features_shape": list(y.shape), "features": flat(y)}
+    print("conch-v15 done")
+
+
+PARTS = {"timm": timm_cases, "phikon": phikon, "dinov2": dinov2, "dinov2_timm_224": dinov2_timm_224, "conch_v15": conch_v15}
+
+
 def main():
+    """All parts, or the parts named on the command line merged into the committed file."""
     torch.set_num_threads(2)
+    path = os.path.join(MODEL, "foundation.json")
+    names = sys.argv[1:] or list(PARTS)
     out = {"depth": DEPTH}
-    timm_cases(out)
-    phikon(out)
-    dinov2(out)
-    dinov2_timm_224(out)
-    with open(os.path.join(MODEL, "foundation.json"), "w") as f:
+    if sys.argv[1:]:
+        with open(path) as f:
+            out = json.load(f)
+    for name in names:
+        PARTS[name](out)
+    with open(path, "w") as f:
         json.dump(out, f)
 
 

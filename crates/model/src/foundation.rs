@@ -24,6 +24,9 @@ pub enum Foundation {
     GigaPath,
     /// Owkin Phikon: Hugging Face `ViTModel` ViT-B/16, class token (768).
     Phikon,
+    /// MahmoodLab CONCH v1.5 (TITAN's patch encoder): ViT-L/16 with LayerScale, its 14 × 14
+    /// position grid resampled by DINO's rule to 448 px, the contrastive attentional pooler (768).
+    ConchV15,
     /// DINOv2 ViT-S/14, B/14, L/14, g/14 (the repository's checkpoints at 518 px, used at any size).
     Dinov2S14,
     Dinov2B14,
@@ -38,7 +41,7 @@ pub const IMAGENET: ([f32; 3], [f32; 3]) = ([0.485, 0.456, 0.406], [0.229, 0.224
 const SWIGLU_RATIO: f64 = 2.66667 * 2.0;
 
 impl Foundation {
-    pub const ALL: [Foundation; 11] = [
+    pub const ALL: [Foundation; 12] = [
         Foundation::Uni,
         Foundation::Uni2H,
         Foundation::Virchow,
@@ -46,6 +49,7 @@ impl Foundation {
         Foundation::HOptimus0,
         Foundation::GigaPath,
         Foundation::Phikon,
+        Foundation::ConchV15,
         Foundation::Dinov2S14,
         Foundation::Dinov2B14,
         Foundation::Dinov2L14,
@@ -62,6 +66,7 @@ impl Foundation {
             Foundation::HOptimus0 => "h-optimus-0",
             Foundation::GigaPath => "gigapath",
             Foundation::Phikon => "phikon",
+            Foundation::ConchV15 => "conch-v15",
             Foundation::Dinov2S14 => "dinov2-s14",
             Foundation::Dinov2B14 => "dinov2-b14",
             Foundation::Dinov2L14 => "dinov2-l14",
@@ -79,6 +84,7 @@ impl Foundation {
             Foundation::HOptimus0 => "hf-hub bioptimus/H-optimus-0 (timm)",
             Foundation::GigaPath => "hf-hub prov-gigapath/prov-gigapath (timm)",
             Foundation::Phikon => "hf-hub owkin/phikon (transformers ViTModel)",
+            Foundation::ConchV15 => "hf-hub MahmoodLab/conchv1_5 (pytorch_model_vision.bin)",
             Foundation::Dinov2S14 => "dl.fbaipublicfiles.com dinov2_vits14_pretrain.pth",
             Foundation::Dinov2B14 => "dl.fbaipublicfiles.com dinov2_vitb14_pretrain.pth",
             Foundation::Dinov2L14 => "dl.fbaipublicfiles.com dinov2_vitl14_pretrain.pth",
@@ -136,6 +142,12 @@ impl Foundation {
             Foundation::HOptimus0 => VitConfig { reg_tokens: 4, no_embed_class: true, ..giant(14, 40) },
             Foundation::GigaPath => giant(16, 40),
             Foundation::Phikon => VitConfig { ln_eps: 1e-12, pos_resample: PosResample::Plain, ..VitConfig::B16 },
+            Foundation::ConchV15 => VitConfig {
+                layer_scale: true,
+                pos_resample: PosResample::Dino,
+                pool: Pool::Attentional { dim: 768, heads: 8 },
+                ..VitConfig::L16
+            },
             Foundation::Dinov2S14 => dino(384, 12, 6),
             Foundation::Dinov2B14 => dino(768, 12, 12),
             Foundation::Dinov2L14 => dino(1024, 24, 16),

@@ -37,6 +37,11 @@ pub enum Pool {
     /// The class token concatenated with the mean of the patch tokens, registers excluded
     /// (Virchow's and Virchow2's embedding): twice the width.
     ClsAndPatchMean,
+    /// CONCH's contrastive attentional pooler over all tokens after the final norm: one learned
+    /// query of `dim` (LayerNorm `ln_q`, `to_q`) attending with `heads` heads to the tokens
+    /// (LayerNorm `ln_k`, `to_kv`), `to_out`, then LayerNorm `ln_contrast`; no biases. The
+    /// trunk's names go under `trunk.`, the pooler's under `attn_pool_contrast.`.
+    Attentional { dim: i64, heads: i64 },
 }
 
 /// Shape of a ViT.
@@ -120,6 +125,7 @@ impl VitConfig {
         match self.pool {
             Pool::Cls => self.dim,
             Pool::ClsAndPatchMean => 2 * self.dim,
+            Pool::Attentional { dim, .. } => dim,
         }
     }
 }
@@ -242,6 +248,51 @@ impl Block {
     }
 }
 
+/// CONCH's contrastive attentional pooler ([`Pool::Attentional`]).
+struct AttentionalPooler {
+    query: Tensor,
+    ln_q: nn::LayerNorm,
+    ln_k: nn::LayerNorm,
+    to_q: nn::Linear,
+    to_kv: nn::Linear,
+    to_out: nn::Linear,
+    ln_contrast: nn::LayerNorm,
+    heads: i64,
+}
+
+impl AttentionalPooler {
+    /// Under `p`: `attn_pool_contrast.*` and `ln_contrast`, over tokens of width `context`.
+    fn new(p: &nn::Path, context: i64, dim: i64, heads: i64) -> Self {
+        let a = p / "attn_pool_contrast";
+        let plain = |p: nn::Path, i, o| nn::linear(p, i, o, nn::LinearConfig { bias: false, ..Default::default() });
+        Self {
+            query: a.var("query", &[1, dim], Init::Randn { mean: 0.0, stdev: 1.0 }),
+            ln_q: layer_norm_eps(&a / "ln_q", dim, 1e-5),
+            ln_k: layer_norm_eps(&a / "ln_k", context, 1e-5),
+            to_q: plain(&a / "to_q", dim, dim),
+            to_kv: plain(&a / "to_kv", context, 2 * dim),
+            to_out: plain(&a / "to_out", dim, dim),
+            ln_contrast: layer_norm_eps(p / "ln_contrast", dim, 1e-5),
+            heads,
+        }
+    }
+
+    /// Tokens (N, T, context) → the pooled embedding (N, dim).
+    fn forward(&self, tokens: &Tensor) -> Tensor {
+        let n = tokens.size()[0];
+        let (dim, h) = (self.query.size()[1], self.heads);
+        let heads = |t: Tensor| {
+            let len = t.size()[1];
+            t.reshape([n, len, h, dim / h]).transpose(1, 2)
+        };
+        let q = heads(self.query.apply(&self.ln_q).apply(&self.to_q).expand([n, 1, dim], false));
+        let kv = tokens.apply(&self.ln_k).apply(&self.to_kv).chunk(2, -1);
+        let (k, v) = (heads(kv[0].shallow_clone()), heads(kv[1].shallow_clone()));
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false);
+        y.transpose(1, 2).reshape([n, dim]).apply(&self.to_out).apply(&self.ln_contrast)
+    }
+}
+
 /// A timm ViT without its `head`: images (N, 3, H, W) → pooled features after the final norm.
 pub struct Vit {
     proj: nn::Conv2D,
@@ -250,13 +301,21 @@ pub struct Vit {
     pos_embed: Tensor,
     blocks: Vec<Block>,
     norm: nn::LayerNorm,
+    pooler: Option<Box<AttentionalPooler>>,
     config: VitConfig,
 }
 
 impl Vit {
-    /// Creates the parameters under `p` with timm's names.
-    pub fn new(p: &nn::Path, config: VitConfig) -> Self {
+    /// Creates the parameters under `p` with timm's names (under `p/trunk`, with the pooler
+    /// beside it, for [`Pool::Attentional`]).
+    pub fn new(root: &nn::Path, config: VitConfig) -> Self {
         let d = config.dim;
+        let pooler = match config.pool {
+            Pool::Attentional { dim, heads } => Some(Box::new(AttentionalPooler::new(root, d, dim, heads))),
+            _ => None,
+        };
+        let trunk = root / "trunk";
+        let p = if pooler.is_some() { &trunk } else { root };
         let proj = nn::conv2d(
             p / "patch_embed" / "proj",
             3,
@@ -276,7 +335,7 @@ impl Vit {
             })
             .collect();
         let norm = layer_norm_eps(p / "norm", d, config.ln_eps);
-        Self { proj, cls_token, reg_token, pos_embed, blocks, norm, config }
+        Self { proj, cls_token, reg_token, pos_embed, blocks, norm, pooler, config }
     }
 
     /// Class, register and patch tokens with position embeddings added (N, 1+r+h·w, D), in timm's
@@ -340,13 +399,14 @@ impl Vit {
     pub fn features(&self, x: &Tensor, train: bool) -> Tensor {
         let t = self.tokens(x, train);
         let cls = t.select(1, 0);
-        match self.config.pool {
-            Pool::Cls => cls,
-            Pool::ClsAndPatchMean => {
+        match (self.config.pool, &self.pooler) {
+            (Pool::ClsAndPatchMean, _) => {
                 let skip = self.config.prefix_tokens();
                 let patches = t.narrow(1, skip, t.size()[1] - skip);
                 Tensor::cat(&[cls, patches.mean_dim(1, false, None)], 1)
             }
+            (_, Some(pooler)) => pooler.forward(&t),
+            _ => cls,
         }
     }
 

@@ -51,7 +51,7 @@ fn timm_presets_match_timm_at_the_native_size_and_another() {
     let g = golden();
     let depth = g["depth"].as_i64().unwrap();
     let timm_named = Foundation::ALL.into_iter().filter(|f| f.naming() == Naming::Timm).collect::<Vec<_>>();
-    assert_eq!(timm_named.len(), 6, "uni, uni2-h, virchow, virchow2, h-optimus-0, gigapath");
+    assert_eq!(timm_named.len(), 7, "uni, uni2-h, virchow, virchow2, h-optimus-0, gigapath, conch-v15");
     for f in timm_named {
         let (_vs, model) = timm_filled(f, depth);
         check(f, &model, &g);
@@ -124,6 +124,32 @@ fn a_dinov2_made_at_224_px_keeps_its_grid_and_matches_timm() {
     assert!(e <= 1e-5, "rel. error {e:.2e}");
 }
 
+/// CONCH v1.5 at its native 448 px (DINO's resampling of the 14 × 14 grid), loaded from a
+/// `torch.save` file in the published layout (`trunk.*`, `attn_pool_contrast.*`, `ln_contrast`).
+#[test]
+fn conch_v15_matches_its_vision_tower_at_448_px_from_the_published_names() {
+    let g = golden();
+    let depth = g["depth"].as_i64().unwrap();
+    let (vs, _) = timm_filled(Foundation::ConchV15, depth);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pytorch_model_vision.bin");
+    let named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    assert!(named.iter().any(|(n, _)| n == "attn_pool_contrast.to_kv.weight"));
+    assert!(named.iter().all(|(n, _)| n.starts_with("trunk.")
+        || n.starts_with("attn_pool_contrast.")
+        || n.starts_with("ln_contrast.")));
+    patchtcga_model::write_pth(&file, &named).unwrap();
+    let fresh = nn::VarStore::new(Device::Cpu);
+    let model = Backbone::new(&fresh.root(), Spec::Vit(reduced(Foundation::ConchV15, depth)));
+    let report = load(&fresh, &file, "head", &ImportOptions::default()).unwrap();
+    assert_eq!((report.prefix.as_str(), report.loaded), ("", named.len()));
+    let x = det_input(&[1, 3, 448, 448]);
+    let y = tch::no_grad(|| model.forward_t(&x, false));
+    assert_eq!(y.size(), [1, 768]);
+    let e = rel_err(&y, &floats(&g["conch-v15@448"]["features"]));
+    assert!(e <= 1e-4, "conch-v15@448: features rel. error {e:.2e}");
+}
+
 #[test]
 fn presets_parse_by_name_and_report_their_widths() {
     for f in Foundation::ALL {
@@ -135,6 +161,7 @@ fn presets_parse_by_name_and_report_their_widths() {
     assert_eq!(width(Foundation::Virchow2), 2560, "class token ⊕ patch mean");
     assert_eq!(width(Foundation::Uni), 1024);
     assert_eq!(width(Foundation::HOptimus0), 1536);
+    assert_eq!(width(Foundation::ConchV15), 768, "the contrastive pooler's width");
     assert_eq!(Foundation::Virchow2.config().pool, Pool::ClsAndPatchMean);
     assert_ne!(Foundation::HOptimus0.stats(), Foundation::Uni.stats());
 }

@@ -33,10 +33,12 @@ pub struct Contract {
     pub trident_name: &'static str,
     /// Feature width.
     pub width: i64,
-    /// µm/px of the patches (20× is 0.5).
-    pub mpp: f64,
-    /// Patch side in pixels at `mpp`.
+    /// Patch side in pixels at 20× (0.5 µm/px), as TRIDENT reads them before resizing them to
+    /// the patch encoder's input.
     pub patch_size: u32,
+    /// The patch encoder's input side: patches of the same footprint read at this size are the
+    /// same patches.
+    pub input: u32,
     /// Where the encoder's weights are published.
     pub weights: &'static str,
 }
@@ -59,16 +61,16 @@ impl SlideEncoderKind {
                 patch_encoder: "conch-v15",
                 trident_name: "conch_v15",
                 width: 768,
-                mpp: 0.5,
                 patch_size: 512,
+                input: 448,
                 weights: "hf-hub MahmoodLab/abmil.base.conch_v15.pc108-24k (model.safetensors)",
             }),
             Self::FeatherUni2 => Some(Contract {
                 patch_encoder: "uni2-h",
                 trident_name: "uni_v2",
                 width: 1536,
-                mpp: 0.5,
                 patch_size: 256,
+                input: 224,
                 weights: "hf-hub MahmoodLab/abmil.base.uni_v2.pc108-24k (model.safetensors)",
             }),
             Self::Titan => Some(Contract {
@@ -110,9 +112,15 @@ pub struct FeaturesMade {
 }
 
 impl Contract {
+    /// A patch's side in µm.
+    pub fn footprint(&self) -> f64 {
+        self.patch_size as f64 * 0.5
+    }
+
     /// Refuses features that are not what the encoder was trained on, naming what to run:
     /// `width` against the width its weights take (`self.width` in the published ones), and what
-    /// the file records of how they were made.
+    /// the file records of how they were made (the patch encoder; the patches' footprint in µm,
+    /// whatever size they were read at).
     pub fn check(
         &self,
         encoder: SlideEncoderKind,
@@ -127,35 +135,37 @@ impl Contract {
         if let Some(m) = made.patch_encoder.as_deref().filter(|m| *m != self.patch_encoder) {
             wrong.push(format!("features of {m}"));
         }
-        if let Some(mpp) = made.mpp.filter(|m| (m / self.mpp - 1.0).abs() > 0.05) {
-            wrong.push(format!("patches at {mpp} µm/px"));
-        }
-        if let Some(mag) = made.magnification.filter(|m| (m * self.mpp / 10.0 - 1.0).abs() > 0.05) {
-            wrong.push(format!("patches at {mag}×"));
-        }
-        if let Some(s) = made.patch_size.filter(|s| *s != self.patch_size) {
-            wrong.push(format!("{s} px patches"));
+        if let Some(um) = made.footprint().filter(|um| (um / self.footprint() - 1.0).abs() > 0.05) {
+            wrong.push(format!("{um:.0} µm patches"));
         }
         if wrong.is_empty() {
             return Ok(());
         }
         Err(LearnError::Config(format!(
-            "{}: {}; {} takes {} features ({} wide in its published weights) of {} px patches at {} µm/px (20×): embed the slides with \
-             `patchtcga embed --slides … --arch {} --image-size {} --mpp {}`, or TRIDENT's `--patch_encoder {} \
-             --patch_size {} --mag 20`",
+            "{}: {}; {} takes {} features ({} wide in its published weights) of {:.0} µm patches ({} px at 20×): \
+             embed the slides with `patchtcga embed --slides … --arch {} --image-size {} --mpp {:.4}`, or TRIDENT's \
+             `--patch_encoder {} --patch_size {} --mag 20`",
             file.display(),
             wrong.join(", "),
             encoder.name(),
             self.patch_encoder,
             self.width,
+            self.footprint(),
             self.patch_size,
-            self.mpp,
             self.patch_encoder,
-            self.patch_size,
-            self.mpp,
+            self.input,
+            self.footprint() / self.input as f64,
             self.trident_name,
             self.patch_size,
         )))
+    }
+}
+
+impl FeaturesMade {
+    /// A patch's side in µm: its size times its µm/px (or 10 / magnification).
+    pub fn footprint(&self) -> Option<f64> {
+        let mpp = self.mpp.or(self.magnification.map(|m| 10.0 / m))?;
+        Some(self.patch_size? as f64 * mpp)
     }
 }
 

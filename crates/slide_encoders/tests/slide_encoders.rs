@@ -162,14 +162,20 @@ fn features_other_than_the_encoders_are_refused_with_what_to_run() {
     let embed = |feats: &Path| {
         embed_folder((&encoder, SlideEncoderKind::Feather, None), feats, None, &indicatif::ProgressBar::hidden())
     };
-    // At 10× in 256 px patches.
+    // 256 px patches at 20×: half the footprint.
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    trident_h5(&small.join("s.h5"), &slide_features(0, 32), 256, 20);
+    assert_eq!(features_made(&small.join("s.h5")).unwrap().magnification, Some(20.0));
+    let e = embed(&small).unwrap_err().to_string();
+    assert!(e.contains("s.h5") && e.contains("128 µm patches") && e.contains("256 µm patches (512 px at 20×)"), "{e}");
+    assert!(e.contains("--arch conch-v15 --image-size 448 --mpp 0.5714"), "{e}");
+    assert!(e.contains("--patch_encoder conch_v15 --patch_size 512 --mag 20"), "{e}");
+    // The same footprint at 10× in 256 px patches is the same patches, read smaller.
     let at_10x = dir.path().join("at10x");
     std::fs::create_dir(&at_10x).unwrap();
     trident_h5(&at_10x.join("s.h5"), &slide_features(0, 32), 256, 10);
-    assert_eq!(features_made(&at_10x.join("s.h5")).unwrap().magnification, Some(10.0));
-    let e = embed(&at_10x).unwrap_err().to_string();
-    assert!(e.contains("s.h5") && e.contains("patches at 10×") && e.contains("256 px patches"), "{e}");
-    assert!(e.contains("--patch_encoder conch_v15 --patch_size 512 --mag 20"), "{e}");
+    assert!(embed(&at_10x).is_ok());
     // Of another width than the weights take.
     let wide = dir.path().join("wide");
     std::fs::create_dir(&wide).unwrap();
