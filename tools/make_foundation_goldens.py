@@ -68,6 +68,10 @@ TIMM = {
     "virchow2": (lambda: timm_vit(patch_size=14, embed_dim=1280, num_heads=16, mlp_ratio=5.3375, global_pool="", reg_tokens=4, **swiglu()), cls_and_mean(5)),
     # timm's vit_giant_patch14_reg4_dinov2 as H-optimus-0's config.json builds it (img_size 224).
     "h-optimus-0": (lambda: timm_vit(patch_size=14, embed_dim=1536, num_heads=24, mlp_ratio=2.66667 * 2, no_embed_class=True, reg_tokens=4, **swiglu()), cls),
+    # Virchow2 with the class token only (TRIDENT's option).
+    "virchow2-cls": (lambda: timm_vit(patch_size=14, embed_dim=1280, num_heads=16, mlp_ratio=5.3375, global_pool="", reg_tokens=4, **swiglu()), cls),
+    # H-optimus-1's model card builds H-optimus-0's architecture (its config.json).
+    "h-optimus-1": (lambda: timm_vit(patch_size=14, embed_dim=1536, num_heads=24, mlp_ratio=2.66667 * 2, no_embed_class=True, reg_tokens=4, **swiglu()), cls),
     # timm's vit_giant_patch14_dinov2 with GigaPath's config.json overrides (patch 16, 224 px).
     "gigapath": (lambda: timm_vit(patch_size=16, embed_dim=1536, num_heads=24, mlp_ratio=5.33334, **swiglu()), cls),
 }

@@ -18,8 +18,12 @@ pub enum Foundation {
     Virchow,
     /// Paige Virchow2: Virchow with 4 registers, class token ⊕ mean of patch tokens (2560).
     Virchow2,
+    /// Virchow2 with its class token only (1280), as TRIDENT offers it.
+    Virchow2Cls,
     /// Bioptimus H-optimus-0: ViT-g/14 with 4 registers, its own normalisation, class token (1536).
     HOptimus0,
+    /// Bioptimus H-optimus-1: H-optimus-0's architecture and normalisation, new weights (1536).
+    HOptimus1,
     /// Prov-GigaPath's tile encoder: ViT-g with 16 px patches, SwiGLU, class token (1536).
     GigaPath,
     /// Owkin Phikon: Hugging Face `ViTModel` ViT-B/16, class token (768).
@@ -41,12 +45,14 @@ pub const IMAGENET: ([f32; 3], [f32; 3]) = ([0.485, 0.456, 0.406], [0.229, 0.224
 const SWIGLU_RATIO: f64 = 2.66667 * 2.0;
 
 impl Foundation {
-    pub const ALL: [Foundation; 12] = [
+    pub const ALL: [Foundation; 14] = [
         Foundation::Uni,
         Foundation::Uni2H,
         Foundation::Virchow,
         Foundation::Virchow2,
+        Foundation::Virchow2Cls,
         Foundation::HOptimus0,
+        Foundation::HOptimus1,
         Foundation::GigaPath,
         Foundation::Phikon,
         Foundation::ConchV15,
@@ -63,7 +69,9 @@ impl Foundation {
             Foundation::Uni2H => "uni2-h",
             Foundation::Virchow => "virchow",
             Foundation::Virchow2 => "virchow2",
+            Foundation::Virchow2Cls => "virchow2-cls",
             Foundation::HOptimus0 => "h-optimus-0",
+            Foundation::HOptimus1 => "h-optimus-1",
             Foundation::GigaPath => "gigapath",
             Foundation::Phikon => "phikon",
             Foundation::ConchV15 => "conch-v15",
@@ -81,7 +89,9 @@ impl Foundation {
             Foundation::Uni2H => "hf-hub MahmoodLab/UNI2-h (timm)",
             Foundation::Virchow => "hf-hub paige-ai/Virchow (timm)",
             Foundation::Virchow2 => "hf-hub paige-ai/Virchow2 (timm)",
+            Foundation::Virchow2Cls => "hf-hub paige-ai/Virchow2 (timm), class token only",
             Foundation::HOptimus0 => "hf-hub bioptimus/H-optimus-0 (timm)",
+            Foundation::HOptimus1 => "hf-hub bioptimus/H-optimus-1 (timm)",
             Foundation::GigaPath => "hf-hub prov-gigapath/prov-gigapath (timm)",
             Foundation::Phikon => "hf-hub owkin/phikon (transformers ViTModel)",
             Foundation::ConchV15 => "hf-hub MahmoodLab/conchv1_5 (pytorch_model_vision.bin)",
@@ -106,7 +116,9 @@ impl Foundation {
     /// Mean and standard deviation of the input normalisation.
     pub fn stats(self) -> ([f32; 3], [f32; 3]) {
         match self {
-            Foundation::HOptimus0 => ([0.707223, 0.578729, 0.703617], [0.211883, 0.230117, 0.177517]),
+            Foundation::HOptimus0 | Foundation::HOptimus1 => {
+                ([0.707223, 0.578729, 0.703617], [0.211883, 0.230117, 0.177517])
+            }
             _ => IMAGENET,
         }
     }
@@ -139,7 +151,10 @@ impl Foundation {
             Foundation::Uni2H => VitConfig { reg_tokens: 8, no_embed_class: true, ..giant(14, 24) },
             Foundation::Virchow => huge,
             Foundation::Virchow2 => VitConfig { reg_tokens: 4, ..huge },
-            Foundation::HOptimus0 => VitConfig { reg_tokens: 4, no_embed_class: true, ..giant(14, 40) },
+            Foundation::Virchow2Cls => VitConfig { reg_tokens: 4, pool: Pool::Cls, ..huge },
+            Foundation::HOptimus0 | Foundation::HOptimus1 => {
+                VitConfig { reg_tokens: 4, no_embed_class: true, ..giant(14, 40) }
+            }
             Foundation::GigaPath => giant(16, 40),
             Foundation::Phikon => VitConfig { ln_eps: 1e-12, pos_resample: PosResample::Plain, ..VitConfig::B16 },
             Foundation::ConchV15 => VitConfig {

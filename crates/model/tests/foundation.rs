@@ -51,7 +51,7 @@ fn timm_presets_match_timm_at_the_native_size_and_another() {
     let g = golden();
     let depth = g["depth"].as_i64().unwrap();
     let timm_named = Foundation::ALL.into_iter().filter(|f| f.naming() == Naming::Timm).collect::<Vec<_>>();
-    assert_eq!(timm_named.len(), 7, "uni, uni2-h, virchow, virchow2, h-optimus-0, gigapath, conch-v15");
+    assert_eq!(timm_named.len(), 9, "uni, uni2-h, virchow, virchow2(-cls), h-optimus-0/1, gigapath, conch-v15");
     for f in timm_named {
         let (_vs, model) = timm_filled(f, depth);
         check(f, &model, &g);
@@ -161,6 +161,8 @@ fn presets_parse_by_name_and_report_their_widths() {
     assert_eq!(width(Foundation::Virchow2), 2560, "class token ⊕ patch mean");
     assert_eq!(width(Foundation::Uni), 1024);
     assert_eq!(width(Foundation::HOptimus0), 1536);
+    assert_eq!(width(Foundation::Virchow2Cls), 1280, "the class token alone");
+    assert_eq!(Foundation::HOptimus1.stats(), Foundation::HOptimus0.stats());
     assert_eq!(width(Foundation::ConchV15), 768, "the contrastive pooler's width");
     assert_eq!(Foundation::Virchow2.config().pool, Pool::ClsAndPatchMean);
     assert_ne!(Foundation::HOptimus0.stats(), Foundation::Uni.stats());
