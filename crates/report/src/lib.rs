@@ -151,17 +151,10 @@ impl Run {
     /// Reads a slide-level run folder (`mil train`'s `mil_results.json`): the network, the
     /// features' model, the classes, and the folds' mean ± sd slide-level metrics.
     fn read_mil(dir: &Path) -> Result<Self, ReportError> {
-        let path = dir.join(MIL_RESULTS_FILE);
-        let bad = |cause: String| ReportError::Run { path: path.clone(), cause };
-        let text = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
-        let cv: CrossValidation = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+        let cv: CrossValidation = read_json(&dir.join(MIL_RESULTS_FILE))?;
         let pm = |m: MeanSd| format!("{} ± {}", percent(m.mean), percent(m.sd));
-        let mut metrics = vec![
-            ("slide accuracy % (mean ± sd)".to_owned(), pm(cv.accuracy)),
-            ("slide balanced accuracy %".to_owned(), pm(cv.balanced_accuracy)),
-            ("slide ROC-AUC".to_owned(), format!("{:.4} ± {:.4}", cv.roc_auc.mean, cv.roc_auc.sd)),
-            ("slide kappa (quadratic)".to_owned(), format!("{:.4} ± {:.4}", cv.kappa.mean, cv.kappa.sd)),
-        ];
+        let mut metrics = vec![("slide accuracy % (mean ± sd)".to_owned(), pm(cv.accuracy))];
+        metrics.extend(slide_metrics(cv.balanced_accuracy, cv.roc_auc, cv.kappa));
         if let Some(h) = &cv.held_out {
             let [lo, hi] = h.ensemble.accuracy_ci;
             let e = &h.ensemble;
@@ -195,18 +188,8 @@ impl Run {
     /// Reads a slide probe's folder (`probe --slides`'s `slide_probe.json`): the slide and patch
     /// encoders, the classes, and the folds' mean ± sd in the slide-level runs' columns.
     fn read_slide_probe(dir: &Path) -> Result<Self, ReportError> {
-        let path = dir.join(SLIDE_PROBE_FILE);
-        let bad = |cause: String| ReportError::Run { path: path.clone(), cause };
-        let text = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
-        let p: SlideProbeReport = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
-        let metrics = vec![
-            (
-                "slide balanced accuracy %".to_owned(),
-                format!("{} ± {}", percent(p.balanced_accuracy.mean), percent(p.balanced_accuracy.sd)),
-            ),
-            ("slide ROC-AUC".to_owned(), format!("{:.4} ± {:.4}", p.roc_auc.mean, p.roc_auc.sd)),
-            ("slide kappa (quadratic)".to_owned(), format!("{:.4} ± {:.4}", p.kappa.mean, p.kappa.sd)),
-        ];
+        let p: SlideProbeReport = read_json(&dir.join(SLIDE_PROBE_FILE))?;
+        let metrics = slide_metrics(p.balanced_accuracy, p.roc_auc, p.kappa);
         let backbone = match p.patch_encoder.as_str() {
             "" => p.encoder.clone(),
             patches => format!("{} over {patches}", p.encoder),
@@ -223,6 +206,23 @@ impl Run {
             pictures: Vec::new(),
         })
     }
+}
+
+/// A results file's contents; an unreadable or malformed one is named.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ReportError> {
+    let bad = |cause: String| ReportError::Run { path: path.to_path_buf(), cause };
+    let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))
+}
+
+/// The slide-level columns MIL runs and slide probes share: balanced accuracy, ROC-AUC and
+/// quadratic kappa as mean ± sd over folds.
+fn slide_metrics(balanced: MeanSd, auc: MeanSd, kappa: MeanSd) -> Vec<(String, String)> {
+    vec![
+        ("slide balanced accuracy %".to_owned(), format!("{} ± {}", percent(balanced.mean), percent(balanced.sd))),
+        ("slide ROC-AUC".to_owned(), format!("{:.4} ± {:.4}", auc.mean, auc.sd)),
+        ("slide kappa (quadratic)".to_owned(), format!("{:.4} ± {:.4}", kappa.mean, kappa.sd)),
+    ]
 }
 
 /// The run folders `paths` name: each a run folder itself (`config.toml`, or a slide-level run's
