@@ -4,7 +4,7 @@
 use clap::{Arg, Command};
 
 /// Top-level network commands and their help lines.
-pub const COMMANDS: [(&str, &str); 8] = [
+pub const COMMANDS: [(&str, &str); 9] = [
     ("pretrain", "Train a backbone as a run config says (supervised organ classification, SimCLR, BYOL, MoCo v2, DINO, MAE)"),
     (
         "finetune",
@@ -30,6 +30,11 @@ pub const COMMANDS: [(&str, &str); 8] = [
         "embed-slides",
         "One embedding per slide from its patch features (.h5 of `embed --slides`, CLAM or TRIDENT) by a slide \
          encoder (FEATHER, mean pooling), its input contract checked",
+    ),
+    (
+        "segment-tissue",
+        "A learned tissue segmenter (HEST's) over each slide of a list: its tissue for QuPath (.geojson) and the list \
+         with it as each slide's `roi` for build and embed",
     ),
     ("export", "Write a backbone's weights for PyTorch (.pth or .safetensors, torchvision / timm names)"),
     (

@@ -7,3 +7,4 @@ pub mod patch_features;
 pub mod qupath;
 pub mod slide_features;
 pub mod slide_map;
+pub mod tissue_net;

@@ -11,6 +11,7 @@ mod export;
 mod infer;
 mod mil;
 mod probe;
+mod segment_tissue;
 mod train;
 
 use std::process::ExitCode;
@@ -41,6 +42,7 @@ enum Command {
     Infer(patchtcga_mil::infer::InferArgs),
     Embed(patchtcga_features::embed::EmbedArgs),
     EmbedSlides(embed_slides::EmbedSlidesArgs),
+    SegmentTissue(segment_tissue::SegmentTissueArgs),
     Export(patchtcga_model::ExportArgs),
     Mil {
         #[command(subcommand)]
@@ -69,6 +71,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Infer(a) => infer::infer(a),
         Command::Embed(a) => embed::embed(a),
         Command::EmbedSlides(a) => embed_slides::embed_slides(a),
+        Command::SegmentTissue(a) => segment_tissue::segment(a),
         Command::Export(a) => export::export(a),
         Command::Mil { what } => mil::mil(what),
     }

@@ -1271,3 +1271,101 @@ fn embed_slides_then_probe_slides_from_the_command_line() {
     let out = patchtcga().args(["probe", "--slides"]).arg(&slides).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--labels <LABELS>"));
 }
+
+/// A HEST-layout tissue segmenter (Lightning's `model.` prefix, torchvision's DeepLabv3 names, an
+/// auxiliary classifier) whose class layer says `tissue` everywhere or nowhere.
+fn hest_checkpoint(path: &Path, tissue_everywhere: bool) {
+    use patchtcga_model::{Arch, SegHead, SegNet};
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _net = SegNet::new(&vs.root(), Arch::ResNet50.spec(64), SegHead::DeepLabV3, 2).unwrap();
+    let sign = if tissue_everywhere { 1.0 } else { -1.0 };
+    let mut tensors: Vec<(String, tch::Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| match n.as_str() {
+            "classifier.4.weight" => (n, t.zeros_like()),
+            "classifier.4.bias" => (n, tch::Tensor::from_slice(&[-10.0f32 * sign, 10.0 * sign])),
+            _ => (n, t),
+        })
+        .map(|(n, t)| {
+            (if n.starts_with("classifier.") { format!("model.{n}") } else { format!("model.backbone.{n}") }, t)
+        })
+        .collect();
+    tensors.push(("model.aux_classifier.4.weight".into(), tch::Tensor::zeros([2, 256, 1, 1], tch::kind::FLOAT_CPU)));
+    patchtcga_model::write_pth(path, &tensors).unwrap();
+}
+
+#[test]
+fn segment_tissue_writes_the_learned_tissue_and_the_list_build_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (all, none) = (dir.path().join("all.ckpt"), dir.path().join("none.ckpt"));
+    hest_checkpoint(&all, true);
+    hest_checkpoint(&none, false);
+    let list = dir.path().join("slides.csv");
+    std::fs::write(&list, format!("slide,organ,id\n{},skin,cmu1\n", sample_slide().display())).unwrap();
+    let segment = |weights: &Path, out: &Path| {
+        patchtcga()
+            .args(["segment-tissue", "--weights"])
+            .arg(weights)
+            .arg("--slides")
+            .arg(&list)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let tissue = dir.path().join("tissue");
+    let out = segment(&all, &tissue);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("tissue 100.0 %"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One annotation over the windows read: 2 × 2 windows of 512 µm at 0.499 µm/px.
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(tissue.join("cmu1.geojson")).unwrap()).unwrap();
+    let f = &v["features"][0];
+    assert_eq!(
+        (f["properties"]["objectType"].as_str(), f["properties"]["classification"]["name"].as_str()),
+        (Some("annotation"), Some("Tissue"))
+    );
+    let ring = f["geometry"]["coordinates"][0].as_array().unwrap();
+    let xs: Vec<f64> = ring.iter().map(|p| p[0].as_f64().unwrap()).collect();
+    let side = 2.0 * 512.0 / 0.499;
+    assert!(
+        (xs.iter().cloned().fold(f64::MIN, f64::max) - xs.iter().cloned().fold(f64::MAX, f64::min) - side).abs() < 2.0,
+        "{xs:?}"
+    );
+    // The list with the tissue as `roi`: `build` keeps to it.
+    let with_roi = std::fs::read_to_string(tissue.join("slides.csv")).unwrap();
+    assert!(with_roi.starts_with("slide,organ,id,roi\n") && with_roi.contains("cmu1.geojson"), "{with_roi}");
+    let build = |list: &Path, out: &Path| {
+        patchtcga()
+            .args(["build", "ptcga200", "--size", "64", "--slides"])
+            .arg(list)
+            .arg("--out")
+            .arg(out)
+            .assert()
+            .success();
+        walk_jpgs(out)
+    };
+    let (inside, whole) =
+        (build(&tissue.join("slides.csv"), &dir.path().join("in")), build(&list, &dir.path().join("all")));
+    assert!(inside > 0 && inside < whole, "{inside} patches inside the segmented tissue, {whole} on the slide");
+    // Nowhere tissue: an empty annotation.
+    let empty = dir.path().join("empty");
+    let out = segment(&none, &empty);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tissue 0.0 %"));
+    // A checkpoint that is not HEST's is named.
+    let out = segment(&list, &dir.path().join("bad"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("slides.csv"));
+}
+
+/// JPEG files under `dir`, counted.
+fn walk_jpgs(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| if p.is_dir() { walk_jpgs(&p) } else { usize::from(p.extension().is_some_and(|e| e == "jpg")) })
+        .sum()
+}
