@@ -420,7 +420,7 @@ impl Slide {
     ) -> Result<image::RgbImage, SlideError> {
         let patch = self.inner.read_patch(geometry, corner.0, corner.1)?;
         Ok(match stain {
-            Some(s) => s.apply(patch),
+            Some(s) => s.inner.apply(patch),
             None => patch,
         })
     }

@@ -5,7 +5,7 @@ use numpy::PyReadonlyArray3;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use patchtcga_augment::{Normalized, StainMethod};
+use patchtcga_augment::StainMethod;
 
 /// A stain normaliser fitted to a target image, as `build --stain-normalize` fits it.
 #[pyclass(frozen, module = "patchtcga._native")]
@@ -25,16 +25,6 @@ pub(crate) fn rgb_image(array: &PyReadonlyArray3<u8>) -> PyResult<image::RgbImag
     image::RgbImage::from_raw(w as u32, h as u32, raw).ok_or_else(|| PyValueError::new_err("image size overflows"))
 }
 
-impl StainNormalizer {
-    /// `image` normalised, or as it is when it holds too little stain to fit.
-    pub(crate) fn apply(&self, image: image::RgbImage) -> image::RgbImage {
-        match self.inner.normalize(&image) {
-            Normalized::Image(out) => out,
-            Normalized::Unchanged => image,
-        }
-    }
-}
-
 #[pymethods]
 impl StainNormalizer {
     /// Fits `method` ("macenko", "reinhard" or "vahadane") to `target`, an (H, W, 3) `uint8` array.
@@ -52,7 +42,7 @@ impl StainNormalizer {
     /// `image` ((H, W, 3) `uint8`) normalised; returned as it is when it holds too little stain.
     fn __call__<'py>(&self, py: Python<'py>, image: PyReadonlyArray3<u8>) -> PyResult<Bound<'py, numpy::PyArray3<u8>>> {
         let img = rgb_image(&image)?;
-        let out = py.detach(|| self.apply(img));
+        let out = py.detach(|| self.inner.apply(img));
         let (w, h) = out.dimensions();
         crate::array3(py, h, w, 3, out.into_raw())
     }

@@ -19,7 +19,7 @@ pub use colour::{
     to_grayscale, IMAGENET_MEAN, IMAGENET_STD, PTCGA200_MEAN, PTCGA200_STD,
 };
 pub use geometric::{center_crop, crop, hflip, resize, resize_mask, resized_crop, rot90, vflip};
-pub use normalizer::{StainBench, StainMethod, StainNormalizer, StainTiming};
+pub use normalizer::{StainBench, StainFlags, StainMethod, StainNormalizer, StainTiming};
 pub use recipe::{random_resized_crop_params, Cut, Jitter, Preset, Recipe, StainJitter, View, ViewSpec};
 pub use stain::{Macenko, Normalized, Reinhard, MIN_STAINED};
 pub use vahadane::Vahadane;

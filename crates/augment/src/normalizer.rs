@@ -1,6 +1,9 @@
 //! The stain normalisers by name: a method, fitted to a target, applied to patches (what `build
 //! --stain-normalize` records and applies), and `patchtcga bench stain`.
 
+use std::path::{Path, PathBuf};
+
+use clap::ValueEnum;
 use image::RgbImage;
 
 use crate::stain::{Macenko, Normalized, Reinhard};
@@ -47,6 +50,51 @@ impl StainNormalizer {
             Self::Reinhard(r) => r.normalize(image),
             Self::Macenko(m) => m.normalize(image),
             Self::Vahadane(v) => v.normalize(image),
+        }
+    }
+
+    /// `image` in the target's stain, or as it is when it holds too little stain.
+    pub fn apply(&self, image: RgbImage) -> RgbImage {
+        match self.normalize(&image) {
+            Normalized::Image(out) => out,
+            Normalized::Unchanged => image,
+        }
+    }
+}
+
+/// The stain-normalisation flags of the commands that make patches (`build`, `embed --slides`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StainFlags {
+    /// Normalise every patch's stain to `--stain-target`'s: reinhard (LAB mean and spread),
+    /// macenko (H&E vectors, as torchstain) or vahadane (H&E vectors by sparse dictionary
+    /// learning).
+    #[arg(long, value_enum, requires = "stain_target")]
+    pub stain_normalize: Option<StainMethod>,
+    /// The image whose stain patches are normalised to (a typical H&E patch of the target site).
+    #[arg(long, requires = "stain_normalize")]
+    pub stain_target: Option<PathBuf>,
+}
+
+impl StainFlags {
+    /// The normaliser the flags ask for, fitted to the target; the target and why refused in
+    /// words when it cannot be.
+    pub fn fitted(&self) -> Result<Option<StainNormalizer>, (PathBuf, String)> {
+        let (Some(method), Some(target)) = (self.stain_normalize, &self.stain_target) else { return Ok(None) };
+        let bad = |cause: String| (target.clone(), cause);
+        let image = image::open(target).map_err(|e| bad(format!("not a readable image: {e}")))?;
+        StainNormalizer::fit(method, &image.to_rgb8())
+            .map(Some)
+            .ok_or_else(|| bad("too little stain to fit a stain normaliser to (glass or a blank image?)".into()))
+    }
+
+    /// How the patches' stain is normalised, for a provenance record (empty without).
+    pub fn describe(&self) -> String {
+        match (
+            self.stain_normalize.and_then(|m| m.to_possible_value()),
+            self.stain_target.as_deref().and_then(Path::file_name),
+        ) {
+            (Some(m), Some(t)) => format!(", stain {} to {}", m.get_name(), t.to_string_lossy()),
+            _ => String::new(),
         }
     }
 }

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use patchtcga_launch::{Node, Share};
 use patchtcga_slide::{AnnotationGroups, GeometryFlags, QualityCheck, Sampler, SlideOptions, TissueParams};
 
-use patchtcga_augment::{StainMethod, StainNormalizer};
+use patchtcga_augment::StainFlags;
 
 use crate::build::{BuildOptions, ImageFormat, Task};
 use crate::{DatasetError, Result};
@@ -95,21 +95,8 @@ pub struct BuildArgs {
     /// Fraction of cases sent to test when the CSV has no split column.
     #[arg(long, default_value_t = 0.2)]
     pub test_fraction: f64,
-    /// Normalise every patch's stain to `--stain-target`'s before writing it: reinhard (LAB mean
-    /// and spread) or macenko (H&E vectors), as torchstain computes them.
-    #[arg(long, value_enum, requires = "stain_target")]
-    pub stain_normalize: Option<StainMethod>,
-    /// The image whose stain patches are normalised to (a typical H&E patch of the target site).
-    #[arg(long, requires = "stain_normalize")]
-    pub stain_target: Option<PathBuf>,
-}
-
-/// `method` fitted to the image at `target`, refused in words when it cannot be.
-fn fit_stain(method: StainMethod, target: &std::path::Path) -> Result<StainNormalizer> {
-    let image = image::open(target).map_err(|e| DatasetError::invalid(target, format!("not a readable image: {e}")))?;
-    StainNormalizer::fit(method, &image.to_rgb8()).ok_or_else(|| {
-        DatasetError::invalid(target, "too little stain to fit a stain normaliser to (glass or a blank image?)")
-    })
+    #[command(flatten)]
+    pub stain: StainFlags,
 }
 
 /// Patch image formats by name.
@@ -129,10 +116,7 @@ impl BuildArgs {
 
     /// The build's options for this process's `share` of the slide list.
     pub fn options(self, share: Share) -> Result<BuildOptions> {
-        let stain = match (self.stain_normalize, &self.stain_target) {
-            (Some(method), Some(target)) => Some(fit_stain(method, target)?),
-            _ => None,
-        };
+        let stain = self.stain.fitted().map_err(|(target, cause)| DatasetError::invalid(target, cause))?;
         Ok(BuildOptions {
             stain,
             geometry: self.geometry.resolve()?,

@@ -5,10 +5,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use patchtcga_augment::{Preset, Recipe};
+use patchtcga_augment::{Preset, Recipe, StainFlags};
 use patchtcga_dataset::{Share, SlideRow};
 use patchtcga_launch::Node;
-use patchtcga_loader::slides::SlideReading;
+use patchtcga_loader::slides::{SlideBatchConfig, SlideReading};
 use patchtcga_loader::LoaderConfig;
 use patchtcga_model::{Backbone, BackboneWeights, ImportReport};
 use tch::{nn, Device};
@@ -63,6 +63,10 @@ pub struct EmbedArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: Device,
+    /// With --slides: each patch's stain normalised to a target's before it is embedded (recorded
+    /// in the files' `preprocessing`).
+    #[command(flatten)]
+    pub stain: StainFlags,
 }
 
 /// How `embed --images` brings an image to the model's input.
@@ -113,6 +117,12 @@ impl EmbedArgs {
         backbone: &Backbone,
         progress: &indicatif::ProgressBar,
     ) -> Result<ImagesEmbedded, LearnError> {
+        if self.stain.stain_normalize.is_some() {
+            return Err(LearnError::Config(
+                "--stain-normalize applies to --slides (normalise a patch folder with `build --stain-normalize`)"
+                    .into(),
+            ));
+        }
         let files = patchtcga_dataset::images_under(folder)?;
         if files.is_empty() {
             return Err(LearnError::Config(format!("{}: no images (.jpg, .JPG, .JPEG, .png)", folder.display())));
@@ -158,13 +168,19 @@ impl EmbedArgs {
         let stats = self.stats();
         let geometry = self.reading.geometry();
         let autocast = self.autocast && self.device.is_cuda();
+        let stain = self
+            .stain
+            .fitted()
+            .map_err(|(target, cause)| LearnError::Config(format!("{}: {cause}", target.display())))?;
+        let mut provenance = provenance(&self.backbone.arch.to_string(), &self.backbone.weights, &stats, &geometry)?;
+        provenance.preprocessing += &self.stain.describe();
         let list = SlideList {
             rows,
             out: &self.out,
             coords: self.coords.as_deref(),
-            reading: self.reading.config(stats.mean, stats.std),
+            reading: SlideBatchConfig { stain, ..self.reading.config(stats.mean, stats.std) },
             embedding: SlideEmbedding { geometry, device: self.device, float16: self.float16, autocast },
-            provenance: provenance(&self.backbone.arch.to_string(), &self.backbone.weights, &stats, &geometry)?,
+            provenance,
         };
         let report = embed_slide_list(list, backbone, progress, on_slide)?;
         progress.finish();

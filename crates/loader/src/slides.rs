@@ -10,7 +10,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use patchtcga_augment::normalize;
+use patchtcga_augment::{normalize, StainNormalizer};
 use patchtcga_slide::{PatchGeometry, Roi, Slide, SlideError, SlideOptions, TissueGrid};
 use rayon::prelude::*;
 
@@ -72,6 +72,7 @@ impl SlideReading {
             batch_size: self.batch_size,
             workers: self.workers,
             prefetch: 4,
+            stain: None,
         }
     }
 }
@@ -95,6 +96,8 @@ pub struct SlideBatchConfig {
     pub workers: usize,
     /// Batches prepared ahead of the consumer.
     pub prefetch: usize,
+    /// Each patch's stain normalised to a target's before it is normalised for the network.
+    pub stain: Option<StainNormalizer>,
 }
 
 /// What the reading thread reports, in order.
@@ -371,6 +374,10 @@ impl Reader {
                 .zip(&tasks)
                 .map(|(out, &(q, (x, y)))| {
                     let p = queue[q].slide.read_patch(&c.geometry, x, y)?;
+                    let p = match &c.stain {
+                        Some(stain) => stain.apply(p),
+                        None => p,
+                    };
                     normalize(&p, c.mean, c.std, out).map_err(|e| SlideError::Parameter(e.to_string()))
                 })
                 .collect()

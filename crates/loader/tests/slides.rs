@@ -20,6 +20,7 @@ fn config(batch_size: usize, geometry: PatchGeometry) -> SlideBatchConfig {
         batch_size,
         workers: 2,
         prefetch: 2,
+        stain: None,
     }
 }
 
@@ -65,6 +66,7 @@ fn direct(slide: &Path, geometry: &PatchGeometry, corners: &[(u32, u32)], c: &Sl
     let mut out = vec![0.0; plane * corners.len()];
     for (&(x, y), o) in corners.iter().zip(out.chunks_mut(plane)) {
         let p: RgbImage = s.read_patch(geometry, x, y).unwrap();
+        let p = c.stain.as_ref().map_or(p.clone(), |n| n.apply(p));
         normalize(&p, c.mean, c.std, o).unwrap();
     }
     out
@@ -139,4 +141,27 @@ fn a_slide_failing_mid_read_is_dropped_alone() {
     assert!(e.contains("damaged.svs") && e.contains("tile (1, 1)") && !seen[0].ended, "{:?}", seen[0]);
     assert!(seen[1].ended && seen[1].failed.is_none(), "{:?}", seen[1].failed);
     assert_eq!(seen[1].values.len(), 3 * 3 * 32 * 32);
+}
+
+/// With a stain normaliser, each patch is normalised to the target before the network's
+/// normalisation: the values of a direct read put through the same normaliser, and not those
+/// without it.
+#[test]
+fn stain_normalised_batches_equal_stain_normalised_reads() {
+    use patchtcga_augment::{StainMethod, StainNormalizer};
+    let target =
+        image::open(patchtcga_testkit::repo_root().join("crates/augment/tests/golden/stain_target.png")).unwrap();
+    let geometry = PatchGeometry { mpp: 2.0, size: 32 };
+    let corners = vec![(600, 900), (1000, 1400), (1300, 1800)];
+    let slide = sample_slide();
+    let jobs = vec![SlideJob { path: slide.clone(), corners: Some(corners.clone()), roi: None, mpp: None }];
+    for method in [StainMethod::Reinhard, StainMethod::Macenko] {
+        let c = SlideBatchConfig { stain: StainNormalizer::fit(method, &target.to_rgb8()), ..config(2, geometry) };
+        assert!(c.stain.is_some());
+        let plane = 3 * 32 * 32;
+        let (seen, _) = consume(SlideBatches::start(jobs.clone(), c.clone()).unwrap(), 1, 2, plane);
+        assert_eq!(seen[0].values, direct(&slide, &geometry, &corners, &c), "{method:?}");
+        let plain = direct(&slide, &geometry, &corners, &config(2, geometry));
+        assert!(seen[0].values.iter().zip(&plain).any(|(a, b)| (a - b).abs() > 0.05), "{method:?} changed nothing");
+    }
 }

@@ -183,6 +183,7 @@ impl MilInference {
             batch_size: a.batch_size,
             workers: rayon::current_num_threads(),
             prefetch: 4,
+            stain: None,
         };
         let job = SlideJob { path: a.slide.clone(), corners: None, roi: a.roi.clone(), mpp: None };
         let r = self.run.infer_slide(job, backbone, reading, a.device, &a.out, progress)?;

@@ -1369,3 +1369,35 @@ fn walk_jpgs(dir: &Path) -> usize {
         .map(|p| if p.is_dir() { walk_jpgs(&p) } else { usize::from(p.extension().is_some_and(|e| e == "jpg")) })
         .sum()
 }
+
+/// `embed --slides --stain-normalize` records the normalisation with the features; `--images`
+/// refuses it.
+#[test]
+fn embed_slides_normalises_stain_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = resnet18_backbone(dir.path());
+    let csv = dir.path().join("slides.csv");
+    std::fs::write(&csv, format!("slide,id\n{},cmu1\n", sample_slide().display())).unwrap();
+    let target = patchtcga_testkit::repo_root().join("crates/augment/tests/golden/stain_target.png");
+    let embed = |source: &str, path: &Path, out: &Path| {
+        patchtcga()
+            .args(["embed", "--arch", "resnet18", "--image-size", "64", "--mpp", "2.0", "--weights"])
+            .arg(&weights)
+            .arg(source)
+            .arg(path)
+            .args(["--stain-normalize", "reinhard", "--stain-target"])
+            .arg(&target)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let feats = dir.path().join("feats");
+    let out = embed("--slides", &csv, &feats);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let h5 = hdf5_metno::File::open(feats.join("cmu1.h5")).unwrap();
+    let pre = h5.attr("preprocessing").unwrap().read_scalar::<hdf5_metno::types::VarLenUnicode>().unwrap().to_string();
+    assert!(pre.ends_with(", stain reinhard to stain_target.png"), "{pre}");
+    let out = embed("--images", dir.path(), &dir.path().join("f.npy"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("applies to --slides"));
+}
