@@ -169,6 +169,9 @@ pub struct MapOptions {
     pub device: Device,
     /// Only the tissue inside this region of interest (QuPath GeoJSON).
     pub roi: Option<std::path::PathBuf>,
+    /// Windows over the whole slide, the last ones running past its right and bottom edges
+    /// (read as background); otherwise only whole windows inside it.
+    pub cover: bool,
 }
 
 /// A map over a slide: one value per cell (NaN off tissue), row-major.
@@ -195,7 +198,13 @@ struct Grid {
 }
 
 impl Grid {
-    fn new(slide: &Slide, geometry: &PatchGeometry, cells: usize, overlap: usize) -> Result<Self, LearnError> {
+    fn new(
+        slide: &Slide,
+        geometry: &PatchGeometry,
+        cells: usize,
+        overlap: usize,
+        cover: bool,
+    ) -> Result<Self, LearnError> {
         let n = overlap;
         let g = if cells == 1 { n } else { cells };
         if n == 0 || g % n != 0 {
@@ -206,12 +215,10 @@ impl Grid {
         let footprint = slide.footprint(geometry);
         let stride = (footprint.0 / n as f64, footprint.1 / n as f64);
         let (w, h) = slide.dimensions();
-        let count = |extent: f64, field: f64, s: f64| {
-            if extent < field {
-                0
-            } else {
-                ((extent - field) / s).floor() as usize + 1
-            }
+        let count = |extent: f64, field: f64, s: f64| match (cover, extent < field) {
+            (true, _) => ((extent - field).max(0.0) / s).ceil() as usize + 1,
+            (false, true) => 0,
+            (false, false) => ((extent - field) / s).floor() as usize + 1,
         };
         let (cols, rows) = (count(w as f64, footprint.0, stride.0), count(h as f64, footprint.1, stride.1));
         if cols == 0 || rows == 0 {
@@ -276,7 +283,7 @@ pub fn slide_map(
         tissue = tissue.within(&Roi::load(roi, &slide.annotation_frame())?);
     }
     let geometry = PatchGeometry { mpp: o.field_um / o.image_size as f64, size: o.image_size };
-    let grid = Grid::new(slide, &geometry, model.cells(), o.overlap)?;
+    let grid = Grid::new(slide, &geometry, model.cells(), o.overlap, o.cover)?;
     let (fw, fh) = grid.footprint;
     let windows: Vec<(usize, usize)> = (0..grid.rows)
         .flat_map(|r| (0..grid.cols).map(move |c| (r, c)))

@@ -84,7 +84,7 @@ impl WindowModel for TissueNet {
 }
 
 /// The slide's tissue as the segmenter sees it: its probability, averaged over 16 µm cells,
-/// above one half. Returns the polygons in level-0 pixels and the tissue share of the slide.
+/// above one half, over the whole slide (the last windows run past its edges). Returns the polygons in level-0 pixels and the tissue share of the slide.
 pub fn segment_tissue(
     slide: &Slide,
     net: &TissueNet,
@@ -102,14 +102,20 @@ pub fn segment_tissue(
         batch_size,
         device,
         roi: None,
+        cover: true,
     };
     let map = slide_map(slide, net, &o, progress)?;
-    let mask = GrayImage::from_fn(map.cols as u32, map.rows as u32, |x, y| {
+    // The cells that start on the slide; the last ones' outlines are clipped to its edges.
+    let (w, h) = slide.dimensions();
+    let cols = ((w as f64 / map.cell.0).ceil() as usize).min(map.cols);
+    let rows = ((h as f64 / map.cell.1).ceil() as usize).min(map.rows);
+    let mask = GrayImage::from_fn(cols as u32, rows as u32, |x, y| {
         let p = map.values[y as usize * map.cols + x as usize];
         image::Luma([if p > 0.5 { 255 } else { 0 }])
     });
-    let share = mask.pixels().filter(|p| p.0[0] != 0).count() as f64 / (map.rows * map.cols).max(1) as f64;
-    Ok((mask_polygons(&mask, map.cell.0), share))
+    let share = mask.pixels().filter(|p| p.0[0] != 0).count() as f64 / (rows * cols).max(1) as f64;
+    let clip = |c: geo::Coord<f64>| geo::Coord { x: c.x.clamp(0.0, w as f64), y: c.y.clamp(0.0, h as f64) };
+    Ok((geo::MapCoords::map_coords(&mask_polygons(&mask, map.cell.0), clip), share))
 }
 
 /// Writes `tissue` as one QuPath annotation of class `Tissue` (GeoJSON, atomically).

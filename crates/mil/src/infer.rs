@@ -109,6 +109,7 @@ impl InferArgs {
             batch_size: self.batch_size,
             device: self.device,
             roi: self.roi.clone(),
+            cover: false,
         };
         let map = slide_map(&slide, model.as_ref(), &options, progress)?;
         let npy = save_map(&slide, &map, Legend::of(model.as_ref()), &self.out)?;
